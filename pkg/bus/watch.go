@@ -1,0 +1,54 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+// Watch follows one build's events: first every stored event in order,
+// then new ones as they arrive. It uses an ordered consumer, which leaves
+// no state on the server and needs no acks.
+type Watch struct {
+	it jetstream.MessagesContext
+}
+
+// WatchBuild starts a watch of buildID's events.
+func WatchBuild(ctx context.Context, js jetstream.JetStream, buildID string) (*Watch, error) {
+	if err := events.ValidateBuildID(buildID); err != nil {
+		return nil, Invalid(err)
+	}
+	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.BuildFilter(buildID)},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", buildID, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", buildID, err)
+	}
+	return &Watch{it: it}, nil
+}
+
+// Next blocks until the next event. A message that does not decode is
+// returned as an error matching ErrInvalid; the watch goes on after it.
+// After Stop, Next returns jetstream.ErrMsgIteratorClosed.
+func (w *Watch) Next() (events.Event, error) {
+	msg, err := w.it.Next()
+	if err != nil {
+		return events.Event{}, err
+	}
+	e, err := events.Decode(events.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+	if err != nil {
+		return events.Event{}, Invalid(fmt.Errorf("%s: %w", msg.Subject(), err))
+	}
+	return e, nil
+}
+
+// Stop ends the watch and unblocks Next.
+func (w *Watch) Stop() { w.it.Stop() }

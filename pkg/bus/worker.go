@@ -1,0 +1,289 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+// WorkerConfig configures one replica's share of a service consumer.
+type WorkerConfig struct {
+	// Consumer is the durable consumer to bind to; it must be provisioned.
+	Consumer Consumer
+	// Source is the CloudEvents source of the events this replica emits,
+	// e.g. "/stevedore/puller/host-1". Required.
+	Source string
+	// Concurrency is how many messages this replica handles at once; it is
+	// also its pull prefetch. Zero means 4.
+	Concurrency int
+	// Heartbeat is how often InProgress is sent while a handler runs. Zero
+	// means a third of the consumer's AckWait.
+	Heartbeat time.Duration
+	// Backoff is the redelivery delay after a retryable failure, given the
+	// delivery count (1 for the first). Nil means ExponentialBackoff(1s, 30s).
+	Backoff func(delivered int) time.Duration
+	// Logger receives runtime logs. Nil means slog.Default().
+	Logger *slog.Logger
+	// Middleware wraps every handler, outermost first.
+	Middleware []Middleware
+}
+
+func (c *WorkerConfig) setDefaults() {
+	c.Consumer.setDefaults()
+	if c.Concurrency == 0 {
+		c.Concurrency = 4
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = c.Consumer.AckWait / 3
+	}
+	if c.Backoff == nil {
+		c.Backoff = ExponentialBackoff(time.Second, 30*time.Second)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration the worker cannot run with.
+func (c WorkerConfig) Validate() error {
+	if err := c.Consumer.Validate(); err != nil {
+		return err
+	}
+	if c.Source == "" {
+		return errors.New("worker: empty source")
+	}
+	if c.Concurrency < 0 || c.Heartbeat < 0 {
+		return errors.New("worker: negative concurrency or heartbeat")
+	}
+	return nil
+}
+
+// ExponentialBackoff returns base·2^(n-1), capped at max.
+func ExponentialBackoff(base, limit time.Duration) func(int) time.Duration {
+	return func(n int) time.Duration {
+		d := base
+		for i := 1; i < n && d < limit; i++ {
+			d *= 2
+		}
+		return min(d, limit)
+	}
+}
+
+// Worker runs handlers for the messages of one durable consumer: it
+// decodes, calls the handler with InProgress heartbeats, publishes the
+// outputs with derived ids, then acks; on failure it retries with
+// NakWithDelay or emits a failed event and terminates the message.
+type Worker struct {
+	js       jetstream.JetStream
+	cfg      WorkerConfig
+	handlers map[events.Type]Handler
+	pub      *Publisher
+}
+
+// NewWorker returns a worker bound to js. Register handlers with Handle
+// before calling Run.
+func NewWorker(js jetstream.JetStream, cfg WorkerConfig) (*Worker, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Worker{js: js, cfg: cfg, handlers: map[events.Type]Handler{}, pub: NewPublisher(js)}, nil
+}
+
+// Handle registers h for events of type t, wrapped in the configured
+// middleware.
+func (w *Worker) Handle(t events.Type, h Handler) {
+	for i := len(w.cfg.Middleware) - 1; i >= 0; i-- {
+		h = w.cfg.Middleware[i](h)
+	}
+	w.handlers[t] = h
+}
+
+// Run pulls and handles messages until ctx is done, then waits for the
+// handlers in flight. It returns nil on cancellation.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.js.Consumer(ctx, events.StreamEvents, w.cfg.Consumer.Name)
+	if err != nil {
+		return fmt.Errorf("bind consumer %s: %w", w.cfg.Consumer.Name, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("pull from %s: %w", w.cfg.Consumer.Name, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, w.cfg.Concurrency)
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		msg, err := it.Next()
+		if err != nil {
+			<-slots
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return fmt.Errorf("next message from %s: %w", w.cfg.Consumer.Name, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			// The message outlives a shutdown that starts while it is being
+			// handled: finish it (or let it be redelivered), never drop it.
+			w.process(context.WithoutCancel(ctx), msg)
+		}()
+	}
+}
+
+// process handles one message end to end.
+func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
+	log := w.cfg.Logger
+	delivered := 1
+	if md, err := msg.Metadata(); err == nil {
+		delivered = int(md.NumDelivered)
+	}
+	in, err := events.Decode(events.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+	if err != nil {
+		w.fail(ctx, msg, in, Invalid(fmt.Errorf("undecodable event: %w", err)), delivered)
+		return
+	}
+	h, ok := w.handlers[in.Type()]
+	if !ok {
+		w.fail(ctx, msg, in, Invalid(fmt.Errorf("consumer %s has no handler for %s", w.cfg.Consumer.Name, in.Type())), delivered)
+		return
+	}
+
+	hctx, cancel := context.WithCancelCause(ctx)
+	beat := time.NewTicker(w.cfg.Heartbeat)
+	done := make(chan struct{})
+	go func() {
+		defer beat.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-beat.C:
+				if err := msg.InProgress(); err != nil {
+					log.Warn("in-progress heartbeat failed", "event_id", in.ID, "error", err)
+				}
+			}
+		}
+	}()
+	outs, err := h(hctx, in)
+	close(done)
+	cancel(errors.New("handler returned"))
+
+	if err != nil {
+		w.onError(ctx, msg, in, err, delivered)
+		return
+	}
+	derived := DeriveAll(in, outs, w.cfg.Source, time.Now())
+	if err := w.pub.PublishAll(ctx, derived); err != nil {
+		log.Warn("publishing outputs failed; will retry", "event_id", in.ID, "build_id", in.BuildID, "error", err)
+		w.onError(ctx, msg, in, Unavailable(err), delivered)
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		log.Warn("ack failed; the message will be redelivered and its outputs deduplicated", "event_id", in.ID, "error", err)
+	}
+}
+
+// onError retries or fails a message according to Action.
+func (w *Worker) onError(ctx context.Context, msg jetstream.Msg, in events.Event, err error, delivered int) {
+	v := Action(err, delivered, w.cfg.Consumer.MaxDeliver, w.cfg.Backoff)
+	if v.Retry {
+		if nerr := msg.NakWithDelay(v.Delay); nerr != nil {
+			w.cfg.Logger.Warn("nak failed; the message will be redelivered after AckWait", "event_id", in.ID, "error", nerr)
+		}
+		return
+	}
+	if !Permanent(err) {
+		err = fmt.Errorf("giving up after %d attempts: %w", delivered, err)
+	}
+	w.fail(ctx, msg, in, err, delivered)
+}
+
+// fail publishes the failed event for in (as far as in could be decoded)
+// and terminates the message; the termination advisory lets the DLQ mover
+// keep a copy.
+func (w *Worker) fail(ctx context.Context, msg jetstream.Msg, in events.Event, err error, delivered int) {
+	step := in.Type()
+	if in.BuildID == "" {
+		// Undecodable: recover the build, the step and an id from the
+		// transport.
+		var name string
+		in.BuildID, name, _ = events.SplitSubject(msg.Subject())
+		if spec, ok := events.LookupName(name); ok {
+			step = spec.Type
+		}
+		in.ID = msg.Headers().Get(events.HeaderMsgID)
+		if in.ID == "" {
+			if md, mdErr := msg.Metadata(); mdErr == nil {
+				in.ID = fmt.Sprintf("%s-%d", md.Stream, md.Sequence.Stream)
+			}
+		}
+	}
+	if in.BuildID != "" {
+		failed := FailureEvent(in, step, err, delivered, w.cfg.Source, time.Now())
+		if perr := w.pub.PublishAll(ctx, []events.Event{failed}); perr != nil {
+			// Without the failed event the client would wait forever: retry.
+			w.cfg.Logger.Warn("publishing failed event failed; will retry", "event_id", in.ID, "error", perr)
+			_ = msg.NakWithDelay(w.cfg.Backoff(delivered))
+			return
+		}
+	}
+	reason := err.Error()
+	if len(reason) > 512 {
+		reason = reason[:512]
+	}
+	if terr := msg.TermWithReason(reason); terr != nil {
+		w.cfg.Logger.Warn("term failed", "event_id", in.ID, "error", terr)
+	}
+}
+
+// FailureEvent is the failed event the runtime emits when in cannot be
+// handled at step: a source.failed carrying the input's source, the step,
+// the error text and its code, with an id derived from the input.
+func FailureEvent(in events.Event, step events.Type, err error, attempts int, source string, now time.Time) events.Event {
+	src, _ := events.SourceOf(in.Data)
+	failed := events.New(events.SourceFailed{
+		Source:   src,
+		Step:     step,
+		Reason:   err.Error(),
+		Code:     Code(err),
+		Attempts: attempts,
+	})
+	return events.Derive(in, failed, 0, source, now)
+}
+
+// DeriveAll fills in the envelopes of a handler's outputs (see
+// events.Derive); the n-th output of a type gets ordinal n.
+func DeriveAll(in events.Event, outs []events.Event, source string, now time.Time) []events.Event {
+	seen := map[events.Type]int{}
+	derived := make([]events.Event, 0, len(outs))
+	for _, out := range outs {
+		n := seen[out.Type()]
+		seen[out.Type()]++
+		derived = append(derived, events.Derive(in, out, n, source, now))
+	}
+	return derived
+}
+
+// toNATS converts an encoded event to a NATS message.
+func toNATS(m events.Message) *nats.Msg {
+	return &nats.Msg{Subject: m.Subject, Header: nats.Header(m.Header), Data: m.Data}
+}

@@ -1,0 +1,443 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// testConsumer is the puller's consumer with test-sized timings.
+func testConsumer() bus.Consumer {
+	c := bus.PullerConsumer()
+	c.AckWait = 800 * time.Millisecond
+	c.MaxDeliver = 3
+	return c
+}
+
+func startEnv(t *testing.T) *bustest.Env {
+	t.Helper()
+	return bustest.Start(t, bus.Topology{Consumers: []bus.Consumer{testConsumer(), bus.ResolverConsumer()}})
+}
+
+// runWorker starts a worker on its own connection with handler h and
+// returns a function that stops it and waits for it.
+func runWorker(t *testing.T, env *bustest.Env, name string, h bus.Handler) (stop func(), nc *nats.Conn) {
+	t.Helper()
+	nc, js := env.Connect(t, name)
+	w, err := bus.NewWorker(js, bus.WorkerConfig{
+		Consumer:    testConsumer(),
+		Source:      "/stevedore/test/" + name,
+		Concurrency: 2,
+		Backoff:     bus.ExponentialBackoff(20*time.Millisecond, 100*time.Millisecond),
+		Logger:      quiet,
+		Middleware:  []bus.Middleware{bus.Recover(quiet)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle(events.TypeCacheKeyRequested, h)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel(errors.New("test done"))
+			if err := <-done; err != nil {
+				t.Errorf("worker %s: %v", name, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop, nc
+}
+
+var request = events.CacheKeyRequested{Source: events.SourceOp{Identifier: "docker-image://example.com/a:1"}}
+
+func hitFor(in events.CacheKeyRequested) events.Event {
+	return events.New(events.CacheHit{Source: in.Source, Key: events.CacheKey{Key: "k"}})
+}
+
+func TestWorkerPublishesDerivedOutputsThenAcks(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	var calls atomic.Int32
+	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		calls.Add(1)
+		if env, ok := bus.Input(ctx); !ok || env.BuildID != "b1" {
+			t.Errorf("Input(ctx) = %+v, %v", env, ok)
+		}
+		return []events.Event{
+			events.New(events.Progress{ID: "one"}),
+			events.New(events.Progress{ID: "two"}),
+			hitFor(in),
+		}, nil
+	}))
+	rec := env.Record(t, "b1")
+	req := env.Request(t, "b1", request)
+	hit := rec.Wait(t, 5*time.Second, events.TypeCacheHit)
+
+	if hit.ID != events.DeriveID(req.ID, events.TypeCacheHit, 0) || hit.CausationID != req.ID || hit.Source != "/stevedore/test/w1" {
+		t.Errorf("hit envelope = %+v", hit)
+	}
+	progress := rec.OfType(events.TypeProgress)
+	if len(progress) != 2 || progress[0].ID == progress[1].ID {
+		t.Fatalf("progress events = %+v", progress)
+	}
+	waitAcked(t, env, events.ConsumerPuller)
+	if calls.Load() != 1 {
+		t.Errorf("handler called %d times, want 1", calls.Load())
+	}
+}
+
+// waitAcked waits until the consumer has nothing pending or in flight.
+func waitAcked(t *testing.T, env *bustest.Env, consumer string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := consumerInfo(t, env, consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending == 0 && info.NumPending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer %s: %d pending, %d unacked", consumer, info.NumPending, info.NumAckPending)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func consumerInfo(t *testing.T, env *bustest.Env, name string) (*jetstream.ConsumerInfo, error) {
+	c, err := env.JS.Consumer(t.Context(), events.StreamEvents, name)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(t.Context())
+}
+
+func TestWorkerRetriesRetryableErrors(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	var calls atomic.Int32
+	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		if calls.Add(1) < 3 {
+			return nil, bus.Unavailable(errors.New("registry returned 503"))
+		}
+		return []events.Event{hitFor(in)}, nil
+	}))
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", request)
+	rec.Wait(t, 5*time.Second, events.TypeCacheHit)
+	if got := calls.Load(); got != 3 {
+		t.Errorf("handler called %d times, want 3", got)
+	}
+	if f := rec.OfType(events.TypeSourceFailed); len(f) != 0 {
+		t.Errorf("unexpected failure: %v", bustest.Summary(f))
+	}
+}
+
+func TestWorkerFailsPermanentErrorsOnceAndDeadLetters(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	runDLQ(t, env)
+	var calls atomic.Int32
+	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		calls.Add(1)
+		return nil, bus.Invalid(errors.New("invalid layer limit 0"))
+	}))
+	rec := env.Record(t, "b1")
+	req := env.Request(t, "b1", request)
+	ev := rec.Wait(t, 5*time.Second, events.TypeSourceFailed)
+	f := ev.Data.(events.SourceFailed)
+	if f.Reason != "invalid layer limit 0" || f.Code != "invalid" || f.Step != events.TypeCacheKeyRequested ||
+		f.Source.Identifier != request.Source.Identifier || f.Attempts != 1 {
+		t.Errorf("failed event = %+v", f)
+	}
+	if ev.ID != events.DeriveID(req.ID, events.TypeSourceFailed, 0) {
+		t.Errorf("failed event id %s is not derived from the request", ev.ID)
+	}
+	dl := waitDeadLetter(t, env, events.ConsumerPuller)
+	if got := dl.Header.Get(bus.HeaderDLQReason); got != "invalid layer limit 0" {
+		t.Errorf("dead letter reason = %q", got)
+	}
+	if got := dl.Header.Get(bus.HeaderDLQSubject); got != events.Subject("b1", events.TypeCacheKeyRequested) {
+		t.Errorf("dead letter subject header = %q", got)
+	}
+	waitAcked(t, env, events.ConsumerPuller)
+	if calls.Load() != 1 {
+		t.Errorf("a permanent error was retried: %d calls", calls.Load())
+	}
+}
+
+func TestWorkerGivesUpAfterMaxDeliver(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	runDLQ(t, env)
+	var calls atomic.Int32
+	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		calls.Add(1)
+		return nil, errors.New("connection refused")
+	}))
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", request)
+	f := rec.Wait(t, 5*time.Second, events.TypeSourceFailed).Data.(events.SourceFailed)
+	if !strings.Contains(f.Reason, "giving up after 3 attempts: connection refused") || f.Code != "internal" || f.Attempts != 3 {
+		t.Errorf("failed event = %+v", f)
+	}
+	waitDeadLetter(t, env, events.ConsumerPuller)
+	if calls.Load() != 3 {
+		t.Errorf("handler called %d times, want MaxDeliver = 3", calls.Load())
+	}
+}
+
+func TestWorkerPoisonMessage(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	runDLQ(t, env)
+	var calls atomic.Int32
+	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		calls.Add(1)
+		return []events.Event{hitFor(in)}, nil
+	}))
+	rec := env.Record(t, "b1")
+	// A malformed payload on the consumer's subject, then a good request:
+	// the poison is failed and dead-lettered, the good one is served.
+	poison := nats.NewMsg(events.Subject("b1", events.TypeCacheKeyRequested))
+	poison.Header.Set("ce-specversion", "1.0")
+	poison.Header.Set("ce-type", string(events.TypeCacheKeyRequested))
+	poison.Header.Set(jetstream.MsgIDHeader, "poison-1")
+	poison.Data = []byte("{not json")
+	if _, err := env.JS.PublishMsg(t.Context(), poison); err != nil {
+		t.Fatal(err)
+	}
+	env.Request(t, "b1", request)
+	rec.Wait(t, 5*time.Second, events.TypeCacheHit)
+	f := rec.Wait(t, 5*time.Second, events.TypeSourceFailed)
+	if fd := f.Data.(events.SourceFailed); fd.Code != "invalid" || !strings.Contains(fd.Reason, "undecodable event") || fd.Step != events.TypeCacheKeyRequested {
+		t.Errorf("poison failure = %+v", fd)
+	}
+	if f.CausationID != "poison-1" {
+		t.Errorf("poison failure caused by %q, want the message id", f.CausationID)
+	}
+	dl := waitDeadLetter(t, env, events.ConsumerPuller)
+	if string(dl.Data) != "{not json" {
+		t.Errorf("dead letter body = %q", dl.Data)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("handler called %d times", calls.Load())
+	}
+}
+
+// A handler that outlives AckWait keeps its message through InProgress
+// heartbeats: no redelivery, no second call.
+func TestWorkerHeartbeatsLongWork(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	var calls atomic.Int32
+	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		calls.Add(1)
+		time.Sleep(3 * testConsumer().AckWait)
+		return []events.Event{hitFor(in)}, nil
+	}))
+	runWorker(t, env, "w2", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		calls.Add(1)
+		return nil, errors.New("w2 must never see this message")
+	}))
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", request)
+	rec.Wait(t, 10*time.Second, events.TypeCacheHit)
+	if calls.Load() != 1 {
+		t.Errorf("handler called %d times, want 1", calls.Load())
+	}
+}
+
+// A worker whose connection drops mid-request loses the message to another
+// replica after AckWait; events both published are stored once.
+func TestWorkerCrashRedeliversAndDedupes(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	release := make(chan struct{})
+	var firstCalls, secondCalls atomic.Int32
+	stop1, nc1 := runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		firstCalls.Add(1)
+		<-release
+		return []events.Event{hitFor(in)}, nil
+	}))
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", request)
+	waitFor(t, func() bool { return firstCalls.Load() == 1 })
+	// The replica dies: its connection is gone, its heartbeats stop.
+	nc1.Close()
+	runWorker(t, env, "w2", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		secondCalls.Add(1)
+		return []events.Event{hitFor(in)}, nil
+	}))
+	rec.Wait(t, 10*time.Second, events.TypeCacheHit)
+	close(release)
+	stop1()
+	if secondCalls.Load() != 1 {
+		t.Errorf("second replica called %d times", secondCalls.Load())
+	}
+	// Publish the same derived output again, as a replica that finished
+	// after all would: the stream drops it.
+	hit := rec.OfType(events.TypeCacheHit)[0]
+	env.Publish(t, hit)
+	time.Sleep(200 * time.Millisecond)
+	if n := len(rec.OfType(events.TypeCacheHit)); n != 1 {
+		t.Errorf("%d cache.hit events stored, want 1", n)
+	}
+}
+
+// A message no worker ever acknowledges (each one crashes) ends in the DLQ
+// with a failed event from the mover.
+func TestMaxDeliveriesWithoutFailureIsReportedByDLQ(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	runDLQ(t, env)
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", request)
+	// Pull the message MaxDeliver times without ever acking it.
+	c, err := env.JS.Consumer(t.Context(), events.StreamEvents, events.ConsumerPuller)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range testConsumer().MaxDeliver {
+		msgs, err := c.Fetch(1, jetstream.FetchMaxWait(3*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for range msgs.Messages() {
+			n++
+		}
+		if n != 1 {
+			t.Fatalf("fetched %d messages", n)
+		}
+	}
+	// The server notices the exhausted message when it next looks for work
+	// for a pull request, as it would for any running replica.
+	msgs, err := c.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range msgs.Messages() {
+		t.Errorf("message delivered after MaxDeliver: %s", m.Subject())
+	}
+	f := rec.Wait(t, 10*time.Second, events.TypeSourceFailed).Data.(events.SourceFailed)
+	if f.Code != "unavailable" || !strings.Contains(f.Reason, "no worker acknowledged it in 3 deliveries") {
+		t.Errorf("failed event = %+v", f)
+	}
+	if got := waitDeadLetter(t, env, events.ConsumerPuller).Header.Get(bus.HeaderDLQDeliveries); got != "3" {
+		t.Errorf("dead letter deliveries = %q", got)
+	}
+}
+
+func TestWorkerRecoversPanics(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	var calls atomic.Int32
+	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		if calls.Add(1) == 1 {
+			panic("boom")
+		}
+		return []events.Event{hitFor(in)}, nil
+	}))
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", request)
+	rec.Wait(t, 5*time.Second, events.TypeCacheHit)
+	if calls.Load() != 2 {
+		t.Errorf("calls = %d, want a retry after the panic", calls.Load())
+	}
+}
+
+func runDLQ(t *testing.T, env *bustest.Env) {
+	t.Helper()
+	_, js := env.Connect(t, "dlq")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bus.NewDLQ(js, "/stevedore/test/dlq", quiet).Run(ctx) }()
+	t.Cleanup(func() {
+		cancel(errors.New("test done"))
+		if err := <-done; err != nil {
+			t.Errorf("dlq: %v", err)
+		}
+	})
+}
+
+func waitDeadLetter(t *testing.T, env *bustest.Env, consumer string) *jetstream.RawStreamMsg {
+	t.Helper()
+	s, err := env.JS.Stream(t.Context(), events.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg *jetstream.RawStreamMsg
+	waitFor(t, func() bool {
+		msg, err = s.GetLastMsgForSubject(t.Context(), events.DLQSubject(consumer))
+		return err == nil
+	})
+	return msg
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestAction(t *testing.T) {
+	t.Parallel()
+	backoff := bus.ExponentialBackoff(time.Second, 5*time.Second)
+	for _, tc := range []struct {
+		err       error
+		delivered int
+		want      bus.Verdict
+	}{
+		{bus.Invalid(errors.New("x")), 1, bus.Verdict{}},
+		{bus.NotFound(errors.New("x")), 1, bus.Verdict{}},
+		{bus.Unauthorized(errors.New("x")), 1, bus.Verdict{}},
+		{bus.Unavailable(errors.New("x")), 1, bus.Verdict{Retry: true, Delay: time.Second}},
+		{bus.Unavailable(errors.New("x")), 3, bus.Verdict{Retry: true, Delay: 4 * time.Second}},
+		{bus.Conflict(errors.New("x")), 4, bus.Verdict{Retry: true, Delay: 5 * time.Second}},
+		{errors.New("unclassified"), 2, bus.Verdict{Retry: true, Delay: 2 * time.Second}},
+		{bus.Unavailable(errors.New("x")), 5, bus.Verdict{}},
+	} {
+		if got := bus.Action(tc.err, tc.delivered, 5, backoff); got != tc.want {
+			t.Errorf("Action(%v, %d) = %+v, want %+v", tc.err, tc.delivered, got, tc.want)
+		}
+	}
+}
+
+func TestClassesKeepText(t *testing.T) {
+	t.Parallel()
+	base := fmt.Errorf("wrapped: %w", io.EOF)
+	err := bus.NotFound(base)
+	if err.Error() != "wrapped: EOF" || !errors.Is(err, bus.ErrNotFound) || !errors.Is(err, io.EOF) || bus.Code(err) != "not-found" {
+		t.Errorf("NotFound(%v) = %v (code %s)", base, err, bus.Code(err))
+	}
+	if bus.Code(fmt.Errorf("outer: %w", bus.Unauthorized(base))) != "unauthorized" {
+		t.Error("class lost through wrapping")
+	}
+}

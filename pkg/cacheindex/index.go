@@ -1,0 +1,83 @@
+// Package cacheindex is the fleet's cache index: cache records keyed by
+// the solver digest of every key they were computed for, in a JetStream KV
+// bucket.
+//
+// Vocabulary: a record (events.CacheRecord) is a snapshot result and where
+// it lives; its Digests are the solver digests (sha256("buildkit.source.v0:"
+// + key)) it is stored under, one entry per digest, so a later lookup by any
+// of the source's keys finds it. The puller reads the index; the snapshotter
+// and the cache importer write it.
+package cacheindex
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+// ErrNoDigests is returned by Put for a record that names no digest.
+var ErrNoDigests = errors.New("cache record has no digests")
+
+// Index reads and writes cache records.
+type Index struct {
+	kv jetstream.KeyValue
+}
+
+// Open binds to the cache index bucket (events.BucketCacheIndex).
+func Open(ctx context.Context, js jetstream.JetStream) (*Index, error) {
+	kv, err := js.KeyValue(ctx, events.BucketCacheIndex)
+	if err != nil {
+		return nil, fmt.Errorf("cache index: %w", err)
+	}
+	return &Index{kv: kv}, nil
+}
+
+// Key is the KV key of a solver digest: "<algorithm>.<hex>".
+func Key(d digest.Digest) string {
+	return strings.Replace(d.String(), ":", ".", 1)
+}
+
+// Get returns the record stored under d; found is false when there is none.
+func (i *Index) Get(ctx context.Context, d digest.Digest) (rec events.CacheRecord, found bool, err error) {
+	if err := d.Validate(); err != nil {
+		return rec, false, fmt.Errorf("cache index: %w", err)
+	}
+	e, err := i.kv.Get(ctx, Key(d))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return rec, false, nil
+	}
+	if err != nil {
+		return rec, false, fmt.Errorf("cache index get %s: %w", d, err)
+	}
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return rec, false, fmt.Errorf("cache index %s: corrupt record: %w", d, err)
+	}
+	return rec, true, nil
+}
+
+// Put stores rec under each of its digests.
+func (i *Index) Put(ctx context.Context, rec events.CacheRecord) error {
+	if len(rec.Digests) == 0 {
+		return ErrNoDigests
+	}
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("cache index: %w", err)
+	}
+	for _, d := range rec.Digests {
+		if err := d.Validate(); err != nil {
+			return fmt.Errorf("cache index: %w", err)
+		}
+		if _, err := i.kv.Put(ctx, Key(d), v); err != nil {
+			return fmt.Errorf("cache index put %s: %w", d, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,48 @@
+package cacheindex_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+func TestPutGetUnderEveryDigest(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	idx, err := cacheindex.Open(t.Context(), env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d0, d1 := digest.FromString("key0"), digest.FromString("key1")
+	rec := events.CacheRecord{Digests: []digest.Digest{d0, d1}, ChainID: digest.FromString("chain"), Node: "n1",
+		CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	if _, found, err := idx.Get(t.Context(), d0); err != nil || found {
+		t.Fatalf("Get before Put = %v, %v", found, err)
+	}
+	if err := idx.Put(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []digest.Digest{d0, d1} {
+		got, found, err := idx.Get(t.Context(), d)
+		if err != nil || !found {
+			t.Fatalf("Get(%s) = %v, %v", d, found, err)
+		}
+		if diff := cmp.Diff(rec, got); diff != "" {
+			t.Errorf("Get(%s) (-want +got):\n%s", d, diff)
+		}
+	}
+	if err := idx.Put(t.Context(), events.CacheRecord{}); !errors.Is(err, cacheindex.ErrNoDigests) {
+		t.Errorf("Put without digests = %v", err)
+	}
+	if _, _, err := idx.Get(t.Context(), "sha256:nothex"); err == nil {
+		t.Error("Get of an invalid digest succeeded")
+	}
+}

@@ -1,0 +1,215 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+)
+
+// Type is a CloudEvents type: reverse-DNS, then the event name, then a
+// version that changes only when the payload changes incompatibly.
+type Type string
+
+// The event types of the flow. Their payloads are the structs of the same
+// name in payloads.go.
+const (
+	TypeSourceResolveRequested Type = "dev.stevedore.source.resolve.requested.v1"
+	TypeSourceResolved         Type = "dev.stevedore.source.resolved.v1"
+	TypeSourceFailed           Type = "dev.stevedore.source.failed.v1"
+	TypeCacheKeyRequested      Type = "dev.stevedore.cachekey.requested.v1"
+	TypeCacheKeyComputed       Type = "dev.stevedore.cachekey.computed.v1"
+	TypeCacheHit               Type = "dev.stevedore.cache.hit.v1"
+	TypeCacheMiss              Type = "dev.stevedore.cache.miss.v1"
+	TypeProgress               Type = "dev.stevedore.progress.v1"
+)
+
+// Payload is the typed body of an event. Every payload struct names its own
+// type, so handlers never spell type strings.
+type Payload interface {
+	EventType() Type
+}
+
+// EventType implements Payload.
+func (SourceResolveRequested) EventType() Type { return TypeSourceResolveRequested }
+
+// EventType implements Payload.
+func (SourceResolved) EventType() Type { return TypeSourceResolved }
+
+// EventType implements Payload.
+func (SourceFailed) EventType() Type { return TypeSourceFailed }
+
+// EventType implements Payload.
+func (CacheKeyRequested) EventType() Type { return TypeCacheKeyRequested }
+
+// EventType implements Payload.
+func (CacheKeyComputed) EventType() Type { return TypeCacheKeyComputed }
+
+// EventType implements Payload.
+func (CacheHit) EventType() Type { return TypeCacheHit }
+
+// EventType implements Payload.
+func (CacheMiss) EventType() Type { return TypeCacheMiss }
+
+// EventType implements Payload.
+func (Progress) EventType() Type { return TypeProgress }
+
+// Spec is one row of the catalog.
+type Spec struct {
+	// Type is the CloudEvents type.
+	Type Type
+	// Name is the short name; it is the last tokens of the NATS subject
+	// (stevedore.build.<buildID>.<Name>).
+	Name string
+	// Producers are the components that emit the event.
+	Producers []string
+	// Consumers are the components that act on it. Watchers (stevedore
+	// watch, nats sub) see every event and are not listed.
+	Consumers []string
+	// Summary says what the event means, in one sentence.
+	Summary string
+	// payload is a zero value of the payload type.
+	payload Payload
+}
+
+// PayloadFields lists the JSON field names of the spec's payload, in
+// declaration order.
+func (s Spec) PayloadFields() []string {
+	t := reflect.TypeOf(s.payload)
+	fields := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := cutComma(t.Field(i).Tag.Get("json"))
+		fields = append(fields, name)
+	}
+	return fields
+}
+
+// PayloadName is the Go name of the spec's payload type.
+func (s Spec) PayloadName() string { return reflect.TypeOf(s.payload).Name() }
+
+func cutComma(tag string) (string, string, bool) {
+	for i := range len(tag) {
+		if tag[i] == ',' {
+			return tag[:i], tag[i+1:], true
+		}
+	}
+	return tag, "", false
+}
+
+// newPayload decodes data into a fresh value of the spec's payload type.
+func (s Spec) decodePayload(data []byte) (Payload, error) {
+	ptr := reflect.New(reflect.TypeOf(s.payload))
+	if err := json.Unmarshal(data, ptr.Interface()); err != nil {
+		return nil, fmt.Errorf("decode %s payload: %w", s.Name, err)
+	}
+	return ptr.Elem().Interface().(Payload), nil
+}
+
+// The component names used in the catalog and as CloudEvents sources.
+const (
+	ComponentClient   = "client"
+	ComponentResolver = "resolver"
+	ComponentPuller   = "puller"
+	ComponentRuntime  = "bus runtime"
+)
+
+var catalog = []Spec{
+	{
+		Type: TypeSourceResolveRequested, Name: "source.resolve.requested",
+		Producers: []string{ComponentClient}, Consumers: []string{ComponentResolver},
+		Summary: "A client asks for a source; this starts a build.",
+		payload: SourceResolveRequested{},
+	},
+	{
+		Type: TypeSourceResolved, Name: "source.resolved",
+		Producers: []string{ComponentResolver}, Consumers: nil,
+		Summary: "The identifier parsed and validated; names the handler that continues.",
+		payload: SourceResolved{},
+	},
+	{
+		Type: TypeSourceFailed, Name: "source.failed",
+		Producers: []string{ComponentResolver, ComponentPuller, ComponentRuntime}, Consumers: nil,
+		Summary: "The build failed for good: bad input, or retries exhausted.",
+		payload: SourceFailed{},
+	},
+	{
+		Type: TypeCacheKeyRequested, Name: "cachekey.requested",
+		Producers: []string{ComponentResolver, ComponentPuller}, Consumers: []string{ComponentPuller},
+		Summary: "Compute the key of one index; from index 1 on it carries CacheOpts.",
+		payload: CacheKeyRequested{},
+	},
+	{
+		Type: TypeCacheKeyComputed, Name: "cachekey.computed",
+		Producers: []string{ComponentPuller}, Consumers: nil,
+		Summary: "A key was computed and missed in the cache index.",
+		payload: CacheKeyComputed{},
+	},
+	{
+		Type: TypeCacheHit, Name: "cache.hit",
+		Producers: []string{ComponentPuller}, Consumers: nil,
+		Summary: "A key was found in the cache index; the source is done.",
+		payload: CacheHit{},
+	},
+	{
+		Type: TypeCacheMiss, Name: "cache.miss",
+		Producers: []string{ComponentPuller}, Consumers: nil,
+		Summary: "Every index missed; carries all keys and what to fetch.",
+		payload: CacheMiss{},
+	},
+	{
+		Type: TypeProgress, Name: "progress",
+		Producers: []string{ComponentResolver, ComponentPuller}, Consumers: nil,
+		Summary: "A status update with BuildKit's progress labels.",
+		payload: Progress{},
+	},
+}
+
+// Catalog returns every event type, in flow order.
+func Catalog() []Spec { return append([]Spec(nil), catalog...) }
+
+// Lookup returns the spec of a type.
+func Lookup(t Type) (Spec, bool) {
+	for _, s := range catalog {
+		if s.Type == t {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}
+
+// LookupName returns the spec whose short name is name.
+func LookupName(name string) (Spec, bool) {
+	for _, s := range catalog {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}
+
+// NameOf returns the short name of a type, or "" if the type is unknown.
+func NameOf(t Type) string {
+	s, _ := Lookup(t)
+	return s.Name
+}
+
+// SourceOf returns the source an event's payload is about; false for
+// payloads that carry none (progress) and for nil.
+func SourceOf(p Payload) (SourceOp, bool) {
+	switch v := p.(type) {
+	case SourceResolveRequested:
+		return v.Source, true
+	case SourceResolved:
+		return v.Source, true
+	case SourceFailed:
+		return v.Source, true
+	case CacheKeyRequested:
+		return v.Source, true
+	case CacheKeyComputed:
+		return v.Source, true
+	case CacheHit:
+		return v.Source, true
+	case CacheMiss:
+		return v.Source, true
+	}
+	return SourceOp{}, false
+}

@@ -1,0 +1,209 @@
+package events
+
+import (
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// SourceOp names a source the way BuildKit's LLB does: an identifier, its
+// attributes and a platform. It is the parse boundary: services turn it into
+// a typed identifier with package source and never pass the attribute map
+// further than that.
+type SourceOp struct {
+	// Identifier is "<scheme>://<rest>", for example
+	// "docker-image://docker.io/library/alpine:3.20". Clients normalise image
+	// references before sending (alpine becomes docker.io/library/alpine:latest);
+	// the resolver, like BuildKit's daemon, does not.
+	Identifier string `json:"identifier"`
+	// Attrs holds BuildKit's attribute keys for the scheme
+	// ("image.resolvemode", "image.layerlimit", "git.keepgitdir", …), all
+	// string-valued. Keys a scheme does not know are ignored, as in BuildKit.
+	Attrs map[string]string `json:"attrs,omitempty"`
+	// Platform is the platform the source is wanted for. Nil means the
+	// platform of the service that resolves it; the resolver fills it in, so
+	// every later event carries an explicit platform.
+	Platform *ocispec.Platform `json:"platform,omitempty"`
+}
+
+// CacheKey is one key a source handler computed for one index of BuildKit's
+// CacheMap loop.
+type CacheKey struct {
+	// Index is the CacheMap index: 0 for the first key, 1 for the next.
+	Index int `json:"index"`
+	// Key is the handler's key. For docker-image, index 0 is the digest of the
+	// main-manifest JSON and index 1 the chainID of the config's diff_ids.
+	Key string `json:"key"`
+	// Digest is the solver-side digest of Key,
+	// sha256("buildkit.source.v0:" + Key): what BuildKit stores and exports.
+	Digest digest.Digest `json:"digest"`
+	// Pin is the content the key is pinned to; for images, the top-level
+	// (index or manifest) digest the reference resolved to.
+	Pin string `json:"pin"`
+	// Done reports that no further index will be asked for.
+	Done bool `json:"done"`
+}
+
+// Layer is one layer of an image: its compressed blob and what it unpacks to.
+type Layer struct {
+	// Blob is the layer's descriptor as the manifest lists it (media type,
+	// compressed digest, size, URLs, annotations).
+	Blob ocispec.Descriptor `json:"blob"`
+	// DiffID is the digest of the uncompressed layer, from the config's
+	// rootfs.diff_ids.
+	DiffID digest.Digest `json:"diffID"`
+}
+
+// CacheOpts is everything a later step needs about a resolved image so that
+// it never fetches the manifest again: BuildKit's in-memory CacheOpts, made
+// explicit and carried in events.
+type CacheOpts struct {
+	// Ref is the reference the blobs can be fetched from, with the digest the
+	// tag resolved to (host/repo:tag@sha256:…).
+	Ref string `json:"ref"`
+	// Top is the descriptor the reference resolved to: an index or a manifest.
+	Top ocispec.Descriptor `json:"top"`
+	// Manifest is the platform's manifest (equal to Top for a single manifest).
+	Manifest ocispec.Descriptor `json:"manifest"`
+	// Config is the image config blob.
+	Config ocispec.Descriptor `json:"config"`
+	// RootFSType is the config's rootfs.type; only "layers" gives an index-1 key.
+	RootFSType string `json:"rootfsType,omitempty"`
+	// Layers are the image's layers, bottom first, already cut to LayerLimit.
+	Layers []Layer `json:"layers"`
+	// Platform is the platform the manifest was chosen for.
+	Platform ocispec.Platform `json:"platform"`
+	// LayerLimit is the image.layerlimit attribute; nil means no limit.
+	LayerLimit *int `json:"layerLimit,omitempty"`
+}
+
+// CacheRecord is what the cache index holds under a key: a snapshot result
+// and where it lives.
+type CacheRecord struct {
+	// Digests are the solver digests (CacheKey.Digest) the record is stored
+	// under, one per index that was computed.
+	Digests []digest.Digest `json:"digests"`
+	// ChainID is the chainID of Layers' diffIDs: the snapshot's identity.
+	ChainID digest.Digest `json:"chainID"`
+	// Layers are the layers of the result, bottom first.
+	Layers []Layer `json:"layers"`
+	// Node names the snapshotter node that holds the unpacked snapshot; empty
+	// when only the blobs are known (an imported cache).
+	Node string `json:"node,omitempty"`
+	// SnapshotKey is the snapshot's name in that node's snapshotter.
+	SnapshotKey string `json:"snapshotKey,omitempty"`
+	// Size is the unpacked size in bytes, 0 when unknown.
+	Size int64 `json:"size,omitempty"`
+	// CreatedAt is when the record was written.
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// SourceResolveRequested asks the fleet to resolve a source. A client
+// publishes it; it starts a build.
+type SourceResolveRequested struct {
+	// Source is the source to resolve, as the client wrote it.
+	Source SourceOp `json:"source"`
+}
+
+// SourceResolved reports that the resolver parsed and validated a source and
+// which handler continues with it.
+type SourceResolved struct {
+	// Source is the canonical form: identifier as BuildKit prints it,
+	// attributes as given, platform filled in.
+	Source SourceOp `json:"source"`
+	// Scheme is the identifier's scheme, e.g. "docker-image".
+	Scheme string `json:"scheme"`
+	// Handler names the service that computes the keys (the consumer of the
+	// following cachekey.requested), e.g. "puller".
+	Handler string `json:"handler"`
+}
+
+// SourceFailed ends a build with an error that retrying will not fix, or
+// after the retries ran out. The bus runtime emits it for any consumer whose
+// handler fails permanently.
+type SourceFailed struct {
+	// Source is the source that failed, as far as it was known.
+	Source SourceOp `json:"source"`
+	// Step is the type of the event whose handling failed.
+	Step Type `json:"step"`
+	// Reason is the error text; for bad input it is BuildKit's own message
+	// ("no handler for git", "invalid layer limit 0", …).
+	Reason string `json:"reason"`
+	// Code classifies the failure: "invalid" (bad input), "not-found",
+	// "unauthorized", "unavailable" (retries exhausted) or "internal".
+	Code string `json:"code"`
+	// Attempts is how many times the step was tried.
+	Attempts int `json:"attempts"`
+}
+
+// CacheKeyRequested asks a source handler for the key of one index.
+type CacheKeyRequested struct {
+	// Source is the canonical source (see SourceResolved).
+	Source SourceOp `json:"source"`
+	// Index is the CacheMap index to compute, starting at 0.
+	Index int `json:"index"`
+	// Keys are the keys computed at earlier indexes, in order; empty at 0.
+	Keys []CacheKey `json:"keys,omitempty"`
+	// CacheOpts carries what the earlier index learned (descriptors, diffIDs,
+	// where to fetch), so the handler of this index needs no network. Nil at
+	// index 0.
+	CacheOpts *CacheOpts `json:"cacheOpts,omitempty"`
+}
+
+// CacheKeyComputed reports a key that missed in the cache index.
+type CacheKeyComputed struct {
+	// Source is the canonical source.
+	Source SourceOp `json:"source"`
+	// Key is the computed key; Key.Done tells whether another index follows.
+	Key CacheKey `json:"key"`
+	// CacheOpts is what the handler learned while computing the key.
+	CacheOpts *CacheOpts `json:"cacheOpts,omitempty"`
+}
+
+// CacheHit reports that a key was found in the cache index; the build needs
+// nothing more for this source.
+type CacheHit struct {
+	// Source is the canonical source.
+	Source SourceOp `json:"source"`
+	// Key is the key that hit.
+	Key CacheKey `json:"key"`
+	// Record is what the cache index holds for it.
+	Record CacheRecord `json:"record"`
+}
+
+// CacheMiss reports that every index's key missed: the source must be
+// fetched and snapshotted. It carries all keys, so the result can be recorded
+// under each of them.
+type CacheMiss struct {
+	// Source is the canonical source.
+	Source SourceOp `json:"source"`
+	// Keys are the keys of every index, in order.
+	Keys []CacheKey `json:"keys"`
+	// CacheOpts describes what to fetch.
+	CacheOpts *CacheOpts `json:"cacheOpts,omitempty"`
+}
+
+// Progress is one status update, shaped like BuildKit's progress so clients
+// can render it the way buildctl does.
+type Progress struct {
+	// Vertex is the name of the step the status belongs to; for a source,
+	// its identifier.
+	Vertex string `json:"vertex"`
+	// ID is the user-visible label, with BuildKit's wording:
+	// "resolve docker.io/library/alpine:3.20", "sha256:<layer>",
+	// "extracting sha256:<layer>".
+	ID string `json:"id"`
+	// Action is a short state word ("resolving", "downloading", "done").
+	Action string `json:"action,omitempty"`
+	// Current is the progress so far (bytes, or items).
+	Current int64 `json:"current"`
+	// Total is the expected end value; 0 when unknown.
+	Total int64 `json:"total,omitempty"`
+	// Started is when the item started.
+	Started *time.Time `json:"started,omitempty"`
+	// Completed is when the item finished; nil while it runs.
+	Completed *time.Time `json:"completed,omitempty"`
+	// Error is set when the item failed.
+	Error string `json:"error,omitempty"`
+}

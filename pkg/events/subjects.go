@@ -1,0 +1,106 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+)
+
+// SubjectRoot is the first token of every build event subject.
+const SubjectRoot = "stevedore.build"
+
+// DLQSubjectRoot is the first tokens of every dead-letter subject:
+// stevedore.dlq.<consumer>.
+const DLQSubjectRoot = "stevedore.dlq"
+
+// JetStream resources. Their names are part of the deployment's state:
+// renaming a stream orphans what it stores, and renaming a durable consumer
+// makes the fleet start a new one that redelivers everything from the start.
+const (
+	// StreamEvents holds every build event (Limits retention, so watchers can
+	// replay a build and each service's consumer keeps its own position).
+	StreamEvents = "STEVEDORE_EVENTS"
+	// StreamAdvisories captures JetStream's MSG_TERMINATED and MAX_DELIVERIES
+	// advisories for StreamEvents, so dead letters survive a restart of
+	// whoever moves them.
+	StreamAdvisories = "STEVEDORE_ADVISORIES"
+	// StreamDLQ holds a copy of every event that a consumer gave up on.
+	StreamDLQ = "STEVEDORE_DLQ"
+
+	// ConsumerResolver is the resolver's durable consumer, shared by all its
+	// replicas.
+	ConsumerResolver = "resolver"
+	// ConsumerPuller is the puller's durable consumer.
+	ConsumerPuller = "puller"
+	// ConsumerDLQ is the dead-letter mover's durable consumer on
+	// StreamAdvisories.
+	ConsumerDLQ = "dlq"
+
+	// BucketCacheIndex is the KV bucket of cache records, keyed by solver
+	// digest.
+	BucketCacheIndex = "stevedore-cache"
+	// BucketManifests is the KV bucket where pullers share tag resolutions
+	// and the CacheOpts of resolved manifests.
+	BucketManifests = "stevedore-manifests"
+	// BucketLeases is the KV bucket of leases: who in the fleet is doing a
+	// piece of work that must be done once.
+	BucketLeases = "stevedore-leases"
+)
+
+// MaxBuildIDLen bounds build ids, which are subject tokens.
+const MaxBuildIDLen = 128
+
+// ValidateBuildID checks that id can be a subject token: 1 to MaxBuildIDLen
+// characters from [A-Za-z0-9_-].
+func ValidateBuildID(id string) error {
+	if id == "" || len(id) > MaxBuildIDLen {
+		return fmt.Errorf("build id %q: must be 1 to %d characters: %w", id, MaxBuildIDLen, ErrInvalid)
+	}
+	for _, r := range id {
+		ok := r == '-' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
+		if !ok {
+			return fmt.Errorf("build id %q: only letters, digits, '-' and '_' are allowed: %w", id, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// Subject is the NATS subject an event of type t for a build travels on.
+// It panics on an unknown type, which is a programming error.
+func Subject(buildID string, t Type) string {
+	s, ok := Lookup(t)
+	if !ok {
+		panic(fmt.Sprintf("events: unknown type %q", t))
+	}
+	return SubjectRoot + "." + buildID + "." + s.Name
+}
+
+// TypeFilter is the subject filter matching events of type t in every
+// build: what a service's consumer filters on.
+func TypeFilter(t Type) string {
+	return SubjectRoot + ".*." + NameOf(t)
+}
+
+// BuildFilter is the subject filter matching every event of one build: what
+// a watcher subscribes to.
+func BuildFilter(buildID string) string {
+	return SubjectRoot + "." + buildID + ".>"
+}
+
+// SplitSubject returns the build id and short name of a build event subject.
+func SplitSubject(subject string) (buildID, name string, err error) {
+	rest, ok := strings.CutPrefix(subject, SubjectRoot+".")
+	if !ok {
+		return "", "", fmt.Errorf("subject %q is not under %s: %w", subject, SubjectRoot, ErrInvalid)
+	}
+	buildID, name, ok = strings.Cut(rest, ".")
+	if !ok || name == "" {
+		return "", "", fmt.Errorf("subject %q has no event name: %w", subject, ErrInvalid)
+	}
+	if err := ValidateBuildID(buildID); err != nil {
+		return "", "", err
+	}
+	return buildID, name, nil
+}
+
+// DLQSubject is the subject of a dead letter given up by consumer.
+func DLQSubject(consumer string) string { return DLQSubjectRoot + "." + consumer }

@@ -1,0 +1,178 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/lease"
+)
+
+func setup(t *testing.T, holder string, env *bustest.Env) (*lease.Manager, *lease.Flight) {
+	t.Helper()
+	_, js := env.Connect(t, holder)
+	m, err := lease.NewManager(t.Context(), js, lease.Config{Bucket: events.BucketLeases, Holder: holder, TTL: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := lease.NewFlight(t.Context(), js, m, events.BucketManifests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, f
+}
+
+func TestAcquireIsExclusiveAndOutlivesTTLWhileRenewed(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	a, _ := setup(t, "a", env)
+	b, _ := setup(t, "b", env)
+	l, err := a.Acquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Acquire(t.Context(), "k"); !errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("second Acquire = %v, want ErrHeld", err)
+	}
+	// Three TTLs later the renewed lease is still held.
+	time.Sleep(4500 * time.Millisecond)
+	if _, err := b.Acquire(t.Context(), "k"); !errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("Acquire after 3 TTLs = %v, want ErrHeld (renewal failed?)", err)
+	}
+	if err := l.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := b.Acquire(t.Context(), "k")
+	if err != nil {
+		t.Fatalf("Acquire after Release = %v", err)
+	}
+	_ = l2.Release(t.Context())
+}
+
+func TestDeadHolderExpires(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	m, _ := setup(t, "a", env)
+	// A holder that died right after acquiring: nobody renews its key.
+	kv, err := env.JS.KeyValue(t.Context(), events.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(t.Context(), "k", []byte(`{"holder":"dead"}`), jetstream.KeyTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Acquire(t.Context(), "k"); !errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("Acquire = %v, want ErrHeld", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, err := m.Acquire(t.Context(), "k")
+		if err == nil {
+			_ = l.Release(t.Context())
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dead holder's lease never expired: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestFlightRunsOnceForConcurrentCallers(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	var runs atomic.Int32
+	outcomes := make([]lease.Outcome, 20)
+	var wg sync.WaitGroup
+	for i := range outcomes {
+		_, f := setup(t, fmt.Sprintf("h%d", i%2), env) // two "replicas"
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := f.Do(t.Context(), "work", nil, func(ctx context.Context) ([]byte, error) {
+				runs.Add(1)
+				time.Sleep(300 * time.Millisecond)
+				return []byte("result"), nil
+			})
+			if err != nil || string(res.Value) != "result" {
+				t.Errorf("Do = %q, %v", res.Value, err)
+			}
+			outcomes[i] = res.Outcome
+		}()
+	}
+	wg.Wait()
+	if runs.Load() != 1 {
+		t.Fatalf("work ran %d times, want 1", runs.Load())
+	}
+	ran := 0
+	for _, o := range outcomes {
+		if o == lease.Ran {
+			ran++
+		}
+	}
+	if ran != 1 {
+		t.Errorf("%d callers report Ran, want 1 (%v)", ran, outcomes)
+	}
+}
+
+func TestFlightTakesOverFromFailedAndDeadHolders(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	_, f := setup(t, "a", env)
+
+	// A holder whose work fails: the waiter runs the work itself.
+	started := make(chan struct{})
+	go func() {
+		_, _ = f.Do(t.Context(), "k1", nil, func(ctx context.Context) ([]byte, error) {
+			close(started)
+			time.Sleep(200 * time.Millisecond)
+			return nil, errors.New("registry down")
+		})
+	}()
+	<-started
+	res, err := f.Do(t.Context(), "k1", nil, func(ctx context.Context) ([]byte, error) { return []byte("second"), nil })
+	if err != nil || string(res.Value) != "second" || res.Outcome != lease.Ran {
+		t.Fatalf("after a failed holder: %q %v %v", res.Value, res.Outcome, err)
+	}
+
+	// A holder that died: its lease expires and the waiter takes over.
+	kv, _ := env.JS.KeyValue(t.Context(), events.BucketLeases)
+	if _, err := kv.Create(t.Context(), "k2", []byte(`{}`), jetstream.KeyTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err = f.Do(t.Context(), "k2", nil, func(ctx context.Context) ([]byte, error) { return []byte("took over"), nil })
+	if err != nil || string(res.Value) != "took over" {
+		t.Fatalf("after a dead holder: %q %v", res.Value, err)
+	}
+	if time.Since(start) < 500*time.Millisecond {
+		t.Errorf("took over after %s, before the dead lease expired", time.Since(start))
+	}
+}
+
+func TestFlightAcceptRejectsStaleResults(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	_, f := setup(t, "a", env)
+	if _, err := f.Do(t.Context(), "k", nil, func(context.Context) ([]byte, error) { return []byte("old"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.Do(t.Context(), "k", func(v []byte) bool { return string(v) != "old" },
+		func(context.Context) ([]byte, error) { return []byte("new"), nil })
+	if err != nil || string(res.Value) != "new" || res.Outcome != lease.Ran {
+		t.Fatalf("Do = %q %v %v", res.Value, res.Outcome, err)
+	}
+	res, err = f.Do(t.Context(), "k", nil, func(context.Context) ([]byte, error) { return nil, errors.New("must not run") })
+	if err != nil || string(res.Value) != "new" || res.Outcome != lease.Stored {
+		t.Fatalf("Do = %q %v %v", res.Value, res.Outcome, err)
+	}
+}

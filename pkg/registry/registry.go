@@ -1,0 +1,278 @@
+// Package registry reads images from OCI distribution registries with
+// containerd's resolver and fetcher: resolving a reference to its top-level
+// descriptor (HEAD, falling back to GET), and fetching manifests and configs
+// with a size cap and digest verification. Layers are opened as streams.
+//
+// Vocabulary: a reference is a normalised image name with a tag and/or a
+// digest (docker.io/library/alpine:3.20@sha256:…); the top-level descriptor
+// is what the registry serves for it (an index or a manifest). Hosts named
+// localhost, 127.0.0.1 or ::1, and hosts listed in Config.Insecure, are
+// reached over plain HTTP; credentials come from a docker config.json.
+//
+// Every error is an *Error whose Kind says what went wrong (not found,
+// unauthorized, unavailable, invalid content), so callers classify it once.
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	dockerconfig "github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/config/configfile"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// DefaultMaxManifestBytes is the default cap on a manifest, index or config
+// read from a registry: 4 MiB, containerd's own order of magnitude.
+const DefaultMaxManifestBytes = 4 << 20
+
+// Config configures a Client.
+type Config struct {
+	// DockerConfigDir is the directory holding config.json with registry
+	// credentials. Empty means $DOCKER_CONFIG or ~/.docker; a missing file
+	// means anonymous access.
+	DockerConfigDir string
+	// Insecure lists registry hosts (host or host:port) reached over plain
+	// HTTP. Loopback hosts always are.
+	Insecure []string
+	// MaxManifestBytes caps manifests, indexes and configs. Zero means
+	// DefaultMaxManifestBytes.
+	MaxManifestBytes int64
+	// Timeout bounds each registry request. Zero means 30s.
+	Timeout time.Duration
+}
+
+// Client talks to registries. It is safe for concurrent use and keeps
+// authorization tokens across calls.
+type Client struct {
+	cfg      Config
+	resolver remotes.Resolver
+}
+
+// New returns a Client.
+func New(cfg Config) (*Client, error) {
+	if cfg.MaxManifestBytes == 0 {
+		cfg.MaxManifestBytes = DefaultMaxManifestBytes
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	// containerd logs through logrus at info level (every resolution); keep
+	// its warnings only.
+	_ = log.SetLevel("warn")
+	creds, err := loadCredentials(cfg.DockerConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: cfg.Timeout}
+	insecure := map[string]bool{}
+	for _, h := range cfg.Insecure {
+		insecure[h] = true
+	}
+	hosts := docker.ConfigureDefaultRegistries(
+		docker.WithClient(client),
+		docker.WithPlainHTTP(func(host string) (bool, error) {
+			if insecure[host] {
+				return true, nil
+			}
+			if h, _, err := net.SplitHostPort(host); err == nil && insecure[h] {
+				return true, nil
+			}
+			return docker.MatchLocalhost(host)
+		}),
+		docker.WithAuthorizer(docker.NewDockerAuthorizer(docker.WithAuthClient(client), docker.WithAuthCreds(creds))),
+	)
+	return &Client{cfg: cfg, resolver: docker.NewResolver(docker.ResolverOptions{Hosts: hosts})}, nil
+}
+
+// loadCredentials reads config.json once and answers containerd's
+// per-host credential callback from it (credential helpers included).
+func loadCredentials(dir string) (func(host string) (string, string, error), error) {
+	if dir == "" {
+		dir = dockerconfig.Dir()
+	}
+	cf, err := dockerconfig.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("registry: docker config in %s: %w", dir, err)
+	}
+	return func(host string) (string, string, error) { return credentialsFor(cf, host) }, nil
+}
+
+func credentialsFor(cf *configfile.ConfigFile, host string) (string, string, error) {
+	if host == "registry-1.docker.io" {
+		host = "docker.io"
+	}
+	ac, err := cf.GetAuthConfig(host)
+	if err != nil {
+		return "", "", err
+	}
+	if ac.IdentityToken != "" {
+		return "", ac.IdentityToken, nil
+	}
+	return ac.Username, ac.Password, nil
+}
+
+// Resolve returns the top-level descriptor ref points at: HEAD of the tag or
+// digest, GET when the registry does not send a digest.
+func (c *Client) Resolve(ctx context.Context, ref string) (ocispec.Descriptor, error) {
+	_, desc, err := c.resolver.Resolve(ctx, ref)
+	if err != nil {
+		return ocispec.Descriptor{}, wrap(OpResolve, ref, err)
+	}
+	if desc.Size > c.cfg.MaxManifestBytes {
+		return ocispec.Descriptor{}, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid,
+			Err: fmt.Errorf("manifest %s is %d bytes, more than the %d-byte cap", desc.Digest, desc.Size, c.cfg.MaxManifestBytes)}
+	}
+	return desc, nil
+}
+
+// FetchManifest reads a manifest, index or config blob of repository ref,
+// refusing more than the cap and verifying size and digest.
+func (c *Client) FetchManifest(ctx context.Context, ref string, desc ocispec.Descriptor) ([]byte, error) {
+	if desc.Size > c.cfg.MaxManifestBytes {
+		return nil, &Error{Op: OpFetch, Ref: ref, Kind: KindInvalid,
+			Err: fmt.Errorf("%s %s is %d bytes, more than the %d-byte cap", desc.MediaType, desc.Digest, desc.Size, c.cfg.MaxManifestBytes)}
+	}
+	rc, err := c.Open(ctx, ref, desc)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rc.Close() }()
+	data, err := io.ReadAll(io.LimitReader(rc, c.cfg.MaxManifestBytes+1))
+	if err != nil {
+		return nil, wrap(OpFetch, ref, err)
+	}
+	if int64(len(data)) > c.cfg.MaxManifestBytes {
+		return nil, &Error{Op: OpFetch, Ref: ref, Kind: KindInvalid,
+			Err: fmt.Errorf("%s is larger than the %d-byte cap", desc.Digest, c.cfg.MaxManifestBytes)}
+	}
+	if err := Verify(desc, data); err != nil {
+		return nil, &Error{Op: OpFetch, Ref: ref, Kind: KindInvalid, Err: err}
+	}
+	return data, nil
+}
+
+// Open streams a blob of repository ref. The caller verifies what it reads
+// (see Verify for small blobs).
+func (c *Client) Open(ctx context.Context, ref string, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	f, err := c.resolver.Fetcher(ctx, ref)
+	if err != nil {
+		return nil, wrap(OpFetch, ref, err)
+	}
+	rc, err := f.Fetch(ctx, desc)
+	if err != nil {
+		return nil, wrap(OpFetch, ref, err)
+	}
+	return rc, nil
+}
+
+// Verify checks that data has desc's size and digest.
+func Verify(desc ocispec.Descriptor, data []byte) error {
+	if desc.Size >= 0 && int64(len(data)) != desc.Size {
+		return fmt.Errorf("%s: got %d bytes, want %d", desc.Digest, len(data), desc.Size)
+	}
+	if err := desc.Digest.Validate(); err != nil {
+		return fmt.Errorf("bad digest %q: %w", desc.Digest, err)
+	}
+	v := desc.Digest.Verifier()
+	_, _ = io.Copy(v, bytes.NewReader(data))
+	if !v.Verified() {
+		return fmt.Errorf("%s: content has digest %s", desc.Digest, digest.FromBytes(data))
+	}
+	return nil
+}
+
+// Op names the registry operation an Error comes from.
+type Op string
+
+// The operations.
+const (
+	OpResolve Op = "resolve"
+	OpFetch   Op = "fetch"
+)
+
+// Kind says what went wrong, for classification.
+type Kind int
+
+// The kinds.
+const (
+	// KindUnavailable: a 5xx or 429, a network error, a timeout. Retrying
+	// may help.
+	KindUnavailable Kind = iota
+	// KindNotFound: the registry does not have it (404).
+	KindNotFound
+	// KindUnauthorized: the registry refused the credentials (401, 403).
+	KindUnauthorized
+	// KindInvalid: the content is unusable (too large, wrong digest, an
+	// unsupported media type) or the request was malformed (other 4xx).
+	KindInvalid
+)
+
+// Error is a registry failure.
+type Error struct {
+	// Op is the operation.
+	Op Op
+	// Ref is the reference it was about.
+	Ref string
+	// Kind classifies it.
+	Kind Kind
+	// Status is the HTTP status, 0 when there was no response.
+	Status int
+	// Err is the underlying error.
+	Err error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Temporary reports whether retrying may help.
+func (e *Error) Temporary() bool { return e.Kind == KindUnavailable }
+
+var _ error = (*Error)(nil)
+
+// wrap classifies an error from containerd's resolver or fetcher.
+func wrap(op Op, ref string, err error) error {
+	e := &Error{Op: op, Ref: ref, Err: err, Kind: KindUnavailable}
+	var status remoteerrors.ErrUnexpectedStatus
+	switch {
+	case errors.As(err, &status):
+		e.Status = status.StatusCode
+		switch {
+		case status.StatusCode == http.StatusUnauthorized || status.StatusCode == http.StatusForbidden:
+			e.Kind = KindUnauthorized
+		case status.StatusCode == http.StatusNotFound:
+			e.Kind = KindNotFound
+		case status.StatusCode == http.StatusTooManyRequests || status.StatusCode == http.StatusRequestTimeout || status.StatusCode >= 500:
+			e.Kind = KindUnavailable
+		default:
+			e.Kind = KindInvalid
+		}
+	case errors.Is(err, docker.ErrInvalidAuthorization):
+		e.Kind = KindUnauthorized
+		e.Status = http.StatusUnauthorized
+	case errdefs.IsNotFound(err):
+		e.Kind = KindNotFound
+		e.Status = http.StatusNotFound
+		if strings.Contains(err.Error(), "rejecting") { // containerd's own manifest size cap
+			e.Kind = KindInvalid
+		}
+	case errdefs.IsNotImplemented(err):
+		e.Kind = KindInvalid
+	}
+	return e
+}

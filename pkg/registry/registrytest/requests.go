@@ -1,0 +1,121 @@
+package registrytest
+
+import (
+	"strings"
+)
+
+// Request kinds, from the path of a distribution API request.
+const (
+	// KindManifest is /v2/<repo>/manifests/<tag or digest>.
+	KindManifest = "manifest"
+	// KindBlob is /v2/<repo>/blobs/<digest>.
+	KindBlob = "blob"
+	// KindUpload is /v2/<repo>/blobs/uploads/ and
+	// /v2/<repo>/blobs/uploads/<id>: starting, continuing or finishing a
+	// blob upload.
+	KindUpload = "upload"
+	// KindTags is /v2/<repo>/tags/list.
+	KindTags = "tags"
+	// KindOther is everything else: the /v2/ ping, the catalog, referrers.
+	KindOther = "other"
+)
+
+// Request is one HTTP request the registry answered (pushes made by this
+// package are not recorded).
+type Request struct {
+	// Method is the HTTP method, such as "GET" or "HEAD".
+	Method string
+	// Path is the URL path without the query.
+	Path string
+	// Kind is one of the Kind constants.
+	Kind string
+	// Repo is the repository name, such as "fixture/single"; empty for
+	// KindOther requests that name none.
+	Repo string
+	// Ref is the tag or digest of a manifest request, the digest of a blob
+	// request, or the upload id of an upload request (empty when starting
+	// one). It is empty for other kinds.
+	Ref string
+	// Status is the HTTP status the client got, including injected faults
+	// and auth challenges.
+	Status int
+}
+
+// parsePath classifies a request by its path.
+func parsePath(method, path string) Request {
+	req := Request{Method: method, Path: path, Kind: KindOther}
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		return req
+	}
+	seg := strings.Split(rest, "/")
+	n := len(seg)
+	set := func(kind string, repoEnd int, ref string) Request {
+		if repoEnd < 1 {
+			return req
+		}
+		req.Kind, req.Repo, req.Ref = kind, strings.Join(seg[:repoEnd], "/"), ref
+		return req
+	}
+	switch {
+	case n >= 4 && seg[n-3] == "blobs" && seg[n-2] == "uploads":
+		return set(KindUpload, n-3, seg[n-1])
+	case n >= 3 && seg[n-2] == "blobs" && seg[n-1] == "uploads":
+		return set(KindUpload, n-2, "")
+	case n >= 3 && seg[n-2] == "manifests":
+		return set(KindManifest, n-2, seg[n-1])
+	case n >= 3 && seg[n-2] == "blobs":
+		return set(KindBlob, n-2, seg[n-1])
+	case n >= 3 && seg[n-2] == "tags" && seg[n-1] == "list":
+		return set(KindTags, n-2, "")
+	case n >= 3 && seg[n-2] == "referrers":
+		req.Repo = strings.Join(seg[:n-2], "/")
+		req.Ref = seg[n-1]
+		return req
+	}
+	return req
+}
+
+// Requests returns a copy of the requests recorded since New or the last
+// Reset, oldest first.
+func (r *Registry) Requests() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Request, len(r.requests))
+	copy(out, r.requests)
+	return out
+}
+
+// Count returns how many recorded requests had this method and kind (one
+// of the Kind constants). An empty method or kind matches any.
+func (r *Registry) Count(method, kind string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, req := range r.requests {
+		if (method == "" || req.Method == method) && (kind == "" || req.Kind == kind) {
+			n++
+		}
+	}
+	return n
+}
+
+// Counts returns the recorded requests counted by "<METHOD> <kind>", for
+// example {"GET manifest": 1, "HEAD blob": 2}, ready for cmp.Diff. Pairs
+// with no requests are absent.
+func (r *Registry) Counts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int)
+	for _, req := range r.requests {
+		out[req.Method+" "+req.Kind]++
+	}
+	return out
+}
+
+// Reset forgets every recorded request. Fault rules are kept.
+func (r *Registry) Reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requests = nil
+}

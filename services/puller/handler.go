@@ -1,0 +1,305 @@
+package puller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containerd/platforms"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/image"
+	"github.com/stevedore-dev/stevedore/pkg/lease"
+	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+)
+
+// Registry is what the puller needs from a registry client.
+type Registry interface {
+	// Resolve returns the top-level descriptor of ref (HEAD, or GET).
+	Resolve(ctx context.Context, ref string) (ocispec.Descriptor, error)
+	// FetchManifest reads an index, manifest or config of ref's repository.
+	FetchManifest(ctx context.Context, ref string, desc ocispec.Descriptor) ([]byte, error)
+}
+
+// Flight runs a piece of work once across the fleet (see lease.Flight).
+type Flight interface {
+	Do(ctx context.Context, key string, accept func([]byte) bool, work func(context.Context) ([]byte, error)) (lease.Result, error)
+	Get(ctx context.Context, key string) ([]byte, bool, error)
+}
+
+// CacheIndex looks keys up.
+type CacheIndex interface {
+	Get(ctx context.Context, d digest.Digest) (events.CacheRecord, bool, error)
+}
+
+// keyFunc computes the key of one index for one scheme.
+type keyFunc func(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error)
+
+// Handler computes cache keys. For docker-image: index 0 resolves the
+// reference, reads index, manifest and config (never layers) once across
+// the fleet, and answers with the main-manifest key; index 1 computes the
+// chainID of the diff_ids from the CacheOpts it is given, with no network.
+type Handler struct {
+	manager  *source.Manager[keyFunc]
+	registry Registry
+	flight   Flight
+	index    CacheIndex
+	platform ocispec.Platform
+	now      func() time.Time
+}
+
+// NewHandler returns a Handler. platform is used for sources that name
+// none (the resolver normally fills it in).
+func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.Platform) *Handler {
+	h := &Handler{
+		manager:  source.NewManager[keyFunc](),
+		registry: reg,
+		flight:   flight,
+		index:    index,
+		platform: platforms.Normalize(platform),
+		now:      time.Now,
+	}
+	h.manager.Register(h.imageKey, source.SchemeDockerImage)
+	return h
+}
+
+// CacheKey handles cachekey.requested.
+func (h *Handler) CacheKey(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+	id, err := h.manager.Identifier(in.Source)
+	if err != nil {
+		return nil, bus.Invalid(err)
+	}
+	fn, err := h.manager.Resolve(id)
+	if err != nil {
+		return nil, bus.Invalid(err)
+	}
+	return fn(ctx, id, in)
+}
+
+func (h *Handler) imageKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
+	img := id.(*source.ImageIdentifier)
+	switch in.Index {
+	case 0:
+		return h.manifestKey(ctx, img, in)
+	case 1:
+		return h.configKey(ctx, in)
+	}
+	return nil, bus.Invalid(fmt.Errorf("docker-image has no cache key index %d", in.Index))
+}
+
+// manifestKey is index 0.
+func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, in events.CacheKeyRequested) ([]events.Event, error) {
+	started := h.now()
+	platform := h.platform
+	if img.Platform != nil {
+		platform = *img.Platform
+	}
+	ref := img.Reference.String()
+	requestedAt := started
+	if env, ok := bus.Input(ctx); ok && !env.Time.IsZero() {
+		requestedAt = env.Time
+	}
+
+	top, err := h.resolveTop(ctx, img, requestedAt)
+	if err != nil {
+		return nil, classify(err)
+	}
+	if img.Checksum != "" && top.Digest != img.Checksum {
+		return nil, bus.Invalid(fmt.Errorf("image digest %s for %s does not match expected checksum %s", top.Digest, ref, img.Checksum))
+	}
+	opts, err := h.manifests(ctx, img, top, platform)
+	if err != nil {
+		return nil, classify(err)
+	}
+	if l := img.LayerLimit; l != nil {
+		if *l > len(opts.Layers) {
+			return nil, bus.Invalid(fmt.Errorf("layer limit %d is greater than the number of layers in the image %d", *l, len(opts.Layers)))
+		}
+		opts.Layers = opts.Layers[:*l]
+		opts.LayerLimit = l
+	}
+	opts.Ref = pinnedRef(img, opts.Top.Digest)
+
+	key := source.MainManifestKey(opts.Top.Digest, platform, img.LayerLimit)
+	ck := events.CacheKey{Index: 0, Key: key.String(), Digest: source.SolverDigest(key.String()), Pin: opts.Top.Digest.String()}
+	completed := h.now()
+	progress := events.New(events.Progress{Vertex: in.Source.Identifier, ID: "resolve " + ref, Action: "done",
+		Started: &started, Completed: &completed})
+
+	rec, found, err := h.index.Get(ctx, ck.Digest)
+	if err != nil {
+		return nil, bus.Unavailable(err)
+	}
+	if found {
+		return []events.Event{progress, events.New(events.CacheHit{Source: in.Source, Key: ck, Record: rec})}, nil
+	}
+	return []events.Event{
+		progress,
+		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck, CacheOpts: &opts}),
+		events.New(events.CacheKeyRequested{Source: in.Source, Index: 1, Keys: []events.CacheKey{ck}, CacheOpts: &opts}),
+	}, nil
+}
+
+// configKey is index 1: everything it needs travels in the request.
+func (h *Handler) configKey(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+	opts := in.CacheOpts
+	if opts == nil || len(in.Keys) == 0 {
+		return nil, bus.Invalid(errors.New("cachekey.requested for index 1 carries no cacheOpts or no index-0 key"))
+	}
+	// BuildKit falls back to the manifest key when the config has no
+	// layers to chain.
+	key := in.Keys[0].Key
+	if opts.RootFSType == "layers" && len(opts.Layers) > 0 {
+		diffIDs := make([]digest.Digest, len(opts.Layers))
+		for i, l := range opts.Layers {
+			diffIDs[i] = l.DiffID
+		}
+		key = source.ConfigKey(diffIDs).String()
+	}
+	ck := events.CacheKey{Index: 1, Key: key, Digest: source.SolverDigest(key), Pin: in.Keys[0].Pin, Done: true}
+	rec, found, err := h.index.Get(ctx, ck.Digest)
+	if err != nil {
+		return nil, bus.Unavailable(err)
+	}
+	if found {
+		return []events.Event{events.New(events.CacheHit{Source: in.Source, Key: ck, Record: rec})}, nil
+	}
+	keys := append(append([]events.CacheKey(nil), in.Keys...), ck)
+	return []events.Event{
+		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck, CacheOpts: opts}),
+		events.New(events.CacheMiss{Source: in.Source, Keys: keys, CacheOpts: opts}),
+	}, nil
+}
+
+// tagResolution is what the fleet stores for a tag: the descriptor it
+// pointed at and when the registry was asked.
+type tagResolution struct {
+	Top        ocispec.Descriptor `json:"top"`
+	ResolvedAt time.Time          `json:"resolvedAt"`
+}
+
+// resolveTop returns the top-level descriptor of the reference. A digest
+// reference needs no registry request (its media type comes with the
+// manifest walk). A tag is resolved once for all requests made before the
+// resolution started, following the resolve mode: pull asks the registry,
+// default asks it and falls back to the last known answer when it is
+// unavailable, local takes the last known answer when there is one.
+func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, requestedAt time.Time) (ocispec.Descriptor, error) {
+	if d := img.Reference.Digest(); d != "" {
+		return ocispec.Descriptor{Digest: d}, nil
+	}
+	ref := img.Reference.String()
+	key := flightKey("tag", ref)
+	accept := func(v []byte) bool {
+		var r tagResolution
+		if json.Unmarshal(v, &r) != nil {
+			return false
+		}
+		return img.ResolveMode == source.ResolveModePreferLocal || !r.ResolvedAt.Before(requestedAt)
+	}
+	res, err := h.flight.Do(ctx, key, accept, func(ctx context.Context) ([]byte, error) {
+		at := h.now()
+		desc, err := h.registry.Resolve(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(tagResolution{Top: desc, ResolvedAt: at})
+	})
+	if err != nil && img.ResolveMode == source.ResolveModeDefault && !bus.Permanent(classify(err)) {
+		if v, found, gerr := h.flight.Get(ctx, key); gerr == nil && found {
+			res, err = lease.Result{Value: v}, nil
+		}
+	}
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var r tagResolution
+	if err := json.Unmarshal(res.Value, &r); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("stored resolution of %s: %w", ref, err)
+	}
+	return r.Top, nil
+}
+
+// manifests returns the CacheOpts of (repository, top digest, platform),
+// walking the image once across the fleet; the result is immutable, so any
+// stored one is good.
+func (h *Handler) manifests(ctx context.Context, img *source.ImageIdentifier, top ocispec.Descriptor, platform ocispec.Platform) (events.CacheOpts, error) {
+	ref := img.Reference.String()
+	key := flightKey("manifest", img.Reference.Locator, top.Digest.String(), platforms.FormatAll(platform))
+	res, err := h.flight.Do(ctx, key, nil, func(ctx context.Context) ([]byte, error) {
+		if top.MediaType == "" {
+			desc, err := h.registry.Resolve(ctx, ref)
+			if err != nil {
+				return nil, err
+			}
+			top = desc
+		}
+		opts, err := image.Walk(ctx, image.FetcherFunc(func(ctx context.Context, d ocispec.Descriptor) ([]byte, error) {
+			return h.registry.FetchManifest(ctx, ref, d)
+		}), top, platform)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(opts)
+	})
+	if err != nil {
+		return events.CacheOpts{}, err
+	}
+	var opts events.CacheOpts
+	if err := json.Unmarshal(res.Value, &opts); err != nil {
+		return events.CacheOpts{}, fmt.Errorf("stored manifests of %s: %w", ref, err)
+	}
+	return opts, nil
+}
+
+// pinnedRef is the reference with the digest it resolved to, from which any
+// replica can fetch blobs later: host/repo[:tag]@digest.
+func pinnedRef(img *source.ImageIdentifier, top digest.Digest) string {
+	tag, _, _ := strings.Cut(img.Reference.Object, "@")
+	return img.Reference.Locator + tag + "@" + top.String()
+}
+
+// flightKey is a KV key for a piece of shared work: kind plus a hash of its
+// inputs (KV keys cannot hold every character a reference can).
+func flightKey(kind string, parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return kind + "." + hex.EncodeToString(h.Sum(nil))
+}
+
+// classify maps the errors of the registry, the image walk and the
+// identifier parser to bus classes; it is the puller's one place for it.
+func classify(err error) error {
+	var rerr *registry.Error
+	switch {
+	case errors.As(err, &rerr):
+		switch rerr.Kind {
+		case registry.KindNotFound:
+			return bus.NotFound(err)
+		case registry.KindUnauthorized:
+			return bus.Unauthorized(err)
+		case registry.KindInvalid:
+			return bus.Invalid(err)
+		}
+		return bus.Unavailable(err)
+	case errors.Is(err, image.ErrNoPlatform):
+		return bus.NotFound(err)
+	case errors.Is(err, image.ErrInvalid), errors.Is(err, source.ErrInvalid):
+		return bus.Invalid(err)
+	}
+	return err
+}
+
+var _ Registry = (*registry.Client)(nil)

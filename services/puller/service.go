@@ -1,0 +1,147 @@
+// Package puller is Stevedore's cache-key service for image sources. It
+// consumes cachekey.requested: for index 0 it resolves the reference,
+// fetches index, manifest and config (never layers) once across the fleet,
+// and computes BuildKit's main-manifest key; for index 1 it computes the
+// chainID of the diff_ids from the CacheOpts the request carries, without
+// touching the network. Each key is looked up in the cache index: a hit ends
+// the source (cache.hit), a miss continues with the next index or, after
+// the last, cache.miss.
+package puller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/containerd/platforms"
+	"github.com/nats-io/nats.go/jetstream"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/lease"
+	"github.com/stevedore-dev/stevedore/pkg/registry"
+)
+
+// Config configures the puller.
+type Config struct {
+	// Instance names this replica in event sources, leases and logs. Empty
+	// means the host name plus the process id.
+	Instance string
+	// Platform is used for sources that name none. Zero means the platform
+	// this process runs on.
+	Platform ocispec.Platform
+	// Registry configures registry access (credentials, insecure hosts,
+	// manifest size cap).
+	Registry registry.Config
+	// LeaseTTL is how long a fetch lease outlives a dead holder. Zero means
+	// 30s.
+	LeaseTTL time.Duration
+	// Concurrency is how many requests this replica handles at once. Zero
+	// means 16.
+	Concurrency int
+	// Consumer is the consumer definition. Zero means bus.PullerConsumer().
+	Consumer bus.Consumer
+	// Backoff is the redelivery delay after a retryable failure. Nil means
+	// the runtime's default.
+	Backoff func(delivered int) time.Duration
+	// Provision creates streams, buckets and consumers at start.
+	Provision bool
+	// Logger receives logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Instance == "" {
+		host, _ := os.Hostname()
+		c.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.Platform.OS == "" {
+		c.Platform = platforms.DefaultSpec()
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.Consumer.Name == "" {
+		c.Consumer = bus.PullerConsumer()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration the service cannot run with.
+func (c Config) Validate() error {
+	if c.Concurrency < 0 || c.LeaseTTL < 0 {
+		return errors.New("puller: negative concurrency or lease TTL")
+	}
+	return c.Consumer.Validate()
+}
+
+// Service is one puller replica.
+type Service struct {
+	js  jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+	src string
+}
+
+// New returns a puller replica that uses js.
+func New(js jetstream.JetStream, cfg Config) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("service", events.ComponentPuller, "instance", cfg.Instance)
+	return &Service{js: js, cfg: cfg, log: log, src: "/stevedore/" + events.ComponentPuller + "/" + cfg.Instance}, nil
+}
+
+// Run serves until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	if s.cfg.Provision {
+		if err := bus.Provision(ctx, s.js, bus.Topology{}); err != nil {
+			return fmt.Errorf("puller: %w", err)
+		}
+	}
+	reg, err := registry.New(s.cfg.Registry)
+	if err != nil {
+		return err
+	}
+	leases, err := lease.NewManager(ctx, s.js, lease.Config{Bucket: events.BucketLeases, Holder: s.cfg.Instance, TTL: s.cfg.LeaseTTL})
+	if err != nil {
+		return err
+	}
+	flight, err := lease.NewFlight(ctx, s.js, leases, events.BucketManifests)
+	if err != nil {
+		return err
+	}
+	index, err := cacheindex.Open(ctx, s.js)
+	if err != nil {
+		return err
+	}
+	h := NewHandler(reg, flight, index, s.cfg.Platform)
+	w, err := bus.NewWorker(s.js, bus.WorkerConfig{
+		Consumer:    s.cfg.Consumer,
+		Source:      s.src,
+		Concurrency: s.cfg.Concurrency,
+		Backoff:     s.cfg.Backoff,
+		Logger:      s.log,
+		Middleware:  []bus.Middleware{bus.Recover(s.log), bus.Logging(s.log)},
+	})
+	if err != nil {
+		return err
+	}
+	w.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(ctx) })
+	g.Go(func() error { return bus.NewDLQ(s.js, s.src, s.log).Run(ctx) })
+	return g.Wait()
+}

@@ -1,0 +1,51 @@
+package resolver
+
+import (
+	"context"
+
+	"github.com/containerd/platforms"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+)
+
+// Handler is the source manager: it parses identifiers, checks that a
+// service handles the scheme and starts the key loop at index 0.
+type Handler struct {
+	manager  *source.Manager[string]
+	platform ocispec.Platform
+}
+
+// NewHandler returns a Handler whose manager routes every scheme with a
+// handler in this fleet to the service that computes its keys, and that
+// fills in platform when a request names none.
+func NewHandler(platform ocispec.Platform) *Handler {
+	m := source.NewManager[string]()
+	m.Register(events.ComponentPuller, source.SchemeDockerImage)
+	return &Handler{manager: m, platform: platforms.Normalize(platform)}
+}
+
+// Resolve handles source.resolve.requested. Bad input (no "://", an unknown
+// scheme, a scheme nobody handles, a bad reference or attribute) fails the
+// build with BuildKit's own message.
+func (h *Handler) Resolve(_ context.Context, in events.SourceResolveRequested) ([]events.Event, error) {
+	id, err := h.manager.Identifier(in.Source)
+	if err != nil {
+		return nil, bus.Invalid(err)
+	}
+	handler, err := h.manager.Resolve(id)
+	if err != nil {
+		return nil, bus.Invalid(err)
+	}
+	canonical := events.SourceOp{Identifier: id.String(), Attrs: in.Source.Attrs, Platform: in.Source.Platform}
+	if canonical.Platform == nil {
+		p := h.platform
+		canonical.Platform = &p
+	}
+	return []events.Event{
+		events.New(events.SourceResolved{Source: canonical, Scheme: id.Scheme(), Handler: handler}),
+		events.New(events.CacheKeyRequested{Source: canonical, Index: 0}),
+	}, nil
+}

@@ -1,0 +1,110 @@
+// Package resolver is Stevedore's source manager service. It consumes
+// source.resolve.requested, parses the identifier of any BuildKit scheme,
+// and emits source.resolved plus cachekey.requested for index 0 (for the
+// service that handles the scheme), or source.failed with BuildKit's message.
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/containerd/platforms"
+	"github.com/nats-io/nats.go/jetstream"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+// Config configures the resolver.
+type Config struct {
+	// Instance names this replica in event sources and logs. Empty means
+	// the host name.
+	Instance string
+	// Platform is filled into requests that name none. Zero means the
+	// platform this process runs on.
+	Platform ocispec.Platform
+	// Concurrency is how many requests this replica handles at once. Zero
+	// means 16.
+	Concurrency int
+	// Consumer is the consumer definition. Zero means bus.ResolverConsumer().
+	Consumer bus.Consumer
+	// Provision creates streams, buckets and consumers at start.
+	Provision bool
+	// Logger receives logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Instance == "" {
+		c.Instance, _ = os.Hostname()
+	}
+	if c.Platform.OS == "" {
+		c.Platform = platforms.DefaultSpec()
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.Consumer.Name == "" {
+		c.Consumer = bus.ResolverConsumer()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration the service cannot run with.
+func (c Config) Validate() error {
+	if c.Concurrency < 0 {
+		return errors.New("resolver: negative concurrency")
+	}
+	return c.Consumer.Validate()
+}
+
+// Service is one resolver replica.
+type Service struct {
+	js     jetstream.JetStream
+	cfg    Config
+	worker *bus.Worker
+	dlq    *bus.DLQ
+}
+
+// New returns a resolver replica that uses js.
+func New(js jetstream.JetStream, cfg Config) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("service", events.ComponentResolver, "instance", cfg.Instance)
+	source := "/stevedore/" + events.ComponentResolver + "/" + cfg.Instance
+	w, err := bus.NewWorker(js, bus.WorkerConfig{
+		Consumer:    cfg.Consumer,
+		Source:      source,
+		Concurrency: cfg.Concurrency,
+		Logger:      log,
+		Middleware:  []bus.Middleware{bus.Recover(log), bus.Logging(log)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	h := NewHandler(cfg.Platform)
+	w.Handle(events.TypeSourceResolveRequested, bus.Typed(h.Resolve))
+	return &Service{js: js, cfg: cfg, worker: w, dlq: bus.NewDLQ(js, source, log)}, nil
+}
+
+// Run serves until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	if s.cfg.Provision {
+		if err := bus.Provision(ctx, s.js, bus.Topology{}); err != nil {
+			return fmt.Errorf("resolver: %w", err)
+		}
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.worker.Run(ctx) })
+	g.Go(func() error { return s.dlq.Run(ctx) })
+	return g.Wait()
+}
