@@ -167,4 +167,3 @@ func TestResolveModes(t *testing.T) {
 }
 
 func first[A, B any](a A, _ B) A { return a }
-
