@@ -32,17 +32,24 @@ func Connect(url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetSt
 }
 
 // ConnectOnce dials a NATS server for a short-lived client (the CLI): it
-// fails at once when the server is not there instead of retrying.
-func ConnectOnce(url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-	opts = append([]nats.Option{nats.Name(name), nats.Timeout(5 * time.Second)}, opts...)
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w", url, err)
+// keeps trying for up to wait (a server may be starting), then gives up
+// instead of retrying forever, and does not reconnect.
+func ConnectOnce(url, name string, wait time.Duration, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	opts = append([]nats.Option{nats.Name(name), nats.Timeout(2 * time.Second), nats.NoReconnect()}, opts...)
+	deadline := time.Now().Add(wait)
+	for {
+		nc, err := nats.Connect(url, opts...)
+		if err == nil {
+			js, err := jetstream.New(nc)
+			if err != nil {
+				nc.Close()
+				return nil, nil, fmt.Errorf("jetstream: %w", err)
+			}
+			return nc, js, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("connect to %s: %w", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, nil
 }

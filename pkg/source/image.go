@@ -177,7 +177,7 @@ func parseImage(_ string, ref string, attrs map[string]string, platform *ocispec
 func NormalizeImageRef(ref string) (string, error) {
 	named, err := distreference.ParseNormalizedNamed(ref)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalid, err)
+		return "", invalidCause(err)
 	}
 	return distreference.TagNameOnly(named).String(), nil
 }

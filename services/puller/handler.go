@@ -262,10 +262,14 @@ func (h *Handler) manifests(ctx context.Context, img *source.ImageIdentifier, to
 }
 
 // pinnedRef is the reference with the digest it resolved to, from which any
-// replica can fetch blobs later: host/repo[:tag]@digest.
+// replica can fetch blobs later: host/repo[:tag]@digest. (A reference's
+// Object is "tag", "@digest" or "tag@digest".)
 func pinnedRef(img *source.ImageIdentifier, top digest.Digest) string {
-	tag, _, _ := strings.Cut(img.Reference.Object, "@")
-	return img.Reference.Locator + tag + "@" + top.String()
+	name := img.Reference.Locator
+	if tag, _, _ := strings.Cut(img.Reference.Object, "@"); tag != "" {
+		name += ":" + tag
+	}
+	return name + "@" + top.String()
 }
 
 // flightKey is a KV key for a piece of shared work: kind plus a hash of its

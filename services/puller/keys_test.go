@@ -62,8 +62,8 @@ func TestKnownAnswerKeys(t *testing.T) {
 				if m.CacheOpts == nil || m.CacheOpts.Config.Digest.String() != img.field(t, platform, "config") {
 					t.Errorf("cacheOpts = %+v", m.CacheOpts)
 				}
-				if !strings.HasSuffix(m.CacheOpts.Ref, "@"+img.Digest) {
-					t.Errorf("cacheOpts.Ref %q is not pinned to %s", m.CacheOpts.Ref, img.Digest)
+				if want := ref + "@" + img.Digest; m.CacheOpts.Ref != want {
+					t.Errorf("cacheOpts.Ref = %q, want %q", m.CacheOpts.Ref, want)
 				}
 			})
 			// Layer limits, as far as the fixture computed them.

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"stevedore": func() { os.Exit(Main()) },
+	})
+}
+
+const imagesDir = "../../testdata/images"
+
+// TestScripts runs testdata/script/*.txtar. Every script gets a registry
+// holding the fixture images ($REGISTRY), their expected keys from
+// expected.json ($SINGLE_KEY0, …) and a free port for an embedded NATS
+// ($NATS_PORT).
+func TestScripts(t *testing.T) {
+	reg := registrytest.New(t)
+	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
+	reg.PushLayout(t, filepath.Join(imagesDir, "single-retag"), "demo/retag:1")
+	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
+
+	data, err := os.ReadFile(filepath.Join(imagesDir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fx struct {
+		Images map[string]struct {
+			Digest    string                    `json:"digest"`
+			Platforms map[string]map[string]any `json:"platforms"`
+		} `json:"images"`
+	}
+	if err := json.Unmarshal(data, &fx); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{
+		"REGISTRY":       reg.Host(),
+		"SINGLE_DIGEST":  fx.Images["single"].Digest,
+		"SINGLE_KEY0":    fx.Images["single"].Platforms["linux/amd64"]["key0"].(string),
+		"SINGLE_KEY1":    fx.Images["single"].Platforms["linux/amd64"]["key1"].(string),
+		"RETAG_KEY0":     fx.Images["single-retag"].Platforms["linux/amd64"]["key0"].(string),
+		"MULTI_ARM_KEY0": fx.Images["multi"].Platforms["linux/arm64"]["key0"].(string),
+		"MULTI_ARM_KEY1": fx.Images["multi"].Platforms["linux/arm64"]["key1"].(string),
+	}
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Setup: func(env *testscript.Env) error {
+			for k, v := range vars {
+				env.Setenv(k, v)
+			}
+			port, err := freePort()
+			if err != nil {
+				return err
+			}
+			env.Setenv("NATS_PORT", fmt.Sprint(port))
+			env.Setenv("HOME", env.WorkDir)
+			env.Setenv("DOCKER_CONFIG", filepath.Join(env.WorkDir, ".docker"))
+			return nil
+		},
+	})
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+// describe is the one-line human summary of an event.
+func describe(e events.Event) string {
+	switch p := e.Data.(type) {
+	case events.SourceResolveRequested:
+		return p.Source.Identifier + attrs(p.Source.Attrs)
+	case events.SourceResolved:
+		return fmt.Sprintf("%s (%s) → %s", p.Source.Identifier, platformOf(p.Source), p.Handler)
+	case events.SourceFailed:
+		return fmt.Sprintf("%s: %s [%s, %d attempt(s)]", p.Source.Identifier, p.Reason, p.Code, p.Attempts)
+	case events.CacheKeyRequested:
+		return fmt.Sprintf("index %d of %s", p.Index, p.Source.Identifier)
+	case events.CacheKeyComputed:
+		return fmt.Sprintf("index %d key %s (digest %s) missed", p.Key.Index, p.Key.Key, p.Key.Digest)
+	case events.CacheHit:
+		return fmt.Sprintf("index %d key %s hit: chainID %s on %s", p.Key.Index, p.Key.Key, p.Record.ChainID, orNone(p.Record.Node))
+	case events.CacheMiss:
+		n := 0
+		if p.CacheOpts != nil {
+			n = len(p.CacheOpts.Layers)
+		}
+		return fmt.Sprintf("all %d keys missed; %d layers to fetch", len(p.Keys), n)
+	case events.Progress:
+		s := p.ID
+		if p.Total > 0 {
+			s += fmt.Sprintf(" %d/%d", p.Current, p.Total)
+		}
+		if p.Started != nil && p.Completed != nil {
+			s += fmt.Sprintf(" done in %s", p.Completed.Sub(*p.Started).Round(time.Millisecond))
+		}
+		if p.Error != "" {
+			s += " error: " + p.Error
+		}
+		return s
+	}
+	return ""
+}
+
+func attrs(a map[string]string) string {
+	if len(a) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(a))
+	for k, v := range a {
+		parts = append(parts, k+"="+v)
+	}
+	return " [" + strings.Join(parts, ",") + "]"
+}
+
+func platformOf(op events.SourceOp) string {
+	if op.Platform == nil {
+		return "default platform"
+	}
+	s := op.Platform.OS + "/" + op.Platform.Architecture
+	if op.Platform.Variant != "" {
+		s += "/" + op.Platform.Variant
+	}
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(no node)"
+	}
+	return s
+}
+
+// printPlain writes an event as one line: time, short name, summary.
+func printPlain(w io.Writer, e events.Event) {
+	fmt.Fprintf(w, "%s %-24s %s\n", e.Time.Local().Format("15:04:05.000"), events.NameOf(e.Type()), describe(e))
+}
+
+// jsonEvent is the --json form of an event: the CloudEvents attributes and
+// the payload.
+type jsonEvent struct {
+	ID          string         `json:"id"`
+	Type        events.Type    `json:"type"`
+	Source      string         `json:"source"`
+	Subject     string         `json:"subject"`
+	Time        time.Time      `json:"time"`
+	CausationID string         `json:"causationid,omitempty"`
+	Data        events.Payload `json:"data"`
+}
+
+func printJSON(w io.Writer, e events.Event) error {
+	return json.NewEncoder(w).Encode(jsonEvent{ID: e.ID, Type: e.Type(), Source: e.Source, Subject: e.BuildID,
+		Time: e.Time, CausationID: e.CausationID, Data: e.Data})
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/containerd/platforms"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/stevedore-dev/stevedore/pkg/broker"
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/client"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+)
+
+// sourceFlags turn a command's REF and flags into a source op.
+type sourceFlags struct {
+	platform    string
+	resolveMode string
+	layerLimit  int
+	checksum    string
+	attrs       []string
+}
+
+func (f *sourceFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.platform, "platform", "", "platform to resolve for, e.g. linux/arm64 (default: the fleet's)")
+	cmd.Flags().StringVar(&f.resolveMode, "resolve-mode", "", "image.resolvemode: default, pull or local")
+	cmd.Flags().IntVar(&f.layerLimit, "layer-limit", 0, "image.layerlimit: use only the first N layers (0: all)")
+	cmd.Flags().StringVar(&f.checksum, "checksum", "", "image.checksum: the digest the reference must resolve to")
+	cmd.Flags().StringArrayVar(&f.attrs, "attr", nil, "raw BuildKit attribute key=value (repeatable)")
+}
+
+// op builds the source op for ref. A ref without "://" is an image name and
+// is normalised the way BuildKit's client does (alpine becomes
+// docker-image://docker.io/library/alpine:latest); an identifier with a
+// scheme is sent as written.
+func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
+	op := events.SourceOp{Identifier: ref, Attrs: map[string]string{}}
+	if !strings.Contains(ref, "://") {
+		named, err := source.NormalizeImageRef(ref)
+		if err != nil {
+			return op, fmt.Errorf("%s: %w", ref, err)
+		}
+		op.Identifier = source.SchemeDockerImage + "://" + named
+	}
+	if f.platform != "" {
+		p, err := platforms.Parse(f.platform)
+		if err != nil {
+			return op, fmt.Errorf("--platform: %w", err)
+		}
+		op.Platform = &p
+	}
+	if f.resolveMode != "" {
+		op.Attrs[source.AttrImageResolveMode] = f.resolveMode
+	}
+	if f.layerLimit != 0 {
+		op.Attrs[source.AttrImageLayerLimit] = strconv.Itoa(f.layerLimit)
+	}
+	if f.checksum != "" {
+		op.Attrs[source.AttrImageChecksum] = f.checksum
+	}
+	for _, kv := range f.attrs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return op, fmt.Errorf("--attr %q: want key=value", kv)
+		}
+		op.Attrs[k] = v
+	}
+	if len(op.Attrs) == 0 {
+		op.Attrs = nil
+	}
+	return op, nil
+}
+
+// fleet is a JetStream connection to a running fleet or to an embedded
+// stack started for one call.
+type fleet struct {
+	js    jetstream.JetStream
+	close func()
+}
+
+// connectFleet connects to --nats, or starts an embedded stack in a
+// temporary (or the given) data dir.
+func connectFleet(ctx context.Context, g *globals, sf *serviceFlags, dataDir string) (*fleet, error) {
+	if g.natsURL != "" {
+		nc, js, err := bus.ConnectOnce(g.natsURL, "stevedore-cli", 5*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		return &fleet{js: js, close: nc.Close}, nil
+	}
+	cleanup := func() {}
+	if dataDir == "" {
+		dir, err := os.MkdirTemp("", "stevedore-")
+		if err != nil {
+			return nil, err
+		}
+		dataDir, cleanup = dir, func() { _ = os.RemoveAll(dir) }
+	}
+	cfg, err := sf.stackConfig(g, broker.Config{DataDir: dataDir, NoListen: true})
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	s, err := startStack(ctx, cfg)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	_, js, err := s.connect("stevedore-cli")
+	if err != nil {
+		s.close()
+		cleanup()
+		return nil, err
+	}
+	return &fleet{js: js, close: func() { s.close(); cleanup() }}, nil
+}
+
+func newResolve(g *globals) *cobra.Command {
+	var (
+		src     sourceFlags
+		sf      serviceFlags
+		buildID string
+		asJSON  bool
+		timeout time.Duration
+		dataDir string
+	)
+	cmd := &cobra.Command{
+		Use:   "resolve REF",
+		Short: "Compute a source's BuildKit cache keys and look them up",
+		Long: `resolve starts a build for REF (an image name, or an identifier with its
+scheme) and prints its index-0 and index-1 cache keys, their solver digests,
+the pin, and whether the cache index had them. With --nats it asks a running
+fleet; without, it starts the embedded stack for this one call.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			op, err := src.op(args[0])
+			if err != nil {
+				return err
+			}
+			if buildID == "" {
+				buildID = client.NewBuildID()
+			}
+			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
+			defer cancel()
+			f, err := connectFleet(ctx, g, &sf, dataDir)
+			if err != nil {
+				return err
+			}
+			defer f.close()
+			out, err := client.Resolve(ctx, f.js, buildID, op, nil)
+			var buildErr *client.BuildError
+			if err != nil && !errors.As(err, &buildErr) {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(g.stdout).Encode(out)
+			}
+			printOutcome(g.stdout, out)
+			if buildErr != nil {
+				return fmt.Errorf("%s: %w", op.Identifier, buildErr)
+			}
+			return nil
+		},
+	}
+	src.register(cmd)
+	sf.registerEmbedded(cmd)
+	cmd.Flags().StringVar(&buildID, "build-id", "", "build id to use (default: a new one)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "embedded stack only: keep JetStream state here instead of a temporary directory")
+	return cmd
+}
+
+func printOutcome(w io.Writer, out client.Outcome) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintf(tw, "build\t%s\n", out.BuildID)
+	if out.Source.Identifier != "" {
+		fmt.Fprintf(tw, "source\t%s\n", out.Source.Identifier)
+		fmt.Fprintf(tw, "platform\t%s\n", platformOf(out.Source))
+	}
+	if out.Pin != "" {
+		fmt.Fprintf(tw, "pin\t%s\n", out.Pin)
+	}
+	for _, k := range out.Keys {
+		state := "miss"
+		if out.Hit != nil && out.Hit.Key.Index == k.Index {
+			state = "hit"
+		}
+		fmt.Fprintf(tw, "index %d\t%s\t(solver digest %s)\t%s\n", k.Index, k.Key, k.Digest, state)
+	}
+	switch {
+	case out.Hit != nil:
+		fmt.Fprintf(tw, "result\tcache hit at index %d: chainID %s, node %s\n", out.Hit.Key.Index, out.Hit.Record.ChainID, orNone(out.Hit.Record.Node))
+	case out.Miss != nil:
+		n := 0
+		if out.Miss.CacheOpts != nil {
+			n = len(out.Miss.CacheOpts.Layers)
+		}
+		fmt.Fprintf(tw, "result\tcache miss: %d layers to fetch\n", n)
+	case out.Failed != nil:
+		fmt.Fprintf(tw, "result\tfailed: %s\n", out.Failed.Reason)
+	}
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stevedore-dev/stevedore/pkg/broker"
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/services/puller"
+	"github.com/stevedore-dev/stevedore/services/resolver"
+)
+
+// stackConfig configures the in-process fleet.
+type stackConfig struct {
+	broker   broker.Config
+	platform ocispec.Platform
+	registry registry.Config
+	log      *slog.Logger
+}
+
+// stack is an embedded NATS server with every service running against it,
+// each on its own in-process connection, exactly as the fleet runs them.
+type stack struct {
+	srv    *broker.Server
+	conns  []*nats.Conn
+	cancel context.CancelCauseFunc
+	group  *errgroup.Group
+}
+
+// startStack starts the server, provisions it and starts the services.
+func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
+	srv, err := broker.Start(cfg.broker)
+	if err != nil {
+		return nil, err
+	}
+	s := &stack{srv: srv}
+	_, js, err := s.connect("stevedore-admin")
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	if err := bus.Provision(ctx, js, bus.Topology{}); err != nil {
+		s.close()
+		return nil, err
+	}
+	_, rjs, err := s.connect("stevedore-resolver")
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	res, err := resolver.New(rjs, resolver.Config{Instance: "embedded", Platform: cfg.platform, Logger: cfg.log})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	_, pjs, err := s.connect("stevedore-puller")
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.group, runCtx = errgroup.WithContext(runCtx)
+	s.group.Go(func() error { return res.Run(runCtx) })
+	s.group.Go(func() error { return pul.Run(runCtx) })
+	return s, nil
+}
+
+// connect opens an in-process connection that the stack closes.
+func (s *stack) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := s.srv.Connect(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.conns = append(s.conns, nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// wait blocks until a service stops (with its error) or ctx is done.
+func (s *stack) wait(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.group.Wait() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// close stops the services, then the server.
+func (s *stack) close() {
+	if s.cancel != nil {
+		s.cancel(errors.New("stack closed"))
+		_ = s.group.Wait()
+	}
+	for _, nc := range s.conns {
+		nc.Close()
+	}
+	s.srv.Shutdown()
+}

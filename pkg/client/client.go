@@ -1,0 +1,178 @@
+// Package client is what a program that asks Stevedore for sources uses:
+// it starts a build (publishes source.resolve.requested), follows the
+// build's events, and sums them up.
+//
+// Vocabulary: a build is identified by its build id (NewBuildID makes
+// one); its events are on stevedore.build.<id>.>; a build is over when a
+// terminal event arrives (Terminal): cache.hit, cache.miss or
+// source.failed. Outcome is the sum of a build's events: the keys of every
+// index, the pin, and how it ended.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+// NewBuildID returns a fresh build id: a sortable time prefix and random
+// bits, valid as a subject token.
+func NewBuildID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%x-%s", time.Now().UnixMilli(), hex.EncodeToString(b[:]))
+}
+
+// Terminal reports whether e ends its build.
+func Terminal(e events.Event) bool {
+	switch e.Type() {
+	case events.TypeCacheHit, events.TypeCacheMiss, events.TypeSourceFailed:
+		return true
+	}
+	return false
+}
+
+// Submit publishes the event that starts build buildID for op and returns it.
+func Submit(ctx context.Context, js jetstream.JetStream, buildID string, op events.SourceOp) (events.Event, error) {
+	if err := events.ValidateBuildID(buildID); err != nil {
+		return events.Event{}, err
+	}
+	host, _ := os.Hostname()
+	e := events.New(events.SourceResolveRequested{Source: op})
+	e.ID = buildID + "-request"
+	e.BuildID = buildID
+	e.Source = "/stevedore/client/" + host
+	e.Time = time.Now()
+	if err := bus.NewPublisher(js).Publish(ctx, e); err != nil {
+		return events.Event{}, err
+	}
+	return e, nil
+}
+
+// Follow calls fn for every event of the build, stored ones first, until fn
+// returns false, ctx is done, or (when untilDone is set) a terminal event
+// has been passed to fn. Events that do not decode are skipped.
+func Follow(ctx context.Context, js jetstream.JetStream, buildID string, untilDone bool, fn func(events.Event) bool) error {
+	w, err := bus.WatchBuild(ctx, js, buildID)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	stop := context.AfterFunc(ctx, w.Stop)
+	defer stop()
+	for {
+		e, err := w.Next()
+		if errors.Is(err, bus.ErrInvalid) {
+			continue
+		}
+		if err != nil {
+			if cause := context.Cause(ctx); cause != nil {
+				return cause
+			}
+			return err
+		}
+		if !fn(e) || (untilDone && Terminal(e)) {
+			return nil
+		}
+	}
+}
+
+// Outcome sums up a finished build.
+type Outcome struct {
+	// BuildID is the build.
+	BuildID string `json:"buildID"`
+	// Source is the canonical source, once the resolver has seen it.
+	Source events.SourceOp `json:"source"`
+	// Keys are the keys computed, by index (a hit at index 0 leaves one).
+	Keys []events.CacheKey `json:"keys"`
+	// Pin is the content the keys are pinned to (the top-level digest).
+	Pin string `json:"pin,omitempty"`
+	// Hit is set when the build ended with a cache hit.
+	Hit *events.CacheHit `json:"hit,omitempty"`
+	// Miss is set when every key missed.
+	Miss *events.CacheMiss `json:"miss,omitempty"`
+	// Failed is set when the build failed.
+	Failed *events.SourceFailed `json:"failed,omitempty"`
+}
+
+// Add folds one event into the outcome.
+func (o *Outcome) Add(e events.Event) {
+	o.BuildID = e.BuildID
+	switch p := e.Data.(type) {
+	case events.SourceResolved:
+		o.Source = p.Source
+	case events.CacheKeyComputed:
+		o.setKey(p.Key)
+	case events.CacheHit:
+		o.Source = p.Source
+		o.setKey(p.Key)
+		o.Hit = &p
+	case events.CacheMiss:
+		o.Source = p.Source
+		for _, k := range p.Keys {
+			o.setKey(k)
+		}
+		o.Miss = &p
+	case events.SourceFailed:
+		o.Failed = &p
+	}
+}
+
+func (o *Outcome) setKey(k events.CacheKey) {
+	for len(o.Keys) <= k.Index {
+		o.Keys = append(o.Keys, events.CacheKey{Index: len(o.Keys)})
+	}
+	o.Keys[k.Index] = k
+	if k.Pin != "" {
+		o.Pin = k.Pin
+	}
+}
+
+// Done reports whether the outcome has its terminal event.
+func (o *Outcome) Done() bool { return o.Hit != nil || o.Miss != nil || o.Failed != nil }
+
+// Err is the build's failure as an error, nil if it did not fail.
+func (o *Outcome) Err() error {
+	if o.Failed == nil {
+		return nil
+	}
+	return &BuildError{Failure: *o.Failed}
+}
+
+// BuildError is a failed build.
+type BuildError struct {
+	// Failure is the source.failed payload.
+	Failure events.SourceFailed
+}
+
+func (e *BuildError) Error() string { return e.Failure.Reason }
+
+// Resolve starts a build for op and follows it to its end, calling each
+// (when not nil) for every event on the way. The watch replays the build
+// from its first event, so nothing published before it starts is missed.
+func Resolve(ctx context.Context, js jetstream.JetStream, buildID string, op events.SourceOp, each func(events.Event)) (Outcome, error) {
+	out := Outcome{BuildID: buildID}
+	if _, err := Submit(ctx, js, buildID, op); err != nil {
+		return out, err
+	}
+	err := Follow(ctx, js, buildID, true, func(e events.Event) bool {
+		out.Add(e)
+		if each != nil {
+			each(e)
+		}
+		return true
+	})
+	if err != nil {
+		return out, err
+	}
+	return out, out.Err()
+}
