@@ -2,22 +2,65 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
+// PublishTimeout bounds the wait for the stream's acknowledgement of an
+// event.
+const PublishTimeout = 10 * time.Second
+
+// ErrNoAck reports that the stream did not acknowledge an event in time,
+// or that nobody answered for it (no stream listens on the subject, or the
+// stream has no leader right now). The event may or may not be stored;
+// republishing it with the same id is safe.
+var ErrNoAck = errors.New("no acknowledgement from the events stream")
+
 // Publisher publishes events to the events stream and waits for the
-// stream's acknowledgement of each.
+// stream's acknowledgements. Events of one PublishAll call are sent back to
+// back on one connection, so the stream stores them in order, and their
+// acknowledgements are awaited together: one round trip for a handler's
+// outputs, not one per event.
 type Publisher struct {
-	js jetstream.JetStream
+	nc *nats.Conn
+
+	once    sync.Once
+	initErr error
+	prefix  string
+	mu      sync.Mutex
+	waiting map[string]chan *nats.Msg
 }
 
-// NewPublisher returns a Publisher over js.
-func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+// NewPublisher returns a Publisher over js's connection.
+func NewPublisher(js jetstream.JetStream) *Publisher {
+	return &Publisher{nc: js.Conn(), waiting: map[string]chan *nats.Msg{}}
+}
+
+// init subscribes to the publisher's reply subjects.
+func (p *Publisher) init() error {
+	p.once.Do(func() {
+		p.prefix = p.nc.NewRespInbox() + "."
+		_, p.initErr = p.nc.Subscribe(p.prefix+"*", func(m *nats.Msg) {
+			p.mu.Lock()
+			ch := p.waiting[m.Subject]
+			delete(p.waiting, m.Subject)
+			p.mu.Unlock()
+			if ch != nil {
+				ch <- m
+			}
+		})
+	})
+	return p.initErr
+}
 
 // Publish encodes e (binary mode, Nats-Msg-Id = e.ID) and publishes it. A
 // duplicate of an event the stream already holds is not an error: the
@@ -26,45 +69,83 @@ func (p *Publisher) Publish(ctx context.Context, e events.Event) error {
 	return p.PublishAll(ctx, []events.Event{e})
 }
 
-// PublishAll publishes es concurrently and waits for every acknowledgement.
-// It returns the first error; events that were acknowledged stay published,
+// PublishAll publishes es in order and waits for every acknowledgement. It
+// returns the first error; events that were acknowledged stay published,
 // and republishing them later is harmless.
 func (p *Publisher) PublishAll(ctx context.Context, es []events.Event) error {
 	if len(es) == 0 {
 		return nil
 	}
-	if len(es) == 1 {
-		m, err := events.Encode(es[0])
-		if err != nil {
-			return Invalid(err)
-		}
-		_, err = p.js.PublishMsg(ctx, toNATS(m), jetstream.WithExpectStream(events.StreamEvents))
-		if err != nil {
-			return fmt.Errorf("publish %s: %w", m.Subject, err)
-		}
-		return nil
+	if err := p.init(); err != nil {
+		return fmt.Errorf("publish: %w", err)
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(es))
-	for _, e := range es {
+	msgs := make([]*nats.Msg, len(es))
+	for i, e := range es {
 		m, err := events.Encode(e)
 		if err != nil {
 			return Invalid(err)
 		}
-		f, err := p.js.PublishMsgAsync(toNATS(m), jetstream.WithExpectStream(events.StreamEvents))
-		if err != nil {
+		msgs[i] = toNATS(m)
+		msgs[i].Header.Set(jetstream.ExpectedStreamHeader, events.StreamEvents)
+	}
+	replies := make([]chan *nats.Msg, len(msgs))
+	defer func() {
+		p.mu.Lock()
+		for _, m := range msgs {
+			delete(p.waiting, m.Reply)
+		}
+		p.mu.Unlock()
+	}()
+	for i, m := range msgs {
+		m.Reply = p.prefix + nuid.Next()
+		replies[i] = make(chan *nats.Msg, 1)
+		p.mu.Lock()
+		p.waiting[m.Reply] = replies[i]
+		p.mu.Unlock()
+		if err := p.nc.PublishMsg(m); err != nil {
 			return fmt.Errorf("publish %s: %w", m.Subject, err)
 		}
-		futures = append(futures, f)
 	}
-	var errs []error
-	for _, f := range futures {
+	timeout := time.NewTimer(PublishTimeout)
+	defer timeout.Stop()
+	for i, ch := range replies {
 		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			errs = append(errs, fmt.Errorf("publish %s: %w", f.Msg().Subject, err))
+		case r := <-ch:
+			if err := pubAckError(r); err != nil {
+				return fmt.Errorf("publish %s: %w", msgs[i].Subject, err)
+			}
+		case <-timeout.C:
+			return fmt.Errorf("publish %s: %w within %s", msgs[i].Subject, ErrNoAck, PublishTimeout)
 		case <-ctx.Done():
-			return fmt.Errorf("publish: %w", context.Cause(ctx))
+			return fmt.Errorf("publish %s: %w", msgs[i].Subject, context.Cause(ctx))
 		}
 	}
-	return errors.Join(errs...)
+	return nil
+}
+
+// pubAck is the stream's answer to a publish.
+type pubAck struct {
+	Stream string `json:"stream"`
+	Error  *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+func pubAckError(r *nats.Msg) error {
+	if len(r.Data) == 0 && r.Header.Get("Status") == "503" {
+		return fmt.Errorf("%w: no responders", ErrNoAck)
+	}
+	var ack pubAck
+	if err := json.Unmarshal(r.Data, &ack); err != nil {
+		return fmt.Errorf("%w: unreadable acknowledgement: %w", ErrNoAck, err)
+	}
+	if ack.Error != nil {
+		return fmt.Errorf("stream refused the event: %s (code %d, error %d)", ack.Error.Description, ack.Error.Code, ack.Error.ErrCode)
+	}
+	if ack.Stream != events.StreamEvents {
+		return fmt.Errorf("%w: acknowledged by stream %q", ErrNoAck, ack.Stream)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/platforms"
+	lru "github.com/hashicorp/golang-lru/v2"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -55,7 +56,14 @@ type Handler struct {
 	index    CacheIndex
 	platform ocispec.Platform
 	now      func() time.Time
+	// walked remembers CacheOpts this replica has seen. They are keyed by
+	// repository, top-level digest and platform, so they never change: a
+	// warm resolve skips the bucket round trip.
+	walked *lru.Cache[string, events.CacheOpts]
 }
+
+// walkedCacheSize bounds the replica's memory of resolved manifests.
+const walkedCacheSize = 4096
 
 // NewHandler returns a Handler. platform is used for sources that name
 // none (the resolver normally fills it in).
@@ -68,6 +76,7 @@ func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.
 		platform: platforms.Normalize(platform),
 		now:      time.Now,
 	}
+	h.walked, _ = lru.New[string, events.CacheOpts](walkedCacheSize)
 	h.manager.Register(h.imageKey, source.SchemeDockerImage)
 	return h
 }
@@ -235,6 +244,9 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 func (h *Handler) manifests(ctx context.Context, img *source.ImageIdentifier, top ocispec.Descriptor, platform ocispec.Platform) (events.CacheOpts, error) {
 	ref := img.Reference.String()
 	key := flightKey("manifest", img.Reference.Locator, top.Digest.String(), platforms.FormatAll(platform))
+	if opts, ok := h.walked.Get(key); ok {
+		return opts, nil
+	}
 	res, err := h.flight.Do(ctx, key, nil, func(ctx context.Context) ([]byte, error) {
 		if top.MediaType == "" {
 			desc, err := h.registry.Resolve(ctx, ref)
@@ -258,6 +270,7 @@ func (h *Handler) manifests(ctx context.Context, img *source.ImageIdentifier, to
 	if err := json.Unmarshal(res.Value, &opts); err != nil {
 		return events.CacheOpts{}, fmt.Errorf("stored manifests of %s: %w", ref, err)
 	}
+	h.walked.Add(key, opts)
 	return opts, nil
 }
 
