@@ -133,7 +133,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		msg, err := it.Next()
 		if err != nil {
 			<-slots
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if context.Cause(ctx) != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
 			}
 			return fmt.Errorf("next message from %s: %w", w.cfg.Consumer.Name, err)

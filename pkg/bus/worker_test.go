@@ -17,6 +17,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/bus/middleware"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
@@ -46,7 +47,7 @@ func runWorker(t *testing.T, env *bustest.Env, name string, h bus.Handler) (stop
 		Concurrency: 2,
 		Backoff:     bus.ExponentialBackoff(20*time.Millisecond, 100*time.Millisecond),
 		Logger:      quiet,
-		Middleware:  []bus.Middleware{bus.Recover(quiet)},
+		Middleware:  []bus.Middleware{middleware.Recover(quiet)},
 	})
 	if err != nil {
 		t.Fatal(err)

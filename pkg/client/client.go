@@ -64,6 +64,11 @@ func Submit(ctx context.Context, js jetstream.JetStream, buildID string, op even
 func Follow(ctx context.Context, js jetstream.JetStream, buildID string, untilDone bool, fn func(events.Event) bool) error {
 	w, err := bus.WatchBuild(ctx, js, buildID)
 	if err != nil {
+		// A ctx that ended before the watch started reports its cause, as
+		// one that ends while waiting does.
+		if cause := context.Cause(ctx); cause != nil {
+			return cause
+		}
 		return err
 	}
 	defer w.Stop()
@@ -123,6 +128,9 @@ func (o *Outcome) Add(e events.Event) {
 		}
 		o.Miss = &p
 	case events.SourceFailed:
+		if o.Source.Identifier == "" {
+			o.Source = p.Source
+		}
 		o.Failed = &p
 	}
 }

@@ -157,7 +157,7 @@ var catalog = []Spec{
 	},
 	{
 		Type: TypeProgress, Name: "progress",
-		Producers: []string{ComponentResolver, ComponentPuller}, Consumers: nil,
+		Producers: []string{ComponentPuller}, Consumers: nil,
 		Summary: "A status update with BuildKit's progress labels.",
 		payload: Progress{},
 	},

@@ -77,6 +77,10 @@ func Walk(ctx context.Context, f Fetcher, top ocispec.Descriptor, platform ocisp
 	if IsSchema1(top.MediaType) {
 		return opts, invalidf("%s", Schema1Error)
 	}
+	if !images.IsIndexType(top.MediaType) && !images.IsManifestType(top.MediaType) {
+		// Refuse before reading: it may be a layer.
+		return opts, invalidf("%s has media type %q, neither an index nor a manifest", top.Digest, top.MediaType)
+	}
 	data, err := f.FetchManifest(ctx, top)
 	if err != nil {
 		return opts, err
@@ -93,8 +97,6 @@ func Walk(ctx context.Context, f Fetcher, top ocispec.Descriptor, platform ocisp
 		if data, err = f.FetchManifest(ctx, mdesc); err != nil {
 			return opts, err
 		}
-	} else if !images.IsManifestType(top.MediaType) {
-		return opts, invalidf("%s has media type %q, neither an index nor a manifest", top.Digest, top.MediaType)
 	}
 	opts.Manifest = mdesc
 

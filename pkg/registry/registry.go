@@ -27,6 +27,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
+	"github.com/containerd/containerd/v2/pkg/reference"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	dockerconfig "github.com/docker/cli/cli/config"
@@ -128,6 +129,9 @@ func credentialsFor(cf *configfile.ConfigFile, host string) (string, string, err
 // Resolve returns the top-level descriptor ref points at: HEAD of the tag or
 // digest, GET when the registry does not send a digest.
 func (c *Client) Resolve(ctx context.Context, ref string) (ocispec.Descriptor, error) {
+	if err := checkRef(OpResolve, ref); err != nil {
+		return ocispec.Descriptor{}, err
+	}
 	_, desc, err := c.resolver.Resolve(ctx, ref)
 	if err != nil {
 		return ocispec.Descriptor{}, wrap(OpResolve, ref, err)
@@ -146,7 +150,7 @@ func (c *Client) FetchManifest(ctx context.Context, ref string, desc ocispec.Des
 		return nil, &Error{Op: OpFetch, Ref: ref, Kind: KindInvalid,
 			Err: fmt.Errorf("%s %s is %d bytes, more than the %d-byte cap", desc.MediaType, desc.Digest, desc.Size, c.cfg.MaxManifestBytes)}
 	}
-	rc, err := c.Open(ctx, ref, desc)
+	rc, err := c.open(ctx, ref, desc)
 	if err != nil {
 		return nil, err
 	}
@@ -165,9 +169,37 @@ func (c *Client) FetchManifest(ctx context.Context, ref string, desc ocispec.Des
 	return data, nil
 }
 
-// Open streams a blob of repository ref. The caller verifies what it reads
-// (see Verify for small blobs).
+// Open streams a blob of repository ref. The request is made on the first
+// Read, so failures such as a missing blob come from Read, as *Error like
+// every other. The caller verifies what it reads (see Verify for small
+// blobs).
 func (c *Client) Open(ctx context.Context, ref string, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	rc, err := c.open(ctx, ref, desc)
+	if err != nil {
+		return nil, err
+	}
+	return &blobReader{ReadCloser: rc, ref: ref}, nil
+}
+
+// blobReader classifies the errors of containerd's lazy blob reader.
+type blobReader struct {
+	io.ReadCloser
+	ref string
+}
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = wrap(OpFetch, r.ref, err)
+	}
+	return n, err
+}
+
+// open is Open with containerd's errors from Read left unclassified.
+func (c *Client) open(ctx context.Context, ref string, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	if err := checkRef(OpFetch, ref); err != nil {
+		return nil, err
+	}
 	f, err := c.resolver.Fetcher(ctx, ref)
 	if err != nil {
 		return nil, wrap(OpFetch, ref, err)
@@ -177,6 +209,22 @@ func (c *Client) Open(ctx context.Context, ref string, desc ocispec.Descriptor) 
 		return nil, wrap(OpFetch, ref, err)
 	}
 	return rc, nil
+}
+
+// checkRef rejects, as KindInvalid, a reference containerd's resolver
+// cannot parse or whose digest is malformed; containerd returns plain
+// errors for those, which wrap would take for network trouble.
+func checkRef(op Op, ref string) error {
+	spec, err := reference.Parse(ref)
+	if err == nil {
+		if d := spec.Digest(); d != "" {
+			err = d.Validate()
+		}
+	}
+	if err != nil {
+		return &Error{Op: op, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
+	}
+	return nil
 }
 
 // Verify checks that data has desc's size and digest.
@@ -272,6 +320,10 @@ func wrap(op Op, ref string, err error) error {
 			e.Kind = KindInvalid
 		}
 	case errdefs.IsNotImplemented(err):
+		e.Kind = KindInvalid
+	case errdefs.IsInvalidArgument(err): // a negative descriptor size, say
+		e.Kind = KindInvalid
+	case errdefs.IsFailedPrecondition(err): // more bytes than the descriptor's size
 		e.Kind = KindInvalid
 	}
 	return e

@@ -30,15 +30,9 @@ type ImageBlobIdentifier struct {
 	// RecordType is image.recordtype: "regular", "internal" or "frontend".
 	// Empty means the attribute was not given.
 	RecordType string
-	// Filename is http.filename: the name of the file in the snapshot.
-	// Empty means the digest's hex.
-	Filename string
-	// Perm is http.perm: the file mode. Zero means 0600.
-	Perm int
-	// UID is http.uid: the file's owner. Zero means root.
-	UID int
-	// GID is http.gid: the file's group. Zero means root.
-	GID int
+	// FileAttrs name, mode and own the file; an empty Filename means the
+	// digest's hex.
+	FileAttrs
 }
 
 var _ Identifier = (*ImageBlobIdentifier)(nil)
@@ -93,18 +87,8 @@ func parseBlob(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 	oci := scheme == SchemeOCILayoutBlob
 	for k, v := range attrs {
 		switch k {
-		case AttrHTTPFilename:
-			id.Filename = v
-		case AttrHTTPPerm:
-			if id.Perm, err = parseFileInt(v); err != nil {
-				return nil, err
-			}
-		case AttrHTTPUID:
-			if id.UID, err = parseFileInt(v); err != nil {
-				return nil, err
-			}
-		case AttrHTTPGID:
-			if id.GID, err = parseFileInt(v); err != nil {
+		case AttrHTTPFilename, AttrHTTPPerm, AttrHTTPUID, AttrHTTPGID:
+			if err := id.FileAttrs.set(k, v); err != nil {
 				return nil, err
 			}
 		case AttrImageRecordType:
@@ -130,10 +114,38 @@ func parseBlob(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 // parseFileInt parses http.perm, http.uid or http.gid as BuildKit does:
 // strconv.ParseInt with base 0 (so "0644" is octal), and the bare strconv
 // error as the message.
-func parseFileInt(v string) (int, error) {
+// FileAttrs are the attributes of the single file an http or blob source
+// snapshots: http.filename, http.perm, http.uid and http.gid. Numbers are
+// parsed with strconv.ParseInt(v, 0, 64), so "0644" is octal.
+type FileAttrs struct {
+	// Filename is http.filename: the name of the file in the snapshot.
+	// Empty means a name the scheme chooses.
+	Filename string
+	// Perm is http.perm: the file mode. Zero means 0600.
+	Perm int
+	// UID is http.uid: the file's owner. Zero means root.
+	UID int
+	// GID is http.gid: the file's group. Zero means root.
+	GID int
+}
+
+// set applies one of the four attributes.
+func (f *FileAttrs) set(key, v string) error {
+	if key == AttrHTTPFilename {
+		f.Filename = v
+		return nil
+	}
 	i, err := strconv.ParseInt(v, 0, 64)
 	if err != nil {
-		return 0, invalidCause(err)
+		return invalidCause(err)
 	}
-	return int(i), nil
+	switch key {
+	case AttrHTTPPerm:
+		f.Perm = int(i)
+	case AttrHTTPUID:
+		f.UID = int(i)
+	case AttrHTTPGID:
+		f.GID = int(i)
+	}
+	return nil
 }

@@ -20,16 +20,9 @@ type HTTPIdentifier struct {
 	// Checksum is http.checksum: the digest the content must have. When it
 	// is set the key needs no network access. Empty means unknown.
 	Checksum digest.Digest
-	// Filename is http.filename: the name of the file in the snapshot.
-	// Empty means the server's Content-Disposition name or the URL's last
-	// path element.
-	Filename string
-	// Perm is http.perm: the file mode. Zero means 0600.
-	Perm int
-	// UID is http.uid: the file's owner. Zero means root.
-	UID int
-	// GID is http.gid: the file's group. Zero means root.
-	GID int
+	// FileAttrs name, mode and own the file; an empty Filename means the
+	// server's Content-Disposition name or the URL's last path element.
+	FileAttrs
 	// AuthHeaderSecret is http.authheadersecret: the name of the session
 	// secret holding the Authorization header. Empty means the per-host
 	// default secrets.
@@ -74,7 +67,6 @@ func init() {
 
 func parseHTTP(scheme, ref string, attrs map[string]string, _ *ocispec.Platform) (Identifier, error) {
 	id := &HTTPIdentifier{URL: scheme + "://" + ref, TLS: scheme == SchemeHTTPS}
-	var err error
 	for k, v := range attrs {
 		switch k {
 		case AttrHTTPChecksum:
@@ -83,18 +75,8 @@ func parseHTTP(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 				return nil, invalidCause(err)
 			}
 			id.Checksum = d
-		case AttrHTTPFilename:
-			id.Filename = v
-		case AttrHTTPPerm:
-			if id.Perm, err = parseFileInt(v); err != nil {
-				return nil, err
-			}
-		case AttrHTTPUID:
-			if id.UID, err = parseFileInt(v); err != nil {
-				return nil, err
-			}
-		case AttrHTTPGID:
-			if id.GID, err = parseFileInt(v); err != nil {
+		case AttrHTTPFilename, AttrHTTPPerm, AttrHTTPUID, AttrHTTPGID:
+			if err := id.FileAttrs.set(k, v); err != nil {
 				return nil, err
 			}
 		case AttrHTTPAuthHeaderSecret:

@@ -181,10 +181,7 @@ func TestParse(t *testing.T) {
 				Reference:  reference.Spec{Locator: "example.com/repo", Object: "@" + dgstA},
 				SchemeName: source.SchemeDockerImageBlob,
 				RecordType: "frontend",
-				Filename:   "bundle",
-				Perm:       0o644,
-				UID:        16,
-				GID:        7,
+				FileAttrs:  source.FileAttrs{Filename: "bundle", Perm: 0o644, UID: 16, GID: 7},
 			},
 			str: "docker-image+blob://example.com/repo@" + dgstA,
 		},
@@ -392,10 +389,7 @@ func TestParse(t *testing.T) {
 			want: &source.HTTPIdentifier{
 				URL:              "http://example.com/f?x=1",
 				Checksum:         digest.Digest(dgstA),
-				Filename:         "f.bin",
-				Perm:             0o755,
-				UID:              1000,
-				GID:              16,
+				FileAttrs:        source.FileAttrs{Filename: "f.bin", Perm: 0o755, UID: 1000, GID: 16},
 				AuthHeaderSecret: "auth",
 				Header: []source.HeaderField{
 					{Name: "Accept", Value: "application/json"},

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/middleware"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
@@ -134,7 +135,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Concurrency: s.cfg.Concurrency,
 		Backoff:     s.cfg.Backoff,
 		Logger:      s.log,
-		Middleware:  []bus.Middleware{bus.Recover(s.log), bus.Logging(s.log)},
+		Middleware:  []bus.Middleware{middleware.Recover(s.log), middleware.Logging(s.log)},
 	})
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/middleware"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
@@ -86,7 +87,7 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 		Source:      source,
 		Concurrency: cfg.Concurrency,
 		Logger:      log,
-		Middleware:  []bus.Middleware{bus.Recover(log), bus.Logging(log)},
+		Middleware:  []bus.Middleware{middleware.Recover(log), middleware.Logging(log)},
 	})
 	if err != nil {
 		return nil, err
