@@ -12,7 +12,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/containerd/platforms"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -54,7 +54,7 @@ func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 		op.Identifier = source.SchemeDockerImage + "://" + named
 	}
 	if f.platform != "" {
-		p, err := platforms.Parse(f.platform)
+		p, err := service.Platform(f.platform)
 		if err != nil {
 			return op, fmt.Errorf("--platform: %w", err)
 		}

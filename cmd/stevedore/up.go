@@ -12,6 +12,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/broker"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 )
 
 // serviceFlags are the flags of commands that run the services in-process.
@@ -37,7 +38,7 @@ func (f *serviceFlags) stackConfig(g *globals, b broker.Config) (stackConfig, er
 		platform: platforms.DefaultSpec(),
 	}
 	if f.platform != "" {
-		p, err := platforms.Parse(f.platform)
+		p, err := service.Platform(f.platform)
 		if err != nil {
 			return cfg, fmt.Errorf("--platform: %w", err)
 		}

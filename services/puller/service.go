@@ -19,14 +19,13 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
-	"github.com/stevedore-dev/stevedore/pkg/bus/middleware"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 )
 
 // Config configures the puller.
@@ -91,8 +90,6 @@ func (c Config) Validate() error {
 type Service struct {
 	js  jetstream.JetStream
 	cfg Config
-	log *slog.Logger
-	src string
 }
 
 // New returns a puller replica that uses js.
@@ -101,16 +98,26 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	log := cfg.Logger.With("service", events.ComponentPuller, "instance", cfg.Instance)
-	return &Service{js: js, cfg: cfg, log: log, src: "/stevedore/" + events.ComponentPuller + "/" + cfg.Instance}, nil
+	return &Service{js: js, cfg: cfg}, nil
 }
 
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
+	spec := service.Spec{
+		Component:   events.ComponentPuller,
+		Instance:    s.cfg.Instance,
+		Consumer:    s.cfg.Consumer,
+		Concurrency: s.cfg.Concurrency,
+		Backoff:     s.cfg.Backoff,
+		Provision:   s.cfg.Provision,
+		Logger:      s.cfg.Logger,
+	}
 	if s.cfg.Provision {
+		// The buckets must exist before the handler binds to them.
 		if err := bus.Provision(ctx, s.js, bus.Topology{}); err != nil {
 			return fmt.Errorf("puller: %w", err)
 		}
+		spec.Provision = false
 	}
 	reg, err := registry.New(s.cfg.Registry)
 	if err != nil {
@@ -129,20 +136,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	h := NewHandler(reg, flight, index, s.cfg.Platform)
-	w, err := bus.NewWorker(s.js, bus.WorkerConfig{
-		Consumer:    s.cfg.Consumer,
-		Source:      s.src,
-		Concurrency: s.cfg.Concurrency,
-		Backoff:     s.cfg.Backoff,
-		Logger:      s.log,
-		Middleware:  []bus.Middleware{middleware.Recover(s.log), middleware.Logging(s.log)},
+	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
+		w.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))
 	})
-	if err != nil {
-		return err
-	}
-	w.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.Run(ctx) })
-	g.Go(func() error { return bus.NewDLQ(s.js, s.src, s.log).Run(ctx) })
-	return g.Wait()
 }

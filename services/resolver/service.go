@@ -7,18 +7,16 @@ package resolver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 
 	"github.com/containerd/platforms"
 	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
-	"github.com/stevedore-dev/stevedore/pkg/bus/middleware"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 )
 
 // Config configures the resolver.
@@ -68,10 +66,8 @@ func (c Config) Validate() error {
 
 // Service is one resolver replica.
 type Service struct {
-	js     jetstream.JetStream
-	cfg    Config
-	worker *bus.Worker
-	dlq    *bus.DLQ
+	js  jetstream.JetStream
+	cfg Config
 }
 
 // New returns a resolver replica that uses js.
@@ -80,32 +76,21 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	log := cfg.Logger.With("service", events.ComponentResolver, "instance", cfg.Instance)
-	source := "/stevedore/" + events.ComponentResolver + "/" + cfg.Instance
-	w, err := bus.NewWorker(js, bus.WorkerConfig{
-		Consumer:    cfg.Consumer,
-		Source:      source,
-		Concurrency: cfg.Concurrency,
-		Logger:      log,
-		Middleware:  []bus.Middleware{middleware.Recover(log), middleware.Logging(log)},
-	})
-	if err != nil {
-		return nil, err
-	}
-	h := NewHandler(cfg.Platform)
-	w.Handle(events.TypeSourceResolveRequested, bus.Typed(h.Resolve))
-	return &Service{js: js, cfg: cfg, worker: w, dlq: bus.NewDLQ(js, source, log)}, nil
+	return &Service{js: js, cfg: cfg}, nil
 }
 
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	if s.cfg.Provision {
-		if err := bus.Provision(ctx, s.js, bus.Topology{}); err != nil {
-			return fmt.Errorf("resolver: %w", err)
-		}
+	spec := service.Spec{
+		Component:   events.ComponentResolver,
+		Instance:    s.cfg.Instance,
+		Consumer:    s.cfg.Consumer,
+		Concurrency: s.cfg.Concurrency,
+		Provision:   s.cfg.Provision,
+		Logger:      s.cfg.Logger,
 	}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.worker.Run(ctx) })
-	g.Go(func() error { return s.dlq.Run(ctx) })
-	return g.Wait()
+	h := NewHandler(s.cfg.Platform)
+	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
+		w.Handle(events.TypeSourceResolveRequested, bus.Typed(h.Resolve))
+	})
 }

@@ -6,27 +6,24 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
-	"github.com/containerd/platforms"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/services/puller"
 )
 
 func main() {
-	natsURL := flag.String("nats", env("STEVEDORE_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (STEVEDORE_NATS_URL)")
+	natsURL := flag.String("nats", service.Env("STEVEDORE_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (STEVEDORE_NATS_URL)")
 	instance := flag.String("instance", os.Getenv("STEVEDORE_INSTANCE"), "replica name; default host name and pid (STEVEDORE_INSTANCE)")
 	platform := flag.String("platform", os.Getenv("STEVEDORE_PLATFORM"), "platform for sources that name none (STEVEDORE_PLATFORM)")
 	insecure := flag.String("insecure-registries", os.Getenv("STEVEDORE_INSECURE_REGISTRIES"), "comma-separated registry hosts reached over plain HTTP (STEVEDORE_INSECURE_REGISTRIES)")
 	dockerConfig := flag.String("docker-config", os.Getenv("DOCKER_CONFIG"), "directory of config.json with registry credentials (DOCKER_CONFIG)")
-	provision := flag.Bool("provision", env("STEVEDORE_PROVISION", "true") == "true", "create streams, buckets and consumers at start (STEVEDORE_PROVISION)")
+	provision := flag.Bool("provision", service.Env("STEVEDORE_PROVISION", "true") == "true", "create streams, buckets and consumers at start (STEVEDORE_PROVISION)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -35,37 +32,19 @@ func main() {
 	if *insecure != "" {
 		cfg.Registry.Insecure = strings.Split(*insecure, ",")
 	}
-	if err := run(*natsURL, *platform, cfg); err != nil {
+	err := service.Serve(*natsURL, "stevedore-puller", func(ctx context.Context, js jetstream.JetStream) error {
+		var err error
+		if cfg.Platform, err = service.Platform(*platform); err != nil {
+			return err
+		}
+		svc, err := puller.New(js, cfg)
+		if err != nil {
+			return err
+		}
+		return svc.Run(ctx)
+	})
+	if err != nil {
 		log.Error("puller stopped", "error", err.Error())
 		os.Exit(1)
 	}
-}
-
-func run(natsURL, platform string, cfg puller.Config) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if platform != "" {
-		p, err := platforms.Parse(platform)
-		if err != nil {
-			return fmt.Errorf("-platform: %w", err)
-		}
-		cfg.Platform = p
-	}
-	nc, js, err := bus.Connect(natsURL, "stevedore-puller")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	svc, err := puller.New(js, cfg)
-	if err != nil {
-		return err
-	}
-	return svc.Run(ctx)
-}
-
-func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
 }

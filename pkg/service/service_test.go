@@ -1,0 +1,98 @@
+package service_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/service"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestRunServesRecoversAndStops(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	spec := service.Spec{Component: "puller", Instance: "i1", Consumer: bus.PullerConsumer(), Logger: quiet,
+		Backoff: bus.ExponentialBackoff(10*time.Millisecond, 50*time.Millisecond)}
+	if got := spec.Source(); got != "/stevedore/puller/i1" {
+		t.Errorf("Source = %q", got)
+	}
+	calls := 0
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- service.Run(ctx, env.JS, spec, func(w *bus.Worker) {
+			w.Handle(events.TypeCacheKeyRequested, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+				calls++
+				if calls == 1 {
+					panic("first delivery panics") // the standard middleware recovers
+				}
+				return []events.Event{events.New(events.CacheHit{Source: in.Source})}, nil
+			}))
+		})
+	}()
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", events.CacheKeyRequested{Source: events.SourceOp{Identifier: "docker-image://x/y:1"}})
+	hit := rec.Wait(t, 10*time.Second, events.TypeCacheHit)
+	if hit.Source != spec.Source() || calls != 2 {
+		t.Errorf("hit from %q after %d calls", hit.Source, calls)
+	}
+	cancel(errors.New("test over"))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v after cancel", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+func TestRunRejectsIncompleteSpecs(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	if err := service.Run(t.Context(), env.JS, service.Spec{Consumer: bus.PullerConsumer()}, func(*bus.Worker) {}); err == nil {
+		t.Error("Run without component and instance succeeded")
+	}
+	bad := service.Spec{Component: "x", Instance: "y"}
+	if err := service.Run(t.Context(), env.JS, bad, func(*bus.Worker) {}); err == nil {
+		t.Error("Run with an empty consumer succeeded")
+	}
+}
+
+func TestPlatform(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]ocispec.Platform{
+		"":               {},
+		"linux/arm64":    {OS: "linux", Architecture: "arm64"},
+		"linux/arm64/v8": {OS: "linux", Architecture: "arm64"},
+		"linux/arm/v7":   {OS: "linux", Architecture: "arm", Variant: "v7"},
+	} {
+		got, err := service.Platform(in)
+		if err != nil || got.OS != want.OS || got.Architecture != want.Architecture || got.Variant != want.Variant {
+			t.Errorf("Platform(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	if _, err := service.Platform("not a platform!"); err == nil {
+		t.Error("Platform accepted garbage")
+	}
+}
+
+func TestEnv(t *testing.T) {
+	t.Setenv("STEVEDORE_TEST_ENV", "set")
+	if got := service.Env("STEVEDORE_TEST_ENV", "default"); got != "set" {
+		t.Errorf("Env = %q", got)
+	}
+	if got := service.Env("STEVEDORE_TEST_ENV_UNSET", "default"); got != "default" {
+		t.Errorf("Env unset = %q", got)
+	}
+}
