@@ -126,17 +126,12 @@ func (d *DLQ) move(ctx context.Context, msg jetstream.Msg) error {
 	}
 
 	if maxDelivered {
-		buildID, name, err := events.SplitSubject(orig.Subject)
-		if err != nil {
+		in, step := envelopeFromTransport(orig.Subject, orig.Header, adv.StreamSeq)
+		if in.BuildID == "" {
 			return nil // not a build event: nobody to tell
 		}
-		in, err := events.Decode(events.Message{Subject: orig.Subject, Header: orig.Header, Data: orig.Data})
-		if err != nil {
-			in = events.Event{BuildID: buildID, ID: fmt.Sprintf("%s-%d", adv.Stream, adv.StreamSeq)}
-		}
-		var step events.Type
-		if spec, ok := events.LookupName(name); ok {
-			step = spec.Type
+		if decoded, err := events.Decode(events.Message{Subject: orig.Subject, Header: orig.Header, Data: orig.Data}); err == nil {
+			in = decoded
 		}
 		failed := FailureEvent(in, step, Unavailable(errors.New(reason)), int(adv.Deliveries), d.source, time.Now())
 		if err := d.pub.Publish(ctx, failed); err != nil {

@@ -223,19 +223,11 @@ func (w *Worker) onError(ctx context.Context, msg jetstream.Msg, in events.Event
 func (w *Worker) fail(ctx context.Context, msg jetstream.Msg, in events.Event, err error, delivered int) {
 	step := in.Type()
 	if in.BuildID == "" {
-		// Undecodable: recover the build, the step and an id from the
-		// transport.
-		var name string
-		in.BuildID, name, _ = events.SplitSubject(msg.Subject())
-		if spec, ok := events.LookupName(name); ok {
-			step = spec.Type
+		var seq uint64
+		if md, mdErr := msg.Metadata(); mdErr == nil {
+			seq = md.Sequence.Stream
 		}
-		in.ID = msg.Headers().Get(events.HeaderMsgID)
-		if in.ID == "" {
-			if md, mdErr := msg.Metadata(); mdErr == nil {
-				in.ID = fmt.Sprintf("%s-%d", md.Stream, md.Sequence.Stream)
-			}
-		}
+		in, step = envelopeFromTransport(msg.Subject(), msg.Headers(), seq)
 	}
 	if in.BuildID != "" {
 		failed := FailureEvent(in, step, err, delivered, w.cfg.Source, time.Now())
@@ -253,6 +245,28 @@ func (w *Worker) fail(ctx context.Context, msg jetstream.Msg, in events.Event, e
 	if terr := msg.TermWithReason(reason); terr != nil {
 		w.cfg.Logger.Warn("term failed", "event_id", in.ID, "error", terr)
 	}
+}
+
+// envelopeFromTransport rebuilds what the transport tells of an event that
+// did not decode: its build and step from the subject, its id from
+// Nats-Msg-Id or else its sequence in the events stream. The build id is
+// empty when the subject is not a build event's.
+func envelopeFromTransport(subject string, header nats.Header, seq uint64) (events.Event, events.Type) {
+	var in events.Event
+	var step events.Type
+	buildID, name, err := events.SplitSubject(subject)
+	if err != nil {
+		return in, step
+	}
+	in.BuildID = buildID
+	if spec, ok := events.LookupName(name); ok {
+		step = spec.Type
+	}
+	in.ID = header.Get(events.HeaderMsgID)
+	if in.ID == "" {
+		in.ID = fmt.Sprintf("%s-%d", events.StreamEvents, seq)
+	}
+	return in, step
 }
 
 // FailureEvent is the failed event the runtime emits when in cannot be

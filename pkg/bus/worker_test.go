@@ -33,16 +33,26 @@ func testConsumer() bus.Consumer {
 
 func startEnv(t *testing.T) *bustest.Env {
 	t.Helper()
-	return bustest.Start(t, bus.Topology{Consumers: []bus.Consumer{testConsumer(), bus.ResolverConsumer()}})
+	return startEnvWith(t, testConsumer())
+}
+
+func startEnvWith(t *testing.T, c bus.Consumer) *bustest.Env {
+	t.Helper()
+	return bustest.Start(t, bus.Topology{Consumers: []bus.Consumer{c, bus.ResolverConsumer()}})
 }
 
 // runWorker starts a worker on its own connection with handler h and
 // returns a function that stops it and waits for it.
 func runWorker(t *testing.T, env *bustest.Env, name string, h bus.Handler) (stop func(), nc *nats.Conn) {
 	t.Helper()
+	return runWorkerWith(t, env, name, testConsumer(), h)
+}
+
+func runWorkerWith(t *testing.T, env *bustest.Env, name string, c bus.Consumer, h bus.Handler) (stop func(), nc *nats.Conn) {
+	t.Helper()
 	nc, js := env.Connect(t, name)
 	w, err := bus.NewWorker(js, bus.WorkerConfig{
-		Consumer:    testConsumer(),
+		Consumer:    c,
 		Source:      "/stevedore/test/" + name,
 		Concurrency: 2,
 		Backoff:     bus.ExponentialBackoff(20*time.Millisecond, 100*time.Millisecond),
@@ -251,14 +261,18 @@ func TestWorkerPoisonMessage(t *testing.T) {
 // heartbeats: no redelivery, no second call.
 func TestWorkerHeartbeatsLongWork(t *testing.T) {
 	t.Parallel()
-	env := startEnv(t)
+	// A roomier AckWait than the other tests: heartbeats must arrive in
+	// time even on a loaded machine, while the work still outlasts it.
+	c := testConsumer()
+	c.AckWait = 2 * time.Second
+	env := startEnvWith(t, c)
 	var calls atomic.Int32
-	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+	runWorkerWith(t, env, "w1", c, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 		calls.Add(1)
-		time.Sleep(3 * testConsumer().AckWait)
+		time.Sleep(5 * c.AckWait / 2)
 		return []events.Event{hitFor(in)}, nil
 	}))
-	runWorker(t, env, "w2", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+	runWorkerWith(t, env, "w2", c, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 		calls.Add(1)
 		return nil, errors.New("w2 must never see this message")
 	}))
