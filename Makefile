@@ -11,7 +11,7 @@ MODDIRS  := $(shell $(GO) list -m -f '{{.Dir}}')
 BIN      := bin
 SERVICES := resolver puller
 
-.PHONY: help build test test-short vet fuzz bench run gowork-off clean
+.PHONY: help build test test-short vet lint fuzz bench run gowork-off clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,10 @@ test-short: ## run every module's tests without the race detector
 
 vet: ## go vet every module
 	$(GO) vet $(MODULES)
+
+lint: ## golangci-lint (version pinned in tools/go.mod, config .golangci.yml) over every module
+	cd tools && GOWORK=off $(GO) build -o ../$(BIN)/golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+	@for d in $(MODDIRS); do echo "== $$d"; (cd $$d && $(CURDIR)/$(BIN)/golangci-lint run --config $(CURDIR)/.golangci.yml ./...) || exit 1; done
 
 gowork-off: ## build each module on its own (GOWORK=off), as a Dockerfile would
 	@for d in $(MODDIRS); do echo "== $$d"; (cd $$d && GOWORK=off $(GO) build ./...) || exit 1; done

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -59,7 +60,7 @@ func TestScripts(t *testing.T) {
 			for k, v := range vars {
 				env.Setenv(k, v)
 			}
-			port, err := freePort()
+			port, err := freePort(t.Context())
 			if err != nil {
 				return err
 			}
@@ -71,8 +72,8 @@ func TestScripts(t *testing.T) {
 	})
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(ctx context.Context) (int, error) {
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}

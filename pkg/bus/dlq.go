@@ -133,7 +133,7 @@ func (d *DLQ) move(ctx context.Context, msg jetstream.Msg) error {
 		if decoded, err := events.Decode(events.Message{Subject: orig.Subject, Header: orig.Header, Data: orig.Data}); err == nil {
 			in = decoded
 		}
-		failed := FailureEvent(in, step, Unavailable(errors.New(reason)), int(adv.Deliveries), d.source, time.Now())
+		failed := FailureEvent(in, step, Unavailable(errors.New(reason)), deliveries(adv.Deliveries), d.source, time.Now())
 		if err := d.pub.Publish(ctx, failed); err != nil {
 			return fmt.Errorf("publish failed event: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -154,7 +155,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 	log := w.cfg.Logger
 	delivered := 1
 	if md, err := msg.Metadata(); err == nil {
-		delivered = int(md.NumDelivered)
+		delivered = deliveries(md.NumDelivered)
 	}
 	in, err := events.Decode(events.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 	if err != nil {
@@ -246,6 +247,10 @@ func (w *Worker) fail(ctx context.Context, msg jetstream.Msg, in events.Event, e
 		w.cfg.Logger.Warn("term failed", "event_id", in.ID, "error", terr)
 	}
 }
+
+// deliveries converts JetStream's delivery count, clamped (MaxDeliver keeps
+// it small anyway).
+func deliveries(n uint64) int { return int(min(n, math.MaxInt32)) }
 
 // envelopeFromTransport rebuilds what the transport tells of an event that
 // did not decode: its build and step from the subject, its id from

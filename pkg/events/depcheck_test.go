@@ -10,7 +10,7 @@ import (
 // free of broker and runtime dependencies.
 func TestDependencies(t *testing.T) {
 	t.Parallel()
-	out, err := exec.Command("go", "list", "-deps", "github.com/stevedore-dev/stevedore/pkg/events").CombinedOutput()
+	out, err := exec.CommandContext(t.Context(), "go", "list", "-deps", "github.com/stevedore-dev/stevedore/pkg/events").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}

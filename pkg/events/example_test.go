@@ -49,7 +49,8 @@ func ExampleEncode() {
 // is the first 16 bytes of sha256(cause, 0, type, 0, n), in hex.
 func ExampleDeriveID() {
 	fmt.Println(events.DeriveID("b1-request", events.TypeCacheKeyRequested, 0))
-	fmt.Println(events.DeriveID("b1-request", events.TypeCacheKeyRequested, 0) == events.DeriveID("b1-request", events.TypeCacheKeyRequested, 0))
+	first, again := events.DeriveID("b1-request", events.TypeCacheKeyRequested, 0), events.DeriveID("b1-request", events.TypeCacheKeyRequested, 0)
+	fmt.Println(first == again)
 	// Output:
 	// 8c9423ae4d0fba265c8c495f8f2cf3c7
 	// true

@@ -100,7 +100,9 @@ func (m *Manager) Acquire(ctx context.Context, key string) (*Lease, error) {
 		return nil, fmt.Errorf("lease %s: %w", key, err)
 	}
 	l := &Lease{m: m, key: key, rev: rev, stop: make(chan struct{}), done: make(chan struct{}), lost: make(chan struct{})}
-	go l.renew(v)
+	// The renewals belong to the lease, which lives until Release, not to
+	// the request that acquired it.
+	go l.renew(v) //nolint:gosec // G118: see above
 	return l, nil
 }
 
@@ -121,6 +123,7 @@ func (l *Lease) renew(v []byte) {
 		rev := l.rev
 		l.mu.Unlock()
 		ctx, cancel := context.WithTimeoutCause(context.Background(), l.m.cfg.TTL/3, errors.New("lease renewal timed out"))
+
 		ack, err := l.m.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: v},
 			jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(l.m.cfg.TTL))
 		cancel()

@@ -322,7 +322,7 @@ func TestFetchManifestVerifies(t *testing.T) {
 			if got != nil {
 				t.Errorf("FetchManifest returned %d bytes with its error", len(got))
 			}
-			checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid, contains: tt.contains})
+			_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid, contains: tt.contains})
 		})
 	}
 }
@@ -345,7 +345,7 @@ func TestResolveTrustsHeaderFetchVerifies(t *testing.T) {
 		t.Errorf("Resolve (-want +got):\n%s", diff)
 	}
 	_, err = c.FetchManifest(t.Context(), ref, desc)
-	checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid, contains: "content has digest " + img.Digest.String()})
+	_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid, contains: "content has digest " + img.Digest.String()})
 }
 
 func TestResolveWithoutDigestHeader(t *testing.T) {
@@ -381,14 +381,14 @@ func TestManifestSizeCap(t *testing.T) {
 		reg := registrytest.New(t)
 		ref, _ := push(t, reg, "single")
 		_, err := newClient(t, registry.Config{MaxManifestBytes: maxBytes}).Resolve(t.Context(), ref)
-		checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindInvalid, contains: "100-byte cap"})
+		_ = checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindInvalid, contains: "100-byte cap"})
 	})
 	t.Run("fetch", func(t *testing.T) {
 		t.Parallel()
 		reg := registrytest.New(t)
 		ref, _ := push(t, reg, "single")
 		_, err := newClient(t, registry.Config{MaxManifestBytes: maxBytes}).FetchManifest(t.Context(), ref, top)
-		checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid, contains: "100-byte cap"})
+		_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid, contains: "100-byte cap"})
 		if n := reg.Count("", ""); n != 0 {
 			t.Errorf("FetchManifest made %d requests for a descriptor over the cap, want 0", n)
 		}
@@ -399,7 +399,7 @@ func TestManifestSizeCap(t *testing.T) {
 		ref := fake.start(t) + "/" + fakeRepo + ":1"
 		desc := ocispec.Descriptor{MediaType: top.MediaType, Digest: top.Digest, Size: maxBytes / 2}
 		_, err := newClient(t, registry.Config{MaxManifestBytes: maxBytes}).FetchManifest(t.Context(), ref, desc)
-		checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid})
+		_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid})
 	})
 	t.Run("fetch at the cap", func(t *testing.T) {
 		t.Parallel()
@@ -465,7 +465,7 @@ func TestNotFound(t *testing.T) {
 			reg := registrytest.New(t)
 			push(t, reg, "single")
 			ref, err := tt.call(t, newClient(t, registry.Config{}), reg.Host())
-			checkError(t, tt.name, err, wantError{op: tt.op, ref: ref, kind: registry.KindNotFound, status: http.StatusNotFound, contains: "not found"})
+			_ = checkError(t, tt.name, err, wantError{op: tt.op, ref: ref, kind: registry.KindNotFound, status: http.StatusNotFound, contains: "not found"})
 			if n := reg.Count("", ""); n == 0 {
 				t.Errorf("no request reached the registry")
 			}
@@ -517,7 +517,7 @@ func TestAuth(t *testing.T) {
 
 			desc, err := c.Resolve(t.Context(), ref)
 			if !tt.ok {
-				checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindUnauthorized, status: http.StatusUnauthorized})
+				_ = checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindUnauthorized, status: http.StatusUnauthorized})
 				if n := countStatus(reg, http.StatusUnauthorized); n == 0 {
 					t.Errorf("the registry answered no request with 401")
 				}
@@ -619,7 +619,7 @@ func TestStatusErrors(t *testing.T) {
 				reg.Fail(registrytest.FailRule{Kind: o.kind, Status: tt.status, Times: -1})
 
 				err := o.call(t, newClient(t, registry.Config{}), ref, img)
-				checkError(t, o.name, err, wantError{op: o.op, ref: ref, kind: tt.kind, status: tt.status, temporary: tt.temporary})
+				_ = checkError(t, o.name, err, wantError{op: o.op, ref: ref, kind: tt.kind, status: tt.status, temporary: tt.temporary})
 				if n := countStatus(reg, tt.status); n == 0 {
 					t.Errorf("the registry answered no request with %d", tt.status)
 				}
@@ -657,7 +657,7 @@ func statuses(reg *registrytest.Registry) []int {
 // closedPort returns a 127.0.0.1 address nothing listens on.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -676,7 +676,7 @@ func TestConnectionRefused(t *testing.T) {
 			t.Parallel()
 			ref := closedPort(t) + "/fixture/single:1"
 			err := o.call(t, newClient(t, registry.Config{}), ref, img)
-			checkError(t, o.name, err, wantError{op: o.op, ref: ref, kind: registry.KindUnavailable, temporary: true})
+			_ = checkError(t, o.name, err, wantError{op: o.op, ref: ref, kind: registry.KindUnavailable, temporary: true})
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("%s error %v is not ECONNREFUSED", o.name, err)
 			}
@@ -692,7 +692,7 @@ func TestTimeout(t *testing.T) {
 
 	start := time.Now()
 	_, err := c.Resolve(t.Context(), ref)
-	checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindUnavailable, temporary: true})
+	_ = checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindUnavailable, temporary: true})
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("Resolve took %v with a 100ms timeout", d)
 	}
@@ -732,7 +732,7 @@ func TestBadReference(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			err := tt.call(t, newClient(t, registry.Config{}), tt.ref)
-			checkError(t, tt.name, err, wantError{op: tt.op, ref: tt.ref, kind: registry.KindInvalid, contains: "bad reference"})
+			_ = checkError(t, tt.name, err, wantError{op: tt.op, ref: tt.ref, kind: registry.KindInvalid, contains: "bad reference"})
 		})
 	}
 }
@@ -744,7 +744,7 @@ func TestNegativeSize(t *testing.T) {
 	desc := img.top()
 	desc.Size = -1
 	_, err := newClient(t, registry.Config{}).FetchManifest(t.Context(), ref, desc)
-	checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid})
+	_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid})
 }
 
 func TestOpen(t *testing.T) {

@@ -88,7 +88,7 @@ func parseBlob(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 	for k, v := range attrs {
 		switch k {
 		case AttrHTTPFilename, AttrHTTPPerm, AttrHTTPUID, AttrHTTPGID:
-			if err := id.FileAttrs.set(k, v); err != nil {
+			if err := id.set(k, v); err != nil {
 				return nil, err
 			}
 		case AttrImageRecordType:
@@ -111,9 +111,6 @@ func parseBlob(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 	return id, nil
 }
 
-// parseFileInt parses http.perm, http.uid or http.gid as BuildKit does:
-// strconv.ParseInt with base 0 (so "0644" is octal), and the bare strconv
-// error as the message.
 // FileAttrs are the attributes of the single file an http or blob source
 // snapshots: http.filename, http.perm, http.uid and http.gid. Numbers are
 // parsed with strconv.ParseInt(v, 0, 64), so "0644" is octal.

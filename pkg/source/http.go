@@ -76,7 +76,7 @@ func parseHTTP(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 			}
 			id.Checksum = d
 		case AttrHTTPFilename, AttrHTTPPerm, AttrHTTPUID, AttrHTTPGID:
-			if err := id.FileAttrs.set(k, v); err != nil {
+			if err := id.set(k, v); err != nil {
 				return nil, err
 			}
 		case AttrHTTPAuthHeaderSecret:

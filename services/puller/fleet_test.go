@@ -183,17 +183,6 @@ func TestCacheHits(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // consumerIdle fails unless the puller's consumer has nothing pending or in
 // flight: no stuck message.
 func consumerIdle(t *testing.T, s *stack) {

@@ -20,8 +20,6 @@ var (
 	digestA    = "sha256:" + strings.Repeat("a", 64)
 )
 
-func platformPtr(p ocispec.Platform) *ocispec.Platform { return &p }
-
 // wantResolved is the two events a request that resolves produces.
 func wantResolved(canonical events.SourceOp) []events.Event {
 	return []events.Event{
