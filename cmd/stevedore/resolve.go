@@ -97,6 +97,10 @@ func connectFleet(ctx context.Context, g *globals, sf *serviceFlags, dataDir str
 		if err != nil {
 			return nil, err
 		}
+		if err := client.WaitReady(ctx, js, 5*time.Second); err != nil {
+			nc.Close()
+			return nil, err
+		}
 		return &fleet{js: js, close: nc.Close}, nil
 	}
 	cleanup := func() {}

@@ -36,6 +36,9 @@ fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
 				return err
 			}
 			defer nc.Close()
+			if err := client.WaitReady(cmd.Context(), js, 5*time.Second); err != nil {
+				return err
+			}
 			var perr error
 			err = client.Follow(cmd.Context(), js, args[0], !follow, func(e events.Event) bool {
 				if asJSON {

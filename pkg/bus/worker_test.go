@@ -266,21 +266,26 @@ func TestWorkerHeartbeatsLongWork(t *testing.T) {
 	c := testConsumer()
 	c.AckWait = 2 * time.Second
 	env := startEnvWith(t, c)
-	var calls atomic.Int32
+	var first, second atomic.Int32
+	holding := make(chan struct{})
 	runWorkerWith(t, env, "w1", c, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
-		calls.Add(1)
+		if first.Add(1) == 1 {
+			close(holding)
+		}
 		time.Sleep(5 * c.AckWait / 2)
 		return []events.Event{hitFor(in)}, nil
 	}))
-	runWorkerWith(t, env, "w2", c, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
-		calls.Add(1)
-		return nil, errors.New("w2 must never see this message")
-	}))
 	rec := env.Record(t, "b1")
 	env.Request(t, "b1", request)
+	<-holding
+	// A second replica that would take the message if it were redelivered.
+	runWorkerWith(t, env, "w2", c, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		second.Add(1)
+		return nil, errors.New("w2 must never see this message")
+	}))
 	rec.Wait(t, 10*time.Second, events.TypeCacheHit)
-	if calls.Load() != 1 {
-		t.Errorf("handler called %d times, want 1", calls.Load())
+	if first.Load() != 1 || second.Load() != 0 {
+		t.Errorf("handlers called %d and %d times, want 1 and 0", first.Load(), second.Load())
 	}
 }
 

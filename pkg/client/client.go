@@ -184,3 +184,31 @@ func Resolve(ctx context.Context, js jetstream.JetStream, buildID string, op eve
 	}
 	return out, out.Err()
 }
+
+// ErrNoFleet is returned by WaitReady when the server has no Stevedore
+// topology: nothing provisioned the events stream (yet).
+var ErrNoFleet = errors.New("no Stevedore fleet on this NATS server: stream " + events.StreamEvents + " not found")
+
+// WaitReady waits up to wait for the events stream to exist, so that a
+// client started together with `stevedore up` does not publish before the
+// fleet has provisioned it.
+func WaitReady(ctx context.Context, js jetstream.JetStream, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		_, err := js.Stream(ctx, events.StreamEvents)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return ErrNoFleet
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

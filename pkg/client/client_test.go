@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/stevedore-dev/stevedore/pkg/broker"
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/client"
@@ -543,5 +544,35 @@ func TestFollowReturnsCause(t *testing.T) {
 				t.Fatalf("Follow did not return within %s of its context ending", waitFor)
 			}
 		})
+	}
+}
+
+func TestWaitReady(t *testing.T) {
+	t.Parallel()
+	srv, err := broker.Start(broker.Config{DataDir: t.TempDir(), Port: broker.RandomPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect("client-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.WaitReady(t.Context(), js, 200*time.Millisecond); !errors.Is(err, client.ErrNoFleet) {
+		t.Fatalf("WaitReady on a bare server = %v, want ErrNoFleet", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- client.WaitReady(t.Context(), js, 10*time.Second) }()
+	time.Sleep(300 * time.Millisecond)
+	if err := bus.Provision(t.Context(), js, bus.Topology{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("WaitReady after provisioning = %v", err)
 	}
 }
