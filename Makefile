@@ -9,7 +9,7 @@ export GOFLAGS ?= -buildvcs=false
 MODULES  := $(shell $(GO) list -m -f '{{.Path}}/...')
 MODDIRS  := $(shell $(GO) list -m -f '{{.Dir}}')
 BIN      := bin
-SERVICES := resolver puller
+SERVICES := resolver puller snapshotter
 
 .PHONY: help build test test-short vet lint fuzz bench run gowork-off clean
 

@@ -61,3 +61,7 @@ replace (
 	github.com/stevedore-dev/stevedore/services/puller => ../services/puller
 	github.com/stevedore-dev/stevedore/services/resolver => ../services/resolver
 )
+
+replace github.com/stevedore-dev/stevedore/services/snapshotter => ../services/snapshotter
+
+replace github.com/stevedore-dev/stevedore/services/fleettest => ../services/fleettest

@@ -31,6 +31,16 @@ func describe(e events.Event) string {
 			n = len(p.CacheOpts.Layers)
 		}
 		return fmt.Sprintf("all %d keys missed; %d layers to fetch", len(p.Keys), n)
+	case events.SnapshotRequested:
+		n := 0
+		if p.CacheOpts != nil {
+			n = len(p.CacheOpts.Layers)
+		}
+		return fmt.Sprintf("%d layers of %s", n, p.Source.Identifier)
+	case events.SnapshotReady:
+		return fmt.Sprintf("chainID %s on %s, %s, fetched %d blobs, %d layers reused", orNone(p.ChainID), p.Node, humanBytes(p.Size), p.Fetched, p.Reused)
+	case events.SnapshotFailed:
+		return fmt.Sprintf("%s: %s [%s, %d attempt(s)]", p.Source.Identifier, p.Reason, p.Code, p.Attempts)
 	case events.Progress:
 		s := p.ID
 		if p.Total > 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -87,10 +88,14 @@ func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 type fleet struct {
 	js    jetstream.JetStream
 	close func()
+	// stack is the embedded stack; nil with --nats.
+	stack *stack
+	// dataDir is the embedded stack's data dir.
+	dataDir string
 }
 
-// connectFleet connects to --nats, or starts an embedded stack in a
-// temporary (or the given) data dir.
+// connectFleet connects to --nats, or starts an embedded stack in dataDir
+// (a temporary one when empty).
 func connectFleet(ctx context.Context, g *globals, sf *serviceFlags, dataDir string) (*fleet, error) {
 	if g.natsURL != "" {
 		nc, js, err := bus.ConnectOnce(g.natsURL, "stevedore-cli", 5*time.Second)
@@ -117,6 +122,10 @@ func connectFleet(ctx context.Context, g *globals, sf *serviceFlags, dataDir str
 		return nil, err
 	}
 	s, err := startStack(ctx, cfg)
+	if errors.Is(err, broker.ErrLocked) || errors.Is(err, snapshot.ErrLocked) {
+		cleanup()
+		return nil, fmt.Errorf("%w: is \"stevedore up\" running on %s? Talk to it with --nats, or use another --data-dir", err, dataDir)
+	}
 	if err != nil {
 		cleanup()
 		return nil, err
@@ -127,7 +136,7 @@ func connectFleet(ctx context.Context, g *globals, sf *serviceFlags, dataDir str
 		cleanup()
 		return nil, err
 	}
-	return &fleet{js: js, close: func() { s.close(); cleanup() }}, nil
+	return &fleet{js: js, close: func() { s.close(); cleanup() }, stack: s, dataDir: dataDir}, nil
 }
 
 func newResolve(g *globals) *cobra.Command {
@@ -182,7 +191,7 @@ fleet; without, it starts the embedded stack for this one call.`,
 	cmd.Flags().StringVar(&buildID, "build-id", "", "build id to use (default: a new one)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
-	cmd.Flags().StringVar(&dataDir, "data-dir", "", "embedded stack only: keep JetStream state here instead of a temporary directory")
+	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,22 +15,26 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/broker"
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/services/puller"
 	"github.com/stevedore-dev/stevedore/services/resolver"
+	"github.com/stevedore-dev/stevedore/services/snapshotter"
 )
 
 // stackConfig configures the in-process fleet.
 type stackConfig struct {
-	broker   broker.Config
-	platform ocispec.Platform
-	registry registry.Config
-	log      *slog.Logger
+	broker      broker.Config
+	platform    ocispec.Platform
+	registry    registry.Config
+	snapshotter snapshot.Kind
+	log         *slog.Logger
 }
 
 // stack is an embedded NATS server with every service running against it,
 // each on its own in-process connection, exactly as the fleet runs them.
 type stack struct {
 	srv    *broker.Server
+	snap   *snapshotter.Service
 	conns  []*nats.Conn
 	cancel context.CancelCauseFunc
 	group  *errgroup.Group
@@ -71,11 +76,25 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
+	_, sjs, err := s.connect("stevedore-snapshotter")
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.snap, err = snapshotter.New(ctx, sjs, snapshotter.Config{
+		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
+		Node: "embedded", Registry: cfg.registry, Logger: cfg.log,
+	})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.group, runCtx = errgroup.WithContext(runCtx)
 	s.group.Go(func() error { return res.Run(runCtx) })
 	s.group.Go(func() error { return pul.Run(runCtx) })
+	s.group.Go(func() error { return s.snap.Run(runCtx) })
 	return s, nil
 }
 
@@ -113,6 +132,9 @@ func (s *stack) close() {
 	}
 	for _, nc := range s.conns {
 		nc.Close()
+	}
+	if s.snap != nil {
+		_ = s.snap.Close()
 	}
 	s.srv.Shutdown()
 }

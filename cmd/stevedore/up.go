@@ -13,6 +13,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/broker"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
 
 // serviceFlags are the flags of commands that run the services in-process.
@@ -21,6 +22,7 @@ type serviceFlags struct {
 	insecure     []string
 	dockerConfig string
 	maxManifest  int64
+	snapshotter  string
 }
 
 func (f *serviceFlags) register(cmd *cobra.Command) {
@@ -28,14 +30,16 @@ func (f *serviceFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.insecure, "insecure-registry", nil, "registry host reached over plain HTTP (repeatable; loopback always is)")
 	cmd.Flags().StringVar(&f.dockerConfig, "docker-config", "", "directory of config.json with registry credentials (default $DOCKER_CONFIG or ~/.docker)")
 	cmd.Flags().Int64Var(&f.maxManifest, "max-manifest-bytes", registry.DefaultMaxManifestBytes, "largest manifest, index or config accepted")
+	cmd.Flags().StringVar(&f.snapshotter, "snapshotter", string(snapshot.KindAuto), "snapshotter: auto, overlayfs or native")
 }
 
 func (f *serviceFlags) stackConfig(g *globals, b broker.Config) (stackConfig, error) {
 	cfg := stackConfig{
-		broker:   b,
-		registry: registry.Config{Insecure: f.insecure, DockerConfigDir: f.dockerConfig, MaxManifestBytes: f.maxManifest},
-		log:      g.logger(),
-		platform: platforms.DefaultSpec(),
+		broker:      b,
+		registry:    registry.Config{Insecure: f.insecure, DockerConfigDir: f.dockerConfig, MaxManifestBytes: f.maxManifest},
+		log:         g.logger(),
+		platform:    platforms.DefaultSpec(),
+		snapshotter: snapshot.Kind(f.snapshotter),
 	}
 	if f.platform != "" {
 		p, err := service.Platform(f.platform)
@@ -69,7 +73,8 @@ func newUp(g *globals) *cobra.Command {
 		Use:   "up",
 		Short: "Run an embedded NATS server with JetStream and every service in this process",
 		Long: `up runs the whole fleet in one process: an embedded nats-server with JetStream
-(its store under --data-dir) plus the resolver and the puller. Clients and
+(its store under --data-dir) plus the resolver, the puller and the
+snapshotter (content and snapshots under --data-dir/snapshotter). Clients and
 watchers connect to --listen; stop it with Ctrl-C.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -113,4 +118,5 @@ func (f *serviceFlags) registerEmbedded(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.insecure, "insecure-registry", nil, "embedded stack only: registry host reached over plain HTTP (repeatable; loopback always is)")
 	cmd.Flags().StringVar(&f.dockerConfig, "docker-config", "", "embedded stack only: directory of config.json with registry credentials")
 	cmd.Flags().Int64Var(&f.maxManifest, "max-manifest-bytes", registry.DefaultMaxManifestBytes, "embedded stack only: largest manifest, index or config accepted")
+	cmd.Flags().StringVar(&f.snapshotter, "snapshotter", string(snapshot.KindAuto), "embedded stack only: snapshotter, auto, overlayfs or native")
 }

@@ -11,6 +11,9 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -41,9 +44,14 @@ type Config struct {
 // RandomPort asks for any free port.
 const RandomPort = server.RANDOM_PORT
 
+// ErrLocked is returned by Start when another process runs a server on the
+// same data dir.
+var ErrLocked = errors.New("data dir is in use by another process")
+
 // Server is a running embedded nats-server.
 type Server struct {
-	ns *server.Server
+	ns   *server.Server
+	lock *os.File
 }
 
 // Start starts a server and waits until it accepts connections.
@@ -63,6 +71,17 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 10 * time.Second
 	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(cfg.DataDir, "broker.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = lock.Close()
+		return nil, fmt.Errorf("broker: %s: %w", cfg.DataDir, ErrLocked)
+	}
 	opts := &server.Options{
 		ServerName: cfg.Name,
 		Host:       cfg.Host,
@@ -80,6 +99,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
+		_ = lock.Close()
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	if cfg.Logs {
@@ -88,9 +108,10 @@ func Start(cfg Config) (*Server, error) {
 	ns.Start()
 	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
 		ns.Shutdown()
+		_ = lock.Close()
 		return nil, fmt.Errorf("broker: not ready after %s", cfg.ReadyTimeout)
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, lock: lock}, nil
 }
 
 // ClientURL is the nats:// URL clients in other processes use; empty when
@@ -121,10 +142,12 @@ func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// Shutdown stops the server and waits until it has stopped.
+// Shutdown stops the server, waits until it has stopped and releases the
+// data dir.
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	_ = s.lock.Close()
 }
 
 // DisconnectClients closes every client connection from the server side,

@@ -271,3 +271,21 @@ func TestJetStreamSurvivesRestart(t *testing.T) {
 		t.Errorf("stream holds %d messages after restart, want 1", info.State.Msgs)
 	}
 }
+
+func TestSecondServerOnADataDirIsRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := broker.Start(broker.Config{DataDir: dir, Port: broker.RandomPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := broker.Start(broker.Config{DataDir: dir, Port: broker.RandomPort}); !errors.Is(err, broker.ErrLocked) {
+		t.Errorf("second Start = %v, want ErrLocked", err)
+	}
+	srv.Shutdown()
+	again, err := broker.Start(broker.Config{DataDir: dir, Port: broker.RandomPort})
+	if err != nil {
+		t.Fatalf("Start after Shutdown = %v", err)
+	}
+	again.Shutdown()
+}

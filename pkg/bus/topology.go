@@ -90,6 +90,12 @@ func PullerConsumer() Consumer {
 	return Consumer{Name: events.ConsumerPuller, Types: []events.Type{events.TypeCacheKeyRequested}}
 }
 
+// SnapshotterConsumer is the snapshotter's consumer definition. Its work is
+// long; the worker keeps each message with InProgress heartbeats.
+func SnapshotterConsumer() Consumer {
+	return Consumer{Name: events.ConsumerSnapshotter, Types: []events.Type{events.TypeSnapshotRequested}, AckWait: time.Minute}
+}
+
 // Topology is every JetStream resource Stevedore uses.
 type Topology struct {
 	// Replicas is the replica count of streams and buckets: 1 for a single
@@ -105,8 +111,8 @@ type Topology struct {
 	Duplicates time.Duration
 	// DLQMaxAge is how long dead letters are kept. Zero means 30 days.
 	DLQMaxAge time.Duration
-	// Consumers are the service consumers to create. Nil means the resolver
-	// and the puller with their defaults.
+	// Consumers are the service consumers to create. Nil means the
+	// resolver, the puller and the snapshotter with their defaults.
 	Consumers []Consumer
 }
 
@@ -124,7 +130,7 @@ func (t *Topology) setDefaults() {
 		t.DLQMaxAge = 30 * 24 * time.Hour
 	}
 	if t.Consumers == nil {
-		t.Consumers = []Consumer{ResolverConsumer(), PullerConsumer()}
+		t.Consumers = []Consumer{ResolverConsumer(), PullerConsumer(), SnapshotterConsumer()}
 	}
 }
 
@@ -199,6 +205,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 		{Bucket: events.BucketCacheIndex, Description: "cache records by solver digest", History: 1},
 		{Bucket: events.BucketManifests, Description: "tag resolutions and resolved manifests", History: 1, LimitMarkerTTL: LeaseMarkerTTL},
 		{Bucket: events.BucketLeases, Description: "fleet-wide leases", History: 1, LimitMarkerTTL: LeaseMarkerTTL},
+		{Bucket: events.BucketSnapshots, Description: "which node holds the snapshot of each chainID", History: 1},
 	}
 	for _, cfg := range buckets {
 		cfg.Storage = t.storage()

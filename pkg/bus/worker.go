@@ -168,7 +168,9 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	hctx, cancel := context.WithCancelCause(ctx)
+	d := newDeriver(in, w.cfg.Source)
+	em := newEmitter(ctx, d, w.pub, log)
+	hctx, cancel := context.WithCancelCause(context.WithValue(ctx, emitterKey{}, em))
 	beat := time.NewTicker(w.cfg.Heartbeat)
 	done := make(chan struct{})
 	go func() {
@@ -187,12 +189,13 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 	outs, err := h(hctx, in)
 	close(done)
 	cancel(errors.New("handler returned"))
+	em.close() // what the handler emitted goes out before its outputs
 
 	if err != nil {
 		w.onError(ctx, msg, in, err, delivered)
 		return
 	}
-	derived := DeriveAll(in, outs, w.cfg.Source, time.Now())
+	derived := d.all(outs, time.Now())
 	if err := w.pub.PublishAll(ctx, derived); err != nil {
 		log.Warn("publishing outputs failed; will retry", "event_id", in.ID, "build_id", in.BuildID, "error", err)
 		w.onError(ctx, msg, in, Unavailable(err), delivered)
@@ -275,29 +278,52 @@ func envelopeFromTransport(subject string, header nats.Header, seq uint64) (even
 }
 
 // FailureEvent is the failed event the runtime emits when in cannot be
-// handled at step: a source.failed carrying the input's source, the step,
-// the error text and its code, with an id derived from the input.
+// handled at step: a source.failed (snapshot.failed for the snapshot step)
+// carrying the input's source, the step, the error text and its code, with
+// an id derived from the input.
 func FailureEvent(in events.Event, step events.Type, err error, attempts int, source string, now time.Time) events.Event {
 	src, _ := events.SourceOf(in.Data)
-	failed := events.New(events.SourceFailed{
+	failed := events.New(events.NewFailure(step, events.SourceFailed{
 		Source:   src,
 		Step:     step,
 		Reason:   err.Error(),
 		Code:     Code(err),
 		Attempts: attempts,
-	})
+	}))
 	return events.Derive(in, failed, 0, source, now)
 }
 
 // DeriveAll fills in the envelopes of a handler's outputs (see
 // events.Derive); the n-th output of a type gets ordinal n.
 func DeriveAll(in events.Event, outs []events.Event, source string, now time.Time) []events.Event {
-	seen := map[events.Type]int{}
+	return newDeriver(in, source).all(outs, now)
+}
+
+// deriver numbers the events derived from one input, type by type, across
+// the events a handler emits while it runs and those it returns.
+type deriver struct {
+	in     events.Event
+	source string
+	mu     sync.Mutex
+	seen   map[events.Type]int
+}
+
+func newDeriver(in events.Event, source string) *deriver {
+	return &deriver{in: in, source: source, seen: map[events.Type]int{}}
+}
+
+func (d *deriver) derive(out events.Event, now time.Time) events.Event {
+	d.mu.Lock()
+	n := d.seen[out.Type()]
+	d.seen[out.Type()]++
+	d.mu.Unlock()
+	return events.Derive(d.in, out, n, d.source, now)
+}
+
+func (d *deriver) all(outs []events.Event, now time.Time) []events.Event {
 	derived := make([]events.Event, 0, len(outs))
 	for _, out := range outs {
-		n := seen[out.Type()]
-		seen[out.Type()]++
-		derived = append(derived, events.Derive(in, out, n, source, now))
+		derived = append(derived, d.derive(out, now))
 	}
 	return derived
 }

@@ -461,3 +461,48 @@ func TestClassesKeepText(t *testing.T) {
 		t.Error("class lost through wrapping")
 	}
 }
+
+func TestEmitPublishesBeforeOutputsWithDerivedIDs(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		for i := range 3 {
+			bus.Emit(ctx, events.Progress{ID: fmt.Sprintf("step %d", i)})
+		}
+		return []events.Event{events.New(events.Progress{ID: "last"}), hitFor(in)}, nil
+	}))
+	rec := env.Record(t, "b1")
+	req := env.Request(t, "b1", request)
+	rec.Wait(t, 5*time.Second, events.TypeCacheHit)
+	var ids []string
+	for _, e := range rec.Events() {
+		if p, ok := e.Data.(events.Progress); ok {
+			ids = append(ids, p.ID)
+			n := len(ids) - 1
+			if e.ID != events.DeriveID(req.ID, events.TypeProgress, n) {
+				t.Errorf("progress %q has id %s, want ordinal %d", p.ID, e.ID, n)
+			}
+		}
+	}
+	if strings.Join(ids, ",") != "step 0,step 1,step 2,last" {
+		t.Errorf("progress order = %v", ids)
+	}
+	if last := rec.Events()[len(rec.Events())-1]; last.Type() != events.TypeCacheHit {
+		t.Errorf("last event is %s, want the handler's output", last.Type())
+	}
+	bus.Emit(t.Context(), events.Progress{ID: "outside a handler: ignored"})
+}
+
+func TestFailureEventTypeFollowsTheStep(t *testing.T) {
+	t.Parallel()
+	in := events.Event{ID: "i", BuildID: "b", Data: events.SnapshotRequested{Source: request.Source}}
+	f := bus.FailureEvent(in, events.TypeSnapshotRequested, bus.Invalid(errors.New("digest mismatch")), 1, "/s", time.Now())
+	sf, ok := f.Data.(events.SnapshotFailed)
+	if !ok || sf.Reason != "digest mismatch" || sf.Code != "invalid" || sf.Source.Identifier != request.Source.Identifier {
+		t.Errorf("snapshot step failure = %T %+v", f.Data, f.Data)
+	}
+	f = bus.FailureEvent(in, events.TypeCacheKeyRequested, errors.New("x"), 2, "/s", time.Now())
+	if _, ok := f.Data.(events.SourceFailed); !ok {
+		t.Errorf("key step failure = %T", f.Data)
+	}
+}

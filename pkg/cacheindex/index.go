@@ -81,3 +81,40 @@ func (i *Index) Put(ctx context.Context, rec events.CacheRecord) error {
 	}
 	return nil
 }
+
+// Entry is one stored record and the digest it is stored under.
+type Entry struct {
+	// Digest is the solver digest the record is stored under.
+	Digest digest.Digest
+	// Record is the record.
+	Record events.CacheRecord
+}
+
+// List returns every entry of the index. It reads the whole bucket: for
+// maintenance (pruning), not for lookups.
+func (i *Index) List(ctx context.Context) ([]Entry, error) {
+	lister, err := i.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cache index: %w", err)
+	}
+	var out []Entry
+	for key := range lister.Keys() {
+		d := digest.Digest(strings.Replace(key, ".", ":", 1))
+		rec, found, err := i.Get(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out = append(out, Entry{Digest: d, Record: rec})
+		}
+	}
+	return out, nil
+}
+
+// Delete removes the record stored under d.
+func (i *Index) Delete(ctx context.Context, d digest.Digest) error {
+	if err := i.kv.Delete(ctx, Key(d)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("cache index delete %s: %w", d, err)
+	}
+	return nil
+}

@@ -46,3 +46,32 @@ func TestPutGetUnderEveryDigest(t *testing.T) {
 		t.Error("Get of an invalid digest succeeded")
 	}
 }
+
+func TestListAndDelete(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	idx, err := cacheindex.Open(t.Context(), env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := idx.List(t.Context()); err != nil || len(got) != 0 {
+		t.Fatalf("List of an empty index = %v, %v", got, err)
+	}
+	a, b := digest.FromString("a"), digest.FromString("b")
+	if err := idx.Put(t.Context(), events.CacheRecord{Digests: []digest.Digest{a, b}, Node: "n"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := idx.List(t.Context())
+	if err != nil || len(got) != 2 {
+		t.Fatalf("List = %v, %v", got, err)
+	}
+	if err := idx.Delete(t.Context(), a); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, _ := idx.Get(t.Context(), a); found {
+		t.Error("deleted record still found")
+	}
+	if got, _ := idx.List(t.Context()); len(got) != 1 || got[0].Digest != b || got[0].Record.Node != "n" {
+		t.Errorf("List after Delete = %+v", got)
+	}
+}

@@ -3,10 +3,11 @@
 // build's events, and sums them up.
 //
 // Vocabulary: a build is identified by its build id (NewBuildID makes
-// one); its events are on stevedore.build.<id>.>; a build is over when a
-// terminal event arrives (Terminal): cache.hit, cache.miss or
-// source.failed. Outcome is the sum of a build's events: the keys of every
-// index, the pin, and how it ended.
+// one); its events are on stevedore.build.<id>.>. A resolve asks for a
+// source's keys and ends with cache.hit, cache.miss or source.failed; a
+// pull asks for its content too and ends with cache.hit, snapshot.ready,
+// snapshot.failed or source.failed. Outcome is the sum of a build's events:
+// the keys of every index, the pin, the snapshot, and how it ended.
 package client
 
 import (
@@ -32,22 +33,25 @@ func NewBuildID() string {
 	return fmt.Sprintf("%x-%s", time.Now().UnixMilli(), hex.EncodeToString(b[:]))
 }
 
-// Terminal reports whether e ends its build.
+// Terminal reports whether e ends its build whatever the build asked for:
+// a hit, a failure, or the snapshot's end. (cache.miss ends a resolve but
+// not a pull; Outcome.Done knows which.)
 func Terminal(e events.Event) bool {
 	switch e.Type() {
-	case events.TypeCacheHit, events.TypeCacheMiss, events.TypeSourceFailed:
+	case events.TypeCacheHit, events.TypeSourceFailed, events.TypeSnapshotReady, events.TypeSnapshotFailed:
 		return true
 	}
 	return false
 }
 
-// Submit publishes the event that starts build buildID for op and returns it.
-func Submit(ctx context.Context, js jetstream.JetStream, buildID string, op events.SourceOp) (events.Event, error) {
+// Submit publishes the event that starts build buildID for req and returns
+// it.
+func Submit(ctx context.Context, js jetstream.JetStream, buildID string, req events.SourceResolveRequested) (events.Event, error) {
 	if err := events.ValidateBuildID(buildID); err != nil {
 		return events.Event{}, err
 	}
 	host, _ := os.Hostname()
-	e := events.New(events.SourceResolveRequested{Source: op})
+	e := events.New(req)
 	e.ID = buildID + "-request"
 	e.BuildID = buildID
 	e.Source = "/stevedore/client/" + host
@@ -59,8 +63,9 @@ func Submit(ctx context.Context, js jetstream.JetStream, buildID string, op even
 }
 
 // Follow calls fn for every event of the build, stored ones first, until fn
-// returns false, ctx is done, or (when untilDone is set) a terminal event
-// has been passed to fn. Events that do not decode are skipped.
+// returns false, ctx is done, or (when untilDone is set) the event that
+// ends the build (see Outcome.Done) has been passed to fn. Events that do
+// not decode are skipped.
 func Follow(ctx context.Context, js jetstream.JetStream, buildID string, untilDone bool, fn func(events.Event) bool) error {
 	w, err := bus.WatchBuild(ctx, js, buildID)
 	if err != nil {
@@ -74,6 +79,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, buildID string, untilDo
 	defer w.Stop()
 	stop := context.AfterFunc(ctx, w.Stop)
 	defer stop()
+	var out Outcome
 	for {
 		e, err := w.Next()
 		if errors.Is(err, bus.ErrInvalid) {
@@ -85,7 +91,8 @@ func Follow(ctx context.Context, js jetstream.JetStream, buildID string, untilDo
 			}
 			return err
 		}
-		if !fn(e) || (untilDone && Terminal(e)) {
+		out.Add(e)
+		if !fn(e) || (untilDone && out.Done()) {
 			return nil
 		}
 	}
@@ -105,14 +112,25 @@ type Outcome struct {
 	Hit *events.CacheHit `json:"hit,omitempty"`
 	// Miss is set when every key missed.
 	Miss *events.CacheMiss `json:"miss,omitempty"`
-	// Failed is set when the build failed.
+	// Failed is set when the build failed before its snapshot step.
 	Failed *events.SourceFailed `json:"failed,omitempty"`
+	// Snapshot is set when the snapshot is ready.
+	Snapshot *events.SnapshotReady `json:"snapshot,omitempty"`
+	// SnapshotFailed is set when the snapshot could not be made.
+	SnapshotFailed *events.SnapshotFailed `json:"snapshotFailed,omitempty"`
+	// Pull is set when the build asked for the snapshot, not only the keys.
+	Pull bool `json:"pull,omitempty"`
 }
 
 // Add folds one event into the outcome.
 func (o *Outcome) Add(e events.Event) {
 	o.BuildID = e.BuildID
 	switch p := e.Data.(type) {
+	case events.SourceResolveRequested:
+		o.Pull = p.Snapshot
+		if o.Source.Identifier == "" {
+			o.Source = p.Source
+		}
 	case events.SourceResolved:
 		o.Source = p.Source
 	case events.CacheKeyComputed:
@@ -132,6 +150,10 @@ func (o *Outcome) Add(e events.Event) {
 			o.Source = p.Source
 		}
 		o.Failed = &p
+	case events.SnapshotReady:
+		o.Snapshot = &p
+	case events.SnapshotFailed:
+		o.SnapshotFailed = &p
 	}
 }
 
@@ -145,15 +167,21 @@ func (o *Outcome) setKey(k events.CacheKey) {
 	}
 }
 
-// Done reports whether the outcome has its terminal event.
-func (o *Outcome) Done() bool { return o.Hit != nil || o.Miss != nil || o.Failed != nil }
+// Done reports whether the build is over: a hit, a failure, the end of
+// the snapshot step, or a miss when no snapshot was asked for.
+func (o *Outcome) Done() bool {
+	return o.Hit != nil || o.Failed != nil || o.Snapshot != nil || o.SnapshotFailed != nil || (o.Miss != nil && !o.Pull)
+}
 
 // Err is the build's failure as an error, nil if it did not fail.
 func (o *Outcome) Err() error {
-	if o.Failed == nil {
-		return nil
+	switch {
+	case o.Failed != nil:
+		return &BuildError{Failure: *o.Failed}
+	case o.SnapshotFailed != nil:
+		return &BuildError{Failure: events.SourceFailed(*o.SnapshotFailed)}
 	}
-	return &BuildError{Failure: *o.Failed}
+	return nil
 }
 
 // BuildError is a failed build.
@@ -164,12 +192,23 @@ type BuildError struct {
 
 func (e *BuildError) Error() string { return e.Failure.Reason }
 
-// Resolve starts a build for op and follows it to its end, calling each
-// (when not nil) for every event on the way. The watch replays the build
-// from its first event, so nothing published before it starts is missed.
+// Resolve starts a build for op's keys and follows it to its end, calling
+// each (when not nil) for every event on the way. The watch replays the
+// build from its first event, so nothing published before it starts is
+// missed.
 func Resolve(ctx context.Context, js jetstream.JetStream, buildID string, op events.SourceOp, each func(events.Event)) (Outcome, error) {
-	out := Outcome{BuildID: buildID}
-	if _, err := Submit(ctx, js, buildID, op); err != nil {
+	return run(ctx, js, buildID, events.SourceResolveRequested{Source: op}, each)
+}
+
+// Pull is Resolve for op's content: on a miss, the build goes on to the
+// snapshot.
+func Pull(ctx context.Context, js jetstream.JetStream, buildID string, op events.SourceOp, each func(events.Event)) (Outcome, error) {
+	return run(ctx, js, buildID, events.SourceResolveRequested{Source: op, Snapshot: true}, each)
+}
+
+func run(ctx context.Context, js jetstream.JetStream, buildID string, req events.SourceResolveRequested, each func(events.Event)) (Outcome, error) {
+	out := Outcome{BuildID: buildID, Pull: req.Snapshot}
+	if _, err := Submit(ctx, js, buildID, req); err != nil {
 		return out, err
 	}
 	err := Follow(ctx, js, buildID, true, func(e events.Event) bool {

@@ -52,15 +52,19 @@ var samplePayloads = []events.Payload{
 	events.CacheKeyComputed{},
 	events.CacheHit{},
 	events.CacheMiss{},
+	events.SnapshotRequested{},
+	events.SnapshotReady{},
+	events.SnapshotFailed{},
 	events.Progress{},
 }
 
 func TestTerminal(t *testing.T) {
 	t.Parallel()
 	terminal := map[events.Type]bool{
-		events.TypeCacheHit:     true,
-		events.TypeCacheMiss:    true,
-		events.TypeSourceFailed: true,
+		events.TypeCacheHit:       true,
+		events.TypeSourceFailed:   true,
+		events.TypeSnapshotReady:  true,
+		events.TypeSnapshotFailed: true,
 	}
 	byType := map[events.Type]events.Payload{}
 	for _, p := range samplePayloads {
@@ -113,7 +117,7 @@ func TestOutcomeAdd(t *testing.T) {
 		{
 			name: "nothing yet",
 			in:   inBuild("b", events.SourceResolveRequested{Source: op}),
-			want: client.Outcome{BuildID: "b"},
+			want: client.Outcome{BuildID: "b", Source: op}, // the source as asked, until the resolver canonicalises it
 		},
 		{
 			name: "resolved, not done",
@@ -228,7 +232,7 @@ func TestSubmit(t *testing.T) {
 			for _, id := range []string{"", "a.b", "a*", "a>", "with space", "ü", strings.Repeat("x", events.MaxBuildIDLen+1)} {
 				t.Run(id, func(t *testing.T) {
 					t.Parallel()
-					if _, err := client.Submit(t.Context(), env.JS, id, op); !errors.Is(err, events.ErrInvalid) {
+					if _, err := client.Submit(t.Context(), env.JS, id, events.SourceResolveRequested{Source: op}); !errors.Is(err, events.ErrInvalid) {
 						t.Errorf("Submit(%q) = %v, want an error matching events.ErrInvalid", id, err)
 					}
 				})
@@ -241,7 +245,7 @@ func TestSubmit(t *testing.T) {
 	})
 	t.Run("valid build id", func(t *testing.T) {
 		rec := env.Record(t, "ok-1")
-		sent, err := client.Submit(t.Context(), env.JS, "ok-1", op)
+		sent, err := client.Submit(t.Context(), env.JS, "ok-1", events.SourceResolveRequested{Source: op})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -360,7 +364,7 @@ func TestResolve(t *testing.T) {
 			wantSeen := []events.Type{events.TypeSourceResolveRequested}
 			for _, p := range tc.reply {
 				wantSeen = append(wantSeen, p.EventType())
-				if client.Terminal(events.New(p)) {
+				if client.Terminal(events.New(p)) || p.EventType() == events.TypeCacheMiss {
 					break
 				}
 			}
@@ -574,5 +578,30 @@ func TestWaitReady(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("WaitReady after provisioning = %v", err)
+	}
+}
+
+func TestPullOutcome(t *testing.T) {
+	t.Parallel()
+	var o client.Outcome
+	for _, p := range []events.Payload{
+		events.SourceResolveRequested{Source: op, Snapshot: true},
+		events.CacheMiss{Source: canonical, Keys: []events.CacheKey{key0, key1}},
+	} {
+		o.Add(events.Event{BuildID: "b", Data: p})
+	}
+	if o.Done() || !o.Pull {
+		t.Fatalf("a pull is not done at cache.miss: %+v", o)
+	}
+	o.Add(events.Event{BuildID: "b", Data: events.SnapshotReady{ChainID: "sha256:c", Node: "n"}})
+	if !o.Done() || o.Snapshot == nil || o.Err() != nil {
+		t.Errorf("after snapshot.ready: %+v", o)
+	}
+	var f client.Outcome
+	f.Add(events.Event{BuildID: "b", Data: events.SourceResolveRequested{Source: op, Snapshot: true}})
+	f.Add(events.Event{BuildID: "b", Data: events.SnapshotFailed{Reason: "digest mismatch"}})
+	var be *client.BuildError
+	if !f.Done() || !errors.As(f.Err(), &be) || be.Error() != "digest mismatch" {
+		t.Errorf("after snapshot.failed: %+v %v", f, f.Err())
 	}
 }

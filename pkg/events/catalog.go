@@ -20,6 +20,9 @@ const (
 	TypeCacheKeyComputed       Type = "dev.stevedore.cachekey.computed.v1"
 	TypeCacheHit               Type = "dev.stevedore.cache.hit.v1"
 	TypeCacheMiss              Type = "dev.stevedore.cache.miss.v1"
+	TypeSnapshotRequested      Type = "dev.stevedore.snapshot.requested.v1"
+	TypeSnapshotReady          Type = "dev.stevedore.snapshot.ready.v1"
+	TypeSnapshotFailed         Type = "dev.stevedore.snapshot.failed.v1"
 	TypeProgress               Type = "dev.stevedore.progress.v1"
 )
 
@@ -49,6 +52,15 @@ func (CacheHit) EventType() Type { return TypeCacheHit }
 
 // EventType implements Payload.
 func (CacheMiss) EventType() Type { return TypeCacheMiss }
+
+// EventType implements Payload.
+func (SnapshotRequested) EventType() Type { return TypeSnapshotRequested }
+
+// EventType implements Payload.
+func (SnapshotReady) EventType() Type { return TypeSnapshotReady }
+
+// EventType implements Payload.
+func (SnapshotFailed) EventType() Type { return TypeSnapshotFailed }
 
 // EventType implements Payload.
 func (Progress) EventType() Type { return TypeProgress }
@@ -106,10 +118,11 @@ func (s Spec) decodePayload(data []byte) (Payload, error) {
 
 // The component names used in the catalog and as CloudEvents sources.
 const (
-	ComponentClient   = "client"
-	ComponentResolver = "resolver"
-	ComponentPuller   = "puller"
-	ComponentRuntime  = "bus runtime"
+	ComponentClient      = "client"
+	ComponentResolver    = "resolver"
+	ComponentPuller      = "puller"
+	ComponentSnapshotter = "snapshotter"
+	ComponentRuntime     = "bus runtime"
 )
 
 var catalog = []Spec{
@@ -156,8 +169,26 @@ var catalog = []Spec{
 		payload: CacheMiss{},
 	},
 	{
+		Type: TypeSnapshotRequested, Name: "snapshot.requested",
+		Producers: []string{ComponentPuller}, Consumers: []string{ComponentSnapshotter},
+		Summary: "Every key missed and the client wants the content: unpack these layers.",
+		payload: SnapshotRequested{},
+	},
+	{
+		Type: TypeSnapshotReady, Name: "snapshot.ready",
+		Producers: []string{ComponentSnapshotter}, Consumers: nil,
+		Summary: "The snapshot exists (made, reused or followed) and is recorded under every key.",
+		payload: SnapshotReady{},
+	},
+	{
+		Type: TypeSnapshotFailed, Name: "snapshot.failed",
+		Producers: []string{ComponentSnapshotter, ComponentRuntime}, Consumers: nil,
+		Summary: "The snapshot cannot be made: bad content, registry refusal, or retries exhausted.",
+		payload: SnapshotFailed{},
+	},
+	{
 		Type: TypeProgress, Name: "progress",
-		Producers: []string{ComponentPuller}, Consumers: nil,
+		Producers: []string{ComponentPuller, ComponentSnapshotter}, Consumers: nil,
 		Summary: "A status update with BuildKit's progress labels.",
 		payload: Progress{},
 	},
@@ -210,6 +241,29 @@ func SourceOf(p Payload) (SourceOp, bool) {
 		return v.Source, true
 	case CacheMiss:
 		return v.Source, true
+	case SnapshotRequested:
+		return v.Source, true
+	case SnapshotReady:
+		return v.Source, true
+	case SnapshotFailed:
+		return v.Source, true
 	}
 	return SourceOp{}, false
+}
+
+// FailureType is the type of the failed event for a step: snapshot.failed
+// when the snapshot step fails, source.failed for every other step.
+func FailureType(step Type) Type {
+	if step == TypeSnapshotRequested {
+		return TypeSnapshotFailed
+	}
+	return TypeSourceFailed
+}
+
+// NewFailure returns the failed event payload for step carrying f.
+func NewFailure(step Type, f SourceFailed) Payload {
+	if FailureType(step) == TypeSnapshotFailed {
+		return SnapshotFailed(f)
+	}
+	return f
 }

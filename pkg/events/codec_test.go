@@ -41,15 +41,19 @@ var (
 
 // samples holds one fully populated payload of every catalog type.
 var samples = []events.Payload{
-	events.SourceResolveRequested{Source: src},
-	events.SourceResolved{Source: src, Scheme: "docker-image", Handler: "puller"},
+	events.SourceResolveRequested{Source: src, Snapshot: true},
+	events.SourceResolved{Source: src, Scheme: "docker-image", Handler: "puller", Snapshot: true},
 	events.SourceFailed{Source: src, Step: events.TypeCacheKeyRequested, Reason: "invalid layer limit 0", Code: "invalid", Attempts: 1},
-	events.CacheKeyRequested{Source: src, Index: 1, Keys: []events.CacheKey{key0}, CacheOpts: opts},
+	events.CacheKeyRequested{Source: src, Index: 1, Keys: []events.CacheKey{key0}, CacheOpts: opts, Snapshot: true},
 	events.CacheKeyComputed{Source: src, Key: key0, CacheOpts: opts},
 	events.CacheHit{Source: src, Key: key0, Record: events.CacheRecord{
 		Digests: []digest.Digest{key0.Digest}, ChainID: digest.FromString("chain"), Layers: opts.Layers,
 		Node: "node-1", SnapshotKey: "sha256:chain", Size: 42, CreatedAt: when,
-	}},
+	}, CacheOpts: opts},
+	events.SnapshotRequested{Source: src, Keys: []events.CacheKey{key0}, CacheOpts: opts},
+	events.SnapshotReady{Source: src, Keys: []events.CacheKey{key0}, ChainID: "sha256:c", SnapshotKey: "sha256:c", Node: "n1",
+		Size: 7, Layers: opts.Layers, Fetched: 1, Reused: 2, Followed: true},
+	events.SnapshotFailed{Source: src, Step: events.TypeSnapshotRequested, Reason: "blob sha256:x: content does not match", Code: "invalid", Attempts: 1},
 	events.CacheMiss{Source: src, Keys: []events.CacheKey{key0, {Index: 1, Key: "k1", Done: true}}, CacheOpts: opts},
 	events.Progress{Vertex: src.Identifier, ID: "resolve docker.io/library/alpine:3.20", Action: "done", Current: 1, Total: 2, Started: &started, Completed: &when, Error: "x"},
 }

@@ -104,6 +104,10 @@ type CacheRecord struct {
 type SourceResolveRequested struct {
 	// Source is the source to resolve, as the client wrote it.
 	Source SourceOp `json:"source"`
+	// Snapshot asks for the source's content, not only its keys: when every
+	// key misses, the puller requests a snapshot. False ends the build at
+	// the keys (cache.hit or cache.miss).
+	Snapshot bool `json:"snapshot,omitempty"`
 }
 
 // SourceResolved reports that the resolver parsed and validated a source and
@@ -117,6 +121,8 @@ type SourceResolved struct {
 	// Handler names the service that computes the keys (the consumer of the
 	// following cachekey.requested), e.g. "puller".
 	Handler string `json:"handler"`
+	// Snapshot is the request's Snapshot.
+	Snapshot bool `json:"snapshot,omitempty"`
 }
 
 // SourceFailed ends a build with an error that retrying will not fix, or
@@ -149,6 +155,8 @@ type CacheKeyRequested struct {
 	// where to fetch), so the handler of this index needs no network. Nil at
 	// index 0.
 	CacheOpts *CacheOpts `json:"cacheOpts,omitempty"`
+	// Snapshot is the request's Snapshot: on a final miss, request one.
+	Snapshot bool `json:"snapshot,omitempty"`
 }
 
 // CacheKeyComputed reports a key that missed in the cache index.
@@ -170,6 +178,9 @@ type CacheHit struct {
 	Key CacheKey `json:"key"`
 	// Record is what the cache index holds for it.
 	Record CacheRecord `json:"record"`
+	// CacheOpts is what the handler learned about the source (where its
+	// blobs are), for a client that materialises the result.
+	CacheOpts *CacheOpts `json:"cacheOpts,omitempty"`
 }
 
 // CacheMiss reports that every index's key missed: the source must be
@@ -183,6 +194,54 @@ type CacheMiss struct {
 	// CacheOpts describes what to fetch.
 	CacheOpts *CacheOpts `json:"cacheOpts,omitempty"`
 }
+
+// SnapshotRequested asks the snapshotters for the snapshot of a source
+// whose keys all missed. Any replica can take it: everything it needs
+// travels in it.
+type SnapshotRequested struct {
+	// Source is the canonical source.
+	Source SourceOp `json:"source"`
+	// Keys are the keys of every index; the result is recorded under each.
+	Keys []CacheKey `json:"keys"`
+	// CacheOpts holds the layers (blob descriptors with their diffIDs) and
+	// the digest-pinned reference to fetch them from.
+	CacheOpts *CacheOpts `json:"cacheOpts"`
+}
+
+// SnapshotReady reports that the snapshot of a source exists and where.
+type SnapshotReady struct {
+	// Source is the canonical source.
+	Source SourceOp `json:"source"`
+	// Keys are the keys the result was recorded under in the cache index.
+	Keys []CacheKey `json:"keys"`
+	// ChainID is the chainID of the layers: the snapshot's identity. Empty
+	// for an image without layers.
+	ChainID string `json:"chainID"`
+	// SnapshotKey is the committed snapshot's name in the node's
+	// snapshotter.
+	SnapshotKey string `json:"snapshotKey"`
+	// Node names the snapshotter node that holds the snapshot.
+	Node string `json:"node"`
+	// Size is the uncompressed size of the layers in bytes.
+	Size int64 `json:"size"`
+	// Layers are the layers of the snapshot, bottom first.
+	Layers []Layer `json:"layers"`
+	// Fetched counts the blobs downloaded for this request (0 when the
+	// snapshot or all its blobs were already there).
+	Fetched int `json:"fetched"`
+	// Reused counts the bottom layers that were already unpacked; equal to
+	// len(Layers) when the snapshot existed.
+	Reused int `json:"reused"`
+	// Followed is set when another request built the snapshot while this
+	// one waited for it.
+	Followed bool `json:"followed,omitempty"`
+}
+
+// SnapshotFailed ends a build whose snapshot cannot be made: a blob that
+// does not match its digest or size, a layer that does not unpack to its
+// diffID, a registry that refuses, or retries exhausted. It has
+// SourceFailed's fields.
+type SnapshotFailed SourceFailed
 
 // Progress is one status update, shaped like BuildKit's progress so clients
 // can render it the way buildctl does.

@@ -31,6 +31,8 @@ const (
 	ConsumerResolver = "resolver"
 	// ConsumerPuller is the puller's durable consumer.
 	ConsumerPuller = "puller"
+	// ConsumerSnapshotter is the snapshotter's durable consumer.
+	ConsumerSnapshotter = "snapshotter"
 	// ConsumerDLQ is the dead-letter mover's durable consumer on
 	// StreamAdvisories.
 	ConsumerDLQ = "dlq"
@@ -44,6 +46,9 @@ const (
 	// BucketLeases is the KV bucket of leases: who in the fleet is doing a
 	// piece of work that must be done once.
 	BucketLeases = "stevedore-leases"
+	// BucketSnapshots is the KV bucket of snapshots by chainID: which node
+	// holds each, so that concurrent requests build it once.
+	BucketSnapshots = "stevedore-snapshots"
 )
 
 // MaxBuildIDLen bounds build ids, which are subject tokens.

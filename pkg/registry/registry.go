@@ -71,9 +71,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	// containerd logs through logrus at info level (every resolution); keep
-	// its warnings only.
-	_ = log.SetLevel("warn")
+	// containerd logs through logrus at info level (every resolution); its
+	// warnings are noise here too.
+	_ = log.SetLevel("error")
 	creds, err := loadCredentials(cfg.DockerConfigDir)
 	if err != nil {
 		return nil, err

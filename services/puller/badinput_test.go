@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stevedore-dev/stevedore/services/fleettest"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 	"github.com/stevedore-dev/stevedore/services/puller"
@@ -17,22 +20,22 @@ import (
 // (or a clear one), never a crash or a stuck consumer.
 func TestBadInputFails(t *testing.T) {
 	t.Parallel()
-	fx := loadFixtures(t)
-	s := newStack(t)
-	s.puller(t, func(c *puller.Config) { c.Registry.MaxManifestBytes = 64 << 10 })
-	ref := s.push(t, "single", "bad/single:1")
-	s.push(t, "schema1", "bad/schema1:1")
-	s.push(t, "multi", "bad/multi:1")
+	fx := fleettest.LoadFixtures(t)
+	s := fleettest.New(t)
+	s.Puller(t, func(c *puller.Config) { c.Registry.MaxManifestBytes = 64 << 10 })
+	ref := s.Push(t, "single", "bad/single:1")
+	s.Push(t, "schema1", "bad/schema1:1")
+	s.Push(t, "multi", "bad/multi:1")
 	big := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"pad":"` + strings.Repeat("x", 70<<10) + `"}}`)
-	s.reg.PushManifest(t, "bad/big", "1", "application/vnd.oci.image.manifest.v1+json", big)
-	host := s.reg.Host()
+	s.Registry.PushManifest(t, "bad/big", "1", "application/vnd.oci.image.manifest.v1+json", big)
+	host := s.Registry.Host()
 	wrong := "sha256:" + strings.Repeat("0", 64)
 
 	t.Run("cases", func(t *testing.T) { badInputCases(t, s, fx, ref, host, wrong) })
-	consumerIdle(t, s)
+	s.ConsumerIdle(t, events.ConsumerPuller)
 }
 
-func badInputCases(t *testing.T, s *stack, fx fixtures, ref, host, wrong string) {
+func badInputCases(t *testing.T, s *fleettest.Stack, fx fleettest.Fixtures, ref, host, wrong string) {
 	for _, tc := range []struct {
 		name, identifier string
 		attrs            map[string]string
@@ -57,8 +60,8 @@ func badInputCases(t *testing.T, s *stack, fx fixtures, ref, host, wrong string)
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rec, _ := s.resolve(t, tc.identifier, tc.attrs, tc.platform)
-			f := failure(t, rec)
+			rec, _ := s.Request(t, tc.identifier, tc.attrs, tc.platform, false)
+			f := fleettest.Failure(t, rec)
 			if !strings.Contains(f.Reason, tc.reason) || f.Code != tc.code {
 				t.Errorf("failed with %q (%s), want %q (%s)", f.Reason, f.Code, tc.reason, tc.code)
 			}
@@ -73,54 +76,54 @@ func TestRegistryFaults(t *testing.T) {
 	t.Parallel()
 	t.Run("5xx burst is retried", func(t *testing.T) {
 		t.Parallel()
-		s := newStack(t)
-		s.puller(t)
-		ref := s.push(t, "single", "flaky/single:1")
-		s.reg.Fail(registrytest.FailRule{Method: "GET", Kind: registrytest.KindManifest, Status: 503, Times: 3})
-		rec, _ := s.resolve(t, "docker-image://"+ref, nil, "linux/amd64")
-		miss(t, rec)
-		if got := s.reg.Count("GET", registrytest.KindManifest); got != 4 {
+		s := fleettest.New(t)
+		s.Puller(t)
+		ref := s.Push(t, "single", "flaky/single:1")
+		s.Registry.Fail(registrytest.FailRule{Method: "GET", Kind: registrytest.KindManifest, Status: 503, Times: 3})
+		rec, _ := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", false)
+		fleettest.Miss(t, rec)
+		if got := s.Registry.Count("GET", registrytest.KindManifest); got != 4 {
 			t.Errorf("%d manifest GETs, want 3 failed + 1", got)
 		}
-		consumerIdle(t, s)
+		s.ConsumerIdle(t, events.ConsumerPuller)
 	})
 	t.Run("persistent 5xx gives up", func(t *testing.T) {
 		t.Parallel()
-		s := newStack(t)
-		s.puller(t)
-		ref := s.push(t, "single", "down/single:1")
-		s.reg.Fail(registrytest.FailRule{Kind: registrytest.KindManifest, Status: 502, Times: -1})
-		rec, _ := s.resolve(t, "docker-image://"+ref, nil, "linux/amd64")
-		f := failure(t, rec)
+		s := fleettest.New(t)
+		s.Puller(t)
+		ref := s.Push(t, "single", "down/single:1")
+		s.Registry.Fail(registrytest.FailRule{Kind: registrytest.KindManifest, Status: 502, Times: -1})
+		rec, _ := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", false)
+		f := fleettest.Failure(t, rec)
 		if f.Code != "unavailable" || !strings.Contains(f.Reason, "giving up after 6 attempts") || f.Attempts != 6 {
 			t.Errorf("failure = %+v", f)
 		}
-		consumerIdle(t, s)
+		s.ConsumerIdle(t, events.ConsumerPuller)
 	})
 	t.Run("401 without credentials", func(t *testing.T) {
 		t.Parallel()
-		s := newStack(t, registrytest.RequireAuth("user", "secret"))
-		s.puller(t)
-		ref := s.push(t, "single", "private/single:1")
-		rec, _ := s.resolve(t, "docker-image://"+ref, nil, "linux/amd64")
-		f := failure(t, rec)
+		s := fleettest.New(t, registrytest.RequireAuth("user", "secret"))
+		s.Puller(t)
+		ref := s.Push(t, "single", "private/single:1")
+		rec, _ := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", false)
+		f := fleettest.Failure(t, rec)
 		if f.Code != "unauthorized" || f.Attempts != 1 {
 			t.Errorf("failure = %+v", f)
 		}
 	})
 	t.Run("credentials from config.json", func(t *testing.T) {
 		t.Parallel()
-		s := newStack(t, registrytest.RequireAuth("user", "secret"))
+		s := fleettest.New(t, registrytest.RequireAuth("user", "secret"))
 		dir := t.TempDir()
 		auth := base64.StdEncoding.EncodeToString([]byte("user:secret"))
-		cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, s.reg.Host(), auth)
+		cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, s.Registry.Host(), auth)
 		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s.puller(t, func(c *puller.Config) { c.Registry.DockerConfigDir = dir })
-		ref := s.push(t, "single", "private/single:1")
-		rec, _ := s.resolve(t, "docker-image://"+ref, nil, "linux/amd64")
-		miss(t, rec)
+		s.Puller(t, func(c *puller.Config) { c.Registry.DockerConfigDir = dir })
+		ref := s.Push(t, "single", "private/single:1")
+		rec, _ := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", false)
+		fleettest.Miss(t, rec)
 		for _, e := range rec.Events() {
 			if strings.Contains(fmt.Sprint(e.Data), "secret") {
 				t.Errorf("an event carries the password: %+v", e.Data)
@@ -133,37 +136,35 @@ func TestRegistryFaults(t *testing.T) {
 // fleet's last answer when the registry is down, local prefers that answer.
 func TestResolveModes(t *testing.T) {
 	t.Parallel()
-	fx := loadFixtures(t)
-	s := newStack(t)
-	s.puller(t)
-	ref := s.push(t, "single", "modes/img:latest")
-	miss(t, first(s.resolve(t, "docker-image://"+ref, nil, "linux/amd64")))
+	fx := fleettest.LoadFixtures(t)
+	s := fleettest.New(t)
+	s.Puller(t)
+	ref := s.Push(t, "single", "modes/img:latest")
+	fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
 
 	// The tag moves to another image.
-	s.push(t, "single-retag", "modes/img:latest")
+	s.Push(t, "single-retag", "modes/img:latest")
 	retag := fx.Images["single-retag"].Digest
 	for _, mode := range []string{"default", "pull"} {
-		m := miss(t, first(s.resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageResolveMode: mode}, "linux/amd64")))
+		m := fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageResolveMode: mode}, "linux/amd64"))
 		if m.Keys[0].Pin != retag {
 			t.Errorf("mode %s: pinned to %s, want the moved tag's %s", mode, m.Keys[0].Pin, retag)
 		}
 	}
-	s.reg.Reset()
-	m := miss(t, first(s.resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageResolveMode: "local"}, "linux/amd64")))
-	if m.Keys[0].Pin != retag || len(s.reg.Requests()) != 0 {
-		t.Errorf("mode local: pin %s after %d registry requests, want %s from the fleet's memory", m.Keys[0].Pin, len(s.reg.Requests()), retag)
+	s.Registry.Reset()
+	m := fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageResolveMode: "local"}, "linux/amd64"))
+	if m.Keys[0].Pin != retag || len(s.Registry.Requests()) != 0 {
+		t.Errorf("mode local: pin %s after %d registry requests, want %s from the fleet's memory", m.Keys[0].Pin, len(s.Registry.Requests()), retag)
 	}
 
 	// The registry goes down.
-	s.reg.Fail(registrytest.FailRule{Status: 503, Times: -1})
-	m = miss(t, first(s.resolve(t, "docker-image://"+ref, nil, "linux/amd64")))
+	s.Registry.Fail(registrytest.FailRule{Status: 503, Times: -1})
+	m = fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
 	if m.Keys[0].Pin != retag {
 		t.Errorf("mode default, registry down: pin %s", m.Keys[0].Pin)
 	}
-	f := failure(t, first(s.resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageResolveMode: "pull"}, "linux/amd64")))
+	f := fleettest.Failure(t, s.Resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageResolveMode: "pull"}, "linux/amd64"))
 	if f.Code != "unavailable" {
 		t.Errorf("mode pull, registry down: %+v", f)
 	}
 }
-
-func first[A, B any](a A, _ B) A { return a }

@@ -149,12 +149,12 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 		return nil, bus.Unavailable(err)
 	}
 	if found {
-		return []events.Event{progress, events.New(events.CacheHit{Source: in.Source, Key: ck, Record: rec})}, nil
+		return []events.Event{progress, events.New(events.CacheHit{Source: in.Source, Key: ck, Record: rec, CacheOpts: &opts})}, nil
 	}
 	return []events.Event{
 		progress,
 		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck, CacheOpts: &opts}),
-		events.New(events.CacheKeyRequested{Source: in.Source, Index: 1, Keys: []events.CacheKey{ck}, CacheOpts: &opts}),
+		events.New(events.CacheKeyRequested{Source: in.Source, Index: 1, Keys: []events.CacheKey{ck}, CacheOpts: &opts, Snapshot: in.Snapshot}),
 	}, nil
 }
 
@@ -180,13 +180,17 @@ func (h *Handler) configKey(ctx context.Context, in events.CacheKeyRequested) ([
 		return nil, bus.Unavailable(err)
 	}
 	if found {
-		return []events.Event{events.New(events.CacheHit{Source: in.Source, Key: ck, Record: rec})}, nil
+		return []events.Event{events.New(events.CacheHit{Source: in.Source, Key: ck, Record: rec, CacheOpts: opts})}, nil
 	}
 	keys := append(append([]events.CacheKey(nil), in.Keys...), ck)
-	return []events.Event{
+	out := []events.Event{
 		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck, CacheOpts: opts}),
 		events.New(events.CacheMiss{Source: in.Source, Keys: keys, CacheOpts: opts}),
-	}, nil
+	}
+	if in.Snapshot {
+		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: opts}))
+	}
+	return out, nil
 }
 
 // tagResolution is what the fleet stores for a tag: the descriptor it

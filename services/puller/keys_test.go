@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stevedore-dev/stevedore/services/fleettest"
+
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -23,20 +25,20 @@ func keysOf(m events.CacheMiss) []string {
 // buildkit-base, the keys a real BuildKit computed).
 func TestKnownAnswerKeys(t *testing.T) {
 	t.Parallel()
-	fx := loadFixtures(t)
-	s := newStack(t)
-	s.puller(t)
+	fx := fleettest.LoadFixtures(t)
+	s := fleettest.New(t)
+	s.Puller(t)
 	for name, img := range fx.Images {
 		if img.Reject != "" {
 			continue
 		}
-		ref := s.push(t, img.Path, "fixtures/"+name+":v1")
+		ref := s.Push(t, img.Path, "fixtures/"+name+":v1")
 		for platform := range img.Platforms {
 			t.Run(name+"/"+platform, func(t *testing.T) {
 				t.Parallel()
-				rec, _ := s.resolve(t, "docker-image://"+ref, nil, platform)
-				m := miss(t, rec)
-				want := []string{img.field(t, platform, "key0"), img.field(t, platform, "index1_key")}
+				rec, _ := s.Request(t, "docker-image://"+ref, nil, platform, false)
+				m := fleettest.Miss(t, rec)
+				want := []string{img.Field(t, platform, "key0"), img.Field(t, platform, "index1_key")}
 				if got := keysOf(m); fmt.Sprint(got) != fmt.Sprint(want) {
 					t.Fatalf("keys = %v, want %v", got, want)
 				}
@@ -47,19 +49,19 @@ func TestKnownAnswerKeys(t *testing.T) {
 					if _, ok := img.Platforms[platform][solver]; !ok && img.Oracle != "" {
 						continue
 					}
-					if got := m.Keys[i].Digest.String(); got != img.field(t, platform, solver) {
-						t.Errorf("solver digest %d = %s, want %s", i, got, img.field(t, platform, solver))
+					if got := m.Keys[i].Digest.String(); got != img.Field(t, platform, solver) {
+						t.Errorf("solver digest %d = %s, want %s", i, got, img.Field(t, platform, solver))
 					}
 				}
 				for i, record := range []string{"record0", "record1"} {
-					if got := source.RecordDigest(m.Keys[i].Digest, 0).String(); got != img.field(t, platform, record) {
-						t.Errorf("record digest %d = %s, want %s", i, got, img.field(t, platform, record))
+					if got := source.RecordDigest(m.Keys[i].Digest, 0).String(); got != img.Field(t, platform, record) {
+						t.Errorf("record digest %d = %s, want %s", i, got, img.Field(t, platform, record))
 					}
 				}
 				if m.Keys[0].Pin != img.Digest || m.Keys[1].Pin != img.Digest {
 					t.Errorf("pins = %s, %s, want %s", m.Keys[0].Pin, m.Keys[1].Pin, img.Digest)
 				}
-				if m.CacheOpts == nil || m.CacheOpts.Config.Digest.String() != img.field(t, platform, "config") {
+				if m.CacheOpts == nil || m.CacheOpts.Config.Digest.String() != img.Field(t, platform, "config") {
 					t.Errorf("cacheOpts = %+v", m.CacheOpts)
 				}
 				if want := ref + "@" + img.Digest; m.CacheOpts.Ref != want {
@@ -72,11 +74,11 @@ func TestKnownAnswerKeys(t *testing.T) {
 				if !ok {
 					break
 				}
-				k1 := img.field(t, platform, fmt.Sprintf("key1_limit%d", limit))
+				k1 := img.Field(t, platform, fmt.Sprintf("key1_limit%d", limit))
 				t.Run(fmt.Sprintf("%s/%s/limit%d", name, platform, limit), func(t *testing.T) {
 					t.Parallel()
-					rec, _ := s.resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageLayerLimit: fmt.Sprint(limit)}, platform)
-					m := miss(t, rec)
+					rec, _ := s.Request(t, "docker-image://"+ref, map[string]string{source.AttrImageLayerLimit: fmt.Sprint(limit)}, platform, false)
+					m := fleettest.Miss(t, rec)
 					if got, want := keysOf(m), []string{k0, k1}; fmt.Sprint(got) != fmt.Sprint(want) {
 						t.Fatalf("keys = %v, want %v", got, want)
 					}
@@ -95,10 +97,10 @@ func TestKnownAnswerKeys(t *testing.T) {
 // index gets that manifest's index-0 key.
 func TestIndexOneKeyIgnoresPackaging(t *testing.T) {
 	t.Parallel()
-	fx := loadFixtures(t)
-	s := newStack(t)
-	s.puller(t)
-	key1 := fx.Images["single"].field(t, "linux/amd64", "key1")
+	fx := fleettest.LoadFixtures(t)
+	s := fleettest.New(t)
+	s.Puller(t)
+	key1 := fx.Images["single"].Field(t, "linux/amd64", "key1")
 	seen0 := map[string]string{}
 	for _, c := range []struct{ image, repoTag string }{
 		{"single", "a/single:1"},
@@ -107,9 +109,9 @@ func TestIndexOneKeyIgnoresPackaging(t *testing.T) {
 		{"single-zstd", "d/zstd:3"},
 		{"docker", "e/docker:4"},
 	} {
-		ref := s.push(t, c.image, c.repoTag)
-		rec, _ := s.resolve(t, "docker-image://"+ref, nil, "linux/amd64")
-		m := miss(t, rec)
+		ref := s.Push(t, c.image, c.repoTag)
+		rec, _ := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", false)
+		m := fleettest.Miss(t, rec)
 		if m.Keys[1].Key != key1 {
 			t.Errorf("%s as %s: index-1 key %s, want %s", c.image, c.repoTag, m.Keys[1].Key, key1)
 		}
@@ -123,11 +125,11 @@ func TestIndexOneKeyIgnoresPackaging(t *testing.T) {
 	}
 
 	multi := fx.Images["multi"]
-	ref := s.push(t, "multi", "f/multi:1")
-	manifest := multi.field(t, "linux/arm64", "manifest")
-	rec, _ := s.resolve(t, "docker-image://"+strings.Split(ref, ":1")[0]+"@"+manifest, nil, "linux/arm64")
-	m := miss(t, rec)
-	if m.Keys[0].Key != multi.field(t, "linux/arm64", "key0_manifest") || m.Keys[1].Key != multi.field(t, "linux/arm64", "key1") {
+	ref := s.Push(t, "multi", "f/multi:1")
+	manifest := multi.Field(t, "linux/arm64", "manifest")
+	rec, _ := s.Request(t, "docker-image://"+strings.Split(ref, ":1")[0]+"@"+manifest, nil, "linux/arm64", false)
+	m := fleettest.Miss(t, rec)
+	if m.Keys[0].Key != multi.Field(t, "linux/arm64", "key0_manifest") || m.Keys[1].Key != multi.Field(t, "linux/arm64", "key1") {
 		t.Errorf("by manifest digest: keys %v", keysOf(m))
 	}
 }

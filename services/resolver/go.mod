@@ -35,3 +35,9 @@ require (
 )
 
 replace github.com/stevedore-dev/stevedore/pkg => ../../pkg
+
+replace github.com/stevedore-dev/stevedore/services/puller => ../puller
+
+replace github.com/stevedore-dev/stevedore/services/snapshotter => ../snapshotter
+
+replace github.com/stevedore-dev/stevedore/services/fleettest => ../fleettest

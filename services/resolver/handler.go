@@ -45,7 +45,7 @@ func (h *Handler) Resolve(_ context.Context, in events.SourceResolveRequested) (
 		canonical.Platform = &p
 	}
 	return []events.Event{
-		events.New(events.SourceResolved{Source: canonical, Scheme: id.Scheme(), Handler: handler}),
-		events.New(events.CacheKeyRequested{Source: canonical, Index: 0}),
+		events.New(events.SourceResolved{Source: canonical, Scheme: id.Scheme(), Handler: handler, Snapshot: in.Snapshot}),
+		events.New(events.CacheKeyRequested{Source: canonical, Index: 0, Snapshot: in.Snapshot}),
 	}, nil
 }

@@ -31,6 +31,7 @@ type Registry struct {
 	requests []Request
 	rules    []*failState
 	gates    []*Gate
+	throttle int // bytes per second for blob GETs, 0 for none
 }
 
 // New starts a registry on 127.0.0.1 and stops it when the test ends. It
@@ -115,6 +116,13 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	if rule, ok := r.takeFault(rec); ok {
 		writeError(sw, req, rule.Status, rule.Body)
+		return
+	}
+	r.mu.Lock()
+	rate := r.throttle
+	r.mu.Unlock()
+	if rate > 0 && rec.Kind == KindBlob && req.Method == http.MethodGet {
+		r.inner.ServeHTTP(&throttledWriter{ResponseWriter: sw, rate: rate}, req)
 		return
 	}
 	r.inner.ServeHTTP(sw, req)

@@ -518,3 +518,28 @@ func TestFixturesWithRemoteClient(t *testing.T) {
 		})
 	}
 }
+
+func TestThrottleBlobs(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	data := bytes.Repeat([]byte("x"), 64<<10)
+	d := reg.PushBlob(t, "slow/blob", data)
+	reg.ThrottleBlobs(256 << 10) // 64 KiB at 256 KiB/s: about 250 ms
+	start := time.Now()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, reg.URL()+"/v2/slow/blob/blobs/"+d.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("throttled body: %d bytes, %v", len(body), err)
+	}
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Errorf("64 KiB at 256 KiB/s took only %s", took)
+	}
+}

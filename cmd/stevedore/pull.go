@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/stevedore-dev/stevedore/pkg/client"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+)
+
+func newPull(g *globals) *cobra.Command {
+	var (
+		src      sourceFlags
+		sf       serviceFlags
+		buildID  string
+		progress string
+		output   string
+		asJSON   bool
+		timeout  time.Duration
+		dataDir  string
+	)
+	cmd := &cobra.Command{
+		Use:   "pull REF",
+		Short: "Resolve a source, and snapshot it unless its keys hit",
+		Long: `pull starts a build for REF that wants its content: the keys are computed and
+looked up, and if every key misses, a snapshotter fetches the layers (in
+order, windowed, unpacking while downloading) into a containerd snapshotter
+and records the result under every key. A pull of something already
+snapshotted is a cache hit and fetches nothing.
+
+Progress goes to stderr the way buildctl shows it (--progress tty, plain or
+rawjson); the keys, the chainID and where the snapshot is go to stdout.
+--output DIR also writes the root filesystem into DIR, from this node's
+content store when the snapshot is here, from the registry otherwise.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			op, err := src.op(args[0])
+			if err != nil {
+				return err
+			}
+			show, err := newDisplay(progress, g.stderr)
+			if err != nil {
+				return err
+			}
+			if buildID == "" {
+				buildID = client.NewBuildID()
+			}
+			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
+			defer cancel()
+			f, err := connectFleet(ctx, g, &sf, dataDir)
+			if err != nil {
+				return err
+			}
+			defer f.close()
+			out, err := client.Pull(ctx, f.js, buildID, op, show.event)
+			show.done()
+			var buildErr *client.BuildError
+			if err != nil && !errors.As(err, &buildErr) {
+				return err
+			}
+			if asJSON {
+				if err := json.NewEncoder(g.stdout).Encode(out); err != nil {
+					return err
+				}
+			} else {
+				printPull(g.stdout, out, f)
+			}
+			if buildErr != nil {
+				return fmt.Errorf("%s: %w", op.Identifier, buildErr)
+			}
+			if output != "" {
+				if err := materialize(ctx, out, f, sf, output); err != nil {
+					return fmt.Errorf("--output: %w", err)
+				}
+				if !asJSON {
+					fmt.Fprintf(g.stdout, "output    %s\n", output)
+				}
+			}
+			return nil
+		},
+	}
+	src.register(cmd)
+	sf.registerEmbedded(cmd)
+	cmd.Flags().StringVar(&buildID, "build-id", "", "build id to use (default: a new one)")
+	cmd.Flags().StringVar(&progress, "progress", progressAuto, "progress output: auto, tty, plain or rawjson")
+	cmd.Flags().StringVar(&output, "output", "", "write the root filesystem into this directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
+	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
+	return cmd
+}
+
+// layersOf returns the layers of the build's result and where their blobs
+// can be fetched.
+func layersOf(out client.Outcome) ([]events.Layer, string) {
+	ref := ""
+	switch {
+	case out.Hit != nil && out.Hit.CacheOpts != nil:
+		ref = out.Hit.CacheOpts.Ref
+	case out.Miss != nil && out.Miss.CacheOpts != nil:
+		ref = out.Miss.CacheOpts.Ref
+	}
+	switch {
+	case out.Snapshot != nil:
+		return out.Snapshot.Layers, ref
+	case out.Hit != nil:
+		return out.Hit.Record.Layers, ref
+	}
+	return nil, ref
+}
+
+// materialize writes the result's root filesystem into dir, reading blobs
+// from the embedded snapshotter's content store when it has them and from
+// the registry otherwise.
+func materialize(ctx context.Context, out client.Outcome, f *fleet, sf serviceFlags, dir string) error {
+	layers, ref := layersOf(out)
+	reg, err := registry.New(registry.Config{Insecure: sf.insecure, DockerConfigDir: sf.dockerConfig})
+	if err != nil {
+		return err
+	}
+	source := snapshot.BlobSourceFunc(func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+		if ref == "" {
+			return nil, fmt.Errorf("blob %s: no reference to fetch it from", d.Digest)
+		}
+		return reg.Open(ctx, ref, d)
+	})
+	store := (*snapshot.Store)(nil)
+	if f.stack != nil {
+		store = f.stack.snap.Store()
+	} else {
+		tmp, err := os.MkdirTemp("", "stevedore-output-")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = os.RemoveAll(tmp) }()
+		if store, err = snapshot.Open(ctx, tmp, snapshot.KindNative); err != nil {
+			return err
+		}
+		defer func() { _ = store.Close() }()
+	}
+	return store.Materialize(ctx, layers, dir, source)
+}
+
+func printPull(w io.Writer, out client.Outcome, f *fleet) {
+	printOutcome(w, out)
+	if out.Snapshot == nil && out.Hit == nil {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	chainID, node, key, size := "", "", "", int64(0)
+	switch {
+	case out.Snapshot != nil:
+		chainID, node, key, size = out.Snapshot.ChainID, out.Snapshot.Node, out.Snapshot.SnapshotKey, out.Snapshot.Size
+		fmt.Fprintf(tw, "fetched\t%d blobs (%d of %d layers were already unpacked)\n", out.Snapshot.Fetched, out.Snapshot.Reused, len(out.Snapshot.Layers))
+	case out.Hit != nil:
+		chainID, node, key, size = out.Hit.Record.ChainID.String(), out.Hit.Record.Node, out.Hit.Record.SnapshotKey, out.Hit.Record.Size
+		fmt.Fprintln(tw, "fetched\tnothing (cache hit)")
+	}
+	fmt.Fprintf(tw, "chainID\t%s\n", chainID)
+	location := fmt.Sprintf("snapshot %s on node %s", key, orNone(node))
+	if f.stack != nil {
+		store := f.stack.snap.Store()
+		location += fmt.Sprintf(" (%s snapshotter in %s)", store.Kind(), filepath.Join(store.Root(), "snapshots", string(store.Kind())))
+	}
+	fmt.Fprintf(tw, "snapshot\t%s\n", location)
+	fmt.Fprintf(tw, "size\t%s\n", humanBytes(size))
+}

@@ -1,0 +1,122 @@
+package snapshot
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/archive"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// target is where a layer is extracted and how.
+type target struct {
+	// root is the directory the tar stream is applied to.
+	root string
+	// opts are the archive options: overlay whiteouts and parents.
+	opts []archive.ApplyOpt
+}
+
+// applyTarget turns the mounts of an active snapshot into a directory to
+// write into without mounting anything: the source of a bind mount
+// (native, or an overlay snapshot without parents), or the upperdir of an
+// overlay mount, whose whiteouts become overlay whiteouts.
+func applyTarget(mounts []mount.Mount) (target, error) {
+	if len(mounts) != 1 {
+		return target{}, fmt.Errorf("unexpected %d mounts for an active snapshot", len(mounts))
+	}
+	m := mounts[0]
+	switch m.Type {
+	case "bind", "rbind":
+		return target{root: m.Source}, nil
+	case "overlay":
+		var upper string
+		var lowers []string
+		for _, o := range m.Options {
+			if v, ok := strings.CutPrefix(o, "upperdir="); ok {
+				upper = v
+			}
+			if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+				lowers = strings.Split(v, ":")
+			}
+		}
+		if upper == "" {
+			return target{}, fmt.Errorf("overlay mount without upperdir: %v", m.Options)
+		}
+		return target{root: upper, opts: []archive.ApplyOpt{
+			archive.WithConvertWhiteout(archive.OverlayConvertWhiteout),
+			archive.WithParents(lowers),
+		}}, nil
+	}
+	return target{}, fmt.Errorf("unsupported mount type %q", m.Type)
+}
+
+// applyLayer decompresses rd (gzip, zstd or plain tar, told apart by their
+// magic bytes), applies the tar stream to dst, reads the stream to its end
+// and returns its digest (the diffID) and size.
+func applyLayer(ctx context.Context, dst target, rd io.Reader) (digest.Digest, int64, error) {
+	plain, err := decompress(rd)
+	if err != nil {
+		return "", 0, err
+	}
+	defer func() { _ = plain.Close() }()
+	h := sha256.New()
+	counter := &byteCounter{}
+	tee := io.TeeReader(plain, io.MultiWriter(h, counter))
+	if _, err := archive.Apply(ctx, dst.root, tee, dst.opts...); err != nil {
+		return "", 0, err
+	}
+	// The tar end marker and padding count towards the diffID.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return "", 0, err
+	}
+	return digest.NewDigest(digest.SHA256, h), counter.n, nil
+}
+
+type byteCounter struct{ n int64 }
+
+func (c *byteCounter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
+}
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// decompress returns the uncompressed stream of a layer blob, whatever its
+// compression; the media type is not trusted (Docker's and OCI's differ,
+// and some registries lie).
+func decompress(rd io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(rd, 64<<10)
+	head, err := br.Peek(4)
+	if err != nil && len(head) == 0 {
+		if err == io.EOF {
+			return io.NopCloser(br), nil // empty blob: the apply reports it
+		}
+		return nil, err
+	}
+	switch {
+	case bytes.HasPrefix(head, gzipMagic):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("gzip: %w", err)
+		}
+		return zr, nil
+	case bytes.HasPrefix(head, zstdMagic):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr.IOReadCloser(), nil
+	}
+	return io.NopCloser(br), nil
+}

@@ -1,0 +1,87 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/containerd/containerd/v2/core/content"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+// Materialize writes the root filesystem of layers into dir as plain files
+// (whiteouts applied as deletions), reading each blob from this node's
+// content store or, when it lacks one, from source. Every blob and layer is
+// verified. It needs no mount and no snapshot.
+func (s *Store) Materialize(ctx context.Context, layers []events.Layer, dir string, source BlobSource) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, l := range layers {
+		rc, err := s.openBlob(ctx, l.Blob, source)
+		if err != nil {
+			return err
+		}
+		verified := &verifyingReader{r: io.LimitReader(rc, l.Blob.Size+1), v: l.Blob.Digest.Verifier(), want: l.Blob}
+		diffID, _, err := applyLayer(ctx, target{root: dir}, verified)
+		if err == nil {
+			_, err = io.Copy(io.Discard, verified)
+		}
+		_ = rc.Close()
+		if err != nil {
+			return fmt.Errorf("materialize %s: %w", l.Blob.Digest, err)
+		}
+		if err := verified.check(); err != nil {
+			return err
+		}
+		if diffID != l.DiffID {
+			return fmt.Errorf("layer %s unpacks to %s, not its diffID %s: %w", l.Blob.Digest, diffID, l.DiffID, ErrVerify)
+		}
+	}
+	return nil
+}
+
+func (s *Store) openBlob(ctx context.Context, desc ocispec.Descriptor, source BlobSource) (io.ReadCloser, error) {
+	if _, err := s.cs.Info(ctx, desc.Digest); err == nil {
+		ra, err := s.cs.ReaderAt(ctx, desc)
+		if err != nil {
+			return nil, err
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{content.NewReader(ra), ra}, nil
+	}
+	if source == nil {
+		return nil, fmt.Errorf("blob %s is not on this node and no source was given", desc.Digest)
+	}
+	return source.Open(ctx, desc)
+}
+
+// verifyingReader hashes what passes through; check compares at the end.
+type verifyingReader struct {
+	r    io.Reader
+	v    interface {
+		io.Writer
+		Verified() bool
+	}
+	n    int64
+	want ocispec.Descriptor
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.n += int64(n)
+	_, _ = v.v.Write(p[:n])
+	return n, err
+}
+
+func (v *verifyingReader) check() error {
+	if v.n != v.want.Size || !v.v.Verified() {
+		return fmt.Errorf("blob %s: got %d bytes with another digest or size (want %d): %w", v.want.Digest, v.n, v.want.Size, ErrVerify)
+	}
+	return nil
+}

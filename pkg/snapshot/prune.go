@@ -1,0 +1,110 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// PruneResult says what Prune removed.
+type PruneResult struct {
+	// Snapshots is how many committed snapshots were removed.
+	Snapshots int
+	// Blobs is how many blobs were removed from the content store.
+	Blobs int
+	// Bytes is the uncompressed size of the removed snapshots plus the size
+	// of the removed blobs.
+	Bytes int64
+}
+
+// Prune removes every committed snapshot that is neither one of keep (the
+// chainIDs something still references) nor a parent of one, and every blob
+// no kept snapshot came from. It must not run while Unpack does.
+func (s *Store) Prune(ctx context.Context, keep []digest.Digest) (PruneResult, error) {
+	var res PruneResult
+	all := map[string]snapshots.Info{}
+	err := s.sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Kind == snapshots.KindCommitted {
+			all[info.Name] = info
+		}
+		return nil
+	})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return res, fmt.Errorf("prune: %w", err)
+	}
+	kept := map[string]bool{}
+	for _, c := range keep {
+		for name := c.String(); name != "" && !kept[name]; {
+			info, ok := all[name]
+			if !ok {
+				break
+			}
+			kept[name] = true
+			name = info.Parent
+		}
+	}
+	// Remove children before their parents.
+	for removedSome := true; removedSome; {
+		removedSome = false
+		parents := map[string]bool{}
+		for _, info := range all {
+			parents[info.Parent] = true
+		}
+		for name, info := range all {
+			if kept[name] || parents[name] {
+				continue
+			}
+			if err := s.sn.Remove(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+				return res, fmt.Errorf("prune snapshot %s: %w", name, err)
+			}
+			n, _ := strconv.ParseInt(info.Labels[LabelSize], 10, 64)
+			res.Snapshots++
+			res.Bytes += n
+			delete(all, name)
+			removedSome = true
+		}
+	}
+	blobs := map[digest.Digest]bool{}
+	for name := range kept {
+		if b := all[name].Labels[LabelBlob]; b != "" {
+			blobs[digest.Digest(b)] = true
+		}
+	}
+	var stale []content.Info
+	if err := s.cs.Walk(ctx, func(info content.Info) error {
+		if !blobs[info.Digest] {
+			stale = append(stale, info)
+		}
+		return nil
+	}); err != nil {
+		return res, fmt.Errorf("prune: %w", err)
+	}
+	for _, info := range stale {
+		if err := s.cs.Delete(ctx, info.Digest); err != nil && !errdefs.IsNotFound(err) {
+			return res, fmt.Errorf("prune blob %s: %w", info.Digest, err)
+		}
+		res.Blobs++
+		res.Bytes += info.Size
+	}
+	return res, nil
+}
+
+// Snapshots lists the committed snapshots (by chainID) on this node.
+func (s *Store) Snapshots(ctx context.Context) ([]digest.Digest, error) {
+	var out []digest.Digest
+	err := s.sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Kind == snapshots.KindCommitted {
+			out = append(out, digest.Digest(info.Name))
+		}
+		return nil
+	})
+	if errdefs.IsNotFound(err) {
+		return nil, nil
+	}
+	return out, err
+}

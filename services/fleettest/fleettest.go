@@ -1,0 +1,348 @@
+// Package fleettest runs a whole Stevedore fleet inside one test: an
+// embedded NATS JetStream server, an in-process registry holding the
+// fixture images of testdata/images, a resolver, and as many puller and
+// snapshotter replicas as the test starts, each on its own connection, with
+// test-sized timings. It also reads testdata/images/expected.json, the keys
+// computed independently of the code under test.
+package fleettest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/services/puller"
+	"github.com/stevedore-dev/stevedore/services/resolver"
+	"github.com/stevedore-dev/stevedore/services/snapshotter"
+)
+
+// Quiet is a logger that discards everything.
+var Quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// ImagesDir is testdata/images of the repository.
+var ImagesDir = func() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "images")
+}()
+
+// Fixtures is testdata/images/expected.json.
+type Fixtures struct {
+	Images map[string]Image `json:"images"`
+}
+
+// Image is one fixture image.
+type Image struct {
+	Path      string                    `json:"path"`
+	RefName   string                    `json:"ref_name"`
+	Digest    string                    `json:"digest"`
+	MediaType string                    `json:"media_type"`
+	Reject    string                    `json:"reject"`
+	Oracle    string                    `json:"oracle"`
+	Platforms map[string]map[string]any `json:"platforms"`
+}
+
+// LoadFixtures reads expected.json.
+func LoadFixtures(t testing.TB) Fixtures {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(ImagesDir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f Fixtures
+	if err := json.Unmarshal(data, &f); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// Field returns a string field of a platform entry, failing if absent.
+func (img Image) Field(t testing.TB, platform, name string) string {
+	t.Helper()
+	p, ok := img.Platforms[platform]
+	if !ok {
+		t.Fatalf("fixture has no platform %s", platform)
+	}
+	v, ok := p[name].(string)
+	if !ok {
+		t.Fatalf("fixture %s has no %s", platform, name)
+	}
+	return v
+}
+
+// Strings returns a string-list field of a platform entry.
+func (img Image) Strings(t testing.TB, platform, name string) []string {
+	t.Helper()
+	raw, ok := img.Platforms[platform][name].([]any)
+	if !ok {
+		t.Fatalf("fixture %s has no list %s", platform, name)
+	}
+	out := make([]string, len(raw))
+	for i, v := range raw {
+		out[i], _ = v.(string)
+	}
+	return out
+}
+
+// PullerConsumer has test-sized timings: a dead replica's message comes
+// back after a second.
+func PullerConsumer() bus.Consumer {
+	c := bus.PullerConsumer()
+	c.AckWait = time.Second
+	c.MaxDeliver = 6
+	return c
+}
+
+// SnapshotterConsumer has test-sized timings: a dead replica's message
+// comes back after two seconds.
+func SnapshotterConsumer() bus.Consumer {
+	c := bus.SnapshotterConsumer()
+	c.AckWait = 2 * time.Second
+	c.MaxDeliver = 6
+	return c
+}
+
+// Stack is a fleet for one test.
+type Stack struct {
+	// Env is the embedded NATS server and the test's connection.
+	Env *bustest.Env
+	// Registry holds the images the test pushes.
+	Registry *registrytest.Registry
+	// RegistryConfig is what every replica reaches it with.
+	RegistryConfig registry.Config
+
+	replicas atomic.Int32
+	builds   atomic.Int32
+}
+
+// New starts the server, the registry (with opts) and a resolver.
+func New(t *testing.T, opts ...registrytest.Option) *Stack {
+	t.Helper()
+	s := &Stack{
+		Env: bustest.Start(t, bus.Topology{Consumers: []bus.Consumer{
+			bus.ResolverConsumer(), PullerConsumer(), SnapshotterConsumer(),
+		}}),
+		Registry: registrytest.New(t, opts...),
+	}
+	s.RegistryConfig = registry.Config{DockerConfigDir: t.TempDir()}
+	_, js := s.Env.Connect(t, "resolver")
+	r, err := resolver.New(js, resolver.Config{Instance: "r1", Logger: Quiet, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Run(t, "resolver", r.Run)
+	return s
+}
+
+// Run runs a service until the end of the test (or stop); it fails the
+// test if the service returns an error.
+func (s *Stack) Run(t *testing.T, name string, run func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel(errors.New("test over"))
+			if err := <-done; err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// Replica is a running service replica.
+type Replica struct {
+	// NC is its connection; closing it is a network failure.
+	NC *nats.Conn
+	// Stop stops it and waits.
+	Stop func()
+	// Name is its instance name.
+	Name string
+}
+
+// Puller starts a puller replica; mut adjusts its configuration.
+func (s *Stack) Puller(t *testing.T, mut ...func(*puller.Config)) Replica {
+	t.Helper()
+	n := s.replicas.Add(1)
+	nc, js := s.Env.Connect(t, fmt.Sprintf("puller-%d", n))
+	cfg := puller.Config{
+		Instance:    fmt.Sprintf("p%d", n),
+		Registry:    s.RegistryConfig,
+		LeaseTTL:    2 * time.Second,
+		Consumer:    PullerConsumer(),
+		Concurrency: 8,
+		Backoff:     bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
+		Logger:      Quiet,
+	}
+	for _, m := range mut {
+		m(&cfg)
+	}
+	p, err := puller.New(js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Replica{NC: nc, Stop: s.Run(t, cfg.Instance, p.Run), Name: cfg.Instance}
+}
+
+// Snapshotter starts a snapshotter replica with its own data dir under
+// t.TempDir(); mut adjusts its configuration.
+func (s *Stack) Snapshotter(t *testing.T, mut ...func(*snapshotter.Config)) (Replica, *snapshotter.Service) {
+	t.Helper()
+	n := s.replicas.Add(1)
+	nc, js := s.Env.Connect(t, fmt.Sprintf("snapshotter-%d", n))
+	cfg := snapshotter.Config{
+		DataDir:  t.TempDir(),
+		Node:     fmt.Sprintf("node%d", n),
+		Registry: s.RegistryConfig,
+		LeaseTTL: 2 * time.Second,
+		Consumer: SnapshotterConsumer(),
+		Backoff:  bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
+		Logger:   Quiet,
+	}
+	for _, m := range mut {
+		m(&cfg)
+	}
+	svc, err := snapshotter.New(t.Context(), js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close() })
+	return Replica{NC: nc, Stop: s.Run(t, cfg.Node, svc.Run), Name: cfg.Node}, svc
+}
+
+// Push pushes a fixture image to repo:tag and returns its reference.
+func (s *Stack) Push(t *testing.T, name, repoTag string) string {
+	t.Helper()
+	s.Registry.PushLayout(t, filepath.Join(ImagesDir, name), repoTag)
+	return s.Registry.Host() + "/" + repoTag
+}
+
+// Request starts a build for identifier (a resolve, or with snapshot set a
+// pull) and returns its recorder and build id.
+func (s *Stack) Request(t *testing.T, identifier string, attrs map[string]string, platform string, snapshot bool) (*bustest.Recorder, string) {
+	t.Helper()
+	id := fmt.Sprintf("b%d", s.builds.Add(1))
+	op := events.SourceOp{Identifier: identifier, Attrs: attrs}
+	if platform != "" {
+		p, err := service.Platform(platform)
+		if err != nil {
+			t.Fatal(err)
+		}
+		op.Platform = &p
+	}
+	rec := s.Env.Record(t, id)
+	s.Env.Request(t, id, events.SourceResolveRequested{Source: op, Snapshot: snapshot})
+	return rec, id
+}
+
+// Resolve starts a build that stops at the keys.
+func (s *Stack) Resolve(t *testing.T, identifier string, attrs map[string]string, platform string) *bustest.Recorder {
+	t.Helper()
+	rec, _ := s.Request(t, identifier, attrs, platform, false)
+	return rec
+}
+
+// Pull starts a build that wants the snapshot.
+func (s *Stack) Pull(t *testing.T, identifier string, platform string) *bustest.Recorder {
+	t.Helper()
+	rec, _ := s.Request(t, identifier, nil, platform, true)
+	return rec
+}
+
+// Final waits (20s) for one of the events that end a resolve.
+func Final(t *testing.T, rec *bustest.Recorder) events.Event {
+	t.Helper()
+	return rec.Wait(t, 20*time.Second, events.TypeCacheHit, events.TypeCacheMiss, events.TypeSourceFailed)
+}
+
+// Miss waits for a resolve's end and requires a cache.miss.
+func Miss(t *testing.T, rec *bustest.Recorder) events.CacheMiss {
+	t.Helper()
+	return want[events.CacheMiss](t, Final(t, rec))
+}
+
+// Failure waits for a resolve's end and requires a source.failed.
+func Failure(t *testing.T, rec *bustest.Recorder) events.SourceFailed {
+	t.Helper()
+	return want[events.SourceFailed](t, Final(t, rec))
+}
+
+// PullEnd waits (30s) for one of the events that end a pull.
+func PullEnd(t *testing.T, rec *bustest.Recorder) events.Event {
+	t.Helper()
+	return rec.Wait(t, 30*time.Second, events.TypeCacheHit, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
+}
+
+// Ready waits for a pull's end and requires a snapshot.ready.
+func Ready(t *testing.T, rec *bustest.Recorder) events.SnapshotReady {
+	t.Helper()
+	return want[events.SnapshotReady](t, PullEnd(t, rec))
+}
+
+func want[T events.Payload](t *testing.T, e events.Event) T {
+	t.Helper()
+	p, ok := e.Data.(T)
+	if !ok {
+		var zero T
+		t.Fatalf("build ended with %v, want %s", bustest.Summary([]events.Event{e}), zero.EventType())
+	}
+	return p
+}
+
+// ConsumerIdle fails unless the consumer has nothing pending or in flight:
+// no stuck message.
+func (s *Stack) ConsumerIdle(t *testing.T, name string) {
+	t.Helper()
+	c, err := s.Env.JS.Consumer(t.Context(), events.StreamEvents, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *jetstream.ConsumerInfo
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeoutCause(t.Context(), time.Second, errors.New("consumer info timed out"))
+		info, err = c.Info(ctx)
+		cancel()
+		if err == nil && info.NumAckPending == 0 && info.NumPending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer %s not idle: %+v %v", name, info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitFor polls cond for up to 10s.
+func WaitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,136 @@
+package snapshotter_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/plugins/content/local"
+	"github.com/containerd/containerd/v2/plugins/snapshots/native"
+	"github.com/containerd/containerd/v2/plugins/snapshots/overlay"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/services/fleettest"
+)
+
+// A snapshotter killed with SIGKILL in the middle of a layer leaves nothing
+// a later request would trust, and the pull completes once a snapshotter
+// runs again on the same data dir.
+func TestKillNineMidLayerThenRestart(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "snapshotter")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/snapshotter")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build snapshotter: %v\n%s", err, out)
+	}
+
+	s := fleettest.New(t)
+	s.Puller(t)
+	ref := buildImage(t, s, "crash/big:1", 2<<20, func(*ocispec.Manifest, *ocispec.Image) {})
+	s.Registry.ThrottleBlobs(256 << 10) // the 2 MiB layer takes about 8 s
+	dataDir := t.TempDir()
+	start := func() *exec.Cmd {
+		cmd := exec.CommandContext(t.Context(), bin, "-nats", s.Env.Server.ClientURL(), "-data-dir", dataDir,
+			"-node", "crashy", "-provision=false", "-lease-ttl", "2s", "-docker-config", t.TempDir())
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+
+	first := start()
+	rec := s.Pull(t, "docker-image://"+ref, "linux/amd64")
+	var layer events.Layer
+	fleettest.WaitFor(t, func() bool {
+		for _, e := range rec.OfType(events.TypeSnapshotRequested) {
+			layer = e.Data.(events.SnapshotRequested).CacheOpts.Layers[0]
+		}
+		for _, e := range rec.OfType(events.TypeProgress) {
+			if p := e.Data.(events.Progress); p.ID == layer.Blob.Digest.String() && p.Current > 0 && p.Completed == nil {
+				return true
+			}
+		}
+		return false
+	})
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+
+	// Nothing half-made is visible to containerd itself.
+	cs, err := local.NewStore(filepath.Join(dataDir, "content"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.Info(t.Context(), layer.Blob.Digest); !errdefs.IsNotFound(err) {
+		t.Errorf("blob of the interrupted layer is in the content store: %v", err)
+	}
+	chainID := snapshot.ChainIDs([]events.Layer{layer})[0]
+	for _, kind := range []snapshot.Kind{snapshot.KindOverlay, snapshot.KindNative} {
+		root := filepath.Join(dataDir, "snapshots", string(kind))
+		if _, err := os.Stat(root); err == nil {
+			if err := statSnapshot(t, kind, root, chainID.String()); !errdefs.IsNotFound(err) {
+				t.Errorf("%s snapshot %s exists after the kill: %v", kind, chainID, err)
+			}
+		}
+	}
+
+	s.Registry.ThrottleBlobs(0)
+	second := start()
+	t.Cleanup(func() {
+		_ = second.Process.Signal(syscall.SIGTERM)
+		_ = second.Wait()
+	})
+	ready := fleettest.Ready(t, rec)
+	if ready.Node != "crashy" || ready.ChainID != chainID.String() {
+		t.Errorf("ready = %+v", ready)
+	}
+	if n := len(rec.OfType(events.TypeSnapshotReady)); n != 1 {
+		t.Errorf("%d snapshot.ready events", n)
+	}
+	_ = second.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- second.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("snapshotter did not stop on SIGTERM")
+	}
+	store, err := snapshot.Open(t.Context(), dataDir, snapshot.KindAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if !store.Has(t.Context(), chainID) {
+		t.Error("the completed snapshot is not committed")
+	}
+	if err := store.Materialize(t.Context(), []events.Layer{layer}, t.TempDir(), nil); err != nil {
+		t.Errorf("the kept blob does not verify: %v", err)
+	}
+}
+
+// statSnapshot opens containerd's own snapshotter of kind on root and
+// stats key.
+func statSnapshot(t *testing.T, kind snapshot.Kind, root, key string) error {
+	t.Helper()
+	var sn snapshots.Snapshotter
+	var err error
+	if kind == snapshot.KindOverlay {
+		sn, err = overlay.NewSnapshotter(root)
+	} else {
+		sn, err = native.NewSnapshotter(root)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sn.Close() }()
+	_, err = sn.Stat(t.Context(), key)
+	return err
+}

@@ -1,0 +1,257 @@
+// Package snapshotter is Stevedore's snapshot service. It consumes
+// snapshot.requested (emitted by the puller when every key of a source
+// missed and the client wants its content), makes the snapshot of the
+// layers in a containerd snapshotter on this node (pkg/snapshot: windowed,
+// pipelined, verified, deduplicated by chainID), records it in the cache
+// index under every key of the request, and answers snapshot.ready, or
+// snapshot.failed. Progress events carry BuildKit's labels.
+//
+// The data dir holds content/ (the compressed blobs, kept for export) and
+// snapshots/<kind>/ (containerd's snapshotter); one process owns it at a
+// time. A snapshot is made once for the whole fleet: the node that takes a
+// chainID's lease makes it, every other request for it follows, and takes
+// over if that node dies.
+package snapshotter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/lease"
+	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+)
+
+// Config configures the snapshotter.
+type Config struct {
+	// DataDir holds the content store and the snapshots. Required.
+	DataDir string
+	// Snapshotter is the snapshotter kind. Zero means snapshot.KindAuto
+	// (overlayfs where possible, native otherwise).
+	Snapshotter snapshot.Kind
+	// Node names this node in cache records and snapshot.ready; other
+	// services and clients use it to find the snapshot. Empty means the
+	// host name.
+	Node string
+	// Instance names this replica in event sources, leases and logs. Empty
+	// means Node.
+	Instance string
+	// Window bounds the layer downloads in flight per snapshot. Zero means
+	// snapshot.DefaultWindow.
+	Window int
+	// Registry configures registry access.
+	Registry registry.Config
+	// LeaseTTL is how long a snapshot lease outlives a dead holder. Zero
+	// means 30s.
+	LeaseTTL time.Duration
+	// Concurrency is how many snapshots this replica makes at once. Zero
+	// means 2.
+	Concurrency int
+	// Consumer is the consumer definition. Zero means
+	// bus.SnapshotterConsumer().
+	Consumer bus.Consumer
+	// Backoff is the redelivery delay after a retryable failure. Nil means
+	// the runtime's default.
+	Backoff func(delivered int) time.Duration
+	// KeepFor, when positive, makes the service prune every PruneEvery: the
+	// cache records of this node older than KeepFor are dropped, and the
+	// snapshots and blobs no record references are removed.
+	KeepFor time.Duration
+	// PruneEvery is the pruning period. Zero means an hour.
+	PruneEvery time.Duration
+	// Provision creates streams, buckets and consumers at start.
+	Provision bool
+	// Logger receives logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Node == "" {
+		c.Node, _ = os.Hostname()
+	}
+	if c.Instance == "" {
+		c.Instance = c.Node
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 2
+	}
+	if c.Consumer.Name == "" {
+		c.Consumer = bus.SnapshotterConsumer()
+	}
+	if c.PruneEvery == 0 {
+		c.PruneEvery = time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration the service cannot run with.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("snapshotter: no data dir")
+	}
+	if c.Concurrency < 0 || c.Window < 0 || c.LeaseTTL < 0 || c.KeepFor < 0 {
+		return errors.New("snapshotter: negative limits")
+	}
+	return c.Consumer.Validate()
+}
+
+// Service is one snapshotter replica.
+type Service struct {
+	js    jetstream.JetStream
+	cfg   Config
+	store *snapshot.Store
+	busy  sync.RWMutex
+}
+
+// New opens the data dir (removing what a killed process left there) and
+// returns a replica that uses js. Close releases the data dir.
+func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	store, err := snapshot.Open(ctx, cfg.DataDir, cfg.Snapshotter)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{js: js, cfg: cfg, store: store}, nil
+}
+
+// Store is the node's snapshot store.
+func (s *Service) Store() *snapshot.Store { return s.store }
+
+// Close releases the data dir.
+func (s *Service) Close() error { return s.store.Close() }
+
+// Run serves until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	spec := service.Spec{
+		Component:   events.ComponentSnapshotter,
+		Instance:    s.cfg.Instance,
+		Consumer:    s.cfg.Consumer,
+		Concurrency: s.cfg.Concurrency,
+		Backoff:     s.cfg.Backoff,
+		Logger:      s.cfg.Logger,
+	}
+	if s.cfg.Provision {
+		if err := bus.Provision(ctx, s.js, bus.Topology{}); err != nil {
+			return fmt.Errorf("snapshotter: %w", err)
+		}
+	}
+	reg, err := registry.New(s.cfg.Registry)
+	if err != nil {
+		return err
+	}
+	leases, err := lease.NewManager(ctx, s.js, lease.Config{Bucket: events.BucketLeases, Holder: s.cfg.Instance, TTL: s.cfg.LeaseTTL})
+	if err != nil {
+		return err
+	}
+	flight, err := lease.NewFlight(ctx, s.js, leases, events.BucketSnapshots)
+	if err != nil {
+		return err
+	}
+	index, err := cacheindex.Open(ctx, s.js)
+	if err != nil {
+		return err
+	}
+	h := &Handler{node: s.cfg.Node, store: s.store, blobs: reg, flight: flight, index: index,
+		window: s.cfg.Window, now: time.Now, busy: &s.busy}
+	if s.cfg.KeepFor > 0 {
+		go s.pruneLoop(ctx, index)
+	}
+	log := spec.Log()
+	log.Info("snapshotter ready", "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
+	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
+		w.Handle(events.TypeSnapshotRequested, bus.Typed(h.Snapshot))
+	})
+}
+
+func (s *Service) pruneLoop(ctx context.Context, index *cacheindex.Index) {
+	t := time.NewTicker(s.cfg.PruneEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if res, err := s.Prune(ctx, index, s.cfg.KeepFor); err != nil {
+				s.cfg.Logger.Warn("prune failed", "error", err.Error())
+			} else if res.Snapshots+res.Blobs > 0 {
+				s.cfg.Logger.Info("pruned", "snapshots", res.Snapshots, "blobs", res.Blobs, "bytes", res.Bytes)
+			}
+		}
+	}
+}
+
+// Prune drops this node's cache records older than keepFor (all of them
+// when keepFor is zero), then removes the snapshots and blobs that no
+// remaining record references, and forgets this node's snapshots that are
+// gone so that no request follows them.
+func (s *Service) Prune(ctx context.Context, index *cacheindex.Index, keepFor time.Duration) (snapshot.PruneResult, error) {
+	entries, err := index.List(ctx)
+	if err != nil {
+		return snapshot.PruneResult{}, err
+	}
+	cutoff := time.Now().Add(-keepFor)
+	var keep []digest.Digest
+	for _, e := range entries {
+		if e.Record.Node != s.cfg.Node {
+			continue
+		}
+		if e.Record.CreatedAt.Before(cutoff) {
+			if err := index.Delete(ctx, e.Digest); err != nil {
+				return snapshot.PruneResult{}, err
+			}
+			continue
+		}
+		if e.Record.ChainID != "" {
+			keep = append(keep, e.Record.ChainID)
+		}
+	}
+	s.busy.Lock()
+	defer s.busy.Unlock()
+	kv, err := s.js.KeyValue(ctx, events.BucketSnapshots)
+	if err != nil {
+		return snapshot.PruneResult{}, err
+	}
+	res, err := s.store.Prune(ctx, keep)
+	if err != nil {
+		return res, err
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return res, err
+	}
+	for key := range lister.Keys() {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		hex, ok := strings.CutPrefix(key, "snapshot.")
+		var r snapshotRecord
+		if ok && json.Unmarshal(e.Value(), &r) == nil && r.Node == s.cfg.Node &&
+			!s.store.Has(ctx, digest.NewDigestFromEncoded(digest.SHA256, hex)) {
+			_ = kv.Delete(ctx, key)
+		}
+	}
+	return res, nil
+}
