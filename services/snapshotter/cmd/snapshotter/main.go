@@ -28,12 +28,13 @@ func main() {
 	dockerConfig := flag.String("docker-config", os.Getenv("DOCKER_CONFIG"), "directory of config.json with registry credentials (DOCKER_CONFIG)")
 	leaseTTL := flag.Duration("lease-ttl", durationEnv("STEVEDORE_LEASE_TTL", 30*time.Second), "how long a snapshot lease outlives a dead holder (STEVEDORE_LEASE_TTL)")
 	window := flag.Int("window", 4, "layer downloads in flight per snapshot")
+	keepFor := flag.Duration("keep-for", durationEnv("STEVEDORE_KEEP_FOR", 0), "prune hourly the cache records of this node older than this and what they alone kept; 0: never (STEVEDORE_KEEP_FOR)")
 	provision := flag.Bool("provision", service.Env("STEVEDORE_PROVISION", "true") == "true", "create streams, buckets and consumers at start (STEVEDORE_PROVISION)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	cfg := snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node, Provision: *provision, Logger: log,
-		LeaseTTL: *leaseTTL, Window: *window,
+		LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
 		Registry: registry.Config{DockerConfigDir: *dockerConfig}}
 	if *insecure != "" {
 		cfg.Registry.Insecure = strings.Split(*insecure, ",")
