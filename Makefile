@@ -11,7 +11,7 @@ MODDIRS  := $(shell $(GO) list -m -f '{{.Dir}}')
 BIN      := bin
 SERVICES := resolver puller snapshotter
 
-.PHONY: help build test test-short vet lint fuzz bench run gowork-off clean
+.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull run gowork-off clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,9 +48,16 @@ fuzz: ## run every fuzz target for FUZZTIME each
 		done; \
 	done
 
+bench: bench-warm bench-pull ## bench-warm, then bench-pull
+
 BENCHN ?= 3000
-bench: ## warm-path latency and throughput next to the bus floor, with ratios (stores on tmpfs)
-	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} $(GO) test -run '^$$' -bench . -benchtime $(BENCHN)x -timeout 30m .
+bench-warm: ## warm-path latency and throughput next to the bus floor, with ratios (stores on tmpfs)
+	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} $(GO) test -run '^$$' -bench '^Benchmark(WarmPath|Throughput)$$' -benchtime $(BENCHN)x -timeout 30m .
+
+PULLN      ?= 3
+PULLIMAGES ?= a|b|c
+bench-pull: ## cold pull of images (a) (b) (c): stevedore vs containerd's ctr vs curl|tar, PULLN runs each (root, containerd, tmpfs)
+	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} BENCH_PULL_RUNS=$(PULLN) $(GO) test -run '^$$' -bench '^BenchmarkPull$$/^($(PULLIMAGES))$$' -benchtime 1x -timeout 60m .
 
 run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up)
 	$(BIN)/stevedore up

@@ -34,21 +34,38 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// summary prints Stevedore next to its floor, benchmark by benchmark.
+// summary prints Stevedore next to its floor (and, for pulls, next to
+// containerd), for the benchmarks that ran.
 func summary(w io.Writer) {
 	resultsMu.Lock()
 	defer resultsMu.Unlock()
-	if len(results) == 0 {
-		return
-	}
-	get := func(name, metric string) (float64, bool) {
-		m, ok := results[name]
-		if !ok {
-			return 0, false
+	ran := func(prefix string) bool {
+		for name := range results {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
 		}
-		v, ok := m[metric]
-		return v, ok
+		return false
 	}
+	if ran("BenchmarkWarmPath/") || ran("BenchmarkThroughput/") {
+		warmSummary(w)
+	}
+	if ran("BenchmarkPull/") {
+		pullSummary(w)
+	}
+}
+
+// get returns a metric of a benchmark's last run.
+func get(name, metric string) (float64, bool) {
+	m, ok := results[name]
+	if !ok {
+		return 0, false
+	}
+	v, ok := m[metric]
+	return v, ok
+}
+
+func warmSummary(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "\nWarm path: resolve → index 0 → cache.hit through the bus (digest-pinned ref, manifest known, key in the cache index).")
 	fmt.Fprintln(w, "floor = the same three hops with handlers that only emit the next event.")
@@ -81,6 +98,74 @@ func summary(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nCPU steal is the share of this VM's CPU time the hypervisor gave to others during the run; tails (p99) follow it.")
+}
+
+// The pull targets of issue 3.
+const (
+	// targetVsContainerd bounds stevedore's time over containerd's on
+	// images (a) and (c).
+	targetVsContainerd = 0.5
+	// targetVsFloor bounds stevedore's time over the floor's on (a) and
+	// (c).
+	targetVsFloor = 1.5
+	// targetPeakMiB bounds the snapshotter's peak RSS on (c).
+	targetPeakMiB = 150
+)
+
+func pullSummary(w io.Writer) {
+	fmt.Fprintln(w, "\nCold pull: each image from the same in-process registry into fresh stores on tmpfs; median of each tool's pulls")
+	fmt.Fprintln(w, "after one untimed warm-up round, the tools taking turns.")
+	fmt.Fprintln(w, "stevedore = client.Pull to snapshot.ready (resolver and puller in-process, snapshotter process, overlayfs);")
+	fmt.Fprintf(w, "containerd = ctr images pull --snapshotter overlayfs against a fresh daemon (%s); floor = curl blob | tar -xzf, layer by layer.\n", containerdVersion)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "image\tlayers\tentries\tMB\tMB gz\truns\tstevedore s\tcontainerd s\tfloor s\tstv/ctrd\tstv/floor\tctrd/floor\tsnapshotter peak MiB\tsteal %\t≤0.5× ctrd\t≤1.5× floor\tpeak ≤150 MiB\t")
+	var notes []string
+	for _, spec := range pullImages() {
+		name := "BenchmarkPull/" + spec.name
+		sv, ok := get(name, toolStevedore+"-s")
+		if !ok {
+			continue
+		}
+		m := results[name]
+		ct, fl := m[toolContainerd+"-s"], m[toolFloor+"-s"]
+		peak := m[toolStevedore+"-peak-MiB"]
+		vsC, vsF := sv/ct, sv/fl
+		okC, okF, okRSS := "—", "—", "—"
+		if spec.name == "a" || spec.name == "c" {
+			okC, okF = verdict(vsC <= targetVsContainerd), verdict(vsF <= targetVsFloor)
+		}
+		if spec.name == "c" {
+			okRSS = verdict(peak <= targetPeakMiB)
+		}
+		fmt.Fprintf(tw, "(%s)\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f×\t%.2f×\t%.2f×\t%.0f\t%.1f\t%s\t%s\t%s\t\n",
+			spec.name, m["layers"], m["entries"], m["MB"], m["MB-gz"], m["runs"], sv, ct, fl, vsC, vsF, ct/fl, peak, m["steal-%"], okC, okF, okRSS)
+		notes = append(notes, fmt.Sprintf("(%s) %s", spec.name, spec.about))
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, strings.Join(notes, "; ")+".")
+	fmt.Fprintln(w, "\nCPU time (user+sys, of which sys) of each pull, median; CPU/wall near 1 means one core did the work.")
+	fmt.Fprintln(w, "stevedore = the snapshotter process; containerd = ctr plus the daemon; floor = curl, tar and gzip.")
+	fmt.Fprintln(tw, "image\tstevedore CPU s\tsys s\tCPU/wall\tcontainerd CPU s\tsys s\tCPU/wall\tfloor CPU s\tsys s\tCPU/wall\tcontainerd peak MiB\t")
+	for _, spec := range pullImages() {
+		name := "BenchmarkPull/" + spec.name
+		if _, ok := get(name, toolStevedore+"-s"); !ok {
+			continue
+		}
+		m := results[name]
+		fmt.Fprintf(tw, "(%s)", spec.name)
+		for _, t := range []string{toolStevedore, toolContainerd, toolFloor} {
+			fmt.Fprintf(tw, "\t%.2f\t%.2f\t%.2f", m[t+"-cpu-s"], m[t+"-sys-s"], m[t+"-cpu-s"]/m[t+"-s"])
+		}
+		fmt.Fprintf(tw, "\t%.0f\t\n", m[toolContainerd+"-peak-MiB"])
+	}
+	_ = tw.Flush()
+}
+
+func verdict(met bool) string {
+	if met {
+		return "met"
+	}
+	return "MISSED"
 }
 
 // startSteal samples the machine's CPU steal counter; the returned

@@ -61,6 +61,9 @@ func NewDLQ(js jetstream.JetStream, source string, log *slog.Logger) *DLQ {
 func (d *DLQ) Run(ctx context.Context) error {
 	cons, err := d.js.Consumer(ctx, events.StreamAdvisories, events.ConsumerDLQ)
 	if err != nil {
+		if context.Cause(ctx) != nil {
+			return nil // stopped before it started
+		}
 		return fmt.Errorf("bind consumer %s: %w", events.ConsumerDLQ, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(4))

@@ -113,6 +113,9 @@ func (w *Worker) Handle(t events.Type, h Handler) {
 func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.js.Consumer(ctx, events.StreamEvents, w.cfg.Consumer.Name)
 	if err != nil {
+		if context.Cause(ctx) != nil {
+			return nil // stopped before it started
+		}
 		return fmt.Errorf("bind consumer %s: %w", w.cfg.Consumer.Name, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency))

@@ -17,29 +17,50 @@ import (
 // content store or, when it lacks one, from source. Every blob and layer is
 // verified. It needs no mount and no snapshot.
 func (s *Store) Materialize(ctx context.Context, layers []events.Layer, dir string, source BlobSource) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	for i, l := range layers {
+		if err := l.Blob.Digest.Validate(); err != nil {
+			return fmt.Errorf("layer %d: blob digest: %w", i, err)
+		}
+		if err := l.DiffID.Validate(); err != nil {
+			return fmt.Errorf("layer %d: diffID: %w", i, err)
+		}
+		if l.Blob.Size < 0 {
+			return fmt.Errorf("layer %d: negative blob size %d", i, l.Blob.Size)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // G301: a root filesystem's top directory is world-readable, like /
 		return err
 	}
 	for _, l := range layers {
-		rc, err := s.openBlob(ctx, l.Blob, source)
-		if err != nil {
+		if err := s.materialize(ctx, l, dir, source); err != nil {
 			return err
 		}
-		verified := &verifyingReader{r: io.LimitReader(rc, l.Blob.Size+1), v: l.Blob.Digest.Verifier(), want: l.Blob}
-		diffID, _, err := applyLayer(ctx, target{root: dir}, verified)
-		if err == nil {
-			_, err = io.Copy(io.Discard, verified)
+	}
+	return nil
+}
+
+func (s *Store) materialize(ctx context.Context, l events.Layer, dir string, source BlobSource) error {
+	rc, err := s.openBlob(ctx, l.Blob, source)
+	if err != nil {
+		return fmt.Errorf("materialize %s: %w", l.Blob.Digest, err)
+	}
+	defer func() { _ = rc.Close() }()
+	verified := &verifyingReader{r: io.LimitReader(rc, l.Blob.Size+1), v: l.Blob.Digest.Verifier(), want: l.Blob}
+	diffID, _, err := applyLayer(ctx, target{root: dir}, verified)
+	if err != nil {
+		// A truncated, oversized or corrupt blob is the likelier cause.
+		if context.Cause(ctx) == nil {
+			if verr := verified.drain(); verr != nil {
+				return verr
+			}
 		}
-		_ = rc.Close()
-		if err != nil {
-			return fmt.Errorf("materialize %s: %w", l.Blob.Digest, err)
-		}
-		if err := verified.check(); err != nil {
-			return err
-		}
-		if diffID != l.DiffID {
-			return fmt.Errorf("layer %s unpacks to %s, not its diffID %s: %w", l.Blob.Digest, diffID, l.DiffID, ErrVerify)
-		}
+		return fmt.Errorf("materialize %s: %w", l.Blob.Digest, err)
+	}
+	if err := verified.drain(); err != nil {
+		return err
+	}
+	if diffID != l.DiffID {
+		return fmt.Errorf("layer %s unpacks to %s, not its diffID %s: %w", l.Blob.Digest, diffID, l.DiffID, ErrVerify)
 	}
 	return nil
 }
@@ -63,8 +84,8 @@ func (s *Store) openBlob(ctx context.Context, desc ocispec.Descriptor, source Bl
 
 // verifyingReader hashes what passes through; check compares at the end.
 type verifyingReader struct {
-	r    io.Reader
-	v    interface {
+	r io.Reader
+	v interface {
 		io.Writer
 		Verified() bool
 	}
@@ -77,6 +98,14 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	v.n += int64(n)
 	_, _ = v.v.Write(p[:n])
 	return n, err
+}
+
+// drain reads the rest of the blob and checks it.
+func (v *verifyingReader) drain() error {
+	if _, err := io.Copy(io.Discard, v); err != nil {
+		return fmt.Errorf("read %s: %w", v.want.Digest, err)
+	}
+	return v.check()
 }
 
 func (v *verifyingReader) check() error {

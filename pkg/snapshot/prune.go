@@ -24,13 +24,21 @@ type PruneResult struct {
 
 // Prune removes every committed snapshot that is neither one of keep (the
 // chainIDs something still references) nor a parent of one, and every blob
-// no kept snapshot came from. It must not run while Unpack does.
+// no kept snapshot came from. Snapshots under a view or an active snapshot
+// (someone's mounted root filesystem) are kept as if listed in keep. It
+// must not run while Unpack does.
 func (s *Store) Prune(ctx context.Context, keep []digest.Digest) (PruneResult, error) {
 	var res PruneResult
 	all := map[string]snapshots.Info{}
+	var roots []string
+	for _, c := range keep {
+		roots = append(roots, c.String())
+	}
 	err := s.sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		if info.Kind == snapshots.KindCommitted {
 			all[info.Name] = info
+		} else if info.Parent != "" {
+			roots = append(roots, info.Parent)
 		}
 		return nil
 	})
@@ -38,8 +46,8 @@ func (s *Store) Prune(ctx context.Context, keep []digest.Digest) (PruneResult, e
 		return res, fmt.Errorf("prune: %w", err)
 	}
 	kept := map[string]bool{}
-	for _, c := range keep {
-		for name := c.String(); name != "" && !kept[name]; {
+	for _, root := range roots {
+		for name := root; name != "" && !kept[name]; {
 			info, ok := all[name]
 			if !ok {
 				break

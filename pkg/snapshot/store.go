@@ -14,12 +14,14 @@
 //     and committed under its chainID only after the compressed digest and
 //     size and the uncompressed diffID all verified.
 //   - Unpack builds the snapshot of a chain: it reuses the deepest prefix
-//     that already exists (dedupe by chainID, like GetByBlob), fetches the
-//     missing layers in layer order with at most Window downloads in flight,
-//     and extracts them in order while later layers download. A layer the
-//     extractor reaches before its download started is streamed in one pass
-//     from the network through verification and decompression into the
-//     snapshot, while its compressed bytes go into the content store.
+//     that already exists (dedupe by chainID, like GetByBlob), opens the
+//     downloads of the missing layers one after the other in layer order
+//     with at most Window bodies open, and extracts the layers in order
+//     while later ones download. The first missing layer, and any layer the
+//     extractor reaches before its download started, is streamed in one
+//     pass from the network through verification and decompression into
+//     the snapshot, while its compressed bytes go into the content store.
+//     A layer that fails to verify leaves neither snapshot nor blob behind.
 //   - Extraction writes straight into the snapshot's directory (native: the
 //     bind source; overlayfs: the upperdir, whiteouts converted), so it
 //     needs no mount and no CAP_SYS_ADMIN.
@@ -89,10 +91,9 @@ type Store struct {
 	sn   snapshots.Snapshotter
 	lock *os.File
 
-	fetches  singleflight.Group // by blob digest
 	extracts singleflight.Group // by chainID
 	mu       sync.Mutex
-	inflight map[string]chan struct{} // blob digests being streamed in one pass
+	inflight map[string]chan struct{} // blob digests being downloaded, closed when done
 }
 
 // Open opens (creating it if needed) the data dir root with a snapshotter of
@@ -102,7 +103,7 @@ func Open(ctx context.Context, root string, kind Kind) (*Store, error) {
 	if err := os.MkdirAll(root, 0o750); err != nil {
 		return nil, fmt.Errorf("snapshot store: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(root, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(filepath.Join(root, "lock"), os.O_CREATE|os.O_RDWR, 0o600) //nolint:gosec // G304: root is the operator's data dir
 	if err != nil {
 		return nil, fmt.Errorf("snapshot store: %w", err)
 	}

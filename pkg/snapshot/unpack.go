@@ -123,27 +123,71 @@ func (s *Store) Has(ctx context.Context, chainID digest.Digest) bool {
 	return err == nil && info.Kind == snapshots.KindCommitted
 }
 
-// claim states of a layer's fetch.
+// claim states of a layer's download: who asked for it first.
 const (
 	unclaimed int32 = iota
+	// claimedByDispatcher: download it into the content store in the
+	// background.
 	claimedByDispatcher
+	// claimedByExtractor: the extractor is waiting for it; hand it the open
+	// download to extract in one pass.
 	claimedByExtractor
 )
 
-// layerJob is one layer of an Unpack.
+// layerJob is one missing layer of an Unpack.
 type layerJob struct {
 	layer   events.Layer
+	chainID digest.Digest
 	claim   atomic.Int32
-	done    chan struct{}
-	err     error
+	// ready is closed once the layer can be extracted: its snapshot or its
+	// blob is on this node, or stream is set, or err is.
+	ready chan struct{}
+	// stream is the open download handed to the extractor.
+	stream *stream
+	// fetched is set when this Unpack downloaded the blob into the content
+	// store in the background.
 	fetched bool
+	err     error
 }
 
+func (j *layerJob) finish(err error) {
+	j.err = err
+	close(j.ready)
+}
+
+// stream is an open download handed from the dispatcher to the extractor.
+type stream struct {
+	ing  *ingestion
+	once sync.Once
+	// done closes the download (aborting the ingest unless it was
+	// committed) and gives back the blob claim and the window slot.
+	done func()
+}
+
+func (s *stream) release() { s.once.Do(s.done) }
+
 // Unpack returns the snapshot of req.Layers, building what is missing.
+//
+// Downloads are opened one after the other in layer order, each as soon as
+// fewer than Window bodies are open; the first missing layer, and any layer
+// the extractor is already waiting for when its turn comes, is extracted
+// straight from the download. Concurrent Unpacks on one Store download each
+// blob and extract each chainID once.
 func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 	n := len(req.Layers)
 	if n == 0 {
 		return Result{}, nil
+	}
+	for i, l := range req.Layers {
+		if err := l.Blob.Digest.Validate(); err != nil {
+			return Result{}, fmt.Errorf("layer %d: blob digest: %w", i, err)
+		}
+		if err := l.DiffID.Validate(); err != nil {
+			return Result{}, fmt.Errorf("layer %d: diffID: %w", i, err)
+		}
+		if l.Blob.Size < 0 {
+			return Result{}, fmt.Errorf("layer %d: negative blob size %d", i, l.Blob.Size)
+		}
 	}
 	window := req.Window
 	if window <= 0 {
@@ -159,39 +203,46 @@ func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	res.Reused = start
+	if start == n {
+		res.Size = s.chainSize(ctx, chain)
+		return res, nil
+	}
 
-	// Cancel first, then wait: downloads in flight stop before Unpack returns.
+	jobs := make([]*layerJob, n-start)
+	for i := range jobs {
+		jobs[i] = &layerJob{layer: req.Layers[start+i], chainID: chain[start+i], ready: make(chan struct{})}
+	}
+	// The extractor needs the first missing layer at once.
+	jobs[0].claim.Store(claimedByExtractor)
+
+	// Deferred calls run last first: cancel, wait for the dispatcher and the
+	// downloads, then close any download handed over after the extractor
+	// gave up.
+	defer func() {
+		for _, job := range jobs {
+			if job.stream != nil {
+				job.stream.release()
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(errors.New("unpack over"))
-	jobs := make([]*layerJob, n)
-	for j := start; j < n; j++ {
-		jobs[j] = &layerJob{layer: req.Layers[j], done: make(chan struct{})}
-	}
+
 	slots := make(chan struct{}, window)
-	// Downloads start in layer order, at most window at a time.
+	free := func() { <-slots }
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for j := start; j < n; j++ {
+		for _, job := range jobs {
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
 				return
 			}
-			job := jobs[j]
-			if !job.claim.CompareAndSwap(unclaimed, claimedByDispatcher) {
-				<-slots // the extractor streams this one itself
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				job.fetched, job.err = s.fetch(ctx, job.layer.Blob, req)
-				close(job.done)
-			}()
+			job.claim.CompareAndSwap(unclaimed, claimedByDispatcher)
+			s.dispatch(ctx, job, req, free, &wg)
 		}
 	}()
 
@@ -199,47 +250,92 @@ func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 	if start > 0 {
 		parent = chain[start-1].String()
 	}
-	for j := start; j < n; j++ {
-		job := jobs[j]
-		inline := job.claim.CompareAndSwap(unclaimed, claimedByExtractor)
-		if inline {
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				return Result{}, context.Cause(ctx)
-			}
-		} else {
-			select {
-			case <-job.done:
-			case <-ctx.Done():
-				return Result{}, context.Cause(ctx)
-			}
-			if job.err != nil {
-				cancel(job.err)
-				return Result{}, job.err
-			}
+	for _, job := range jobs {
+		job.claim.CompareAndSwap(unclaimed, claimedByExtractor)
+		select {
+		case <-job.ready:
+		case <-ctx.Done():
+			return Result{}, context.Cause(ctx)
 		}
-		v, err, _ := s.extracts.Do(chain[j].String(), func() (any, error) {
-			return s.extract(ctx, chain[j], parent, job.layer, inline, req)
-		})
-		if inline {
-			<-slots
-		}
+		out, err := s.extractJob(ctx, job, parent, req)
 		if err != nil {
 			cancel(err)
 			return Result{}, err
 		}
-		out := v.(extracted)
-		if out.fetched || job.fetched {
+		if out.fetched {
 			res.Fetched = append(res.Fetched, job.layer.Blob.Digest)
 		}
 		if out.extracted {
 			res.Extracted++
 		}
-		parent = chain[j].String()
+		parent = job.chainID.String()
 	}
 	res.Size = s.chainSize(ctx, chain)
 	return res, nil
+}
+
+// dispatch makes job ready and calls free once it holds no open body. When
+// neither the snapshot nor the blob is on this node it opens the download
+// in the caller's goroutine, so downloads start in layer order, and then
+// hands it to the extractor (claimedByExtractor) or copies it into the
+// content store in the background. When another Unpack on this node is
+// downloading the blob it waits for that in the background instead.
+func (s *Store) dispatch(ctx context.Context, job *layerJob, req Request, free func(), wg *sync.WaitGroup) {
+	d := job.layer.Blob.Digest
+	if s.Has(ctx, job.chainID) || s.hasBlob(ctx, d) {
+		free()
+		job.finish(nil)
+		return
+	}
+	release, wait := s.claimBlob(d)
+	if wait != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-wait:
+				s.dispatch(ctx, job, req, free, wg)
+			case <-ctx.Done():
+				free()
+				job.finish(context.Cause(ctx))
+			}
+		}()
+		return
+	}
+	ing, err := s.ingest(ctx, job.layer.Blob, req)
+	if err != nil {
+		release()
+		free()
+		if errdefs.IsAlreadyExists(err) { // stored meanwhile
+			err = nil
+		}
+		job.finish(err)
+		return
+	}
+	if job.claim.Load() == claimedByExtractor {
+		job.stream = &stream{ing: ing, done: func() {
+			ing.close(ctx)
+			release()
+			free()
+		}}
+		job.finish(nil)
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := ing.commit(ctx)
+		ing.close(ctx)
+		release()
+		free()
+		job.fetched = err == nil
+		job.finish(err)
+	}()
+}
+
+func (s *Store) hasBlob(ctx context.Context, d digest.Digest) bool {
+	_, err := s.cs.Info(ctx, d)
+	return err == nil
 }
 
 // extracted is what one extract call did.
@@ -248,62 +344,87 @@ type extracted struct {
 	extracted bool
 }
 
-// extract makes the committed snapshot chainID from its parent and layer.
-// With inline set it streams the blob from the source (unless this node has
-// or is fetching it), otherwise it reads the blob from the content store.
-func (s *Store) extract(ctx context.Context, chainID digest.Digest, parent string, layer events.Layer, inline bool, req Request) (extracted, error) {
-	if s.Has(ctx, chainID) {
-		return extracted{}, nil // another request built it meanwhile
+// extractJob makes the committed snapshot of job on parent, once per node:
+// concurrent Unpacks of one chainID share an extraction.
+func (s *Store) extractJob(ctx context.Context, job *layerJob, parent string, req Request) (extracted, error) {
+	if job.stream != nil {
+		defer job.stream.release()
 	}
+	if job.err != nil {
+		return extracted{}, job.err
+	}
+	for attempt := 0; ; attempt++ {
+		ran := false
+		v, err, _ := s.extracts.Do(job.chainID.String(), func() (any, error) {
+			ran = true
+			return s.extract(ctx, parent, job, req)
+		})
+		if !ran {
+			// Another Unpack did the work; its failure (its source, its
+			// context) need not be ours, so try once more ourselves.
+			if err != nil && attempt == 0 {
+				continue
+			}
+			return extracted{fetched: job.fetched}, err
+		}
+		out, _ := v.(extracted)
+		out.fetched = out.fetched || job.fetched
+		return out, err
+	}
+}
+
+// extract makes the committed snapshot job.chainID from parent and the
+// layer, read from the download handed over or from the content store.
+func (s *Store) extract(ctx context.Context, parent string, job *layerJob, req Request) (extracted, error) {
 	var out extracted
-	var rd io.Reader
-	var finish func() error
-	for rd == nil {
-		if _, err := s.cs.Info(ctx, layer.Blob.Digest); err == nil {
-			ra, err := s.cs.ReaderAt(ctx, layer.Blob)
-			if err != nil {
-				return out, fmt.Errorf("read %s: %w", layer.Blob.Digest, err)
-			}
-			defer func() { _ = ra.Close() }()
-			rd, finish = content.NewReader(ra), func() error { return nil }
-			break
-		}
-		if !inline {
-			return out, fmt.Errorf("blob %s missing from the content store", layer.Blob.Digest)
-		}
-		release, wait := s.claimBlob(layer.Blob.Digest)
-		if wait != nil {
-			select {
-			case <-wait:
-				continue // fetched (or failed) elsewhere on this node: look again
-			case <-ctx.Done():
-				return out, context.Cause(ctx)
-			}
-		}
-		defer release()
-		ing, err := s.ingest(ctx, layer.Blob, req)
+	if s.Has(ctx, job.chainID) {
+		return out, nil // another request built it meanwhile
+	}
+	layer := job.layer
+	var src blobStream
+	if job.stream != nil {
+		ing := job.stream.ing
+		src = blobStream{r: ing.reader, verify: ing.drain, keep: func() error { return ing.commit(ctx) }}
+	} else {
+		ra, err := s.cs.ReaderAt(ctx, layer.Blob)
 		if err != nil {
-			return out, err
+			return out, fmt.Errorf("read %s: %w", layer.Blob.Digest, err)
 		}
-		defer ing.close()
-		rd, finish, out.fetched = ing.reader, ing.commit, true
+		defer func() { _ = ra.Close() }()
+		nop := func() error { return nil }
+		src = blobStream{r: content.NewReader(ra), verify: nop, keep: nop}
 	}
 
 	started := time.Now()
 	req.progress(Update{Layer: layer.Blob.Digest, Phase: Extracting, Started: started})
-	if err := s.apply(ctx, chainID, parent, layer, rd, finish); err != nil {
+	if err := s.apply(ctx, job.chainID, parent, layer, src); err != nil {
+		if job.fetched && errors.Is(err, ErrVerify) {
+			// The blob is what its digest says but not the layer the chain
+			// names: keep nothing of a layer that failed.
+			_ = s.cs.Delete(context.WithoutCancel(ctx), layer.Blob.Digest)
+		}
 		return out, err
 	}
 	req.progress(Update{Layer: layer.Blob.Digest, Phase: Extracting, Started: started, Done: true})
+	out.fetched = job.stream != nil
 	out.extracted = true
 	return out, nil
 }
 
-// apply extracts rd (the compressed layer) into a new active snapshot on
-// parent, checks the diffID and (through finish) the compressed blob, and
-// commits the snapshot as chainID. On any failure the active snapshot is
-// removed.
-func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string, layer events.Layer, rd io.Reader, finish func() error) error {
+// blobStream is a layer's compressed bytes on their way into a snapshot.
+type blobStream struct {
+	r io.Reader
+	// verify reads what the extraction left and checks the blob against
+	// its descriptor (an ErrVerify error when it does not match).
+	verify func() error
+	// keep stores the verified blob.
+	keep func() error
+}
+
+// apply extracts src into a new active snapshot on parent, checks the blob
+// and the diffID, keeps the blob and commits the snapshot as chainID. On
+// any failure the active snapshot is removed and the blob is not kept.
+func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string, layer events.Layer, src blobStream) error {
 	key := activePrefix + nonce() + "-" + chainID.String()
 	mounts, err := s.sn.Prepare(ctx, key, parent)
 	if err != nil {
@@ -319,15 +440,25 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 	if err != nil {
 		return err
 	}
-	diffID, size, err := applyLayer(ctx, dst, rd)
+	diffID, size, err := applyLayer(ctx, dst, src.r)
 	if err != nil {
+		// A truncated, oversized or corrupt download is the likelier cause.
+		if context.Cause(ctx) == nil {
+			if verr := src.verify(); verr != nil {
+				return verr
+			}
+		}
 		return fmt.Errorf("extract %s: %w", layer.Blob.Digest, err)
 	}
-	if err := finish(); err != nil {
+	// The blob first: a wrong blob explains a wrong diffID.
+	if err := src.verify(); err != nil {
 		return err
 	}
 	if diffID != layer.DiffID {
 		return fmt.Errorf("layer %s unpacks to %s, not its diffID %s: %w", layer.Blob.Digest, diffID, layer.DiffID, ErrVerify)
+	}
+	if err := src.keep(); err != nil {
+		return err
 	}
 	labels := map[string]string{
 		LabelBlob:   layer.Blob.Digest.String(),
@@ -376,102 +507,94 @@ func (s *Store) claimBlob(d digest.Digest) (release func(), wait <-chan struct{}
 	}, nil
 }
 
-// fetch makes sure the content store has desc, downloading it if no one on
-// this node is; fetched reports whether this call downloaded it.
-func (s *Store) fetch(ctx context.Context, desc ocispec.Descriptor, req Request) (fetched bool, err error) {
-	for {
-		if _, err := s.cs.Info(ctx, desc.Digest); err == nil {
-			return fetched, nil
-		}
-		release, wait := s.claimBlob(desc.Digest)
-		if wait != nil {
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return false, context.Cause(ctx)
-			}
-		}
-		err := func() error {
-			defer release()
-			ing, err := s.ingest(ctx, desc, req)
-			if err != nil {
-				return err
-			}
-			defer ing.close()
-			if _, err := io.Copy(io.Discard, ing.reader); err != nil {
-				return fmt.Errorf("download %s: %w", desc.Digest, err)
-			}
-			return ing.commit()
-		}()
-		if err != nil {
-			return false, err
-		}
-		fetched = true
-	}
-}
-
 // ingestion is a blob streaming from the source into the content store:
-// whoever reads reader also writes the store; commit verifies and
-// publishes the blob.
+// whoever reads reader also writes the ingest; commit verifies the blob and
+// stores it; close ends the download and drops the ingest unless committed.
 type ingestion struct {
-	reader io.Reader
-	commit func() error
-	close  func()
+	s       *Store
+	desc    ocispec.Descriptor
+	ref     string
+	w       content.Writer
+	body    io.ReadCloser
+	counted *countingReader
+	digest  digest.Digester
+	reader  io.Reader
+
+	drained   bool
+	drainErr  error
+	committed bool
 }
 
 func (s *Store) ingest(ctx context.Context, desc ocispec.Descriptor, req Request) (*ingestion, error) {
 	if req.Source == nil {
 		return nil, fmt.Errorf("blob %s is not on this node and no source was given", desc.Digest)
 	}
-	w, err := content.OpenWriter(ctx, s.cs, content.WithRef("fetch-"+desc.Digest.String()), content.WithDescriptor(desc))
+	ref := "fetch-" + desc.Digest.String()
+	w, err := content.OpenWriter(ctx, s.cs, content.WithRef(ref), content.WithDescriptor(desc))
 	if err != nil {
 		return nil, fmt.Errorf("ingest %s: %w", desc.Digest, err)
 	}
 	if st, err := w.Status(); err == nil && st.Offset > 0 {
 		if err := w.Truncate(0); err != nil {
 			_ = w.Close()
+			_ = s.cs.Abort(context.WithoutCancel(ctx), ref)
 			return nil, fmt.Errorf("ingest %s: %w", desc.Digest, err)
 		}
 	}
 	body, err := req.Source.Open(ctx, desc)
 	if err != nil {
 		_ = w.Close()
-		_ = s.cs.Abort(context.WithoutCancel(ctx), "fetch-"+desc.Digest.String())
-		return nil, err
+		_ = s.cs.Abort(context.WithoutCancel(ctx), ref)
+		return nil, fmt.Errorf("open %s: %w", desc.Digest, err)
 	}
 	started := time.Now()
 	counted := &countingReader{r: io.LimitReader(body, desc.Size+1), report: func(n int64, done bool) {
 		req.progress(Update{Layer: desc.Digest, Phase: Downloading, Current: n, Total: desc.Size, Started: started, Done: done})
 	}}
-	tee := io.TeeReader(counted, w)
-	committed := false
+	dg := desc.Digest.Algorithm().Digester()
 	return &ingestion{
-		reader: tee,
-		commit: func() error {
-			// Read what the consumer left (the tail after the tar's end).
-			if _, err := io.Copy(io.Discard, tee); err != nil {
-				return fmt.Errorf("download %s: %w", desc.Digest, err)
-			}
-			counted.finish()
-			if err := w.Commit(ctx, desc.Size, desc.Digest); err != nil {
-				if errdefs.IsAlreadyExists(err) {
-					committed = true
-					return nil
-				}
-				return fmt.Errorf("blob %s: %w: %w", desc.Digest, ErrVerify, err)
-			}
-			committed = true
-			return nil
-		},
-		close: func() {
-			_ = body.Close()
-			_ = w.Close()
-			if !committed {
-				_ = s.cs.Abort(context.WithoutCancel(ctx), "fetch-"+desc.Digest.String())
-			}
-		},
+		s: s, desc: desc, ref: ref, w: w, body: body, counted: counted, digest: dg,
+		reader: io.TeeReader(counted, io.MultiWriter(w, dg.Hash())),
 	}, nil
+}
+
+// drain reads what the consumer left (the tail after the tar's end) and
+// checks size and digest; it does the work once.
+func (g *ingestion) drain() error {
+	if g.drained {
+		return g.drainErr
+	}
+	g.drained = true
+	if _, err := io.Copy(io.Discard, g.reader); err != nil {
+		g.drainErr = fmt.Errorf("download %s: %w", g.desc.Digest, err)
+		return g.drainErr
+	}
+	if got := g.digest.Digest(); g.counted.n != g.desc.Size || got != g.desc.Digest {
+		g.drainErr = fmt.Errorf("blob %s: got %d bytes digesting to %s, want %d bytes: %w", g.desc.Digest, g.counted.n, got, g.desc.Size, ErrVerify)
+		return g.drainErr
+	}
+	g.counted.finish()
+	return nil
+}
+
+// commit verifies the whole blob and stores it.
+func (g *ingestion) commit(ctx context.Context) error {
+	if err := g.drain(); err != nil {
+		return err
+	}
+	if err := g.w.Commit(ctx, g.desc.Size, g.desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
+		return fmt.Errorf("store blob %s: %w", g.desc.Digest, err)
+	}
+	g.committed = true
+	return nil
+}
+
+func (g *ingestion) close(ctx context.Context) {
+	_ = g.body.Close()
+	_ = g.w.Close()
+	if !g.committed {
+		_ = g.s.cs.Abort(context.WithoutCancel(ctx), g.ref)
+	}
 }
 
 func (r Request) progress(u Update) {

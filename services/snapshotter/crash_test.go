@@ -99,7 +99,10 @@ func TestKillNineMidLayerThenRestart(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- second.Wait() }()
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			t.Errorf("snapshotter exited with %v after SIGTERM, want a clean stop", err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("snapshotter did not stop on SIGTERM")
 	}
