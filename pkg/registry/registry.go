@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes"
@@ -52,7 +53,9 @@ type Config struct {
 	// MaxManifestBytes caps manifests, indexes and configs. Zero means
 	// DefaultMaxManifestBytes.
 	MaxManifestBytes int64
-	// Timeout bounds each registry request. Zero means 30s.
+	// Timeout bounds the wait for each response's headers, and any pause
+	// in the arrival of a body (a blob of any size may take longer as long
+	// as bytes keep coming). Zero means 30s.
 	Timeout time.Duration
 }
 
@@ -78,7 +81,9 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: cfg.Timeout}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.ResponseHeaderTimeout = cfg.Timeout
+	client := &http.Client{Transport: transport}
 	insecure := map[string]bool{}
 	for _, h := range cfg.Insecure {
 		insecure[h] = true
@@ -208,7 +213,42 @@ func (c *Client) open(ctx context.Context, ref string, desc ocispec.Descriptor) 
 	if err != nil {
 		return nil, wrap(OpFetch, ref, err)
 	}
-	return rc, nil
+	return newStallGuard(rc, c.cfg.Timeout), nil
+}
+
+// stallGuard closes a body whose Read blocks for longer than its timeout,
+// which makes that Read fail instead of hanging. Time the caller spends
+// between reads does not count.
+type stallGuard struct {
+	io.ReadCloser
+	timeout time.Duration
+	timer   *time.Timer
+	stalled atomic.Bool
+}
+
+func newStallGuard(rc io.ReadCloser, timeout time.Duration) *stallGuard {
+	g := &stallGuard{ReadCloser: rc, timeout: timeout}
+	g.timer = time.AfterFunc(timeout, func() {
+		g.stalled.Store(true)
+		_ = rc.Close()
+	})
+	g.timer.Stop()
+	return g
+}
+
+func (g *stallGuard) Read(p []byte) (int, error) {
+	g.timer.Reset(g.timeout)
+	n, err := g.ReadCloser.Read(p)
+	g.timer.Stop()
+	if err != nil && g.stalled.Load() {
+		err = fmt.Errorf("no data for %s: %w", g.timeout, context.DeadlineExceeded)
+	}
+	return n, err
+}
+
+func (g *stallGuard) Close() error {
+	g.timer.Stop()
+	return g.ReadCloser.Close()
 }
 
 // checkRef rejects, as KindInvalid, a reference containerd's resolver

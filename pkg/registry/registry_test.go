@@ -871,3 +871,52 @@ func (f *fakeRegistry) requests() []string {
 	defer f.mu.Unlock()
 	return append([]string(nil), f.log...)
 }
+
+// A blob that keeps arriving may take longer than the timeout; one whose
+// body stops arriving fails after about the timeout instead of hanging.
+func TestBodyStall(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	data := make([]byte, 64<<10)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	d := reg.PushBlob(t, "stall/blob", data)
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: d, Size: int64(len(data))}
+	ref := reg.Host() + "/stall/blob:latest"
+	const timeout = 400 * time.Millisecond
+	c := newClient(t, registry.Config{Timeout: timeout})
+
+	// 4 KiB every 100ms: 1.6s in all, never a pause of 400ms.
+	reg.ThrottleBlobs(40 << 10)
+	start := time.Now()
+	rc, err := c.Open(t.Context(), ref, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	_ = rc.Close()
+	if err != nil {
+		t.Fatalf("a steady blob taking %v failed: %v", time.Since(start), err)
+	}
+	if digest.FromBytes(got) != d {
+		t.Fatal("steady blob: wrong content")
+	}
+	if took := time.Since(start); took < timeout {
+		t.Fatalf("the steady blob took %v, less than the timeout: the test proves nothing", took)
+	}
+
+	// 4 KiB, then nothing for an hour.
+	reg.ThrottleBlobs(1)
+	start = time.Now()
+	rc, err = c.Open(t.Context(), ref, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rc.Close() }()
+	_, err = io.ReadAll(rc)
+	_ = checkError(t, "read a stalled blob", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindUnavailable, temporary: true})
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("a stalled read failed after %v with a %v timeout", took, timeout)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/readahead"
 	digest "github.com/opencontainers/go-digest"
 )
 
@@ -58,26 +60,65 @@ func applyTarget(mounts []mount.Mount) (target, error) {
 	return target{}, fmt.Errorf("unsupported mount type %q", m.Type)
 }
 
+// Read-ahead of the layer pipeline: how many buffers of what size each
+// stage may run ahead of the next.
+const (
+	aheadBuffers = 4
+	aheadSize    = 1 << 20
+)
+
 // applyLayer decompresses rd (gzip, zstd or plain tar, told apart by their
 // magic bytes), applies the tar stream to dst, reads the stream to its end
 // and returns its digest (the diffID) and size.
+//
+// The work runs as three stages, each in its own goroutine with a bounded
+// read-ahead between them, so that a layer uses more than one core: reading
+// rd (for a download: the network, the content store writer and the blob's
+// digest), decompressing and hashing the tar stream, and writing files.
+// When applyLayer returns, no stage is running and rd has been read to its
+// end unless an error stopped it.
 func applyLayer(ctx context.Context, dst target, rd io.Reader) (digest.Digest, int64, error) {
-	plain, err := decompress(rd)
+	compressed, err := readahead.NewReaderSize(rd, aheadBuffers, aheadSize)
+	if err != nil {
+		return "", 0, err
+	}
+	defer func() { _ = compressed.Close() }()
+	plain, err := decompress(compressed)
 	if err != nil {
 		return "", 0, err
 	}
 	defer func() { _ = plain.Close() }()
 	h := sha256.New()
 	counter := &byteCounter{}
-	tee := io.TeeReader(plain, io.MultiWriter(h, counter))
-	if _, err := archive.Apply(ctx, dst.root, tee, dst.opts...); err != nil {
+	tar, err := readahead.NewReaderSize(io.TeeReader(plain, io.MultiWriter(h, counter)), aheadBuffers, aheadSize)
+	if err != nil {
 		return "", 0, err
 	}
-	// The tar end marker and padding count towards the diffID.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
+	defer func() { _ = tar.Close() }()
+	if _, err := archive.Apply(ctx, dst.root, tar, dst.opts...); err != nil {
+		return "", 0, err
+	}
+	// The tar end marker and padding count towards the diffID, and what
+	// follows the compressed stream still belongs to the blob.
+	if err := discard(tar); err != nil {
+		return "", 0, err
+	}
+	if err := tar.Close(); err != nil { // the hashing stage has stopped
+		return "", 0, err
+	}
+	if err := discard(compressed); err != nil {
 		return "", 0, err
 	}
 	return digest.NewDigest(digest.SHA256, h), counter.n, nil
+}
+
+// discard reads r to its end. (A read-ahead reader's WriteTo answers
+// io.EOF once it has already reached the end, which io.Copy passes on.)
+func discard(r io.Reader) error {
+	if _, err := io.Copy(io.Discard, r); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
 
 type byteCounter struct{ n int64 }

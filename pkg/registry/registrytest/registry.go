@@ -122,7 +122,7 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	rate := r.throttle
 	r.mu.Unlock()
 	if rate > 0 && rec.Kind == KindBlob && req.Method == http.MethodGet {
-		r.inner.ServeHTTP(&throttledWriter{ResponseWriter: sw, rate: rate}, req)
+		r.inner.ServeHTTP(&throttledWriter{ResponseWriter: sw, rate: rate, done: req.Context().Done()}, req)
 		return
 	}
 	r.inner.ServeHTTP(sw, req)

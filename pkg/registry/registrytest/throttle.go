@@ -18,6 +18,8 @@ func (r *Registry) ThrottleBlobs(bytesPerSecond int) {
 type throttledWriter struct {
 	http.ResponseWriter
 	rate int
+	// done is closed when the client has gone: the writer stops pacing.
+	done <-chan struct{}
 }
 
 func (w *throttledWriter) Write(p []byte) (int, error) {
@@ -31,7 +33,11 @@ func (w *throttledWriter) Write(p []byte) (int, error) {
 			return written, err
 		}
 		_ = http.NewResponseController(w.ResponseWriter).Flush()
-		time.Sleep(time.Duration(n) * time.Second / time.Duration(w.rate))
+		select {
+		case <-time.After(time.Duration(n) * time.Second / time.Duration(w.rate)):
+		case <-w.done:
+			return written, http.ErrAbortHandler
+		}
 		p = p[n:]
 	}
 	return written, nil
