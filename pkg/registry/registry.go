@@ -209,28 +209,34 @@ func (c *Client) open(ctx context.Context, ref string, desc ocispec.Descriptor) 
 	if err != nil {
 		return nil, wrap(OpFetch, ref, err)
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
 	rc, err := f.Fetch(ctx, desc)
 	if err != nil {
+		cancel(err)
 		return nil, wrap(OpFetch, ref, err)
 	}
-	return newStallGuard(rc, c.cfg.Timeout), nil
+	return newStallGuard(rc, cancel, c.cfg.Timeout), nil
 }
 
-// stallGuard closes a body whose Read blocks for longer than its timeout,
-// which makes that Read fail instead of hanging. Time the caller spends
-// between reads does not count.
+// errStalled is the cause of a read that stalled.
+var errStalled = errors.New("the registry stopped sending")
+
+// stallGuard cancels the request of a body whose Read blocks for longer
+// than its timeout, which makes that Read fail instead of hanging. Time
+// the caller spends between reads does not count.
 type stallGuard struct {
 	io.ReadCloser
+	cancel  context.CancelCauseFunc
 	timeout time.Duration
 	timer   *time.Timer
 	stalled atomic.Bool
 }
 
-func newStallGuard(rc io.ReadCloser, timeout time.Duration) *stallGuard {
-	g := &stallGuard{ReadCloser: rc, timeout: timeout}
+func newStallGuard(rc io.ReadCloser, cancel context.CancelCauseFunc, timeout time.Duration) *stallGuard {
+	g := &stallGuard{ReadCloser: rc, cancel: cancel, timeout: timeout}
 	g.timer = time.AfterFunc(timeout, func() {
 		g.stalled.Store(true)
-		_ = rc.Close()
+		cancel(errStalled)
 	})
 	g.timer.Stop()
 	return g
@@ -241,14 +247,16 @@ func (g *stallGuard) Read(p []byte) (int, error) {
 	n, err := g.ReadCloser.Read(p)
 	g.timer.Stop()
 	if err != nil && g.stalled.Load() {
-		err = fmt.Errorf("no data for %s: %w", g.timeout, context.DeadlineExceeded)
+		err = fmt.Errorf("no data for %s: %w", g.timeout, errors.Join(errStalled, context.DeadlineExceeded))
 	}
 	return n, err
 }
 
 func (g *stallGuard) Close() error {
 	g.timer.Stop()
-	return g.ReadCloser.Close()
+	err := g.ReadCloser.Close()
+	g.cancel(errors.New("blob closed"))
+	return err
 }
 
 // checkRef rejects, as KindInvalid, a reference containerd's resolver
