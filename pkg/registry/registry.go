@@ -1,7 +1,14 @@
-// Package registry reads images from OCI distribution registries with
-// containerd's resolver and fetcher: resolving a reference to its top-level
-// descriptor (HEAD, falling back to GET), and fetching manifests and configs
-// with a size cap and digest verification. Layers are opened as streams.
+// Package registry reads images from OCI distribution registries, and
+// pushes blobs and manifests to them, with containerd's resolver, fetcher
+// and pusher: resolving a reference to its top-level descriptor (HEAD,
+// falling back to GET), fetching manifests and configs with a size cap and
+// digest verification, and opening layers as streams. Pushing (PushBlob,
+// PushManifest, HasBlob) is what a remote-cache exporter needs: a blob the
+// repository already has is skipped, one another repository of the same
+// registry has is mounted from there when the descriptor names that
+// repository (MountFrom, AnnotationDistributionSource), and anything else is
+// uploaded after its size and digest are checked; a manifest or index is
+// pushed by tag. PushResult says which of the three a blob push did.
 //
 // Vocabulary: a reference is a normalised image name with a tag and/or a
 // digest (docker.io/library/alpine:3.20@sha256:…); the top-level descriptor
@@ -53,9 +60,10 @@ type Config struct {
 	// MaxManifestBytes caps manifests, indexes and configs. Zero means
 	// DefaultMaxManifestBytes.
 	MaxManifestBytes int64
-	// Timeout bounds the wait for each response's headers, and any pause
-	// in the arrival of a body (a blob of any size may take longer as long
-	// as bytes keep coming). Zero means 30s.
+	// Timeout bounds the wait for each response's headers, any pause in
+	// the arrival of a body, and any pause in the registry's acceptance of
+	// an upload (a blob of any size may take longer as long as bytes keep
+	// moving). Zero means 30s.
 	Timeout time.Duration
 }
 
@@ -64,6 +72,9 @@ type Config struct {
 type Client struct {
 	cfg      Config
 	resolver remotes.Resolver
+	// hosts configures every registry host (client, plain HTTP, the one
+	// authorizer that keeps tokens); pushes build a resolver from it.
+	hosts docker.RegistryHosts
 }
 
 // New returns a Client.
@@ -101,7 +112,7 @@ func New(cfg Config) (*Client, error) {
 		}),
 		docker.WithAuthorizer(docker.NewDockerAuthorizer(docker.WithAuthClient(client), docker.WithAuthCreds(creds))),
 	)
-	return &Client{cfg: cfg, resolver: docker.NewResolver(docker.ResolverOptions{Hosts: hosts})}, nil
+	return &Client{cfg: cfg, resolver: docker.NewResolver(docker.ResolverOptions{Hosts: hosts}), hosts: hosts}, nil
 }
 
 // loadCredentials reads config.json once and answers containerd's

@@ -11,8 +11,19 @@
 //   - A Request is one HTTP request the registry answered, classified by
 //     Kind (manifest, blob, upload, tags or other) from its path
 //     /v2/<repo>/manifests/<ref>, /v2/<repo>/blobs/<digest>,
-//     /v2/<repo>/blobs/uploads/<id> or /v2/<repo>/tags/list. Count, Counts
-//     and Requests report them; Reset forgets them.
+//     /v2/<repo>/blobs/uploads/<id> or /v2/<repo>/tags/list, with its raw
+//     query (Request.Query). Count, Counts and Requests report them; Uploads
+//     picks those that carried blob content and Mounts the cross-repository
+//     mounts; Reset forgets them.
+//   - Blobs belong to repositories, as in a real registry: a blob pushed to
+//     one repository is not in another (a HEAD there is 404) until it is
+//     pushed or mounted there. A mount,
+//     POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<source>, of a blob
+//     the source holds answers 201 Created and sends no content;
+//     go-containerregistry's registry ignores mount and from, so this
+//     package answers them itself. A mount the source cannot serve starts
+//     an upload session (202 Accepted), as the distribution spec says.
+//     Blob and Manifest read back what the registry holds, unrecorded.
 //   - A FailRule makes matching requests fail with a chosen status a given
 //     number of times (Fail). RequireAuth makes every request need HTTP
 //     Basic credentials, and WithLatency delays every response.

@@ -104,6 +104,20 @@ func (r *Registry) PushManifest(t testing.TB, repo, ref, mediaType string, data 
 	return desc
 }
 
+// Manifest returns the manifest of repo under ref (a tag or a digest) and
+// the media type the registry stored with it, as pushed: the bytes are
+// unchanged. Like the push helpers it is not recorded, and auth and fault
+// rules do not apply. It calls t.Fatalf if the registry has no such
+// manifest.
+func (r *Registry) Manifest(t testing.TB, repo, ref string) (data []byte, mediaType string) {
+	t.Helper()
+	resp := r.do(t, http.MethodGet, "/v2/"+repo+"/manifests/"+ref, "", nil)
+	if resp.status != http.StatusOK {
+		t.Fatalf("registrytest: manifest %s:%s: %d %s", repo, ref, resp.status, resp.body)
+	}
+	return resp.data, resp.header.Get("Content-Type")
+}
+
 // pushLayoutDesc pushes top and everything below it, then tags it.
 func (r *Registry) pushLayoutDesc(t testing.TB, dir string, top ocispec.Descriptor, repoTag string) ocispec.Descriptor {
 	t.Helper()
@@ -273,11 +287,18 @@ func splitRepoTag(t testing.TB, repoTag string) (repo, ref string) {
 type pushResponse struct {
 	status int
 	header http.Header
-	body   string
+	// data is the body, up to maxResponseBytes.
+	data []byte
+	// body is the start of data, quoted for error messages.
+	body string
 }
 
-// do sends one push request, marked so the middleware lets it through
-// unrecorded.
+// maxResponseBytes caps the bodies do reads: more than any manifest a test
+// pushes.
+const maxResponseBytes = 64 << 20
+
+// do sends one of the helper's own requests (a push, or Manifest's read),
+// marked so the middleware lets it through unrecorded.
 func (r *Registry) do(t testing.TB, method, requestURI, contentType string, body []byte) pushResponse {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, r.srv.URL+requestURI, bytes.NewReader(body))
@@ -294,9 +315,9 @@ func (r *Registry) do(t testing.TB, method, requestURI, contentType string, body
 		t.Fatalf("registrytest: %s %s: %v", method, requestURI, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	dt, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	dt, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
 		t.Fatalf("registrytest: %s %s: read response: %v", method, requestURI, err)
 	}
-	return pushResponse{status: resp.StatusCode, header: resp.Header, body: fmt.Sprintf("%q", dt)}
+	return pushResponse{status: resp.StatusCode, header: resp.Header, data: dt, body: fmt.Sprintf("%q", dt[:min(len(dt), 1<<16)])}
 }

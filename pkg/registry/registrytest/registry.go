@@ -1,6 +1,7 @@
 package registrytest
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -24,6 +25,7 @@ const pushHeader = "X-Registrytest-Push"
 type Registry struct {
 	srv       *httptest.Server
 	inner     http.Handler
+	blobs     *blobStore
 	opts      options
 	pushToken string
 
@@ -46,8 +48,10 @@ func New(t testing.TB, opts ...Option) *Registry {
 	if _, err := rand.Read(tok[:]); err != nil {
 		t.Fatalf("registrytest.New: %v", err)
 	}
+	blobs := newBlobStore()
 	r := &Registry{
-		inner:     registry.New(registry.Logger(log.New(io.Discard, "", 0))),
+		inner:     registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithBlobHandler(blobs)),
+		blobs:     blobs,
 		opts:      o,
 		pushToken: hex.EncodeToString(tok[:]),
 	}
@@ -69,14 +73,17 @@ func (r *Registry) URL() string {
 
 // serveHTTP is the middleware in front of the registry: it lets the helper's
 // own pushes straight through, and for everything else applies latency,
-// auth and fault rules and records the request with its final status.
+// auth and fault rules, answers cross-repository mounts, and records the
+// request with its final status.
 func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
+	rec := parsePath(req.Method, req.URL.Path)
+	rec.Query = req.URL.RawQuery
+	req = req.WithContext(context.WithValue(req.Context(), repoKey{}, rec.Repo))
 	if tok := req.Header.Get(pushHeader); tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(r.pushToken)) == 1 {
 		r.inner.ServeHTTP(w, req)
 		return
 	}
 
-	rec := parsePath(req.Method, req.URL.Path)
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		rec.Status = sw.status()
@@ -123,6 +130,9 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 	if rate > 0 && rec.Kind == KindBlob && req.Method == http.MethodGet {
 		r.inner.ServeHTTP(&throttledWriter{ResponseWriter: sw, rate: rate, done: req.Context().Done()}, req)
+		return
+	}
+	if r.serveMount(sw, req, rec) {
 		return
 	}
 	r.inner.ServeHTTP(sw, req)

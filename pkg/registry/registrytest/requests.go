@@ -1,6 +1,8 @@
 package registrytest
 
 import (
+	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -27,6 +29,11 @@ type Request struct {
 	Method string
 	// Path is the URL path without the query.
 	Path string
+	// Query is the raw query string, without the "?" and as the client
+	// encoded it: "mount=sha256:…&from=cache/a" for a cross-repository
+	// mount, "digest=sha256:…" for the PUT that completes an upload. It is
+	// empty when the request had none.
+	Query string
 	// Kind is one of the Kind constants.
 	Kind string
 	// Repo is the repository name, such as "fixture/single"; empty for
@@ -118,4 +125,57 @@ func (r *Registry) Reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.requests = nil
+}
+
+// Uploads returns the recorded requests that carried blob content, oldest
+// first: PATCH and PUT of /v2/<repo>/blobs/uploads/<id> (a chunk, and the
+// PUT with ?digest= that completes an upload), and a monolithic POST of
+// /v2/<repo>/blobs/uploads/?digest=…. Starting an upload session or
+// mounting a blob sends no content and is not among them. Failed requests
+// are included; their Status says how each ended (201 Created for a
+// completed upload).
+func (r *Registry) Uploads() []Request {
+	return r.filter(func(req Request) bool {
+		if req.Kind != KindUpload {
+			return false
+		}
+		switch req.Method {
+		case http.MethodPatch, http.MethodPut:
+			return true
+		case http.MethodPost:
+			return queryHas(req.Query, "digest")
+		}
+		return false
+	})
+}
+
+// Mounts returns the recorded cross-repository mount requests, oldest
+// first: POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<source>.
+// Status is 201 Created when the blob was mounted, 202 Accepted when the
+// registry started an upload session instead (the source did not hold the
+// blob), or an auth challenge or injected fault.
+func (r *Registry) Mounts() []Request {
+	return r.filter(func(req Request) bool {
+		return req.Kind == KindUpload && req.Method == http.MethodPost && queryHas(req.Query, "mount")
+	})
+}
+
+// filter returns the recorded requests keep accepts, oldest first.
+func (r *Registry) filter(keep func(Request) bool) []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Request
+	for _, req := range r.requests {
+		if keep(req) {
+			out = append(out, req)
+		}
+	}
+	return out
+}
+
+// queryHas reports whether a raw query string has a non-empty parameter
+// name.
+func queryHas(rawQuery, name string) bool {
+	q, err := url.ParseQuery(rawQuery)
+	return err == nil && q.Get(name) != ""
 }
