@@ -96,6 +96,12 @@ func SnapshotterConsumer() Consumer {
 	return Consumer{Name: events.ConsumerSnapshotter, Types: []events.Type{events.TypeSnapshotRequested}, AckWait: time.Minute}
 }
 
+// ExporterConsumer is the exporter's consumer definition. An export or an
+// import moves blobs, so its messages get the snapshotter's AckWait.
+func ExporterConsumer() Consumer {
+	return Consumer{Name: events.ConsumerExporter, Types: []events.Type{events.TypeCacheExportRequested, events.TypeCacheImportRequested}, AckWait: time.Minute}
+}
+
 // Topology is every JetStream resource Stevedore uses.
 type Topology struct {
 	// Replicas is the replica count of streams and buckets: 1 for a single
@@ -130,7 +136,7 @@ func (t *Topology) setDefaults() {
 		t.DLQMaxAge = 30 * 24 * time.Hour
 	}
 	if t.Consumers == nil {
-		t.Consumers = []Consumer{ResolverConsumer(), PullerConsumer(), SnapshotterConsumer()}
+		t.Consumers = []Consumer{ResolverConsumer(), PullerConsumer(), SnapshotterConsumer(), ExporterConsumer()}
 	}
 }
 

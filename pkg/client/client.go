@@ -37,8 +37,11 @@ func NewBuildID() string {
 // a hit, a failure, or the snapshot's end. (cache.miss ends a resolve but
 // not a pull; Outcome.Done knows which.)
 func Terminal(e events.Event) bool {
-	switch e.Type() {
-	case events.TypeCacheHit, events.TypeSourceFailed, events.TypeSnapshotReady, events.TypeSnapshotFailed:
+	switch p := e.Data.(type) {
+	case events.CacheHit:
+		return !p.Snapshot
+	case events.SourceFailed, events.SnapshotReady, events.SnapshotFailed,
+		events.CacheExported, events.CacheExportFailed, events.CacheImported, events.CacheImportFailed:
 		return true
 	}
 	return false
@@ -47,12 +50,31 @@ func Terminal(e events.Event) bool {
 // Submit publishes the event that starts build buildID for req and returns
 // it.
 func Submit(ctx context.Context, js jetstream.JetStream, buildID string, req events.SourceResolveRequested) (events.Event, error) {
+	return submit(ctx, js, buildID, req, buildID+"-request")
+}
+
+// SubmitCache publishes a cache.export.requested or cache.import.requested
+// on build buildID (a build of its own, or the build whose sources it
+// exports, so that watchers of that build see it) and returns it. Its id is
+// fresh, so a build can export more than once.
+func SubmitCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.Payload) (events.Event, error) {
+	switch req.(type) {
+	case events.CacheExportRequested, events.CacheImportRequested:
+	default:
+		return events.Event{}, fmt.Errorf("SubmitCache: %s is not a cache request", req.EventType())
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return submit(ctx, js, buildID, req, buildID+"-"+events.NameOf(req.EventType())+"-"+hex.EncodeToString(b[:]))
+}
+
+func submit(ctx context.Context, js jetstream.JetStream, buildID string, req events.Payload, id string) (events.Event, error) {
 	if err := events.ValidateBuildID(buildID); err != nil {
 		return events.Event{}, err
 	}
 	host, _ := os.Hostname()
 	e := events.New(req)
-	e.ID = buildID + "-request"
+	e.ID = id
 	e.BuildID = buildID
 	e.Source = "/stevedore/client/" + host
 	e.Time = time.Now()
@@ -120,6 +142,17 @@ type Outcome struct {
 	SnapshotFailed *events.SnapshotFailed `json:"snapshotFailed,omitempty"`
 	// Pull is set when the build asked for the snapshot, not only the keys.
 	Pull bool `json:"pull,omitempty"`
+	// Exported is set when a cache export of the build ended well.
+	Exported *events.CacheExported `json:"exported,omitempty"`
+	// Imported is set when a cache import ended well.
+	Imported *events.CacheImported `json:"imported,omitempty"`
+	// CacheFailed is set when a cache export or import failed.
+	CacheFailed *events.SourceFailed `json:"cacheFailed,omitempty"`
+
+	// asked tells whether a source was asked for; cacheAsked and
+	// cacheEnded count the cache requests and their ends.
+	asked                  bool
+	cacheAsked, cacheEnded int
 }
 
 // Add folds one event into the outcome.
@@ -127,6 +160,7 @@ func (o *Outcome) Add(e events.Event) {
 	o.BuildID = e.BuildID
 	switch p := e.Data.(type) {
 	case events.SourceResolveRequested:
+		o.asked = true
 		o.Pull = p.Snapshot
 		if o.Source.Identifier == "" {
 			o.Source = p.Source
@@ -154,6 +188,18 @@ func (o *Outcome) Add(e events.Event) {
 		o.Snapshot = &p
 	case events.SnapshotFailed:
 		o.SnapshotFailed = &p
+	case events.CacheExportRequested, events.CacheImportRequested:
+		o.cacheAsked++
+	case events.CacheExported:
+		o.cacheEnded++
+		o.Exported = &p
+	case events.CacheImported:
+		o.cacheEnded++
+		o.Imported = &p
+	case events.CacheExportFailed, events.CacheImportFailed:
+		o.cacheEnded++
+		f, _ := events.Failure(p)
+		o.CacheFailed = &f
 	}
 }
 
@@ -167,10 +213,16 @@ func (o *Outcome) setKey(k events.CacheKey) {
 	}
 }
 
-// Done reports whether the build is over: a hit, a failure, the end of
-// the snapshot step, or a miss when no snapshot was asked for.
+// Done reports whether the build is over: a hit (unless a snapshot of an
+// imported cache follows it), a failure, the end of the snapshot step, or a
+// miss when no snapshot was asked for.
+// With cache requests in the build, it is over when each has ended too.
 func (o *Outcome) Done() bool {
-	return o.Hit != nil || o.Failed != nil || o.Snapshot != nil || o.SnapshotFailed != nil || (o.Miss != nil && !o.Pull)
+	source := (o.Hit != nil && !o.Hit.Snapshot) || o.Failed != nil || o.Snapshot != nil || o.SnapshotFailed != nil || (o.Miss != nil && !o.Pull)
+	if o.cacheAsked > 0 {
+		return o.cacheEnded >= o.cacheAsked && (!o.asked || source)
+	}
+	return source
 }
 
 // Err is the build's failure as an error, nil if it did not fail.
@@ -180,6 +232,8 @@ func (o *Outcome) Err() error {
 		return &BuildError{Failure: *o.Failed}
 	case o.SnapshotFailed != nil:
 		return &BuildError{Failure: events.SourceFailed(*o.SnapshotFailed)}
+	case o.CacheFailed != nil:
+		return &BuildError{Failure: *o.CacheFailed}
 	}
 	return nil
 }
@@ -206,17 +260,50 @@ func Pull(ctx context.Context, js jetstream.JetStream, buildID string, op events
 	return run(ctx, js, buildID, events.SourceResolveRequested{Source: op, Snapshot: true}, each)
 }
 
+// ExportCache asks for a cache export on build buildID (see SubmitCache)
+// and follows the build until the export ends: Outcome.Exported, or an
+// error whose BuildError names the failure.
+func ExportCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.CacheExportRequested, each func(events.Event)) (Outcome, error) {
+	return runCache(ctx, js, buildID, req, each)
+}
+
+// ImportCache asks for a cache import on build buildID and follows it
+// until it ends: Outcome.Imported, or an error.
+func ImportCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.CacheImportRequested, each func(events.Event)) (Outcome, error) {
+	return runCache(ctx, js, buildID, req, each)
+}
+
+func runCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.Payload, each func(events.Event)) (Outcome, error) {
+	return follow(ctx, js, buildID, each, func() (events.Event, error) { return SubmitCache(ctx, js, buildID, req) })
+}
+
 func run(ctx context.Context, js jetstream.JetStream, buildID string, req events.SourceResolveRequested, each func(events.Event)) (Outcome, error) {
-	out := Outcome{BuildID: buildID, Pull: req.Snapshot}
-	if _, err := Submit(ctx, js, buildID, req); err != nil {
+	return follow(ctx, js, buildID, each, func() (events.Event, error) { return Submit(ctx, js, buildID, req) })
+}
+
+// follow submits, then folds the build's events into an Outcome until it
+// is done. Only the events from the submitted one on are folded, so a
+// build that already ended before (a pull, then its export) is followed to
+// the end of what was asked now.
+func follow(ctx context.Context, js jetstream.JetStream, buildID string, each func(events.Event), submit func() (events.Event, error)) (Outcome, error) {
+	out := Outcome{BuildID: buildID}
+	req, err := submit()
+	if err != nil {
 		return out, err
 	}
-	err := Follow(ctx, js, buildID, true, func(e events.Event) bool {
+	seen := false
+	err = Follow(ctx, js, buildID, false, func(e events.Event) bool {
+		if e.ID == req.ID {
+			seen = true
+		}
+		if !seen {
+			return true
+		}
 		out.Add(e)
 		if each != nil {
 			each(e)
 		}
-		return true
+		return !out.Done()
 	})
 	if err != nil {
 		return out, err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -56,15 +57,25 @@ var samplePayloads = []events.Payload{
 	events.SnapshotReady{},
 	events.SnapshotFailed{},
 	events.Progress{},
+	events.CacheExportRequested{},
+	events.CacheExported{},
+	events.CacheExportFailed{},
+	events.CacheImportRequested{},
+	events.CacheImported{},
+	events.CacheImportFailed{},
 }
 
 func TestTerminal(t *testing.T) {
 	t.Parallel()
 	terminal := map[events.Type]bool{
-		events.TypeCacheHit:       true,
-		events.TypeSourceFailed:   true,
-		events.TypeSnapshotReady:  true,
-		events.TypeSnapshotFailed: true,
+		events.TypeCacheHit:          true,
+		events.TypeSourceFailed:      true,
+		events.TypeSnapshotReady:     true,
+		events.TypeSnapshotFailed:    true,
+		events.TypeCacheExported:     true,
+		events.TypeCacheExportFailed: true,
+		events.TypeCacheImported:     true,
+		events.TypeCacheImportFailed: true,
 	}
 	byType := map[events.Type]events.Payload{}
 	for _, p := range samplePayloads {
@@ -82,6 +93,12 @@ func TestTerminal(t *testing.T) {
 			}
 		})
 	}
+	t.Run("hit followed by a snapshot", func(t *testing.T) {
+		t.Parallel()
+		if client.Terminal(events.New(events.CacheHit{Snapshot: true})) {
+			t.Error("a hit that a snapshot.requested follows is terminal")
+		}
+	})
 	t.Run("no payload", func(t *testing.T) {
 		t.Parallel()
 		if client.Terminal(events.Event{}) {
@@ -183,7 +200,7 @@ func TestOutcomeAdd(t *testing.T) {
 			for _, e := range tc.in {
 				got.Add(e)
 			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
+			if diff := cmp.Diff(tc.want, got, cmpopts.IgnoreUnexported(client.Outcome{})); diff != "" {
 				t.Errorf("Outcome (-want +got):\n%s", diff)
 			}
 			if got.Done() != tc.done {
@@ -358,7 +375,7 @@ func TestResolve(t *testing.T) {
 			}
 			want := tc.want
 			want.BuildID = buildID
-			if diff := cmp.Diff(want, got); diff != "" {
+			if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(client.Outcome{})); diff != "" {
 				t.Errorf("Outcome (-want +got):\n%s", diff)
 			}
 			wantSeen := []events.Type{events.TypeSourceResolveRequested}
@@ -453,7 +470,7 @@ func TestFollow(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Follow: %v", err)
 			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
+			if diff := cmp.Diff(tc.want, got, cmpopts.IgnoreUnexported(client.Outcome{})); diff != "" {
 				t.Errorf("events passed to fn (-want +got):\n%s", diff)
 			}
 		})
@@ -603,5 +620,45 @@ func TestPullOutcome(t *testing.T) {
 	var be *client.BuildError
 	if !f.Done() || !errors.As(f.Err(), &be) || be.Error() != "digest mismatch" {
 		t.Errorf("after snapshot.failed: %+v %v", f, f.Err())
+	}
+}
+
+// A build with cache requests is over when each of them has ended, and a
+// lazy hit is over only at its snapshot's end.
+func TestOutcomeCacheSteps(t *testing.T) {
+	t.Parallel()
+	fold := func(ps ...events.Payload) client.Outcome {
+		var o client.Outcome
+		for _, e := range inBuild("b", ps...) {
+			o.Add(e)
+		}
+		return o
+	}
+	pull := events.SourceResolveRequested{Snapshot: true}
+	ready := events.SnapshotReady{ChainID: "sha256:c"}
+	export := events.CacheExportRequested{Target: "type=local,dest=/c"}
+	for _, tc := range []struct {
+		name string
+		o    client.Outcome
+		done bool
+		err  string
+	}{
+		{"pull done, export asked", fold(pull, ready, export), false, ""},
+		{"pull and export done", fold(pull, ready, export, events.CacheExported{}), true, ""},
+		{"export asked before the pull ended", fold(pull, export, events.CacheExported{}), false, ""},
+		{"second export pending", fold(pull, ready, export, events.CacheExported{}, export), false, ""},
+		{"export failed", fold(pull, ready, export, events.CacheExportFailed{Reason: "local cache exporter requires dest"}), true, "local cache exporter requires dest"},
+		{"import alone", fold(events.CacheImportRequested{}, events.CacheImported{}), true, ""},
+		{"import failed", fold(events.CacheImportRequested{}, events.CacheImportFailed{Reason: "invalid looping record"}), true, "invalid looping record"},
+		{"lazy hit", fold(pull, events.CacheHit{Snapshot: true}), false, ""},
+		{"lazy hit, then snapshot", fold(pull, events.CacheHit{Snapshot: true}, ready), true, ""},
+	} {
+		if got := tc.o.Done(); got != tc.done {
+			t.Errorf("%s: Done() = %v, want %v", tc.name, got, tc.done)
+		}
+		err := tc.o.Err()
+		if (err == nil) != (tc.err == "") || (err != nil && err.Error() != tc.err) {
+			t.Errorf("%s: Err() = %v, want %q", tc.name, err, tc.err)
+		}
 	}
 }

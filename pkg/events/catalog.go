@@ -24,6 +24,12 @@ const (
 	TypeSnapshotReady          Type = "dev.stevedore.snapshot.ready.v1"
 	TypeSnapshotFailed         Type = "dev.stevedore.snapshot.failed.v1"
 	TypeProgress               Type = "dev.stevedore.progress.v1"
+	TypeCacheExportRequested   Type = "dev.stevedore.cache.export.requested.v1"
+	TypeCacheExported          Type = "dev.stevedore.cache.exported.v1"
+	TypeCacheExportFailed      Type = "dev.stevedore.cache.export.failed.v1"
+	TypeCacheImportRequested   Type = "dev.stevedore.cache.import.requested.v1"
+	TypeCacheImported          Type = "dev.stevedore.cache.imported.v1"
+	TypeCacheImportFailed      Type = "dev.stevedore.cache.import.failed.v1"
 )
 
 // Payload is the typed body of an event. Every payload struct names its own
@@ -64,6 +70,24 @@ func (SnapshotFailed) EventType() Type { return TypeSnapshotFailed }
 
 // EventType implements Payload.
 func (Progress) EventType() Type { return TypeProgress }
+
+// EventType implements Payload.
+func (CacheExportRequested) EventType() Type { return TypeCacheExportRequested }
+
+// EventType implements Payload.
+func (CacheExported) EventType() Type { return TypeCacheExported }
+
+// EventType implements Payload.
+func (CacheExportFailed) EventType() Type { return TypeCacheExportFailed }
+
+// EventType implements Payload.
+func (CacheImportRequested) EventType() Type { return TypeCacheImportRequested }
+
+// EventType implements Payload.
+func (CacheImported) EventType() Type { return TypeCacheImported }
+
+// EventType implements Payload.
+func (CacheImportFailed) EventType() Type { return TypeCacheImportFailed }
 
 // Spec is one row of the catalog.
 type Spec struct {
@@ -122,6 +146,7 @@ const (
 	ComponentResolver    = "resolver"
 	ComponentPuller      = "puller"
 	ComponentSnapshotter = "snapshotter"
+	ComponentExporter    = "exporter"
 	ComponentRuntime     = "bus runtime"
 )
 
@@ -188,9 +213,45 @@ var catalog = []Spec{
 	},
 	{
 		Type: TypeProgress, Name: "progress",
-		Producers: []string{ComponentPuller, ComponentSnapshotter}, Consumers: nil,
+		Producers: []string{ComponentPuller, ComponentSnapshotter, ComponentExporter}, Consumers: nil,
 		Summary: "A status update with BuildKit's progress labels.",
 		payload: Progress{},
+	},
+	{
+		Type: TypeCacheExportRequested, Name: "cache.export.requested",
+		Producers: []string{ComponentClient}, Consumers: []string{ComponentExporter},
+		Summary: "Write a BuildKit remote cache of a build's sources (or of keys) to a layout or a registry.",
+		payload: CacheExportRequested{},
+	},
+	{
+		Type: TypeCacheExported, Name: "cache.exported",
+		Producers: []string{ComponentExporter}, Consumers: nil,
+		Summary: "The cache is written; carries the manifest descriptor (cache.manifest).",
+		payload: CacheExported{},
+	},
+	{
+		Type: TypeCacheExportFailed, Name: "cache.export.failed",
+		Producers: []string{ComponentExporter, ComponentRuntime}, Consumers: nil,
+		Summary: "The export cannot be done: bad target, unknown keys, an unimportable cache, or a refusal.",
+		payload: CacheExportFailed{},
+	},
+	{
+		Type: TypeCacheImportRequested, Name: "cache.import.requested",
+		Producers: []string{ComponentClient}, Consumers: []string{ComponentExporter},
+		Summary: "Read a BuildKit remote cache into the cache index.",
+		payload: CacheImportRequested{},
+	},
+	{
+		Type: TypeCacheImported, Name: "cache.imported",
+		Producers: []string{ComponentExporter}, Consumers: nil,
+		Summary: "The cache's records are in the cache index, with where their blobs are.",
+		payload: CacheImported{},
+	},
+	{
+		Type: TypeCacheImportFailed, Name: "cache.import.failed",
+		Producers: []string{ComponentExporter, ComponentRuntime}, Consumers: nil,
+		Summary: "The import cannot be done: bad source, a corrupt config, or missing blobs.",
+		payload: CacheImportFailed{},
 	},
 }
 
@@ -252,18 +313,46 @@ func SourceOf(p Payload) (SourceOp, bool) {
 }
 
 // FailureType is the type of the failed event for a step: snapshot.failed
-// when the snapshot step fails, source.failed for every other step.
+// when the snapshot step fails, cache.export.failed and cache.import.failed
+// for the cache steps, source.failed for every other step.
 func FailureType(step Type) Type {
-	if step == TypeSnapshotRequested {
+	switch step {
+	case TypeSnapshotRequested:
 		return TypeSnapshotFailed
+	case TypeCacheExportRequested:
+		return TypeCacheExportFailed
+	case TypeCacheImportRequested:
+		return TypeCacheImportFailed
 	}
 	return TypeSourceFailed
 }
 
 // NewFailure returns the failed event payload for step carrying f.
 func NewFailure(step Type, f SourceFailed) Payload {
-	if FailureType(step) == TypeSnapshotFailed {
+	switch FailureType(step) {
+	case TypeSnapshotFailed:
 		return SnapshotFailed(f)
+	case TypeCacheExportFailed:
+		return CacheExportFailed(f)
+	case TypeCacheImportFailed:
+		return CacheImportFailed(f)
 	}
 	return f
+}
+
+// Failure returns the fields of a failed event's payload (source.failed,
+// snapshot.failed, cache.export.failed or cache.import.failed); false for
+// any other payload.
+func Failure(p Payload) (SourceFailed, bool) {
+	switch v := p.(type) {
+	case SourceFailed:
+		return v, true
+	case SnapshotFailed:
+		return SourceFailed(v), true
+	case CacheExportFailed:
+		return SourceFailed(v), true
+	case CacheImportFailed:
+		return SourceFailed(v), true
+	}
+	return SourceFailed{}, false
 }

@@ -35,6 +35,10 @@ var (
 		}},
 		Platform:   *platform,
 		LayerLimit: &limit,
+		Cached: &events.CachedResult{
+			Layers:    []events.Layer{{Blob: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerZstd, Digest: digest.FromString("z"), Size: 5}, DiffID: digest.FromString("d")}},
+			Locations: []events.BlobLocation{{Ref: "localhost:5000/cache:latest"}},
+		},
 	}
 	started = when.Add(-time.Second)
 )
@@ -49,13 +53,22 @@ var samples = []events.Payload{
 	events.CacheHit{Source: src, Key: key0, Record: events.CacheRecord{
 		Digests: []digest.Digest{key0.Digest}, ChainID: digest.FromString("chain"), Layers: opts.Layers,
 		Node: "node-1", SnapshotKey: "sha256:chain", Size: 42, CreatedAt: when,
-	}, CacheOpts: opts},
+		Locations: []events.BlobLocation{{Layout: "/c"}, {Ref: "localhost:5000/a@sha256:" + strings.Repeat("b", 64)}},
+	}, CacheOpts: opts, Snapshot: true},
 	events.SnapshotRequested{Source: src, Keys: []events.CacheKey{key0}, CacheOpts: opts},
 	events.SnapshotReady{Source: src, Keys: []events.CacheKey{key0}, ChainID: "sha256:c", SnapshotKey: "sha256:c", Node: "n1",
 		Size: 7, Layers: opts.Layers, Fetched: 1, Reused: 2, Followed: true},
 	events.SnapshotFailed{Source: src, Step: events.TypeSnapshotRequested, Reason: "blob sha256:x: content does not match", Code: "invalid", Attempts: 1},
 	events.CacheMiss{Source: src, Keys: []events.CacheKey{key0, {Index: 1, Key: "k1", Done: true}}, CacheOpts: opts},
 	events.Progress{Vertex: src.Identifier, ID: "resolve docker.io/library/alpine:3.20", Action: "done", Current: 1, Total: 2, Started: &started, Completed: &when, Error: "x"},
+	events.CacheExportRequested{Target: "type=local,dest=/c", Build: "b-1", Keys: []digest.Digest{key0.Digest}},
+	events.CacheExported{Target: "type=local,dest=/c", Manifest: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("cm"), Size: 9},
+		Records: 2, Layers: 3, Written: 1, Existed: 1, Mounted: 1, Warning: "w"},
+	events.CacheExportFailed{Step: events.TypeCacheExportRequested, Reason: "local cache exporter requires dest", Code: "invalid", Attempts: 1},
+	events.CacheImportRequested{Source: "type=registry,ref=localhost:5000/c:latest"},
+	events.CacheImported{Source: "type=registry,ref=localhost:5000/c:latest", Manifest: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("cm"), Size: 9},
+		MediaType: ocispec.MediaTypeImageManifest, Records: []digest.Digest{digest.FromString("r")}, Dropped: 1, Warning: "w"},
+	events.CacheImportFailed{Step: events.TypeCacheImportRequested, Reason: "invalid looping record", Code: "invalid", Attempts: 1},
 }
 
 func sampleEvent(p events.Payload) events.Event {

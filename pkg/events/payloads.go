@@ -76,6 +76,38 @@ type CacheOpts struct {
 	Platform ocispec.Platform `json:"platform"`
 	// LayerLimit is the image.layerlimit attribute; nil means no limit.
 	LayerLimit *int `json:"layerLimit,omitempty"`
+	// Cached, when set, is a result of an imported cache with the same
+	// diffIDs: the snapshotter reads its blobs from its locations first,
+	// and falls back to Ref and Layers when one of them is missing.
+	Cached *CachedResult `json:"cached,omitempty"`
+}
+
+// BlobLocation is a place the blobs of a result can be read from.
+type BlobLocation struct {
+	// Ref is a registry repository holding the blobs
+	// ("host/repo[:tag][@digest]"); empty for a layout.
+	Ref string `json:"ref,omitempty"`
+	// Layout is an OCI image layout directory holding the blobs, as the
+	// service that imported it sees it (one process, or a shared volume);
+	// empty for a registry.
+	Layout string `json:"layout,omitempty"`
+}
+
+// String is the reference or the directory.
+func (l BlobLocation) String() string {
+	if l.Layout != "" {
+		return "layout " + l.Layout
+	}
+	return l.Ref
+}
+
+// CachedResult is a layer chain an imported cache holds.
+type CachedResult struct {
+	// Layers are the chain's layers, bottom first, as the cache lists
+	// them (their blobs may be compressed otherwise than the image's).
+	Layers []Layer `json:"layers"`
+	// Locations are where the blobs are, in the order to try them.
+	Locations []BlobLocation `json:"locations"`
 }
 
 // CacheRecord is what the cache index holds under a key: a snapshot result
@@ -95,9 +127,17 @@ type CacheRecord struct {
 	SnapshotKey string `json:"snapshotKey,omitempty"`
 	// Size is the unpacked size in bytes, 0 when unknown.
 	Size int64 `json:"size,omitempty"`
-	// CreatedAt is when the record was written.
+	// Locations are where the layers' blobs can be read, in the order to
+	// try them: an imported cache first, the origin registry last.
+	Locations []BlobLocation `json:"locations,omitempty"`
+	// CreatedAt is when the record was written, or, for an imported one,
+	// when its result was made.
 	CreatedAt time.Time `json:"createdAt"`
 }
+
+// Lazy reports that the record names blobs but no node holds its
+// snapshot (an imported cache).
+func (r CacheRecord) Lazy() bool { return r.Node == "" && len(r.Layers) > 0 }
 
 // SourceResolveRequested asks the fleet to resolve a source. A client
 // publishes it; it starts a build.
@@ -181,6 +221,10 @@ type CacheHit struct {
 	// CacheOpts is what the handler learned about the source (where its
 	// blobs are), for a client that materialises the result.
 	CacheOpts *CacheOpts `json:"cacheOpts,omitempty"`
+	// Snapshot is set when the record is lazy and the client asked for
+	// the content: a snapshot.requested follows, and the build ends with
+	// its snapshot.ready or snapshot.failed instead of here.
+	Snapshot bool `json:"snapshot,omitempty"`
 }
 
 // CacheMiss reports that every index's key missed: the source must be
@@ -266,3 +310,81 @@ type Progress struct {
 	// Error is set when the item failed.
 	Error string `json:"error,omitempty"`
 }
+
+// CacheExportRequested asks the exporter to write a BuildKit remote cache
+// holding the results of a build's sources, or of explicit keys.
+type CacheExportRequested struct {
+	// Target is where and how, in buildctl's --export-cache syntax:
+	// "type=local,dest=DIR[,tag=T]" or "type=registry,ref=REF", with
+	// mode, image-manifest, oci-mediatypes, compression,
+	// force-compression, ignore-error and registry.insecure.
+	Target string `json:"target"`
+	// Build, when set, exports the keys of that build's sources: every
+	// key its cache.hit and snapshot.ready events name.
+	Build string `json:"build,omitempty"`
+	// Keys are solver digests (CacheKey.Digest) to export, beside those of
+	// Build.
+	Keys []digest.Digest `json:"keys,omitempty"`
+}
+
+// CacheExported reports a written cache.
+type CacheExported struct {
+	// Target is the request's target.
+	Target string `json:"target"`
+	// Manifest is the descriptor of the cache's top-level manifest, as
+	// BuildKit's exporter response gives it under "cache.manifest"; zero
+	// when nothing was exported.
+	Manifest ocispec.Descriptor `json:"cache.manifest"`
+	// Records counts the records written (two roots per image source).
+	Records int `json:"records"`
+	// Layers counts the layer blobs the cache names.
+	Layers int `json:"layers"`
+	// Written counts the blobs written (uploaded, or copied into the
+	// layout); Existed those the target already had; Mounted those a
+	// registry mounted from another of its repositories.
+	Written int `json:"written"`
+	// Existed counts the blobs the target already had.
+	Existed int `json:"existed"`
+	// Mounted counts the blobs mounted across repositories.
+	Mounted int `json:"mounted"`
+	// Warning says why nothing was exported when the export failed with
+	// ignore-error=true, or there was nothing to export.
+	Warning string `json:"warning,omitempty"`
+}
+
+// CacheExportFailed reports an export that cannot be done (bad target,
+// unknown keys, a cache BuildKit could not import, a registry refusal, or
+// retries exhausted). It has SourceFailed's fields.
+type CacheExportFailed SourceFailed
+
+// CacheImportRequested asks the exporter to read a BuildKit remote cache
+// into the cache index.
+type CacheImportRequested struct {
+	// Source is where, in buildctl's --import-cache syntax:
+	// "type=local,src=DIR[,tag=T|digest=D]" or "type=registry,ref=REF".
+	Source string `json:"source"`
+}
+
+// CacheImported reports a cache read into the cache index.
+type CacheImported struct {
+	// Source is the request's source.
+	Source string `json:"source"`
+	// Manifest is the descriptor of the cache's top-level blob.
+	Manifest ocispec.Descriptor `json:"manifest"`
+	// MediaType is the media type inferred for it.
+	MediaType string `json:"mediaType,omitempty"`
+	// Records are the record digests put into the cache index, sorted:
+	// the cache's records with a result, and one record per prefix of a
+	// result chain (keyed as a source's index-1 key: the chainID).
+	Records []digest.Digest `json:"records"`
+	// Dropped counts the results left out: a blob the manifest does not
+	// list, or a layer without a diffID.
+	Dropped int `json:"dropped,omitempty"`
+	// Warning says why nothing was imported (BuildKit skips a missing
+	// local cache with a warning).
+	Warning string `json:"warning,omitempty"`
+}
+
+// CacheImportFailed reports an import that cannot be done (bad source, a
+// corrupt config, a manifest naming blobs the cache does not have).
+type CacheImportFailed SourceFailed

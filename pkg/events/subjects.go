@@ -33,6 +33,8 @@ const (
 	ConsumerPuller = "puller"
 	// ConsumerSnapshotter is the snapshotter's durable consumer.
 	ConsumerSnapshotter = "snapshotter"
+	// ConsumerExporter is the exporter's durable consumer.
+	ConsumerExporter = "exporter"
 	// ConsumerDLQ is the dead-letter mover's durable consumer on
 	// StreamAdvisories.
 	ConsumerDLQ = "dlq"

@@ -149,7 +149,12 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 		return nil, bus.Unavailable(err)
 	}
 	if found {
-		return []events.Event{progress, events.New(events.CacheHit{Source: in.Source, Key: ck, Record: rec, CacheOpts: &opts})}, nil
+		// A lazy record gets its snapshot made under both keys.
+		keys := []events.CacheKey{ck}
+		if in.Snapshot && rec.Lazy() {
+			keys = append(keys, indexOneKey(&opts, ck))
+		}
+		return append([]events.Event{progress}, hitEvents(in, ck, rec, &opts, keys)...), nil
 	}
 	return []events.Event{
 		progress,
@@ -164,25 +169,15 @@ func (h *Handler) configKey(ctx context.Context, in events.CacheKeyRequested) ([
 	if opts == nil || len(in.Keys) == 0 {
 		return nil, bus.Invalid(errors.New("cachekey.requested for index 1 carries no cacheOpts or no index-0 key"))
 	}
-	// BuildKit falls back to the manifest key when the config has no
-	// layers to chain.
-	key := in.Keys[0].Key
-	if opts.RootFSType == "layers" && len(opts.Layers) > 0 {
-		diffIDs := make([]digest.Digest, len(opts.Layers))
-		for i, l := range opts.Layers {
-			diffIDs[i] = l.DiffID
-		}
-		key = source.ConfigKey(diffIDs).String()
-	}
-	ck := events.CacheKey{Index: 1, Key: key, Digest: source.SolverDigest(key), Pin: in.Keys[0].Pin, Done: true}
+	ck := indexOneKey(opts, in.Keys[0])
 	rec, found, err := h.index.Get(ctx, ck.Digest)
 	if err != nil {
 		return nil, bus.Unavailable(err)
 	}
-	if found {
-		return []events.Event{events.New(events.CacheHit{Source: in.Source, Key: ck, Record: rec, CacheOpts: opts})}, nil
-	}
 	keys := append(append([]events.CacheKey(nil), in.Keys...), ck)
+	if found {
+		return hitEvents(in, ck, rec, opts, keys), nil
+	}
 	out := []events.Event{
 		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck, CacheOpts: opts}),
 		events.New(events.CacheMiss{Source: in.Source, Keys: keys, CacheOpts: opts}),
@@ -191,6 +186,51 @@ func (h *Handler) configKey(ctx context.Context, in events.CacheKeyRequested) ([
 		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: opts}))
 	}
 	return out, nil
+}
+
+// indexOneKey is the index-1 key of an image: the chainID of its diff_ids,
+// or, as in BuildKit, the manifest key again when the config has no layers
+// to chain.
+func indexOneKey(opts *events.CacheOpts, key0 events.CacheKey) events.CacheKey {
+	key := key0.Key
+	if opts.RootFSType == "layers" && len(opts.Layers) > 0 {
+		diffIDs := make([]digest.Digest, len(opts.Layers))
+		for i, l := range opts.Layers {
+			diffIDs[i] = l.DiffID
+		}
+		key = source.ConfigKey(diffIDs).String()
+	}
+	return events.CacheKey{Index: 1, Key: key, Digest: source.SolverDigest(key), Pin: key0.Pin, Done: true}
+}
+
+// hitEvents answers a key found in the cache index: cache.hit, and when
+// the client wants the content and the record is lazy (an imported cache:
+// blobs, no snapshot), a snapshot.requested for keys that reads the
+// cache's blobs first.
+func hitEvents(in events.CacheKeyRequested, ck events.CacheKey, rec events.CacheRecord, opts *events.CacheOpts, keys []events.CacheKey) []events.Event {
+	hit := events.CacheHit{Source: in.Source, Key: ck, Record: rec, CacheOpts: opts}
+	if !in.Snapshot || !rec.Lazy() || !sameDiffIDs(rec.Layers, opts.Layers) {
+		return []events.Event{events.New(hit)}
+	}
+	hit.Snapshot = true
+	withCache := *opts
+	withCache.Cached = &events.CachedResult{Layers: rec.Layers, Locations: rec.Locations}
+	return []events.Event{
+		events.New(hit),
+		events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: &withCache}),
+	}
+}
+
+func sameDiffIDs(a, b []events.Layer) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].DiffID != b[i].DiffID {
+			return false
+		}
+	}
+	return true
 }
 
 // tagResolution is what the fleet stores for a tag: the descriptor it

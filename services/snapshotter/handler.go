@@ -1,11 +1,13 @@
 package snapshotter
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
+	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
@@ -76,17 +79,22 @@ func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 	}
 	layers := in.CacheOpts.Layers
 	ready := events.SnapshotReady{Source: in.Source, Keys: in.Keys, Layers: layers, Node: h.node}
+	locations := []events.BlobLocation{{Ref: in.CacheOpts.Ref}}
 	var chainID digest.Digest
 	if len(layers) > 0 {
 		chain := snapshot.ChainIDs(layers)
 		chainID = chain[len(chain)-1]
 		ready.ChainID, ready.SnapshotKey = chainID.String(), chainID.String()
-		rec, res, followed, err := h.make(ctx, in, chainID)
+		m, err := h.make(ctx, in, chainID)
 		if err != nil {
 			return nil, classify(err)
 		}
-		ready.Node, ready.Size, ready.Followed = rec.Node, rec.Size, followed
-		ready.Fetched, ready.Reused = len(res.Fetched), res.Reused
+		ready.Node, ready.Size, ready.Followed = m.record.Node, m.record.Size, m.followed
+		ready.Fetched, ready.Reused = len(m.result.Fetched), m.result.Reused
+		if m.layers != nil {
+			layers, locations = m.layers, m.locations
+			ready.Layers = layers
+		}
 	}
 	digests := make([]digest.Digest, 0, len(in.Keys))
 	for _, k := range in.Keys {
@@ -95,7 +103,7 @@ func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 	if len(digests) > 0 {
 		err := h.index.Put(ctx, events.CacheRecord{
 			Digests: digests, ChainID: chainID, Layers: layers, Node: ready.Node,
-			SnapshotKey: ready.SnapshotKey, Size: ready.Size, CreatedAt: h.now().UTC(),
+			SnapshotKey: ready.SnapshotKey, Size: ready.Size, Locations: locations, CreatedAt: h.now().UTC(),
 		})
 		if err != nil {
 			return nil, bus.Unavailable(err)
@@ -104,14 +112,28 @@ func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 	return []events.Event{events.New(ready)}, nil
 }
 
+// made is what make did.
+type made struct {
+	// record is where the snapshot is.
+	record snapshotRecord
+	// result is what this node's Unpack did (zero when it followed).
+	result snapshot.Result
+	// followed is set when another node made it.
+	followed bool
+	// layers and locations are the blobs this node unpacked and where
+	// they came from; nil when it did not unpack.
+	layers    []events.Layer
+	locations []events.BlobLocation
+}
+
 // make returns where the snapshot of chainID is, making it on this node
 // when no node has it or is making it.
-func (h *Handler) make(ctx context.Context, in events.SnapshotRequested, chainID digest.Digest) (snapshotRecord, snapshot.Result, bool, error) {
+func (h *Handler) make(ctx context.Context, in events.SnapshotRequested, chainID digest.Digest) (made, error) {
 	layers := in.CacheOpts.Layers
 	if h.has(ctx, chainID) {
-		return snapshotRecord{Node: h.node}, snapshot.Result{Reused: len(layers)}, false, nil
+		return made{record: snapshotRecord{Node: h.node}, result: snapshot.Result{Reused: len(layers)}}, nil
 	}
-	var res snapshot.Result
+	var m made
 	accept := func(v []byte) bool {
 		var r snapshotRecord
 		if json.Unmarshal(v, &r) != nil {
@@ -124,30 +146,90 @@ func (h *Handler) make(ctx context.Context, in events.SnapshotRequested, chainID
 		h.busy.RLock()
 		defer h.busy.RUnlock()
 		var err error
-		res, err = h.store.Unpack(ctx, snapshot.Request{
-			Layers: layers,
-			Source: snapshot.BlobSourceFunc(func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
-				return h.blobs.Open(ctx, in.CacheOpts.Ref, d)
-			}),
-			Window:   h.window,
-			Progress: newProgress(ctx, in.Source.Identifier).update,
-		})
+		m.result, m.layers, m.locations, err = h.unpack(ctx, in)
 		if err != nil {
 			return nil, err
 		}
-		return json.Marshal(snapshotRecord{Node: h.node, Size: res.Size, CreatedAt: h.now().UTC()})
+		return json.Marshal(snapshotRecord{Node: h.node, Size: m.result.Size, CreatedAt: h.now().UTC()})
 	})
 	if err != nil {
-		return snapshotRecord{}, res, false, err
+		return made{}, err
 	}
-	var rec snapshotRecord
-	if err := json.Unmarshal(out.Value, &rec); err != nil {
-		return rec, res, false, fmt.Errorf("stored snapshot record of %s: %w", chainID, err)
+	if err := json.Unmarshal(out.Value, &m.record); err != nil {
+		return made{}, fmt.Errorf("stored snapshot record of %s: %w", chainID, err)
 	}
-	if out.Outcome == lease.Stored && rec.Node == h.node {
-		res.Reused = len(layers)
+	if out.Outcome == lease.Stored && m.record.Node == h.node {
+		m.result.Reused = len(layers)
 	}
-	return rec, res, out.Outcome == lease.Followed, nil
+	m.followed = out.Outcome == lease.Followed
+	return m, nil
+}
+
+// unpack makes the snapshot on this node. With a cached result (an
+// imported cache), it reads the cache's blobs first; if that fails for any
+// reason but the end of ctx, it says so in a progress event and takes the
+// layers from the origin registry instead: a lazy hit never fails a pull.
+func (h *Handler) unpack(ctx context.Context, in events.SnapshotRequested) (snapshot.Result, []events.Layer, []events.BlobLocation, error) {
+	opts := in.CacheOpts
+	origin := events.BlobLocation{Ref: opts.Ref}
+	progress := newProgress(ctx, in.Source.Identifier).update
+	if c := opts.Cached; c != nil && sameDiffIDs(c.Layers, opts.Layers) && len(c.Locations) > 0 {
+		res, err := h.store.Unpack(ctx, snapshot.Request{Layers: c.Layers, Source: h.source(c.Locations), Window: h.window, Progress: progress})
+		if err == nil {
+			return res, c.Layers, append(slices.Clone(c.Locations), origin), nil
+		}
+		if cause := context.Cause(ctx); cause != nil {
+			return res, nil, nil, cause
+		}
+		now := time.Now()
+		bus.Emit(ctx, events.Progress{Vertex: in.Source.Identifier, ID: "cache " + c.Locations[0].String() + " unusable, pulling from " + opts.Ref,
+			Action: "fallback", Started: &now, Completed: &now, Error: err.Error()})
+	}
+	res, err := h.store.Unpack(ctx, snapshot.Request{Layers: opts.Layers, Source: h.source([]events.BlobLocation{origin}), Window: h.window, Progress: progress})
+	return res, opts.Layers, []events.BlobLocation{origin}, err
+}
+
+// source opens blobs from locations, trying each in turn: a location that
+// does not have a blob (or cannot be reached) gives way to the next.
+func (h *Handler) source(locations []events.BlobLocation) snapshot.BlobSource {
+	return snapshot.BlobSourceFunc(func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+		var errs []error
+		for _, loc := range locations {
+			rc, err := h.openAt(ctx, loc, d)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			// Registry reads are lazy: the first byte says whether the
+			// blob is there.
+			br := bufio.NewReaderSize(rc, 64<<10)
+			if _, err := br.Peek(1); err != nil && !errors.Is(err, io.EOF) {
+				_ = rc.Close()
+				errs = append(errs, err)
+				continue
+			}
+			return struct {
+				io.Reader
+				io.Closer
+			}{br, rc}, nil
+		}
+		return nil, errors.Join(errs...)
+	})
+}
+
+func (h *Handler) openAt(ctx context.Context, loc events.BlobLocation, d ocispec.Descriptor) (io.ReadCloser, error) {
+	if loc.Layout != "" {
+		l, err := ocilayout.Open(loc.Layout)
+		if err != nil {
+			return nil, err
+		}
+		return l.OpenBlob(ctx, d)
+	}
+	return h.blobs.Open(ctx, loc.Ref, d)
+}
+
+func sameDiffIDs(a, b []events.Layer) bool {
+	return slices.EqualFunc(a, b, func(x, y events.Layer) bool { return x.DiffID == y.DiffID })
 }
 
 func (h *Handler) has(ctx context.Context, chainID digest.Digest) bool {
