@@ -65,3 +65,5 @@ replace (
 replace github.com/stevedore-dev/stevedore/services/snapshotter => ../services/snapshotter
 
 replace github.com/stevedore-dev/stevedore/services/fleettest => ../services/fleettest
+
+replace github.com/stevedore-dev/stevedore/services/exporter => ../services/exporter

@@ -44,6 +44,7 @@ require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/klauspost/readahead v1.4.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/moby/locker v1.0.1 // indirect
 	github.com/moby/sys/mountinfo v0.7.2 // indirect
@@ -83,3 +84,5 @@ replace (
 )
 
 replace github.com/stevedore-dev/stevedore/services/fleettest => ../../services/fleettest
+
+replace github.com/stevedore-dev/stevedore/services/exporter => ../../services/exporter

@@ -52,3 +52,58 @@ func (w *Watch) Next() (events.Event, error) {
 
 // Stop ends the watch and unblocks Next.
 func (w *Watch) Stop() { w.it.Stop() }
+
+// Replay returns the events of buildID stored so far, in order: what a
+// step that needs a build's history (the exporter of a build's results)
+// reads. Messages that do not decode are skipped.
+func Replay(ctx context.Context, js jetstream.JetStream, buildID string) ([]events.Event, error) {
+	if err := events.ValidateBuildID(buildID); err != nil {
+		return nil, Invalid(err)
+	}
+	stream, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		return nil, fmt.Errorf("replay %s: %w", buildID, err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(events.BuildFilter(buildID)))
+	if err != nil {
+		return nil, fmt.Errorf("replay %s: %w", buildID, err)
+	}
+	var stored uint64
+	for _, n := range info.State.Subjects {
+		stored += n
+	}
+	if stored == 0 {
+		return nil, nil
+	}
+	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.BuildFilter(buildID)},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replay %s: %w", buildID, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("replay %s: %w", buildID, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	var out []events.Event
+	for read := uint64(0); read < stored; read++ {
+		msg, err := it.Next()
+		if err != nil {
+			if cause := context.Cause(ctx); cause != nil {
+				return nil, cause
+			}
+			return nil, fmt.Errorf("replay %s: %w", buildID, err)
+		}
+		if e, err := events.Decode(events.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}); err == nil {
+			out = append(out, e)
+		}
+		if md, err := msg.Metadata(); err == nil && md.NumPending == 0 {
+			break
+		}
+	}
+	return out, nil
+}

@@ -31,6 +31,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/services/exporter"
 	"github.com/stevedore-dev/stevedore/services/puller"
 	"github.com/stevedore-dev/stevedore/services/resolver"
 	"github.com/stevedore-dev/stevedore/services/snapshotter"
@@ -121,6 +122,14 @@ func SnapshotterConsumer() bus.Consumer {
 	return c
 }
 
+// ExporterConsumer has test-sized timings.
+func ExporterConsumer() bus.Consumer {
+	c := bus.ExporterConsumer()
+	c.AckWait = 2 * time.Second
+	c.MaxDeliver = 6
+	return c
+}
+
 // Stack is a fleet for one test.
 type Stack struct {
 	// Env is the embedded NATS server and the test's connection.
@@ -139,7 +148,7 @@ func New(t *testing.T, opts ...registrytest.Option) *Stack {
 	t.Helper()
 	s := &Stack{
 		Env: bustest.Start(t, bus.Topology{Consumers: []bus.Consumer{
-			bus.ResolverConsumer(), PullerConsumer(), SnapshotterConsumer(),
+			bus.ResolverConsumer(), PullerConsumer(), SnapshotterConsumer(), ExporterConsumer(),
 		}}),
 		Registry: registrytest.New(t, opts...),
 	}
@@ -232,6 +241,49 @@ func (s *Stack) Snapshotter(t *testing.T, mut ...func(*snapshotter.Config)) (Rep
 	return Replica{NC: nc, Stop: s.Run(t, cfg.Node, svc.Run), Name: cfg.Node}, svc
 }
 
+// Exporter starts an exporter replica; mut adjusts its configuration.
+func (s *Stack) Exporter(t *testing.T, mut ...func(*exporter.Config)) Replica {
+	t.Helper()
+	n := s.replicas.Add(1)
+	nc, js := s.Env.Connect(t, fmt.Sprintf("exporter-%d", n))
+	cfg := exporter.Config{
+		Instance: fmt.Sprintf("e%d", n),
+		Registry: s.RegistryConfig,
+		Consumer: ExporterConsumer(),
+		Backoff:  bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
+		Logger:   Quiet,
+	}
+	for _, m := range mut {
+		m(&cfg)
+	}
+	e, err := exporter.New(js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Replica{NC: nc, Stop: s.Run(t, cfg.Instance, e.Run), Name: cfg.Instance}
+}
+
+// Forget empties the cache index and the fleet's memory of snapshots and
+// manifests: the state a fresh fleet (or another machine) starts from.
+func (s *Stack) Forget(t *testing.T) {
+	t.Helper()
+	for _, bucket := range []string{events.BucketCacheIndex, events.BucketSnapshots, events.BucketManifests, events.BucketLeases} {
+		kv, err := s.Env.JS.KeyValue(t.Context(), bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := kv.ListKeys(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range keys.Keys() {
+			if err := kv.Purge(t.Context(), k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // Push pushes a fixture image to repo:tag and returns its reference.
 func (s *Stack) Push(t *testing.T, name, repoTag string) string {
 	t.Helper()
@@ -289,10 +341,15 @@ func Failure(t *testing.T, rec *bustest.Recorder) events.SourceFailed {
 	return want[events.SourceFailed](t, Final(t, rec))
 }
 
-// PullEnd waits (30s) for one of the events that end a pull.
+// PullEnd waits (30s) for one of the events that end a pull. A hit of an
+// imported cache that a snapshot follows does not end it.
 func PullEnd(t *testing.T, rec *bustest.Recorder) events.Event {
 	t.Helper()
-	return rec.Wait(t, 30*time.Second, events.TypeCacheHit, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
+	e := rec.Wait(t, 30*time.Second, events.TypeCacheHit, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
+	if hit, ok := e.Data.(events.CacheHit); ok && hit.Snapshot {
+		return rec.Wait(t, 30*time.Second, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
+	}
+	return e
 }
 
 // Ready waits for a pull's end and requires a snapshot.ready.

@@ -6,6 +6,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/opencontainers/image-spec v1.1.1
 	github.com/stevedore-dev/stevedore/pkg v0.0.0
+	github.com/stevedore-dev/stevedore/services/exporter v0.0.0-00010101000000-000000000000
 	github.com/stevedore-dev/stevedore/services/puller v0.0.0
 	github.com/stevedore-dev/stevedore/services/resolver v0.0.0
 	github.com/stevedore-dev/stevedore/services/snapshotter v0.0.0
@@ -39,6 +40,7 @@ require (
 	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/klauspost/readahead v1.4.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/moby/locker v1.0.1 // indirect
 	github.com/moby/sys/mountinfo v0.7.2 // indirect
@@ -75,3 +77,5 @@ replace (
 	github.com/stevedore-dev/stevedore/services/resolver => ../resolver
 	github.com/stevedore-dev/stevedore/services/snapshotter => ../snapshotter
 )
+
+replace github.com/stevedore-dev/stevedore/services/exporter => ../exporter

@@ -20,6 +20,7 @@ require (
 	github.com/google/go-containerregistry v0.22.1 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/klauspost/readahead v1.4.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/moby/sys/mountinfo v0.7.2 // indirect
 	github.com/moby/sys/userns v0.2.1 // indirect
@@ -27,6 +28,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/opencontainers/runtime-spec v1.3.0 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
+	github.com/stevedore-dev/stevedore/services/exporter v0.0.0-00010101000000-000000000000 // indirect
 	go.etcd.io/bbolt v1.5.0 // indirect
 	go.opentelemetry.io/otel/sdk v1.46.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect
@@ -79,3 +81,7 @@ replace github.com/stevedore-dev/stevedore/services/resolver => ../resolver
 replace github.com/stevedore-dev/stevedore/services/fleettest => ../fleettest
 
 replace github.com/stevedore-dev/stevedore/services/snapshotter => ../snapshotter
+
+replace github.com/stevedore-dev/stevedore/services/exporter => ../exporter
+
+replace github.com/stevedore-dev/stevedore/services/puller => ../puller

@@ -41,3 +41,5 @@ replace github.com/stevedore-dev/stevedore/services/puller => ../puller
 replace github.com/stevedore-dev/stevedore/services/snapshotter => ../snapshotter
 
 replace github.com/stevedore-dev/stevedore/services/fleettest => ../fleettest
+
+replace github.com/stevedore-dev/stevedore/services/exporter => ../exporter

@@ -38,6 +38,7 @@ require (
 	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/klauspost/readahead v1.4.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/moby/locker v1.0.1 // indirect
 	github.com/moby/sys/mountinfo v0.7.2 // indirect
@@ -51,6 +52,7 @@ require (
 	github.com/opencontainers/runtime-spec v1.3.0 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
+	github.com/stevedore-dev/stevedore/services/exporter v0.0.0-00010101000000-000000000000 // indirect
 	github.com/stevedore-dev/stevedore/services/puller v0.0.0 // indirect
 	github.com/stevedore-dev/stevedore/services/resolver v0.0.0 // indirect
 	go.etcd.io/bbolt v1.5.0 // indirect
@@ -76,3 +78,5 @@ replace github.com/stevedore-dev/stevedore/services/resolver => ../resolver
 replace github.com/stevedore-dev/stevedore/services/puller => ../puller
 
 replace github.com/stevedore-dev/stevedore/services/fleettest => ../fleettest
+
+replace github.com/stevedore-dev/stevedore/services/exporter => ../exporter

@@ -1,7 +1,6 @@
 package snapshotter
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,10 +13,10 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/stevedore-dev/stevedore/pkg/blobs"
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
-	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
@@ -28,11 +27,6 @@ type Store interface {
 	Has(ctx context.Context, chainID digest.Digest) bool
 	// Unpack builds the snapshot of a layer chain.
 	Unpack(ctx context.Context, req snapshot.Request) (snapshot.Result, error)
-}
-
-// Blobs opens blobs of a repository (a registry client).
-type Blobs interface {
-	Open(ctx context.Context, ref string, desc ocispec.Descriptor) (io.ReadCloser, error)
 }
 
 // Flight runs a piece of work once across the fleet (see lease.Flight).
@@ -52,7 +46,7 @@ type CacheIndex interface {
 type Handler struct {
 	node   string
 	store  Store
-	blobs  Blobs
+	reader *blobs.Reader
 	flight Flight
 	index  CacheIndex
 	window int
@@ -189,43 +183,12 @@ func (h *Handler) unpack(ctx context.Context, in events.SnapshotRequested) (snap
 	return res, opts.Layers, []events.BlobLocation{origin}, err
 }
 
-// source opens blobs from locations, trying each in turn: a location that
-// does not have a blob (or cannot be reached) gives way to the next.
+// source opens blobs from locations, trying each in turn.
 func (h *Handler) source(locations []events.BlobLocation) snapshot.BlobSource {
 	return snapshot.BlobSourceFunc(func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
-		var errs []error
-		for _, loc := range locations {
-			rc, err := h.openAt(ctx, loc, d)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			// Registry reads are lazy: the first byte says whether the
-			// blob is there.
-			br := bufio.NewReaderSize(rc, 64<<10)
-			if _, err := br.Peek(1); err != nil && !errors.Is(err, io.EOF) {
-				_ = rc.Close()
-				errs = append(errs, err)
-				continue
-			}
-			return struct {
-				io.Reader
-				io.Closer
-			}{br, rc}, nil
-		}
-		return nil, errors.Join(errs...)
+		rc, _, err := h.reader.Open(ctx, locations, d)
+		return rc, err
 	})
-}
-
-func (h *Handler) openAt(ctx context.Context, loc events.BlobLocation, d ocispec.Descriptor) (io.ReadCloser, error) {
-	if loc.Layout != "" {
-		l, err := ocilayout.Open(loc.Layout)
-		if err != nil {
-			return nil, err
-		}
-		return l.OpenBlob(ctx, d)
-	}
-	return h.blobs.Open(ctx, loc.Ref, d)
 }
 
 func sameDiffIDs(a, b []events.Layer) bool {
@@ -296,4 +259,4 @@ func classify(err error) error {
 	return err
 }
 
-var _ Blobs = (*registry.Client)(nil)
+var _ blobs.Registry = (*registry.Client)(nil)

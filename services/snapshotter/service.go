@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/stevedore-dev/stevedore/pkg/blobs"
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
@@ -173,7 +174,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h := &Handler{node: s.cfg.Node, store: s.store, blobs: reg, flight: flight, index: index,
+	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg), flight: flight, index: index,
 		window: s.cfg.Window, now: time.Now, busy: &s.busy}
 	if s.cfg.KeepFor > 0 {
 		go s.pruneLoop(ctx, index)
