@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,6 +50,8 @@ type Spec struct {
 	// Logger receives logs; Run adds the service and instance to it. Nil
 	// means slog.Default().
 	Logger *slog.Logger
+	// Observe is where metrics and readiness go; zero for nowhere.
+	Observe Observe
 }
 
 // Source is the CloudEvents source of the replica's events.
@@ -76,13 +79,21 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, register func(*
 			return fmt.Errorf("%s: %w", spec.Component, err)
 		}
 	}
+	mw := []bus.Middleware{middleware.Recover(log), middleware.Logging(log)}
+	if spec.Observe.Metrics != nil {
+		m, err := middleware.Metrics(spec.Observe.Metrics, spec.Component)
+		if err != nil {
+			return fmt.Errorf("%s: %w", spec.Component, err)
+		}
+		mw = append(mw, m)
+	}
 	w, err := bus.NewWorker(js, bus.WorkerConfig{
 		Consumer:    spec.Consumer,
 		Source:      spec.Source(),
 		Concurrency: spec.Concurrency,
 		Backoff:     spec.Backoff,
 		Logger:      log,
-		Middleware:  []bus.Middleware{middleware.Recover(log), middleware.Logging(log)},
+		Middleware:  mw,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", spec.Component, err)
@@ -91,13 +102,17 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, register func(*
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(ctx) })
 	g.Go(func() error { return bus.NewDLQ(js, spec.Source(), log).Run(ctx) })
+	if spec.Observe.Metrics != nil || spec.Observe.Health != nil {
+		g.Go(func() error { return consumerLag(ctx, js, spec.Component, spec.Consumer.Name, spec.Observe, log) })
+	}
 	return g.Wait()
 }
 
 // Serve is a service binary's main: it connects to the NATS server at url
-// (reconnecting forever), calls run, and cancels run's context on SIGINT or
-// SIGTERM.
-func Serve(url, name string, run func(ctx context.Context, js jetstream.JetStream) error) error {
+// (reconnecting forever), serves /metrics and /healthz on httpAddr (none
+// when empty), calls run with where to report them, and cancels run's
+// context on SIGINT or SIGTERM.
+func Serve(url, name, httpAddr string, run func(ctx context.Context, js jetstream.JetStream, obs Observe) error) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	nc, js, err := bus.Connect(url, name)
@@ -105,7 +120,17 @@ func Serve(url, name string, run func(ctx context.Context, js jetstream.JetStrea
 		return err
 	}
 	defer nc.Close()
-	return run(ctx, js)
+	reg := newRegistry()
+	obs := Observe{Metrics: reg, Health: NewHealth(checkConsumer)}
+	obs.Health.attach(nc)
+	if httpAddr != "" {
+		shutdown, err := serveHTTP(ctx, httpAddr, reg, obs.Health)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = shutdown() }()
+	}
+	return run(ctx, js, obs)
 }
 
 // Env returns the environment variable key, or def when it is not set: the
@@ -129,4 +154,16 @@ func Platform(s string) (ocispec.Platform, error) {
 		return ocispec.Platform{}, fmt.Errorf("platform %q: %w", s, err)
 	}
 	return platforms.Normalize(p), nil
+}
+
+// List splits a comma-separated flag value, dropping empty items: "" is
+// no item.
+func List(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

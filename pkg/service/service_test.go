@@ -5,8 +5,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -95,4 +100,88 @@ func TestEnv(t *testing.T) {
 	if got := service.Env("STEVEDORE_TEST_ENV_UNSET", "default"); got != "default" {
 		t.Errorf("Env unset = %q", got)
 	}
+}
+
+// Run with Observe: the consumer check passes once the consumer is bound,
+// handled events are counted, the backlog is a gauge, and the healthcheck
+// a container runs follows /healthz.
+func TestRunObserved(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	reg := prometheus.NewRegistry()
+	health := service.NewHealth("consumer")
+	if health.Err() == nil {
+		t.Fatal("a fresh Health is ready")
+	}
+	srv := httptest.NewServer(health)
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	if code := service.Healthcheck(t.Context(), addr); code != 1 {
+		t.Errorf("Healthcheck before ready = %d, want 1", code)
+	}
+	spec := service.Spec{Component: "puller", Instance: "i1", Consumer: bus.PullerConsumer(), Logger: quiet,
+		Observe: service.Observe{Metrics: reg, Health: health}}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(errors.New("test over"))
+	done := make(chan error, 1)
+	go func() {
+		done <- service.Run(ctx, env.JS, spec, func(w *bus.Worker) {
+			w.Handle(events.TypeCacheKeyRequested, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+				return []events.Event{events.New(events.CacheHit{Source: in.Source})}, nil
+			}))
+		})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for health.Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 10s: %v", health.Err())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code := service.Healthcheck(t.Context(), addr); code != 0 {
+		t.Errorf("Healthcheck when ready = %d, want 0", code)
+	}
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", events.CacheKeyRequested{Source: events.SourceOp{Identifier: "docker-image://x/y:1"}})
+	rec.Wait(t, 10*time.Second, events.TypeCacheHit)
+	deadline = time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(counterOf(t, reg, "stevedore_puller_events_handled_total")) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the handled event was not counted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, name := range []string{"stevedore_puller_consumer_pending_messages", "stevedore_puller_consumer_ack_pending_messages", "stevedore_puller_handler_duration_seconds"} {
+		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != 1 {
+			t.Errorf("%s: %d series, %v", name, n, err)
+		}
+	}
+	health.Set("consumer", errors.New("gone"))
+	if code := service.Healthcheck(t.Context(), addr); code != 1 {
+		t.Errorf("Healthcheck after a failure = %d, want 1", code)
+	}
+	cancel(errors.New("test over"))
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}
+
+// counterOf returns the one series of a counter family as a collector.
+func counterOf(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() == name {
+			for _, m := range f.GetMetric() {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sum"})
+	c.Add(total)
+	return c
 }

@@ -50,8 +50,8 @@ func TestUnpackDedupe(t *testing.T) {
 			if err != nil {
 				t.Fatalf("first Unpack: %v", err)
 			}
-			if res.Extracted != 3 || res.Reused != 0 || len(res.Fetched) != 3 {
-				t.Errorf("first Unpack = %+v, want 3 fetched and extracted", res)
+			if res.Extracted != 3 || res.Reused != 0 || len(res.Fetched) != 3 || res.Unpacked != res.Size || res.Size == 0 {
+				t.Errorf("first Unpack = %+v, want 3 fetched and extracted, all of Size unpacked", res)
 			}
 
 			// The same chain again: nothing to fetch or extract.

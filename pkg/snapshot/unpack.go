@@ -101,6 +101,9 @@ type Result struct {
 	Fetched []digest.Digest
 	// Extracted counts the layers this call unpacked.
 	Extracted int
+	// Unpacked is the uncompressed size of the layers this call unpacked,
+	// in bytes.
+	Unpacked int64
 	// Reused counts the bottom layers that were already unpacked.
 	Reused int
 }
@@ -267,6 +270,7 @@ func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 		}
 		if out.extracted {
 			res.Extracted++
+			res.Unpacked += out.size
 		}
 		parent = job.chainID.String()
 	}
@@ -342,6 +346,7 @@ func (s *Store) hasBlob(ctx context.Context, d digest.Digest) bool {
 type extracted struct {
 	fetched   bool
 	extracted bool
+	size      int64
 }
 
 // extractJob makes the committed snapshot of job on parent, once per node:
@@ -397,7 +402,8 @@ func (s *Store) extract(ctx context.Context, parent string, job *layerJob, req R
 
 	started := time.Now()
 	req.progress(Update{Layer: layer.Blob.Digest, Phase: Extracting, Started: started})
-	if err := s.apply(ctx, job.chainID, parent, layer, src); err != nil {
+	size, err := s.apply(ctx, job.chainID, parent, layer, src)
+	if err != nil {
 		if job.fetched && errors.Is(err, ErrVerify) {
 			// The blob is what its digest says but not the layer the chain
 			// names: keep nothing of a layer that failed.
@@ -408,6 +414,7 @@ func (s *Store) extract(ctx context.Context, parent string, job *layerJob, req R
 	req.progress(Update{Layer: layer.Blob.Digest, Phase: Extracting, Started: started, Done: true})
 	out.fetched = job.stream != nil
 	out.extracted = true
+	out.size = size
 	return out, nil
 }
 
@@ -424,11 +431,11 @@ type blobStream struct {
 // apply extracts src into a new active snapshot on parent, checks the blob
 // and the diffID, keeps the blob and commits the snapshot as chainID. On
 // any failure the active snapshot is removed and the blob is not kept.
-func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string, layer events.Layer, src blobStream) error {
+func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string, layer events.Layer, src blobStream) (int64, error) {
 	key := activePrefix + nonce() + "-" + chainID.String()
 	mounts, err := s.sn.Prepare(ctx, key, parent)
 	if err != nil {
-		return fmt.Errorf("prepare snapshot for %s: %w", layer.Blob.Digest, err)
+		return 0, fmt.Errorf("prepare snapshot for %s: %w", layer.Blob.Digest, err)
 	}
 	committed := false
 	defer func() {
@@ -438,27 +445,27 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 	}()
 	dst, err := applyTarget(mounts)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	diffID, size, err := applyLayer(ctx, dst, src.r)
 	if err != nil {
 		// A truncated, oversized or corrupt download is the likelier cause.
 		if context.Cause(ctx) == nil {
 			if verr := src.verify(); verr != nil {
-				return verr
+				return 0, verr
 			}
 		}
-		return fmt.Errorf("extract %s: %w", layer.Blob.Digest, err)
+		return 0, fmt.Errorf("extract %s: %w", layer.Blob.Digest, err)
 	}
 	// The blob first: a wrong blob explains a wrong diffID.
 	if err := src.verify(); err != nil {
-		return err
+		return 0, err
 	}
 	if diffID != layer.DiffID {
-		return fmt.Errorf("layer %s unpacks to %s, not its diffID %s: %w", layer.Blob.Digest, diffID, layer.DiffID, ErrVerify)
+		return 0, fmt.Errorf("layer %s unpacks to %s, not its diffID %s: %w", layer.Blob.Digest, diffID, layer.DiffID, ErrVerify)
 	}
 	if err := src.keep(); err != nil {
-		return err
+		return 0, err
 	}
 	labels := map[string]string{
 		LabelBlob:   layer.Blob.Digest.String(),
@@ -467,12 +474,12 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 	}
 	if err := s.sn.Commit(ctx, chainID.String(), key, snapshots.WithLabels(labels)); err != nil {
 		if !errdefs.IsAlreadyExists(err) {
-			return fmt.Errorf("commit snapshot %s: %w", chainID, err)
+			return 0, fmt.Errorf("commit snapshot %s: %w", chainID, err)
 		}
-		return nil // committed by someone else: ours is removed
+		return size, nil // committed by someone else: ours is removed
 	}
 	committed = true
-	return nil
+	return size, nil
 }
 
 // chainSize sums the uncompressed sizes recorded on the chain's snapshots.

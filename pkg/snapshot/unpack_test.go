@@ -141,7 +141,7 @@ func TestUnpackMatchesReference(t *testing.T) {
 				size += int64(len(l.tar))
 			}
 			top := identity.ChainID(diffIDs)
-			want := snapshot.Result{ChainID: top, Key: top.String(), Size: size, Fetched: blobs, Extracted: len(layers)}
+			want := snapshot.Result{ChainID: top, Key: top.String(), Size: size, Fetched: blobs, Extracted: len(layers), Unpacked: size}
 			if diff := cmp.Diff(want, res); diff != "" {
 				t.Errorf("Unpack result (-want +got):\n%s", diff)
 			}

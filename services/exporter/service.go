@@ -62,6 +62,9 @@ type Config struct {
 	Provision bool
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// Observe is where metrics and readiness go (service.Serve gives a
+	// binary\'s); zero for nowhere.
+	Observe service.Observe
 }
 
 func (c *Config) setDefaults() {
@@ -115,6 +118,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Concurrency: s.cfg.Concurrency,
 		Backoff:     s.cfg.Backoff,
 		Logger:      s.cfg.Logger,
+		Observe:     s.cfg.Observe,
 	}
 	if s.cfg.Provision {
 		if err := bus.Provision(ctx, s.js, bus.Topology{}); err != nil {

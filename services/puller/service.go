@@ -54,6 +54,9 @@ type Config struct {
 	Provision bool
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// Observe is where metrics and readiness go (service.Serve gives a
+	// binary\'s); zero for nowhere.
+	Observe service.Observe
 }
 
 func (c *Config) setDefaults() {
@@ -111,6 +114,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Backoff:     s.cfg.Backoff,
 		Provision:   s.cfg.Provision,
 		Logger:      s.cfg.Logger,
+		Observe:     s.cfg.Observe,
 	}
 	if s.cfg.Provision {
 		// The buckets must exist before the handler binds to them.

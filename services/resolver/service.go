@@ -36,6 +36,9 @@ type Config struct {
 	Provision bool
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// Observe is where metrics and readiness go (service.Serve gives a
+	// binary\'s); zero for nowhere.
+	Observe service.Observe
 }
 
 func (c *Config) setDefaults() {
@@ -88,6 +91,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Concurrency: s.cfg.Concurrency,
 		Provision:   s.cfg.Provision,
 		Logger:      s.cfg.Logger,
+		Observe:     s.cfg.Observe,
 	}
 	h := NewHandler(s.cfg.Platform)
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {

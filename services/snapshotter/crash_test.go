@@ -1,9 +1,13 @@
 package snapshotter_test
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -36,9 +40,10 @@ func TestKillNineMidLayerThenRestart(t *testing.T) {
 	ref := buildImage(t, s, "crash/big:1", 2<<20, func(*ocispec.Manifest, *ocispec.Image) {})
 	s.Registry.ThrottleBlobs(256 << 10) // the 2 MiB layer takes about 8 s
 	dataDir := t.TempDir()
+	httpAddr := freeAddr(t)
 	start := func() *exec.Cmd {
 		cmd := exec.CommandContext(t.Context(), bin, "-nats", s.Env.Server.ClientURL(), "-data-dir", dataDir,
-			"-node", "crashy", "-provision=false", "-lease-ttl", "2s", "-docker-config", t.TempDir())
+			"-node", "crashy", "-provision=false", "-lease-ttl", "2s", "-docker-config", t.TempDir(), "-http", httpAddr)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -95,6 +100,19 @@ func TestKillNineMidLayerThenRestart(t *testing.T) {
 	if n := len(rec.OfType(events.TypeSnapshotReady)); n != 1 {
 		t.Errorf("%d snapshot.ready events", n)
 	}
+	// The replica is ready, says so to its container healthcheck, and
+	// counts what it fetched and unpacked.
+	check := exec.CommandContext(t.Context(), bin, "-healthcheck", "-http", httpAddr)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("-healthcheck of the ready replica: %v %s", err, out)
+	}
+	metrics := httpGet(t, "http://"+httpAddr+"/metrics")
+	for _, want := range []string{"stevedore_snapshotter_fetched_bytes_total", "stevedore_snapshotter_unpacked_bytes_total",
+		`stevedore_snapshotter_events_handled_total{event_type="snapshot.requested",outcome="ok"} 1`, "stevedore_snapshotter_consumer_pending_messages"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	_ = second.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- second.Wait() }()
@@ -136,4 +154,34 @@ func statSnapshot(t *testing.T, kind snapshot.Kind, root, key string) error {
 	defer func() { _ = sn.Close() }()
 	_, err = sn.Stat(t.Context(), key)
 	return err
+}
+
+// freeAddr is a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(data)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/blobs"
@@ -53,6 +54,9 @@ type Handler struct {
 	now    func() time.Time
 	// busy is held (read) by every unpack and (write) by prune.
 	busy *sync.RWMutex
+	// fetchedBytes and unpackedBytes count what this node downloaded and
+	// extracted; nil when no metrics are kept.
+	fetchedBytes, unpackedBytes prometheus.Counter
 }
 
 // snapshotRecord is what BucketSnapshots holds for a chainID.
@@ -85,6 +89,7 @@ func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 		}
 		ready.Node, ready.Size, ready.Followed = m.record.Node, m.record.Size, m.followed
 		ready.Fetched, ready.Reused = len(m.result.Fetched), m.result.Reused
+		h.count(m)
 		if m.layers != nil {
 			layers, locations = m.layers, m.locations
 			ready.Layers = layers
@@ -193,6 +198,22 @@ func (h *Handler) source(locations []events.BlobLocation) snapshot.BlobSource {
 
 func sameDiffIDs(a, b []events.Layer) bool {
 	return slices.EqualFunc(a, b, func(x, y events.Layer) bool { return x.DiffID == y.DiffID })
+}
+
+// count adds what this node fetched and unpacked to the byte counters.
+func (h *Handler) count(m made) {
+	if h.fetchedBytes == nil {
+		return
+	}
+	for _, d := range m.result.Fetched {
+		for _, l := range m.layers {
+			if l.Blob.Digest == d {
+				h.fetchedBytes.Add(float64(l.Blob.Size))
+				break
+			}
+		}
+	}
+	h.unpackedBytes.Add(float64(m.result.Unpacked))
 }
 
 func (h *Handler) has(ctx context.Context, chainID digest.Digest) bool {

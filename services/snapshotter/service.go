@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/stevedore-dev/stevedore/pkg/blobs"
@@ -78,6 +79,9 @@ type Config struct {
 	Provision bool
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// Observe is where metrics and readiness go (service.Serve gives a
+	// binary\'s); zero for nowhere.
+	Observe service.Observe
 }
 
 func (c *Config) setDefaults() {
@@ -152,6 +156,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Concurrency: s.cfg.Concurrency,
 		Backoff:     s.cfg.Backoff,
 		Logger:      s.cfg.Logger,
+		Observe:     s.cfg.Observe,
 	}
 	if s.cfg.Provision {
 		if err := bus.Provision(ctx, s.js, bus.Topology{}); err != nil {
@@ -176,6 +181,17 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg), flight: flight, index: index,
 		window: s.cfg.Window, now: time.Now, busy: &s.busy}
+	if reg := s.cfg.Observe.Metrics; reg != nil {
+		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
+			Help: "Compressed bytes of the layer blobs this node downloaded."})
+		h.unpackedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_unpacked_bytes_total",
+			Help: "Uncompressed bytes of the layers this node extracted."})
+		for _, c := range []prometheus.Collector{h.fetchedBytes, h.unpackedBytes} {
+			if err := reg.Register(c); err != nil {
+				return fmt.Errorf("snapshotter: metrics: %w", err)
+			}
+		}
+	}
 	if s.cfg.KeepFor > 0 {
 		go s.pruneLoop(ctx, index)
 	}

@@ -16,15 +16,14 @@ import (
 )
 
 func main() {
-	natsURL := flag.String("nats", service.Env("STEVEDORE_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (STEVEDORE_NATS_URL)")
+	common := service.RegisterCommon(flag.CommandLine)
 	instance := flag.String("instance", os.Getenv("STEVEDORE_INSTANCE"), "replica name; default the host name (STEVEDORE_INSTANCE)")
 	platform := flag.String("platform", os.Getenv("STEVEDORE_PLATFORM"), "platform for requests that name none; default this host's (STEVEDORE_PLATFORM)")
-	provision := flag.Bool("provision", service.Env("STEVEDORE_PROVISION", "true") == "true", "create streams, buckets and consumers at start (STEVEDORE_PROVISION)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	cfg := resolver.Config{Instance: *instance, Provision: *provision, Logger: log}
-	err := service.Serve(*natsURL, "stevedore-resolver", func(ctx context.Context, js jetstream.JetStream) error {
+	os.Exit(service.Main(common, "stevedore-resolver", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
+		cfg := resolver.Config{Instance: *instance, Provision: common.Provision, Logger: log, Observe: obs}
 		var err error
 		if cfg.Platform, err = service.Platform(*platform); err != nil {
 			return err
@@ -34,9 +33,5 @@ func main() {
 			return err
 		}
 		return svc.Run(ctx)
-	})
-	if err != nil {
-		log.Error("resolver stopped", "error", err.Error())
-		os.Exit(1)
-	}
+	}))
 }

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,37 +19,28 @@ import (
 )
 
 func main() {
-	natsURL := flag.String("nats", service.Env("STEVEDORE_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (STEVEDORE_NATS_URL)")
+	common := service.RegisterCommon(flag.CommandLine)
 	dataDir := flag.String("data-dir", service.Env("STEVEDORE_DATA_DIR", "/var/lib/stevedore"), "content store and snapshots (STEVEDORE_DATA_DIR)")
 	kind := flag.String("snapshotter", service.Env("STEVEDORE_SNAPSHOTTER", string(snapshot.KindAuto)), "auto, overlayfs or native (STEVEDORE_SNAPSHOTTER)")
 	node := flag.String("node", os.Getenv("STEVEDORE_NODE"), "node name other services see; default the host name (STEVEDORE_NODE)")
 	insecure := flag.String("insecure-registries", os.Getenv("STEVEDORE_INSECURE_REGISTRIES"), "comma-separated registry hosts reached over plain HTTP (STEVEDORE_INSECURE_REGISTRIES)")
 	dockerConfig := flag.String("docker-config", os.Getenv("DOCKER_CONFIG"), "directory of config.json with registry credentials (DOCKER_CONFIG)")
 	leaseTTL := flag.Duration("lease-ttl", durationEnv("STEVEDORE_LEASE_TTL", 30*time.Second), "how long a snapshot lease outlives a dead holder (STEVEDORE_LEASE_TTL)")
-	window := flag.Int("window", 4, "layer downloads in flight per snapshot")
+	window := flag.Int("window", snapshot.DefaultWindow, "layer downloads in flight per snapshot")
 	keepFor := flag.Duration("keep-for", durationEnv("STEVEDORE_KEEP_FOR", 0), "prune hourly the cache records of this node older than this and what they alone kept; 0: never (STEVEDORE_KEEP_FOR)")
-	provision := flag.Bool("provision", service.Env("STEVEDORE_PROVISION", "true") == "true", "create streams, buckets and consumers at start (STEVEDORE_PROVISION)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	cfg := snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node, Provision: *provision, Logger: log,
-		LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
-		Registry: registry.Config{DockerConfigDir: *dockerConfig}}
-	if *insecure != "" {
-		cfg.Registry.Insecure = strings.Split(*insecure, ",")
-	}
-	err := service.Serve(*natsURL, "stevedore-snapshotter", func(ctx context.Context, js jetstream.JetStream) error {
-		svc, err := snapshotter.New(ctx, js, cfg)
+	os.Exit(service.Main(common, "stevedore-snapshotter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
+		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
+			Provision: common.Provision, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
+			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}})
 		if err != nil {
 			return err
 		}
 		defer func() { _ = svc.Close() }()
 		return svc.Run(ctx)
-	})
-	if err != nil {
-		log.Error("snapshotter stopped", "error", err.Error())
-		os.Exit(1)
-	}
+	}))
 }
 
 func durationEnv(key string, def time.Duration) time.Duration {

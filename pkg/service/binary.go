@@ -1,0 +1,48 @@
+package service
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Common holds the flags every service binary has.
+type Common struct {
+	// NATS is the server URL (-nats, STEVEDORE_NATS_URL).
+	NATS string
+	// HTTP is where /metrics and /healthz are served; empty for nowhere
+	// (-http, STEVEDORE_HTTP_ADDR, default ":8080").
+	HTTP string
+	// Healthcheck asks a running replica's /healthz on HTTP and exits
+	// (-healthcheck): a container's healthcheck command.
+	Healthcheck bool
+	// Provision creates streams, buckets and consumers at start
+	// (-provision, STEVEDORE_PROVISION).
+	Provision bool
+}
+
+// RegisterCommon registers the common flags on fs.
+func RegisterCommon(fs *flag.FlagSet) *Common {
+	c := &Common{}
+	fs.StringVar(&c.NATS, "nats", Env("STEVEDORE_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (STEVEDORE_NATS_URL)")
+	fs.StringVar(&c.HTTP, "http", Env("STEVEDORE_HTTP_ADDR", ":8080"), "address of /metrics and /healthz; empty for none (STEVEDORE_HTTP_ADDR)")
+	fs.BoolVar(&c.Healthcheck, "healthcheck", false, "ask the running replica's /healthz on -http and exit 0 when it is ready")
+	fs.BoolVar(&c.Provision, "provision", Env("STEVEDORE_PROVISION", "true") == "true", "create streams, buckets and consumers at start (STEVEDORE_PROVISION)")
+	return c
+}
+
+// Main is a service binary's life after its flags are parsed: with
+// -healthcheck, the healthcheck's exit code; otherwise Serve with run, and
+// 1 (after logging why) when it fails. name identifies the connection.
+func Main(c *Common, name string, log *slog.Logger, run func(ctx context.Context, js jetstream.JetStream, obs Observe) error) int {
+	if c.Healthcheck {
+		return Healthcheck(context.Background(), c.HTTP)
+	}
+	if err := Serve(c.NATS, name, c.HTTP, run); err != nil {
+		log.Error(name+" stopped", "error", err.Error())
+		return 1
+	}
+	return 0
+}
