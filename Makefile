@@ -11,7 +11,7 @@ MODDIRS  := $(shell $(GO) list -m -f '{{.Dir}}')
 BIN      := bin
 SERVICES := resolver puller snapshotter
 
-.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull run gowork-off clean
+.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps run gowork-off clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,7 +48,7 @@ fuzz: ## run every fuzz target for FUZZTIME each
 		done; \
 	done
 
-bench: bench-warm bench-pull ## bench-warm, then bench-pull
+bench: bench-warm bench-pull bench-export ## bench-warm, bench-pull, then bench-export
 
 BENCHN ?= 3000
 bench-warm: ## warm-path latency and throughput next to the bus floor, with ratios (stores on tmpfs)
@@ -56,8 +56,28 @@ bench-warm: ## warm-path latency and throughput next to the bus floor, with rati
 
 PULLN      ?= 3
 PULLIMAGES ?= a|b|c
-bench-pull: ## cold pull of images (a) (b) (c): stevedore vs containerd's ctr vs curl|tar, PULLN runs each (root, containerd, tmpfs)
+bench-pull: bench-deps ## cold pull of images (a) (b) (c): stevedore vs containerd's ctr vs curl|tar, PULLN runs each (root, containerd, tmpfs)
 	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} BENCH_PULL_RUNS=$(PULLN) $(GO) test -run '^$$' -bench '^BenchmarkPull$$/^($(PULLIMAGES))$$' -benchtime 1x -timeout 60m .
+
+EXPORTN ?= 5
+bench-export: bench-deps ## cache export of image (a) to a local layout: stevedore vs skopeo copy, EXPORTN runs each; then a registry export twice (skopeo, tmpfs)
+	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} BENCH_EXPORT_RUNS=$(EXPORTN) $(GO) test -run '^$$' -bench '^BenchmarkExport$$' -benchtime 1x -timeout 30m .
+
+# What the benchmarks compare with, as command:Debian package.
+BENCHDEPS := containerd:containerd ctr:containerd skopeo:skopeo curl:curl
+bench-deps: ## install what the benchmarks compare with (containerd, skopeo, curl) when missing: apt-get, as root on Debian
+	@missing=""; \
+	for d in $(BENCHDEPS); do \
+		command -v $${d%%:*} >/dev/null 2>&1 && continue; \
+		case " $$missing " in *" $${d##*:} "*) ;; *) missing="$$missing $${d##*:}";; esac; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "apt-get install -y$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
+	else \
+		echo "bench-deps: missing$$missing (install them; as root on Debian, make bench-deps does); the benchmarks that need them fail"; \
+	fi
 
 run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up)
 	$(BIN)/stevedore up

@@ -138,7 +138,7 @@ func requireTmpfs(dir string) error {
 			return fmt.Errorf("statfs %s: %w", d, err)
 		}
 		if st.Type != tmpfsMagic {
-			return fmt.Errorf("%s is not on a tmpfs: the pull benchmark keeps every store and its image cache on one (set TMPDIR, or BENCH_TMPDIR for make, and BENCH_IMAGE_CACHE)", dir)
+			return fmt.Errorf("%s is not on a tmpfs: the pull and export benchmarks keep every store and their image cache on one (set TMPDIR, or BENCH_TMPDIR for make, and BENCH_IMAGE_CACHE)", dir)
 		}
 		return nil
 	}
@@ -247,7 +247,7 @@ func (e *pullEnv) pullOnce(b *testing.B, t tool, img *pushedImage) sample {
 	return s
 }
 
-func mapped(ss []sample, f func(sample) float64) []float64 {
+func mapped[S any](ss []S, f func(S) float64) []float64 {
 	out := make([]float64, len(ss))
 	for i, s := range ss {
 		out[i] = f(s)
@@ -255,7 +255,7 @@ func mapped(ss []sample, f func(sample) float64) []float64 {
 	return out
 }
 
-func median(ss []sample, f func(sample) float64) float64 {
+func median[S any](ss []S, f func(S) float64) float64 {
 	v := mapped(ss, f)
 	slices.Sort(v)
 	if len(v)%2 == 1 {

@@ -103,7 +103,7 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 
 	sn, err := startProcess(ctx, filepath.Join(dir, "snapshotter.log"), p.bin,
 		"-nats", srv.ClientURL(), "-data-dir", filepath.Join(dir, "data"), "-node", "bench",
-		"-snapshotter", "overlayfs", "-provision=false", "-docker-config", docker)
+		"-snapshotter", "overlayfs", "-provision=false", "-http=", "-docker-config", docker)
 	if err != nil {
 		return sample{}, err
 	}
@@ -145,8 +145,15 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 // each wait on their consumer, so that the pull measures work, not
 // start-up.
 func waitWorkers(ctx context.Context, js jetstream.JetStream, sn *process) error {
+	return waitConsumers(ctx, js, sn, events.ConsumerResolver, events.ConsumerPuller, events.ConsumerSnapshotter)
+}
+
+// waitConsumers waits until each of the named consumers has a worker
+// waiting on it; p is the service process among them, whose exit ends the
+// wait.
+func waitConsumers(ctx context.Context, js jetstream.JetStream, p *process, names ...string) error {
 	deadline := time.Now().Add(30 * time.Second)
-	for _, name := range []string{events.ConsumerResolver, events.ConsumerPuller, events.ConsumerSnapshotter} {
+	for _, name := range names {
 		for {
 			c, err := js.Consumer(ctx, events.StreamEvents, name)
 			if err != nil {
@@ -160,11 +167,11 @@ func waitWorkers(ctx context.Context, js jetstream.JetStream, sn *process) error
 				break
 			}
 			if time.Now().After(deadline) {
-				return errors.Join(fmt.Errorf("consumer %s: no worker after 30s", name), sn.failure())
+				return errors.Join(fmt.Errorf("consumer %s: no worker after 30s", name), p.failure())
 			}
 			select {
-			case <-sn.exited():
-				return sn.failure()
+			case <-p.exited():
+				return p.failure()
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			case <-time.After(20 * time.Millisecond):

@@ -53,6 +53,9 @@ func summary(w io.Writer) {
 	if ran("BenchmarkPull/") {
 		pullSummary(w)
 	}
+	if ran("BenchmarkExport/") {
+		exportSummary(w)
+	}
 }
 
 // get returns a metric of a benchmark's last run.
@@ -157,6 +160,64 @@ func pullSummary(w io.Writer) {
 			fmt.Fprintf(tw, "\t%.2f\t%.2f\t%.2f", m[t+"-cpu-s"], m[t+"-sys-s"], m[t+"-cpu-s"]/m[t+"-s"])
 		}
 		fmt.Fprintf(tw, "\t%.0f\t\n", m[toolContainerd+"-peak-MiB"])
+	}
+	_ = tw.Flush()
+}
+
+// targetVsSkopeo bounds stevedore's export time over skopeo copy's.
+const targetVsSkopeo = 1.1
+
+func exportSummary(w io.Writer) {
+	fmt.Fprintln(w, "\nCache export: each image from the same in-process registry into a fresh OCI layout on tmpfs; median of each tool's")
+	fmt.Fprintln(w, "exports after one untimed warm-up round, the tools taking turns. Both fetch every layer blob once and write it; neither decompresses.")
+	fmt.Fprintln(w, "stevedore = client.ExportCache type=local,dest=DIR of the image's two keys, request to cache.exported (exporter process; NATS,")
+	fmt.Fprintf(w, "resolver and puller in-process); skopeo = skopeo copy --src-tls-verify=false docker://REF oci:DIR:latest (%s),\n", skopeoVersion)
+	fmt.Fprintf(w, "its blob info cache %s.\n", skopeoCache)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "image\tlayers\tMB gz\truns\tstevedore s\tskopeo s\tstv/skopeo\tstevedore MB/s\tskopeo MB/s\tlayer GETs stv / skopeo\trequests stv / skopeo\tsteal %\t≤1.1× skopeo\t")
+	var names []string
+	for _, spec := range exportImages() {
+		name := "BenchmarkExport/" + spec.name
+		sv, ok := get(name, exportStevedore+"-s")
+		if !ok {
+			continue
+		}
+		names = append(names, spec.name)
+		m := results[name]
+		sk := m[exportSkopeo+"-s"]
+		fmt.Fprintf(tw, "(%s)\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f×\t%.0f\t%.0f\t%.0f / %.0f\t%.0f / %.0f\t%.1f\t%s\t\n",
+			spec.name, m["layers"], m["MB-gz"], m["runs"], sv, sk, sv/sk, m["MB-gz"]/sv, m["MB-gz"]/sk,
+			m[exportStevedore+"-layer-gets"], m[exportSkopeo+"-layer-gets"], m[exportStevedore+"-requests"], m[exportSkopeo+"-requests"],
+			m["steal-%"], verdict(sv/sk <= targetVsSkopeo))
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, "\nCPU time (user+sys, of which sys) of each export, median. stevedore = the exporter process alone; skopeo = the skopeo process.")
+	fmt.Fprintln(w, "this process = the benchmark's own CPU during the export (getrusage RUSAGE_SELF): the registry, and for stevedore NATS and the client too.")
+	fmt.Fprintln(tw, "image\tstevedore CPU s\tsys s\tCPU/wall\tskopeo CPU s\tsys s\tCPU/wall\tthis process stv s\tthis process skopeo s\t")
+	for _, n := range names {
+		m := results["BenchmarkExport/"+n]
+		fmt.Fprintf(tw, "(%s)", n)
+		for _, t := range []string{exportStevedore, exportSkopeo} {
+			fmt.Fprintf(tw, "\t%.3f\t%.3f\t%.2f", m[t+"-cpu-s"], m[t+"-sys-s"], m[t+"-cpu-s"]/m[t+"-s"])
+		}
+		fmt.Fprintf(tw, "\t%.3f\t%.3f\t\n", m[exportStevedore+"-self-s"], m[exportSkopeo+"-self-s"])
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, "\nRegistry target: the same records exported twice to type=registry,ref=HOST/cache/bench:1 of the same registry, whose")
+	fmt.Fprintln(w, "bench/<image> repository holds the layers. Blobs as cache.exported counts them; uploads = requests carrying blob content")
+	fmt.Fprintln(w, "(registrytest Uploads; completed ones in brackets), mounts = cross-repository mounts that mounted (of those asked).")
+	fmt.Fprintln(tw, "image\texport\ts\twritten\tmounted\texisted\tuploads\tmounts\tlayer GETs\tno upload on 2nd\t")
+	for _, n := range names {
+		m := results["BenchmarkExport/"+n]
+		for i, r := range []string{"reg1", "reg2"} {
+			ok := "—"
+			if i == 1 {
+				ok = verdict(m[r+"-uploads"] == 0)
+			}
+			fmt.Fprintf(tw, "(%s)\t%d\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f (%.0f)\t%.0f of %.0f\t%.0f\t%s\t\n",
+				n, i+1, m[r+"-s"], m[r+"-written"], m[r+"-mounted"], m[r+"-existed"], m[r+"-uploads"], m[r+"-uploaded"],
+				m[r+"-mounts"], m[r+"-mount-requests"], m[r+"-layer-gets"], ok)
+		}
 	}
 	_ = tw.Flush()
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -23,9 +24,10 @@ func TestMain(m *testing.M) {
 const imagesDir = "../../testdata/images"
 
 // TestScripts runs testdata/script/*.txtar. Every script gets a registry
-// holding the fixture images ($REGISTRY), their expected keys from
-// expected.json ($SINGLE_KEY0, …) and a free port for an embedded NATS
-// ($NATS_PORT).
+// holding the fixture images ($REGISTRY, which also takes pushes, as a
+// cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
+// and a free port for an embedded NATS ($NATS_PORT). Besides testscript's
+// commands, scripts have capture (see captureCmd).
 func TestScripts(t *testing.T) {
 	reg := registrytest.New(t)
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
@@ -55,7 +57,8 @@ func TestScripts(t *testing.T) {
 		"MULTI_ARM_KEY1": fx.Images["multi"].Platforms["linux/arm64"]["key1"].(string),
 	}
 	testscript.Run(t, testscript.Params{
-		Dir: "testdata/script",
+		Dir:  "testdata/script",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd},
 		Setup: func(env *testscript.Env) error {
 			for k, v := range vars {
 				env.Setenv(k, v)
@@ -79,4 +82,23 @@ func freePort(ctx context.Context) (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// captureCmd is "capture VAR REGEXP": it sets $VAR to the first group of
+// REGEXP's first match in the last command's stdout, so a later line can
+// look for a value the command printed (a manifest digest).
+func captureCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! capture")
+	}
+	if len(args) != 2 {
+		ts.Fatalf("usage: capture VAR REGEXP")
+	}
+	re, err := regexp.Compile("(?m)" + args[1])
+	ts.Check(err)
+	m := re.FindStringSubmatch(ts.ReadFile("stdout"))
+	if len(m) < 2 {
+		ts.Fatalf("capture: no match for %q (with a group) in stdout", args[1])
+	}
+	ts.Setenv(args[0], m[1])
 }

@@ -30,6 +30,8 @@ func newPull(g *globals) *cobra.Command {
 		asJSON   bool
 		timeout  time.Duration
 		dataDir  string
+		imports  []string
+		exports  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "pull REF",
@@ -43,14 +45,31 @@ snapshotted is a cache hit and fetches nothing.
 Progress goes to stderr the way buildctl shows it (--progress tty, plain or
 rawjson); the keys, the chainID and where the snapshot is go to stdout.
 --output DIR also writes the root filesystem into DIR, from this node's
-content store when the snapshot is here, from the registry otherwise.`,
+content store when the snapshot is here, from the registry otherwise.
+
+--import-cache and --export-cache (repeatable) take buildctl's attributes
+(type=local,src=DIR / type=local,dest=DIR, type=registry,ref=REF). The
+imports run before the pull and the exports after it ends well, all on the
+pull's build, so "stevedore watch" of it shows them. A failed import does
+not fail the pull (BuildKit goes on without that cache); a failed export
+does.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			op, err := src.op(args[0])
 			if err != nil {
 				return err
 			}
-			show, err := newDisplay(progress, g.stderr)
+			for i, attrs := range imports {
+				if imports[i], err = importSource(attrs); err != nil {
+					return fmt.Errorf("--import-cache: %w", err)
+				}
+			}
+			for i, attrs := range exports {
+				if exports[i], err = exportTarget(attrs); err != nil {
+					return fmt.Errorf("--export-cache: %w", err)
+				}
+			}
+			show, err := newDisplay(progress, "Pulling", g.stderr)
 			if err != nil {
 				return err
 			}
@@ -64,21 +83,30 @@ content store when the snapshot is here, from the registry otherwise.`,
 				return err
 			}
 			defer f.close()
-			out, err := client.Pull(ctx, f.js, buildID, op, show.event)
+			res, err := pullWithCache(ctx, f, buildID, op, imports, exports, show.event)
 			show.done()
-			var buildErr *client.BuildError
-			if err != nil && !errors.As(err, &buildErr) {
+			if err != nil {
 				return err
 			}
+			out := res.pull
 			if asJSON {
-				if err := json.NewEncoder(g.stdout).Encode(out); err != nil {
-					return err
+				enc := json.NewEncoder(g.stdout)
+				for _, o := range res.outcomes() {
+					if err := enc.Encode(o); err != nil {
+						return err
+					}
 				}
 			} else {
 				printPull(g.stdout, out, f)
+				printCacheRuns(g.stdout, res)
 			}
-			if buildErr != nil {
-				return fmt.Errorf("%s: %w", op.Identifier, buildErr)
+			if err := out.Err(); err != nil {
+				return fmt.Errorf("%s: %w", op.Identifier, err)
+			}
+			for _, r := range res.exports {
+				if err := r.err(); err != nil {
+					return fmt.Errorf("--export-cache %w", err)
+				}
 			}
 			if output != "" {
 				if err := materialize(ctx, out, f, sf, output); err != nil {
@@ -99,7 +127,80 @@ content store when the snapshot is here, from the registry otherwise.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
+	cmd.Flags().StringArrayVar(&imports, "import-cache", nil, "import a BuildKit remote cache before the pull: type=local,src=DIR or type=registry,ref=REF (repeatable)")
+	cmd.Flags().StringArrayVar(&exports, "export-cache", nil, "export the pull's result as a BuildKit remote cache after it: type=local,dest=DIR or type=registry,ref=REF (repeatable)")
 	return cmd
+}
+
+// pullResult is a pull and the cache imports and exports around it.
+type pullResult struct {
+	// imports ran before the pull, in the order given.
+	imports []cacheRun
+	// pull is the pull's outcome.
+	pull client.Outcome
+	// exports ran after the pull, in the order given; none when the pull
+	// failed.
+	exports []cacheRun
+}
+
+// outcomes are every outcome in the order they ran.
+func (r pullResult) outcomes() []client.Outcome {
+	var out []client.Outcome
+	for _, im := range r.imports {
+		out = append(out, im.out)
+	}
+	out = append(out, r.pull)
+	for _, ex := range r.exports {
+		out = append(out, ex.out)
+	}
+	return out
+}
+
+// pullWithCache imports each cache source, pulls op, and when the pull
+// ended well exports each target, all on build buildID. A failed import or
+// export is in its outcome, not in the error, which is kept for the fleet
+// not answering.
+func pullWithCache(ctx context.Context, f *fleet, buildID string, op events.SourceOp, imports, exports []string, each func(events.Event)) (pullResult, error) {
+	var res pullResult
+	var buildErr *client.BuildError
+	for _, src := range imports {
+		out, err := client.ImportCache(ctx, f.js, buildID, events.CacheImportRequested{Source: src}, each)
+		if err != nil && !errors.As(err, &buildErr) {
+			return res, err
+		}
+		res.imports = append(res.imports, cacheRun{attrs: src, out: out})
+	}
+	var err error
+	res.pull, err = client.Pull(ctx, f.js, buildID, op, each)
+	if err != nil && !errors.As(err, &buildErr) {
+		return res, err
+	}
+	if err != nil {
+		return res, nil
+	}
+	for _, target := range exports {
+		out, err := client.ExportCache(ctx, f.js, buildID, events.CacheExportRequested{Target: target, Build: buildID}, each)
+		if err != nil && !errors.As(err, &buildErr) {
+			return res, err
+		}
+		res.exports = append(res.exports, cacheRun{attrs: target, out: out})
+	}
+	return res, nil
+}
+
+// printCacheRuns writes the result of each import, then of each export.
+func printCacheRuns(w io.Writer, res pullResult) {
+	if len(res.imports)+len(res.exports) == 0 {
+		return
+	}
+	tw := newTable(w)
+	defer tw.Flush()
+	for _, r := range res.imports {
+		writeImported(tw, r)
+	}
+	for _, r := range res.exports {
+		writeExported(tw, r)
+	}
 }
 
 // layersOf returns the layers of the build's result and where their blobs
@@ -155,8 +256,8 @@ func materialize(ctx context.Context, out client.Outcome, f *fleet, sf serviceFl
 
 func printPull(w io.Writer, out client.Outcome, f *fleet) {
 	printOutcome(w, out)
-	if out.Snapshot == nil && out.Hit == nil {
-		return
+	if out.Snapshot == nil && (out.Hit == nil || out.Hit.Snapshot) {
+		return // no result, or the snapshot of a lazy hit failed
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	defer tw.Flush()

@@ -41,6 +41,25 @@ func describe(e events.Event) string {
 		return fmt.Sprintf("chainID %s on %s, %s, fetched %d blobs, %d layers reused", orNone(p.ChainID), p.Node, humanBytes(p.Size), p.Fetched, p.Reused)
 	case events.SnapshotFailed:
 		return fmt.Sprintf("%s: %s [%s, %d attempt(s)]", p.Source.Identifier, p.Reason, p.Code, p.Attempts)
+	case events.CacheExportRequested:
+		return describeExportRequest(p)
+	case events.CacheExported:
+		if p.Manifest.Digest == "" {
+			return fmt.Sprintf("%s: nothing exported: %s", p.Target, p.Warning)
+		}
+		return fmt.Sprintf("%s: cache.manifest %s, %d records, %d layers (%d written, %d existed, %d mounted)",
+			p.Target, p.Manifest.Digest, p.Records, p.Layers, p.Written, p.Existed, p.Mounted)
+	case events.CacheImportRequested:
+		return p.Source
+	case events.CacheImported:
+		if p.Warning != "" {
+			return fmt.Sprintf("%s: nothing imported: %s", p.Source, p.Warning)
+		}
+		return fmt.Sprintf("%s: manifest %s (%s), %d records, %d dropped", p.Source, p.Manifest.Digest, p.MediaType, len(p.Records), p.Dropped)
+	case events.CacheExportFailed:
+		return fmt.Sprintf("%s [%s, %d attempt(s)]", p.Reason, p.Code, p.Attempts)
+	case events.CacheImportFailed:
+		return fmt.Sprintf("%s [%s, %d attempt(s)]", p.Reason, p.Code, p.Attempts)
 	case events.Progress:
 		s := p.ID
 		if p.Total > 0 {
@@ -55,6 +74,17 @@ func describe(e events.Event) string {
 		return s
 	}
 	return ""
+}
+
+func describeExportRequest(p events.CacheExportRequested) string {
+	var parts []string
+	if p.Build != "" {
+		parts = append(parts, "results of build "+p.Build)
+	}
+	if len(p.Keys) > 0 {
+		parts = append(parts, fmt.Sprintf("%d keys", len(p.Keys)))
+	}
+	return p.Target + " (" + strings.Join(parts, ", ") + ")"
 }
 
 func attrs(a map[string]string) string {

@@ -214,6 +214,12 @@ func printOutcome(w io.Writer, out client.Outcome) {
 		fmt.Fprintf(tw, "index %d\t%s\t(solver digest %s)\t%s\n", k.Index, k.Key, k.Digest, state)
 	}
 	switch {
+	case out.Hit != nil && out.Hit.Snapshot && out.Snapshot != nil:
+		fmt.Fprintf(tw, "result\tcache hit at index %d in an imported cache; snapshot made from it\n", out.Hit.Key.Index)
+	case out.Hit != nil && out.Hit.Snapshot && out.SnapshotFailed != nil:
+		fmt.Fprintf(tw, "result\tcache hit at index %d in an imported cache; snapshot failed: %s\n", out.Hit.Key.Index, out.SnapshotFailed.Reason)
+	case out.Hit != nil && out.Hit.Record.Lazy():
+		fmt.Fprintf(tw, "result\tcache hit at index %d in an imported cache: chainID %s, blobs in %s\n", out.Hit.Key.Index, out.Hit.Record.ChainID, locations(out.Hit.Record.Locations))
 	case out.Hit != nil:
 		fmt.Fprintf(tw, "result\tcache hit at index %d: chainID %s, node %s\n", out.Hit.Key.Index, out.Hit.Record.ChainID, orNone(out.Hit.Record.Node))
 	case out.Miss != nil:
@@ -225,4 +231,15 @@ func printOutcome(w io.Writer, out client.Outcome) {
 	case out.Failed != nil:
 		fmt.Fprintf(tw, "result\tfailed: %s\n", out.Failed.Reason)
 	}
+}
+
+func locations(locs []events.BlobLocation) string {
+	if len(locs) == 0 {
+		return "(nowhere)"
+	}
+	parts := make([]string, len(locs))
+	for i, l := range locs {
+		parts[i] = l.String()
+	}
+	return strings.Join(parts, ", ")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/services/exporter"
 	"github.com/stevedore-dev/stevedore/services/puller"
 	"github.com/stevedore-dev/stevedore/services/resolver"
 	"github.com/stevedore-dev/stevedore/services/snapshotter"
@@ -89,12 +90,23 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
+	_, ejs, err := s.connect("stevedore-exporter")
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	exp, err := exporter.New(ejs, exporter.Config{Instance: "embedded", Registry: cfg.registry, Logger: cfg.log})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.group, runCtx = errgroup.WithContext(runCtx)
 	s.group.Go(func() error { return res.Run(runCtx) })
 	s.group.Go(func() error { return pul.Run(runCtx) })
 	s.group.Go(func() error { return s.snap.Run(runCtx) })
+	s.group.Go(func() error { return exp.Run(runCtx) })
 	return s, nil
 }
 

@@ -73,9 +73,10 @@ func newUp(g *globals) *cobra.Command {
 		Use:   "up",
 		Short: "Run an embedded NATS server with JetStream and every service in this process",
 		Long: `up runs the whole fleet in one process: an embedded nats-server with JetStream
-(its store under --data-dir) plus the resolver, the puller and the
-snapshotter (content and snapshots under --data-dir/snapshotter). Clients and
-watchers connect to --listen; stop it with Ctrl-C.`,
+(its store under --data-dir) plus the resolver, the puller, the snapshotter
+(content and snapshots under --data-dir/snapshotter) and the exporter (remote
+cache export and import). Clients and watchers connect to --listen; stop it
+with Ctrl-C.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			host, portStr, err := net.SplitHostPort(listen)

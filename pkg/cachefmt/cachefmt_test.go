@@ -165,7 +165,7 @@ func layer(n int, created time.Time) ocispec.Descriptor {
 }
 
 // Roots with results marshal the same whatever the order they were added
-// in, share layers, and leave the empty gzip layer out.
+// in, share layers, and keep the empty gzip layer, as BuildKit does.
 func TestMarshalRootsDeterministic(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 11, 1, 2, 3, 4, 5, time.UTC)
@@ -205,11 +205,11 @@ func TestMarshalRootsDeterministic(t *testing.T) {
 	if err := json.Unmarshal(first, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Layers) != 3 || len(cfg.Records) != 4 {
-		t.Fatalf("config %s: want 3 layers (l1, l2, l3; no empty layer) and 4 records", first)
+	if len(cfg.Layers) != 4 || len(cfg.Records) != 4 {
+		t.Fatalf("config %s: want 4 layers (l1, l2, the empty layer, l3) and 4 records", first)
 	}
-	if strings.Contains(string(first), cachefmt.EmptyGzipLayer.String()) {
-		t.Errorf("the empty gzip layer is in the config: %s", first)
+	if !strings.Contains(string(first), cachefmt.EmptyGzipLayer.String()) {
+		t.Errorf("the empty gzip layer is not in the config: %s", first)
 	}
 	// The bottom layer has "parent":-1 and a parent index of 0 is absent.
 	if !strings.Contains(string(first), `"parent":-1`) {
@@ -449,5 +449,47 @@ func TestParseImportSource(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), text) || !errors.Is(err, cachefmt.ErrInvalid) {
 			t.Errorf("ParseImportSource(%q) = %v, want ErrInvalid with %q", in, err, text)
 		}
+	}
+}
+
+// One blob on two different parents (the same top layer over two bases):
+// the bytes do not depend on the order the roots were added, and reading
+// them back and marshalling again gives them unchanged.
+func TestMarshalTiedLayers(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b, z := layer(1, at), layer(2, at), layer(3, at)
+	r1, r2 := cachefmt.RecordDigest(digest.FromString("r1"), 0), cachefmt.RecordDigest(digest.FromString("r2"), 0)
+	marshal := func(first, second digest.Digest, fc, sc []ocispec.Descriptor) []byte {
+		c := cachefmt.NewChains()
+		c.AddRoot(first, cachefmt.Chain{Layers: fc, CreatedAt: at})
+		c.AddRoot(second, cachefmt.Chain{Layers: sc, CreatedAt: at})
+		cfg, _, err := c.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := json.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	one := marshal(r1, r2, []ocispec.Descriptor{a, z}, []ocispec.Descriptor{b, z})
+	two := marshal(r2, r1, []ocispec.Descriptor{b, z}, []ocispec.Descriptor{a, z})
+	if !bytes.Equal(one, two) {
+		t.Errorf("the order of AddRoot changed the config:\n%s\n%s", one, two)
+	}
+	blobs := cachefmt.Manifest{Layers: []ocispec.Descriptor{a, b, z}}.Blobs()
+	chains, err := cachefmt.ParseConfig(one, blobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := chains.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := json.Marshal(cfg)
+	if !bytes.Equal(again, one) {
+		t.Errorf("parse and marshal changed the config:\n%s\n%s", again, one)
 	}
 }

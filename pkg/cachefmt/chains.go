@@ -130,8 +130,8 @@ func sameBlobs(a, b []ocispec.Descriptor) bool {
 // Marshal returns the config of the chains, sorted as BuildKit sorts it,
 // and the descriptor of every blob it names, in the order of
 // Config.Layers (one per layer entry, as BuildKit's manifests list them).
-// Each record gets its newest result; EmptyGzipLayer is left out of
-// chains. When two results name one blob with different annotations, the
+// Each record gets its newest result. When two results name one blob with
+// different annotations, the
 // descriptor with the earliest creation time wins, so the output does not
 // depend on the order records were added.
 func (c *Chains) Marshal() (Config, []ocispec.Descriptor, error) {
@@ -193,9 +193,6 @@ func (m *marshaller) chain(layers []ocispec.Descriptor) string {
 	}
 	parent := m.chain(layers[:len(layers)-1])
 	top := layers[len(layers)-1]
-	if top.Digest == EmptyGzipLayer {
-		return parent
-	}
 	if have, ok := m.descs[top.Digest]; !ok || createdAt(top).Before(createdAt(have)) {
 		m.descs[top.Digest] = top
 	}
@@ -221,18 +218,40 @@ func createdAt(d ocispec.Descriptor) time.Time {
 
 // sortConfig orders layers by (blob, parent) and records by (digest,
 // inputs), remapping every index, as BuildKit's sortConfig does: the same
-// records always marshal to the same bytes.
+// records always marshal to the same bytes. BuildKit breaks a tie between
+// two layers of one blob (the same blob on two different parents) by the
+// parents' indexes before sorting, which depend on the order it walked the
+// records (a map's); here the tie is broken by the parents' whole chains,
+// so the order never depends on how the records were added.
 func sortConfig(cfg *Config) {
 	layerOrder := make([]int, len(cfg.Layers))
 	for i := range layerOrder {
 		layerOrder[i] = i
+	}
+	chainKeys := make([]string, len(cfg.Layers))
+	var chainKey func(i int) string
+	chainKey = func(i int) string {
+		if chainKeys[i] == "" {
+			k := string(cfg.Layers[i].Blob)
+			if p := cfg.Layers[i].ParentIndex; p >= 0 && p < len(cfg.Layers) && p != i {
+				k = chainKey(p) + " " + k
+			}
+			chainKeys[i] = k
+		}
+		return chainKeys[i]
+	}
+	parentKey := func(i int) string {
+		if p := cfg.Layers[i].ParentIndex; p >= 0 && p < len(cfg.Layers) && p != i {
+			return chainKey(p)
+		}
+		return ""
 	}
 	slices.SortStableFunc(layerOrder, func(a, b int) int {
 		la, lb := cfg.Layers[a], cfg.Layers[b]
 		if la.Blob != lb.Blob {
 			return strings.Compare(string(la.Blob), string(lb.Blob))
 		}
-		return cmp.Compare(la.ParentIndex, lb.ParentIndex)
+		return strings.Compare(parentKey(a), parentKey(b))
 	})
 	newLayer := make([]int, len(cfg.Layers))
 	for n, old := range layerOrder {

@@ -32,8 +32,10 @@ const (
 	MaxBlobSize = 1 << 20
 )
 
-// EmptyGzipLayer is the digest of a gzip-compressed empty tar. BuildKit
-// leaves it out of exported chains, and so does Marshal.
+// EmptyGzipLayer is the digest of a gzip-compressed empty tar, which many
+// images list as a layer. BuildKit (v0.34) keeps it in exported chains, and
+// so does Marshal: leaving it out would misalign an importer's layers with
+// the image's history.
 const EmptyGzipLayer = digest.Digest("sha256:4f4fb700ef54461cfa02571ae0db9a0dc1e0cdb5577484a6d75e68dc38e8acc1")
 
 // Config is the cache config JSON. Field names and omitempty rules are

@@ -305,7 +305,7 @@ func (h *Handler) importCache(ctx context.Context, in events.CacheImportRequeste
 	r, err := h.reader(src)
 	if errors.Is(err, ocilayout.ErrNotFound) {
 		// BuildKit skips a missing local cache with a warning.
-		out.Warning = fmt.Sprintf("local cache import at %s not found: %v", src.Src, err)
+		out.Warning = fmt.Sprintf("local cache import at %s not found due to err: %v", src.Src, err)
 		emitOneOff(ctx, vertex, out.Warning)(nil)
 		return out, nil
 	}
@@ -315,7 +315,7 @@ func (h *Handler) importCache(ctx context.Context, in events.CacheImportRequeste
 	done := emitOneOff(ctx, vertex, vertex)
 	top, err := r.top(ctx)
 	if errors.Is(err, ocilayout.ErrNotFound) && src.Type == cachefmt.TypeLocal {
-		out.Warning = fmt.Sprintf("local cache import at %s: %v", src.Src, err)
+		out.Warning = fmt.Sprintf("local cache import at %s not found due to err: %v", src.Src, err)
 		done(nil)
 		return out, nil
 	}
