@@ -3,7 +3,6 @@ package source
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
@@ -58,10 +57,4 @@ func ConfigKey(diffIDs []digest.Digest) digest.Digest {
 // sha256("buildkit.source.v0:" + key).
 func SolverDigest(key string) digest.Digest {
 	return digest.FromString(SolverCacheType + ":" + key)
-}
-
-// RecordDigest is the digest BuildKit's cache exporter gives a root record:
-// sha256("<solver digest>@<output index>").
-func RecordDigest(solver digest.Digest, output int) digest.Digest {
-	return digest.FromString(solver.String() + "@" + strconv.Itoa(output))
 }

@@ -8,6 +8,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/stevedore-dev/stevedore/pkg/cachefmt"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -57,12 +58,12 @@ func TestKeysAgainstFixtures(t *testing.T) {
 				if p.Solver0 != "" && solver0.String() != p.Solver0 {
 					t.Errorf("%s %s: SolverDigest = %s, want %s", name, platform, solver0, p.Solver0)
 				}
-				if got := source.RecordDigest(solver0, 0).String(); got != p.Record0 {
+				if got := cachefmt.RecordDigest(solver0, 0).String(); got != p.Record0 {
 					t.Errorf("%s %s: RecordDigest(key0) = %s, want %s", name, platform, got, p.Record0)
 				}
 			}
 			if p.Record1 != "" && p.Key1 != "" {
-				if got := source.RecordDigest(source.SolverDigest(p.Key1), 0).String(); got != p.Record1 {
+				if got := cachefmt.RecordDigest(source.SolverDigest(p.Key1), 0).String(); got != p.Record1 {
 					t.Errorf("%s %s: RecordDigest(key1) = %s, want %s", name, platform, got, p.Record1)
 				}
 			}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 
+	"github.com/stevedore-dev/stevedore/pkg/cachefmt"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -54,7 +55,7 @@ func TestKnownAnswerKeys(t *testing.T) {
 					}
 				}
 				for i, record := range []string{"record0", "record1"} {
-					if got := source.RecordDigest(m.Keys[i].Digest, 0).String(); got != img.Field(t, platform, record) {
+					if got := cachefmt.RecordDigest(m.Keys[i].Digest, 0).String(); got != img.Field(t, platform, record) {
 						t.Errorf("record digest %d = %s, want %s", i, got, img.Field(t, platform, record))
 					}
 				}

@@ -22,7 +22,9 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok := mw(func(context.Context, events.Event) ([]events.Event, error) { return nil, nil })
-	bad := mw(func(context.Context, events.Event) ([]events.Event, error) { return nil, bus.Invalid(errors.New("no handler for git")) })
+	bad := mw(func(context.Context, events.Event) ([]events.Event, error) {
+		return nil, bus.Invalid(errors.New("no handler for git"))
+	})
 	for range 3 {
 		_, _ = ok(t.Context(), in)
 	}

@@ -39,4 +39,3 @@ func main() {
 		return svc.Run(ctx)
 	}))
 }
-
