@@ -482,4 +482,3 @@ func TestExportRefusesTooLargeCache(t *testing.T) {
 		t.Error("the refused export wrote index.json")
 	}
 }
-

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
-	"github.com/prometheus/client_golang/prometheus"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stevedore-dev/stevedore/pkg/blobs"
 	"github.com/stevedore-dev/stevedore/pkg/bus"

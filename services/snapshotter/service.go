@@ -25,8 +25,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stevedore-dev/stevedore/pkg/blobs"
 	"github.com/stevedore-dev/stevedore/pkg/bus"
