@@ -42,6 +42,8 @@ import (
 	"github.com/docker/cli/cli/config/configfile"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
 )
 
 // DefaultMaxManifestBytes is the default cap on a manifest, index or config
@@ -349,6 +351,22 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Temporary reports whether retrying may help.
 func (e *Error) Temporary() bool { return e.Kind == KindUnavailable }
+
+// Is makes the error match the bus class of its kind (bus.ErrNotFound,
+// bus.ErrUnauthorized, bus.ErrInvalid, bus.ErrUnavailable), so a service
+// that gets one needs no mapping of its own: the registry classifies its
+// errors where it knows what they mean.
+func (e *Error) Is(target error) bool {
+	switch e.Kind {
+	case KindNotFound:
+		return target == bus.ErrNotFound
+	case KindUnauthorized:
+		return target == bus.ErrUnauthorized
+	case KindInvalid:
+		return target == bus.ErrInvalid
+	}
+	return target == bus.ErrUnavailable
+}
 
 var _ error = (*Error)(nil)
 

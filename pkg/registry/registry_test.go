@@ -21,6 +21,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 )
@@ -918,5 +919,30 @@ func TestBodyStall(t *testing.T) {
 	_ = checkError(t, "read a stalled blob", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindUnavailable, temporary: true})
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("a stalled read failed after %v with a %v timeout", took, timeout)
+	}
+}
+
+// A registry error matches the bus class of its kind, so services need no
+// mapping of their own.
+func TestErrorClasses(t *testing.T) {
+	t.Parallel()
+	for kind, want := range map[registry.Kind]error{
+		registry.KindNotFound:     bus.ErrNotFound,
+		registry.KindUnauthorized: bus.ErrUnauthorized,
+		registry.KindInvalid:      bus.ErrInvalid,
+		registry.KindUnavailable:  bus.ErrUnavailable,
+	} {
+		err := fmt.Errorf("pull: %w", &registry.Error{Kind: kind, Err: errors.New("x")})
+		if !errors.Is(err, want) {
+			t.Errorf("kind %d does not match %v", kind, want)
+		}
+		for _, other := range []error{bus.ErrNotFound, bus.ErrUnauthorized, bus.ErrInvalid, bus.ErrUnavailable} {
+			if other != want && errors.Is(err, other) {
+				t.Errorf("kind %d also matches %v", kind, other)
+			}
+		}
+		if got, permanent := bus.Permanent(err), kind != registry.KindUnavailable; got != permanent {
+			t.Errorf("kind %d: Permanent = %v", kind, got)
+		}
 	}
 }

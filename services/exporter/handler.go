@@ -490,21 +490,11 @@ func chainID(layers []events.Layer) digest.Digest {
 
 // classify maps the errors of the registry, the layout and the format to
 // bus classes; it is the exporter's one place for it.
+// (Registry errors carry their class already: see registry.Error.Is.)
 func classify(err error) error {
-	var rerr *registry.Error
 	switch {
 	case bus.Code(err) != "internal": // classified already
 		return err
-	case errors.As(err, &rerr):
-		switch rerr.Kind {
-		case registry.KindNotFound:
-			return bus.NotFound(err)
-		case registry.KindUnauthorized:
-			return bus.Unauthorized(err)
-		case registry.KindInvalid:
-			return bus.Invalid(err)
-		}
-		return bus.Unavailable(err)
 	case errors.Is(err, ocilayout.ErrNotFound):
 		return bus.NotFound(err)
 	case errors.Is(err, ocilayout.ErrInvalid), errors.Is(err, ocilayout.ErrVerify),

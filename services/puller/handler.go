@@ -342,19 +342,9 @@ func flightKey(kind string, parts ...string) string {
 
 // classify maps the errors of the registry, the image walk and the
 // identifier parser to bus classes; it is the puller's one place for it.
+// (Registry errors carry their class already: see registry.Error.Is.)
 func classify(err error) error {
-	var rerr *registry.Error
 	switch {
-	case errors.As(err, &rerr):
-		switch rerr.Kind {
-		case registry.KindNotFound:
-			return bus.NotFound(err)
-		case registry.KindUnauthorized:
-			return bus.Unauthorized(err)
-		case registry.KindInvalid:
-			return bus.Invalid(err)
-		}
-		return bus.Unavailable(err)
 	case errors.Is(err, image.ErrNoPlatform):
 		return bus.NotFound(err)
 	case errors.Is(err, image.ErrInvalid), errors.Is(err, source.ErrInvalid):

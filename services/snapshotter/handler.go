@@ -261,21 +261,10 @@ func (p *progress) update(u snapshot.Update) {
 
 // classify maps the snapshot store's and the registry's errors to bus
 // classes; it is the snapshotter's one place for it.
+// (Registry errors carry their class already: see registry.Error.Is.)
 func classify(err error) error {
-	var rerr *registry.Error
-	switch {
-	case errors.Is(err, snapshot.ErrVerify):
+	if errors.Is(err, snapshot.ErrVerify) {
 		return bus.Invalid(err)
-	case errors.As(err, &rerr):
-		switch rerr.Kind {
-		case registry.KindNotFound:
-			return bus.NotFound(err)
-		case registry.KindUnauthorized:
-			return bus.Unauthorized(err)
-		case registry.KindInvalid:
-			return bus.Invalid(err)
-		}
-		return bus.Unavailable(err)
 	}
 	return err
 }
