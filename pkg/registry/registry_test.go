@@ -937,7 +937,7 @@ func TestErrorClasses(t *testing.T) {
 			t.Errorf("kind %d does not match %v", kind, want)
 		}
 		for _, other := range []error{bus.ErrNotFound, bus.ErrUnauthorized, bus.ErrInvalid, bus.ErrUnavailable} {
-			if other != want && errors.Is(err, other) {
+			if !errors.Is(other, want) && errors.Is(err, other) {
 				t.Errorf("kind %d also matches %v", kind, other)
 			}
 		}
