@@ -123,7 +123,6 @@ func (h *Handler) export(ctx context.Context, in events.CacheExportRequested, ta
 			continue
 		}
 		chains.AddRoot(cachefmt.RecordDigest(d, 0), chain)
-		out.Records++
 	}
 	if target.ForceCompression {
 		cleanup, err := h.convert(ctx, chains, sources, target)
