@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -29,21 +30,49 @@ import (
 )
 
 // A fleet on a three-node JetStream cluster with R3 streams, buckets and
-// consumers finishes a pull whose node goes away in the middle of it: the
-// node that leads the events stream, and that every service is connected
-// to, shuts down while the snapshotter holds a layer download. The build
-// still ends with one snapshot.ready, the stream holds each of its events
-// once, and a second pull of the image is a cache hit.
+// consumers finishes a pull whose node goes away in the middle of it: a
+// node that every service is connected to and that leads the events
+// stream (or the snapshotter's consumer) shuts down while the snapshotter
+// holds a layer download. The build still ends with one snapshot.ready,
+// the stream holds each of its events once, and a second pull of the image
+// is a cache hit.
 func TestClusterLosesANodeMidBuild(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		victim func(t *testing.T, js jetstream.JetStream) string
+	}{
+		{"events stream leader", func(t *testing.T, js jetstream.JetStream) string { return streamLeader(t, js, "") }},
+		{"snapshotter consumer leader", func(t *testing.T, js jetstream.JetStream) string {
+			return consumerLeader(t, js, events.ConsumerSnapshotter)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			loseANodeMidBuild(t, tc.name, tc.victim)
+		})
+	}
+}
+
+// loseANodeMidBuild runs one build on a fresh cluster and stops the node
+// pick names (asked before the services connect, and again at the stop).
+func loseANodeMidBuild(t *testing.T, what string, pick func(t *testing.T, js jetstream.JetStream) string) {
 	start := time.Now()
 	c := brokertest.StartCluster(t, 3)
-	logs := captureLogs(t)
+	logs := captureLogs()
+	t.Cleanup(func() {
+		// After the services have stopped (cleanups run last first).
+		if t.Failed() {
+			t.Logf("service logs:\n%s", logs.String())
+		} else if w := logs.warnings(); w != "" {
+			t.Logf("what the services reported:\n%s", w)
+		}
+	})
 	t.Logf("cluster up after %s", time.Since(start).Round(time.Millisecond))
 
 	// The test's own connection knows every node.
 	nc, js := connect(t, "test", c.ClientURLs())
-	poll(t, "provision the R3 topology", 20*time.Second, func(ctx context.Context) error {
+	poll(t, "provision the R3 topology", 30*time.Second, func(ctx context.Context) error {
 		// Until the meta leader has heard of every node, R3 is refused.
 		return bus.Provision(ctx, js, bus.Topology{Replicas: 3, Consumers: []bus.Consumer{
 			bus.ResolverConsumer(), fleettest.PullerConsumer(), fleettest.SnapshotterConsumer(), fleettest.ExporterConsumer(),
@@ -54,14 +83,15 @@ func TestClusterLosesANodeMidBuild(t *testing.T) {
 		nodes[n.Name()] = true
 	}
 	requireR3(t, js, nodes)
+	t.Logf("R3 topology provisioned after %s", time.Since(start).Round(time.Millisecond))
 
 	// Every service reaches the cluster through the whole server list, the
-	// events stream's leader first, so they all start on the node that
-	// will go away. The test's connection starts on another node.
-	leader := streamLeader(t, js, "")
-	services := leaderFirst(c.ClientURLs(), c.Node(leader).ClientURL())
-	if nc.ConnectedServerName() == leader {
-		nc, js = connect(t, "test-2", leaderLast(c.ClientURLs(), c.Node(leader).ClientURL()))
+	// node that will go away first, so they all start on it. The test's
+	// connection starts on another node.
+	doomed := pick(t, js)
+	services := first(c.ClientURLs(), c.Node(doomed).ClientURL())
+	if nc.ConnectedServerName() == doomed {
+		nc, js = connect(t, "test-2", last(c.ClientURLs(), c.Node(doomed).ClientURL()))
 	}
 
 	reg := registrytest.New(t)
@@ -89,35 +119,58 @@ func TestClusterLosesANodeMidBuild(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("the snapshotter never asked for a layer; recorded: %v", bustest.Summary(rec.Events()))
 	}
-	fleettest.WaitFor(t, func() bool { return len(rec.OfType(events.TypeSnapshotRequested)) == 1 })
+	// A snapshot.requested means the puller is done with the config, so
+	// the held GET is the snapshotter's. (The wait is long because the
+	// watcher itself, an ordered consumer, now and then delivers nothing
+	// until the client recreates it after two missed 5s heartbeats.)
+	rec.Wait(t, 30*time.Second, events.TypeSnapshotRequested)
+	t.Logf("snapshotter holding a layer %s into the test", time.Since(start).Round(time.Millisecond))
 	if n := len(rec.OfType(events.TypeSnapshotReady)); n != 0 {
 		t.Fatalf("%d snapshot.ready before the layer was released", n)
 	}
 
-	// Stop the node that leads the events stream now (and check that the
-	// services are on it), then let the layer through.
-	victim := streamLeader(t, js, "")
+	// Stop the node that leads now (normally the one the services are on),
+	// then let the layer through.
+	victim := pick(t, js)
+	onVictim := map[string]*nats.Conn{}
 	for name, conn := range fleet.conns() {
-		if got := conn.ConnectedServerName(); got != victim {
-			t.Logf("%s is connected to %s, not to the stopped node %s", name, got, victim)
+		if conn.ConnectedServerName() == victim {
+			onVictim[name] = conn
 		}
 	}
+	t.Logf("leaders: events stream %s, resolver %s, puller %s, snapshotter %s", streamLeader(t, js, ""),
+		consumerLeader(t, js, events.ConsumerResolver), consumerLeader(t, js, events.ConsumerPuller), consumerLeader(t, js, events.ConsumerSnapshotter))
 	stopped := time.Now()
 	c.Stop(t, victim)
-	t.Logf("stopped %s (events stream leader) %s into the test", victim, stopped.Sub(start).Round(time.Millisecond))
+	t.Logf("stopped %s (%s, serving %d of %d services) %s into the test",
+		victim, what, len(onVictim), len(fleet.conns()), stopped.Sub(start).Round(time.Millisecond))
 	layer.Release()
 
 	ready := fleettest.Ready(t, rec)
-	t.Logf("snapshot.ready %s after the stop", time.Since(stopped).Round(time.Millisecond))
+	seen := time.Now()
+	readyEvent := rec.OfType(events.TypeSnapshotReady)[0]
+	// The watcher can lag: its ordered consumer may have lived on the
+	// stopped node, and the client only recreates it after two missed
+	// heartbeats.
+	t.Logf("snapshot.ready emitted %s after the stop, seen by the watcher %s after that",
+		readyEvent.Time.Sub(stopped).Round(time.Millisecond), seen.Sub(readyEvent.Time).Round(time.Millisecond))
 	if ready.Node != node {
 		t.Errorf("snapshot made on %q, want %q", ready.Node, node)
 	}
 	if next := streamLeader(t, js, victim); next == victim {
 		t.Errorf("events stream still led by the stopped node %s", victim)
 	}
+	if next := consumerLeader(t, js, events.ConsumerSnapshotter); next == victim {
+		t.Errorf("snapshotter consumer still led by the stopped node %s", victim)
+	}
 	for name, conn := range fleet.conns() {
 		if got := conn.ConnectedServerName(); got == victim || !conn.IsConnected() {
 			t.Errorf("%s is on %q (connected: %v) after %s stopped", name, got, conn.IsConnected(), victim)
+		}
+	}
+	for name, conn := range onVictim {
+		if conn.Stats().Reconnects == 0 {
+			t.Errorf("%s was on %s and never reconnected", name, victim)
 		}
 	}
 
@@ -142,14 +195,14 @@ func TestClusterLosesANodeMidBuild(t *testing.T) {
 
 	// The cache record survived too: the same image again is a hit on the
 	// node that made the snapshot.
+	t.Logf("consumers idle and the build replayed %s after snapshot.ready was seen", time.Since(seen).Round(time.Millisecond))
+	second := time.Now()
 	hit := fleettest.PullEnd(t, s.Pull(t, "docker-image://"+ref, "linux/amd64"))
+	t.Logf("second pull ended after %s", time.Since(second).Round(time.Millisecond))
 	if h, ok := hit.Data.(events.CacheHit); !ok || h.Record.Node != node || h.Key.Index != 0 {
 		t.Errorf("second pull ended with %v %+v, want a cache.hit at index 0 on %s", bustest.Summary([]events.Event{hit}), hit.Data, node)
 	}
 	fleet.stopAll()
-	if t.Failed() {
-		t.Logf("service logs:\n%s", logs.String())
-	}
 }
 
 // fleet starts service replicas, each on its own connection to the
@@ -180,11 +233,7 @@ func (f *fleet) conn(name string) jetstream.JetStream {
 func (f *fleet) conns() map[string]*nats.Conn {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make(map[string]*nats.Conn, len(f.nc))
-	for k, v := range f.nc {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(f.nc)
 }
 
 // run runs a replica until stopAll or the end of the test. A replica
@@ -201,12 +250,13 @@ func (f *fleet) run(name string, run func(context.Context) error) {
 		case <-stopping:
 		default:
 			f.t.Errorf("%s exited while the fleet was running: %v", name, err)
+			err = nil // reported
 		}
 		done <- err
 	}()
-	var once sync.Once
+	var stopOnce sync.Once
 	stop := func() {
-		once.Do(func() {
+		stopOnce.Do(func() {
 			close(stopping)
 			cancel(errors.New("test over"))
 			if err := <-done; err != nil {
@@ -285,16 +335,16 @@ func connect(t *testing.T, name, urls string) (*nats.Conn, jetstream.JetStream) 
 	return nc, js
 }
 
-// leaderFirst reorders a comma-separated server list to start with first.
-func leaderFirst(urls, first string) string {
-	rest := slices.DeleteFunc(strings.Split(urls, ","), func(u string) bool { return u == first })
-	return strings.Join(append([]string{first}, rest...), ",")
+// first reorders a comma-separated server list to start with url.
+func first(urls, url string) string {
+	rest := slices.DeleteFunc(strings.Split(urls, ","), func(u string) bool { return u == url })
+	return strings.Join(append([]string{url}, rest...), ",")
 }
 
-// leaderLast reorders a comma-separated server list to end with last.
-func leaderLast(urls, last string) string {
-	rest := slices.DeleteFunc(strings.Split(urls, ","), func(u string) bool { return u == last })
-	return strings.Join(append(rest, last), ",")
+// last reorders a comma-separated server list to end with url.
+func last(urls, url string) string {
+	rest := slices.DeleteFunc(strings.Split(urls, ","), func(u string) bool { return u == url })
+	return strings.Join(append(rest, url), ",")
 }
 
 // requireR3 checks that the events stream, every bucket and every
@@ -311,7 +361,7 @@ func requireR3(t *testing.T, js jetstream.JetStream, nodes map[string]bool) {
 		for _, r := range ci.Replicas {
 			members[r.Name] = true
 		}
-		if len(ci.Replicas) != 2 || len(members) != 3 || !mapsEqual(members, nodes) {
+		if len(ci.Replicas) != 2 || len(members) != 3 || !maps.Equal(members, nodes) {
 			t.Errorf("%s: leader %s and %d replicas %+v, want all of %v", what, ci.Leader, len(ci.Replicas), ci.Replicas, nodes)
 		}
 	}
@@ -364,6 +414,29 @@ func requireR3(t *testing.T, js jetstream.JetStream, nodes map[string]bool) {
 		})
 		check("consumer "+name, info.Cluster)
 	}
+}
+
+// consumerLeader waits until the service consumer name has a leader and
+// returns its name.
+func consumerLeader(t *testing.T, js jetstream.JetStream, name string) string {
+	t.Helper()
+	var leader string
+	poll(t, "consumer "+name+" leader", 20*time.Second, func(ctx context.Context) error {
+		cons, err := js.Consumer(ctx, events.StreamEvents, name)
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.Cluster == nil || info.Cluster.Leader == "" {
+			return errors.New("no leader yet")
+		}
+		leader = info.Cluster.Leader
+		return nil
+	})
+	return leader
 }
 
 // assetStreams are the streams the topology provisions, the KV buckets'
@@ -435,29 +508,24 @@ func count(es []events.Event, typ events.Type) int {
 	return n
 }
 
-func mapsEqual(a, b map[string]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
-}
-
-// poll calls f with a 2s deadline until it succeeds, failing the test
-// after limit.
+// poll calls f until it succeeds, failing the test after limit. Each
+// attempt gets a quarter of limit, at most 10s: provisioning an R3
+// topology takes seconds while the cluster forms its RAFT groups. Slow
+// failed attempts are logged.
 func poll(t *testing.T, what string, limit time.Duration, f func(ctx context.Context) error) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
+	attempt := min(limit/4, 10*time.Second)
 	for {
-		ctx, cancel := context.WithTimeoutCause(t.Context(), 2*time.Second, errors.New(what+": attempt timed out"))
+		began := time.Now()
+		ctx, cancel := context.WithTimeoutCause(t.Context(), attempt, errors.New(what+": attempt timed out"))
 		err := f(ctx)
 		cancel()
 		if err == nil {
 			return
+		}
+		if took := time.Since(began); took > time.Second {
+			t.Logf("%s: an attempt failed after %s: %v", what, took.Round(time.Millisecond), err)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %s: %v", what, limit, err)
@@ -473,7 +541,7 @@ type logBuffer struct {
 	logger *slog.Logger
 }
 
-func captureLogs(t *testing.T) *logBuffer {
+func captureLogs() *logBuffer {
 	lb := &logBuffer{}
 	lb.logger = slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return lb
@@ -483,6 +551,17 @@ func (lb *logBuffer) Write(p []byte) (int, error) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	return lb.buf.Write(p)
+}
+
+// warnings returns the lines logged at WARN or above.
+func (lb *logBuffer) warnings() string {
+	var out []string
+	for line := range strings.Lines(lb.String()) {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
 }
 
 func (lb *logBuffer) String() string {
