@@ -19,6 +19,10 @@ import (
 // event.
 const PublishTimeout = 10 * time.Second
 
+// ResendInterval is how long a publish waits for an acknowledgement before
+// it sends the event again (same id, so the stream keeps one copy).
+const ResendInterval = 2 * time.Second
+
 // ErrNoAck reports that the stream did not acknowledge an event in time,
 // or that nobody answered for it (no stream listens on the subject, or the
 // stream has no leader right now). The event may or may not be stored;
@@ -96,26 +100,59 @@ func (p *Publisher) PublishAll(ctx context.Context, es []events.Event) error {
 		}
 		p.mu.Unlock()
 	}()
-	for i, m := range msgs {
-		m.Reply = p.prefix + nuid.Next()
+	send := func(i int) error {
 		replies[i] = make(chan *nats.Msg, 1)
 		p.mu.Lock()
-		p.waiting[m.Reply] = replies[i]
+		p.waiting[msgs[i].Reply] = replies[i]
 		p.mu.Unlock()
-		if err := p.nc.PublishMsg(m); err != nil {
-			return fmt.Errorf("publish %s: %w", m.Subject, err)
+		if err := p.nc.PublishMsg(msgs[i]); err != nil {
+			return fmt.Errorf("publish %s: %w", msgs[i].Subject, err)
+		}
+		return nil
+	}
+	for i, m := range msgs {
+		m.Reply = p.prefix + nuid.Next()
+		if err := send(i); err != nil {
+			return err
 		}
 	}
+	// An event whose acknowledgement does not come (its stream's leader
+	// went away, or is being elected) is sent again with the same id
+	// until PublishTimeout: the stream stores it once.
 	timeout := time.NewTimer(PublishTimeout)
 	defer timeout.Stop()
-	for i, ch := range replies {
+	resend := time.NewTicker(ResendInterval)
+	defer resend.Stop()
+	var last error
+	for i := 0; i < len(msgs); {
 		select {
-		case r := <-ch:
-			if err := pubAckError(r); err != nil {
+		case r := <-replies[i]:
+			err := pubAckError(r)
+			if errors.Is(err, ErrNoAck) {
+				last = err // no responders: try again at the next tick
+				continue
+			}
+			if err != nil {
 				return fmt.Errorf("publish %s: %w", msgs[i].Subject, err)
 			}
+			i++
+		case <-resend.C:
+			for j := i; j < len(msgs); j++ {
+				select {
+				case r := <-replies[j]:
+					replies[j] <- r // answered meanwhile: keep it
+					continue
+				default:
+				}
+				if err := send(j); err != nil {
+					return err
+				}
+			}
 		case <-timeout.C:
-			return fmt.Errorf("publish %s: %w within %s", msgs[i].Subject, ErrNoAck, PublishTimeout)
+			if last == nil {
+				last = fmt.Errorf("%w within %s", ErrNoAck, PublishTimeout)
+			}
+			return fmt.Errorf("publish %s: %w", msgs[i].Subject, last)
 		case <-ctx.Done():
 			return fmt.Errorf("publish %s: %w", msgs[i].Subject, context.Cause(ctx))
 		}

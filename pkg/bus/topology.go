@@ -105,7 +105,9 @@ func ExporterConsumer() Consumer {
 // Topology is every JetStream resource Stevedore uses.
 type Topology struct {
 	// Replicas is the replica count of streams and buckets: 1 for a single
-	// server, 3 for a cluster. Zero means 1.
+	// server, 3 for a cluster. Zero keeps the count a stream or bucket
+	// already has (1 for a new one), so a service starting with the default
+	// never scales down what an operator provisioned for a cluster.
 	Replicas int
 	// Memory keeps streams and buckets in memory instead of on disk (tests).
 	Memory bool
@@ -123,9 +125,6 @@ type Topology struct {
 }
 
 func (t *Topology) setDefaults() {
-	if t.Replicas == 0 {
-		t.Replicas = 1
-	}
 	if t.EventsMaxAge == 0 {
 		t.EventsMaxAge = 14 * 24 * time.Hour
 	}
@@ -167,6 +166,23 @@ func advisorySubjects() []string {
 // marker as a delete.
 const LeaseMarkerTTL = time.Minute
 
+// kvStreamPrefix starts the name of the stream behind a KV bucket.
+const kvStreamPrefix = "KV_"
+
+// replicas is the replica count to provision stream with: t's, or when t
+// says zero, what the stream has now (1 when it does not exist).
+func (t Topology) replicas(ctx context.Context, js jetstream.JetStream, stream string) int {
+	if t.Replicas > 0 {
+		return t.Replicas
+	}
+	if s, err := js.Stream(ctx, stream); err == nil {
+		if n := s.CachedInfo().Config.Replicas; n > 0 {
+			return n
+		}
+	}
+	return 1
+}
+
 // Provision creates or updates every stream, bucket and consumer of t. It is
 // idempotent; `stevedore up` and every service (unless told not to) call it
 // at start.
@@ -182,7 +198,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			MaxAge:      t.EventsMaxAge,
 			Duplicates:  t.Duplicates,
 			Storage:     t.storage(),
-			Replicas:    t.Replicas,
 		},
 		{
 			Name:        events.StreamAdvisories,
@@ -190,7 +205,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			Subjects:    advisorySubjects(),
 			MaxAge:      t.DLQMaxAge,
 			Storage:     t.storage(),
-			Replicas:    t.Replicas,
 		},
 		{
 			Name:        events.StreamDLQ,
@@ -199,10 +213,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			MaxAge:      t.DLQMaxAge,
 			Duplicates:  t.Duplicates,
 			Storage:     t.storage(),
-			Replicas:    t.Replicas,
 		},
 	}
 	for _, cfg := range streams {
+		cfg.Replicas = t.replicas(ctx, js, cfg.Name)
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
@@ -215,7 +229,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	}
 	for _, cfg := range buckets {
 		cfg.Storage = t.storage()
-		cfg.Replicas = t.Replicas
+		cfg.Replicas = t.replicas(ctx, js, kvStreamPrefix+cfg.Bucket)
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}

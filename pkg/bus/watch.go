@@ -3,11 +3,16 @@ package bus
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
+
+// WatchHeartbeat is how often the server tells a watch it is alive; a
+// watch that misses two recreates its consumer.
+const WatchHeartbeat = 2 * time.Second
 
 // Watch follows one build's events: first every stored event in order,
 // then new ones as they arrive. It uses an ordered consumer, which leaves
@@ -28,7 +33,9 @@ func WatchBuild(ctx context.Context, js jetstream.JetStream, buildID string) (*W
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", buildID, err)
 	}
-	it, err := cons.Messages()
+	// A short heartbeat notices a consumer lost with its server (a cluster
+	// node going away) within seconds; the client then recreates it.
+	it, err := cons.Messages(jetstream.PullHeartbeat(WatchHeartbeat))
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", buildID, err)
 	}

@@ -190,20 +190,27 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 		}
 	}()
 	outs, err := h(hctx, in)
-	close(done)
 	cancel(errors.New("handler returned"))
+	// Heartbeats go on until the outputs are published: a publish may wait
+	// for a stream leader's election, and the message must not be
+	// redelivered meanwhile.
+	stopBeats := sync.OnceFunc(func() { close(done) })
+	defer stopBeats()
 	em.close() // what the handler emitted goes out before its outputs
 
 	if err != nil {
+		stopBeats()
 		w.onError(ctx, msg, in, err, delivered)
 		return
 	}
 	derived := d.all(outs, time.Now())
 	if err := w.pub.PublishAll(ctx, derived); err != nil {
+		stopBeats()
 		log.Warn("publishing outputs failed; will retry", "event_id", in.ID, "build_id", in.BuildID, "error", err)
 		w.onError(ctx, msg, in, Unavailable(err), delivered)
 		return
 	}
+	stopBeats()
 	if err := msg.Ack(); err != nil {
 		log.Warn("ack failed; the message will be redelivered and its outputs deduplicated", "event_id", in.ID, "error", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -21,6 +22,9 @@ type Common struct {
 	// Provision creates streams, buckets and consumers at start
 	// (-provision, STEVEDORE_PROVISION).
 	Provision bool
+	// Replicas is the replica count provisioning gives streams and
+	// buckets (-replicas, STEVEDORE_REPLICAS); zero keeps what they have.
+	Replicas int
 }
 
 // RegisterCommon registers the common flags on fs.
@@ -30,6 +34,8 @@ func RegisterCommon(fs *flag.FlagSet) *Common {
 	fs.StringVar(&c.HTTP, "http", Env("STEVEDORE_HTTP_ADDR", ":8080"), "address of /metrics and /healthz; empty for none (STEVEDORE_HTTP_ADDR)")
 	fs.BoolVar(&c.Healthcheck, "healthcheck", false, "ask the running replica's /healthz on -http and exit 0 when it is ready")
 	fs.BoolVar(&c.Provision, "provision", Env("STEVEDORE_PROVISION", "true") == "true", "create streams, buckets and consumers at start (STEVEDORE_PROVISION)")
+	replicas, _ := strconv.Atoi(Env("STEVEDORE_REPLICAS", "0"))
+	fs.IntVar(&c.Replicas, "replicas", replicas, "replicas of streams and buckets when provisioning (3 on a JetStream cluster); 0 keeps what they have (STEVEDORE_REPLICAS)")
 	return c
 }
 

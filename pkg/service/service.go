@@ -47,6 +47,9 @@ type Spec struct {
 	Backoff func(delivered int) time.Duration
 	// Provision creates streams, buckets and consumers before serving.
 	Provision bool
+	// Replicas is the replica count Provision gives streams and buckets;
+	// zero keeps what they have (1 for new ones).
+	Replicas int
 	// Logger receives logs; Run adds the service and instance to it. Nil
 	// means slog.Default().
 	Logger *slog.Logger
@@ -75,7 +78,7 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, register func(*
 	}
 	log := spec.Log()
 	if spec.Provision {
-		if err := bus.Provision(ctx, js, bus.Topology{}); err != nil {
+		if err := bus.Provision(ctx, js, bus.Topology{Replicas: spec.Replicas}); err != nil {
 			return fmt.Errorf("%s: %w", spec.Component, err)
 		}
 	}

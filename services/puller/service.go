@@ -52,6 +52,9 @@ type Config struct {
 	Backoff func(delivered int) time.Duration
 	// Provision creates streams, buckets and consumers at start.
 	Provision bool
+	// Replicas is the replica count provisioning gives streams and buckets
+	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
+	Replicas int
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Observe is where metrics and readiness go (service.Serve gives a
@@ -113,12 +116,13 @@ func (s *Service) Run(ctx context.Context) error {
 		Concurrency: s.cfg.Concurrency,
 		Backoff:     s.cfg.Backoff,
 		Provision:   s.cfg.Provision,
+		Replicas:    s.cfg.Replicas,
 		Logger:      s.cfg.Logger,
 		Observe:     s.cfg.Observe,
 	}
 	if s.cfg.Provision {
 		// The buckets must exist before the handler binds to them.
-		if err := bus.Provision(ctx, s.js, bus.Topology{}); err != nil {
+		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas}); err != nil {
 			return fmt.Errorf("puller: %w", err)
 		}
 		spec.Provision = false

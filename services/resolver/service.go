@@ -34,6 +34,9 @@ type Config struct {
 	Consumer bus.Consumer
 	// Provision creates streams, buckets and consumers at start.
 	Provision bool
+	// Replicas is the replica count provisioning gives streams and buckets
+	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
+	Replicas int
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Observe is where metrics and readiness go (service.Serve gives a
@@ -90,6 +93,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Consumer:    s.cfg.Consumer,
 		Concurrency: s.cfg.Concurrency,
 		Provision:   s.cfg.Provision,
+		Replicas:    s.cfg.Replicas,
 		Logger:      s.cfg.Logger,
 		Observe:     s.cfg.Observe,
 	}

@@ -77,6 +77,9 @@ type Config struct {
 	PruneEvery time.Duration
 	// Provision creates streams, buckets and consumers at start.
 	Provision bool
+	// Replicas is the replica count provisioning gives streams and buckets
+	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
+	Replicas int
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Observe is where metrics and readiness go (service.Serve gives a
@@ -159,7 +162,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Observe:     s.cfg.Observe,
 	}
 	if s.cfg.Provision {
-		if err := bus.Provision(ctx, s.js, bus.Topology{}); err != nil {
+		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas}); err != nil {
 			return fmt.Errorf("snapshotter: %w", err)
 		}
 	}

@@ -1,0 +1,52 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+)
+
+// An event published while no stream answers (a leader being elected, a
+// stream being created) is sent again until one does, and stored once.
+func TestPublishResendsUntilAcknowledged(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	if err := env.JS.DeleteStream(t.Context(), events.StreamEvents); err != nil {
+		t.Fatal(err)
+	}
+	e := events.Event{ID: "resend-1", BuildID: "resend", Source: "/test", Time: time.Now(),
+		Data: events.SourceResolveRequested{Source: events.SourceOp{Identifier: "docker-image://x/y:1"}}}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- bus.NewPublisher(env.JS).Publish(t.Context(), e) }()
+	time.Sleep(bus.ResendInterval / 2)
+	ctx, cancel := context.WithTimeoutCause(t.Context(), 10*time.Second, errors.New("provision timed out"))
+	defer cancel()
+	if err := bus.Provision(ctx, env.JS, bus.Topology{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Publish = %v after the stream came back", err)
+	}
+	if took := time.Since(start); took >= bus.PublishTimeout {
+		t.Errorf("Publish took %v", took)
+	}
+	stream, err := env.JS.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(events.BuildFilter("resend")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Errorf("%d messages stored, want 1", info.State.Msgs)
+	}
+}
