@@ -14,12 +14,12 @@ CONFORMANCE := github.com/stevedore-dev/stevedore/conformance/...
 RACE_MODULES := $(filter-out $(CONFORMANCE),$(MODULES))
 MODDIRS  := $(shell $(GO) list -m -f '{{.Dir}}')
 BIN      := bin
-SERVICES := resolver puller snapshotter
+SERVICES := resolver puller snapshotter exporter
 
-.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps run gowork-off clean
+.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps run gowork-off clean images stand-ins up e2e
 
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/stevedore and one binary per service (static, CGO_ENABLED=0)
 	@mkdir -p $(BIN)
@@ -87,6 +87,51 @@ bench-deps: ## install what the benchmarks compare with (containerd, skopeo, cur
 
 run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up)
 	$(BIN)/stevedore up
+
+# Containers (deploy/). COMPOSE is the docker compose plugin, or the
+# standalone docker-compose where only that is installed.
+COMPOSE  ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+TAG      ?= dev
+CA_CERTS ?= /etc/ssl/certs/ca-certificates.crt
+IMAGES   := $(BIN)/images
+# The upstream images deploy/compose.yaml names: nats at the nats-server
+# version pkg/go.mod pins, and distribution's registry 3.
+NATS_VERSION     := $(shell awk '$$1 == "github.com/nats-io/nats-server/v2" { sub(/^v/, "", $$2); print $$2 }' pkg/go.mod)
+REGISTRY_VERSION := v3.1.2
+
+images: build ## build stevedore/<service>:TAG (default dev) for every service FROM scratch (deploy/Dockerfile) from the binaries make build made
+	@rm -rf $(IMAGES)/services && mkdir -p $(IMAGES)/services/caches
+	cp $(CA_CERTS) $(IMAGES)/services/ca-certificates.crt
+	@printf 'root:x:0:0:root:/root:/sbin/nologin\nstevedore:x:65532:65532:stevedore:/nonexistent:/sbin/nologin\n' >$(IMAGES)/services/passwd
+	@printf 'root:x:0:\nstevedore:x:65532:\n' >$(IMAGES)/services/group
+	@for s in $(SERVICES); do cp $(BIN)/stevedore-$$s $(IMAGES)/services/ || exit 1; done
+	@for s in $(SERVICES); do \
+		echo "docker build -f deploy/Dockerfile --target $$s -t stevedore/$$s:$(TAG) $(IMAGES)/services"; \
+		docker build -q -f deploy/Dockerfile --target $$s -t stevedore/$$s:$(TAG) $(IMAGES)/services >/dev/null || exit 1; \
+	done
+
+stand-ins: ## build FROM scratch stand-ins for the nats and registry images compose names (Go module proxy only), unless the upstream images are here
+	@mkdir -p $(IMAGES)/nats $(IMAGES)/registry
+	GOBIN=$(CURDIR)/$(IMAGES)/nats CGO_ENABLED=0 GOWORK=off $(GO) install -trimpath github.com/nats-io/nats-server/v2@v$(NATS_VERSION)
+	GOBIN=$(CURDIR)/$(IMAGES)/registry CGO_ENABLED=0 GOWORK=off $(GO) install -trimpath github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_VERSION)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(IMAGES)/wget ./e2e/cmd/wget
+	@for i in nats:$(NATS_VERSION)-alpine=nats registry:3=registry; do \
+		img=$${i%%=*}; name=$${i##*=}; \
+		if docker image inspect $$img >/dev/null 2>&1 && \
+			[ -z "$$(docker image inspect -f '{{ index .Config.Labels "dev.stevedore.stand-in" }}' $$img)" ]; then \
+			echo "$$img: the upstream image is here; no stand-in"; continue; \
+		fi; \
+		cp $(CA_CERTS) $(IMAGES)/$$name/ca-certificates.crt && cp $(IMAGES)/wget $(IMAGES)/$$name/wget || exit 1; \
+		echo "docker build -f e2e/images/$$name.Dockerfile -t $$img $(IMAGES)/$$name"; \
+		docker build -q -f e2e/images/$$name.Dockerfile -t $$img $(IMAGES)/$$name >/dev/null || exit 1; \
+	done
+
+up: ## run the stack in the foreground: docker compose -f deploy/compose.yaml up (make images first; COMPOSE_PROFILES=demo adds the registry)
+	$(COMPOSE) -f deploy/compose.yaml up
+
+E2EFLAGS ?= -v
+e2e: images stand-ins ## the compose stack end to end (Docker): 50-pull waves at 3 and 1 replicas, kills mid-pull, a NATS restart, poison, watcher rights
+	STEVEDORE_COMPOSE="$(COMPOSE)" $(GO) test -tags e2e -count=1 -timeout 20m $(E2EFLAGS) ./e2e/...
 
 clean: ## remove build output
 	rm -rf $(BIN)

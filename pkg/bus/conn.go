@@ -2,6 +2,8 @@ package bus
 
 import (
 	"fmt"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,7 +23,7 @@ func Connect(url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetSt
 	}, opts...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w", url, err)
+		return nil, nil, fmt.Errorf("connect to %s: %w", redacted(url), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -29,6 +31,18 @@ func Connect(url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetSt
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// redacted is a server URL (or a comma-separated list of them) without
+// passwords, for messages.
+func redacted(servers string) string {
+	parts := strings.Split(servers, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // ConnectOnce dials a NATS server for a short-lived client (the CLI): it
@@ -48,7 +62,7 @@ func ConnectOnce(url, name string, wait time.Duration, opts ...nats.Option) (*na
 			return nc, js, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("connect to %s: %w", url, err)
+			return nil, nil, fmt.Errorf("connect to %s: %w", redacted(url), err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -221,7 +221,11 @@ func (w *Worker) onError(ctx context.Context, msg jetstream.Msg, in events.Event
 	v := Action(err, delivered, w.cfg.Consumer.MaxDeliver, w.cfg.Backoff)
 	if v.Retry {
 		if nerr := msg.NakWithDelay(v.Delay); nerr != nil {
-			w.cfg.Logger.Warn("nak failed; the message will be redelivered after AckWait", "event_id", in.ID, "error", nerr)
+			// NATS is away (restarting, a leader moving): keep trying while
+			// the message is still ours, so the retry does not wait for
+			// AckWait to come round.
+			w.cfg.Logger.Warn("nak failed; trying again until AckWait", "event_id", in.ID, "error", nerr)
+			go w.nakLater(msg, v.Delay)
 		}
 		return
 	}
@@ -229,6 +233,21 @@ func (w *Worker) onError(ctx context.Context, msg jetstream.Msg, in events.Event
 		err = fmt.Errorf("giving up after %d attempts: %w", delivered, err)
 	}
 	w.fail(ctx, msg, in, err, delivered)
+}
+
+// nakRetry is how often nakLater tries again.
+const nakRetry = 500 * time.Millisecond
+
+// nakLater repeats a nak that failed until one goes through or the
+// consumer's AckWait has passed (the server redelivers by then anyway).
+func (w *Worker) nakLater(msg jetstream.Msg, delay time.Duration) {
+	deadline := time.Now().Add(w.cfg.Consumer.AckWait)
+	for time.Now().Before(deadline) {
+		time.Sleep(nakRetry)
+		if msg.NakWithDelay(delay) == nil {
+			return
+		}
+	}
 }
 
 // fail publishes the failed event for in (as far as in could be decoded)

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,7 +27,7 @@ func main() {
 	insecure := flag.String("insecure-registries", os.Getenv("STEVEDORE_INSECURE_REGISTRIES"), "comma-separated registry hosts reached over plain HTTP (STEVEDORE_INSECURE_REGISTRIES)")
 	dockerConfig := flag.String("docker-config", os.Getenv("DOCKER_CONFIG"), "directory of config.json with registry credentials (DOCKER_CONFIG)")
 	leaseTTL := flag.Duration("lease-ttl", durationEnv("STEVEDORE_LEASE_TTL", 30*time.Second), "how long a snapshot lease outlives a dead holder (STEVEDORE_LEASE_TTL)")
-	window := flag.Int("window", snapshot.DefaultWindow, "layer downloads in flight per snapshot")
+	window := flag.Int("window", intEnv("STEVEDORE_WINDOW", snapshot.DefaultWindow), "layer downloads in flight per snapshot (STEVEDORE_WINDOW)")
 	keepFor := flag.Duration("keep-for", durationEnv("STEVEDORE_KEEP_FOR", 0), "prune hourly the cache records of this node older than this and what they alone kept; 0: never (STEVEDORE_KEEP_FOR)")
 	flag.Parse()
 
@@ -46,6 +47,13 @@ func main() {
 func durationEnv(key string, def time.Duration) time.Duration {
 	if d, err := time.ParseDuration(os.Getenv(key)); err == nil {
 		return d
+	}
+	return def
+}
+
+func intEnv(key string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return n
 	}
 	return def
 }
