@@ -56,6 +56,15 @@ var samples = []events.Payload{
 		Locations: []events.BlobLocation{{Layout: "/c"}, {Ref: "localhost:5000/a@sha256:" + strings.Repeat("b", 64)}},
 	}, CacheOpts: opts, Snapshot: true},
 	events.SnapshotRequested{Source: src, Keys: []events.CacheKey{key0}, CacheOpts: opts},
+	events.SnapshotRequested{Source: src, Keys: []events.CacheKey{key0}, Content: &events.Content{File: &events.FileContent{
+		Name: "hello.txt", Perm: 0o644, UID: 1, GID: 2, ModTime: &when, Digest: digest.FromString("f"), Size: 5,
+		Locations: []events.BlobLocation{{Ref: "localhost:5000/a"}}, URL: "https://example.com/hello.txt",
+		Headers: []events.Header{{Name: "Accept", Value: "text/plain"}},
+	}}},
+	events.SnapshotRequested{Source: src, Keys: []events.CacheKey{key0}, Content: &events.Content{Git: &events.GitContent{
+		Remote: "https://example.com/repo.git", Ref: "refs/tags/v1", Commit: strings.Repeat("e", 40), Subdir: "sub",
+		KeepGitDir: true, SkipSubmodules: true, MTime: "commit",
+	}}},
 	events.SnapshotReady{Source: src, Keys: []events.CacheKey{key0}, ChainID: "sha256:c", SnapshotKey: "sha256:c", Node: "n1",
 		Size: 7, Layers: opts.Layers, Fetched: 1, Reused: 2, Followed: true},
 	events.SnapshotFailed{Source: src, Step: events.TypeSnapshotRequested, Reason: "blob sha256:x: content does not match", Code: "invalid", Attempts: 1},

@@ -248,8 +248,84 @@ type SnapshotRequested struct {
 	// Keys are the keys of every index; the result is recorded under each.
 	Keys []CacheKey `json:"keys"`
 	// CacheOpts holds the layers (blob descriptors with their diffIDs) and
-	// the digest-pinned reference to fetch them from.
+	// the digest-pinned reference to fetch them from; nil for a source that
+	// is not an image.
 	CacheOpts *CacheOpts `json:"cacheOpts"`
+	// Content says what the snapshot of a source that is not an image
+	// holds (a file, a git checkout); nil for an image.
+	Content *Content `json:"content,omitempty"`
+}
+
+// Content is what the snapshot of a source other than an image holds.
+// Exactly one field is set.
+type Content struct {
+	// File is a snapshot of one file: a blob fetched by digest
+	// (docker-image+blob, oci-layout+blob) or an HTTP download.
+	File *FileContent `json:"file,omitempty"`
+	// Git is a checkout of a commit.
+	Git *GitContent `json:"git,omitempty"`
+}
+
+// Key is the name of the content's snapshot: what identifies it on a node,
+// the digest of its source's (last) key.
+func (c *Content) Key(keys []CacheKey) string {
+	if len(keys) == 0 {
+		return ""
+	}
+	return "content-" + keys[len(keys)-1].Digest.Encoded()
+}
+
+// FileContent is a single-file snapshot.
+type FileContent struct {
+	// Name is the file's name in the snapshot (one path element).
+	Name string `json:"name"`
+	// Perm is the file's mode bits.
+	Perm int64 `json:"perm"`
+	// UID and GID own the file.
+	UID int64 `json:"uid"`
+	// GID is the file's group.
+	GID int64 `json:"gid"`
+	// ModTime is the file's mtime; nil means the Unix epoch.
+	ModTime *time.Time `json:"modTime,omitempty"`
+	// Digest is the content's digest, which the snapshot verifies.
+	Digest digest.Digest `json:"digest"`
+	// Size is the content's size in bytes; -1 when unknown.
+	Size int64 `json:"size"`
+	// Locations are where the content is as a blob (a registry
+	// repository, a layout), tried in order.
+	Locations []BlobLocation `json:"locations,omitempty"`
+	// URL, when set, is where to download the content (http, https) when
+	// no location has it.
+	URL string `json:"url,omitempty"`
+	// Headers are the request headers a download sends (BuildKit's
+	// allowed ones), sorted by name.
+	Headers []Header `json:"headers,omitempty"`
+}
+
+// Header is one HTTP request header.
+type Header struct {
+	// Name is the canonical header name.
+	Name string `json:"name"`
+	// Value is its value.
+	Value string `json:"value"`
+}
+
+// GitContent is a checkout of a git commit.
+type GitContent struct {
+	// Remote is the repository URL, credentials left out.
+	Remote string `json:"remote"`
+	// Ref is the ref the commit was resolved from (for a kept .git dir).
+	Ref string `json:"ref,omitempty"`
+	// Commit is the full commit SHA to check out.
+	Commit string `json:"commit"`
+	// Subdir, when set, makes the snapshot that directory of the tree.
+	Subdir string `json:"subdir,omitempty"`
+	// KeepGitDir keeps the .git directory in the snapshot.
+	KeepGitDir bool `json:"keepGitDir,omitempty"`
+	// SkipSubmodules leaves submodules out.
+	SkipSubmodules bool `json:"skipSubmodules,omitempty"`
+	// MTime is BuildKit's git.mtime: "checkout" (empty) or "commit".
+	MTime string `json:"mtime,omitempty"`
 }
 
 // SnapshotReady reports that the snapshot of a source exists and where.

@@ -2,7 +2,9 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strconv"
 
 	"github.com/containerd/containerd/v2/core/content"
@@ -23,17 +25,15 @@ type PruneResult struct {
 }
 
 // Prune removes every committed snapshot that is neither one of keep (the
-// chainIDs something still references) nor a parent of one, and every blob
-// no kept snapshot came from. Snapshots under a view or an active snapshot
+// names something still references: chainIDs of layer chains, keys of
+// content snapshots) nor a parent of one, and every blob no kept snapshot
+// came from. Snapshots under a view or an active snapshot
 // (someone's mounted root filesystem) are kept as if listed in keep. It
 // must not run while Unpack does.
-func (s *Store) Prune(ctx context.Context, keep []digest.Digest) (PruneResult, error) {
+func (s *Store) Prune(ctx context.Context, keep []string) (PruneResult, error) {
 	var res PruneResult
 	all := map[string]snapshots.Info{}
-	var roots []string
-	for _, c := range keep {
-		roots = append(roots, c.String())
-	}
+	roots := append([]string(nil), keep...)
 	err := s.sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		if info.Kind == snapshots.KindCommitted {
 			all[info.Name] = info
@@ -89,7 +89,7 @@ func (s *Store) Prune(ctx context.Context, keep []digest.Digest) (PruneResult, e
 			stale = append(stale, info)
 		}
 		return nil
-	}); err != nil {
+	}); err != nil && !errors.Is(err, fs.ErrNotExist) { // no blob was ever stored
 		return res, fmt.Errorf("prune: %w", err)
 	}
 	for _, info := range stale {

@@ -212,7 +212,7 @@ func TestPrune(t *testing.T) {
 				t.Fatalf("Snapshots before pruning = %v", got)
 			}
 
-			res, err := s.Prune(ctx, []digest.Digest{chainB[2]})
+			res, err := s.Prune(ctx, []string{chainB[2].String()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,7 +273,7 @@ func TestPrune(t *testing.T) {
 			}
 
 			// Pruning an empty store does nothing.
-			if res, err := s.Prune(ctx, []digest.Digest{chainA[2]}); err != nil || res != (snapshot.PruneResult{}) {
+			if res, err := s.Prune(ctx, []string{chainA[2].String()}); err != nil || res != (snapshot.PruneResult{}) {
 				t.Errorf("Prune of an empty store = %+v, %v", res, err)
 			}
 		})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -28,6 +29,10 @@ type Store interface {
 	Has(ctx context.Context, chainID digest.Digest) bool
 	// Unpack builds the snapshot of a layer chain.
 	Unpack(ctx context.Context, req snapshot.Request) (snapshot.Result, error)
+	// HasKey reports whether the committed snapshot key is here.
+	HasKey(ctx context.Context, key string) bool
+	// Build makes a parentless snapshot from what fill writes.
+	Build(ctx context.Context, key string, fill func(ctx context.Context, dir string) error) (snapshot.BuildResult, error)
 }
 
 // Flight runs a piece of work once across the fleet (see lease.Flight).
@@ -54,6 +59,8 @@ type Handler struct {
 	now    func() time.Time
 	// busy is held (read) by every unpack and (write) by prune.
 	busy *sync.RWMutex
+	// http downloads the content of http sources.
+	http *http.Client
 	// fetchedBytes and unpackedBytes count what this node downloaded and
 	// extracted; nil when no metrics are kept.
 	fetchedBytes, unpackedBytes prometheus.Counter
@@ -72,8 +79,11 @@ const ProgressInterval = 150 * time.Millisecond
 
 // Snapshot handles snapshot.requested.
 func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]events.Event, error) {
+	if in.Content != nil {
+		return h.snapshotContent(ctx, in)
+	}
 	if in.CacheOpts == nil {
-		return nil, bus.Invalid(errors.New("snapshot.requested carries no cacheOpts"))
+		return nil, bus.Invalid(errors.New("snapshot.requested carries neither cacheOpts nor content"))
 	}
 	layers := in.CacheOpts.Layers
 	ready := events.SnapshotReady{Source: in.Source, Keys: in.Keys, Layers: layers, Node: h.node}

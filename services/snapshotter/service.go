@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -183,7 +184,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg), flight: flight, index: index,
-		window: s.cfg.Window, now: time.Now, busy: &s.busy}
+		window: s.cfg.Window, now: time.Now, busy: &s.busy, http: newHTTPClient()}
 	if reg := s.cfg.Observe.Metrics; reg != nil {
 		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
 			Help: "Compressed bytes of the layer blobs this node downloaded."})
@@ -232,7 +233,7 @@ func (s *Service) Prune(ctx context.Context, index *cacheindex.Index, keepFor ti
 		return snapshot.PruneResult{}, err
 	}
 	cutoff := time.Now().Add(-keepFor)
-	var keep []digest.Digest
+	var keep []string
 	for _, e := range entries {
 		if e.Record.Node != s.cfg.Node {
 			continue
@@ -244,7 +245,10 @@ func (s *Service) Prune(ctx context.Context, index *cacheindex.Index, keepFor ti
 			continue
 		}
 		if e.Record.ChainID != "" {
-			keep = append(keep, e.Record.ChainID)
+			keep = append(keep, e.Record.ChainID.String())
+		}
+		if e.Record.SnapshotKey != "" {
+			keep = append(keep, e.Record.SnapshotKey)
 		}
 	}
 	s.busy.Lock()
@@ -274,4 +278,13 @@ func (s *Service) Prune(ctx context.Context, index *cacheindex.Index, keepFor ti
 		}
 	}
 	return res, nil
+}
+
+// newHTTPClient is the client of http sources: the environment's proxy,
+// a bound on the wait for response headers, no bound on a body that keeps
+// coming.
+func newHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = 30 * time.Second
+	return &http.Client{Transport: t}
 }

@@ -1,0 +1,127 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+)
+
+// BuildResult is what Build did.
+type BuildResult struct {
+	// Key is the committed snapshot's name.
+	Key string
+	// Size is the size of the files in it, in bytes.
+	Size int64
+	// Made is set when this call made it; false when it was there.
+	Made bool
+}
+
+// Build returns the committed snapshot key, without parent, making it
+// from what fill writes into its directory when this node does not have it
+// (the snapshot of a source that is not an image: a file, a checkout).
+// fill writes straight into the snapshot's directory, which needs no
+// mount. Concurrent Builds of one key on this Store make it once. On any
+// failure (fill's, or ctx's end) nothing is committed.
+func (s *Store) Build(ctx context.Context, key string, fill func(ctx context.Context, dir string) error) (BuildResult, error) {
+	if key == "" {
+		return BuildResult{}, errors.New("build: empty snapshot key")
+	}
+	if s.hasKey(ctx, key) {
+		return BuildResult{Key: key, Size: s.sizeOf(ctx, key)}, nil
+	}
+	ran := false
+	v, err, _ := s.extracts.Do(key, func() (any, error) {
+		ran = true
+		if s.hasKey(ctx, key) {
+			return BuildResult{Key: key, Size: s.sizeOf(ctx, key)}, nil
+		}
+		return s.build(ctx, key, fill)
+	})
+	if err != nil {
+		return BuildResult{}, err
+	}
+	res, _ := v.(BuildResult)
+	if !ran {
+		res.Made = false
+	}
+	return res, nil
+}
+
+func (s *Store) build(ctx context.Context, key string, fill func(ctx context.Context, dir string) error) (BuildResult, error) {
+	active := activePrefix + nonce() + "-" + key
+	mounts, err := s.sn.Prepare(ctx, active, "")
+	if err != nil {
+		return BuildResult{}, fmt.Errorf("prepare snapshot %s: %w", key, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = s.sn.Remove(context.WithoutCancel(ctx), active)
+		}
+	}()
+	dst, err := applyTarget(mounts)
+	if err != nil {
+		return BuildResult{}, err
+	}
+	if err := fill(ctx, dst.root); err != nil {
+		return BuildResult{}, err
+	}
+	if cause := context.Cause(ctx); cause != nil {
+		return BuildResult{}, cause
+	}
+	size, err := dirSize(dst.root)
+	if err != nil {
+		return BuildResult{}, err
+	}
+	labels := map[string]string{LabelSize: strconv.FormatInt(size, 10)}
+	if err := s.sn.Commit(ctx, key, active, snapshots.WithLabels(labels)); err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			return BuildResult{Key: key, Size: s.sizeOf(ctx, key)}, nil
+		}
+		return BuildResult{}, fmt.Errorf("commit snapshot %s: %w", key, err)
+	}
+	committed = true
+	return BuildResult{Key: key, Size: size, Made: true}, nil
+}
+
+func (s *Store) hasKey(ctx context.Context, key string) bool {
+	info, err := s.sn.Stat(ctx, key)
+	return err == nil && info.Kind == snapshots.KindCommitted
+}
+
+func (s *Store) sizeOf(ctx context.Context, key string) int64 {
+	info, err := s.sn.Stat(ctx, key)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(info.Labels[LabelSize], 10, 64)
+	return n
+}
+
+// dirSize sums the sizes of the regular files under dir.
+func dirSize(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			total += info.Size()
+		}
+		return nil
+	})
+	return total, err
+}
+
+// HasKey reports whether the committed snapshot key is on this node.
+func (s *Store) HasKey(ctx context.Context, key string) bool { return s.hasKey(ctx, key) }
