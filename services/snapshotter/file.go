@@ -35,7 +35,7 @@ func (h *Handler) fileFiller(fc *events.FileContent) (filler, error) {
 	if fc.Perm < 0 || fc.Perm > 0o7777 {
 		return nil, bus.Invalid(fmt.Errorf("file snapshot: invalid mode %o", fc.Perm))
 	}
-	mode := os.FileMode(uint32(fc.Perm)) & os.ModePerm //nolint:gosec // G115: checked to fit in 0o7777 above
+	mode := os.FileMode(uint32(fc.Perm)) & os.ModePerm
 	mtime := time.Unix(0, 0)
 	if fc.ModTime != nil {
 		mtime = *fc.ModTime
