@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,13 +26,44 @@ func TestMain(m *testing.M) {
 
 const imagesDir = "../../testdata/images"
 
+// sourcesDir holds a file a real BuildKit downloaded over http, and the
+// keys it computed for it (testdata/sources/README.md).
+const sourcesDir = "../../testdata/sources"
+
+// serveHello serves sourcesDir's www/hello.txt as /hello.txt with the
+// Last-Modified time BuildKit's fixture server sent and no ETag, so a
+// resolve of it gets BuildKit's key.
+func serveHello(t *testing.T) *httptest.Server {
+	t.Helper()
+	content, err := os.ReadFile(filepath.Join(sourcesDir, "www", "hello.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := http.ParseTime("Thu, 01 Jan 2026 00:00:00 GMT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/hello.txt" {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, "hello.txt", mod, bytes.NewReader(content))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 // TestScripts runs testdata/script/*.txtar. Every script gets a registry
 // holding the fixture images ($REGISTRY, which also takes pushes, as a
 // cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
-// and a free port for an embedded NATS ($NATS_PORT). Besides testscript's
-// commands, scripts have capture (see captureCmd).
+// a free port for an embedded NATS ($NATS_PORT), and an http server
+// ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, and the
+// directory of the fixture layouts ($IMAGES, for --oci-layout). Besides
+// testscript's commands, scripts have capture (see captureCmd).
 func TestScripts(t *testing.T) {
 	reg := registrytest.New(t)
+	hello := serveHello(t)
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "single-retag"), "demo/retag:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
@@ -47,6 +81,10 @@ func TestScripts(t *testing.T) {
 	if err := json.Unmarshal(data, &fx); err != nil {
 		t.Fatal(err)
 	}
+	images, err := filepath.Abs(imagesDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	vars := map[string]string{
 		"REGISTRY":       reg.Host(),
 		"SINGLE_DIGEST":  fx.Images["single"].Digest,
@@ -55,6 +93,12 @@ func TestScripts(t *testing.T) {
 		"RETAG_KEY0":     fx.Images["single-retag"].Platforms["linux/amd64"]["key0"].(string),
 		"MULTI_ARM_KEY0": fx.Images["multi"].Platforms["linux/arm64"]["key0"].(string),
 		"MULTI_ARM_KEY1": fx.Images["multi"].Platforms["linux/arm64"]["key1"].(string),
+		"SINGLE_LAYER0":  fx.Images["single"].Platforms["linux/amd64"]["layers"].([]any)[0].(string),
+		"HTTPHOST":       hello.Listener.Addr().String(),
+		// The fixture layouts, for --oci-layout.
+		"IMAGES":        images,
+		"SINGLE_CONFIG": fx.Images["single"].Platforms["linux/amd64"]["config"].(string),
+		"MULTI_DIGEST":  fx.Images["multi"].Digest,
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",

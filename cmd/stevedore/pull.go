@@ -52,10 +52,25 @@ content store when the snapshot is here, from the registry otherwise.
 imports run before the pull and the exports after it ends well, all on the
 pull's build, so "stevedore watch" of it shows them. A failed import does
 not fail the pull (BuildKit goes on without that cache); a failed export
-does.`,
-		Args: cobra.ExactArgs(1),
+does.
+
+--oci-layout [STORE=]DIR[@DIGEST] (repeatable) serves an OCI image layout of
+this machine to the fleet, in a client session, until the command ends:
+pull --oci-layout DIR@sha256:… pulls that image (oci-layout://localhost/
+layout@sha256:…), with the keys its docker-image reference would have; an
+oci-layout:// or oci-layout+blob:// REF reads the layouts given, its
+oci.session and oci.store set unless --attr gives them.`,
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			op, err := src.op(args[0])
+			layouts, err := src.layouts.parse()
+			if err != nil {
+				return err
+			}
+			r, err := ref(args, layouts)
+			if err != nil {
+				return err
+			}
+			op, err := src.op(r)
 			if err != nil {
 				return err
 			}
@@ -83,6 +98,10 @@ does.`,
 				return err
 			}
 			defer f.close()
+			if f.served, err = serveLayouts(ctx, f.js.Conn(), layouts, &op); err != nil {
+				return err
+			}
+			defer f.served.stop()
 			res, err := pullWithCache(ctx, f, buildID, op, imports, exports, show.event)
 			show.done()
 			if err != nil {
@@ -99,6 +118,7 @@ does.`,
 			} else {
 				printPull(g.stdout, out, f)
 				printCacheRuns(g.stdout, res)
+				f.served.print(g.stdout)
 			}
 			if err := out.Err(); err != nil {
 				return fmt.Errorf("%s: %w", op.Identifier, err)
@@ -232,6 +252,9 @@ func materialize(ctx context.Context, out client.Outcome, f *fleet, sf serviceFl
 		return err
 	}
 	source := snapshot.BlobSourceFunc(func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+		if ref == "" && f.served != nil {
+			return f.served.open(ctx, d)
+		}
 		if ref == "" {
 			return nil, fmt.Errorf("blob %s: no reference to fetch it from", d.Digest)
 		}

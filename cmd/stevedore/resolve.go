@@ -31,6 +31,8 @@ type sourceFlags struct {
 	layerLimit  int
 	checksum    string
 	attrs       []string
+	// layouts are --oci-layout (oci.go).
+	layouts layoutFlags
 }
 
 func (f *sourceFlags) register(cmd *cobra.Command) {
@@ -39,6 +41,7 @@ func (f *sourceFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.layerLimit, "layer-limit", 0, "image.layerlimit: use only the first N layers (0: all)")
 	cmd.Flags().StringVar(&f.checksum, "checksum", "", "image.checksum: the digest the reference must resolve to")
 	cmd.Flags().StringArrayVar(&f.attrs, "attr", nil, "raw BuildKit attribute key=value (repeatable)")
+	f.layouts.register(cmd)
 }
 
 // op builds the source op for ref. A ref without "://" is an image name and
@@ -65,7 +68,11 @@ func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 		op.Attrs[source.AttrImageResolveMode] = f.resolveMode
 	}
 	if f.layerLimit != 0 {
-		op.Attrs[source.AttrImageLayerLimit] = strconv.Itoa(f.layerLimit)
+		key := source.AttrImageLayerLimit
+		if strings.HasPrefix(op.Identifier, source.SchemeOCILayout+"://") {
+			key = source.AttrOCILayoutLayerLimit
+		}
+		op.Attrs[key] = strconv.Itoa(f.layerLimit)
 	}
 	if f.checksum != "" {
 		op.Attrs[source.AttrImageChecksum] = f.checksum
@@ -92,6 +99,9 @@ type fleet struct {
 	stack *stack
 	// dataDir is the embedded stack's data dir.
 	dataDir string
+	// served is the session serving the command's --oci-layout; nil
+	// without one.
+	served *servedLayouts
 }
 
 // connectFleet connects to --nats, or starts an embedded stack in dataDir
@@ -155,9 +165,17 @@ func newResolve(g *globals) *cobra.Command {
 scheme) and prints its index-0 and index-1 cache keys, their solver digests,
 the pin, and whether the cache index had them. With --nats it asks a running
 fleet; without, it starts the embedded stack for this one call.`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			op, err := src.op(args[0])
+			layouts, err := src.layouts.parse()
+			if err != nil {
+				return err
+			}
+			r, err := ref(args, layouts)
+			if err != nil {
+				return err
+			}
+			op, err := src.op(r)
 			if err != nil {
 				return err
 			}
@@ -171,6 +189,10 @@ fleet; without, it starts the embedded stack for this one call.`,
 				return err
 			}
 			defer f.close()
+			if f.served, err = serveLayouts(ctx, f.js.Conn(), layouts, &op); err != nil {
+				return err
+			}
+			defer f.served.stop()
 			out, err := client.Resolve(ctx, f.js, buildID, op, nil)
 			var buildErr *client.BuildError
 			if err != nil && !errors.As(err, &buildErr) {
@@ -180,6 +202,7 @@ fleet; without, it starts the embedded stack for this one call.`,
 				return json.NewEncoder(g.stdout).Encode(out)
 			}
 			printOutcome(g.stdout, out)
+			f.served.print(g.stdout)
 			if buildErr != nil {
 				return fmt.Errorf("%s: %w", op.Identifier, buildErr)
 			}

@@ -1,10 +1,10 @@
 // Package blobs reads blobs from the places a cache record says they are:
-// registry repositories and OCI image layouts (events.BlobLocation), tried
-// in order.
+// registry repositories, OCI image layouts and the stores of client
+// sessions (events.BlobLocation), tried in order.
 //
-// Vocabulary: a location is one place (a repository reference or a layout
-// directory); a record's locations are ordered, an imported cache first and
-// the origin registry last. Open returns the blob from the first location
+// Vocabulary: a location is one place (a repository reference, a layout
+// directory, or a store of a client session, pkg/session); a record's
+// locations are ordered, an imported cache first and the origin last. Open returns the blob from the first location
 // that has it; the caller verifies what it reads (digest and size), as with
 // every other blob stream in Stevedore.
 package blobs
@@ -20,6 +20,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
 // Registry opens blobs of a repository (a registry.Client).
@@ -27,22 +28,42 @@ type Registry interface {
 	Open(ctx context.Context, ref string, desc ocispec.Descriptor) (io.ReadCloser, error)
 }
 
-// ErrNoLocation is returned by Open when it is given no location.
+// Sessions opens blobs of the stores of client sessions (a
+// *session.Client). A reader of a gone session fails with
+// *session.NoSessionError, at Open or midway.
+type Sessions interface {
+	Open(ctx context.Context, id, store string, desc ocispec.Descriptor) (io.ReadCloser, error)
+}
+
+var _ Sessions = (*session.Client)(nil)
+
+// ErrNoLocation is returned by Open when it is given no location, or one
+// it cannot reach (a session location without Sessions).
 var ErrNoLocation = errors.New("no location to read the blob from")
 
 // Reader opens blobs at locations.
 type Reader struct {
-	reg Registry
+	reg      Registry
+	sessions Sessions
 }
 
-// NewReader returns a Reader that reaches registries with reg.
+// NewReader returns a Reader that reaches registries with reg. It reads
+// no session location until WithSessions gives it a way to.
 func NewReader(reg Registry) *Reader { return &Reader{reg: reg} }
+
+// WithSessions returns a copy of r that opens session locations with s.
+func (r *Reader) WithSessions(s Sessions) *Reader {
+	c := *r
+	c.sessions = s
+	return &c
+}
 
 // Open returns desc's blob from the first of locations that serves it,
 // and that location. A location that fails (no such blob, no such layout,
 // a registry error) gives way to the next; when all fail, the error joins
-// every location's, so a registry's *registry.Error and ocilayout's
-// ErrNotFound remain visible to errors.As and errors.Is.
+// every location's, so a registry's *registry.Error, ocilayout's
+// ErrNotFound and a session's *session.NoSessionError remain visible to
+// errors.As and errors.Is.
 func (r *Reader) Open(ctx context.Context, locations []events.BlobLocation, desc ocispec.Descriptor) (io.ReadCloser, events.BlobLocation, error) {
 	if len(locations) == 0 {
 		return nil, events.BlobLocation{}, fmt.Errorf("blob %s: %w", desc.Digest, ErrNoLocation)
@@ -74,6 +95,11 @@ type readCloser struct {
 
 func (r *Reader) openAt(ctx context.Context, loc events.BlobLocation, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	switch {
+	case loc.Session != "":
+		if r.sessions == nil {
+			return nil, fmt.Errorf("no session reader: %w", ErrNoLocation)
+		}
+		return r.sessions.Open(ctx, loc.Session, loc.Store, desc)
 	case loc.Layout != "":
 		l, err := ocilayout.Open(loc.Layout)
 		if err != nil {

@@ -60,8 +60,13 @@ type Layer struct {
 // explicit and carried in events.
 type CacheOpts struct {
 	// Ref is the reference the blobs can be fetched from, with the digest the
-	// tag resolved to (host/repo:tag@sha256:…).
+	// tag resolved to (host/repo:tag@sha256:…); empty when Origin says
+	// where they are.
 	Ref string `json:"ref"`
+	// Origin, when set, is where the blobs are instead of a registry: a
+	// client session's store for oci-layout (Ref is then empty). Nil means
+	// the registry Ref names.
+	Origin *BlobLocation `json:"origin,omitempty"`
 	// Top is the descriptor the reference resolved to: an index or a manifest.
 	Top ocispec.Descriptor `json:"top"`
 	// Manifest is the platform's manifest (equal to Top for a single manifest).
@@ -91,11 +96,21 @@ type BlobLocation struct {
 	// service that imported it sees it (one process, or a shared volume);
 	// empty for a registry.
 	Layout string `json:"layout,omitempty"`
+	// Session is the id of a client session serving the blobs over the
+	// bus (pkg/session): the client that submitted the build, reachable
+	// only while it is connected. Empty for a registry or a layout.
+	Session string `json:"session,omitempty"`
+	// Store names the store of Session that holds the blobs (the
+	// oci.store attribute); set together with Session.
+	Store string `json:"store,omitempty"`
 }
 
-// String is the reference or the directory.
+// String is the reference, the directory or the session's store.
 func (l BlobLocation) String() string {
-	if l.Layout != "" {
+	switch {
+	case l.Session != "":
+		return "session " + l.Session + " store " + l.Store
+	case l.Layout != "":
 		return "layout " + l.Layout
 	}
 	return l.Ref
@@ -248,8 +263,8 @@ type SnapshotRequested struct {
 	// Keys are the keys of every index; the result is recorded under each.
 	Keys []CacheKey `json:"keys"`
 	// CacheOpts holds the layers (blob descriptors with their diffIDs) and
-	// the digest-pinned reference to fetch them from; nil for a source that
-	// is not an image.
+	// where to fetch them (the digest-pinned reference, or the Origin); nil
+	// for a source that is not an image.
 	CacheOpts *CacheOpts `json:"cacheOpts"`
 	// Content says what the snapshot of a source that is not an image
 	// holds (a file, a git checkout); nil for an image.

@@ -51,6 +51,13 @@ const (
 	// BucketSnapshots is the KV bucket of snapshots by chainID: which node
 	// holds each, so that concurrent requests build it once.
 	BucketSnapshots = "stevedore-snapshots"
+	// BucketHTTP is the KV bucket where pullers share what each http or
+	// https source served when they last asked: per URL (BuildKit's URL
+	// hash), the ETags seen with the digest, Last-Modified time and file
+	// name of each, so that any replica revalidates with If-None-Match
+	// instead of downloading again, and concurrent requests of one URL
+	// download it once.
+	BucketHTTP = "stevedore-http"
 )
 
 // MaxBuildIDLen bounds build ids, which are subject tokens.

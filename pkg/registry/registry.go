@@ -190,13 +190,47 @@ func (c *Client) FetchManifest(ctx context.Context, ref string, desc ocispec.Des
 // Open streams a blob of repository ref. The request is made on the first
 // Read, so failures such as a missing blob come from Read, as *Error like
 // every other. The caller verifies what it reads (see Verify for small
-// blobs).
+// blobs). A descriptor whose size is unknown (negative: a blob named by its
+// digest alone, as a docker-image+blob source names it) is sized first
+// with a HEAD of the blob, whose failures Open returns.
 func (c *Client) Open(ctx context.Context, ref string, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	if desc.Size < 0 {
+		size, err := c.blobSize(ctx, ref, desc.Digest)
+		if err != nil {
+			return nil, err
+		}
+		desc.Size = size
+	}
 	rc, err := c.open(ctx, ref, desc)
 	if err != nil {
 		return nil, err
 	}
 	return &blobReader{ReadCloser: rc, ref: ref}, nil
+}
+
+// blobSize asks ref's repository for the size of blob dgst: containerd's
+// resolution of repository@dgst, which HEADs /manifests/ and then /blobs/.
+// Unlike Resolve it has no cap: the blob may be a layer of any size.
+func (c *Client) blobSize(ctx context.Context, ref string, dgst digest.Digest) (int64, error) {
+	if err := checkRef(OpResolve, ref); err != nil {
+		return 0, err
+	}
+	if err := dgst.Validate(); err != nil {
+		return 0, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("bad digest %q: %w", dgst, err)}
+	}
+	spec, err := reference.Parse(ref)
+	if err != nil {
+		return 0, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
+	}
+	byDigest := spec.Locator + "@" + dgst.String()
+	_, desc, err := c.resolver.Resolve(ctx, byDigest)
+	if err != nil {
+		return 0, wrap(OpResolve, byDigest, err)
+	}
+	if desc.Digest != dgst || desc.Size < 0 {
+		return 0, &Error{Op: OpResolve, Ref: byDigest, Kind: KindInvalid, Err: fmt.Errorf("registry answered %s (%d bytes) for blob %s", desc.Digest, desc.Size, dgst)}
+	}
+	return desc.Size, nil
 }
 
 // blobReader classifies the errors of containerd's lazy blob reader.

@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -780,6 +781,31 @@ func TestOpen(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A blob of unknown size (negative) is sized with a HEAD first, in the
+// reference's repository whatever digest the reference names; a missing one
+// fails Open with not found.
+func TestOpenUnknownSize(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	data := bytes.Repeat([]byte("a blob of unknown size\n"), 1000)
+	d := reg.PushBlob(t, "blobs/any", data)
+	c := newClient(t, registry.Config{MaxManifestBytes: 1024})
+	for _, ref := range []string{reg.Host() + "/blobs/any@" + d.String(), reg.Host() + "/blobs/any:tag"} {
+		rc, err := c.Open(t.Context(), ref, ocispec.Descriptor{Digest: d, Size: -1})
+		if err != nil {
+			t.Fatalf("Open(%s): %v", ref, err)
+		}
+		got, err := io.ReadAll(rc)
+		_ = rc.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("Open(%s) read %d bytes, %v", ref, len(got), err)
+		}
+	}
+	missing := digest.FromString("missing")
+	_, err := c.Open(t.Context(), reg.Host()+"/blobs/any@"+missing.String(), ocispec.Descriptor{Digest: missing, Size: -1})
+	_ = checkError(t, "Open", err, wantError{op: registry.OpResolve, ref: reg.Host() + "/blobs/any@" + missing.String(), kind: registry.KindNotFound, status: http.StatusNotFound})
 }
 
 func TestConcurrentUse(t *testing.T) {

@@ -111,6 +111,10 @@ func parseBlob(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 	return id, nil
 }
 
+// DefaultFilePerm is the mode of the file of an http or blob source
+// whose http.perm is not given (or zero), as in BuildKit.
+const DefaultFilePerm = 0o600
+
 // FileAttrs are the attributes of the single file an http or blob source
 // snapshots: http.filename, http.perm, http.uid and http.gid. Numbers are
 // parsed with strconv.ParseInt(v, 0, 64), so "0644" is octal.
@@ -145,4 +149,13 @@ func (f *FileAttrs) set(key, v string) error {
 		f.GID = int(i)
 	}
 	return nil
+}
+
+// Mode is the mode the file gets: Perm, or DefaultFilePerm when Perm is
+// zero. (The key hashes Perm as given.)
+func (f FileAttrs) Mode() int {
+	if f.Perm == 0 {
+		return DefaultFilePerm
+	}
+	return f.Perm
 }

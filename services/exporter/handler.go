@@ -63,7 +63,10 @@ type Handler struct {
 	// one, or one that also reaches host over plain HTTP.
 	registries func(insecureHost string) (Registry, error)
 	builds     Builds
-	window     int
+	// sessions reads blobs clients serve (oci-layout sources); nil for
+	// none.
+	sessions blobs.Sessions
+	window   int
 }
 
 // BuildKit's progress vertex names of the exporters and importers.

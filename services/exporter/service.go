@@ -33,6 +33,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
 // DefaultWindow is how many blobs an export writes at once by default
@@ -136,7 +137,12 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sessions, err := session.NewClient(s.js.Conn())
+	if err != nil {
+		return err
+	}
 	h := &Handler{
+		sessions:   sessions,
 		index:      index,
 		registries: regs.get,
 		builds: BuildsFunc(func(ctx context.Context, buildID string) ([]events.Event, error) {

@@ -53,7 +53,11 @@ func (h *Handler) open(ctx context.Context, from []events.BlobLocation, desc oci
 	if err != nil {
 		return nil, err
 	}
-	rc, _, err := blobs.NewReader(reg).Open(ctx, from, desc)
+	r := blobs.NewReader(reg)
+	if h.sessions != nil {
+		r = r.WithSessions(h.sessions)
+	}
+	rc, _, err := r.Open(ctx, from, desc)
 	return rc, err
 }
 

@@ -263,11 +263,12 @@ func (s *Stack) Exporter(t *testing.T, mut ...func(*exporter.Config)) Replica {
 	return Replica{NC: nc, Stop: s.Run(t, cfg.Instance, e.Run), Name: cfg.Instance}
 }
 
-// Forget empties the cache index and the fleet's memory of snapshots and
-// manifests: the state a fresh fleet (or another machine) starts from.
+// Forget empties the cache index and the fleet's memory of snapshots,
+// manifests and http downloads: the state a fresh fleet (or another
+// machine) starts from.
 func (s *Stack) Forget(t *testing.T) {
 	t.Helper()
-	for _, bucket := range []string{events.BucketCacheIndex, events.BucketSnapshots, events.BucketManifests, events.BucketLeases} {
+	for _, bucket := range []string{events.BucketCacheIndex, events.BucketSnapshots, events.BucketManifests, events.BucketHTTP, events.BucketLeases} {
 		kv, err := s.Env.JS.KeyValue(t.Context(), bucket)
 		if err != nil {
 			t.Fatal(err)

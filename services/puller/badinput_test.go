@@ -44,7 +44,7 @@ func badInputCases(t *testing.T, s *fleettest.Stack, fx fleettest.Fixtures, ref,
 	}{
 		{"no scheme", "alpine", nil, "", "failed to parse alpine: invalid", "invalid"},
 		{"unknown scheme", "foo://bar", nil, "", "unknown scheme foo: not found", "invalid"},
-		{"scheme without handler", "git://github.com/moby/buildkit", nil, "", "no handler for git", "invalid"},
+		{"scheme without handler", "local://context", nil, "", "no handler for local", "invalid"},
 		{"no tag or digest", "docker-image://" + host + "/bad/single", nil, "", "object required", "invalid"},
 		{"bad resolve mode", "docker-image://" + ref, map[string]string{source.AttrImageResolveMode: "sometimes"}, "", "invalid resolvemode: sometimes", "invalid"},
 		{"zero layer limit", "docker-image://" + ref, map[string]string{source.AttrImageLayerLimit: "0"}, "", "invalid layer limit 0", "invalid"},

@@ -49,6 +49,10 @@ type keyFunc func(ctx context.Context, id source.Identifier, in events.CacheKeyR
 // reference, reads index, manifest and config (never layers) once across
 // the fleet, and answers with the main-manifest key; index 1 computes the
 // chainID of the diff_ids from the CacheOpts it is given, with no network.
+// docker-image+blob (blob.go) and, with WithHTTP, http and https (http.go)
+// have one key, index 0, and a snapshot of one file. With WithSessions,
+// oci-layout has docker-image's two keys, its manifests read from a
+// client's layout through a session, and oci-layout+blob one key (oci.go).
 type Handler struct {
 	manager  *source.Manager[keyFunc]
 	registry Registry
@@ -56,6 +60,16 @@ type Handler struct {
 	index    CacheIndex
 	platform ocispec.Platform
 	now      func() time.Time
+	// httpShared holds what http sources served, for the fleet (a Flight
+	// over events.BucketHTTP); nil when http is not handled.
+	httpShared Flight
+	// httpClient sends the requests of http sources.
+	httpClient HTTPClient
+	// sessions reads the layouts of oci-layout sources from client
+	// sessions (oci.go); nil when they are not handled.
+	sessions Sessions
+	// git lists git remotes (git.go).
+	git GitLister
 	// walked remembers CacheOpts this replica has seen. They are keyed by
 	// repository, top-level digest and platform, so they never change: a
 	// warm resolve skips the bucket round trip.
@@ -65,20 +79,88 @@ type Handler struct {
 // walkedCacheSize bounds the replica's memory of resolved manifests.
 const walkedCacheSize = 4096
 
+// Option configures a Handler.
+type Option func(*options) error
+
+type options struct {
+	httpShared Flight
+	httpClient HTTPClient
+	sessions   Sessions
+}
+
+// WithHTTP makes the handler compute the keys of http and https sources,
+// sharing what each URL served through shared, a Flight over
+// events.BucketHTTP that every replica uses. The default is no http
+// handler: those schemes fail with "no handler for http".
+func WithHTTP(shared Flight) Option {
+	return func(o *options) error {
+		if shared == nil {
+			return errors.New("puller: WithHTTP: nil flight")
+		}
+		o.httpShared = shared
+		return nil
+	}
+}
+
+// WithHTTPClient sets the client of http sources. It needs WithHTTP. The
+// default is a client with the environment's proxy settings and a 30s bound
+// on the wait for response headers.
+func WithHTTPClient(c HTTPClient) Option {
+	return func(o *options) error {
+		if c == nil {
+			return errors.New("puller: WithHTTPClient: nil client")
+		}
+		o.httpClient = c
+		return nil
+	}
+}
+
+func makeOptions(opts []Option) (options, error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	if o.httpClient != nil && o.httpShared == nil {
+		return o, errors.New("puller: WithHTTPClient without WithHTTP")
+	}
+	if o.httpClient == nil {
+		o.httpClient = newHTTPClient()
+	}
+	return o, nil
+}
+
 // NewHandler returns a Handler. platform is used for sources that name
 // none (the resolver normally fills it in).
-func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.Platform) *Handler {
+func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.Platform, opts ...Option) (*Handler, error) {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	h := &Handler{
-		manager:  source.NewManager[keyFunc](),
-		registry: reg,
-		flight:   flight,
-		index:    index,
-		platform: platforms.Normalize(platform),
-		now:      time.Now,
+		manager:    source.NewManager[keyFunc](),
+		registry:   reg,
+		flight:     flight,
+		index:      index,
+		platform:   platforms.Normalize(platform),
+		now:        time.Now,
+		httpShared: o.httpShared,
+		httpClient: o.httpClient,
+		sessions:   o.sessions,
 	}
 	h.walked, _ = lru.New[string, events.CacheOpts](walkedCacheSize)
 	h.manager.Register(h.imageKey, source.SchemeDockerImage)
-	return h
+	h.manager.Register(h.blobKey, source.SchemeDockerImageBlob)
+	h.registerGit()
+	if h.httpShared != nil {
+		h.manager.Register(h.httpKey, source.SchemeHTTP, source.SchemeHTTPS)
+	}
+	if h.sessions != nil {
+		h.manager.Register(h.ociKey, source.SchemeOCILayout)
+		h.manager.Register(h.ociBlobKey, source.SchemeOCILayoutBlob)
+	}
+	return h, nil
 }
 
 // CacheKey handles cachekey.requested.
@@ -206,10 +288,12 @@ func indexOneKey(opts *events.CacheOpts, key0 events.CacheKey) events.CacheKey {
 // hitEvents answers a key found in the cache index: cache.hit, and when
 // the client wants the content and the record is lazy (an imported cache:
 // blobs, no snapshot), a snapshot.requested for keys that reads the
-// cache's blobs first.
+// cache's blobs first. A source that is not an image (opts nil) never
+// gets that snapshot: its hit ends the build, and contentKey sends the
+// records it cannot use down the miss path instead.
 func hitEvents(in events.CacheKeyRequested, ck events.CacheKey, rec events.CacheRecord, opts *events.CacheOpts, keys []events.CacheKey) []events.Event {
 	hit := events.CacheHit{Source: in.Source, Key: ck, Record: rec, CacheOpts: opts}
-	if !in.Snapshot || !rec.Lazy() || !sameDiffIDs(rec.Layers, opts.Layers) {
+	if opts == nil || !in.Snapshot || !rec.Lazy() || !sameDiffIDs(rec.Layers, opts.Layers) {
 		return []events.Event{events.New(hit)}
 	}
 	hit.Snapshot = true
@@ -219,6 +303,32 @@ func hitEvents(in events.CacheKeyRequested, ck events.CacheKey, rec events.Cache
 		events.New(hit),
 		events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: &withCache}),
 	}
+}
+
+// contentKey looks up the one, final key of a source whose snapshot is
+// content (a file, a checkout) rather than layers. A record that names the
+// node and snapshot holding it ends the build with cache.hit. Anything
+// else is a miss: cachekey.computed and cache.miss, and, when the client
+// wants the content, a snapshot.requested for content, recorded under ck.
+// That includes a record without a node or a snapshot (lazy, as an
+// imported cache's would be): it names no content that could be read.
+func (h *Handler) contentKey(ctx context.Context, in events.CacheKeyRequested, ck events.CacheKey, content *events.Content) ([]events.Event, error) {
+	rec, found, err := h.index.Get(ctx, ck.Digest)
+	if err != nil {
+		return nil, bus.Unavailable(err)
+	}
+	keys := []events.CacheKey{ck}
+	if found && rec.Node != "" && rec.SnapshotKey != "" {
+		return hitEvents(in, ck, rec, nil, keys), nil
+	}
+	out := []events.Event{
+		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck}),
+		events.New(events.CacheMiss{Source: in.Source, Keys: keys}),
+	}
+	if in.Snapshot {
+		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, Content: content}))
+	}
+	return out, nil
 }
 
 func sameDiffIDs(a, b []events.Layer) bool {

@@ -1,11 +1,18 @@
-// Package puller is Stevedore's cache-key service for image sources. It
-// consumes cachekey.requested: for index 0 it resolves the reference,
+// Package puller is Stevedore's cache-key service. It consumes
+// cachekey.requested. For an image, index 0 resolves the reference,
 // fetches index, manifest and config (never layers) once across the fleet,
-// and computes BuildKit's main-manifest key; for index 1 it computes the
-// chainID of the diff_ids from the CacheOpts the request carries, without
-// touching the network. Each key is looked up in the cache index: a hit ends
-// the source (cache.hit), a miss continues with the next index or, after
-// the last, cache.miss.
+// and computes BuildKit's main-manifest key; index 1 computes the chainID
+// of the diff_ids from the CacheOpts the request carries, without touching
+// the network. A docker-image+blob source has one key, computed without the
+// network; an http or https source has one key, for which the fleet
+// revalidates the URL with the ETags it knows (events.BucketHTTP) and
+// downloads it to hash it only when they are stale. An oci-layout source
+// is an image read from the client's OCI layout over its session
+// (pkg/session), with docker-image's keys; an oci-layout+blob source has
+// the blob key, computed without the session. Each key is looked up
+// in the cache index: a hit ends the source (cache.hit), a miss continues
+// with the next index or, after the last, cache.miss (and a
+// snapshot.requested when the client wants the content).
 package puller
 
 import (
@@ -26,6 +33,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/lease"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
 // Config configures the puller.
@@ -139,11 +147,22 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	httpShared, err := lease.NewFlight(ctx, s.js, leases, events.BucketHTTP)
+	if err != nil {
+		return err
+	}
 	index, err := cacheindex.Open(ctx, s.js)
 	if err != nil {
 		return err
 	}
-	h := NewHandler(reg, flight, index, s.cfg.Platform)
+	sessions, err := session.NewClient(s.js.Conn())
+	if err != nil {
+		return err
+	}
+	h, err := NewHandler(reg, flight, index, s.cfg.Platform, WithHTTP(httpShared), WithSessions(sessions))
+	if err != nil {
+		return err
+	}
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
 		w.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))
 	})

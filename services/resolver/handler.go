@@ -24,6 +24,9 @@ type Handler struct {
 func NewHandler(platform ocispec.Platform) *Handler {
 	m := source.NewManager[string]()
 	m.Register(events.ComponentPuller, source.SchemeDockerImage)
+	m.Register(events.ComponentPuller, source.SchemeDockerImageBlob, source.SchemeHTTP, source.SchemeHTTPS)
+	m.Register(events.ComponentPuller, source.SchemeOCILayout, source.SchemeOCILayoutBlob)
+	m.Register(events.ComponentPuller, source.SchemeGit)
 	return &Handler{manager: m, platform: platforms.Normalize(platform)}
 }
 

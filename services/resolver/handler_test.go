@@ -149,16 +149,7 @@ func TestResolveBadInput(t *testing.T) {
 		{"empty", events.SourceOp{}, "failed to parse : invalid", source.ErrInvalid},
 		{"no tag or digest", events.SourceOp{Identifier: "docker-image://docker.io/library/alpine"}, "object required", source.ErrInvalid},
 
-		{"git", events.SourceOp{Identifier: "git://github.com/moby/buildkit#v0.13.0"}, "no handler for git", source.ErrNoHandler},
-		{"http", events.SourceOp{Identifier: "http://example.com/file.tar.gz"}, "no handler for http", source.ErrNoHandler},
-		{"https", events.SourceOp{Identifier: "https://example.com/file.tar.gz"}, "no handler for https", source.ErrNoHandler},
 		{"local", events.SourceOp{Identifier: "local://context"}, "no handler for local", source.ErrNoHandler},
-		{"oci-layout", events.SourceOp{Identifier: "oci-layout://store/app@" + digestA}, "no handler for oci-layout", source.ErrNoHandler},
-		{"docker-image+blob", events.SourceOp{Identifier: "docker-image+blob://docker.io/library/alpine@" + digestA}, "no handler for docker-image+blob", source.ErrNoHandler},
-		{"oci-layout+blob", events.SourceOp{
-			Identifier: "oci-layout+blob://store/app@" + digestA,
-			Attrs:      map[string]string{source.AttrOCILayoutStoreID: "store"},
-		}, "no handler for oci-layout+blob", source.ErrNoHandler},
 
 		{"zero layer limit", events.SourceOp{Identifier: image, Attrs: map[string]string{source.AttrImageLayerLimit: "0"}}, "invalid layer limit 0", source.ErrInvalid},
 		{"bad resolve mode", events.SourceOp{Identifier: image, Attrs: map[string]string{source.AttrImageResolveMode: "x"}}, "invalid resolvemode: x", source.ErrInvalid},
@@ -188,6 +179,53 @@ func TestResolveBadInput(t *testing.T) {
 			}
 			if !errors.Is(err, tc.is) {
 				t.Errorf("errors.Is(%v, %v) = false", err, tc.is)
+			}
+		})
+	}
+}
+
+// docker-image+blob, http, https, oci-layout and oci-layout+blob go to
+// the puller with their identifiers and attributes as given (an
+// oci-layout reference without a digest fails there, at resolve time, as
+// in BuildKit).
+func TestResolveFileSources(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		scheme string
+		in     events.SourceOp
+	}{
+		{source.SchemeDockerImageBlob, events.SourceOp{
+			Identifier: "docker-image+blob://registry.example.com/team/tools@" + digestA,
+			Attrs:      map[string]string{source.AttrHTTPFilename: "tool", source.AttrHTTPPerm: "0755"},
+		}},
+		{source.SchemeHTTP, events.SourceOp{Identifier: "http://example.com/file.tar.gz"}},
+		{source.SchemeOCILayout, events.SourceOp{
+			Identifier: "oci-layout://store/app@" + digestA,
+			Attrs:      map[string]string{source.AttrOCILayoutSessionID: "s1", source.AttrOCILayoutStoreID: "store", source.AttrOCILayoutLayerLimit: "1"},
+		}},
+		{source.SchemeOCILayoutBlob, events.SourceOp{
+			Identifier: "oci-layout+blob://store/app@" + digestA,
+			Attrs:      map[string]string{source.AttrOCILayoutStoreID: "store", source.AttrHTTPFilename: "f"},
+		}},
+		{source.SchemeHTTPS, events.SourceOp{
+			Identifier: "https://example.com/dl/file.tar.gz?v=1",
+			Attrs:      map[string]string{source.AttrHTTPChecksum: digestA, "http.header.accept": "application/octet-stream"},
+		}},
+	} {
+		t.Run(tc.scheme, func(t *testing.T) {
+			t.Parallel()
+			got, err := resolver.NewHandler(linuxAMD64).Resolve(t.Context(), events.SourceResolveRequested{Source: tc.in, Snapshot: true})
+			if err != nil {
+				t.Fatalf("Resolve: %v", err)
+			}
+			want := tc.in
+			want.Platform = &linuxAMD64
+			wantOut := []events.Event{
+				events.New(events.SourceResolved{Source: want, Scheme: tc.scheme, Handler: events.ComponentPuller, Snapshot: true}),
+				events.New(events.CacheKeyRequested{Source: want, Index: 0, Snapshot: true}),
+			}
+			if diff := cmp.Diff(wantOut, got); diff != "" {
+				t.Errorf("Resolve outputs (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -51,20 +51,28 @@ func (h *Handler) fileFiller(fc *events.FileContent) (filler, error) {
 		if err != nil {
 			return err
 		}
-		v := fc.Digest.Verifier()
+		v := fc.Digest.Algorithm().Digester()
 		limit := fc.Size
 		if limit < 0 {
 			limit = 1 << 40
 		}
-		n, err := io.Copy(io.MultiWriter(f, v), io.LimitReader(rc, limit+1))
+		n, err := io.Copy(io.MultiWriter(f, v.Hash()), io.LimitReader(rc, limit+1))
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
 			return fmt.Errorf("file snapshot %s: %w", name, err)
 		}
-		if (fc.Size >= 0 && n != fc.Size) || !v.Verified() {
-			return bus.Invalid(fmt.Errorf("digest mismatch for %s: got %d bytes that do not match %s", name, n, fc.Digest))
+		if got := v.Digest(); got != fc.Digest {
+			// BuildKit's text; the URL, or the file's name for a blob.
+			what := fc.URL
+			if what == "" {
+				what = name
+			}
+			return bus.Invalid(fmt.Errorf("digest mismatch for %s: %s (expected: %s)", what, got, fc.Digest))
+		}
+		if fc.Size >= 0 && n != fc.Size {
+			return bus.Invalid(fmt.Errorf("size mismatch for %s: %d bytes (expected: %d)", name, n, fc.Size))
 		}
 		if err := os.Chmod(path, mode); err != nil { // past the umask
 			return err

@@ -61,6 +61,9 @@ type Handler struct {
 	busy *sync.RWMutex
 	// http downloads the content of http sources.
 	http *http.Client
+	// git checks out the commits of git sources (git.go), from the node's
+	// cache of bare repositories.
+	git GitCheckouts
 	// fetchedBytes and unpackedBytes count what this node downloaded and
 	// extracted; nil when no metrics are kept.
 	fetchedBytes, unpackedBytes prometheus.Counter
@@ -88,6 +91,9 @@ func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 	layers := in.CacheOpts.Layers
 	ready := events.SnapshotReady{Source: in.Source, Keys: in.Keys, Layers: layers, Node: h.node}
 	locations := []events.BlobLocation{{Ref: in.CacheOpts.Ref}}
+	if o := in.CacheOpts.Origin; o != nil {
+		locations = []events.BlobLocation{*o}
+	}
 	var chainID digest.Digest
 	if len(layers) > 0 {
 		chain := snapshot.ChainIDs(layers)
@@ -177,10 +183,14 @@ func (h *Handler) make(ctx context.Context, in events.SnapshotRequested, chainID
 // unpack makes the snapshot on this node. With a cached result (an
 // imported cache), it reads the cache's blobs first; if that fails for any
 // reason but the end of ctx, it says so in a progress event and takes the
-// layers from the origin registry instead: a lazy hit never fails a pull.
+// layers from the origin instead (the registry, or CacheOpts.Origin: an
+// oci-layout's client session): a lazy hit never fails a pull.
 func (h *Handler) unpack(ctx context.Context, in events.SnapshotRequested) (snapshot.Result, []events.Layer, []events.BlobLocation, error) {
 	opts := in.CacheOpts
 	origin := events.BlobLocation{Ref: opts.Ref}
+	if opts.Origin != nil {
+		origin = *opts.Origin
+	}
 	progress := newProgress(ctx, in.Source.Identifier).update
 	if c := opts.Cached; c != nil && sameDiffIDs(c.Layers, opts.Layers) && len(c.Locations) > 0 {
 		res, err := h.store.Unpack(ctx, snapshot.Request{Layers: c.Layers, Source: h.source(c.Locations), Window: h.window, Progress: progress})
@@ -191,7 +201,7 @@ func (h *Handler) unpack(ctx context.Context, in events.SnapshotRequested) (snap
 			return res, nil, nil, cause
 		}
 		now := time.Now()
-		bus.Emit(ctx, events.Progress{Vertex: in.Source.Identifier, ID: "cache " + c.Locations[0].String() + " unusable, pulling from " + opts.Ref,
+		bus.Emit(ctx, events.Progress{Vertex: in.Source.Identifier, ID: "cache " + c.Locations[0].String() + " unusable, pulling from " + origin.String(),
 			Action: "fallback", Started: &now, Completed: &now, Error: err.Error()})
 	}
 	res, err := h.store.Unpack(ctx, snapshot.Request{Layers: opts.Layers, Source: h.source([]events.BlobLocation{origin}), Window: h.window, Progress: progress})

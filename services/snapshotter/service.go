@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -33,9 +34,11 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/gitremote"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
 
@@ -183,8 +186,18 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg), flight: flight, index: index,
-		window: s.cfg.Window, now: time.Now, busy: &s.busy, http: newHTTPClient()}
+	gitCache, err := gitremote.NewCache(filepath.Join(s.cfg.DataDir, gitCacheDir))
+	if err != nil {
+		return err
+	}
+	// Blobs of oci-layout sources come from the client's session, over
+	// this service's own connection.
+	sessions, err := session.NewClient(s.js.Conn())
+	if err != nil {
+		return err
+	}
+	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg).WithSessions(sessions), flight: flight, index: index,
+		window: s.cfg.Window, now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache}
 	if reg := s.cfg.Observe.Metrics; reg != nil {
 		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
 			Help: "Compressed bytes of the layer blobs this node downloaded."})

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
+	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+)
+
+// defaultStore is the store name of an --oci-layout that names none.
+const defaultStore = "layout"
+
+// layoutFlags are --oci-layout: OCI layouts on this machine that the
+// command serves to the fleet in a client session while it runs, as
+// BuildKit's client serves its OCI stores over its session.
+type layoutFlags struct {
+	specs []string
+}
+
+func (f *layoutFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVar(&f.specs, "oci-layout", nil,
+		`serve the OCI layout DIR to the fleet while the command runs, as store STORE (default "layout"): [STORE=]DIR[@DIGEST]; `+
+			`with @DIGEST, REF may be left out and is oci-layout://localhost/STORE@DIGEST (repeatable)`)
+}
+
+// layoutSpec is one --oci-layout.
+type layoutSpec struct {
+	store string
+	dir   string
+	// digest is the image to use when no REF is given; empty when none.
+	digest digest.Digest
+}
+
+// parseLayoutSpec reads [STORE=]DIR[@DIGEST]. A STORE has no path
+// separator, and @DIGEST counts only when it parses as a digest, so a DIR
+// may hold '=' and '@'.
+func parseLayoutSpec(s string) (layoutSpec, error) {
+	spec := layoutSpec{store: defaultStore, dir: s}
+	if store, dir, ok := strings.Cut(s, "="); ok && store != "" && !strings.ContainsAny(store, `/\`) {
+		spec.store, spec.dir = store, dir
+	}
+	if i := strings.LastIndex(spec.dir, "@"); i >= 0 {
+		if d, err := digest.Parse(spec.dir[i+1:]); err == nil {
+			spec.dir, spec.digest = spec.dir[:i], d
+		}
+	}
+	if spec.dir == "" {
+		return spec, fmt.Errorf("--oci-layout %q: want [STORE=]DIR[@DIGEST]", s)
+	}
+	return spec, nil
+}
+
+// parse reads every --oci-layout; store names must differ.
+func (f *layoutFlags) parse() ([]layoutSpec, error) {
+	var specs []layoutSpec
+	seen := map[string]bool{}
+	for _, s := range f.specs {
+		spec, err := parseLayoutSpec(s)
+		if err != nil {
+			return nil, err
+		}
+		if seen[spec.store] {
+			return nil, fmt.Errorf("--oci-layout: two layouts are store %q; name them STORE=DIR", spec.store)
+		}
+		seen[spec.store] = true
+		specs = append(specs, spec)
+	}
+	return specs, nil
+}
+
+// ref is the command's REF: the argument, or, without one, the image of
+// the one --oci-layout DIR@DIGEST.
+func ref(args []string, specs []layoutSpec) (string, error) {
+	if len(args) == 1 {
+		return args[0], nil
+	}
+	var with []layoutSpec
+	for _, s := range specs {
+		if s.digest != "" {
+			with = append(with, s)
+		}
+	}
+	if len(with) != 1 {
+		return "", errors.New("want REF, or one --oci-layout DIR@DIGEST")
+	}
+	return source.SchemeOCILayout + "://localhost/" + with[0].store + "@" + with[0].digest.String(), nil
+}
+
+// servedLayouts is the session a command serves its layouts in.
+type servedLayouts struct {
+	srv    *session.Server
+	specs  []layoutSpec
+	stores map[string]*ocilayout.Layout
+}
+
+// serveLayouts opens specs' layouts and serves them on nc in a session, and
+// points op at it when op reads a client layout (oci-layout,
+// oci-layout+blob): oci.session becomes the session (a new one unless op
+// names it) and, when op names no store and one layout is served,
+// oci.store becomes that layout's. It returns nil when there is nothing to
+// serve; stop ends the session.
+func serveLayouts(ctx context.Context, nc *nats.Conn, specs []layoutSpec, op *events.SourceOp) (*servedLayouts, error) {
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	s := &servedLayouts{specs: specs, stores: map[string]*ocilayout.Layout{}}
+	for _, spec := range specs {
+		l, err := ocilayout.Open(spec.dir)
+		if err != nil {
+			return nil, fmt.Errorf("--oci-layout: %w", err)
+		}
+		s.stores[spec.store] = l
+	}
+	id := op.Attrs[source.AttrOCILayoutSessionID]
+	if id == "" {
+		id = session.NewID()
+	}
+	scheme, _, _ := strings.Cut(op.Identifier, "://")
+	if scheme == source.SchemeOCILayout || scheme == source.SchemeOCILayoutBlob {
+		if op.Attrs == nil {
+			op.Attrs = map[string]string{}
+		}
+		op.Attrs[source.AttrOCILayoutSessionID] = id
+		if _, ok := op.Attrs[source.AttrOCILayoutStoreID]; !ok && len(specs) == 1 {
+			op.Attrs[source.AttrOCILayoutStoreID] = specs[0].store
+		}
+	}
+	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, err
+	}
+	s.srv = srv
+	return s, nil
+}
+
+// stop ends the session; readers then fail with "no active session".
+func (s *servedLayouts) stop() {
+	if s != nil {
+		_ = s.srv.Stop()
+	}
+}
+
+// open reads a blob from the served layouts, for --output.
+func (s *servedLayouts) open(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	var errs []error
+	for _, l := range s.stores {
+		rc, err := l.OpenBlob(ctx, desc)
+		if err == nil {
+			return rc, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// print writes the session line of the command's output.
+func (s *servedLayouts) print(w io.Writer) {
+	if s == nil {
+		return
+	}
+	stores := make([]string, 0, len(s.specs))
+	for _, spec := range s.specs {
+		dir, err := filepath.Abs(spec.dir)
+		if err != nil {
+			dir = spec.dir
+		}
+		stores = append(stores, spec.store+"="+dir)
+	}
+	sort.Strings(stores)
+	fmt.Fprintf(w, "session   %s (served until the command ended: %s)\n", s.srv.ID(), strings.Join(stores, ", "))
+}

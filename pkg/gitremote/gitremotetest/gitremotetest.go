@@ -1,0 +1,368 @@
+// Package gitremotetest serves git repositories to tests with the host's
+// git: git daemon on 127.0.0.1 (git://) and git http-backend behind
+// net/http/cgi (http://), each started by the test and stopped by it
+// (the daemon by its pid). It also makes repositories with reproducible
+// commits: fixed names, e-mails and dates, so commit ids are the same on
+// every run.
+//
+// git is needed only here, by tests: the code under test uses go-git. A
+// test that finds no git binary is skipped with the reason, and fails
+// when the CI environment variable is set, so CI never skips silently.
+package gitremotetest
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Epoch is the author and committer time of a Work's first commit; each
+// later commit is an hour after the one before.
+var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Binary returns the path of git, or skips the test (fails it under CI).
+func Binary(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("git")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("git is needed to serve test repositories: %v", err)
+		}
+		t.Skipf("git is needed to serve test repositories: %v", err)
+	}
+	return p
+}
+
+// env is the environment every git command runs with: no user or system
+// configuration, a fixed identity.
+func env(home string) []string {
+	return append(os.Environ(),
+		"HOME="+home, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL="+os.DevNull,
+		"GIT_AUTHOR_NAME=Stevedore Test", "GIT_AUTHOR_EMAIL=test@stevedore.invalid",
+		"GIT_COMMITTER_NAME=Stevedore Test", "GIT_COMMITTER_EMAIL=test@stevedore.invalid",
+		"GIT_TERMINAL_PROMPT=0",
+	)
+}
+
+// Run runs git in dir with extra environment entries and returns its
+// output, failing the test if git fails.
+func Run(t testing.TB, dir string, extraEnv []string, args ...string) string {
+	t.Helper()
+	return RunInput(t, dir, extraEnv, "", args...)
+}
+
+// RunInput is Run with stdin.
+func RunInput(t testing.TB, dir string, extraEnv []string, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(Binary(t), args...) //nolint:gosec // G204: tests choose the arguments
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Env = append(env(t.TempDir()), extraEnv...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// Root is a directory of bare repositories ("<name>.git") that servers
+// export.
+type Root struct {
+	// Dir is the directory.
+	Dir string
+}
+
+// NewRoot returns an empty Root under t.TempDir().
+func NewRoot(t testing.TB) *Root {
+	t.Helper()
+	return &Root{Dir: t.TempDir()}
+}
+
+// Path is the directory of the bare repository name ("repo" for
+// "repo.git").
+func (r *Root) Path(name string) string { return filepath.Join(r.Dir, name+".git") }
+
+// CloneBundle makes the bare repository name a clone of a git bundle.
+func (r *Root) CloneBundle(t testing.TB, name, bundle string) {
+	t.Helper()
+	abs, err := filepath.Abs(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Run(t, r.Dir, nil, "clone", "--quiet", "--bare", abs, r.Path(name))
+}
+
+// Config sets a configuration value of the bare repository name, for
+// example uploadpack.allowAnySHA1InWant.
+func (r *Root) Config(t testing.TB, name, key, value string) {
+	t.Helper()
+	Run(t, r.Path(name), nil, "config", key, value)
+}
+
+// Work is a work tree for making commits.
+type Work struct {
+	t       testing.TB
+	commits int
+	// Dir is the work tree.
+	Dir string
+}
+
+// NewWork returns a new repository whose first branch is main.
+func NewWork(t testing.TB) *Work {
+	t.Helper()
+	w := &Work{t: t, Dir: t.TempDir()}
+	w.Git("init", "--quiet", "--initial-branch=main")
+	return w
+}
+
+// Git runs git in the work tree at the time of the next commit.
+func (w *Work) Git(args ...string) string {
+	w.t.Helper()
+	at := w.Time(w.commits).Format(time.RFC3339)
+	return Run(w.t, w.Dir, []string{"GIT_AUTHOR_DATE=" + at, "GIT_COMMITTER_DATE=" + at}, args...)
+}
+
+// Time is the time of the commit numbered n (from 0).
+func (w *Work) Time(n int) time.Time { return Epoch.Add(time.Duration(n) * time.Hour) }
+
+// Write writes a file (creating its directories) with mode perm.
+func (w *Work) Write(name, content string, perm os.FileMode) {
+	w.t.Helper()
+	p := filepath.Join(w.Dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), perm); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := os.Chmod(p, perm); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// Symlink makes name a symlink to target.
+func (w *Work) Symlink(target, name string) {
+	w.t.Helper()
+	p := filepath.Join(w.Dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := os.Symlink(target, p); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// Submodule records, at path, a submodule at commit fetched from url, by
+// writing .gitmodules and the gitlink (no clone is needed).
+func (w *Work) Submodule(path, url, commit string) {
+	w.t.Helper()
+	// An empty directory is an unpopulated submodule: git add leaves the
+	// gitlink alone.
+	if err := os.MkdirAll(filepath.Join(w.Dir, path), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	w.Git("config", "-f", ".gitmodules", "submodule."+path+".path", path)
+	w.Git("config", "-f", ".gitmodules", "submodule."+path+".url", url)
+	w.Git("update-index", "--add", "--cacheinfo", "160000,"+commit+","+path)
+	w.Git("add", ".gitmodules")
+}
+
+// Commit commits everything in the work tree and returns the commit id.
+func (w *Work) Commit(msg string) string {
+	w.t.Helper()
+	w.Git("add", "-A")
+	w.Git("commit", "--quiet", "--allow-empty", "-m", msg)
+	w.commits++
+	return w.Git("rev-parse", "HEAD")
+}
+
+// Tag makes a lightweight tag of HEAD.
+func (w *Work) Tag(name string) {
+	w.t.Helper()
+	w.Git("tag", name)
+}
+
+// AnnotatedTag makes an annotated tag of HEAD and returns the tag object's
+// id.
+func (w *Work) AnnotatedTag(name, msg string) string {
+	w.t.Helper()
+	w.Git("tag", "-a", name, "-m", msg)
+	return w.Git("rev-parse", name)
+}
+
+// Push publishes every branch and tag of the work tree as the bare
+// repository name of root (made when missing), replacing what it had.
+func (w *Work) Push(root *Root, name string) {
+	w.t.Helper()
+	bare := root.Path(name)
+	if _, err := os.Stat(bare); err != nil {
+		Run(w.t, root.Dir, nil, "init", "--quiet", "--bare", "--initial-branch=main", bare)
+	}
+	w.Git("push", "--quiet", "--force", "--mirror", bare)
+}
+
+// Daemon is a running git daemon.
+type Daemon struct {
+	// URL is the base URL; a repository is URL + "<name>.git".
+	URL string
+	pid int
+}
+
+// ServeDaemon starts git daemon on 127.0.0.1 exporting root, until the end
+// of the test, when it is stopped by its pid.
+func ServeDaemon(t testing.TB, root *Root) *Daemon {
+	t.Helper()
+	bin := Binary(t)
+	for attempt := 0; ; attempt++ {
+		port := freePort(t)
+		cmd := exec.Command(bin, "daemon", "--reuseaddr", "--export-all", "--informative-errors", //nolint:gosec // G204: tests choose the arguments
+			"--base-path="+root.Dir, "--listen=127.0.0.1", fmt.Sprintf("--port=%d", port), root.Dir)
+		cmd.Env = env(t.TempDir())
+		var stderr lockedBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("git daemon: %v", err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		d := &Daemon{URL: fmt.Sprintf("git://127.0.0.1:%d/", port), pid: cmd.Process.Pid}
+		up, gone := waitListening(fmt.Sprintf("127.0.0.1:%d", port), exited)
+		if up {
+			t.Cleanup(func() {
+				_ = syscall.Kill(d.pid, syscall.SIGTERM)
+				select {
+				case <-exited:
+				case <-time.After(5 * time.Second):
+					_ = syscall.Kill(d.pid, syscall.SIGKILL)
+					<-exited
+				}
+			})
+			return d
+		}
+		if !gone {
+			_ = syscall.Kill(d.pid, syscall.SIGKILL)
+			<-exited
+		}
+		if attempt == 4 {
+			t.Fatalf("git daemon did not start: %s", stderr.String())
+		}
+	}
+}
+
+// waitListening waits up to 10s for addr to accept connections. gone
+// reports that the process exited (and its exit was received).
+func waitListening(addr string, exited <-chan error) (up, gone bool) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return false, true
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			_ = c.Close()
+			return true, false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false, false
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	return port
+}
+
+// HTTP is a running git smart-HTTP server.
+type HTTP struct {
+	// URL is the base URL; a repository is URL + "<name>.git".
+	URL string
+	// Adverts counts ref advertisements served (GET info/refs: an
+	// ls-remote, or the start of a fetch).
+	Adverts atomic.Int64
+	// UploadPacks counts upload-pack requests (POST git-upload-pack: the
+	// negotiation and pack of a fetch).
+	UploadPacks atomic.Int64
+	// PackBytes counts the bytes of upload-pack responses.
+	PackBytes atomic.Int64
+}
+
+// ServeHTTP serves root with git http-backend on 127.0.0.1 until the end
+// of the test.
+func ServeHTTP(t testing.TB, root *Root) *HTTP {
+	t.Helper()
+	execPath := Run(t, root.Dir, nil, "--exec-path")
+	backend := &cgi.Handler{
+		Path: filepath.Join(execPath, "git-http-backend"),
+		Env:  append(env(t.TempDir()), "GIT_PROJECT_ROOT="+root.Dir, "GIT_HTTP_EXPORT_ALL=1"),
+		// "Not a git repository" for a missing one is what tests ask for.
+		Stderr: io.Discard,
+	}
+	h := &HTTP{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/info/refs"):
+			h.Adverts.Add(1)
+		case strings.HasSuffix(r.URL.Path, "/git-upload-pack"):
+			h.UploadPacks.Add(1)
+			cw := &countingWriter{ResponseWriter: w}
+			backend.ServeHTTP(cw, r)
+			h.PackBytes.Add(cw.n.Load())
+			return
+		}
+		backend.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	h.URL = srv.URL + "/"
+	return h
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n atomic.Int64
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n.Add(int64(n))
+	return n, err
+}
+
+// lockedBuffer is a bytes.Buffer safe for a process's writes and a test's
+// read.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

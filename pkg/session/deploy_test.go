@@ -1,0 +1,97 @@
+package session_test
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
+	"github.com/stevedore-dev/stevedore/pkg/session"
+)
+
+// TestDeployPermissions runs a NATS server with deploy/nats.conf's users
+// and checks what they may do with sessions: the client user serves one,
+// the puller and snapshotter users read from it, and the watcher user can
+// neither read one nor serve one. Not parallel: it sets the environment
+// the file reads its passwords from.
+func TestDeployPermissions(t *testing.T) {
+	users := []string{"admin", "resolver", "puller", "snapshotter", "exporter", "client", "watcher"}
+	for _, u := range users {
+		t.Setenv("STEVEDORE_"+map[string]string{"admin": "ADMIN", "resolver": "RESOLVER", "puller": "PULLER",
+			"snapshotter": "SNAPSHOTTER", "exporter": "EXPORTER", "client": "CLIENT", "watcher": "WATCHER"}[u]+"_PASSWORD", u+"-pw")
+	}
+	t.Setenv("STEVEDORE_NATS_NO_AUTH_USER", "client")
+	opts, err := server.ProcessConfigFile(filepath.Join("..", "..", "deploy", "nats.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.HTTPPort, opts.StoreDir = "127.0.0.1", server.RANDOM_PORT, 0, t.TempDir()
+	opts.NoSigs, opts.NoLog = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	connect := func(user string) *nats.Conn {
+		t.Helper()
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, user+"-pw"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		if err != nil {
+			t.Fatalf("connect as %s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+
+	l, err := ocilayout.Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("a layer of a client's layout")
+	desc := ocispec.Descriptor{Digest: digest.FromBytes(data), Size: int64(len(data))}
+	if _, err := l.WriteBlobBytes(t.Context(), desc, data); err != nil {
+		t.Fatal(err)
+	}
+	stores := session.Config{Stores: map[string]*ocilayout.Layout{"app": l}}
+	if _, err := session.Serve(t.Context(), connect("client"), "s1", stores); err != nil {
+		t.Fatalf("the client user cannot serve: %v", err)
+	}
+	for _, user := range []string{"puller", "snapshotter"} {
+		c, err := session.NewClient(connect(user), session.WithRequestTimeout(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.ReadBlob(t.Context(), "s1", "app", desc, 1<<20); err != nil || string(got) != string(data) {
+			t.Errorf("%s reads %q, %v; want the blob", user, got, err)
+		}
+	}
+
+	// The watcher's requests never reach the session.
+	w, err := session.NewClient(connect("watcher"), session.WithRequestTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Stat(t.Context(), "s1", "app", desc.Digest); err == nil {
+		t.Error("the watcher user read a session")
+	}
+	// Nor does it get the requests of a session it tries to serve.
+	if srv, err := session.Serve(t.Context(), connect("watcher"), "s2", stores); err == nil {
+		defer func() { _ = srv.Stop() }()
+	}
+	p, err := session.NewClient(connect("puller"), session.WithRequestTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Stat(t.Context(), "s2", "app", desc.Digest); !errors.Is(err, session.ErrNoSession) {
+		t.Errorf("a session served by the watcher user answered: %v", err)
+	}
+}

@@ -1,0 +1,49 @@
+// Package session lets the client that submits a build serve content to the
+// fleet over NATS, while it is connected: Stevedore's counterpart of
+// BuildKit's gRPC session, through which the daemon reads a client's OCI
+// layouts (oci-layout://, oci-layout+blob://) and local directories.
+//
+// # Vocabulary
+//
+//   - A session is one client connection that serves content for its
+//     builds. It has an id (NewID), a subject token that builds name in
+//     their oci.session attribute and that events carry in a
+//     events.BlobLocation. Any replica of any service can read from it: the
+//     session answers NATS requests on its own subjects, so no service has
+//     to be the one the client talks to.
+//   - A store is a named OCI image layout the session serves (the
+//     oci.store attribute; BuildKit's "oci:<store>" content store). Blobs
+//     are read from a store by digest.
+//   - A chunk is one request and its reply: at most MaxChunkSize bytes of a
+//     blob, at an offset, well below the NATS payload limit. A Client reads
+//     a blob as chunks in order, a few ahead of the reader.
+//
+// # Subjects and messages
+//
+// Every subject of session <id> is under stevedore.session.<id> (Filter).
+// Requests are BlobRequest values in JSON; replies carry their metadata in
+// NATS headers and the bytes in the body:
+//
+//   - stevedore.session.<id>.blob (OpBlob): bytes [Offset, Offset+Length)
+//     of the blob, fewer at its end; header HeaderSize holds the size of
+//     the whole blob.
+//   - stevedore.session.<id>.stat (OpStat): an empty body with HeaderSize.
+//
+// An error reply has header HeaderError holding a code (CodeNotFound,
+// CodeInvalid, CodeInternal) and the error's text as its body. No reply at all (NATS answers "no responders" when nobody
+// subscribes) means the session is gone.
+//
+// # Lifecycle
+//
+// The client calls Serve before it submits the build that names the
+// session, and stops the Server (or ends Serve's ctx) when the build ended:
+// from then on every read fails with BuildKit's message, `no active session
+// for <id>` (*NoSessionError), which is permanent for the build that needed
+// it. A session holds no state beyond its stores; serving the same id again
+// (a reconnect) picks up where it left off.
+//
+// Readers verify: a Client checks the size every reply announces against
+// the descriptor and, when a reader reaches the end of a blob, its digest.
+// Callers verify again what they consume (pkg/snapshot, the image walk),
+// as with every blob stream in Stevedore.
+package session

@@ -1,0 +1,280 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
+)
+
+// Config is what a session serves.
+type Config struct {
+	// Stores are the OCI layouts the session serves, by store id (the
+	// oci.store attribute of the sources that read them). Nil serves
+	// nothing: every read is not found.
+	Stores map[string]*ocilayout.Layout
+	// Concurrency is how many requests are answered at once (each holds
+	// one chunk in memory). Zero means 8.
+	Concurrency int
+	// Logger receives the replies that could not be sent. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Concurrency == 0 {
+		c.Concurrency = 8
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration a session cannot serve with.
+func (c Config) Validate() error {
+	if c.Concurrency < 0 {
+		return errors.New("session: negative concurrency")
+	}
+	for id, l := range c.Stores {
+		if l == nil {
+			return fmt.Errorf("session: store %q has no layout", id)
+		}
+	}
+	return nil
+}
+
+// flushTimeout bounds Serve's wait for the NATS server to confirm the
+// subscription.
+const flushTimeout = 10 * time.Second
+
+// drainTimeout bounds Stop's wait for the requests already routed to the
+// session to be answered.
+const drainTimeout = 10 * time.Second
+
+// Server is one serving session. It answers until its Serve ctx is done or
+// Stop is called.
+type Server struct {
+	id   string
+	nc   *nats.Conn
+	cfg  Config
+	sub  *nats.Subscription
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	stop bool
+	// stopped is closed by the first Stop.
+	stopped chan struct{}
+	once    sync.Once
+	err     error
+}
+
+// Serve starts serving cfg as session id on nc and returns once the NATS
+// server has the subscription, so a build submitted afterwards finds the
+// session. It serves until ctx is done or Stop is called.
+//
+// Errors: ErrInvalid for a malformed id; the configuration's; NATS's
+// (subscribing, flushing); the cause of ctx's end while flushing.
+func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{id: id, nc: nc, cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), stopped: make(chan struct{})}
+	// Replies are read from the layouts with a ctx that outlives Serve's
+	// end only until Stop has waited for them.
+	readCtx := context.WithoutCancel(ctx)
+	sub, err := nc.Subscribe(Filter(id), func(m *nats.Msg) { s.dispatch(readCtx, m) })
+	if err != nil {
+		return nil, fmt.Errorf("serve session %s: %w", id, err)
+	}
+	s.sub = sub
+	fctx, cancel := context.WithTimeoutCause(ctx, flushTimeout, fmt.Errorf("the NATS server did not confirm the subscription within %s", flushTimeout))
+	defer cancel()
+	if err := nc.FlushWithContext(fctx); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("serve session %s: %w", id, err)
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = s.Stop()
+		case <-s.stopped:
+		}
+	}()
+	return s, nil
+}
+
+// ID is the session's id.
+func (s *Server) ID() string { return s.id }
+
+// Stop stops serving: it drains the subscription (the NATS server stops
+// routing requests to it, and those already routed are answered), so that
+// later readers get no responders and fail with *NoSessionError at once,
+// and waits for the replies in flight. It may be called more than once.
+//
+// Errors: NATS's, draining (the first call's, every time).
+func (s *Server) Stop() error {
+	s.once.Do(func() {
+		closed := s.sub.StatusChanged(nats.SubscriptionClosed)
+		err := s.sub.Drain()
+		if err == nil {
+			select {
+			case <-closed:
+			case <-time.After(drainTimeout):
+				err = s.sub.Unsubscribe()
+			}
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+			err = nil // a closed connection serves nothing either
+		}
+		s.err = err
+		s.mu.Lock()
+		s.stop = true
+		s.mu.Unlock()
+		s.wg.Wait()
+		close(s.stopped)
+	})
+	return s.err
+}
+
+// dispatch answers m on a goroutine of its own, at most Concurrency at a
+// time; it runs on the subscription's goroutine, which waits for a free
+// slot (NATS buffers the requests meanwhile).
+func (s *Server) dispatch(ctx context.Context, m *nats.Msg) {
+	s.sem <- struct{}{}
+	s.mu.Lock()
+	if s.stop {
+		s.mu.Unlock()
+		<-s.sem
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer func() { <-s.sem; s.wg.Done() }()
+		reply := s.answer(ctx, m)
+		if m.Reply == "" {
+			return
+		}
+		reply.Subject = m.Reply
+		if err := s.nc.PublishMsg(reply); err != nil {
+			s.cfg.Logger.Warn("session reply not sent", "session", s.id, "error", err.Error())
+		}
+	}()
+}
+
+// answer computes the reply to one request.
+func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
+	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	var req BlobRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		return errorReply(errorf(CodeInvalid, fmt.Sprintf("session %s: request: %v", s.id, err)))
+	}
+	switch op {
+	case OpStat:
+		f, size, err := s.open(ctx, req)
+		if err != nil {
+			return errorReply(err)
+		}
+		_ = f.Close()
+		return sizeReply(size, nil)
+	case OpBlob:
+		return s.read(ctx, req)
+	}
+	return errorReply(errorf(CodeInvalid, fmt.Sprintf("session %s: unknown operation %q", s.id, op)))
+}
+
+// read answers OpBlob.
+func (s *Server) read(ctx context.Context, req BlobRequest) *nats.Msg {
+	f, size, err := s.open(ctx, req)
+	if err != nil {
+		return errorReply(err)
+	}
+	defer func() { _ = f.Close() }()
+	if req.Offset < 0 || req.Offset > size || req.Length <= 0 {
+		return errorReply(errorf(CodeInvalid, fmt.Sprintf("blob %s: range %d+%d outside its %d bytes", req.Digest, req.Offset, req.Length, size)))
+	}
+	n := min(req.Length, size-req.Offset, s.chunkLimit())
+	buf := make([]byte, n)
+	got, err := f.ReadAt(buf, req.Offset)
+	if err != nil && (!errors.Is(err, io.EOF) || int64(got) != n) {
+		return errorReply(errorf(CodeInternal, fmt.Sprintf("blob %s in store %q: read: %v", req.Digest, req.Store, err)))
+	}
+	return sizeReply(size, buf)
+}
+
+// chunkLimit is MaxChunkSize, or less when the NATS server's payload
+// limit is lower.
+func (s *Server) chunkLimit() int64 {
+	limit := int64(MaxChunkSize)
+	if mp := s.nc.MaxPayload(); mp > 0 && mp-4096 < limit {
+		limit = max(mp-4096, 1)
+	}
+	return limit
+}
+
+// blobFile is what read needs of an open blob.
+type blobFile interface {
+	io.ReaderAt
+	io.Closer
+	Stat() (fs.FileInfo, error)
+}
+
+// open opens the blob req names in its store and returns its size.
+func (s *Server) open(ctx context.Context, req BlobRequest) (blobFile, int64, error) {
+	l, ok := s.cfg.Stores[req.Store]
+	if !ok {
+		return nil, 0, errorf(CodeNotFound, fmt.Sprintf("session %s has no store %q", s.id, req.Store))
+	}
+	if err := req.Digest.Validate(); err != nil {
+		return nil, 0, errorf(CodeInvalid, fmt.Sprintf("digest %q: %v", req.Digest, err))
+	}
+	rc, err := l.OpenBlob(ctx, ocispec.Descriptor{Digest: req.Digest})
+	switch {
+	case errors.Is(err, ocilayout.ErrNotFound):
+		return nil, 0, errorf(CodeNotFound, fmt.Sprintf("blob %s not found in store %q of session %s", req.Digest, req.Store, s.id))
+	case errors.Is(err, ocilayout.ErrInvalid):
+		return nil, 0, errorf(CodeInvalid, fmt.Sprintf("blob %s in store %q: %v", req.Digest, req.Store, err))
+	case err != nil:
+		return nil, 0, errorf(CodeInternal, fmt.Sprintf("blob %s in store %q: %v", req.Digest, req.Store, err))
+	}
+	f, ok := rc.(blobFile)
+	if !ok {
+		_ = rc.Close()
+		return nil, 0, errorf(CodeInternal, fmt.Sprintf("blob %s in store %q: not a file", req.Digest, req.Store))
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, 0, errorf(CodeInternal, fmt.Sprintf("blob %s in store %q: %v", req.Digest, req.Store, err))
+	}
+	return f, fi.Size(), nil
+}
+
+func sizeReply(size int64, data []byte) *nats.Msg {
+	return &nats.Msg{Header: nats.Header{HeaderSize: []string{strconv.FormatInt(size, 10)}}, Data: data}
+}
+
+func errorReply(err error) *nats.Msg {
+	code, msg := CodeInternal, err.Error()
+	var e *Error
+	if errors.As(err, &e) {
+		code = e.Code
+	}
+	return &nats.Msg{Header: nats.Header{HeaderError: []string{code}}, Data: []byte(msg)}
+}

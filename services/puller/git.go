@@ -1,0 +1,148 @@
+package puller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/gitremote"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+)
+
+// GitLister lists the refs of a git remote, as `git ls-remote` does.
+type GitLister interface {
+	// ListRefs returns the refs remote advertises. Its errors match the
+	// bus classes: bus.ErrNotFound for a repository that does not exist,
+	// bus.ErrUnauthorized when it wants credentials, bus.ErrInvalid for a
+	// remote that cannot be read, bus.ErrUnavailable otherwise.
+	ListRefs(ctx context.Context, remote string) ([]source.GitRef, error)
+}
+
+// GitListerFunc adapts a function to GitLister.
+type GitListerFunc func(ctx context.Context, remote string) ([]source.GitRef, error)
+
+// ListRefs calls f.
+func (f GitListerFunc) ListRefs(ctx context.Context, remote string) ([]source.GitRef, error) {
+	return f(ctx, remote)
+}
+
+var _ GitLister = GitListerFunc(gitremote.List)
+
+// registerGit makes the handler compute the keys of git sources, listing
+// remotes with go-git (no git binary).
+func (h *Handler) registerGit() {
+	h.git = GitListerFunc(gitremote.List)
+	h.manager.Register(h.gitKey, source.SchemeGit)
+}
+
+// gitListing is what the fleet stores (in events.BucketManifests, under
+// flightKey("git", remote, ref)) for one ref of a remote: the lines of the
+// remote's listing that resolve it, and when the remote was asked.
+type gitListing struct {
+	// Refs are source.GitIdentifier.ListedRefs of the listing.
+	Refs []source.GitRef `json:"refs"`
+	// ListedAt is when the listing started; a request made after it lists
+	// again.
+	ListedAt time.Time `json:"listedAt"`
+}
+
+// gitKey is the one key of a git source, index 0, BuildKit's: the commit
+// the ref resolves to (ls-remote, or none for a commit SHA or
+// git.fetchbycommit), plus keepgitdir, subdir, skip-submodules and mtime
+// suffixes. A miss asks for a content snapshot of the checkout.
+func (h *Handler) gitKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
+	g := id.(*source.GitIdentifier)
+	if in.Index != 0 {
+		return nil, bus.Invalid(fmt.Errorf("git has no cache key index %d", in.Index))
+	}
+	if err := gitSupported(g); err != nil {
+		return nil, err
+	}
+	remote := g.RemoteWithoutCredentials()
+	var refs []source.GitRef
+	if g.NeedsRemote() {
+		requestedAt := h.now()
+		if env, ok := bus.Input(ctx); ok && !env.Time.IsZero() {
+			requestedAt = env.Time
+		}
+		var err error
+		if refs, err = h.listGit(ctx, g, remote, requestedAt); err != nil {
+			return nil, err
+		}
+	}
+	res, err := g.Resolve(refs)
+	if err != nil {
+		return nil, classifyGit(err)
+	}
+	key := g.CacheKey(res)
+	ck := events.CacheKey{Index: 0, Key: key, Digest: source.SolverDigest(key), Pin: res.Checksum, Done: true}
+	content := &events.Content{Git: &events.GitContent{
+		Remote: remote, Ref: res.Ref, Commit: res.Commit, Subdir: g.Subdir,
+		KeepGitDir: g.KeepGitDir, SkipSubmodules: g.SkipSubmodules, MTime: g.MTime,
+	}}
+	return h.contentKey(ctx, in, ck, content)
+}
+
+// gitSupported refuses what a git source can ask for that this fleet does
+// not do yet. There is no client session: git.authtokensecret and
+// git.authheadersecret find no secret, which BuildKit also tolerates, so
+// remotes are read without credentials; a forwarded SSH agent cannot be
+// found, with BuildKit's message.
+func gitSupported(g *source.GitIdentifier) error {
+	switch {
+	case g.MountSSHSock != "":
+		return bus.Invalid(fmt.Errorf("no SSH key %q forwarded from the client", g.MountSSHSock))
+	case g.Bundle != "" || g.CheckoutBundle:
+		return bus.Invalid(errors.New("git bundles (git.bundle, git.checkoutbundle) are not supported yet"))
+	case g.VerifySignature != nil:
+		return bus.Invalid(errors.New("git signature verification (git.sig.*) is not supported yet"))
+	}
+	if err := gitremote.CheckRemote(g.Remote); err != nil {
+		return bus.Invalid(err)
+	}
+	return nil
+}
+
+// listGit returns the refs of the remote's listing that resolve g's ref,
+// listing it once for all requests made before the listing started,
+// across the fleet.
+func (h *Handler) listGit(ctx context.Context, g *source.GitIdentifier, remote string, requestedAt time.Time) ([]source.GitRef, error) {
+	accept := func(v []byte) bool {
+		var l gitListing
+		if json.Unmarshal(v, &l) != nil {
+			return false
+		}
+		return !l.ListedAt.Before(requestedAt)
+	}
+	res, err := h.flight.Do(ctx, flightKey("git", remote, g.Ref), accept, func(ctx context.Context) ([]byte, error) {
+		at := h.now()
+		all, err := h.git.ListRefs(ctx, remote)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(gitListing{Refs: g.ListedRefs(all), ListedAt: at})
+	})
+	if err != nil {
+		return nil, err
+	}
+	var l gitListing
+	if err := json.Unmarshal(res.Value, &l); err != nil {
+		return nil, fmt.Errorf("stored listing of %s#%s: %w", remote, g.Ref, err)
+	}
+	return l.Refs, nil
+}
+
+// classifyGit maps what resolving a git ref fails with to bus classes.
+func classifyGit(err error) error {
+	switch {
+	case errors.Is(err, source.ErrNotFound):
+		return bus.NotFound(err)
+	case errors.Is(err, source.ErrInvalid):
+		return bus.Invalid(err)
+	}
+	return err
+}

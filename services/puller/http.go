@@ -1,0 +1,321 @@
+package puller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+)
+
+// HTTPClient sends the requests of http and https sources.
+type HTTPClient interface {
+	// Do sends req and returns its response; an error means no response
+	// (network, TLS, too many redirects).
+	Do(req *http.Request) (*http.Response, error)
+}
+
+var _ HTTPClient = (*http.Client)(nil)
+
+// newHTTPClient is the default client of http sources: the environment's
+// proxy, a bound on the wait for response headers, no bound on a body
+// that keeps coming.
+func newHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = 30 * time.Second
+	return &http.Client{Transport: t}
+}
+
+// maxKnownETags bounds the ETags kept (and sent in If-None-Match) per URL.
+const maxKnownETags = 16
+
+// httpState is what events.BucketHTTP holds for one URL hash: the fleet's
+// memory of what the URL served.
+type httpState struct {
+	// CheckedAt is when the revalidation that wrote the state started; a
+	// request made after it revalidates again.
+	CheckedAt time.Time `json:"checkedAt"`
+	// Current is what the URL served then.
+	Current httpEntry `json:"current"`
+	// Known are the responses with an ETag seen for the URL, newest first,
+	// at most maxKnownETags: what If-None-Match offers.
+	Known []httpEntry `json:"known,omitempty"`
+}
+
+// httpEntry is one response of an http source.
+type httpEntry struct {
+	// ETag is the response's ETag header as sent; empty when it had none.
+	ETag string `json:"etag,omitempty"`
+	// Digest is the sha256 of the body.
+	Digest digest.Digest `json:"digest"`
+	// Size is the body's length in bytes.
+	Size int64 `json:"size"`
+	// LastModified is the response's Last-Modified time; nil when it had
+	// none.
+	LastModified *time.Time `json:"lastModified,omitempty"`
+	// Filename is the file name the response gave (see
+	// source.HTTPIdentifier.FileName).
+	Filename string `json:"filename"`
+}
+
+// statusError is a response status outside 200–399, worded as BuildKit
+// words it.
+type statusError struct {
+	// Status is the HTTP status code.
+	Status int
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("invalid response status %d", e.Status) }
+
+// Temporary reports whether retrying may help: 5xx and 429.
+func (e *statusError) Temporary() bool {
+	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+}
+
+var _ error = (*statusError)(nil)
+
+// statusClass classifies a bad status: retryable for 5xx and 429, not
+// found for 404 and 410, unauthorized for 401 and 403, invalid otherwise.
+func statusClass(code int) error {
+	err := &statusError{Status: code}
+	switch {
+	case err.Temporary():
+		return bus.Unavailable(err)
+	case code == http.StatusNotFound || code == http.StatusGone:
+		return bus.NotFound(err)
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return bus.Unauthorized(err)
+	}
+	return bus.Invalid(err)
+}
+
+// httpKey is the one key of an http or https source, BuildKit's: with
+// http.checksum it needs no request; otherwise the fleet revalidates what
+// it knows of the URL (revalidate) and, when that is stale, downloads the
+// file to hash it. The key is pinned to the content digest.
+//
+// The puller downloads only to hash, as BuildKit does during CacheKey, and
+// keeps no bytes: on a miss the snapshotter downloads the URL again and
+// verifies the digest (and size) the key was computed from. The bytes
+// never travel through the bus.
+func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
+	src := id.(*source.HTTPIdentifier)
+	if in.Index != 0 {
+		return nil, bus.Invalid(fmt.Errorf("%s has no cache key index %d", src.Scheme(), in.Index))
+	}
+	meta, static := src.StaticMetadata()
+	size := int64(-1)
+	if !static {
+		cur, err := h.revalidate(ctx, src, requestedAt(ctx, h.now()))
+		if err != nil {
+			return nil, err
+		}
+		meta = source.HTTPMetadata{Filename: cur.Filename, Digest: cur.Digest, LastModified: cur.LastModified}
+		size = cur.Size
+	}
+	key := src.CacheKey(meta).String()
+	ck := events.CacheKey{Index: 0, Key: key, Digest: source.SolverDigest(key), Pin: meta.Digest.String(), Done: true}
+	return h.contentKey(ctx, in, ck, &events.Content{File: httpFile(src, meta, size)})
+}
+
+// httpFile is the file an http source snapshots: its name as the key has
+// it, mode http.perm or 0600, owned by http.uid:http.gid, mtime the
+// response's Last-Modified (the Unix epoch when unknown, which it is with
+// a checksum), downloaded from the URL with the source's headers.
+func httpFile(src *source.HTTPIdentifier, meta source.HTTPMetadata, size int64) *events.FileContent {
+	var headers []events.Header
+	for _, hf := range src.Header {
+		headers = append(headers, events.Header{Name: hf.Name, Value: hf.Value})
+	}
+	return &events.FileContent{
+		Name:    meta.Filename,
+		Perm:    int64(src.Mode()),
+		UID:     int64(src.UID),
+		GID:     int64(src.GID),
+		ModTime: meta.LastModified,
+		Digest:  meta.Digest,
+		Size:    size,
+		URL:     src.URL,
+		Headers: headers,
+	}
+}
+
+// requestedAt is when the request being handled was made: its envelope's
+// time, or now.
+func requestedAt(ctx context.Context, now time.Time) time.Time {
+	if env, ok := bus.Input(ctx); ok && !env.Time.IsZero() {
+		return env.Time
+	}
+	return now
+}
+
+// revalidate returns what the URL serves, asking it once across the fleet
+// for all requests made before the asking started: a replica takes the
+// URL's lease, offers the ETags the fleet knows (HEAD, then GET, with
+// If-None-Match), and downloads only when none of them matches. The new
+// state, with the ETag memory, is what the flight stores.
+func (h *Handler) revalidate(ctx context.Context, src *source.HTTPIdentifier, since time.Time) (httpEntry, error) {
+	key := "http." + src.URLHash().Encoded()
+	accept := func(v []byte) bool {
+		var s httpState
+		return json.Unmarshal(v, &s) == nil && !s.CheckedAt.Before(since)
+	}
+	res, err := h.httpShared.Do(ctx, key, accept, func(ctx context.Context) ([]byte, error) {
+		started := h.now()
+		var prev httpState
+		if v, found, err := h.httpShared.Get(ctx, key); err != nil {
+			return nil, bus.Unavailable(err)
+		} else if found {
+			_ = json.Unmarshal(v, &prev) // an unreadable state is no state
+		}
+		cur, err := h.fetchHTTP(ctx, src, prev.Known)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(httpState{CheckedAt: started, Current: cur, Known: remember(prev.Known, cur)})
+	})
+	if err != nil {
+		return httpEntry{}, err
+	}
+	var s httpState
+	if err := json.Unmarshal(res.Value, &s); err != nil {
+		return httpEntry{}, fmt.Errorf("stored http state of %s: %w", src.URL, err)
+	}
+	return s.Current, nil
+}
+
+// remember puts cur first among the known responses when it has an ETag,
+// dropping an older entry with the same ETag and the oldest beyond
+// maxKnownETags.
+func remember(known []httpEntry, cur httpEntry) []httpEntry {
+	if cur.ETag == "" {
+		return known
+	}
+	out := []httpEntry{cur}
+	for _, e := range known {
+		if len(out) == maxKnownETags {
+			break
+		}
+		if e.ETag != "" && etagValue(e.ETag) != etagValue(cur.ETag) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// etagValue is an ETag without its weakness mark, for comparisons.
+func etagValue(v string) string { return strings.TrimPrefix(v, "W/") }
+
+// fetchHTTP asks the URL what it serves, as BuildKit's http source does:
+// with known ETags, a HEAD with If-None-Match (and Accept-Encoding: gzip)
+// whose 200 or 304 with a known ETag answers without a download; then a
+// GET with If-None-Match, whose 304 names a known ETag, or whose body is
+// streamed through sha256 and dropped.
+func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, known []httpEntry) (httpEntry, error) {
+	byTag := map[string]httpEntry{}
+	var etags []string
+	for _, e := range known {
+		if v := etagValue(e.ETag); v != "" {
+			if _, dup := byTag[v]; !dup {
+				byTag[v] = e
+				etags = append(etags, e.ETag)
+			}
+		}
+	}
+	if len(etags) > 0 {
+		if e, ok := h.headMatches(ctx, src, etags, byTag); ok {
+			return e, nil
+		}
+	}
+	req, err := newHTTPRequest(ctx, http.MethodGet, src, etags)
+	if err != nil {
+		return httpEntry{}, err
+	}
+	resp, err := h.httpClient.Do(req)
+	if err != nil {
+		return httpEntry{}, bus.Unavailable(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+		return httpEntry{}, statusClass(resp.StatusCode)
+	}
+	name := src.FileName(resp.Header.Get("Content-Disposition"))
+	if resp.StatusCode == http.StatusNotModified {
+		tag := etagValue(resp.Header.Get("ETag"))
+		if tag == "" && len(etags) == 1 {
+			tag = etagValue(etags[0])
+		}
+		e, ok := byTag[tag]
+		if !ok {
+			return httpEntry{}, bus.Invalid(fmt.Errorf("invalid not-modified ETag: %v", tag))
+		}
+		e.Filename = name
+		return e, nil
+	}
+	d := digest.SHA256.Digester()
+	n, err := io.Copy(d.Hash(), resp.Body)
+	if err != nil {
+		return httpEntry{}, bus.Unavailable(fmt.Errorf("download %s: %w", src.URL, err))
+	}
+	e := httpEntry{ETag: resp.Header.Get("ETag"), Digest: d.Digest(), Size: n, Filename: name}
+	if t, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
+		t = t.UTC()
+		e.LastModified = &t
+	}
+	return e, nil
+}
+
+// headMatches sends the HEAD of a revalidation; ok reports a 200 or 304
+// with one of the known ETags (a 304 without one, when only one was
+// offered, means that one). Any other answer, or none, leaves it to the
+// GET.
+func (h *Handler) headMatches(ctx context.Context, src *source.HTTPIdentifier, etags []string, byTag map[string]httpEntry) (httpEntry, bool) {
+	req, err := newHTTPRequest(ctx, http.MethodHead, src, etags)
+	if err != nil {
+		return httpEntry{}, false
+	}
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := h.httpClient.Do(req)
+	if err != nil {
+		return httpEntry{}, false
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotModified {
+		return httpEntry{}, false
+	}
+	tag := etagValue(resp.Header.Get("ETag"))
+	if tag == "" && len(etags) == 1 && resp.StatusCode == http.StatusNotModified {
+		tag = etagValue(etags[0])
+	}
+	e, ok := byTag[tag]
+	if !ok {
+		return httpEntry{}, false
+	}
+	e.Filename = src.FileName(resp.Header.Get("Content-Disposition"))
+	return e, true
+}
+
+// newHTTPRequest is a request of src with its user-defined headers (only
+// BuildKit's allowed ones survive parsing) and, when etags are known,
+// If-None-Match.
+func newHTTPRequest(ctx context.Context, method string, src *source.HTTPIdentifier, etags []string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, src.URL, nil)
+	if err != nil {
+		return nil, bus.Invalid(err)
+	}
+	for _, hf := range src.Header {
+		req.Header.Set(hf.Name, hf.Value)
+	}
+	if len(etags) > 0 {
+		req.Header.Set("If-None-Match", strings.Join(etags, ", "))
+	}
+	return req, nil
+}
