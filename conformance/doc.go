@@ -24,6 +24,11 @@
 //
 // # What is checked
 //
+// sources_test.go checks the keys pkg/source computes without the network
+// against the keys BuildKit's own sources compute for the same
+// identifiers: local (local.NewSource), docker-image+blob and
+// oci-layout+blob (containerblob), http with http.checksum.
+//
 // The tests check that cachefmt writes BuildKit's bytes for the cache a
 // real BuildKit exported (testdata/caches/buildkit) and for generated
 // sets of roots with results, the records Stevedore's exporter writes;

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -100,24 +101,29 @@ func ref(args []string, specs []layoutSpec) (string, error) {
 	return source.SchemeOCILayout + "://localhost/" + with[0].store + "@" + with[0].digest.String(), nil
 }
 
-// servedLayouts is the session a command serves its layouts in.
-type servedLayouts struct {
+// clientSession is the session a command serves its layouts and its
+// local directory in.
+type clientSession struct {
 	srv    *session.Server
 	specs  []layoutSpec
 	stores map[string]*ocilayout.Layout
+	// localDir is the local directory served; empty for none.
+	localDir string
 }
 
-// serveLayouts opens specs' layouts and serves them on nc in a session, and
-// points op at it when op reads a client layout (oci-layout,
-// oci-layout+blob): oci.session becomes the session (a new one unless op
-// names it) and, when op names no store and one layout is served,
-// oci.store becomes that layout's. It returns nil when there is nothing to
-// serve; stop ends the session.
-func serveLayouts(ctx context.Context, nc *nats.Conn, specs []layoutSpec, op *events.SourceOp) (*servedLayouts, error) {
-	if len(specs) == 0 {
+// serveSession serves specs' layouts and localDir (a pull of a local
+// path) on nc in a session, and points op at it when op reads client
+// content: for oci-layout and oci-layout+blob, oci.session becomes the
+// session (a new one unless op names it) and, when op names no store and
+// one layout is served, oci.store becomes that layout's; for local,
+// local.session becomes the session and local.sharedkeyhint this host and
+// directory, unless op names them. It returns nil when there is nothing
+// to serve; stop ends the session.
+func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localDir string, op *events.SourceOp) (*clientSession, error) {
+	if len(specs) == 0 && localDir == "" {
 		return nil, nil
 	}
-	s := &servedLayouts{specs: specs, stores: map[string]*ocilayout.Layout{}}
+	s := &clientSession{specs: specs, stores: map[string]*ocilayout.Layout{}, localDir: localDir}
 	for _, spec := range specs {
 		l, err := ocilayout.Open(spec.dir)
 		if err != nil {
@@ -125,21 +131,38 @@ func serveLayouts(ctx context.Context, nc *nats.Conn, specs []layoutSpec, op *ev
 		}
 		s.stores[spec.store] = l
 	}
+	if op.Attrs == nil {
+		op.Attrs = map[string]string{}
+	}
 	id := op.Attrs[source.AttrOCILayoutSessionID]
+	if localDir != "" {
+		id = op.Attrs[source.AttrLocalSessionID]
+	}
 	if id == "" {
 		id = session.NewID()
 	}
-	scheme, _, _ := strings.Cut(op.Identifier, "://")
-	if scheme == source.SchemeOCILayout || scheme == source.SchemeOCILayoutBlob {
-		if op.Attrs == nil {
-			op.Attrs = map[string]string{}
-		}
+	var dirs map[string]string
+	scheme, name, _ := strings.Cut(op.Identifier, "://")
+	switch scheme {
+	case source.SchemeOCILayout, source.SchemeOCILayoutBlob:
 		op.Attrs[source.AttrOCILayoutSessionID] = id
 		if _, ok := op.Attrs[source.AttrOCILayoutStoreID]; !ok && len(specs) == 1 {
 			op.Attrs[source.AttrOCILayoutStoreID] = specs[0].store
 		}
+	case source.SchemeLocal:
+		if localDir != "" {
+			dirs = map[string]string{name: localDir}
+			op.Attrs[source.AttrLocalSessionID] = id
+			if _, ok := op.Attrs[source.AttrSharedKeyHint]; !ok {
+				host, _ := os.Hostname()
+				op.Attrs[source.AttrSharedKeyHint] = host + ":" + localDir
+			}
+		}
 	}
-	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Logger: slog.New(slog.DiscardHandler)})
+	if len(op.Attrs) == 0 {
+		op.Attrs = nil
+	}
+	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
@@ -148,14 +171,14 @@ func serveLayouts(ctx context.Context, nc *nats.Conn, specs []layoutSpec, op *ev
 }
 
 // stop ends the session; readers then fail with "no active session".
-func (s *servedLayouts) stop() {
+func (s *clientSession) stop() {
 	if s != nil {
 		_ = s.srv.Stop()
 	}
 }
 
 // open reads a blob from the served layouts, for --output.
-func (s *servedLayouts) open(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+func (s *clientSession) open(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	var errs []error
 	for _, l := range s.stores {
 		rc, err := l.OpenBlob(ctx, desc)
@@ -168,7 +191,7 @@ func (s *servedLayouts) open(ctx context.Context, desc ocispec.Descriptor) (io.R
 }
 
 // print writes the session line of the command's output.
-func (s *servedLayouts) print(w io.Writer) {
+func (s *clientSession) print(w io.Writer) {
 	if s == nil {
 		return
 	}
@@ -181,5 +204,8 @@ func (s *servedLayouts) print(w io.Writer) {
 		stores = append(stores, spec.store+"="+dir)
 	}
 	sort.Strings(stores)
+	if s.localDir != "" {
+		stores = append(stores, "local "+s.localDir)
+	}
 	fmt.Fprintf(w, "session   %s (served until the command ended: %s)\n", s.srv.ID(), strings.Join(stores, ", "))
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
 func newPull(g *globals) *cobra.Command {
@@ -98,7 +100,7 @@ oci.session and oci.store set unless --attr gives them.`,
 				return err
 			}
 			defer f.close()
-			if f.served, err = serveLayouts(ctx, f.js.Conn(), layouts, &op); err != nil {
+			if f.served, err = serveSession(ctx, f.js.Conn(), layouts, src.localDir, &op); err != nil {
 				return err
 			}
 			defer f.served.stop()
@@ -260,6 +262,14 @@ func materialize(ctx context.Context, out client.Outcome, f *fleet, sf serviceFl
 		}
 		return reg.Open(ctx, ref, d)
 	})
+	if key := snapshotKeyOf(out); strings.HasPrefix(key, "content-") {
+		// A file, a checkout, a local directory: copied from the
+		// snapshot, which only the embedded stack has at hand.
+		if f.stack == nil {
+			return fmt.Errorf("snapshot %s is on node %s: copying a snapshot that is not an image needs the embedded stack (no --nats)", key, out.Snapshot.Node)
+		}
+		return f.stack.snap.Store().CopyOut(ctx, key, dir)
+	}
 	store := (*snapshot.Store)(nil)
 	if f.stack != nil {
 		store = f.stack.snap.Store()
@@ -277,6 +287,17 @@ func materialize(ctx context.Context, out client.Outcome, f *fleet, sf serviceFl
 	return store.Materialize(ctx, layers, dir, source)
 }
 
+// snapshotKeyOf is the name of the outcome's snapshot; empty when none.
+func snapshotKeyOf(out client.Outcome) string {
+	switch {
+	case out.Snapshot != nil:
+		return out.Snapshot.SnapshotKey
+	case out.Hit != nil:
+		return out.Hit.Record.SnapshotKey
+	}
+	return ""
+}
+
 func printPull(w io.Writer, out client.Outcome, f *fleet) {
 	printOutcome(w, out)
 	if out.Snapshot == nil && (out.Hit == nil || out.Hit.Snapshot) {
@@ -288,7 +309,11 @@ func printPull(w io.Writer, out client.Outcome, f *fleet) {
 	switch {
 	case out.Snapshot != nil:
 		chainID, node, key, size = out.Snapshot.ChainID, out.Snapshot.Node, out.Snapshot.SnapshotKey, out.Snapshot.Size
-		fmt.Fprintf(tw, "fetched\t%d blobs (%d of %d layers were already unpacked)\n", out.Snapshot.Fetched, out.Snapshot.Reused, len(out.Snapshot.Layers))
+		if strings.HasPrefix(out.Snapshot.Source.Identifier, source.SchemeLocal+"://") {
+			fmt.Fprintf(tw, "sent\t%d files (the others were linked from the last transfer)\n", out.Snapshot.Fetched)
+		} else {
+			fmt.Fprintf(tw, "fetched\t%d blobs (%d of %d layers were already unpacked)\n", out.Snapshot.Fetched, out.Snapshot.Reused, len(out.Snapshot.Layers))
+		}
 	case out.Hit != nil:
 		chainID, node, key, size = out.Hit.Record.ChainID.String(), out.Hit.Record.Node, out.Hit.Record.SnapshotKey, out.Hit.Record.Size
 		fmt.Fprintln(tw, "fetched\tnothing (cache hit)")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -33,6 +34,20 @@ type sourceFlags struct {
 	attrs       []string
 	// layouts are --oci-layout (oci.go).
 	layouts layoutFlags
+	// localDir is the absolute directory of a REF that is a local path
+	// (op), served in the command's session; empty otherwise.
+	localDir string
+}
+
+// localName is the name a local path REF is served under: the build
+// context's, as in BuildKit's Dockerfile frontend.
+const localName = "context"
+
+// isLocalPath reports whether a REF without "://" names a directory of
+// this machine rather than an image: ".", "..", or a path starting with
+// "/", "./" or "../".
+func isLocalPath(ref string) bool {
+	return ref == "." || ref == ".." || strings.HasPrefix(ref, "/") || strings.HasPrefix(ref, "./") || strings.HasPrefix(ref, "../")
 }
 
 func (f *sourceFlags) register(cmd *cobra.Command) {
@@ -44,13 +59,27 @@ func (f *sourceFlags) register(cmd *cobra.Command) {
 	f.layouts.register(cmd)
 }
 
-// op builds the source op for ref. A ref without "://" is an image name and
-// is normalised the way BuildKit's client does (alpine becomes
+// op builds the source op for ref. A ref without "://" is a local
+// directory when it is a path (isLocalPath: local://context, served by the
+// command's session), and otherwise an image name, normalised the way
+// BuildKit's client does (alpine becomes
 // docker-image://docker.io/library/alpine:latest); an identifier with a
 // scheme is sent as written.
 func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 	op := events.SourceOp{Identifier: ref, Attrs: map[string]string{}}
-	if !strings.Contains(ref, "://") {
+	switch {
+	case strings.Contains(ref, "://"):
+	case isLocalPath(ref):
+		dir, err := filepath.Abs(ref)
+		if err != nil {
+			return op, err
+		}
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return op, fmt.Errorf("%s: not a directory", ref)
+		}
+		f.localDir = dir
+		op.Identifier = source.SchemeLocal + "://" + localName
+	default:
 		named, err := source.NormalizeImageRef(ref)
 		if err != nil {
 			return op, fmt.Errorf("%s: %w", ref, err)
@@ -101,7 +130,7 @@ type fleet struct {
 	dataDir string
 	// served is the session serving the command's --oci-layout; nil
 	// without one.
-	served *servedLayouts
+	served *clientSession
 }
 
 // connectFleet connects to --nats, or starts an embedded stack in dataDir
@@ -189,7 +218,7 @@ fleet; without, it starts the embedded stack for this one call.`,
 				return err
 			}
 			defer f.close()
-			if f.served, err = serveLayouts(ctx, f.js.Conn(), layouts, &op); err != nil {
+			if f.served, err = serveSession(ctx, f.js.Conn(), layouts, src.localDir, &op); err != nil {
 				return err
 			}
 			defer f.served.stop()

@@ -196,7 +196,7 @@ var catalog = []Spec{
 	{
 		Type: TypeSnapshotRequested, Name: "snapshot.requested",
 		Producers: []string{ComponentPuller}, Consumers: []string{ComponentSnapshotter},
-		Summary: "Every key missed and the client wants the content: unpack these layers.",
+		Summary: "Every key missed and the client wants the content: unpack these layers, or make the content of a source that is not an image (a file, a git checkout, a local directory from the client's session).",
 		payload: SnapshotRequested{},
 	},
 	{

@@ -279,6 +279,8 @@ type Content struct {
 	File *FileContent `json:"file,omitempty"`
 	// Git is a checkout of a commit.
 	Git *GitContent `json:"git,omitempty"`
+	// Local is a directory of the client, sent over its session.
+	Local *LocalContent `json:"local,omitempty"`
 }
 
 // Key is the name of the content's snapshot: what identifies it on a node,
@@ -343,6 +345,30 @@ type GitContent struct {
 	MTime string `json:"mtime,omitempty"`
 }
 
+// LocalContent is a directory a client serves over its session
+// (local://), transferred incrementally: the snapshot of the last transfer
+// with the same SharedKey on the node is the base, and only the files
+// that differ from it are sent.
+type LocalContent struct {
+	// Session is the id of the client session that serves the directory.
+	Session string `json:"session"`
+	// Name is the directory's name in the session.
+	Name string `json:"name"`
+	// IncludePatterns, ExcludePatterns and FollowPaths select the paths
+	// sent, with BuildKit's pattern semantics.
+	IncludePatterns []string `json:"includePatterns,omitempty"`
+	// ExcludePatterns are the paths left out.
+	ExcludePatterns []string `json:"excludePatterns,omitempty"`
+	// FollowPaths are symlinks resolved into IncludePatterns.
+	FollowPaths []string `json:"followPaths,omitempty"`
+	// SharedKey names the transfers that reuse each other's snapshot:
+	// BuildKit's Name + ":" + local.sharedkeyhint.
+	SharedKey string `json:"sharedKey"`
+	// Differ is "metadata" (a file whose size, mtime, mode and owner are
+	// those of the base is not sent) or "none" (every file is sent).
+	Differ string `json:"differ"`
+}
+
 // SnapshotReady reports that the snapshot of a source exists and where.
 type SnapshotReady struct {
 	// Source is the canonical source.
@@ -362,7 +388,8 @@ type SnapshotReady struct {
 	// Layers are the layers of the snapshot, bottom first.
 	Layers []Layer `json:"layers"`
 	// Fetched counts the blobs downloaded for this request (0 when the
-	// snapshot or all its blobs were already there).
+	// snapshot or all its blobs were already there); for a local source,
+	// the files transferred.
 	Fetched int `json:"fetched"`
 	// Reused counts the bottom layers that were already unpacked; equal to
 	// len(Layers) when the snapshot existed.

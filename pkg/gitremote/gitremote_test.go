@@ -90,14 +90,13 @@ func TestListErrors(t *testing.T) {
 // project is a repository with every kind of entry, two tags and two
 // submodules (one nested in the other), served over git:// and http://.
 type project struct {
-	root             *gitremotetest.Root
-	daemon           *gitremotetest.Daemon
-	web              *gitremotetest.HTTP
-	work             *gitremotetest.Work
-	first, second    string // commits of main
-	v2Tag            string // tag object of v2 (annotated, on second)
-	lib, deep        string // the submodules' commits
-	libURL, deepPath string
+	root          *gitremotetest.Root
+	daemon        *gitremotetest.Daemon
+	web           *gitremotetest.HTTP
+	work          *gitremotetest.Work
+	first, second string // commits of main
+	v2Tag         string // tag object of v2 (annotated, on second)
+	lib, deep     string // the submodules' commits
 }
 
 func newProject(t *testing.T) *project {

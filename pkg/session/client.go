@@ -192,10 +192,24 @@ func validate(id string, d digest.Digest) error {
 }
 
 // request sends one request and returns the reply's body and HeaderSize.
-func (c *Client) request(ctx context.Context, id, op string, req BlobRequest) ([]byte, int64, error) {
-	body, err := json.Marshal(req)
+func (c *Client) request(ctx context.Context, id, op string, req any) ([]byte, int64, error) {
+	m, err := c.requestMsg(ctx, id, op, req)
 	if err != nil {
 		return nil, 0, err
+	}
+	size, err := strconv.ParseInt(m.Header.Get(HeaderSize), 10, 64)
+	if err != nil || size < 0 {
+		return nil, 0, errorf(CodeInternal, fmt.Sprintf("session %s: reply without a valid %s header", id, HeaderSize))
+	}
+	return m.Data, size, nil
+}
+
+// requestMsg sends one request (req in JSON) and returns the reply, or
+// the error it carries.
+func (c *Client) requestMsg(ctx context.Context, id, op string, req any) (*nats.Msg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
 	}
 	timeout := fmt.Errorf("session %s did not answer within %s", id, c.opts.timeout)
 	rctx, cancel := context.WithTimeoutCause(ctx, c.opts.timeout, timeout)
@@ -204,22 +218,18 @@ func (c *Client) request(ctx context.Context, id, op string, req BlobRequest) ([
 	if err != nil {
 		switch {
 		case errors.Is(err, nats.ErrNoResponders):
-			return nil, 0, &NoSessionError{ID: id, Cause: err}
+			return nil, &NoSessionError{ID: id, Cause: err}
 		case context.Cause(ctx) != nil:
-			return nil, 0, fmt.Errorf("session %s: %w", id, context.Cause(ctx))
+			return nil, fmt.Errorf("session %s: %w", id, context.Cause(ctx))
 		case errors.Is(context.Cause(rctx), timeout):
-			return nil, 0, &NoSessionError{ID: id, Cause: timeout}
+			return nil, &NoSessionError{ID: id, Cause: timeout}
 		}
-		return nil, 0, fmt.Errorf("session %s: %w", id, err)
+		return nil, fmt.Errorf("session %s: %w", id, err)
 	}
 	if code := m.Header.Get(HeaderError); code != "" {
-		return nil, 0, &Error{Code: code, Msg: string(m.Data)}
+		return nil, &Error{Code: code, Msg: string(m.Data)}
 	}
-	size, err := strconv.ParseInt(m.Header.Get(HeaderSize), 10, 64)
-	if err != nil || size < 0 {
-		return nil, 0, errorf(CodeInternal, fmt.Sprintf("session %s: reply without a valid %s header", id, HeaderSize))
-	}
-	return m.Data, size, nil
+	return m, nil
 }
 
 // chunkResult is one chunk, or the error that ends the read.

@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -61,17 +62,29 @@ func TestDeployPermissions(t *testing.T) {
 	if _, err := l.WriteBlobBytes(t.Context(), desc, data); err != nil {
 		t.Fatal(err)
 	}
-	stores := session.Config{Stores: map[string]*ocilayout.Layout{"app": l}}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stores := session.Config{Stores: map[string]*ocilayout.Layout{"app": l}, Dirs: map[string]string{"context": dir}}
 	if _, err := session.Serve(t.Context(), connect("client"), "s1", stores); err != nil {
 		t.Fatalf("the client user cannot serve: %v", err)
 	}
-	for _, user := range []string{"puller", "snapshotter"} {
+	for _, user := range []string{"puller", "snapshotter", "exporter"} {
 		c, err := session.NewClient(connect(user), session.WithRequestTimeout(2*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got, err := c.ReadBlob(t.Context(), "s1", "app", desc, 1<<20); err != nil || string(got) != string(data) {
 			t.Errorf("%s reads %q, %v; want the blob", user, got, err)
+		}
+		// Only the snapshotter transfers local directories.
+		entries, err := c.List(t.Context(), "s1", "context", session.DirFilter{})
+		if user == "snapshotter" && (err != nil || len(entries) != 1) {
+			t.Errorf("the snapshotter lists %v, %v; want the one file", entries, err)
+		}
+		if user != "snapshotter" && err == nil {
+			t.Errorf("the %s user listed a local directory", user)
 		}
 	}
 

@@ -14,6 +14,11 @@
 //   - A store is a named OCI image layout the session serves (the
 //     oci.store attribute; BuildKit's "oci:<store>" content store). Blobs
 //     are read from a store by digest.
+//   - A directory is a local directory the session serves by name (the
+//     local source's name, local://<name>). It is read as a listing
+//     (Entry values: path, mode, owner, size, mtime, link target) and
+//     then the content of the files the reader wants (ReadFiles): a
+//     reader that has an unchanged copy of a file asks for nothing.
 //   - A chunk is one request and its reply: at most MaxChunkSize bytes of a
 //     blob, at an offset, well below the NATS payload limit. A Client reads
 //     a blob as chunks in order, a few ahead of the reader.
@@ -28,6 +33,13 @@
 //     of the blob, fewer at its end; header HeaderSize holds the size of
 //     the whole blob.
 //   - stevedore.session.<id>.stat (OpStat): an empty body with HeaderSize.
+//   - stevedore.session.<id>.list (OpList, a ListRequest): one page of the
+//     listing of a local directory (Config.Dirs), filtered with BuildKit's
+//     pattern semantics (fsutil), as a ListReply in JSON.
+//   - stevedore.session.<id>.files (OpFiles, a FilesRequest): ranges of
+//     several files of a directory in one body, HeaderParts giving each
+//     one's length. Files are opened through an os.Root: nothing outside
+//     the directory is served, symlinks included.
 //
 // An error reply has header HeaderError holding a code (CodeNotFound,
 // CodeInvalid, CodeInternal) and the error's text as its body. No reply at all (NATS answers "no responders" when nobody

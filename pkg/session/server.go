@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,10 @@ type Config struct {
 	// oci.store attribute of the sources that read them). Nil serves
 	// nothing: every read is not found.
 	Stores map[string]*ocilayout.Layout
+	// Dirs are the local directories the session serves, by name (the
+	// local source's name, local://<name>), each a path on this machine.
+	// Nil serves none.
+	Dirs map[string]string
 	// Concurrency is how many requests are answered at once (each holds
 	// one chunk in memory). Zero means 8.
 	Concurrency int
@@ -50,6 +55,11 @@ func (c Config) Validate() error {
 	for id, l := range c.Stores {
 		if l == nil {
 			return fmt.Errorf("session: store %q has no layout", id)
+		}
+	}
+	for name, dir := range c.Dirs {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("session: local directory %q: %s is not a directory", name, dir)
 		}
 	}
 	return nil
@@ -78,6 +88,7 @@ type Server struct {
 	stopped chan struct{}
 	once    sync.Once
 	err     error
+	dirs    dirServer
 }
 
 // Serve starts serving cfg as session id on nc and returns once the NATS
@@ -181,6 +192,12 @@ func (s *Server) dispatch(ctx context.Context, m *nats.Msg) {
 // answer computes the reply to one request.
 func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	switch op {
+	case OpList:
+		return s.list(ctx, m.Data)
+	case OpFiles:
+		return s.files(m.Data)
+	}
 	var req BlobRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		return errorReply(errorf(CodeInvalid, fmt.Sprintf("session %s: request: %v", s.id, err)))

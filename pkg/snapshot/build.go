@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strconv"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	cfs "github.com/containerd/continuity/fs"
 	"github.com/containerd/errdefs"
 )
 
@@ -28,7 +30,11 @@ type BuildResult struct {
 // fill writes straight into the snapshot's directory, which needs no
 // mount. Concurrent Builds of one key on this Store make it once. On any
 // failure (fill's, or ctx's end) nothing is committed.
-func (s *Store) Build(ctx context.Context, key string, fill func(ctx context.Context, dir string) error) (BuildResult, error) {
+func (s *Store) Build(ctx context.Context, key string, fill func(ctx context.Context, dir string) error, opts ...BuildOption) (BuildResult, error) {
+	var o buildOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if key == "" {
 		return BuildResult{}, errors.New("build: empty snapshot key")
 	}
@@ -41,7 +47,7 @@ func (s *Store) Build(ctx context.Context, key string, fill func(ctx context.Con
 		if s.hasKey(ctx, key) {
 			return BuildResult{Key: key, Size: s.sizeOf(ctx, key)}, nil
 		}
-		return s.build(ctx, key, fill)
+		return s.build(ctx, key, fill, o)
 	})
 	if err != nil {
 		return BuildResult{}, err
@@ -53,7 +59,7 @@ func (s *Store) Build(ctx context.Context, key string, fill func(ctx context.Con
 	return res, nil
 }
 
-func (s *Store) build(ctx context.Context, key string, fill func(ctx context.Context, dir string) error) (BuildResult, error) {
+func (s *Store) build(ctx context.Context, key string, fill func(ctx context.Context, dir string) error, o buildOptions) (BuildResult, error) {
 	active := activePrefix + nonce() + "-" + key
 	mounts, err := s.sn.Prepare(ctx, active, "")
 	if err != nil {
@@ -79,7 +85,10 @@ func (s *Store) build(ctx context.Context, key string, fill func(ctx context.Con
 	if err != nil {
 		return BuildResult{}, err
 	}
-	labels := map[string]string{LabelSize: strconv.FormatInt(size, 10)}
+	labels := map[string]string{LabelSize: strconv.FormatInt(size, 10), LabelDir: dst.root}
+	for k, v := range o.labels {
+		labels[k] = v
+	}
 	if err := s.sn.Commit(ctx, key, active, snapshots.WithLabels(labels)); err != nil {
 		if errdefs.IsAlreadyExists(err) {
 			return BuildResult{Key: key, Size: s.sizeOf(ctx, key)}, nil
@@ -88,6 +97,84 @@ func (s *Store) build(ctx context.Context, key string, fill func(ctx context.Con
 	}
 	committed = true
 	return BuildResult{Key: key, Size: size, Made: true}, nil
+}
+
+// BuildOption configures a Build.
+type BuildOption func(*buildOptions)
+
+type buildOptions struct {
+	labels map[string]string
+}
+
+// WithLabels adds labels to the snapshot Build commits.
+func WithLabels(labels map[string]string) BuildOption {
+	return func(o *buildOptions) { o.labels = labels }
+}
+
+// LabelDir is the label, on a snapshot Build committed, naming the
+// directory holding its files. Both snapshotters keep a snapshot's directory when they commit
+// it, so it stays valid until the snapshot is removed.
+const LabelDir = "dev.stevedore.snapshot.dir"
+
+// Built is a committed snapshot Build made, found by Newest.
+type Built struct {
+	// Key is the snapshot's name.
+	Key string
+	// Dir holds its files: read them, never write them.
+	Dir string
+}
+
+// Newest returns the committed snapshot labelled label=value that was
+// made last, among those Build made; false when there is none. The
+// caller keeps prune away (the snapshotter's busy lock) while it reads
+// Dir.
+func (s *Store) Newest(ctx context.Context, label, value string) (Built, bool) {
+	var best snapshots.Info
+	found := false
+	err := s.sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Kind != snapshots.KindCommitted || info.Labels[label] != value || info.Labels[LabelDir] == "" {
+			return nil
+		}
+		if !found || info.Created.After(best.Created) {
+			best, found = info, true
+		}
+		return nil
+	})
+	if err != nil || !found {
+		return Built{}, false
+	}
+	return Built{Key: best.Name, Dir: best.Labels[LabelDir]}, true
+}
+
+// FilesDir returns the directory holding the files of snapshot key, one
+// Build made: to read, never to write, while no prune runs.
+//
+// Errors: the snapshot is not here or was not made by Build.
+func (s *Store) FilesDir(ctx context.Context, key string) (string, error) {
+	info, err := s.sn.Stat(ctx, key)
+	if err != nil {
+		return "", fmt.Errorf("snapshot %s: %w", key, err)
+	}
+	dir := info.Labels[LabelDir]
+	if dir == "" || info.Kind != snapshots.KindCommitted {
+		return "", fmt.Errorf("snapshot %s: not a committed snapshot of files", key)
+	}
+	return dir, nil
+}
+
+// CopyOut copies the files of snapshot key, one Build made, into dir
+// (created when missing), with their modes, owners, times and links.
+//
+// Errors: the snapshot is not here or was not made by Build; the copy's.
+func (s *Store) CopyOut(ctx context.Context, key, dir string) error {
+	src, err := s.FilesDir(ctx, key)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // G301: an output directory, like a checkout
+		return err
+	}
+	return cfs.CopyDir(dir, src)
 }
 
 func (s *Store) hasKey(ctx context.Context, key string) bool {

@@ -43,9 +43,14 @@ func (id *ImageBlobIdentifier) Scheme() string { return id.SchemeName }
 // String implements Identifier.
 func (id *ImageBlobIdentifier) String() string { return id.SchemeName + "://" + id.Reference.String() }
 
+// blobKeyVersion is the Version of BuildKit's blob key (its
+// containerBlobCacheKeyVersion, since v0.34; earlier daemons wrote no
+// Version, so their keys differ).
+const blobKeyVersion = "v1"
+
 // CacheKey is BuildKit's key for the blob: the sha256 of a JSON document
-// holding the blob digest, file name, mode and owner, with Go field names as
-// keys and no omitempty. It needs no network access. A reference without a
+// holding the key version, the blob digest, file name, mode and owner, with
+// Go field names as keys and no omitempty. It needs no network access. A reference without a
 // valid digest fails with an error that starts "invalid reference digest"
 // (BuildKit's wording) and matches ErrInvalid.
 func (id *ImageBlobIdentifier) CacheKey() (digest.Digest, error) {
@@ -57,10 +62,12 @@ func (id *ImageBlobIdentifier) CacheKey() (digest.Digest, error) {
 		return "", invalid("invalid reference digest", err)
 	}
 	dt, err := json.Marshal(struct {
+		Version        string
 		Digest         digest.Digest
 		Filename       string
 		Perm, UID, GID int
 	}{
+		Version:  blobKeyVersion,
 		Digest:   dgst,
 		Filename: id.Filename,
 		Perm:     id.Perm,

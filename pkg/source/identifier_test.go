@@ -762,12 +762,12 @@ func TestImageBlobCacheKey(t *testing.T) {
 			name: "with file attributes",
 			op: op("docker-image+blob://example.com/repo@"+dgstA,
 				source.AttrHTTPFilename, "bundle", source.AttrHTTPPerm, "0644", source.AttrHTTPUID, "16", source.AttrHTTPGID, "7"),
-			want: digest.FromString(`{"Digest":"` + dgstA + `","Filename":"bundle","Perm":420,"UID":16,"GID":7}`),
+			want: digest.FromString(`{"Version":"v1","Digest":"` + dgstA + `","Filename":"bundle","Perm":420,"UID":16,"GID":7}`),
 		},
 		{
 			name: "zero values are not omitted",
 			op:   op("oci-layout+blob://local/bundle:tag@"+dgstA, source.AttrOCILayoutStoreID, "s"),
-			want: digest.FromString(`{"Digest":"` + dgstA + `","Filename":"","Perm":0,"UID":0,"GID":0}`),
+			want: digest.FromString(`{"Version":"v1","Digest":"` + dgstA + `","Filename":"","Perm":0,"UID":0,"GID":0}`),
 		},
 		{
 			name:    "tag only",

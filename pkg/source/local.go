@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -132,4 +133,69 @@ func parseStringList(v string) ([]string, error) {
 		return nil, invalidCause(err)
 	}
 	return out, nil
+}
+
+// ErrNoSession is the error of a local source's key when there is no
+// session to read it from. Its text is BuildKit's.
+var ErrNoSession = invalid("could not access local files without session", nil)
+
+// LocalKey is the key of a local source: what BuildKit's local source
+// computes for index 0.
+type LocalKey struct {
+	// Key is "session:" + Name + ":" + Digest: it names the session, so
+	// it never matches another build's (BuildKit makes the vertex digest
+	// random for it).
+	Key string
+	// Digest is the digest of the JSON of the session and the patterns,
+	// also the pin.
+	Digest digest.Digest
+}
+
+// IsSessionKey reports whether key is a session-scoped key (a local
+// source's), which is never a cache hit across builds and never exported.
+func IsSessionKey(key string) bool { return strings.HasPrefix(key, "session:") }
+
+// CacheKey returns the key for session (the identifier's SessionID when
+// set, else the build's session), as BuildKit builds it. It needs no
+// access to the session.
+//
+// Errors: ErrNoSession when neither names a session.
+func (id *LocalIdentifier) CacheKey(session string) (LocalKey, error) {
+	if id.SessionID != "" {
+		session = id.SessionID
+	}
+	if session == "" {
+		return LocalKey{}, ErrNoSession
+	}
+	dt, err := json.Marshal(struct {
+		SessionID          string
+		IncludePatterns    []string
+		ExcludePatterns    []string
+		FollowPaths        []string
+		MetadataTransfer   bool     `json:",omitempty"`
+		MetadataExceptions []string `json:",omitempty"`
+	}{
+		SessionID:          session,
+		IncludePatterns:    id.IncludePatterns,
+		ExcludePatterns:    id.ExcludePatterns,
+		FollowPaths:        id.FollowPaths,
+		MetadataTransfer:   id.MetadataOnly,
+		MetadataExceptions: id.MetadataExceptions,
+	})
+	if err != nil {
+		return LocalKey{}, err
+	}
+	d := digest.FromBytes(dt)
+	return LocalKey{Key: "session:" + id.Name + ":" + d.String(), Digest: d}, nil
+}
+
+// SharedKey names the transfers of this directory that may reuse each
+// other's files: BuildKit's Name + ":" + SharedKeyHint (+ ":metadata" for
+// a metadata-only transfer).
+func (id *LocalIdentifier) SharedKey() string {
+	k := id.Name + ":" + id.SharedKeyHint
+	if id.MetadataOnly {
+		k += ":metadata"
+	}
+	return k
 }

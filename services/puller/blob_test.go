@@ -78,7 +78,7 @@ func TestBlobPull(t *testing.T) {
 		source.AttrHTTPUID:      fmt.Sprint(uid),
 		source.AttrHTTPGID:      fmt.Sprint(gid),
 	}
-	wantKey := digest.FromString(fmt.Sprintf(`{"Digest":%q,"Filename":"tool.sh","Perm":493,"UID":%d,"GID":%d}`, dgst, uid, gid)).String()
+	wantKey := digest.FromString(fmt.Sprintf(`{"Version":"v1","Digest":%q,"Filename":"tool.sh","Perm":493,"UID":%d,"GID":%d}`, dgst, uid, gid)).String()
 	s.Registry.Reset()
 
 	// The key alone: no registry request.
@@ -143,7 +143,7 @@ func TestBlobDefaults(t *testing.T) {
 	ref := s.Registry.Host() + "/blobs/plain@" + dgst.String()
 	rec, _ := s.Request(t, "docker-image+blob://"+ref, nil, "", true)
 	ready := fleettest.Ready(t, rec)
-	if want := digest.FromString(fmt.Sprintf(`{"Digest":%q,"Filename":"","Perm":0,"UID":0,"GID":0}`, dgst)).String(); ready.Keys[0].Key != want {
+	if want := digest.FromString(fmt.Sprintf(`{"Version":"v1","Digest":%q,"Filename":"","Perm":0,"UID":0,"GID":0}`, dgst)).String(); ready.Keys[0].Key != want {
 		t.Errorf("key %s, want %s", ready.Keys[0].Key, want)
 	}
 	fi, got := snapshotFile(t, svc, ready.SnapshotKey, dgst.Encoded())
@@ -170,7 +170,7 @@ func TestBlobRecordWithoutNodeIsAMiss(t *testing.T) {
 	node, _ := s.Snapshotter(t)
 	dgst := s.Registry.PushBlob(t, "blobs/lazy", []byte("lazy\n"))
 	identifier := "docker-image+blob://" + s.Registry.Host() + "/blobs/lazy@" + dgst.String()
-	key := digest.FromString(fmt.Sprintf(`{"Digest":%q,"Filename":"","Perm":0,"UID":0,"GID":0}`, dgst)).String()
+	key := digest.FromString(fmt.Sprintf(`{"Version":"v1","Digest":%q,"Filename":"","Perm":0,"UID":0,"GID":0}`, dgst)).String()
 	idx, err := cacheindex.Open(t.Context(), s.Env.JS)
 	if err != nil {
 		t.Fatal(err)

@@ -152,6 +152,7 @@ func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.
 	h.walked, _ = lru.New[string, events.CacheOpts](walkedCacheSize)
 	h.manager.Register(h.imageKey, source.SchemeDockerImage)
 	h.manager.Register(h.blobKey, source.SchemeDockerImageBlob)
+	h.manager.Register(h.localKey, source.SchemeLocal)
 	h.registerGit()
 	if h.httpShared != nil {
 		h.manager.Register(h.httpKey, source.SchemeHTTP, source.SchemeHTTPS)

@@ -158,7 +158,7 @@ func TestOCILayoutBlobKey(t *testing.T) {
 	if !ok {
 		t.Fatalf("build ended with %v", bustest.Summary([]events.Event{req}))
 	}
-	key := digest.FromString(`{"Digest":"` + blob.String() + `","Filename":"tool","Perm":493,"UID":1000,"GID":0}`)
+	key := digest.FromString(`{"Version":"v1","Digest":"` + blob.String() + `","Filename":"tool","Perm":493,"UID":1000,"GID":0}`)
 	wantKey := events.CacheKey{Index: 0, Key: key.String(), Digest: source.SolverDigest(key.String()), Pin: blob.String(), Done: true}
 	want := events.SnapshotRequested{
 		Source: got.Source,

@@ -27,6 +27,7 @@ func NewHandler(platform ocispec.Platform) *Handler {
 	m.Register(events.ComponentPuller, source.SchemeDockerImageBlob, source.SchemeHTTP, source.SchemeHTTPS)
 	m.Register(events.ComponentPuller, source.SchemeOCILayout, source.SchemeOCILayoutBlob)
 	m.Register(events.ComponentPuller, source.SchemeGit)
+	m.Register(events.ComponentPuller, source.SchemeLocal)
 	return &Handler{manager: m, platform: platforms.Normalize(platform)}
 }
 

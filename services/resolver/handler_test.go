@@ -149,8 +149,6 @@ func TestResolveBadInput(t *testing.T) {
 		{"empty", events.SourceOp{}, "failed to parse : invalid", source.ErrInvalid},
 		{"no tag or digest", events.SourceOp{Identifier: "docker-image://docker.io/library/alpine"}, "object required", source.ErrInvalid},
 
-		{"local", events.SourceOp{Identifier: "local://context"}, "no handler for local", source.ErrNoHandler},
-
 		{"zero layer limit", events.SourceOp{Identifier: image, Attrs: map[string]string{source.AttrImageLayerLimit: "0"}}, "invalid layer limit 0", source.ErrInvalid},
 		{"bad resolve mode", events.SourceOp{Identifier: image, Attrs: map[string]string{source.AttrImageResolveMode: "x"}}, "invalid resolvemode: x", source.ErrInvalid},
 		{"bad record type", events.SourceOp{Identifier: image, Attrs: map[string]string{source.AttrImageRecordType: "x"}}, "invalid record type x", source.ErrInvalid},

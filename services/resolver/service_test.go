@@ -132,7 +132,7 @@ func TestServiceOverBus(t *testing.T) {
 		})
 		t.Run("failed", func(t *testing.T) {
 			t.Parallel()
-			op := events.SourceOp{Identifier: "local://context"}
+			op := events.SourceOp{Identifier: "git://github.com/moby/buildkit#-x"}
 			rec := env.Record(t, "bad")
 			req := env.Request(t, "bad", events.SourceResolveRequested{Source: op})
 			failed := rec.Wait(t, waitFor, events.TypeSourceFailed)
@@ -143,7 +143,7 @@ func TestServiceOverBus(t *testing.T) {
 			want := events.SourceFailed{
 				Source:   op,
 				Step:     events.TypeSourceResolveRequested,
-				Reason:   "no handler for local",
+				Reason:   `invalid git ref "-x"`,
 				Code:     "invalid",
 				Attempts: 1,
 			}

@@ -31,6 +31,9 @@ func (h *Handler) fillerOf(c *events.Content) (filler, error) {
 // the key's lease builds it, the others follow. It is recorded in the
 // cache index under every key, with this node and the snapshot's name.
 func (h *Handler) snapshotContent(ctx context.Context, in events.SnapshotRequested) ([]events.Event, error) {
+	if in.Content.Local != nil {
+		return h.snapshotLocal(ctx, in)
+	}
 	key := in.Content.Key(in.Keys)
 	if key == "" {
 		return nil, bus.Invalid(errors.New("snapshot.requested for content carries no key"))

@@ -243,9 +243,9 @@ func TestGitPull(t *testing.T) {
 		cp := t.TempDir()
 		gitremotetest.Run(t, cp, nil, "clone", "--quiet", "--no-local", "file://"+dir, "clone")
 		for args, want := range map[string]string{
-			"cat-file -t refs/tags/v2":         "tag",
-			"rev-parse HEAD":                   g.second,
-			"remote get-url origin":            g.web.URL + "repo.git",
+			"cat-file -t refs/tags/v2":          "tag",
+			"rev-parse HEAD":                    g.second,
+			"remote get-url origin":             g.web.URL + "repo.git",
 			"rev-parse --is-shallow-repository": "true",
 		} {
 			if got := gitremotetest.Run(t, dir, []string{"GIT_OPTIONAL_LOCKS=0"}, strings.Fields(args)...); got != want {

@@ -32,7 +32,9 @@ type Store interface {
 	// HasKey reports whether the committed snapshot key is here.
 	HasKey(ctx context.Context, key string) bool
 	// Build makes a parentless snapshot from what fill writes.
-	Build(ctx context.Context, key string, fill func(ctx context.Context, dir string) error) (snapshot.BuildResult, error)
+	Build(ctx context.Context, key string, fill func(ctx context.Context, dir string) error, opts ...snapshot.BuildOption) (snapshot.BuildResult, error)
+	// Newest finds the newest snapshot Build made with a label.
+	Newest(ctx context.Context, label, value string) (snapshot.Built, bool)
 }
 
 // Flight runs a piece of work once across the fleet (see lease.Flight).
@@ -64,6 +66,9 @@ type Handler struct {
 	// git checks out the commits of git sources (git.go), from the node's
 	// cache of bare repositories.
 	git GitCheckouts
+	// local reads the directories of local sources from client sessions
+	// (local.go).
+	local LocalSessions
 	// fetchedBytes and unpackedBytes count what this node downloaded and
 	// extracted; nil when no metrics are kept.
 	fetchedBytes, unpackedBytes prometheus.Counter

@@ -197,7 +197,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg).WithSessions(sessions), flight: flight, index: index,
-		window: s.cfg.Window, now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache}
+		window: s.cfg.Window, now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions}
 	if reg := s.cfg.Observe.Metrics; reg != nil {
 		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
 			Help: "Compressed bytes of the layer blobs this node downloaded."})

@@ -12,11 +12,12 @@ package gitremotetest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/cgi"
+	"net/http/cgi" //nolint:gosec // G504: the Httpoxy bug is fixed since Go 1.6.3; tests only
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -67,7 +68,7 @@ func Run(t testing.TB, dir string, extraEnv []string, args ...string) string {
 // RunInput is Run with stdin.
 func RunInput(t testing.TB, dir string, extraEnv []string, stdin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(Binary(t), args...) //nolint:gosec // G204: tests choose the arguments
+	cmd := exec.CommandContext(t.Context(), Binary(t), args...) //nolint:gosec // G204: tests choose the arguments
 	cmd.Dir = dir
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Env = append(env(t.TempDir()), extraEnv...)
@@ -143,7 +144,7 @@ func (w *Work) Time(n int) time.Time { return Epoch.Add(time.Duration(n) * time.
 func (w *Work) Write(name, content string, perm os.FileMode) {
 	w.t.Helper()
 	p := filepath.Join(w.Dir, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
 		w.t.Fatal(err)
 	}
 	if err := os.WriteFile(p, []byte(content), perm); err != nil {
@@ -158,7 +159,7 @@ func (w *Work) Write(name, content string, perm os.FileMode) {
 func (w *Work) Symlink(target, name string) {
 	w.t.Helper()
 	p := filepath.Join(w.Dir, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
 		w.t.Fatal(err)
 	}
 	if err := os.Symlink(target, p); err != nil {
@@ -172,7 +173,7 @@ func (w *Work) Submodule(path, url, commit string) {
 	w.t.Helper()
 	// An empty directory is an unpopulated submodule: git add leaves the
 	// gitlink alone.
-	if err := os.MkdirAll(filepath.Join(w.Dir, path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(w.Dir, path), 0o750); err != nil {
 		w.t.Fatal(err)
 	}
 	w.Git("config", "-f", ".gitmodules", "submodule."+path+".path", path)
@@ -229,7 +230,8 @@ func ServeDaemon(t testing.TB, root *Root) *Daemon {
 	bin := Binary(t)
 	for attempt := 0; ; attempt++ {
 		port := freePort(t)
-		cmd := exec.Command(bin, "daemon", "--reuseaddr", "--export-all", "--informative-errors", //nolint:gosec // G204: tests choose the arguments
+		// Stopped by its pid at the end of the test, not by a context.
+		cmd := exec.CommandContext(context.WithoutCancel(t.Context()), bin, "daemon", "--reuseaddr", "--export-all", "--informative-errors", //nolint:gosec // G204: tests choose the arguments
 			"--base-path="+root.Dir, "--listen=127.0.0.1", fmt.Sprintf("--port=%d", port), root.Dir)
 		cmd.Env = env(t.TempDir())
 		var stderr lockedBuffer
@@ -237,8 +239,8 @@ func ServeDaemon(t testing.TB, root *Root) *Daemon {
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("git daemon: %v", err)
 		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
 		d := &Daemon{URL: fmt.Sprintf("git://127.0.0.1:%d/", port), pid: cmd.Process.Pid}
 		up, gone := waitListening(fmt.Sprintf("127.0.0.1:%d", port), exited)
 		if up {
@@ -265,7 +267,7 @@ func ServeDaemon(t testing.TB, root *Root) *Daemon {
 
 // waitListening waits up to 10s for addr to accept connections. gone
 // reports that the process exited (and its exit was received).
-func waitListening(addr string, exited <-chan error) (up, gone bool) {
+func waitListening(addr string, exited <-chan struct{}) (up, gone bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -273,7 +275,7 @@ func waitListening(addr string, exited <-chan error) (up, gone bool) {
 			return false, true
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+		if c, err := (&net.Dialer{Timeout: 200 * time.Millisecond}).DialContext(context.Background(), "tcp", addr); err == nil {
 			_ = c.Close()
 			return true, false
 		}
@@ -284,7 +286,7 @@ func waitListening(addr string, exited <-chan error) (up, gone bool) {
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

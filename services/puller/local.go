@@ -1,0 +1,45 @@
+package puller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+)
+
+// localKey is the one key of a local source, BuildKit's: "session:" + the
+// directory's name + the digest of its session and patterns, computed
+// without reading the session. It is session-scoped, so it is never looked
+// up in the cache index (never a hit, never recorded, never exported): a
+// local source is always transferred, incrementally, by the snapshotter.
+func (h *Handler) localKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
+	l := id.(*source.LocalIdentifier)
+	if in.Index != 0 {
+		return nil, bus.Invalid(fmt.Errorf("local has no cache key index %d", in.Index))
+	}
+	if l.MetadataOnly {
+		return nil, bus.Invalid(errors.New("local.metadatatransfer (metadata-only transfers) is not supported yet"))
+	}
+	key, err := l.CacheKey("")
+	if err != nil {
+		return nil, classify(err)
+	}
+	session := l.SessionID
+	ck := events.CacheKey{Index: 0, Key: key.Key, Digest: source.SolverDigest(key.Key), Pin: key.Digest.String(), Done: true}
+	keys := []events.CacheKey{ck}
+	out := []events.Event{
+		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck}),
+		events.New(events.CacheMiss{Source: in.Source, Keys: keys}),
+	}
+	if in.Snapshot {
+		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, Content: &events.Content{Local: &events.LocalContent{
+			Session: session, Name: l.Name,
+			IncludePatterns: l.IncludePatterns, ExcludePatterns: l.ExcludePatterns, FollowPaths: l.FollowPaths,
+			SharedKey: l.SharedKey(), Differ: l.Differ.String(),
+		}}}))
+	}
+	return out, nil
+}

@@ -1,0 +1,410 @@
+package snapshotter_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/nats-io/nats.go"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+	"github.com/stevedore-dev/stevedore/services/fleettest"
+	"github.com/stevedore-dev/stevedore/services/snapshotter"
+)
+
+// serveDir serves dir as local directory "context" of a new session, on a
+// connection of its own (the client's).
+func serveDir(t *testing.T, s *fleettest.Stack, dir string) *session.Server {
+	t.Helper()
+	nc, _ := s.Env.Connect(t, "client")
+	srv, err := session.Serve(t.Context(), nc, session.NewID(), session.Config{Dirs: map[string]string{"context": dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	return srv
+}
+
+func localAttrs(srv *session.Server, extra ...string) map[string]string {
+	a := map[string]string{source.AttrLocalSessionID: srv.ID(), source.AttrSharedKeyHint: "test-host:/src"}
+	for i := 0; i+1 < len(extra); i += 2 {
+		a[extra[i]] = extra[i+1]
+	}
+	return a
+}
+
+// fileTree is what a directory holds: path → a description of its type,
+// mode, mtime and content.
+func fileTree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == root {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		desc := fmt.Sprintf("%v", fi.Mode())
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			desc += " -> " + target
+		case fi.Mode().IsRegular():
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			desc += fmt.Sprintf(" %d %q", fi.ModTime().UnixNano(), data)
+		}
+		out[rel] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// snapshotTree describes the files of snapshot key of svc's store, read
+// in place.
+func snapshotTree(t *testing.T, svc *snapshotter.Service, key string) map[string]string {
+	t.Helper()
+	dir, err := svc.Store().FilesDir(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fileTree(t, dir)
+}
+
+func diffTrees(t *testing.T, what string, want, got map[string]string) {
+	t.Helper()
+	bad := 0
+	for p, w := range want {
+		if g, ok := got[p]; !ok || g != w {
+			if bad++; bad <= 5 {
+				t.Errorf("%s: %s = %q, want %q", what, p, g, w)
+			}
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			if bad++; bad <= 5 {
+				t.Errorf("%s: %s is there and should not be", what, p)
+			}
+		}
+	}
+	if bad > 5 {
+		t.Errorf("%s: %d differences in all", what, bad)
+	}
+}
+
+// A local source of 10,000 files: the first transfer sends every file
+// with content; after one file changes, one is added and one removed, the
+// next transfer (another session, the same shared key) sends two files
+// and links the rest from the first snapshot, which stays as it was.
+func TestLocalTransferIsIncremental(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const files = 10000
+	for i := range files {
+		p := filepath.Join(dir, fmt.Sprintf("d%02d", i%100), fmt.Sprintf("f%04d.txt", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("file %d\n", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "run.sh"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("d00/f0000.txt", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	withContent := files + 1 // and run.sh; empty has none
+
+	s := fleettest.New(t)
+	s.Puller(t)
+	_, svc := s.Snapshotter(t)
+
+	srv1 := serveDir(t, s, dir)
+	rec, _ := s.Request(t, "local://context", localAttrs(srv1), "", true)
+	first := fleettest.Ready(t, rec)
+	if first.Fetched != withContent {
+		t.Errorf("first transfer sent %d files, want %d", first.Fetched, withContent)
+	}
+	if st := srv1.DirStats(); st.Files != int64(withContent) {
+		t.Errorf("first session served %+v, want %d files", st, withContent)
+	}
+	want1 := fileTree(t, dir)
+	diffTrees(t, "first snapshot", want1, snapshotTree(t, svc, first.SnapshotKey))
+	progress := rec.OfType(events.TypeProgress)
+	if len(progress) == 0 || progress[len(progress)-1].Data.(events.Progress).ID != "transferring context:" {
+		t.Errorf("progress = %v, want the last one to be %q", bustest.Summary(progress), "transferring context:")
+	}
+
+	later := time.Now().Add(time.Hour)
+	changed := filepath.Join(dir, "d07", "f0007.txt")
+	if err := os.WriteFile(changed, []byte("changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(changed, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "d08", "new.txt"), []byte("new\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "d09", "f0009.txt")); err != nil {
+		t.Fatal(err)
+	}
+	srv2 := serveDir(t, s, dir)
+	second := fleettest.Ready(t, pullLocal(t, s, srv2))
+	if second.SnapshotKey == first.SnapshotKey {
+		t.Fatalf("two sessions made one snapshot %s", first.SnapshotKey)
+	}
+	if second.Fetched != 2 {
+		t.Errorf("second transfer sent %d files, want 2 (the changed and the new one)", second.Fetched)
+	}
+	if st := srv2.DirStats(); st.Files != 2 || st.Bytes != int64(len("changed\n")+len("new\n")) {
+		t.Errorf("second session served %+v, want 2 files of %d bytes", st, len("changed\n")+len("new\n"))
+	}
+	diffTrees(t, "second snapshot", fileTree(t, dir), snapshotTree(t, svc, second.SnapshotKey))
+	diffTrees(t, "first snapshot after the second transfer", want1, snapshotTree(t, svc, first.SnapshotKey))
+}
+
+func pullLocal(t *testing.T, s *fleettest.Stack, srv *session.Server) *bustest.Recorder {
+	t.Helper()
+	rec, _ := s.Request(t, "local://context", localAttrs(srv), "", true)
+	return rec
+}
+
+// Patterns select what is sent, with BuildKit's semantics (fsutil): an
+// exclude with a re-include, an include of one directory. A transfer
+// after another with the same shared key sends only what that one did not
+// have, nothing when it had it all, unless local.differ is none: then it
+// sends every file.
+func TestLocalPatterns(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, p := range []string{"a/keep.go", "a/drop.txt", "a/keep.txt", "b/x.go", "top.go"} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := fleettest.New(t)
+	s.Puller(t)
+	_, svc := s.Snapshotter(t)
+	srv := serveDir(t, s, dir)
+	for _, tc := range []struct {
+		name  string
+		attrs []string
+		want  []string
+	}{
+		{"exclude and re-include", []string{source.AttrExcludePatterns, `["**/*.txt","!a/keep.txt"]`}, []string{"a", "a/keep.go", "a/keep.txt", "b", "b/x.go", "top.go"}},
+		{"include", []string{source.AttrIncludePatterns, `["a"]`}, []string{"a", "a/drop.txt", "a/keep.go", "a/keep.txt"}},
+		{"include and exclude", []string{source.AttrIncludePatterns, `["a","top.go"]`, source.AttrExcludePatterns, `["a/*.txt"]`}, []string{"a", "a/keep.go", "top.go"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec, _ := s.Request(t, "local://context", localAttrs(srv, tc.attrs...), "", true)
+			ready := fleettest.Ready(t, rec)
+			var got []string
+			for p := range snapshotTree(t, svc, ready.SnapshotKey) {
+				got = append(got, filepath.ToSlash(p))
+			}
+			if strings.Join(sorted(got), " ") != strings.Join(tc.want, " ") {
+				t.Errorf("snapshot holds %v, want %v", sorted(got), tc.want)
+			}
+		})
+	}
+	again := func(differ string) int {
+		rec, _ := s.Request(t, "local://context", localAttrs(serveDir(t, s, dir), source.AttrLocalDiffer, differ), "", true)
+		return fleettest.Ready(t, rec).Fetched
+	}
+	// The base is the last transfer, of two of the five files.
+	if n := again("metadata"); n != 3 {
+		t.Errorf("the whole directory after a part of it sent %d files, want 3", n)
+	}
+	if n := again("metadata"); n != 0 {
+		t.Errorf("an unchanged directory sent %d files with the metadata differ, want 0", n)
+	}
+	if n := again("none"); n != 5 {
+		t.Errorf("differ none sent %d files, want 5", n)
+	}
+}
+
+func sorted(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// A client that left: the snapshot fails with BuildKit's message, after
+// one attempt.
+func TestLocalSnapshotNeedsTheSession(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	s.Snapshotter(t)
+	srv := serveDir(t, s, t.TempDir())
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := s.Request(t, "local://context", localAttrs(srv), "", true)
+	e := rec.Wait(t, 20*time.Second, events.TypeSnapshotFailed, events.TypeSnapshotReady)
+	f, ok := e.Data.(events.SnapshotFailed)
+	if !ok || !strings.Contains(f.Reason, "no active session for "+srv.ID()) || f.Attempts != 1 {
+		t.Errorf("got %s, want snapshot.failed with %q after 1 attempt", bustest.Summary([]events.Event{e}), "no active session for "+srv.ID())
+	}
+}
+
+// fakeSession answers a session's list and files requests with what the
+// test says, the way a hostile or broken client could.
+func fakeSession(t *testing.T, s *fleettest.Stack, entries []session.Entry, files func(m *nats.Msg)) string {
+	t.Helper()
+	nc, _ := s.Env.Connect(t, "fake-client")
+	id := session.NewID()
+	body, err := json.Marshal(session.ListReply{Entries: entries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = nc.Subscribe(session.Subject(id, session.OpList), func(m *nats.Msg) {
+		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{session.HeaderSize: []string{fmt.Sprint(len(body))}}, Data: body})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe(session.Subject(id, session.OpFiles), files); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// A listing that puts a file below a symlink pointing out of the snapshot
+// is refused, and nothing is written where the symlink points.
+func TestLocalRefusesPathsBelowASymlink(t *testing.T) {
+	t.Parallel()
+	outside := t.TempDir()
+	s := fleettest.New(t)
+	s.Puller(t)
+	_, svc := s.Snapshotter(t)
+	id := fakeSession(t, s, []session.Entry{
+		{Path: "a", Mode: fs.ModeSymlink | 0o777, Linkname: outside},
+		{Path: "a/pwned", Mode: 0o644, Size: 1},
+	}, func(m *nats.Msg) {
+		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{session.HeaderParts: []string{"1"}, session.HeaderSize: []string{"1"}}, Data: []byte("x")})
+	})
+	rec, _ := s.Request(t, "local://context", map[string]string{source.AttrLocalSessionID: id}, "", true)
+	e := rec.Wait(t, 20*time.Second, events.TypeSnapshotFailed, events.TypeSnapshotReady)
+	if f, ok := e.Data.(events.SnapshotFailed); !ok || !strings.Contains(f.Reason, `path "a/pwned" from the session is below symlink "a"`) || f.Code != "invalid" {
+		t.Errorf("got %s, want snapshot.failed: below symlink", bustest.Summary([]events.Event{e}))
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("the transfer wrote %v outside the snapshot", entries)
+	}
+	assertNoSnapshots(t, svc)
+}
+
+// A snapshotter that loses its connection mid-transfer (the client
+// stalls, the node's network fails) and stops leaves no committed and no
+// active snapshot; a replica started afterwards on the same data dir gets
+// the request again and makes it.
+func TestLocalCancelledTransferLeavesNothing(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	dataDir := t.TempDir()
+	node, svc1 := s.Snapshotter(t, func(c *snapshotter.Config) { c.DataDir = dataDir })
+	asked := make(chan struct{}, 16)
+	release := make(chan struct{})
+	id := fakeSession(t, s, []session.Entry{{Path: "f", Mode: 0o644, Size: 3, ModTime: 1}}, func(m *nats.Msg) {
+		asked <- struct{}{}
+		<-release
+		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{session.HeaderParts: []string{"3"}, session.HeaderSize: []string{"3"}}, Data: []byte("abc")})
+	})
+	defer close(release)
+	rec, _ := s.Request(t, "local://context", map[string]string{source.AttrLocalSessionID: id}, "", true)
+	select {
+	case <-asked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the snapshotter never asked for the file")
+	}
+	node.NC.Close()
+	node.Stop()
+	if err := svc1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := snapshot.Open(t.Context(), dataDir, snapshot.KindAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNoSnapshotsIn(t, st)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The request is redelivered to a new replica on the same data dir;
+	// the client answers now.
+	release <- struct{}{}
+	go func() {
+		for range asked {
+			release <- struct{}{}
+		}
+	}()
+	_, svc := s.Snapshotter(t, func(c *snapshotter.Config) { c.DataDir = dataDir })
+	end := rec.Wait(t, 20*time.Second, events.TypeSnapshotReady, events.TypeSnapshotFailed)
+	if f, ok := end.Data.(events.SnapshotFailed); ok {
+		t.Fatalf("snapshot failed after the restart: %+v", f)
+	}
+	ready := fleettest.Ready(t, rec)
+	if got := snapshotTree(t, svc, ready.SnapshotKey); len(got) != 1 || !strings.HasSuffix(got["f"], `"abc"`) {
+		t.Errorf("snapshot after the restart = %v", got)
+	}
+}
+
+func assertNoSnapshots(t *testing.T, svc *snapshotter.Service) {
+	t.Helper()
+	assertNoSnapshotsIn(t, svc.Store())
+}
+
+func assertNoSnapshotsIn(t *testing.T, st *snapshot.Store) {
+	t.Helper()
+	var names []string
+	if err := st.Snapshotter().Walk(t.Context(), func(_ context.Context, info snapshots.Info) error {
+		names = append(names, info.Name)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 0 {
+		t.Errorf("store holds snapshots %v, want none", names)
+	}
+}
