@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
@@ -113,9 +114,10 @@ func diffTrees(t *testing.T, what string, want, got map[string]string) {
 }
 
 // A local source of 10,000 files: the first transfer sends every file
-// with content; after one file changes, one is added and one removed, the
-// next transfer (another session, the same shared key) sends two files
-// and links the rest from the first snapshot, which stays as it was.
+// with content; after one file changes, the next transfer (another
+// session, the same shared key) sends that one file and links the rest
+// from the first snapshot, which stays as it was; after a file is added
+// and one removed, one file is sent and the removed one is gone.
 func TestLocalTransferIsIncremental(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -168,25 +170,44 @@ func TestLocalTransferIsIncremental(t *testing.T) {
 	if err := os.Chtimes(changed, later, later); err != nil {
 		t.Fatal(err)
 	}
+	srv2 := serveDir(t, s, dir)
+	second := fleettest.Ready(t, pullLocal(t, s, srv2))
+	if second.SnapshotKey == first.SnapshotKey {
+		t.Fatalf("two sessions made one snapshot %s", first.SnapshotKey)
+	}
+	if second.Fetched != 1 {
+		t.Errorf("after a one-file change the transfer sent %d files, want 1", second.Fetched)
+	}
+	if st := srv2.DirStats(); st.Files != 1 || st.Bytes != int64(len("changed\n")) {
+		t.Errorf("second session served %+v, want 1 file of %d bytes", st, len("changed\n"))
+	}
+	want2 := fileTree(t, dir)
+	diffTrees(t, "second snapshot", want2, snapshotTree(t, svc, second.SnapshotKey))
+	diffTrees(t, "first snapshot after the second transfer", want1, snapshotTree(t, svc, first.SnapshotKey))
+
+	// A file added and one removed: one file sent, the removed one gone.
 	if err := os.WriteFile(filepath.Join(dir, "d08", "new.txt"), []byte("new\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(filepath.Join(dir, "d09", "f0009.txt")); err != nil {
 		t.Fatal(err)
 	}
-	srv2 := serveDir(t, s, dir)
-	second := fleettest.Ready(t, pullLocal(t, s, srv2))
-	if second.SnapshotKey == first.SnapshotKey {
-		t.Fatalf("two sessions made one snapshot %s", first.SnapshotKey)
+	third := fleettest.Ready(t, pullLocal(t, s, serveDir(t, s, dir)))
+	if third.Fetched != 1 {
+		t.Errorf("after one file added and one removed the transfer sent %d files, want 1", third.Fetched)
 	}
-	if second.Fetched != 2 {
-		t.Errorf("second transfer sent %d files, want 2 (the changed and the new one)", second.Fetched)
+	diffTrees(t, "third snapshot", fileTree(t, dir), snapshotTree(t, svc, third.SnapshotKey))
+	diffTrees(t, "second snapshot after the third transfer", want2, snapshotTree(t, svc, second.SnapshotKey))
+	// Session keys are never recorded: no build can hit them.
+	idx, err := cacheindex.Open(t.Context(), s.Env.JS)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if st := srv2.DirStats(); st.Files != 2 || st.Bytes != int64(len("changed\n")+len("new\n")) {
-		t.Errorf("second session served %+v, want 2 files of %d bytes", st, len("changed\n")+len("new\n"))
+	for _, r := range []events.SnapshotReady{first, second, third} {
+		if _, found, err := idx.Get(t.Context(), r.Keys[0].Digest); err != nil || found {
+			t.Errorf("the cache index has session key %s: %v, %v", r.Keys[0].Key, found, err)
+		}
 	}
-	diffTrees(t, "second snapshot", fileTree(t, dir), snapshotTree(t, svc, second.SnapshotKey))
-	diffTrees(t, "first snapshot after the second transfer", want1, snapshotTree(t, svc, first.SnapshotKey))
 }
 
 func pullLocal(t *testing.T, s *fleettest.Stack, srv *session.Server) *bustest.Recorder {
