@@ -2,7 +2,6 @@ package gitremote_test
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -136,43 +135,6 @@ func newProject(t *testing.T) *project {
 	return p
 }
 
-// tree describes what is under dir: one line per path, with its type,
-// permissions and content (or link target).
-func tree(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == ".git" {
-			out = append(out, ".git/")
-			return filepath.SkipDir
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			out = append(out, rel+" -> "+target)
-		case fi.IsDir():
-			out = append(out, fmt.Sprintf("%s/ %o", rel, fi.Mode().Perm()))
-		default:
-			data, _ := os.ReadFile(p)
-			out = append(out, fmt.Sprintf("%s %o %q", rel, fi.Mode().Perm(), data))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func checkout(t *testing.T, c *gitremote.Cache, req gitremote.CheckoutRequest) (gitremote.CheckoutResult, string) {
 	t.Helper()
 	req.Dir = t.TempDir()
@@ -231,7 +193,7 @@ func TestCheckout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, dir := checkout(t, c, tc.req)
-			if diff := cmp.Diff(tc.want, tree(t, dir), cmp.Comparer(func(a, b []string) bool { return strings.Join(a, "\n") == strings.Join(b, "\n") })); diff != "" {
+			if diff := cmp.Diff(tc.want, gitremotetest.Tree(t, dir), cmp.Comparer(func(a, b []string) bool { return strings.Join(a, "\n") == strings.Join(b, "\n") })); diff != "" {
 				t.Errorf("tree (-want +got):\n%s", diff)
 			}
 			wantCommit := tc.req.Commit

@@ -161,7 +161,7 @@ func TestGitResolvePrecedence(t *testing.T) {
 		{Name: "refs/pull/1/head", Hash: fxV1},
 	}
 	for ref, want := range map[string]source.GitResolution{
-		"x":              {Ref: "refs/heads/x", Checksum: fxMain, Commit: fxMain},
+		"x": {Ref: "refs/heads/x", Checksum: fxMain, Commit: fxMain},
 		// As a partial ref a tag is not peeled (BuildKit's order): the
 		// commit to check out is the tag object, which checkout peels.
 		"tags/x":         {Ref: "refs/tags/x", Checksum: fxV2, Commit: fxV2},

@@ -212,19 +212,26 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 	if err != nil {
 		return nil, classify(err)
 	}
-	if l := img.LayerLimit; l != nil {
-		if *l > len(opts.Layers) {
-			return nil, bus.Invalid(fmt.Errorf("layer limit %d is greater than the number of layers in the image %d", *l, len(opts.Layers)))
-		}
-		opts.Layers = opts.Layers[:*l]
-		opts.LayerLimit = l
-	}
 	opts.Ref = pinnedRef(img, opts.Top.Digest)
+	return h.indexZero(ctx, in, opts, platform, img.LayerLimit, "resolve "+ref, started)
+}
 
-	key := source.MainManifestKey(opts.Top.Digest, platform, img.LayerLimit)
+// indexZero ends index 0 of an image (docker-image, oci-layout) once its
+// walk is known: BuildKit's layer limit, the main-manifest key and its
+// lookup, then the hit, or the miss and the request for index 1 carrying
+// opts. progressID names the resolve, which started at started.
+func (h *Handler) indexZero(ctx context.Context, in events.CacheKeyRequested, opts events.CacheOpts, platform ocispec.Platform, limit *int, progressID string, started time.Time) ([]events.Event, error) {
+	if limit != nil {
+		if *limit > len(opts.Layers) {
+			return nil, bus.Invalid(fmt.Errorf("layer limit %d is greater than the number of layers in the image %d", *limit, len(opts.Layers)))
+		}
+		opts.Layers = opts.Layers[:*limit]
+		opts.LayerLimit = limit
+	}
+	key := source.MainManifestKey(opts.Top.Digest, platform, limit)
 	ck := events.CacheKey{Index: 0, Key: key.String(), Digest: source.SolverDigest(key.String()), Pin: opts.Top.Digest.String()}
 	completed := h.now()
-	progress := events.New(events.Progress{Vertex: in.Source.Identifier, ID: "resolve " + ref, Action: "done",
+	progress := events.New(events.Progress{Vertex: in.Source.Identifier, ID: progressID, Action: "done",
 		Started: &started, Completed: &completed})
 
 	rec, found, err := h.index.Get(ctx, ck.Digest)

@@ -94,37 +94,8 @@ func (h *Handler) ociManifestKey(ctx context.Context, oci *source.OCIIdentifier,
 	if err != nil {
 		return nil, classify(err)
 	}
-	if l := oci.LayerLimit; l != nil {
-		if *l > len(opts.Layers) {
-			return nil, bus.Invalid(fmt.Errorf("layer limit %d is greater than the number of layers in the image %d", *l, len(opts.Layers)))
-		}
-		opts.Layers = opts.Layers[:*l]
-		opts.LayerLimit = l
-	}
 	opts.Origin = &loc
-
-	key := source.MainManifestKey(top.Digest, platform, oci.LayerLimit)
-	ck := events.CacheKey{Index: 0, Key: key.String(), Digest: source.SolverDigest(key.String()), Pin: top.Digest.String()}
-	completed := h.now()
-	progress := events.New(events.Progress{Vertex: in.Source.Identifier, ID: "resolve " + ref, Action: "done",
-		Started: &started, Completed: &completed})
-
-	rec, found, err := h.index.Get(ctx, ck.Digest)
-	if err != nil {
-		return nil, bus.Unavailable(err)
-	}
-	if found {
-		keys := []events.CacheKey{ck}
-		if in.Snapshot && rec.Lazy() {
-			keys = append(keys, indexOneKey(&opts, ck))
-		}
-		return append([]events.Event{progress}, hitEvents(in, ck, rec, &opts, keys)...), nil
-	}
-	return []events.Event{
-		progress,
-		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck, CacheOpts: &opts}),
-		events.New(events.CacheKeyRequested{Source: in.Source, Index: 1, Keys: []events.CacheKey{ck}, CacheOpts: &opts, Snapshot: in.Snapshot}),
-	}, nil
+	return h.indexZero(ctx, in, opts, platform, oci.LayerLimit, "resolve "+ref, started)
 }
 
 // ociTop reads the blob the reference's digest names, up to

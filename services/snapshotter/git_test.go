@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -94,43 +93,6 @@ func snapshotDir(t *testing.T, svc *snapshotter.Service, key string) string {
 	return mounts[0].Source
 }
 
-// listTree describes what is under dir, one sorted line per path: type,
-// permissions, content or link target; .git as one line.
-func listTree(t *testing.T, dir string) []string {
-	t.Helper()
-	out := []string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == ".git" {
-			out = append(out, ".git/")
-			return filepath.SkipDir
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			out = append(out, rel+" -> "+target)
-		case fi.IsDir():
-			out = append(out, fmt.Sprintf("%s/ %o", rel, fi.Mode().Perm()))
-		default:
-			data, _ := os.ReadFile(p)
-			out = append(out, fmt.Sprintf("%s %o %q", rel, fi.Mode().Perm(), data))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // fetchProgress returns the objects of each "fetch" progress event.
 func fetchProgress(rec *bustest.Recorder) []string {
 	var out []string
@@ -179,7 +141,7 @@ func TestGitPull(t *testing.T) {
 		"vendor/lib/ 755",
 		`vendor/lib/lib.txt 644 "lib\n"`,
 	}
-	if diff := cmp.Diff(full, listTree(t, snapshotDir(t, svc, ready.SnapshotKey))); diff != "" {
+	if diff := cmp.Diff(full, gitremotetest.Tree(t, snapshotDir(t, svc, ready.SnapshotKey))); diff != "" {
 		t.Errorf("snapshot (-want +got):\n%s", diff)
 	}
 	// The tag with its history, then the submodule (found among the
@@ -206,7 +168,7 @@ func TestGitPull(t *testing.T) {
 		t.Errorf("v1 after v2 fetched %v", got)
 	}
 	if diff := cmp.Diff([]string{`README 644 "first\n"`, "src/ 755", `src/main.go 644 "package main\n"`},
-		listTree(t, snapshotDir(t, svc, r.SnapshotKey))); diff != "" {
+		gitremotetest.Tree(t, snapshotDir(t, svc, r.SnapshotKey))); diff != "" {
 		t.Errorf("v1 snapshot (-want +got):\n%s", diff)
 	}
 
@@ -226,7 +188,7 @@ func TestGitPull(t *testing.T) {
 		t.Errorf("key %s", r.Keys[0].Key)
 	}
 	dir := snapshotDir(t, svc, r.SnapshotKey)
-	if got := listTree(t, filepath.Join(dir, "vendor")); fmt.Sprint(got) != "[lib/ 755]" {
+	if got := gitremotetest.Tree(t, filepath.Join(dir, "vendor")); fmt.Sprint(got) != "[lib/ 755]" {
 		t.Errorf("skipped submodule: %v", got)
 	}
 
@@ -236,7 +198,7 @@ func TestGitPull(t *testing.T) {
 			t.Errorf("key %s", r.Keys[0].Key)
 		}
 		dir := snapshotDir(t, svc, r.SnapshotKey)
-		if got := listTree(t, dir); got[0] != ".git/" || len(got) != len(full)+1 {
+		if got := gitremotetest.Tree(t, dir); got[0] != ".git/" || len(got) != len(full)+1 {
 			t.Errorf("kept tree %v", got)
 		}
 		// git reads the snapshot through a copy (the view is read-only).
@@ -256,7 +218,7 @@ func TestGitPull(t *testing.T) {
 	t.Run("subdir", func(t *testing.T) {
 		r := fleettest.Ready(t, g.pull(t, s, "v2:src"))
 		if diff := cmp.Diff([]string{`main.go 644 "package main\n"`, `run.sh 755 "#!/bin/sh\n"`},
-			listTree(t, snapshotDir(t, svc, r.SnapshotKey))); diff != "" {
+			gitremotetest.Tree(t, snapshotDir(t, svc, r.SnapshotKey))); diff != "" {
 			t.Errorf("subdir (-want +got):\n%s", diff)
 		}
 	})

@@ -1,17 +1,17 @@
 package snapshotter_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/nats-io/nats.go"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
@@ -43,74 +43,6 @@ func localAttrs(srv *session.Server, extra ...string) map[string]string {
 		a[extra[i]] = extra[i+1]
 	}
 	return a
-}
-
-// fileTree is what a directory holds: path → a description of its type,
-// mode, mtime and content.
-func fileTree(t *testing.T, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == root {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		desc := fmt.Sprintf("%v", fi.Mode())
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			desc += " -> " + target
-		case fi.Mode().IsRegular():
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			desc += fmt.Sprintf(" %d %q", fi.ModTime().UnixNano(), data)
-		}
-		out[rel] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// snapshotTree describes the files of snapshot key of svc's store, read
-// in place.
-func snapshotTree(t *testing.T, svc *snapshotter.Service, key string) map[string]string {
-	t.Helper()
-	dir, err := svc.Store().FilesDir(t.Context(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fileTree(t, dir)
-}
-
-func diffTrees(t *testing.T, what string, want, got map[string]string) {
-	t.Helper()
-	bad := 0
-	for p, w := range want {
-		if g, ok := got[p]; !ok || g != w {
-			if bad++; bad <= 5 {
-				t.Errorf("%s: %s = %q, want %q", what, p, g, w)
-			}
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			if bad++; bad <= 5 {
-				t.Errorf("%s: %s is there and should not be", what, p)
-			}
-		}
-	}
-	if bad > 5 {
-		t.Errorf("%s: %d differences in all", what, bad)
-	}
 }
 
 // A local source of 10,000 files: the first transfer sends every file
@@ -155,7 +87,7 @@ func TestLocalTransferIsIncremental(t *testing.T) {
 	if st := srv1.DirStats(); st.Files != int64(withContent) {
 		t.Errorf("first session served %+v, want %d files", st, withContent)
 	}
-	want1 := fileTree(t, dir)
+	want1 := fleettest.ReadTree(t, dir)
 	diffTrees(t, "first snapshot", want1, snapshotTree(t, svc, first.SnapshotKey))
 	progress := rec.OfType(events.TypeProgress)
 	if len(progress) == 0 || progress[len(progress)-1].Data.(events.Progress).ID != "transferring context:" {
@@ -181,7 +113,7 @@ func TestLocalTransferIsIncremental(t *testing.T) {
 	if st := srv2.DirStats(); st.Files != 1 || st.Bytes != int64(len("changed\n")) {
 		t.Errorf("second session served %+v, want 1 file of %d bytes", st, len("changed\n"))
 	}
-	want2 := fileTree(t, dir)
+	want2 := fleettest.ReadTree(t, dir)
 	diffTrees(t, "second snapshot", want2, snapshotTree(t, svc, second.SnapshotKey))
 	diffTrees(t, "first snapshot after the second transfer", want1, snapshotTree(t, svc, first.SnapshotKey))
 
@@ -196,7 +128,7 @@ func TestLocalTransferIsIncremental(t *testing.T) {
 	if third.Fetched != 1 {
 		t.Errorf("after one file added and one removed the transfer sent %d files, want 1", third.Fetched)
 	}
-	diffTrees(t, "third snapshot", fileTree(t, dir), snapshotTree(t, svc, third.SnapshotKey))
+	diffTrees(t, "third snapshot", fleettest.ReadTree(t, dir), snapshotTree(t, svc, third.SnapshotKey))
 	diffTrees(t, "second snapshot after the third transfer", want2, snapshotTree(t, svc, second.SnapshotKey))
 	// Session keys are never recorded: no build can hit them.
 	idx, err := cacheindex.Open(t.Context(), s.Env.JS)
@@ -207,6 +139,29 @@ func TestLocalTransferIsIncremental(t *testing.T) {
 		if _, found, err := idx.Get(t.Context(), r.Keys[0].Digest); err != nil || found {
 			t.Errorf("the cache index has session key %s: %v, %v", r.Keys[0].Key, found, err)
 		}
+	}
+}
+
+// snapshotTree reads the files of snapshot key of svc's store in place.
+func snapshotTree(t *testing.T, svc *snapshotter.Service, key string) map[string]fleettest.File {
+	t.Helper()
+	dir, err := svc.Store().FilesDir(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fleettest.ReadTree(t, dir)
+}
+
+// diffTrees reports how got differs from want, at most five lines.
+func diffTrees(t *testing.T, what string, want, got map[string]fleettest.File) {
+	t.Helper()
+	diff := fleettest.DiffTrees(want, got)
+	for i, d := range diff {
+		if i == 5 {
+			t.Errorf("%s: %d differences in all", what, len(diff))
+			break
+		}
+		t.Errorf("%s: %s", what, d)
 	}
 }
 
@@ -248,12 +203,9 @@ func TestLocalPatterns(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rec, _ := s.Request(t, "local://context", localAttrs(srv, tc.attrs...), "", true)
 			ready := fleettest.Ready(t, rec)
-			var got []string
-			for p := range snapshotTree(t, svc, ready.SnapshotKey) {
-				got = append(got, filepath.ToSlash(p))
-			}
-			if strings.Join(sorted(got), " ") != strings.Join(tc.want, " ") {
-				t.Errorf("snapshot holds %v, want %v", sorted(got), tc.want)
+			got := slices.Sorted(maps.Keys(snapshotTree(t, svc, ready.SnapshotKey)))
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Errorf("snapshot holds %v, want %v", got, tc.want)
 			}
 		})
 	}
@@ -271,18 +223,6 @@ func TestLocalPatterns(t *testing.T) {
 	if n := again("none"); n != 5 {
 		t.Errorf("differ none sent %d files, want 5", n)
 	}
-}
-
-func sorted(s []string) []string {
-	out := append([]string(nil), s...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
 }
 
 // A client that left: the snapshot fails with BuildKit's message, after
@@ -406,7 +346,7 @@ func TestLocalCancelledTransferLeavesNothing(t *testing.T) {
 		t.Fatalf("snapshot failed after the restart: %+v", f)
 	}
 	ready := fleettest.Ready(t, rec)
-	if got := snapshotTree(t, svc, ready.SnapshotKey); len(got) != 1 || !strings.HasSuffix(got["f"], `"abc"`) {
+	if got := snapshotTree(t, svc, ready.SnapshotKey); len(got) != 1 || got["f"].Content != "abc" {
 		t.Errorf("snapshot after the restart = %v", got)
 	}
 }
@@ -418,14 +358,7 @@ func assertNoSnapshots(t *testing.T, svc *snapshotter.Service) {
 
 func assertNoSnapshotsIn(t *testing.T, st *snapshot.Store) {
 	t.Helper()
-	var names []string
-	if err := st.Snapshotter().Walk(t.Context(), func(_ context.Context, info snapshots.Info) error {
-		names = append(names, info.Name)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if len(names) != 0 {
-		t.Errorf("store holds snapshots %v, want none", names)
+	if got := fleettest.ReadStore(t, st); !got.Empty() {
+		t.Errorf("store holds %+v, want nothing", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/cgi" //nolint:gosec // G504: the Httpoxy bug is fixed since Go 1.6.3; tests only
@@ -22,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -367,4 +369,42 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// Tree describes what is under dir, one sorted line per path: its type,
+// permissions and content (or link target); .git as one line, for a
+// checkout compared with what it should hold.
+func Tree(t testing.TB, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == ".git" {
+			out = append(out, ".git/")
+			return filepath.SkipDir
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			out = append(out, rel+" -> "+target)
+		case fi.IsDir():
+			out = append(out, fmt.Sprintf("%s/ %o", rel, fi.Mode().Perm()))
+		default:
+			data, _ := os.ReadFile(p)
+			out = append(out, fmt.Sprintf("%s %o %q", rel, fi.Mode().Perm(), data))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
 }
