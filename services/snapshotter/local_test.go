@@ -2,6 +2,7 @@ package snapshotter_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -323,7 +324,14 @@ func TestLocalCancelledTransferLeavesNothing(t *testing.T) {
 	if err := svc1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := snapshot.Open(t.Context(), dataDir, snapshot.KindAuto)
+	// A process the package's git tests fork at that moment holds the
+	// lock's file until it execs: wait for it.
+	var st *snapshot.Store
+	var err error
+	fleettest.WaitFor(t, func() bool {
+		st, err = snapshot.Open(t.Context(), dataDir, snapshot.KindAuto)
+		return !errors.Is(err, snapshot.ErrLocked)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
