@@ -11,10 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/stevedore-dev/stevedore/pkg/gitremote/gitremotetest"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 )
 
@@ -54,16 +57,55 @@ func serveHello(t *testing.T) *httptest.Server {
 	return srv
 }
 
+// The credentials the private servers of TestScripts want.
+const (
+	privateToken = "s3cr3t-token"
+	// privateGitHeader is BuildKit's header for a git token:
+	// printf 'x-access-token:s3cr3t-token' | base64.
+	privateGitHeader = "basic eC1hY2Nlc3MtdG9rZW46czNjcjN0LXRva2Vu"
+)
+
+// servePrivate serves "only with the token\n" as /private.txt to requests
+// with "Authorization: Bearer <privateToken>", and 401 to others.
+func servePrivate(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+privateToken {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		http.ServeContent(w, r, "private.txt", time.Time{}, strings.NewReader("only with the token\n"))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// servePrivateGit serves the BuildKit fixture repository as private.git
+// over http to requests with privateGitHeader.
+func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
+	t.Helper()
+	root := gitremotetest.NewRoot(t)
+	root.CloneBundle(t, "private", filepath.Join(sourcesDir, "git", "repo.bundle"))
+	web := gitremotetest.ServeHTTP(t, root)
+	web.Require("private", privateGitHeader)
+	return web
+}
+
 // TestScripts runs testdata/script/*.txtar. Every script gets a registry
 // holding the fixture images ($REGISTRY, which also takes pushes, as a
 // cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
 // a free port for an embedded NATS ($NATS_PORT), and an http server
-// ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, and the
-// directory of the fixture layouts ($IMAGES, for --oci-layout). Besides
+// ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, the
+// directory of the fixture layouts ($IMAGES, for --oci-layout), and
+// servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
+// $PRIVATE_TOKEN") and $PRIVATEGIT (the fixture repository as
+// private.git, with the git token $PRIVATE_TOKEN). Besides
 // testscript's commands, scripts have capture (see captureCmd).
 func TestScripts(t *testing.T) {
 	reg := registrytest.New(t)
 	hello := serveHello(t)
+	private := servePrivate(t)
+	privateGit := servePrivateGit(t)
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "single-retag"), "demo/retag:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
@@ -99,6 +141,10 @@ func TestScripts(t *testing.T) {
 		"IMAGES":        images,
 		"SINGLE_CONFIG": fx.Images["single"].Platforms["linux/amd64"]["config"].(string),
 		"MULTI_DIGEST":  fx.Images["multi"].Digest,
+		// Servers that want credentials.
+		"PRIVATEHOST":   private.Listener.Addr().String(),
+		"PRIVATEGIT":    strings.TrimSuffix(strings.TrimPrefix(privateGit.URL, "http://"), "/"),
+		"PRIVATE_TOKEN": privateToken,
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",

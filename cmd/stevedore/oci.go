@@ -101,29 +101,31 @@ func ref(args []string, specs []layoutSpec) (string, error) {
 	return source.SchemeOCILayout + "://localhost/" + with[0].store + "@" + with[0].digest.String(), nil
 }
 
-// clientSession is the session a command serves its layouts and its
-// local directory in.
+// clientSession is the session a command serves its layouts, its local
+// directory and its secrets in: the build's session.
 type clientSession struct {
 	srv    *session.Server
 	specs  []layoutSpec
 	stores map[string]*ocilayout.Layout
 	// localDir is the local directory served; empty for none.
 	localDir string
+	// secrets are the names of the secrets served.
+	secrets []string
 }
 
-// serveSession serves specs' layouts and localDir (a pull of a local
-// path) on nc in a session, and points op at it when op reads client
-// content: for oci-layout and oci-layout+blob, oci.session becomes the
-// session (a new one unless op names it) and, when op names no store and
-// one layout is served, oci.store becomes that layout's; for local,
-// local.session becomes the session and local.sharedkeyhint this host and
-// directory, unless op names them. It returns nil when there is nothing
-// to serve; stop ends the session.
-func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localDir string, op *events.SourceOp) (*clientSession, error) {
-	if len(specs) == 0 && localDir == "" {
+// serveSession serves specs' layouts, localDir (a pull of a local path)
+// and secrets on nc in a session, the build's, and points op at it when
+// op reads client content: for oci-layout and oci-layout+blob,
+// oci.session becomes the session (a new one unless op names it) and,
+// when op names no store and one layout is served, oci.store becomes that
+// layout's; for local, local.session becomes the session and
+// local.sharedkeyhint this host and directory, unless op names them. It
+// returns nil when there is nothing to serve; stop ends the session.
+func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localDir string, secrets session.Secrets, op *events.SourceOp) (*clientSession, error) {
+	if len(specs) == 0 && localDir == "" && len(secrets) == 0 {
 		return nil, nil
 	}
-	s := &clientSession{specs: specs, stores: map[string]*ocilayout.Layout{}, localDir: localDir}
+	s := &clientSession{specs: specs, stores: map[string]*ocilayout.Layout{}, localDir: localDir, secrets: secretNames(secrets)}
 	for _, spec := range specs {
 		l, err := ocilayout.Open(spec.dir)
 		if err != nil {
@@ -162,12 +164,24 @@ func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localD
 	if len(op.Attrs) == 0 {
 		op.Attrs = nil
 	}
-	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Logger: slog.New(slog.DiscardHandler)})
+	var store session.SecretStore
+	if len(secrets) > 0 {
+		store = secrets
+	}
+	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Secrets: store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
 	s.srv = srv
 	return s, nil
+}
+
+// id is the session's id, the build's Session; empty for no session.
+func (s *clientSession) id() string {
+	if s == nil {
+		return ""
+	}
+	return s.srv.ID()
 }
 
 // stop ends the session; readers then fail with "no active session".
@@ -206,6 +220,9 @@ func (s *clientSession) print(w io.Writer) {
 	sort.Strings(stores)
 	if s.localDir != "" {
 		stores = append(stores, "local "+s.localDir)
+	}
+	if len(s.secrets) > 0 {
+		stores = append(stores, "secrets "+strings.Join(s.secrets, " "))
 	}
 	fmt.Fprintf(w, "session   %s (served until the command ended: %s)\n", s.srv.ID(), strings.Join(stores, ", "))
 }

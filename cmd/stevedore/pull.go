@@ -61,10 +61,23 @@ this machine to the fleet, in a client session, until the command ends:
 pull --oci-layout DIR@sha256:… pulls that image (oci-layout://localhost/
 layout@sha256:…), with the keys its docker-image reference would have; an
 oci-layout:// or oci-layout+blob:// REF reads the layouts given, its
-oci.session and oci.store set unless --attr gives them.`,
+oci.session and oci.store set unless --attr gives them.
+
+--secret id=NAME[,src=FILE|,env=VAR] (repeatable, buildctl's syntax) serves
+a secret in the same session, for the credentials of git and http sources:
+GIT_AUTH_TOKEN or GIT_AUTH_HEADER (the names a git source has unless
+--attr git.authtokensecret=… or git.authheadersecret=… says otherwise,
+each also tried with ".<host>" appended first), HTTP_AUTH_TOKEN_<host> or
+HTTP_AUTH_HEADER_<host>, or the name --attr http.authheadersecret=… gives.
+The fleet reads a secret when it sends the request that needs it, sealed
+to the reading service; no secret is in any event.`,
 		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			layouts, err := src.layouts.parse()
+			if err != nil {
+				return err
+			}
+			secrets, err := src.secrets.parse()
 			if err != nil {
 				return err
 			}
@@ -100,11 +113,12 @@ oci.session and oci.store set unless --attr gives them.`,
 				return err
 			}
 			defer f.close()
-			if f.served, err = serveSession(ctx, f.js.Conn(), layouts, src.localDir, &op); err != nil {
+			if f.served, err = serveSession(ctx, f.js.Conn(), layouts, src.localDir, secrets, &op); err != nil {
 				return err
 			}
 			defer f.served.stop()
-			res, err := pullWithCache(ctx, f, buildID, op, imports, exports, show.event)
+			req := events.SourceResolveRequested{Source: op, Snapshot: true, Session: f.served.id()}
+			res, err := pullWithCache(ctx, f, buildID, req, imports, exports, show.event)
 			show.done()
 			if err != nil {
 				return err
@@ -182,7 +196,7 @@ func (r pullResult) outcomes() []client.Outcome {
 // ended well exports each target, all on build buildID. A failed import or
 // export is in its outcome, not in the error, which is kept for the fleet
 // not answering.
-func pullWithCache(ctx context.Context, f *fleet, buildID string, op events.SourceOp, imports, exports []string, each func(events.Event)) (pullResult, error) {
+func pullWithCache(ctx context.Context, f *fleet, buildID string, req events.SourceResolveRequested, imports, exports []string, each func(events.Event)) (pullResult, error) {
 	var res pullResult
 	var buildErr *client.BuildError
 	for _, src := range imports {
@@ -193,7 +207,7 @@ func pullWithCache(ctx context.Context, f *fleet, buildID string, op events.Sour
 		res.imports = append(res.imports, cacheRun{attrs: src, out: out})
 	}
 	var err error
-	res.pull, err = client.Pull(ctx, f.js, buildID, op, each)
+	res.pull, err = client.Run(ctx, f.js, buildID, req, each)
 	if err != nil && !errors.As(err, &buildErr) {
 		return res, err
 	}

@@ -34,6 +34,8 @@ type sourceFlags struct {
 	attrs       []string
 	// layouts are --oci-layout (oci.go).
 	layouts layoutFlags
+	// secrets are --secret (secret.go).
+	secrets secretFlags
 	// localDir is the absolute directory of a REF that is a local path
 	// (op), served in the command's session; empty otherwise.
 	localDir string
@@ -57,6 +59,7 @@ func (f *sourceFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.checksum, "checksum", "", "image.checksum: the digest the reference must resolve to")
 	cmd.Flags().StringArrayVar(&f.attrs, "attr", nil, "raw BuildKit attribute key=value (repeatable)")
 	f.layouts.register(cmd)
+	f.secrets.register(cmd)
 }
 
 // op builds the source op for ref. A ref without "://" is a local
@@ -106,6 +109,12 @@ func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 	if f.checksum != "" {
 		op.Attrs[source.AttrImageChecksum] = f.checksum
 	}
+	if strings.HasPrefix(op.Identifier, source.SchemeGit+"://") {
+		// The secret names BuildKit's LLB client gives every git source;
+		// --attr may name others.
+		op.Attrs[source.AttrAuthTokenSecret] = source.DefaultGitAuthTokenSecret
+		op.Attrs[source.AttrAuthHeaderSecret] = source.DefaultGitAuthHeaderSecret
+	}
 	for _, kv := range f.attrs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
@@ -128,8 +137,8 @@ type fleet struct {
 	stack *stack
 	// dataDir is the embedded stack's data dir.
 	dataDir string
-	// served is the session serving the command's --oci-layout; nil
-	// without one.
+	// served is the session serving the command's --oci-layout, local
+	// directory and --secret: the build's session; nil without any.
 	served *clientSession
 }
 
@@ -200,6 +209,10 @@ fleet; without, it starts the embedded stack for this one call.`,
 			if err != nil {
 				return err
 			}
+			secrets, err := src.secrets.parse()
+			if err != nil {
+				return err
+			}
 			r, err := ref(args, layouts)
 			if err != nil {
 				return err
@@ -218,11 +231,11 @@ fleet; without, it starts the embedded stack for this one call.`,
 				return err
 			}
 			defer f.close()
-			if f.served, err = serveSession(ctx, f.js.Conn(), layouts, src.localDir, &op); err != nil {
+			if f.served, err = serveSession(ctx, f.js.Conn(), layouts, src.localDir, secrets, &op); err != nil {
 				return err
 			}
 			defer f.served.stop()
-			out, err := client.Resolve(ctx, f.js, buildID, op, nil)
+			out, err := client.Run(ctx, f.js, buildID, events.SourceResolveRequested{Source: op, Session: f.served.id()}, nil)
 			var buildErr *client.BuildError
 			if err != nil && !errors.As(err, &buildErr) {
 				return err

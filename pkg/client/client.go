@@ -251,13 +251,20 @@ func (e *BuildError) Error() string { return e.Failure.Reason }
 // build from its first event, so nothing published before it starts is
 // missed.
 func Resolve(ctx context.Context, js jetstream.JetStream, buildID string, op events.SourceOp, each func(events.Event)) (Outcome, error) {
-	return run(ctx, js, buildID, events.SourceResolveRequested{Source: op}, each)
+	return Run(ctx, js, buildID, events.SourceResolveRequested{Source: op}, each)
 }
 
 // Pull is Resolve for op's content: on a miss, the build goes on to the
 // snapshot.
 func Pull(ctx context.Context, js jetstream.JetStream, buildID string, op events.SourceOp, each func(events.Event)) (Outcome, error) {
-	return run(ctx, js, buildID, events.SourceResolveRequested{Source: op, Snapshot: true}, each)
+	return Run(ctx, js, buildID, events.SourceResolveRequested{Source: op, Snapshot: true}, each)
+}
+
+// Run starts the build req asks for (a resolve, or a pull with
+// req.Snapshot; in the client session req.Session, whose secrets and
+// content the fleet reads) and follows it to its end, as Resolve does.
+func Run(ctx context.Context, js jetstream.JetStream, buildID string, req events.SourceResolveRequested, each func(events.Event)) (Outcome, error) {
+	return follow(ctx, js, buildID, each, func() (events.Event, error) { return Submit(ctx, js, buildID, req) })
 }
 
 // ExportCache asks for a cache export on build buildID (see SubmitCache)
@@ -275,10 +282,6 @@ func ImportCache(ctx context.Context, js jetstream.JetStream, buildID string, re
 
 func runCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.Payload, each func(events.Event)) (Outcome, error) {
 	return follow(ctx, js, buildID, each, func() (events.Event, error) { return SubmitCache(ctx, js, buildID, req) })
-}
-
-func run(ctx context.Context, js jetstream.JetStream, buildID string, req events.SourceResolveRequested, each func(events.Event)) (Outcome, error) {
-	return follow(ctx, js, buildID, each, func() (events.Event, error) { return Submit(ctx, js, buildID, req) })
 }
 
 // follow submits, then folds the build's events into an Outcome until it

@@ -45,10 +45,10 @@ var (
 
 // samples holds one fully populated payload of every catalog type.
 var samples = []events.Payload{
-	events.SourceResolveRequested{Source: src, Snapshot: true},
-	events.SourceResolved{Source: src, Scheme: "docker-image", Handler: "puller", Snapshot: true},
+	events.SourceResolveRequested{Source: src, Snapshot: true, Session: "s-1"},
+	events.SourceResolved{Source: src, Scheme: "docker-image", Handler: "puller", Snapshot: true, Session: "s-1"},
 	events.SourceFailed{Source: src, Step: events.TypeCacheKeyRequested, Reason: "invalid layer limit 0", Code: "invalid", Attempts: 1},
-	events.CacheKeyRequested{Source: src, Index: 1, Keys: []events.CacheKey{key0}, CacheOpts: opts, Snapshot: true},
+	events.CacheKeyRequested{Source: src, Index: 1, Keys: []events.CacheKey{key0}, CacheOpts: opts, Snapshot: true, Session: "s-1"},
 	events.CacheKeyComputed{Source: src, Key: key0, CacheOpts: opts},
 	events.CacheHit{Source: src, Key: key0, Record: events.CacheRecord{
 		Digests: []digest.Digest{key0.Digest}, ChainID: digest.FromString("chain"), Layers: opts.Layers,
@@ -60,10 +60,14 @@ var samples = []events.Payload{
 		Name: "hello.txt", Perm: 0o644, UID: 1, GID: 2, ModTime: &when, Digest: digest.FromString("f"), Size: 5,
 		Locations: []events.BlobLocation{{Ref: "localhost:5000/a"}}, URL: "https://example.com/hello.txt",
 		Headers: []events.Header{{Name: "Accept", Value: "text/plain"}},
+		Auth:    &events.Auth{Session: "s-1", Secrets: []events.AuthSecret{{Name: "H", Form: events.AuthFormHeader, Required: true}}},
 	}}},
 	events.SnapshotRequested{Source: src, Keys: []events.CacheKey{key0}, Content: &events.Content{Git: &events.GitContent{
 		Remote: "https://example.com/repo.git", Ref: "refs/tags/v1", Commit: strings.Repeat("e", 40), Subdir: "sub",
 		KeepGitDir: true, SkipSubmodules: true, MTime: "commit",
+		Auth: &events.Auth{Session: "s-1", Scope: "https://example.com/repo.git", Secrets: []events.AuthSecret{
+			{Name: "GIT_AUTH_TOKEN.example.com", Form: events.AuthFormGitToken}, {Name: "GIT_AUTH_TOKEN", Form: events.AuthFormGitToken},
+		}},
 	}}},
 	events.SnapshotReady{Source: src, Keys: []events.CacheKey{key0}, ChainID: "sha256:c", SnapshotKey: "sha256:c", Node: "n1",
 		Size: 7, Layers: opts.Layers, Fetched: 1, Reused: 2, Followed: true},

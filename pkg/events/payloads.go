@@ -1,6 +1,8 @@
 package events
 
 import (
+	"encoding/base64"
+	"strings"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -163,6 +165,15 @@ type SourceResolveRequested struct {
 	// key misses, the puller requests a snapshot. False ends the build at
 	// the keys (cache.hit or cache.miss).
 	Snapshot bool `json:"snapshot,omitempty"`
+	// Session is the id of the build's client session (pkg/session):
+	// BuildKit's session group, what the client that submitted the build
+	// serves while it runs. The fleet reads from it what only the client
+	// has: the secrets a source's credentials come from (Auth), and the
+	// layouts and directories of oci-layout, oci-layout+blob and local
+	// sources that name no session of their own (oci.session,
+	// local.session). Empty means the build has none: no secret is
+	// found, and a source that needs client content fails.
+	Session string `json:"session,omitempty"`
 }
 
 // SourceResolved reports that the resolver parsed and validated a source and
@@ -178,6 +189,8 @@ type SourceResolved struct {
 	Handler string `json:"handler"`
 	// Snapshot is the request's Snapshot.
 	Snapshot bool `json:"snapshot,omitempty"`
+	// Session is the request's Session.
+	Session string `json:"session,omitempty"`
 }
 
 // SourceFailed ends a build with an error that retrying will not fix, or
@@ -212,6 +225,8 @@ type CacheKeyRequested struct {
 	CacheOpts *CacheOpts `json:"cacheOpts,omitempty"`
 	// Snapshot is the request's Snapshot: on a final miss, request one.
 	Snapshot bool `json:"snapshot,omitempty"`
+	// Session is the request's Session, the build's client session.
+	Session string `json:"session,omitempty"`
 }
 
 // CacheKeyComputed reports a key that missed in the cache index.
@@ -317,6 +332,10 @@ type FileContent struct {
 	// Headers are the request headers a download sends (BuildKit's
 	// allowed ones), sorted by name.
 	Headers []Header `json:"headers,omitempty"`
+	// Auth, when set, names the client secrets a download's
+	// Authorization header comes from (http.authheadersecret, or the
+	// per-host ones); nil sends none.
+	Auth *Auth `json:"auth,omitempty"`
 }
 
 // Header is one HTTP request header.
@@ -343,6 +362,81 @@ type GitContent struct {
 	SkipSubmodules bool `json:"skipSubmodules,omitempty"`
 	// MTime is BuildKit's git.mtime: "checkout" (empty) or "commit".
 	MTime string `json:"mtime,omitempty"`
+	// Auth, when set, names the client secrets a fetch's Authorization
+	// header comes from (git.authtokensecret, git.authheadersecret); nil
+	// fetches without credentials.
+	Auth *Auth `json:"auth,omitempty"`
+}
+
+// Auth says where the Authorization header of a source's requests comes
+// from: secrets of the build's client session, by name. Events carry
+// only the names. The service that sends a request reads the secret from
+// the session when it sends it, sealed to that service alone on the way
+// (pkg/session), and keeps it nowhere: not in an event, a log, a bucket
+// or a key.
+type Auth struct {
+	// Session is the client session that holds the secrets; empty when
+	// the build has none (every secret is then missing).
+	Session string `json:"session,omitempty"`
+	// Secrets are tried in order: the first the session holds gives the
+	// header. A secret the session does not hold is skipped, unless it is
+	// Required.
+	Secrets []AuthSecret `json:"secrets"`
+	// Scope limits the URLs the header is sent to: only those that start
+	// with it (BuildKit's git "http.<scope>.extraheader", which is the
+	// remote's URL, or https://github.com/ for every GitHub repository,
+	// submodules included). Empty means every request of the source
+	// (an http source's URL: Go's client drops the header when a redirect
+	// leaves the host).
+	Scope string `json:"scope,omitempty"`
+}
+
+// AuthSecret is one secret an Auth may read.
+type AuthSecret struct {
+	// Name is the secret's id in the client session (buildctl's
+	// --secret id=…), e.g. "GIT_AUTH_TOKEN" or
+	// "GIT_AUTH_TOKEN.github.com".
+	Name string `json:"name"`
+	// Form is how the secret becomes the header's value: AuthFormHeader,
+	// AuthFormGitToken or AuthFormBearer.
+	Form string `json:"form"`
+	// Required makes a secret that cannot be read fail the source, with
+	// BuildKit's "failed to retrieve HTTP auth secret <name>: …" (an
+	// explicit http.authheadersecret). Otherwise a missing secret, or a
+	// session that does not answer, means no header, as in BuildKit.
+	Required bool `json:"required,omitempty"`
+}
+
+// The forms of an AuthSecret.
+const (
+	// AuthFormHeader sends the secret as the header's whole value
+	// (git.authheadersecret, http.authheadersecret, HTTP_AUTH_HEADER_<host>).
+	AuthFormHeader = "header"
+	// AuthFormGitToken sends a git token the way BuildKit does:
+	// "basic " + base64("x-access-token:" + secret) (git.authtokensecret).
+	AuthFormGitToken = "git-token"
+	// AuthFormBearer sends "Bearer " + secret (HTTP_AUTH_TOKEN_<host>).
+	AuthFormBearer = "bearer"
+)
+
+// Header is the Authorization header's value that secret gives in s's
+// form; false for a form it does not know.
+func (s AuthSecret) Header(secret []byte) (string, bool) {
+	switch s.Form {
+	case AuthFormHeader:
+		return string(secret), true
+	case AuthFormGitToken:
+		return "basic " + base64.StdEncoding.EncodeToString(append([]byte("x-access-token:"), secret...)), true
+	case AuthFormBearer:
+		return "Bearer " + string(secret), true
+	}
+	return "", false
+}
+
+// Applies reports whether the header goes with a request to url: always
+// without a Scope, else when url starts with it.
+func (a *Auth) Applies(url string) bool {
+	return a.Scope == "" || strings.HasPrefix(url, a.Scope)
 }
 
 // LocalContent is a directory a client serves over its session

@@ -65,14 +65,27 @@ const MaxBuildIDLen = 128
 
 // ValidateBuildID checks that id can be a subject token: 1 to MaxBuildIDLen
 // characters from [A-Za-z0-9_-].
-func ValidateBuildID(id string) error {
-	if id == "" || len(id) > MaxBuildIDLen {
-		return fmt.Errorf("build id %q: must be 1 to %d characters: %w", id, MaxBuildIDLen, ErrInvalid)
+func ValidateBuildID(id string) error { return validateToken("build id", id, MaxBuildIDLen) }
+
+// MaxSessionIDLen bounds client session ids (SourceResolveRequested's
+// Session), which are subject tokens of stevedore.session.<id>.<op>.
+const MaxSessionIDLen = 128
+
+// ValidateSessionID checks that id can be a session's subject token: 1
+// to MaxSessionIDLen characters from [A-Za-z0-9_-]. A session id that held
+// a "." would name another session's subjects.
+func ValidateSessionID(id string) error { return validateToken("session id", id, MaxSessionIDLen) }
+
+// validateToken checks that id, a what, is 1 to maxLen characters from
+// [A-Za-z0-9_-]; the error matches ErrInvalid.
+func validateToken(what, id string, maxLen int) error {
+	if id == "" || len(id) > maxLen {
+		return fmt.Errorf("%s %q: must be 1 to %d characters: %w", what, id, maxLen, ErrInvalid)
 	}
 	for _, r := range id {
 		ok := r == '-' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
 		if !ok {
-			return fmt.Errorf("build id %q: only letters, digits, '-' and '_' are allowed: %w", id, ErrInvalid)
+			return fmt.Errorf("%s %q: only letters, digits, '-' and '_' are allowed: %w", what, id, ErrInvalid)
 		}
 	}
 	return nil

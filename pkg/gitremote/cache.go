@@ -137,7 +137,7 @@ func (r *repo) has(h plumbing.Hash) bool {
 // fully qualified ref name, when there is one), then want itself (when the
 // remote allows fetching by commit), then every branch and tag. Fetched refs
 // keep their names, so that later fetches offer them as haves.
-func (r *repo) ensure(ctx context.Context, ref string, want plumbing.Hash) ([]Fetch, error) {
+func (r *repo) ensure(ctx context.Context, ref string, want plumbing.Hash, auth Auth) ([]Fetch, error) {
 	if r.has(want) {
 		return nil, nil
 	}
@@ -145,7 +145,7 @@ func (r *repo) ensure(ctx context.Context, ref string, want plumbing.Hash) ([]Fe
 	try := func(what string, specs ...config.RefSpec) (bool, error) {
 		before := r.packs()
 		remote := git.NewRemote(r.git.Storer, &config.RemoteConfig{Name: "origin", URLs: []string{r.remote}})
-		err := remote.FetchContext(ctx, &git.FetchOptions{RefSpecs: specs, Tags: git.NoTags, Force: true})
+		err := remote.FetchContext(ctx, &git.FetchOptions{RefSpecs: specs, Tags: git.NoTags, Force: true, Auth: auth.method(r.remote)})
 		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 			if cause := context.Cause(ctx); cause != nil {
 				return false, cause

@@ -53,6 +53,9 @@ type CheckoutRequest struct {
 	CommitTime bool
 	// Dir is the directory to write into. It must exist and be empty.
 	Dir string
+	// Auth is the header fetches send, to the remote and to the
+	// submodules in its scope. The zero Auth fetches without credentials.
+	Auth Auth
 }
 
 // CheckoutResult is what Checkout did.
@@ -94,7 +97,7 @@ func (c *Cache) Checkout(ctx context.Context, req CheckoutRequest) (CheckoutResu
 		return CheckoutResult{}, err
 	}
 	defer func() { _ = root.Close() }()
-	w := &writer{cache: c, root: root, skipSubmodules: req.SkipSubmodules, keep: req.KeepGitDir && subdir == ""}
+	w := &writer{cache: c, root: root, skipSubmodules: req.SkipSubmodules, keep: req.KeepGitDir && subdir == "", auth: req.Auth}
 	if err := w.write(ctx, job{remote: req.Remote, ref: req.Ref, commit: commit, treePath: subdir, out: "."}, 0); err != nil {
 		return CheckoutResult{Fetches: w.fetches}, err
 	}
@@ -146,6 +149,8 @@ type writer struct {
 	index   []indexEntry
 	top     *object.Commit
 	fetches []Fetch
+	// auth goes with the fetches of the remotes in its scope.
+	auth Auth
 }
 
 // indexEntry is a path the top repository's index lists.
@@ -190,7 +195,7 @@ type submodule struct {
 // write the tree, find the submodules' URLs. When the tree path leads into
 // a submodule, it returns the job that continues there instead.
 func (w *writer) writeLocked(ctx context.Context, r *repo, j job, depth int) ([]submodule, *job, error) {
-	fetches, err := r.ensure(ctx, j.ref, j.commit)
+	fetches, err := r.ensure(ctx, j.ref, j.commit, w.auth)
 	w.fetches = append(w.fetches, fetches...)
 	if err != nil {
 		return nil, nil, err

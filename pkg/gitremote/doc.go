@@ -4,8 +4,11 @@
 // # Vocabulary
 //
 //   - A remote is the URL of a repository: http://, https:// or git://.
-//     Only unauthenticated remotes are supported: a URL's user and password
-//     are refused, and there are no client-forwarded secrets or SSH keys yet.
+//     A URL's user and password are refused (they would end up in events
+//     and logs); credentials come as an Auth instead: the Authorization
+//     header a client's secret gives (BuildKit's git.authtokensecret and
+//     git.authheadersecret), sent to the http and https remotes in its
+//     scope. There are no forwarded SSH keys yet.
 //   - List is `git ls-remote`: every ref the remote advertises, annotated
 //     tags also peeled ("refs/tags/v2^{}"), HEAD with its target branch.
 //   - A Cache is a directory of bare repositories, one per remote, named by

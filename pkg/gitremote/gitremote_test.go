@@ -48,7 +48,7 @@ func TestList(t *testing.T) {
 		{Name: "refs/tags/v2^{}", Hash: fxMain},
 	}
 	for _, base := range []string{daemon.URL, web.URL} {
-		got, err := gitremote.List(t.Context(), base+"repo.git")
+		got, err := gitremote.List(t.Context(), base+"repo.git", gitremote.Auth{})
 		if err != nil {
 			t.Fatalf("List(%s): %v", base, err)
 		}
@@ -75,7 +75,7 @@ func TestListErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := gitremote.List(t.Context(), tc.remote)
+			_, err := gitremote.List(t.Context(), tc.remote, gitremote.Auth{})
 			if err == nil || !strings.Contains(err.Error(), tc.text) || !errors.Is(err, tc.class) {
 				t.Fatalf("List(%s) = %v, want %q (%v)", tc.remote, err, tc.text, tc.class)
 			}

@@ -28,16 +28,16 @@ const ListTimeout = time.Minute
 //
 // It fails with an *Error: KindInvalid for a remote CheckRemote refuses,
 // KindNotFound for a repository that does not exist or is empty,
-// KindUnauthorized when the remote wants credentials, KindUnavailable
-// otherwise.
-func List(ctx context.Context, remote string) ([]source.GitRef, error) {
+// KindUnauthorized when the remote wants credentials (or refuses auth's),
+// KindUnavailable otherwise.
+func List(ctx context.Context, remote string, auth Auth) ([]source.GitRef, error) {
 	if err := CheckRemote(remote); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, ListTimeout, errors.New("ls-remote timed out"))
 	defer cancel()
 	r := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{remote}})
-	refs, err := r.ListContext(ctx, &git.ListOptions{PeelingOption: git.AppendPeeled})
+	refs, err := r.ListContext(ctx, &git.ListOptions{PeelingOption: git.AppendPeeled, Auth: auth.method(remote)})
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
 			err = cause

@@ -155,3 +155,49 @@ func (f *Flight) wait(ctx context.Context, key string, accept func([]byte) bool)
 func (f *Flight) Get(ctx context.Context, key string) (value []byte, found bool, err error) {
 	return f.get(ctx, key, func([]byte) bool { return true })
 }
+
+// maxUpdateTries bounds Update's compare-and-set retries.
+const maxUpdateTries = 8
+
+// Update stores what change makes of key's stored result (old is nil and
+// found false when there is none), with compare-and-set: when another
+// writer changed the key in between, change runs again on the newer
+// value. It takes no lease: it is for merging into a shared result
+// without running its work (a memory of what was seen).
+//
+// Errors: change's; ErrContended when other writers won maxUpdateTries
+// times in a row; the bucket's.
+func (f *Flight) Update(ctx context.Context, key string, change func(old []byte, found bool) ([]byte, error)) error {
+	for range maxUpdateTries {
+		var old []byte
+		var rev uint64
+		e, err := f.results.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		case err != nil:
+			return fmt.Errorf("flight %s: %w", key, err)
+		default:
+			old, rev = e.Value(), e.Revision()
+		}
+		v, err := change(old, rev != 0)
+		if err != nil {
+			return err
+		}
+		if rev == 0 {
+			_, err = f.results.Create(ctx, key, v)
+		} else {
+			_, err = f.results.Update(ctx, key, v, rev)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return fmt.Errorf("flight %s: update: %w", key, err)
+		}
+	}
+	return fmt.Errorf("flight %s: %w", key, ErrContended)
+}
+
+// ErrContended is returned by Update when other writers kept changing the
+// key; trying again later may succeed.
+var ErrContended = errors.New("other writers kept changing the result")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,3 +177,59 @@ func TestFlightAcceptRejectsStaleResults(t *testing.T) {
 		t.Fatalf("Do = %q %v %v", res.Value, res.Outcome, err)
 	}
 }
+
+// TestFlightUpdateMerges: concurrent Updates from two replicas each
+// append to the stored value; none is lost, and a change's error stores
+// nothing.
+func TestFlightUpdateMerges(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	_, a := setup(t, "a", env)
+	_, b := setup(t, "b", env)
+	var wg sync.WaitGroup
+	const each = 20
+	var stored sync.Map // "[i.j]" of the updates that returned nil
+	for i, f := range []*lease.Flight{a, b} {
+		wg.Go(func() {
+			for j := range each {
+				err := f.Update(t.Context(), "merged", func(old []byte, found bool) ([]byte, error) {
+					if found != (old != nil) {
+						return nil, fmt.Errorf("found %v with %q", found, old)
+					}
+					return append(old, fmt.Sprintf("[%d.%d]", i, j)...), nil
+				})
+				switch {
+				case err == nil:
+					stored.Store(fmt.Sprintf("[%d.%d]", i, j), true)
+				case !errors.Is(err, lease.ErrContended):
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	v, found, err := a.Get(t.Context(), "merged")
+	if err != nil || !found {
+		t.Fatalf("Get = %v, %v", found, err)
+	}
+	n := 0
+	stored.Range(func(k, _ any) bool {
+		n++
+		if !bytesContain(v, k.(string)) {
+			t.Errorf("update %s is lost from %s", k, v)
+		}
+		return true
+	})
+	if n < each {
+		t.Errorf("only %d of %d updates were stored", n, 2*each)
+	}
+	boom := errors.New("boom")
+	if err := a.Update(t.Context(), "merged", func([]byte, bool) ([]byte, error) { return nil, boom }); !errors.Is(err, boom) {
+		t.Errorf("a failing change: %v", err)
+	}
+	if w, _, _ := a.Get(t.Context(), "merged"); string(w) != string(v) {
+		t.Error("a failing change stored something")
+	}
+}
+
+func bytesContain(b []byte, s string) bool { return strings.Contains(string(b), s) }

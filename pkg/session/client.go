@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -25,6 +26,10 @@ import (
 type Client struct {
 	nc   *nats.Conn
 	opts options
+	// open is the client's curve key pair, which sessions seal secrets
+	// to; openPub is its public key, sent with every secret request.
+	open    nkeys.KeyPair
+	openPub string
 }
 
 // Option configures a Client.
@@ -86,13 +91,21 @@ func makeOptions(opts []Option) (options, error) {
 
 // NewClient returns a Client that sends its requests on nc.
 //
-// Errors: an option's.
+// Errors: an option's; making its key pair's.
 func NewClient(nc *nats.Conn, opts ...Option) (*Client, error) {
 	o, err := makeOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{nc: nc, opts: o}, nil
+	kp, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		return nil, fmt.Errorf("session client: secret key: %w", err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("session client: secret key: %w", err)
+	}
+	return &Client{nc: nc, opts: o, open: kp, openPub: pub}, nil
 }
 
 // Stat returns the size of blob d in store of session id.

@@ -66,7 +66,8 @@ func TestDeployPermissions(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "f"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	stores := session.Config{Stores: map[string]*ocilayout.Layout{"app": l}, Dirs: map[string]string{"context": dir}}
+	stores := session.Config{Stores: map[string]*ocilayout.Layout{"app": l}, Dirs: map[string]string{"context": dir},
+		Secrets: session.Secrets{"GIT_AUTH_TOKEN": []byte("the token")}}
 	if _, err := session.Serve(t.Context(), connect("client"), "s1", stores); err != nil {
 		t.Fatalf("the client user cannot serve: %v", err)
 	}
@@ -86,6 +87,24 @@ func TestDeployPermissions(t *testing.T) {
 		if user != "snapshotter" && err == nil {
 			t.Errorf("the %s user listed a local directory", user)
 		}
+		// The puller (ls-remote, http revalidation) and the snapshotter
+		// (fetch, download) read secrets; the exporter never does.
+		secret, err := c.Secret(t.Context(), "s1", "GIT_AUTH_TOKEN")
+		if user != "exporter" && (err != nil || string(secret) != "the token") {
+			t.Errorf("the %s user reads the secret as %q, %v", user, secret, err)
+		}
+		if user == "exporter" && err == nil {
+			t.Error("the exporter user read a secret")
+		}
+	}
+	// Nor may a client read another client's secrets (or its own through
+	// the fleet's subjects).
+	other, err := session.NewClient(connect("client"), session.WithRequestTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Secret(t.Context(), "s1", "GIT_AUTH_TOKEN"); err == nil {
+		t.Error("the client user read a session's secret")
 	}
 
 	// The watcher's requests never reach the session.
@@ -95,6 +114,9 @@ func TestDeployPermissions(t *testing.T) {
 	}
 	if _, err := w.Stat(t.Context(), "s1", "app", desc.Digest); err == nil {
 		t.Error("the watcher user read a session")
+	}
+	if _, err := w.Secret(t.Context(), "s1", "GIT_AUTH_TOKEN"); err == nil {
+		t.Error("the watcher user read a session's secret")
 	}
 	// Nor does it get the requests of a session it tries to serve.
 	if srv, err := session.Serve(t.Context(), connect("watcher"), "s2", stores); err == nil {

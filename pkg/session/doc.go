@@ -1,14 +1,16 @@
 // Package session lets the client that submits a build serve content to the
 // fleet over NATS, while it is connected: Stevedore's counterpart of
 // BuildKit's gRPC session, through which the daemon reads a client's OCI
-// layouts (oci-layout://, oci-layout+blob://) and local directories.
+// layouts (oci-layout://, oci-layout+blob://), local directories and
+// secrets.
 //
 // # Vocabulary
 //
 //   - A session is one client connection that serves content for its
-//     builds. It has an id (NewID), a subject token that builds name in
-//     their oci.session attribute and that events carry in a
-//     events.BlobLocation. Any replica of any service can read from it: the
+//     builds. It has an id (NewID), a subject token that a build names as
+//     its session (events.SourceResolveRequested.Session) or a source in
+//     its oci.session or local.session attribute, and that events carry
+//     (events.BlobLocation, events.Auth). Any replica of any service can read from it: the
 //     session answers NATS requests on its own subjects, so no service has
 //     to be the one the client talks to.
 //   - A store is a named OCI image layout the session serves (the
@@ -19,6 +21,15 @@
 //     (Entry values: path, mode, owner, size, mtime, link target) and
 //     then the content of the files the reader wants (ReadFiles): a
 //     reader that has an unchanged copy of a file asks for nothing.
+//   - A secret is a named value the session holds for the build (buildctl's
+//     --secret id=…; Config.Secrets): the token or header a git or http
+//     source authenticates with. It is read when a request needs it
+//     (Client.Secret, Client.Authorization) and sealed to the reader on
+//     the way: the reader sends a public curve key (nkeys "X…") made for
+//     it alone, and the session answers with the secret sealed by a key
+//     pair of its own (NaCl box: X25519, XSalsa20, Poly1305), so only
+//     that reader opens it. Services keep secrets nowhere: not in events,
+//     logs, buckets or keys.
 //   - A chunk is one request and its reply: at most MaxChunkSize bytes of a
 //     blob, at an offset, well below the NATS payload limit. A Client reads
 //     a blob as chunks in order, a few ahead of the reader.
@@ -40,6 +51,15 @@
 //     several files of a directory in one body, HeaderParts giving each
 //     one's length. Files are opened through an os.Root: nothing outside
 //     the directory is served, symlinks included.
+//   - stevedore.session.<id>.secret (OpSecret, a SecretRequest): one
+//     secret, sealed to the request's key; header HeaderSealedBy names
+//     the session's key. BuildKit's "secret <id>: not found" when the
+//     session has none by that name.
+//
+// Who may request what is the NATS server's permissions
+// (deploy/nats.conf): secrets only the puller and snapshotter users,
+// directory listings only the snapshotter user; clients request nothing,
+// so one client never reads another's session.
 //
 // An error reply has header HeaderError holding a code (CodeNotFound,
 // CodeInvalid, CodeInternal) and the error's text as its body. No reply at all (NATS answers "no responders" when nobody

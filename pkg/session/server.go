@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
@@ -30,6 +31,10 @@ type Config struct {
 	// local source's name, local://<name>), each a path on this machine.
 	// Nil serves none.
 	Dirs map[string]string
+	// Secrets are the secrets the session serves (buildctl's --secret):
+	// what git and http sources read their credentials from. Nil serves
+	// none: every secret is not found.
+	Secrets SecretStore
 	// Concurrency is how many requests are answered at once (each holds
 	// one chunk in memory). Zero means 8.
 	Concurrency int
@@ -89,6 +94,10 @@ type Server struct {
 	once    sync.Once
 	err     error
 	dirs    dirServer
+	// seal is the session's curve key pair, made for it alone, that
+	// secrets are sealed with; sealPub is its public key.
+	seal    nkeys.KeyPair
+	sealPub string
 }
 
 // Serve starts serving cfg as session id on nc and returns once the NATS
@@ -106,6 +115,15 @@ func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, 
 		return nil, err
 	}
 	s := &Server{id: id, nc: nc, cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), stopped: make(chan struct{})}
+	if cfg.Secrets != nil {
+		var err error
+		if s.seal, err = nkeys.CreateCurveKeys(); err == nil {
+			s.sealPub, err = s.seal.PublicKey()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("serve session %s: secret key: %w", id, err)
+		}
+	}
 	// Replies are read from the layouts with a ctx that outlives Serve's
 	// end only until Stop has waited for them.
 	readCtx := context.WithoutCancel(ctx)
@@ -197,6 +215,8 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 		return s.list(ctx, m.Data)
 	case OpFiles:
 		return s.files(m.Data)
+	case OpSecret:
+		return s.secret(ctx, m.Data)
 	}
 	var req BlobRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {

@@ -1,10 +1,12 @@
 package session
 
 import (
-	"fmt"
+	"strings"
 
 	"github.com/nats-io/nuid"
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // SubjectRoot is the first tokens of every session subject:
@@ -62,22 +64,17 @@ func Subject(id, op string) string { return SubjectRoot + "." + id + "." + op }
 func Filter(id string) string { return SubjectRoot + "." + id + ".>" }
 
 // MaxIDLen bounds session ids, which are subject tokens.
-const MaxIDLen = 128
+const MaxIDLen = events.MaxSessionIDLen
 
 // NewID returns a new random session id (22 letters and digits).
 func NewID() string { return nuid.Next() }
 
 // ValidateID checks that id can be a subject token: 1 to MaxIDLen
-// characters from [A-Za-z0-9_-]. The error matches ErrInvalid.
+// characters from [A-Za-z0-9_-] (events.ValidateSessionID). The error
+// matches ErrInvalid.
 func ValidateID(id string) error {
-	if id == "" || len(id) > MaxIDLen {
-		return errorf(CodeInvalid, fmt.Sprintf("session id %q: must be 1 to %d characters", id, MaxIDLen))
-	}
-	for _, r := range id {
-		ok := r == '-' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
-		if !ok {
-			return errorf(CodeInvalid, fmt.Sprintf("session id %q: only letters, digits, '-' and '_' are allowed", id))
-		}
+	if err := events.ValidateSessionID(id); err != nil {
+		return errorf(CodeInvalid, strings.TrimSuffix(err.Error(), ": "+events.ErrInvalid.Error()))
 	}
 	return nil
 }

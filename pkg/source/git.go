@@ -34,11 +34,14 @@ type GitIdentifier struct {
 	Subdir string
 	// KeepGitDir is git.keepgitdir: keep the .git directory in the snapshot.
 	KeepGitDir bool
-	// AuthTokenSecret is git.authtokensecret: the session secret holding a
-	// token for HTTP authentication. Empty means the default name.
+	// AuthTokenSecret is git.authtokensecret: the name of the client
+	// secret holding a token for HTTP authentication (see Auth). Empty
+	// means none; BuildKit's LLB client, like Stevedore's CLI, sets
+	// DefaultGitAuthTokenSecret.
 	AuthTokenSecret string
-	// AuthHeaderSecret is git.authheadersecret: the session secret holding
-	// an Authorization header. Empty means the default name.
+	// AuthHeaderSecret is git.authheadersecret: the name of the client
+	// secret holding a whole Authorization header. Empty means none; the
+	// clients set DefaultGitAuthHeaderSecret.
 	AuthHeaderSecret string
 	// MountSSHSock is git.mountsshsock: the id of the SSH agent socket the
 	// client forwards. Empty means no agent.

@@ -296,7 +296,6 @@ func (s *Stack) Push(t *testing.T, name, repoTag string) string {
 // pull) and returns its recorder and build id.
 func (s *Stack) Request(t *testing.T, identifier string, attrs map[string]string, platform string, snapshot bool) (*bustest.Recorder, string) {
 	t.Helper()
-	id := fmt.Sprintf("b%d", s.builds.Add(1))
 	op := events.SourceOp{Identifier: identifier, Attrs: attrs}
 	if platform != "" {
 		p, err := service.Platform(platform)
@@ -305,8 +304,16 @@ func (s *Stack) Request(t *testing.T, identifier string, attrs map[string]string
 		}
 		op.Platform = &p
 	}
+	return s.Submit(t, events.SourceResolveRequested{Source: op, Snapshot: snapshot})
+}
+
+// Submit starts a build with req (a session, say) and returns its
+// recorder and build id.
+func (s *Stack) Submit(t *testing.T, req events.SourceResolveRequested) (*bustest.Recorder, string) {
+	t.Helper()
+	id := fmt.Sprintf("b%d", s.builds.Add(1))
 	rec := s.Env.Record(t, id)
-	s.Env.Request(t, id, events.SourceResolveRequested{Source: op, Snapshot: snapshot})
+	s.Env.Request(t, id, req)
 	return rec, id
 }
 

@@ -533,18 +533,18 @@ func httpSource(tls bool) func(t *testing.T, s *fleettest.Stack) sourceSpec {
 type gitExpected struct {
 	Commits map[string]string `json:"commits"`
 	Sources []struct {
-		Name     string `json:"name"`
-		Fragment string `json:"fragment"`
-		Key      string `json:"key"`
+		Name     string            `json:"name"`
+		Fragment string            `json:"fragment"`
+		Attrs    map[string]string `json:"attrs"`
+		Key      string            `json:"key"`
 	} `json:"sources"`
 }
 
-// gitSource is the fixture repository (testdata/sources/git/repo.bundle)
-// at its annotated tag v2, served by git daemon behind a TCP proxy that
-// can hold a fetch.
-func gitSource(t *testing.T, _ *fleettest.Stack) sourceSpec {
-	gitDir := filepath.Join(fleettest.ImagesDir, "..", "sources", "git")
-	data, err := os.ReadFile(filepath.Join(gitDir, "expected.json"))
+// loadGitFixture reads testdata/sources/git/expected.json: the keys a
+// real BuildKit computed for the fixture repository.
+func loadGitFixture(t *testing.T) gitExpected {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(fleettest.ImagesDir, "..", "sources", "git", "expected.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,12 +552,27 @@ func gitSource(t *testing.T, _ *fleettest.Stack) sourceSpec {
 	if err := json.Unmarshal(data, &fx); err != nil {
 		t.Fatal(err)
 	}
-	var key string
+	return fx
+}
+
+// key is BuildKit's key of the fixture source at fragment without
+// attributes; it panics when the fixture has none (a broken test).
+func (fx gitExpected) key(fragment string) string {
 	for _, src := range fx.Sources {
-		if src.Fragment == "v2" {
-			key = src.Key
+		if src.Fragment == fragment && len(src.Attrs) == 0 {
+			return src.Key
 		}
 	}
+	panic("no fixture key for " + fragment)
+}
+
+// gitSource is the fixture repository (testdata/sources/git/repo.bundle)
+// at its annotated tag v2, served by git daemon behind a TCP proxy that
+// can hold a fetch.
+func gitSource(t *testing.T, _ *fleettest.Stack) sourceSpec {
+	gitDir := filepath.Join(fleettest.ImagesDir, "..", "sources", "git")
+	fx := loadGitFixture(t)
+	key := fx.key("v2")
 	root := gitremotetest.NewRoot(t)
 	root.CloneBundle(t, "repo", filepath.Join(gitDir, "repo.bundle"))
 	daemon := gitremotetest.ServeDaemon(t, root)

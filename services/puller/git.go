@@ -15,19 +15,20 @@ import (
 
 // GitLister lists the refs of a git remote, as `git ls-remote` does.
 type GitLister interface {
-	// ListRefs returns the refs remote advertises. Its errors match the
-	// bus classes: bus.ErrNotFound for a repository that does not exist,
-	// bus.ErrUnauthorized when it wants credentials, bus.ErrInvalid for a
-	// remote that cannot be read, bus.ErrUnavailable otherwise.
-	ListRefs(ctx context.Context, remote string) ([]source.GitRef, error)
+	// ListRefs returns the refs remote advertises, asked with auth's
+	// header. Its errors match the bus classes: bus.ErrNotFound for a
+	// repository that does not exist, bus.ErrUnauthorized when it wants
+	// (other) credentials, bus.ErrInvalid for a remote that cannot be
+	// read, bus.ErrUnavailable otherwise.
+	ListRefs(ctx context.Context, remote string, auth gitremote.Auth) ([]source.GitRef, error)
 }
 
 // GitListerFunc adapts a function to GitLister.
-type GitListerFunc func(ctx context.Context, remote string) ([]source.GitRef, error)
+type GitListerFunc func(ctx context.Context, remote string, auth gitremote.Auth) ([]source.GitRef, error)
 
 // ListRefs calls f.
-func (f GitListerFunc) ListRefs(ctx context.Context, remote string) ([]source.GitRef, error) {
-	return f(ctx, remote)
+func (f GitListerFunc) ListRefs(ctx context.Context, remote string, auth gitremote.Auth) ([]source.GitRef, error) {
+	return f(ctx, remote, auth)
 }
 
 var _ GitLister = GitListerFunc(gitremote.List)
@@ -63,14 +64,14 @@ func (h *Handler) gitKey(ctx context.Context, id source.Identifier, in events.Ca
 		return nil, err
 	}
 	remote := g.RemoteWithoutCredentials()
+	auth := g.Auth(in.Session)
 	var refs []source.GitRef
 	if g.NeedsRemote() {
-		requestedAt := h.now()
-		if env, ok := bus.Input(ctx); ok && !env.Time.IsZero() {
-			requestedAt = env.Time
+		header, err := h.authorization(ctx, auth)
+		if err != nil {
+			return nil, err
 		}
-		var err error
-		if refs, err = h.listGit(ctx, g, remote, requestedAt); err != nil {
+		if refs, err = h.listGit(ctx, g, remote, gitremote.Auth{Header: header, Scope: scope(auth)}, requestedAt(ctx, h.now())); err != nil {
 			return nil, err
 		}
 	}
@@ -82,16 +83,14 @@ func (h *Handler) gitKey(ctx context.Context, id source.Identifier, in events.Ca
 	ck := events.CacheKey{Index: 0, Key: key, Digest: source.SolverDigest(key), Pin: res.Checksum, Done: true}
 	content := &events.Content{Git: &events.GitContent{
 		Remote: remote, Ref: res.Ref, Commit: res.Commit, Subdir: g.Subdir,
-		KeepGitDir: g.KeepGitDir, SkipSubmodules: g.SkipSubmodules, MTime: g.MTime,
+		KeepGitDir: g.KeepGitDir, SkipSubmodules: g.SkipSubmodules, MTime: g.MTime, Auth: auth,
 	}}
 	return h.contentKey(ctx, in, ck, content)
 }
 
 // gitSupported refuses what a git source can ask for that this fleet does
-// not do yet. There is no client session: git.authtokensecret and
-// git.authheadersecret find no secret, which BuildKit also tolerates, so
-// remotes are read without credentials; a forwarded SSH agent cannot be
-// found, with BuildKit's message.
+// not do yet: a forwarded SSH agent cannot be found (BuildKit's message),
+// and bundles and signature verification are not implemented.
 func gitSupported(g *source.GitIdentifier) error {
 	switch {
 	case g.MountSSHSock != "":
@@ -109,8 +108,17 @@ func gitSupported(g *source.GitIdentifier) error {
 
 // listGit returns the refs of the remote's listing that resolve g's ref,
 // listing it once for all requests made before the listing started,
-// across the fleet.
-func (h *Handler) listGit(ctx context.Context, g *source.GitIdentifier, remote string, requestedAt time.Time) ([]source.GitRef, error) {
+// across the fleet. A listing with credentials is never shared: it lists
+// for this request alone, so that a build without them never learns what
+// only they may read.
+func (h *Handler) listGit(ctx context.Context, g *source.GitIdentifier, remote string, auth gitremote.Auth, requestedAt time.Time) ([]source.GitRef, error) {
+	if auth.Header != "" {
+		all, err := h.git.ListRefs(ctx, remote, auth)
+		if err != nil {
+			return nil, err
+		}
+		return g.ListedRefs(all), nil
+	}
 	accept := func(v []byte) bool {
 		var l gitListing
 		if json.Unmarshal(v, &l) != nil {
@@ -120,7 +128,7 @@ func (h *Handler) listGit(ctx context.Context, g *source.GitIdentifier, remote s
 	}
 	res, err := h.flight.Do(ctx, flightKey("git", remote, g.Ref), accept, func(ctx context.Context) ([]byte, error) {
 		at := h.now()
-		all, err := h.git.ListRefs(ctx, remote)
+		all, err := h.git.ListRefs(ctx, remote, auth)
 		if err != nil {
 			return nil, err
 		}
@@ -134,6 +142,14 @@ func (h *Handler) listGit(ctx context.Context, g *source.GitIdentifier, remote s
 		return nil, fmt.Errorf("stored listing of %s#%s: %w", remote, g.Ref, err)
 	}
 	return l.Refs, nil
+}
+
+// scope is an Auth's Scope; "" for none.
+func scope(a *events.Auth) string {
+	if a == nil {
+		return ""
+	}
+	return a.Scope
 }
 
 // classifyGit maps what resolving a git ref fails with to bus classes.

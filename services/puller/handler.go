@@ -20,6 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/image"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -35,6 +36,7 @@ type Registry interface {
 type Flight interface {
 	Do(ctx context.Context, key string, accept func([]byte) bool, work func(context.Context) ([]byte, error)) (lease.Result, error)
 	Get(ctx context.Context, key string) ([]byte, bool, error)
+	Update(ctx context.Context, key string, change func(old []byte, found bool) ([]byte, error)) error
 }
 
 // CacheIndex looks keys up.
@@ -68,6 +70,9 @@ type Handler struct {
 	// sessions reads the layouts of oci-layout sources from client
 	// sessions (oci.go); nil when they are not handled.
 	sessions Sessions
+	// secrets reads the credentials of git and http sources from client
+	// sessions (auth.go); nil reads none: every request goes without.
+	secrets Secrets
 	// git lists git remotes (git.go).
 	git GitLister
 	// walked remembers CacheOpts this replica has seen. They are keyed by
@@ -86,6 +91,7 @@ type options struct {
 	httpShared Flight
 	httpClient HTTPClient
 	sessions   Sessions
+	secrets    Secrets
 }
 
 // WithHTTP makes the handler compute the keys of http and https sources,
@@ -128,6 +134,9 @@ func makeOptions(opts []Option) (options, error) {
 	if o.httpClient == nil {
 		o.httpClient = newHTTPClient()
 	}
+	if o.secrets == nil {
+		o.secrets = session.Sessionless{}
+	}
 	return o, nil
 }
 
@@ -148,6 +157,7 @@ func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.
 		httpShared: o.httpShared,
 		httpClient: o.httpClient,
 		sessions:   o.sessions,
+		secrets:    o.secrets,
 	}
 	h.walked, _ = lru.New[string, events.CacheOpts](walkedCacheSize)
 	h.manager.Register(h.imageKey, source.SchemeDockerImage)
@@ -249,7 +259,7 @@ func (h *Handler) indexZero(ctx context.Context, in events.CacheKeyRequested, op
 	return []events.Event{
 		progress,
 		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck, CacheOpts: &opts}),
-		events.New(events.CacheKeyRequested{Source: in.Source, Index: 1, Keys: []events.CacheKey{ck}, CacheOpts: &opts, Snapshot: in.Snapshot}),
+		events.New(events.CacheKeyRequested{Source: in.Source, Index: 1, Keys: []events.CacheKey{ck}, CacheOpts: &opts, Snapshot: in.Snapshot, Session: in.Session}),
 	}, nil
 }
 

@@ -112,9 +112,14 @@ func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.C
 		return nil, bus.Invalid(fmt.Errorf("%s has no cache key index %d", src.Scheme(), in.Index))
 	}
 	meta, static := src.StaticMetadata()
+	auth := src.Auth(in.Session)
 	size := int64(-1)
 	if !static {
-		cur, err := h.revalidate(ctx, src, requestedAt(ctx, h.now()))
+		header, err := h.authorization(ctx, auth)
+		if err != nil {
+			return nil, err
+		}
+		cur, err := h.revalidate(ctx, src, header, requestedAt(ctx, h.now()))
 		if err != nil {
 			return nil, err
 		}
@@ -123,7 +128,9 @@ func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.C
 	}
 	key := src.CacheKey(meta).String()
 	ck := events.CacheKey{Index: 0, Key: key, Digest: source.SolverDigest(key), Pin: meta.Digest.String(), Done: true}
-	return h.contentKey(ctx, in, ck, &events.Content{File: httpFile(src, meta, size)})
+	file := httpFile(src, meta, size)
+	file.Auth = auth
+	return h.contentKey(ctx, in, ck, &events.Content{File: file})
 }
 
 // httpFile is the file an http source snapshots: its name as the key has
@@ -162,21 +169,29 @@ func requestedAt(ctx context.Context, now time.Time) time.Time {
 // URL's lease, offers the ETags the fleet knows (HEAD, then GET, with
 // If-None-Match), and downloads only when none of them matches. The new
 // state, with the ETag memory, is what the flight stores.
-func (h *Handler) revalidate(ctx context.Context, src *source.HTTPIdentifier, since time.Time) (httpEntry, error) {
+//
+// A request with an Authorization header (from the build's secrets) asks
+// the URL itself, with the ETags the fleet knows, and shares no answer:
+// a build without credentials never takes one made with them as its
+// own. What it learns joins the ETag memory only (an ETag and its
+// digest), so a later request with credentials revalidates without a
+// download too.
+func (h *Handler) revalidate(ctx context.Context, src *source.HTTPIdentifier, header string, since time.Time) (httpEntry, error) {
 	key := "http." + src.URLHash().Encoded()
+	if header != "" {
+		return h.revalidateAlone(ctx, src, key, header)
+	}
 	accept := func(v []byte) bool {
 		var s httpState
 		return json.Unmarshal(v, &s) == nil && !s.CheckedAt.Before(since)
 	}
 	res, err := h.httpShared.Do(ctx, key, accept, func(ctx context.Context) ([]byte, error) {
 		started := h.now()
-		var prev httpState
-		if v, found, err := h.httpShared.Get(ctx, key); err != nil {
-			return nil, bus.Unavailable(err)
-		} else if found {
-			_ = json.Unmarshal(v, &prev) // an unreadable state is no state
+		prev, err := h.httpState(ctx, key)
+		if err != nil {
+			return nil, err
 		}
-		cur, err := h.fetchHTTP(ctx, src, prev.Known)
+		cur, err := h.fetchHTTP(ctx, src, "", prev.Known)
 		if err != nil {
 			return nil, err
 		}
@@ -190,6 +205,44 @@ func (h *Handler) revalidate(ctx context.Context, src *source.HTTPIdentifier, si
 		return httpEntry{}, fmt.Errorf("stored http state of %s: %w", src.URL, err)
 	}
 	return s.Current, nil
+}
+
+// revalidateAlone is revalidate with credentials.
+func (h *Handler) revalidateAlone(ctx context.Context, src *source.HTTPIdentifier, key, header string) (httpEntry, error) {
+	prev, err := h.httpState(ctx, key)
+	if err != nil {
+		return httpEntry{}, err
+	}
+	cur, err := h.fetchHTTP(ctx, src, header, prev.Known)
+	if err != nil || cur.ETag == "" {
+		return cur, err
+	}
+	// Only the memory changes: CheckedAt and Current stay what they were,
+	// so no request without credentials accepts this as its answer. A
+	// memory that cannot be written costs a download later, nothing more.
+	_ = h.httpShared.Update(ctx, key, func(old []byte, found bool) ([]byte, error) {
+		var s httpState
+		if found {
+			_ = json.Unmarshal(old, &s) // an unreadable state is no state
+		}
+		s.Known = remember(s.Known, cur)
+		return json.Marshal(s)
+	})
+	return cur, nil
+}
+
+// httpState is what the fleet stores of the URL under key; the zero
+// state when there is none, or none that reads.
+func (h *Handler) httpState(ctx context.Context, key string) (httpState, error) {
+	var s httpState
+	v, found, err := h.httpShared.Get(ctx, key)
+	if err != nil {
+		return s, bus.Unavailable(err)
+	}
+	if found {
+		_ = json.Unmarshal(v, &s) // an unreadable state is no state
+	}
+	return s, nil
 }
 
 // remember puts cur first among the known responses when it has an ETag,
@@ -219,7 +272,7 @@ func etagValue(v string) string { return strings.TrimPrefix(v, "W/") }
 // whose 200 or 304 with a known ETag answers without a download; then a
 // GET with If-None-Match, whose 304 names a known ETag, or whose body is
 // streamed through sha256 and dropped.
-func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, known []httpEntry) (httpEntry, error) {
+func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, header string, known []httpEntry) (httpEntry, error) {
 	byTag := map[string]httpEntry{}
 	var etags []string
 	for _, e := range known {
@@ -231,11 +284,11 @@ func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, kno
 		}
 	}
 	if len(etags) > 0 {
-		if e, ok := h.headMatches(ctx, src, etags, byTag); ok {
+		if e, ok := h.headMatches(ctx, src, header, etags, byTag); ok {
 			return e, nil
 		}
 	}
-	req, err := newHTTPRequest(ctx, http.MethodGet, src, etags)
+	req, err := newHTTPRequest(ctx, http.MethodGet, src, header, etags)
 	if err != nil {
 		return httpEntry{}, err
 	}
@@ -277,8 +330,8 @@ func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, kno
 // with one of the known ETags (a 304 without one, when only one was
 // offered, means that one). Any other answer, or none, leaves it to the
 // GET.
-func (h *Handler) headMatches(ctx context.Context, src *source.HTTPIdentifier, etags []string, byTag map[string]httpEntry) (httpEntry, bool) {
-	req, err := newHTTPRequest(ctx, http.MethodHead, src, etags)
+func (h *Handler) headMatches(ctx context.Context, src *source.HTTPIdentifier, header string, etags []string, byTag map[string]httpEntry) (httpEntry, bool) {
+	req, err := newHTTPRequest(ctx, http.MethodHead, src, header, etags)
 	if err != nil {
 		return httpEntry{}, false
 	}
@@ -304,15 +357,19 @@ func (h *Handler) headMatches(ctx context.Context, src *source.HTTPIdentifier, e
 }
 
 // newHTTPRequest is a request of src with its user-defined headers (only
-// BuildKit's allowed ones survive parsing) and, when etags are known,
-// If-None-Match.
-func newHTTPRequest(ctx context.Context, method string, src *source.HTTPIdentifier, etags []string) (*http.Request, error) {
+// BuildKit's allowed ones survive parsing), authorization when set (Go's
+// client drops it on a redirect to another host) and, when etags are
+// known, If-None-Match.
+func newHTTPRequest(ctx context.Context, method string, src *source.HTTPIdentifier, authorization string, etags []string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, src.URL, nil)
 	if err != nil {
 		return nil, bus.Invalid(err)
 	}
 	for _, hf := range src.Header {
 		req.Header.Set(hf.Name, hf.Value)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	if len(etags) > 0 {
 		req.Header.Set("If-None-Match", strings.Join(etags, ", "))

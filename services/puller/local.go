@@ -23,11 +23,16 @@ func (h *Handler) localKey(ctx context.Context, id source.Identifier, in events.
 	if l.MetadataOnly {
 		return nil, bus.Invalid(errors.New("local.metadatatransfer (metadata-only transfers) is not supported yet"))
 	}
-	key, err := l.CacheKey("")
+	// The session is local.session's, or else the build's (BuildKit's
+	// next session of the job's group); the key names it.
+	session := l.SessionID
+	if session == "" {
+		session = in.Session
+	}
+	key, err := l.CacheKey(session)
 	if err != nil {
 		return nil, classify(err)
 	}
-	session := l.SessionID
 	ck := events.CacheKey{Index: 0, Key: key.Key, Digest: source.SolverDigest(key.Key), Pin: key.Digest.String(), Done: true}
 	keys := []events.CacheKey{ck}
 	out := []events.Event{

@@ -3,8 +3,11 @@ package puller_test
 import (
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
+	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 )
@@ -46,5 +49,29 @@ func TestLocalKeys(t *testing.T) {
 	}
 	if _, found, err := idx.Get(t.Context(), k.Digest); err != nil || found {
 		t.Errorf("cache index has the session key: found %v, %v", found, err)
+	}
+}
+
+// A local source that names no session reads the build's: its key is the
+// one local.session would give with that session, and the transfer asks
+// that session.
+func TestLocalUsesTheBuildsSession(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	named := fleettest.Miss(t, s.Resolve(t, "local://context", map[string]string{source.AttrLocalSessionID: "build-session"}, ""))
+	op := events.SourceOp{Identifier: "local://context"}
+	rec, _ := s.Submit(t, events.SourceResolveRequested{Source: op, Snapshot: true, Session: "build-session"})
+	req := rec.Wait(t, 20*time.Second, events.TypeSnapshotRequested, events.TypeSourceFailed)
+	got, ok := req.Data.(events.SnapshotRequested)
+	if !ok {
+		t.Fatalf("build ended with %v", bustest.Summary([]events.Event{req}))
+	}
+	if got.Keys[0].Key != named.Keys[0].Key || got.Content.Local.Session != "build-session" {
+		t.Errorf("key %s from session %q; want %s from build-session", got.Keys[0].Key, got.Content.Local.Session, named.Keys[0].Key)
+	}
+	// Neither: BuildKit's text.
+	if f := fleettest.Failure(t, s.Resolve(t, "local://context", nil, "")); f.Reason != "could not access local files without session" {
+		t.Errorf("no session: %+v", f)
 	}
 }

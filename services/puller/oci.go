@@ -43,6 +43,10 @@ func WithSessions(s Sessions) Option {
 	}
 }
 
+// errNoSessions is BuildKit's text when a source needs a client session
+// and the build has none.
+var errNoSessions = errors.New("no active sessions")
+
 // maxOCIReadSize is how much of an oci-layout's top blob is read to tell
 // an index from a manifest (BuildKit's maxReadSize), and the largest
 // index, manifest or config the walk reads.
@@ -70,7 +74,7 @@ func (h *Handler) ociManifestKey(ctx context.Context, oci *source.OCIIdentifier,
 	if err := oci.RequireDigest(); err != nil {
 		return nil, classify(err)
 	}
-	loc, err := sessionLocation(ctx, oci.SessionID, oci.StoreID)
+	loc, err := sessionLocation(oci.SessionID, in.Session, oci.StoreID)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +175,7 @@ func (h *Handler) ociBlobKey(ctx context.Context, id source.Identifier, in event
 	if err != nil {
 		return nil, classify(err)
 	}
-	loc, err := sessionLocation(ctx, blob.SessionID, blob.StoreID)
+	loc, err := sessionLocation(blob.SessionID, in.Session, blob.StoreID)
 	if err != nil {
 		return nil, err
 	}
@@ -182,14 +186,14 @@ func (h *Handler) ociBlobKey(ctx context.Context, id source.Identifier, in event
 }
 
 // sessionLocation is the session store a source reads: oci.session, or,
-// when the source names none, the session named after the build (a
-// client serves its build's content under the build id unless it says
-// otherwise: Stevedore's "any session of the build"), and oci.store.
-func sessionLocation(ctx context.Context, sessionID, store string) (events.BlobLocation, error) {
+// when the source names none, the build's session (BuildKit's "any
+// session of the build"), and oci.store.
+func sessionLocation(sessionID, build, store string) (events.BlobLocation, error) {
 	if sessionID == "" {
-		if env, ok := bus.Input(ctx); ok {
-			sessionID = env.BuildID
-		}
+		sessionID = build
+	}
+	if sessionID == "" {
+		return events.BlobLocation{}, bus.Invalid(errNoSessions)
 	}
 	if err := session.ValidateID(sessionID); err != nil {
 		return events.BlobLocation{}, fmt.Errorf("%s: %w", source.AttrOCILayoutSessionID, err)

@@ -178,14 +178,21 @@ func TestOCILayoutBlobKey(t *testing.T) {
 
 	// Without a file name the file is the digest's hex, mode 0600; an
 	// unnamed session is the build's own.
-	rec, buildID := s.Request(t, "oci-layout+blob://stevedore.local/tools@"+blob.String(), map[string]string{source.AttrOCILayoutStoreID: "tools"}, "", true)
+	unnamed := events.SourceOp{Identifier: "oci-layout+blob://stevedore.local/tools@" + blob.String(), Attrs: map[string]string{source.AttrOCILayoutStoreID: "tools"}}
+	rec, _ = s.Submit(t, events.SourceResolveRequested{Source: unnamed, Snapshot: true, Session: "the-builds"})
 	req = rec.Wait(t, 20*time.Second, events.TypeSnapshotRequested, events.TypeSourceFailed)
 	got, ok = req.Data.(events.SnapshotRequested)
 	if !ok {
 		t.Fatalf("build ended with %v", bustest.Summary([]events.Event{req}))
 	}
 	f := got.Content.File
-	if f.Name != blob.Encoded() || f.Perm != 0o600 || len(f.Locations) != 1 || f.Locations[0] != (events.BlobLocation{Session: buildID, Store: "tools"}) {
+	if f.Name != blob.Encoded() || f.Perm != 0o600 || len(f.Locations) != 1 || f.Locations[0] != (events.BlobLocation{Session: "the-builds", Store: "tools"}) {
 		t.Errorf("file = %+v", f)
+	}
+
+	// Neither named nor the build's: BuildKit's text, at once.
+	rec, _ = s.Submit(t, events.SourceResolveRequested{Source: unnamed, Snapshot: true})
+	if failed := fleettest.Failure(t, rec); failed.Reason != "no active sessions" || failed.Code != "invalid" {
+		t.Errorf("no session: %+v", failed)
 	}
 }

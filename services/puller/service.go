@@ -159,7 +159,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h, err := NewHandler(reg, flight, index, s.cfg.Platform, WithHTTP(httpShared), WithSessions(sessions))
+	h, err := NewHandler(reg, flight, index, s.cfg.Platform, WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions))
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/containerd/platforms"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -43,13 +44,18 @@ func (h *Handler) Resolve(_ context.Context, in events.SourceResolveRequested) (
 	if err != nil {
 		return nil, bus.Invalid(err)
 	}
+	if in.Session != "" {
+		if err := events.ValidateSessionID(in.Session); err != nil {
+			return nil, bus.Invalid(fmt.Errorf("build session: %w", err))
+		}
+	}
 	canonical := events.SourceOp{Identifier: id.String(), Attrs: in.Source.Attrs, Platform: in.Source.Platform}
 	if canonical.Platform == nil {
 		p := h.platform
 		canonical.Platform = &p
 	}
 	return []events.Event{
-		events.New(events.SourceResolved{Source: canonical, Scheme: id.Scheme(), Handler: handler, Snapshot: in.Snapshot}),
-		events.New(events.CacheKeyRequested{Source: canonical, Index: 0, Snapshot: in.Snapshot}),
+		events.New(events.SourceResolved{Source: canonical, Scheme: id.Scheme(), Handler: handler, Snapshot: in.Snapshot, Session: in.Session}),
+		events.New(events.CacheKeyRequested{Source: canonical, Index: 0, Snapshot: in.Snapshot, Session: in.Session}),
 	}, nil
 }

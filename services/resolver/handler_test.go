@@ -228,3 +228,29 @@ func TestResolveFileSources(t *testing.T) {
 		})
 	}
 }
+
+// The build's session goes on with the source, so the puller and the
+// snapshotter know where the client's secrets and content are; one that
+// is not a subject token is refused before anything reads it.
+func TestResolveCarriesTheSession(t *testing.T) {
+	t.Parallel()
+	op := events.SourceOp{Identifier: "git://github.com/moby/buildkit#v0.34.1", Platform: &linuxAMD64}
+	h := resolver.NewHandler(linuxAMD64)
+	got, err := h.Resolve(t.Context(), events.SourceResolveRequested{Source: op, Snapshot: true, Session: "sess-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []events.Event{
+		events.New(events.SourceResolved{Source: op, Scheme: source.SchemeGit, Handler: events.ComponentPuller, Snapshot: true, Session: "sess-1"}),
+		events.New(events.CacheKeyRequested{Source: op, Index: 0, Snapshot: true, Session: "sess-1"}),
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Resolve outputs (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{"a.b", "s*", "s>", "with space"} {
+		out, err := h.Resolve(t.Context(), events.SourceResolveRequested{Source: op, Session: bad})
+		if err == nil || !bus.Permanent(err) || !strings.Contains(err.Error(), "build session") {
+			t.Errorf("session %q: %v, %v; want a permanent error", bad, out, err)
+		}
+	}
+}

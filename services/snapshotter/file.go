@@ -102,6 +102,14 @@ func (h *Handler) openFile(ctx context.Context, fc *events.FileContent) (io.Read
 	for _, hd := range fc.Headers {
 		req.Header.Set(hd.Name, hd.Value)
 	}
+	// Go's client drops the header on a redirect to another host.
+	header, err := h.authorization(ctx, fc.Auth)
+	if err != nil {
+		return nil, err
+	}
+	if header != "" {
+		req.Header.Set("Authorization", header)
+	}
 	resp, err := h.http.Do(req)
 	if err != nil {
 		return nil, bus.Unavailable(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -22,6 +23,35 @@ type GitCheckouts interface {
 }
 
 var _ GitCheckouts = (*gitremote.Cache)(nil)
+
+// Secrets reads the Authorization header of a source's requests from the
+// build's client session (pkg/session); the header is used for the
+// request at hand and kept nowhere.
+type Secrets interface {
+	// Authorization returns the header the secrets of a give, "" for
+	// none. Errors: a Required secret that cannot be read (permanent,
+	// BuildKit's "failed to retrieve HTTP auth secret …"), or a failed
+	// request (retryable).
+	Authorization(ctx context.Context, a events.Auth) (string, error)
+}
+
+var (
+	_ Secrets = (*session.Client)(nil)
+	_ Secrets = session.Sessionless{}
+)
+
+// authorization is the header a gives this node's requests: "" for a nil
+// a; without a secrets reader, as for a build without a session.
+func (h *Handler) authorization(ctx context.Context, a *events.Auth) (string, error) {
+	if a == nil {
+		return "", nil
+	}
+	var s Secrets = session.Sessionless{}
+	if h.secrets != nil {
+		s = h.secrets
+	}
+	return s.Authorization(ctx, *a)
+}
 
 // gitCacheDir is where, under the data dir, the node keeps one bare
 // repository per remote (gitremote.Cache).
@@ -51,7 +81,15 @@ func (h *Handler) gitFiller(gc *events.GitContent) (filler, error) {
 		CommitTime: gc.MTime == source.GitMTimeCommit,
 	}
 	return func(ctx context.Context, dir string) error {
+		header, err := h.authorization(ctx, gc.Auth)
+		if err != nil {
+			return err
+		}
 		req.Dir = dir
+		req.Auth = gitremote.Auth{Header: header}
+		if gc.Auth != nil {
+			req.Auth.Scope = gc.Auth.Scope
+		}
 		started := h.now()
 		res, err := h.git.Checkout(ctx, req)
 		emitFetches(ctx, res.Fetches, started, h.now())

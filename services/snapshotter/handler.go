@@ -69,6 +69,9 @@ type Handler struct {
 	// local reads the directories of local sources from client sessions
 	// (local.go).
 	local LocalSessions
+	// secrets reads the credentials of git and http sources from client
+	// sessions (git.go, file.go).
+	secrets Secrets
 	// fetchedBytes and unpackedBytes count what this node downloaded and
 	// extracted; nil when no metrics are kept.
 	fetchedBytes, unpackedBytes prometheus.Counter

@@ -190,14 +190,15 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Blobs of oci-layout sources come from the client's session, over
-	// this service's own connection.
+	// Blobs of oci-layout sources, local directories and the secrets of
+	// git and http credentials come from the client's session, over this
+	// service's own connection.
 	sessions, err := session.NewClient(s.js.Conn())
 	if err != nil {
 		return err
 	}
 	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg).WithSessions(sessions), flight: flight, index: index,
-		window: s.cfg.Window, now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions}
+		window: s.cfg.Window, now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions, secrets: sessions}
 	if reg := s.cfg.Observe.Metrics; reg != nil {
 		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
 			Help: "Compressed bytes of the layer blobs this node downloaded."})

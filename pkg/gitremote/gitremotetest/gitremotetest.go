@@ -309,6 +309,53 @@ type HTTP struct {
 	UploadPacks atomic.Int64
 	// PackBytes counts the bytes of upload-pack responses.
 	PackBytes atomic.Int64
+
+	mu sync.Mutex
+	// required maps a repository name to the Authorization header its
+	// requests must carry (Require).
+	required map[string]string
+	// seen are the requests' repositories and Authorization headers, in
+	// order (Authorizations).
+	seen []Request
+}
+
+// Request is one request an HTTP server answered: the repository it was
+// for and the Authorization header it carried ("" for none).
+type Request struct {
+	// Repo is the repository's name, as in URL + "<name>.git".
+	Repo string
+	// Authorization is the request's Authorization header.
+	Authorization string
+}
+
+// Require makes the server answer 401 (with a WWW-Authenticate challenge,
+// as a forge does) to every request for repository name that does not
+// carry the Authorization header want.
+func (h *HTTP) Require(name, want string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.required == nil {
+		h.required = map[string]string{}
+	}
+	h.required[name] = want
+}
+
+// Requests returns the requests answered so far, in order.
+func (h *HTTP) Requests() []Request {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Request(nil), h.seen...)
+}
+
+// admit records r and reports whether it may be served.
+func (h *HTTP) admit(r *http.Request) bool {
+	repo, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), ".git")
+	got := r.Header.Get("Authorization")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen = append(h.seen, Request{Repo: repo, Authorization: got})
+	want, ok := h.required[repo]
+	return !ok || got == want
 }
 
 // ServeHTTP serves root with git http-backend on 127.0.0.1 until the end
@@ -324,6 +371,11 @@ func ServeHTTP(t testing.TB, root *Root) *HTTP {
 	}
 	h := &HTTP{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !h.admit(r) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "authentication required", http.StatusUnauthorized)
+			return
+		}
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/info/refs"):
 			h.Adverts.Add(1)

@@ -1,0 +1,88 @@
+package fleettest
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/session"
+)
+
+// ServeSecrets serves secrets in a new client session on a connection of
+// its own until the end of the test, and returns the session's id: what a
+// build names as its Session.
+func (s *Stack) ServeSecrets(t testing.TB, secrets session.Secrets) string {
+	t.Helper()
+	nc, _ := s.Env.Connect(t, "client")
+	id := session.NewID()
+	srv, err := session.Serve(t.Context(), nc, id, session.Config{Secrets: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	return id
+}
+
+// StoredWith returns where needle appears in what JetStream holds: every
+// message of every stream (the events, the dead letters, each KV bucket),
+// subject, headers and body, as "<stream> <subject>". A secret must
+// appear nowhere.
+func (s *Stack) StoredWith(t testing.TB, needle string) []string {
+	t.Helper()
+	ctx := t.Context()
+	var found []string
+	names := s.Env.JS.StreamNames(ctx)
+	for name := range names.Name() {
+		stream, err := s.Env.JS.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			continue
+		}
+		c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for read := uint64(0); read < info.State.Msgs; {
+			batch, err := c.Fetch(int(min(info.State.Msgs-read, 256)), jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for m := range batch.Messages() {
+				n++
+				var all bytes.Buffer
+				all.WriteString(m.Subject())
+				for k, vs := range m.Headers() {
+					all.WriteString(k)
+					for _, v := range vs {
+						all.WriteString(v)
+					}
+				}
+				all.Write(m.Data())
+				if bytes.Contains(all.Bytes(), []byte(needle)) {
+					found = append(found, name+" "+m.Subject())
+				}
+			}
+			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				t.Fatalf("stream %s: read %d of %d messages, then nothing", name, read, info.State.Msgs)
+			}
+			read += uint64(n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
