@@ -248,6 +248,12 @@ func (s *Server) WaitJetStream(ctx context.Context) error {
 	}
 }
 
+// JetStreamPeers names the nodes of the cluster that JetStream can place
+// streams on now (online, with JetStream, and known to the meta leader
+// by their stats), when s is the meta leader; nil on any other node and
+// on a single server.
+func (s *Server) JetStreamPeers() []string { return s.ns.JetStreamClusterPeers() }
+
 // MonitorURL is the http:// base URL of the monitoring endpoints, empty when
 // they are disabled.
 func (s *Server) MonitorURL() string {

@@ -35,7 +35,25 @@ type WorkerConfig struct {
 	Logger *slog.Logger
 	// Middleware wraps every handler, outermost first.
 	Middleware []Middleware
+	// StopGrace is how long the handlers in flight when Run's ctx ends may
+	// go on. Then their ctx ends, with cause ErrStopping, and the message
+	// of a handler that returns because of it is handed back at once (a
+	// Nak without delay: another replica takes it now, not after AckWait)
+	// with no failed event; a handler that finishes in time is acked as
+	// usual. Zero means DefaultStopGrace; negative means the handlers are
+	// waited for however long they take.
+	StopGrace time.Duration
 }
+
+// DefaultStopGrace is WorkerConfig.StopGrace's default: half of the 10s a
+// container engine gives a stopping container before it kills it, so
+// that the messages a replica hands back are handed back before it is
+// killed.
+const DefaultStopGrace = 5 * time.Second
+
+// ErrStopping is the cause a handler's ctx ends with when its replica
+// stops and WorkerConfig.StopGrace has run out.
+var ErrStopping = errors.New("the replica is stopping")
 
 func (c *WorkerConfig) setDefaults() {
 	c.Consumer.setDefaults()
@@ -50,6 +68,9 @@ func (c *WorkerConfig) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = DefaultStopGrace
 	}
 }
 
@@ -109,7 +130,8 @@ func (w *Worker) Handle(t events.Type, h Handler) {
 }
 
 // Run pulls and handles messages until ctx is done, then waits for the
-// handlers in flight. It returns nil on cancellation.
+// handlers in flight, cancelling them after the StopGrace. It returns nil
+// on cancellation.
 func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.js.Consumer(ctx, events.StreamEvents, w.cfg.Consumer.Name)
 	if err != nil {
@@ -125,6 +147,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 
+	// The messages outlive a shutdown that starts while they are being
+	// handled (finished, or handed back: never dropped); their handlers
+	// outlive it by StopGrace at most.
+	base := context.WithoutCancel(ctx)
+	handlers, stopHandlers := context.WithCancelCause(base)
+	defer stopHandlers(errRunOver) // after wg.Wait: deferred first
+	go w.graceAfter(ctx, handlers, stopHandlers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	slots := make(chan struct{}, w.cfg.Concurrency)
@@ -146,15 +175,40 @@ func (w *Worker) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			// The message outlives a shutdown that starts while it is being
-			// handled: finish it (or let it be redelivered), never drop it.
-			w.process(context.WithoutCancel(ctx), msg)
+			w.process(base, handlers, msg)
 		}()
 	}
 }
 
-// process handles one message end to end.
-func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
+// errRunOver ends the handlers' ctx once Run has waited for them all.
+var errRunOver = errors.New("worker stopped")
+
+// graceAfter ends handlers' ctx with ErrStopping StopGrace after run's
+// ctx ends (never with a negative StopGrace), or returns when handlers'
+// ctx ends first.
+func (w *Worker) graceAfter(run, handlers context.Context, stop context.CancelCauseFunc) {
+	select {
+	case <-run.Done():
+	case <-handlers.Done():
+		return
+	}
+	if w.cfg.StopGrace < 0 {
+		return
+	}
+	t := time.NewTimer(w.cfg.StopGrace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		stop(ErrStopping)
+	case <-handlers.Done():
+	}
+}
+
+// process handles one message end to end: the handler runs under
+// handlers (which ends when the replica's stop grace runs out), the
+// runtime's own publishes and acknowledgements under ctx (which does not
+// end).
+func (w *Worker) process(ctx, handlers context.Context, msg jetstream.Msg) {
 	log := w.cfg.Logger
 	delivered := 1
 	if md, err := msg.Metadata(); err == nil {
@@ -173,7 +227,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 
 	d := newDeriver(in, w.cfg.Source)
 	em := newEmitter(ctx, d, w.pub, log)
-	hctx, cancel := context.WithCancelCause(context.WithValue(ctx, emitterKey{}, em))
+	hctx, cancel := context.WithCancelCause(context.WithValue(handlers, emitterKey{}, em))
 	beat := time.NewTicker(w.cfg.Heartbeat)
 	done := make(chan struct{})
 	go func() {
@@ -198,6 +252,15 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 	defer stopBeats()
 	em.close() // what the handler emitted goes out before its outputs
 
+	if err != nil && errors.Is(context.Cause(handlers), ErrStopping) {
+		stopBeats()
+		// Cut short by the stop, not failed: another replica starts over.
+		log.Info("handler stopped with the replica; message handed back", "event_id", in.ID, "build_id", in.BuildID, "error", err)
+		if nerr := msg.Nak(); nerr != nil {
+			log.Warn("hand back failed; the message returns after AckWait", "event_id", in.ID, "error", nerr)
+		}
+		return
+	}
 	if err != nil {
 		stopBeats()
 		w.onError(ctx, msg, in, err, delivered)

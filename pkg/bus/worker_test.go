@@ -50,14 +50,21 @@ func runWorker(t *testing.T, env *bustest.Env, name string, h bus.Handler) (stop
 
 func runWorkerWith(t *testing.T, env *bustest.Env, name string, c bus.Consumer, h bus.Handler) (stop func(), nc *nats.Conn) {
 	t.Helper()
+	return runWorkerConfig(t, env, name, bus.WorkerConfig{Consumer: c}, h)
+}
+
+// runWorkerConfig is runWorkerWith with cfg's Consumer and StopGrace.
+func runWorkerConfig(t *testing.T, env *bustest.Env, name string, cfg bus.WorkerConfig, h bus.Handler) (stop func(), nc *nats.Conn) {
+	t.Helper()
 	nc, js := env.Connect(t, name)
 	w, err := bus.NewWorker(js, bus.WorkerConfig{
-		Consumer:    c,
+		Consumer:    cfg.Consumer,
 		Source:      "/stevedore/test/" + name,
 		Concurrency: 2,
 		Backoff:     bus.ExponentialBackoff(20*time.Millisecond, 100*time.Millisecond),
 		Logger:      quiet,
 		Middleware:  []bus.Middleware{middleware.Recover(quiet)},
+		StopGrace:   cfg.StopGrace,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -505,4 +512,74 @@ func TestFailureEventTypeFollowsTheStep(t *testing.T) {
 	if _, ok := f.Data.(events.SourceFailed); !ok {
 		t.Errorf("key step failure = %T", f.Data)
 	}
+}
+
+// A replica that stops while a handler runs gives it StopGrace, then ends
+// its ctx (ErrStopping) and hands the message back: another replica takes
+// it at once, long before AckWait, and nothing failed.
+func TestWorkerStopGraceHandsTheMessageBack(t *testing.T) {
+	t.Parallel()
+	c := testConsumer()
+	c.AckWait = 30 * time.Second // a redelivery after AckWait would time the test out
+	env := startEnvWith(t, c)
+	started := make(chan struct{})
+	causes := make(chan error, 1)
+	stopA, _ := runWorkerConfig(t, env, "a", bus.WorkerConfig{Consumer: c, StopGrace: 200 * time.Millisecond},
+		bus.Typed(func(ctx context.Context, _ events.CacheKeyRequested) ([]events.Event, error) {
+			close(started)
+			<-ctx.Done() // a transfer that would never end on its own
+			causes <- context.Cause(ctx)
+			return nil, bus.Unavailable(context.Cause(ctx))
+		}))
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", request)
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler never started")
+	}
+	t0 := time.Now()
+	stopA()
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Errorf("the stop took %s with a grace of 200ms", d)
+	}
+	if cause := <-causes; !errors.Is(cause, bus.ErrStopping) {
+		t.Errorf("the handler's ctx ended with %v, want ErrStopping", cause)
+	}
+	runWorkerConfig(t, env, "b", bus.WorkerConfig{Consumer: c}, bus.Typed(func(_ context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		return []events.Event{hitFor(in)}, nil
+	}))
+	hit := rec.Wait(t, 5*time.Second, events.TypeCacheHit, events.TypeSourceFailed)
+	if hit.Type() != events.TypeCacheHit || hit.Source != "/stevedore/test/b" {
+		t.Fatalf("the build ended with %v from %s, want the other replica's hit", bustest.Summary([]events.Event{hit}), hit.Source)
+	}
+	waitAcked(t, env, events.ConsumerPuller)
+	if failed := rec.OfType(events.TypeSourceFailed); len(failed) != 0 {
+		t.Errorf("the stop failed the build: %v", bustest.Summary(failed))
+	}
+}
+
+// A handler that finishes within the grace is acked as usual, its outputs
+// published: the stop waits for it.
+func TestWorkerStopGraceLetsAHandlerFinish(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	started := make(chan struct{})
+	stop, _ := runWorkerConfig(t, env, "a", bus.WorkerConfig{Consumer: testConsumer(), StopGrace: 5 * time.Second},
+		bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+			close(started)
+			time.Sleep(300 * time.Millisecond)
+			if err := context.Cause(ctx); err != nil {
+				return nil, err
+			}
+			return []events.Event{hitFor(in)}, nil
+		}))
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", request)
+	<-started
+	stop()
+	if hit := rec.Wait(t, 5*time.Second, events.TypeCacheHit, events.TypeSourceFailed); hit.Type() != events.TypeCacheHit {
+		t.Fatalf("the build ended with %v", bustest.Summary([]events.Event{hit}))
+	}
+	waitAcked(t, env, events.ConsumerPuller)
 }

@@ -4,9 +4,13 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"os"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
 )
 
 // Common holds the flags every service binary has.
@@ -25,6 +29,11 @@ type Common struct {
 	// Replicas is the replica count provisioning gives streams and
 	// buckets (-replicas, STEVEDORE_REPLICAS); zero keeps what they have.
 	Replicas int
+	// StopGrace is how long work in flight may go on after SIGTERM before
+	// it is handed back to the other replicas (-stop-grace,
+	// STEVEDORE_STOP_GRACE, default bus.DefaultStopGrace); a negative
+	// value waits for it.
+	StopGrace time.Duration
 }
 
 // RegisterCommon registers the common flags on fs.
@@ -36,7 +45,18 @@ func RegisterCommon(fs *flag.FlagSet) *Common {
 	fs.BoolVar(&c.Provision, "provision", Env("STEVEDORE_PROVISION", "true") == "true", "create streams, buckets and consumers at start (STEVEDORE_PROVISION)")
 	replicas, _ := strconv.Atoi(Env("STEVEDORE_REPLICAS", "0"))
 	fs.IntVar(&c.Replicas, "replicas", replicas, "replicas of streams and buckets when provisioning (3 on a JetStream cluster); 0 keeps what they have (STEVEDORE_REPLICAS)")
+	fs.DurationVar(&c.StopGrace, "stop-grace", DurationEnv("STEVEDORE_STOP_GRACE", bus.DefaultStopGrace),
+		"after SIGTERM, how long work in flight may go on before it is handed back to the other replicas; negative: wait for it (STEVEDORE_STOP_GRACE)")
 	return c
+}
+
+// DurationEnv returns the duration in environment variable key, or def
+// when it is not set or does not parse: the default of a binary's flag.
+func DurationEnv(key string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(key)); err == nil {
+		return d
+	}
+	return def
 }
 
 // Main is a service binary's life after its flags are parsed: with

@@ -55,6 +55,11 @@ type Spec struct {
 	Logger *slog.Logger
 	// Observe is where metrics and readiness go; zero for nowhere.
 	Observe Observe
+	// StopGrace is how long handlers in flight may go on once the replica
+	// stops, before they are cut short and their messages handed back to
+	// the fleet (bus.WorkerConfig.StopGrace). Zero means
+	// bus.DefaultStopGrace; negative waits for them.
+	StopGrace time.Duration
 }
 
 // Source is the CloudEvents source of the replica's events.
@@ -97,6 +102,7 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, register func(*
 		Backoff:     spec.Backoff,
 		Logger:      log,
 		Middleware:  mw,
+		StopGrace:   spec.StopGrace,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", spec.Component, err)

@@ -197,7 +197,8 @@ func TestSourceSchemes(t *testing.T) {
 			t.Run("done semantics", func(t *testing.T) { t.Parallel(); checkDone(t, c) })
 			t.Run("bad attributes", func(t *testing.T) { t.Parallel(); checkBadAttributes(t, c) })
 			t.Run("snapshot content", func(t *testing.T) { t.Parallel(); checkSnapshot(t, c) })
-			t.Run("cancellation", func(t *testing.T) { t.Parallel(); checkCancellation(t, c) })
+			t.Run("cancellation", func(t *testing.T) { t.Parallel(); checkCancellation(t, c, cutTransfer) })
+			t.Run("stop", func(t *testing.T) { t.Parallel(); checkCancellation(t, c, stopGrace) })
 		})
 	}
 }
@@ -837,13 +838,24 @@ func checkSnapshot(t *testing.T, c sourceCase) {
 	}
 }
 
+// How a stalled transfer of checkCancellation ends.
+const (
+	// cutTransfer: the stall is cut off (the server or the client goes
+	// away); the stopped replica's handler fails and returns.
+	cutTransfer = "cut"
+	// stopGrace: nothing is cut; the stopped replica's stop grace runs
+	// out, which cancels the handler and hands its message back.
+	stopGrace = "grace"
+)
+
 // checkCancellation: the pull's snapshot step is stalled halfway on one
-// snapshotter replica, which is stopped; its transfer is then cut off (a
-// stop waits for the work in flight: bus.Worker runs handlers without the
-// replica's ctx). The stopped replica's store holds nothing, committed or
+// snapshotter replica, which is stopped; how says what ends its transfer:
+// a cut (the stop waits for the work in flight, a stop grace of -1), or
+// the stop grace running out (the handler's ctx ends and its message is
+// handed back). The stopped replica's store holds nothing, committed or
 // active, and no ingest; a replica started on the same data dir finishes
 // the pull with the source's files, and the build never failed.
-func checkCancellation(t *testing.T, c sourceCase) {
+func checkCancellation(t *testing.T, c sourceCase, how string) {
 	s := fleettest.New(t)
 	src := c.setup(t, s)
 	if src.stall == nil {
@@ -860,7 +872,13 @@ func checkCancellation(t *testing.T, c sourceCase) {
 	}
 
 	stall := src.stall(t)
-	first, firstSvc := s.Snapshotter(t, snapshotterAt(dir))
+	first, firstSvc := s.Snapshotter(t, snapshotterAt(dir), func(c *snapshotter.Config) {
+		if how == stopGrace {
+			c.StopGrace = 300 * time.Millisecond
+		} else {
+			c.StopGrace = -1 // the stop waits for the handler, which the cut ends
+		}
+	})
 	select {
 	case <-stall.Arrived():
 	case <-time.After(20 * time.Second):
@@ -874,12 +892,15 @@ func checkCancellation(t *testing.T, c sourceCase) {
 		defer close(stopped)
 		first.Stop()
 	}()
-	stall.Cut()
+	if how == cutTransfer {
+		stall.Cut()
+	}
 	select {
 	case <-stopped:
 	case <-time.After(20 * time.Second):
-		t.Fatal("the replica did not stop after its transfer was cut off")
+		t.Fatalf("the replica did not stop (%s)", how)
 	}
+	stall.Cut() // what is still held, for the grace: nobody waits for it now
 	if st := fleettest.ReadStore(t, firstSvc.Store()); !st.Empty() {
 		t.Errorf("the stopped replica's store holds %+v; want no snapshot, committed or active, and no ingest", st)
 	}

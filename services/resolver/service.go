@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,6 +43,11 @@ type Config struct {
 	// Observe is where metrics and readiness go (service.Serve gives a
 	// binary\'s); zero for nowhere.
 	Observe service.Observe
+	// StopGrace is how long the work in flight may go on once Run's ctx
+	// ends, before it is cut short and handed back to the other replicas
+	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
+	// negative waits for it.
+	StopGrace time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +102,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Replicas:    s.cfg.Replicas,
 		Logger:      s.cfg.Logger,
 		Observe:     s.cfg.Observe,
+		StopGrace:   s.cfg.StopGrace,
 	}
 	h := NewHandler(s.cfg.Platform)
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {

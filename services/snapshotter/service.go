@@ -89,6 +89,11 @@ type Config struct {
 	// Observe is where metrics and readiness go (service.Serve gives a
 	// binary\'s); zero for nowhere.
 	Observe service.Observe
+	// StopGrace is how long the work in flight may go on once Run's ctx
+	// ends, before it is cut short and handed back to the other replicas
+	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
+	// negative waits for it.
+	StopGrace time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -164,6 +169,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Backoff:     s.cfg.Backoff,
 		Logger:      s.cfg.Logger,
 		Observe:     s.cfg.Observe,
+		StopGrace:   s.cfg.StopGrace,
 	}
 	if s.cfg.Provision {
 		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas}); err != nil {

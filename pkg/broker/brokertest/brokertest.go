@@ -52,12 +52,36 @@ func StartCluster(t testing.TB, n int) *Cluster {
 					t.Fatal(err)
 				}
 			}
+			// A meta leader is not enough to place an R3 stream: it must
+			// know every peer as online, which takes their first stats.
+			if err := c.waitPeers(ctx, n); err != nil {
+				t.Fatal(err)
+			}
 			return c
 		}
 		errs = append(errs, err)
 	}
 	t.Fatalf("start a %d-node cluster: %v", n, errors.Join(errs...))
 	return nil
+}
+
+// waitPeers waits until the meta leader counts n peers JetStream can
+// place streams on.
+func (c *Cluster) waitPeers(ctx context.Context, n int) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, node := range c.Nodes {
+			if len(node.JetStreamPeers()) >= n {
+				return nil
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("brokertest: fewer than %d JetStream peers online: %w", n, context.Cause(ctx))
+		}
+	}
 }
 
 // start starts the nodes once; on an error the nodes it started are shut

@@ -26,15 +26,15 @@ func main() {
 	node := flag.String("node", os.Getenv("STEVEDORE_NODE"), "node name other services see; default the host name (STEVEDORE_NODE)")
 	insecure := flag.String("insecure-registries", os.Getenv("STEVEDORE_INSECURE_REGISTRIES"), "comma-separated registry hosts reached over plain HTTP (STEVEDORE_INSECURE_REGISTRIES)")
 	dockerConfig := flag.String("docker-config", os.Getenv("DOCKER_CONFIG"), "directory of config.json with registry credentials (DOCKER_CONFIG)")
-	leaseTTL := flag.Duration("lease-ttl", durationEnv("STEVEDORE_LEASE_TTL", 30*time.Second), "how long a snapshot lease outlives a dead holder (STEVEDORE_LEASE_TTL)")
+	leaseTTL := flag.Duration("lease-ttl", service.DurationEnv("STEVEDORE_LEASE_TTL", 30*time.Second), "how long a snapshot lease outlives a dead holder (STEVEDORE_LEASE_TTL)")
 	window := flag.Int("window", intEnv("STEVEDORE_WINDOW", snapshot.DefaultWindow), "layer downloads in flight per snapshot (STEVEDORE_WINDOW)")
-	keepFor := flag.Duration("keep-for", durationEnv("STEVEDORE_KEEP_FOR", 0), "prune hourly the cache records of this node older than this and what they alone kept; 0: never (STEVEDORE_KEEP_FOR)")
+	keepFor := flag.Duration("keep-for", service.DurationEnv("STEVEDORE_KEEP_FOR", 0), "prune hourly the cache records of this node older than this and what they alone kept; 0: never (STEVEDORE_KEEP_FOR)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-snapshotter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
-			Provision: common.Provision, Replicas: common.Replicas, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
+			Provision: common.Provision, Replicas: common.Replicas, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}})
 		if err != nil {
 			return err
@@ -42,13 +42,6 @@ func main() {
 		defer func() { _ = svc.Close() }()
 		return svc.Run(ctx)
 	}))
-}
-
-func durationEnv(key string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(key)); err == nil {
-		return d
-	}
-	return def
 }
 
 func intEnv(key string, def int) int {
