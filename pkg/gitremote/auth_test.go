@@ -140,3 +140,30 @@ func TestCheckoutWithAuth(t *testing.T) {
 		t.Errorf("no header: %v; want unauthorized", err)
 	}
 }
+
+// BenchmarkList is one ls-remote of a repository served by git
+// http-backend on loopback, without and with an Authorization header: the
+// price the session's secret lookups (pkg/session BenchmarkAuthorization)
+// are set against.
+func BenchmarkList(b *testing.B) {
+	root := gitremotetest.NewRoot(b)
+	root.CloneBundle(b, "public", bundle)
+	root.CloneBundle(b, "private", bundle)
+	web := gitremotetest.ServeHTTP(b, root)
+	web.Require("private", privateHeader)
+	for _, bc := range []struct {
+		name, repo string
+		auth       gitremote.Auth
+	}{
+		{"anonymous", "public", gitremote.Auth{}},
+		{"with a header", "private", gitremote.Auth{Header: privateHeader, Scope: web.URL}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := gitremote.List(b.Context(), web.URL+bc.repo+".git", bc.auth); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -95,7 +95,7 @@ func CheckRemote(remote string) error {
 		return unsupported(shown, "git remote %q: no host", shown)
 	}
 	if u.User != nil {
-		return unsupported(shown, "git remote %s: credentials in the URL are not supported; only unauthenticated remotes are", shown)
+		return unsupported(shown, "git remote %s: credentials in the URL are not supported (they would be in events and logs); give them as a client secret (git.authtokensecret, git.authheadersecret)", shown)
 	}
 	return nil
 }

@@ -238,3 +238,41 @@ func TestAuthorization(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkAuthorization is what reading a source's credentials costs:
+// one sealed secret, and a git source's four names of which only the last
+// is held (the default names of a build with GIT_AUTH_TOKEN), on an
+// embedded NATS server.
+func BenchmarkAuthorization(b *testing.B) {
+	env := bustest.Start(b, bus.Topology{})
+	serving, _ := env.Connect(b, "client")
+	reading, _ := env.Connect(b, "service")
+	id := session.NewID()
+	srv, err := session.Serve(b.Context(), serving, id, session.Config{Secrets: session.Secrets{"GIT_AUTH_TOKEN": []byte("ghp_0123456789abcdef0123456789abcdef0123")}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = srv.Stop() })
+	c, err := session.NewClient(reading)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("one secret", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := c.Secret(b.Context(), id, "GIT_AUTH_TOKEN"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	git := events.Auth{Session: id, Secrets: []events.AuthSecret{
+		{Name: "GIT_AUTH_HEADER.example.com", Form: events.AuthFormHeader}, {Name: "GIT_AUTH_TOKEN.example.com", Form: events.AuthFormGitToken},
+		{Name: "GIT_AUTH_HEADER", Form: events.AuthFormHeader}, {Name: "GIT_AUTH_TOKEN", Form: events.AuthFormGitToken},
+	}}
+	b.Run("git, four names", func(b *testing.B) {
+		for b.Loop() {
+			if h, err := c.Authorization(b.Context(), git); err != nil || h == "" {
+				b.Fatal(h, err)
+			}
+		}
+	})
+}
