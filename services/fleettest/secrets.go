@@ -11,19 +11,25 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
-// ServeSecrets serves secrets in a new client session on a connection of
-// its own until the end of the test, and returns the session's id: what a
-// build names as its Session.
-func (s *Stack) ServeSecrets(t testing.TB, secrets session.Secrets) string {
+// ServeSession serves cfg in a new client session on a connection of its
+// own until the end of the test, and returns the session's id.
+func (s *Stack) ServeSession(t testing.TB, cfg session.Config) string {
 	t.Helper()
 	nc, _ := s.Env.Connect(t, "client")
 	id := session.NewID()
-	srv, err := session.Serve(t.Context(), nc, id, session.Config{Secrets: secrets})
+	srv, err := session.Serve(t.Context(), nc, id, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Stop() })
 	return id
+}
+
+// ServeSecrets serves secrets in a new client session (ServeSession):
+// what a build names as its Session.
+func (s *Stack) ServeSecrets(t testing.TB, secrets session.Secrets) string {
+	t.Helper()
+	return s.ServeSession(t, session.Config{Secrets: secrets})
 }
 
 // StoredWith returns where needle appears in what JetStream holds: every

@@ -30,14 +30,7 @@ func serveFixtures(t *testing.T, s *fleettest.Stack, fx fleettest.Fixtures) stri
 		}
 		stores[name] = l
 	}
-	nc, _ := s.Env.Connect(t, "client")
-	id := session.NewID()
-	srv, err := session.Serve(t.Context(), nc, id, session.Config{Stores: stores})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop() })
-	return id
+	return s.ServeSession(t, session.Config{Stores: stores})
 }
 
 func ociAttrs(sessionID, store string, more ...string) map[string]string {
