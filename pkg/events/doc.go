@@ -27,6 +27,12 @@
 // continues without fetching the manifest again) or, after the last index,
 // cache.miss. Every service may emit progress events with BuildKit's labels.
 //
+// A build may name its client session (SourceResolveRequested.Session,
+// carried on by source.resolved and cachekey.requested): what the client
+// serves while the build runs (pkg/session), its layouts, directories
+// and secrets. Events name what a step reads there (a BlobLocation, a
+// LocalContent, an Auth's secret names) and never carry a secret's value.
+//
 // # Wire format
 //
 // Events are CloudEvents 1.0 in binary content mode: attributes are ce-*
