@@ -278,3 +278,36 @@ func TestHTTPRevalidationWithCredentialsIsNotShared(t *testing.T) {
 		t.Errorf("the build without credentials: %+v; want a 401", f)
 	}
 }
+
+// A client that goes away after its keys and before its snapshot takes
+// its secrets with it: the snapshotter's download goes without them, as
+// BuildKit's would, and the server's 401 ends the build at once,
+// unauthorized.
+func TestHTTPSecretsGoWithTheSession(t *testing.T) {
+	t.Parallel()
+	const token = "tok-gone"
+	srv := newPrivateFile(t, "Bearer "+token, []byte("private\n"))
+	s := fleettest.New(t)
+	s.Puller(t)
+	nc, _ := s.Env.Connect(t, "client")
+	sess, err := session.Serve(t.Context(), nc, session.NewID(), session.Config{
+		Secrets: session.Secrets{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := s.Submit(t, events.SourceResolveRequested{Source: events.SourceOp{Identifier: srv.URL + "/private.txt"}, Snapshot: true, Session: sess.ID()})
+	rec.Wait(t, 20*time.Second, events.TypeSnapshotRequested)
+	if err := sess.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s.Snapshotter(t)
+	end := fleettest.PullEnd(t, rec)
+	f, ok := end.Data.(events.SnapshotFailed)
+	if !ok || f.Reason != "invalid response status 401" || f.Code != "unauthorized" || f.Attempts != 1 {
+		t.Errorf("the pull ended with %v %+v; want a 401, unauthorized, at the first attempt", bustest.Summary([]events.Event{end}), end.Data)
+	}
+	_, _, _, auth := srv.counts()
+	if last := auth[len(auth)-1]; last != "" {
+		t.Errorf("the snapshotter's download went with %q", last)
+	}
+}

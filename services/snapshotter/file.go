@@ -117,8 +117,13 @@ func (h *Handler) openFile(ctx context.Context, fc *events.FileContent) (io.Read
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
 		_ = resp.Body.Close()
 		err := fmt.Errorf("invalid response status %d", resp.StatusCode)
-		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+		switch code := resp.StatusCode; {
+		case code >= 500 || code == http.StatusTooManyRequests:
 			return nil, bus.Unavailable(err)
+		case code == http.StatusNotFound || code == http.StatusGone:
+			return nil, bus.NotFound(err)
+		case code == http.StatusUnauthorized || code == http.StatusForbidden:
+			return nil, bus.Unauthorized(err)
 		}
 		return nil, bus.Invalid(err)
 	}
