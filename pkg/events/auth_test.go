@@ -30,24 +30,6 @@ func TestAuthSecretHeader(t *testing.T) {
 	}
 }
 
-func TestAuthApplies(t *testing.T) {
-	t.Parallel()
-	scoped := &events.Auth{Scope: "https://github.com/"}
-	for url, want := range map[string]bool{
-		"https://github.com/org/repo.git":  true,
-		"https://github.com/other/sub.git": true,
-		"https://gitlab.com/org/repo.git":  false,
-		"http://github.com/org/repo.git":   false,
-	} {
-		if got := scoped.Applies(url); got != want {
-			t.Errorf("scope %s: Applies(%s) = %v, want %v", scoped.Scope, url, got, want)
-		}
-	}
-	if !(&events.Auth{}).Applies("https://example.com/f") {
-		t.Error("an Auth without a scope does not apply to its source's URL")
-	}
-}
-
 // A session id is one subject token: a "." would reach another session's
 // subjects, a wildcard every session's.
 func TestValidateSessionID(t *testing.T) {

@@ -2,7 +2,6 @@ package events
 
 import (
 	"encoding/base64"
-	"strings"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -431,12 +430,6 @@ func (s AuthSecret) Header(secret []byte) (string, bool) {
 		return "Bearer " + string(secret), true
 	}
 	return "", false
-}
-
-// Applies reports whether the header goes with a request to url: always
-// without a Scope, else when url starts with it.
-func (a *Auth) Applies(url string) bool {
-	return a.Scope == "" || strings.HasPrefix(url, a.Scope)
 }
 
 // LocalContent is a directory a client serves over its session

@@ -6,6 +6,8 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // Auth is the Authorization header that listings and fetches send to
@@ -20,6 +22,16 @@ type Auth struct {
 	// with it (the source's remote, or https://github.com/ for all of
 	// GitHub, submodules included). Empty means every remote.
 	Scope string
+}
+
+// AuthOf is the Auth a source's fetches send: header, to the remotes in
+// a's scope (every remote for a nil a, which has none).
+func AuthOf(header string, a *events.Auth) Auth {
+	auth := Auth{Header: header}
+	if a != nil {
+		auth.Scope = a.Scope
+	}
+	return auth
 }
 
 // method is the go-git auth method of a request to remote: nil when a

@@ -14,6 +14,8 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
 )
 
 // HTTPIdentifier is a parsed http:// or https:// identifier: one file
@@ -103,6 +105,42 @@ func parseHTTP(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Value, b.Value))
 	})
 	return id, nil
+}
+
+// StatusError is a response of an http source whose status is outside
+// 200–399, worded as BuildKit words it: "invalid response status N". It
+// matches the bus class of its status: bus.ErrUnavailable (retryable)
+// for 5xx and 429, bus.ErrNotFound for 404 and 410, bus.ErrUnauthorized
+// for 401 and 403, bus.ErrInvalid for any other.
+type StatusError struct {
+	// Status is the HTTP status code.
+	Status int
+}
+
+var _ error = (*StatusError)(nil)
+
+func (e *StatusError) Error() string { return fmt.Sprintf("invalid response status %d", e.Status) }
+
+// Temporary reports whether retrying may help: 5xx and 429.
+func (e *StatusError) Temporary() bool {
+	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+}
+
+// Is matches the bus class of the status.
+func (e *StatusError) Is(target error) bool {
+	notFound := e.Status == http.StatusNotFound || e.Status == http.StatusGone
+	unauthorized := e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
+	switch target {
+	case bus.ErrUnavailable:
+		return e.Temporary()
+	case bus.ErrNotFound:
+		return notFound
+	case bus.ErrUnauthorized:
+		return unauthorized
+	case bus.ErrInvalid:
+		return !e.Temporary() && !notFound && !unauthorized
+	}
+	return false
 }
 
 // HTTPMetadata is what an http source's key depends on besides its

@@ -71,7 +71,7 @@ func (h *Handler) gitKey(ctx context.Context, id source.Identifier, in events.Ca
 		if err != nil {
 			return nil, err
 		}
-		if refs, err = h.listGit(ctx, g, remote, gitremote.Auth{Header: header, Scope: scope(auth)}, requestedAt(ctx, h.now())); err != nil {
+		if refs, err = h.listGit(ctx, g, remote, gitremote.AuthOf(header, auth), requestedAt(ctx, h.now())); err != nil {
 			return nil, err
 		}
 	}
@@ -142,14 +142,6 @@ func (h *Handler) listGit(ctx context.Context, g *source.GitIdentifier, remote s
 		return nil, fmt.Errorf("stored listing of %s#%s: %w", remote, g.Ref, err)
 	}
 	return l.Refs, nil
-}
-
-// scope is an Auth's Scope; "" for none.
-func scope(a *events.Auth) string {
-	if a == nil {
-		return ""
-	}
-	return a.Scope
 }
 
 // classifyGit maps what resolving a git ref fails with to bus classes.

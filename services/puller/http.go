@@ -66,37 +66,6 @@ type httpEntry struct {
 	Filename string `json:"filename"`
 }
 
-// statusError is a response status outside 200–399, worded as BuildKit
-// words it.
-type statusError struct {
-	// Status is the HTTP status code.
-	Status int
-}
-
-func (e *statusError) Error() string { return fmt.Sprintf("invalid response status %d", e.Status) }
-
-// Temporary reports whether retrying may help: 5xx and 429.
-func (e *statusError) Temporary() bool {
-	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
-}
-
-var _ error = (*statusError)(nil)
-
-// statusClass classifies a bad status: retryable for 5xx and 429, not
-// found for 404 and 410, unauthorized for 401 and 403, invalid otherwise.
-func statusClass(code int) error {
-	err := &statusError{Status: code}
-	switch {
-	case err.Temporary():
-		return bus.Unavailable(err)
-	case code == http.StatusNotFound || code == http.StatusGone:
-		return bus.NotFound(err)
-	case code == http.StatusUnauthorized || code == http.StatusForbidden:
-		return bus.Unauthorized(err)
-	}
-	return bus.Invalid(err)
-}
-
 // httpKey is the one key of an http or https source, BuildKit's: with
 // http.checksum it needs no request; otherwise the fleet revalidates what
 // it knows of the URL (revalidate) and, when that is stale, downloads the
@@ -298,7 +267,7 @@ func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, hea
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-		return httpEntry{}, statusClass(resp.StatusCode)
+		return httpEntry{}, &source.StatusError{Status: resp.StatusCode}
 	}
 	name := src.FileName(resp.Header.Get("Content-Disposition"))
 	if resp.StatusCode == http.StatusNotModified {

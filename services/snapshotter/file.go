@@ -15,6 +15,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
 // fileFiller writes the one file of a file snapshot, as BuildKit's blob
@@ -116,16 +117,7 @@ func (h *Handler) openFile(ctx context.Context, fc *events.FileContent) (io.Read
 	}
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
 		_ = resp.Body.Close()
-		err := fmt.Errorf("invalid response status %d", resp.StatusCode)
-		switch code := resp.StatusCode; {
-		case code >= 500 || code == http.StatusTooManyRequests:
-			return nil, bus.Unavailable(err)
-		case code == http.StatusNotFound || code == http.StatusGone:
-			return nil, bus.NotFound(err)
-		case code == http.StatusUnauthorized || code == http.StatusForbidden:
-			return nil, bus.Unauthorized(err)
-		}
-		return nil, bus.Invalid(err)
+		return nil, &source.StatusError{Status: resp.StatusCode}
 	}
 	return resp.Body, nil
 }

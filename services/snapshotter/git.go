@@ -40,17 +40,13 @@ var (
 	_ Secrets = session.Sessionless{}
 )
 
-// authorization is the header a gives this node's requests: "" for a nil
-// a; without a secrets reader, as for a build without a session.
+// authorization is the header a gives this node's requests; "" for a
+// nil a.
 func (h *Handler) authorization(ctx context.Context, a *events.Auth) (string, error) {
 	if a == nil {
 		return "", nil
 	}
-	var s Secrets = session.Sessionless{}
-	if h.secrets != nil {
-		s = h.secrets
-	}
-	return s.Authorization(ctx, *a)
+	return h.secrets.Authorization(ctx, *a)
 }
 
 // gitCacheDir is where, under the data dir, the node keeps one bare
@@ -86,10 +82,7 @@ func (h *Handler) gitFiller(gc *events.GitContent) (filler, error) {
 			return err
 		}
 		req.Dir = dir
-		req.Auth = gitremote.Auth{Header: header}
-		if gc.Auth != nil {
-			req.Auth.Scope = gc.Auth.Scope
-		}
+		req.Auth = gitremote.AuthOf(header, gc.Auth)
 		started := h.now()
 		res, err := h.git.Checkout(ctx, req)
 		emitFetches(ctx, res.Fetches, started, h.now())
