@@ -25,7 +25,7 @@ type GitRef struct {
 type GitResolution struct {
 	// Ref is the fully qualified ref the commit was found under
 	// ("refs/tags/v1", "refs/heads/main"), or the commit SHA itself when the
-	// identifier names one.
+	// identifier names one, or names no ref and fetches by commit.
 	Ref string `json:"ref"`
 	// Checksum is the object Ref points at: the commit, or for an annotated
 	// tag the tag object. It is the key's pin, as in BuildKit.
@@ -83,7 +83,8 @@ var defaultBranch = regexp.MustCompile(`refs/heads/(\S+)`)
 //
 //   - a full commit SHA is the commit, with no listing;
 //   - with git.fetchbycommit, git.checksum (a full SHA) is the commit, and
-//     an unqualified ref is taken as the branch refs/heads/<ref>;
+//     an unqualified ref is taken as the branch refs/heads/<ref>; with no
+//     ref, the commit is also the ref;
 //   - no ref means the default branch, the target of HEAD;
 //   - otherwise the ref is looked up as "refs/<ref>" (when that is neither a
 //     branch nor a tag), then as the branch refs/heads/<ref>, then as the tag
@@ -111,6 +112,12 @@ func (id *GitIdentifier) Resolve(refs []GitRef) (GitResolution, error) {
 		ref := id.Ref
 		if ref != "" && !strings.HasPrefix(ref, "refs/") {
 			ref = "refs/heads/" + ref
+		}
+		if ref == "" {
+			// No ref: the commit is the ref, as when the identifier
+			// names it (BuildKit's key is then <sha>.git#<sha> with
+			// keepgitdir).
+			ref = id.Checksum
 		}
 		return GitResolution{Ref: ref, Checksum: id.Checksum, Commit: id.Checksum}, nil
 	}

@@ -70,6 +70,8 @@ func TestGitCacheKey(t *testing.T) {
 		{"fetchbycommit", repo + "#main", []string{source.AttrGitFetchByCommit, "true", source.AttrGitChecksum, fxV1, source.AttrKeepGitDir, "true"},
 			fxV1 + ".git#refs/heads/main", fxV1, fxV1, "refs/heads/main"},
 		{"fetchbycommit qualified", repo + "#refs/tags/v1", []string{source.AttrGitFetchByCommit, "true", source.AttrGitChecksum, fxV1}, fxV1, fxV1, fxV1, "refs/tags/v1"},
+		{"fetchbycommit without a ref keepgitdir", repo, []string{source.AttrGitFetchByCommit, "true", source.AttrGitChecksum, fxV1, source.AttrKeepGitDir, "true"},
+			fxV1 + ".git#" + fxV1, fxV1, fxV1, fxV1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
