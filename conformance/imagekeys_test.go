@@ -15,12 +15,16 @@ import (
 	bkimage "github.com/moby/buildkit/source/containerimage"
 	"github.com/moby/buildkit/util/leaseutil"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 )
+
+// dockerManifestList is the media type of a Docker manifest list.
+const dockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 // buildkitImageSource is BuildKit's docker-image source with the least of
 // a worker its CacheKey uses: a content store and a lease manager over a
@@ -88,7 +92,7 @@ func TestImageKeysAreBuildKits(t *testing.T) {
 	}
 	for tag, mediaType := range map[string]string{
 		"oci-v8":    ocispec.MediaTypeImageIndex,
-		"docker-v8": "application/vnd.docker.distribution.manifest.list.v2+json",
+		"docker-v8": dockerManifestList,
 	} {
 		idx := index
 		idx.MediaType = mediaType
@@ -98,6 +102,22 @@ func TestImageKeysAreBuildKits(t *testing.T) {
 		}
 		s.Registry.PushManifest(t, "fixture/multi", tag, mediaType, data)
 	}
+
+	// A Docker manifest list of the Docker fixture's manifest.
+	dockerImg := fx.Images["docker"]
+	list, err := json.Marshal(ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: dockerManifestList,
+		Manifests: []ocispec.Descriptor{{
+			MediaType: dockerImg.MediaType, Digest: digest.Digest(dockerImg.Digest),
+			Size:     int64(len(layoutBlob(t, "docker", dockerImg.Digest))),
+			Platform: &ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Registry.PushManifest(t, "fixture/docker", "list", dockerManifestList, list)
 
 	bk := buildkitImageSource(t)
 	amd64 := ocispec.Platform{OS: "linux", Architecture: "amd64"}
@@ -117,6 +137,8 @@ func TestImageKeysAreBuildKits(t *testing.T) {
 		{name: "zstd layers, layer limit", ref: "fixture/single-zstd:1", platform: amd64, attrs: limit(2)},
 		{name: "docker manifest", ref: "fixture/docker:1", platform: amd64},
 		{name: "docker manifest, layer limit", ref: "fixture/docker:1", platform: amd64, attrs: limit(1)},
+		{name: "docker manifest list of docker manifests", ref: "fixture/docker:list", platform: amd64},
+		{name: "docker manifest list of docker manifests, layer limit", ref: "fixture/docker:list", platform: amd64, attrs: limit(1)},
 		{name: "oci index, arm64", ref: "fixture/multi:1", platform: arm64},
 		{name: "oci index, arm64 layer limit", ref: "fixture/multi:1", platform: arm64, attrs: limit(1)},
 		{name: "oci index, arm64/v8", ref: "fixture/multi:1", platform: arm64v8},
