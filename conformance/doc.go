@@ -29,6 +29,34 @@
 // identifiers: local (local.NewSource), docker-image+blob and
 // oci-layout+blob (containerblob), http with http.checksum.
 //
+// The keys that need the network are checked end to end: a fleet's puller
+// (fleettest) and BuildKit's own source resolve the same identifier
+// against the same server, and their index-0 keys and pins must be equal.
+//
+//   - gitkeys_test.go: BuildKit's git source (Identifier, Resolve,
+//     CacheKey, which runs git ls-remote) against git daemon, with no
+//     session and no cache manager, which its CacheKey does not use
+//     without signature verification. Annotated and lightweight tags with
+//     and without keep-git-dir, the default branch, full and partial
+//     refs, a name that is a branch and a tag, skip-submodules,
+//     git.mtime, subdirs, every suffix at once, commit SHAs, git.checksum,
+//     and git.fetchbycommit with and without a ref.
+//   - imagekeys_test.go: BuildKit's docker-image source with a content
+//     store and a lease manager over containerd metadata (no snapshotter,
+//     no cache manager: its CacheKey reads manifests and configs only)
+//     against the in-test registry. OCI and Docker manifests, zstd
+//     layers, layer limits, OCI indexes and Docker manifest lists, and the
+//     platforms linux/arm64 and linux/arm64/v8, which BuildKit keys as
+//     given. BuildKit v0.34.1 computes one key per image (done at index
+//     0); Stevedore's index 1 (the diff_ids' chainID) has no BuildKit
+//     counterpart to compare with.
+//   - httpkeys_test.go: BuildKit's http source, which downloads to learn a
+//     file's checksum and Last-Modified, into the cache manager BuildKit's
+//     own http tests make (native snapshotter). Last-Modified in the three
+//     formats net/http reads and an unreadable one, ETag,
+//     Content-Disposition, file attributes, headers and
+//     http.authheadersecret.
+//
 // The tests check that cachefmt writes BuildKit's bytes for the cache a
 // real BuildKit exported (testdata/caches/buildkit) and for generated
 // sets of roots with results, the records Stevedore's exporter writes;
