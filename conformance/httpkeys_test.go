@@ -93,7 +93,10 @@ type httpFile struct {
 // into) and a fleet's puller resolve the same URLs, with the same
 // attributes, against one server: Last-Modified in each of the formats
 // net/http reads (and one it cannot), with and without an ETag or a
-// Content-Disposition, and with http.authheadersecret.
+// Content-Disposition, and with http.authheadersecret; then the keys of a
+// second resolve that revalidates with If-None-Match, when the server
+// changed Last-Modified but not its ETag (304) and when it changed the
+// file (200).
 //
 // No case sets http.uid or http.gid: BuildKit chowns the file it
 // downloads, which needs root, and the owner goes into the key as with
@@ -121,18 +124,29 @@ func TestHTTPKeysAreBuildKits(t *testing.T) {
 	var (
 		mu   sync.Mutex
 		auth = map[string][]string{}
+		// notModified counts the 304 answers by path.
+		notModified = map[string]int{}
 	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
 		f, ok := files[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
 			return
 		}
-		mu.Lock()
 		auth[r.URL.Path] = append(auth[r.URL.Path], r.Header.Get("Authorization"))
-		mu.Unlock()
 		for k, v := range f.headers {
 			w.Header().Set(k, v)
+		}
+		if etag := strings.TrimPrefix(f.headers["ETag"], "W/"); etag != "" {
+			for _, tag := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+				if strings.TrimPrefix(strings.TrimSpace(tag), "W/") == etag {
+					notModified[r.URL.Path]++
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+			}
 		}
 		_, _ = w.Write([]byte(f.body))
 	}))
@@ -149,6 +163,27 @@ func TestHTTPKeysAreBuildKits(t *testing.T) {
 
 	secret := map[string]string{pb.AttrHTTPAuthHeaderSecret: secretName}
 	keys := map[string]string{}
+	// compare resolves path with attrs with BuildKit and with the fleet,
+	// fails unless they agree, and returns BuildKit's key.
+	compare := func(t *testing.T, path string, attrs map[string]string) string {
+		t.Helper()
+		url := srv.URL + path
+		scheme, rest, _ := strings.Cut(url, "://")
+		want := buildkitKey(t, bk, scheme, rest, attrs)
+		rec, _ := s.Submit(t, events.SourceResolveRequested{Source: events.SourceOp{Identifier: url, Attrs: attrs}, Session: sess})
+		m := fleettest.Miss(t, rec)
+		if len(m.Keys) != 1 {
+			t.Fatalf("keys %+v, want one", m.Keys)
+		}
+		got := m.Keys[0]
+		if got.Key != want.key || got.Pin != want.pin || !want.done {
+			t.Errorf("key %s pin %s, BuildKit's %s pin %s (done %v)", got.Key, got.Pin, want.key, want.pin, want.done)
+		}
+		if got.Digest != solverDigest(want.key) {
+			t.Errorf("solver digest %s, want sha256 of the key with BuildKit's prefix", got.Digest)
+		}
+		return want.key
+	}
 	for _, tc := range []struct {
 		name, path string
 		attrs      map[string]string
@@ -169,24 +204,38 @@ func TestHTTPKeysAreBuildKits(t *testing.T) {
 			pb.AttrHTTPHeaderPrefix + "accept": "application/gzip", pb.AttrHTTPHeaderPrefix + "user-agent": "ua",
 		})},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			url := srv.URL + tc.path
-			scheme, rest, _ := strings.Cut(url, "://")
-			want := buildkitKey(t, bk, scheme, rest, tc.attrs)
-			keys[tc.name] = want.key
-			rec, _ := s.Submit(t, events.SourceResolveRequested{Source: events.SourceOp{Identifier: url, Attrs: tc.attrs}, Session: sess})
-			m := fleettest.Miss(t, rec)
-			if len(m.Keys) != 1 {
-				t.Fatalf("keys %+v, want one", m.Keys)
-			}
-			got := m.Keys[0]
-			if got.Key != want.key || got.Pin != want.pin || !want.done {
-				t.Errorf("key %s pin %s, BuildKit's %s pin %s (done %v)", got.Key, got.Pin, want.key, want.pin, want.done)
-			}
-			if got.Digest != solverDigest(want.key) {
-				t.Errorf("solver digest %s, want sha256 of the key with BuildKit's prefix", got.Digest)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { keys[tc.name] = compare(t, tc.path, tc.attrs) })
+	}
+
+	// Revalidation: what BuildKit and the fleet learnt of a URL with an
+	// ETag is asked again with If-None-Match after the server changed its
+	// Last-Modified and kept its ETag (answered 304), or changed both and
+	// the content (answered 200).
+	mu.Lock()
+	files["/revalidate.txt"] = httpFile{body: "same\n", headers: map[string]string{"Last-Modified": lastMod, "ETag": `"r1"`}}
+	files["/changed.txt"] = httpFile{body: "first\n", headers: map[string]string{"Last-Modified": lastMod, "ETag": `W/"c1"`}}
+	mu.Unlock()
+	for _, path := range []string{"/revalidate.txt", "/changed.txt"} {
+		t.Run("first resolve of "+path, func(t *testing.T) { keys[path] = compare(t, path, nil) })
+	}
+	const later = "Fri, 02 Jan 2026 00:00:00 GMT"
+	mu.Lock()
+	files["/revalidate.txt"].headers["Last-Modified"] = later
+	files["/changed.txt"] = httpFile{body: "second\n", headers: map[string]string{"Last-Modified": later, "ETag": `W/"c2"`}}
+	mu.Unlock()
+	for _, path := range []string{"/revalidate.txt", "/changed.txt"} {
+		t.Run("revalidation of "+path, func(t *testing.T) { keys["again "+path] = compare(t, path, nil) })
+	}
+	mu.Lock()
+	if n := notModified["/revalidate.txt"]; n < 2 {
+		t.Errorf("/revalidate.txt was answered 304 %d times, want at least 2 (BuildKit's and the fleet's revalidation)", n)
+	}
+	if n := notModified["/changed.txt"]; n != 0 {
+		t.Errorf("/changed.txt was answered 304 %d times, want none", n)
+	}
+	mu.Unlock()
+	if keys["/changed.txt"] == keys["again /changed.txt"] {
+		t.Errorf("a changed file kept its key %s", keys["/changed.txt"])
 	}
 
 	// The premises: BuildKit's code gives the key a real BuildKit computed
