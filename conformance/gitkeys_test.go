@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -135,4 +136,62 @@ func merge(ms ...map[string]string) map[string]string {
 // solverDigest is the digest BuildKit's solver gives a source key.
 func solverDigest(key string) digest.Digest {
 	return digest.FromString("buildkit.source.v0:" + key)
+}
+
+// The keys of a SHA-256 repository (64-digit object names) are BuildKit's
+// when no listing of its refs is needed: a commit named by the identifier
+// or fetched by commit. The puller cannot list the refs of a SHA-256
+// repository (go-git v5 reads only SHA-1 advertisements), so a branch, a
+// tag or the default branch of one fails where BuildKit, which runs git,
+// has a key; those are not checked here.
+func TestGitSHA256KeysAreBuildKits(t *testing.T) {
+	root := gitremotetest.NewRoot(t)
+	work := t.TempDir()
+	gitremotetest.Run(t, work, nil, "init", "--quiet", "--object-format=sha256", "--initial-branch=main")
+	if err := os.WriteFile(filepath.Join(work, "README"), []byte("sha256\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	at := []string{"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z"}
+	gitremotetest.Run(t, work, at, "add", "README")
+	gitremotetest.Run(t, work, at, "commit", "--quiet", "-m", "one")
+	commit := gitremotetest.Run(t, work, nil, "rev-parse", "HEAD")
+	if len(commit) != 64 {
+		t.Fatalf("commit %q is no SHA-256 name", commit)
+	}
+	gitremotetest.Run(t, root.Dir, nil, "clone", "--quiet", "--bare", work, root.Path("sha"))
+	daemon := gitremotetest.ServeDaemon(t, root)
+	host := strings.TrimSuffix(strings.TrimPrefix(daemon.URL, "git://"), "/")
+	remote := map[string]string{pb.AttrFullRemoteURL: "git://" + host + "/sha.git"}
+
+	bk, err := bkgit.NewSource(bkgit.Opt{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := fleettest.New(t)
+	s.Puller(t)
+	for _, tc := range []struct {
+		name, fragment string
+		attrs          map[string]string
+	}{
+		{name: "commit", fragment: commit},
+		{name: "commit, keep-git-dir, mtime=commit", fragment: commit, attrs: map[string]string{pb.AttrKeepGitDir: "true", pb.AttrGitMTime: "commit"}},
+		{name: "fetch by commit, keep-git-dir", fragment: "main", attrs: map[string]string{pb.AttrGitFetchByCommit: "true", pb.AttrGitChecksum: commit, pb.AttrKeepGitDir: "true"}},
+		{name: "fetch by commit, no ref", fragment: "", attrs: map[string]string{pb.AttrGitFetchByCommit: "true", pb.AttrGitChecksum: commit, pb.AttrKeepGitDir: "true"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			attrs := merge(remote, tc.attrs)
+			ref := host + "/sha.git"
+			if tc.fragment != "" {
+				ref += "#" + tc.fragment
+			}
+			want := buildkitKey(t, bk, "git", ref, attrs)
+			m := fleettest.Miss(t, s.Resolve(t, "git://"+ref, attrs, ""))
+			if len(m.Keys) != 1 {
+				t.Fatalf("keys %+v, want one", m.Keys)
+			}
+			if got := m.Keys[0]; got.Key != want.key || got.Pin != want.pin {
+				t.Errorf("key %q pin %s, BuildKit's %q pin %s", got.Key, got.Pin, want.key, want.pin)
+			}
+		})
+	}
 }
