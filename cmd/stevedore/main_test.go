@@ -94,7 +94,8 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // TestScripts runs testdata/script/*.txtar. Every script gets a registry
 // holding the fixture images ($REGISTRY, which also takes pushes, as a
 // cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
-// a free port for an embedded NATS ($NATS_PORT), and an http server
+// a free port for an embedded NATS ($NATS_PORT), a port another listener
+// holds while the script runs ($BUSY_PORT), and an http server
 // ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, the
 // directory of the fixture layouts ($IMAGES, for --oci-layout), and
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
@@ -158,6 +159,12 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			env.Setenv("NATS_PORT", fmt.Sprint(port))
+			busy, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			env.Defer(func() { _ = busy.Close() })
+			env.Setenv("BUSY_PORT", fmt.Sprint(busy.Addr().(*net.TCPAddr).Port))
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("DOCKER_CONFIG", filepath.Join(env.WorkDir, ".docker"))
 			return nil
