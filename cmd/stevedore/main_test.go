@@ -101,7 +101,8 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
 // $PRIVATE_TOKEN") and $PRIVATEGIT (the fixture repository as
 // private.git, with the git token $PRIVATE_TOKEN). Besides
-// testscript's commands, scripts have capture (see captureCmd).
+// testscript's commands, scripts have capture (see captureCmd) and
+// interrupt (see interruptCmd).
 func TestScripts(t *testing.T) {
 	reg := registrytest.New(t)
 	hello := serveHello(t)
@@ -149,7 +150,7 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd},
 		Setup: func(env *testscript.Env) error {
 			for k, v := range vars {
 				env.Setenv(k, v)

@@ -7,18 +7,24 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 )
 
 // Main runs the command line and returns the exit code.
 func Main() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(context.Background())
 	defer stop()
 	root := newRoot(os.Stdout, os.Stderr)
-	if err := root.ExecuteContext(ctx); err != nil {
+	err := root.ExecuteContext(ctx)
+	var sig interrupted
+	if errors.As(context.Cause(ctx), &sig) {
+		// What the command says of its own interruption is noise; that it
+		// was interrupted is all there is to say.
+		fmt.Fprintln(os.Stderr, sig.Error())
+		return sig.exitCode()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		var exit exitError
 		if errors.As(err, &exit) {
