@@ -46,8 +46,12 @@ snapshotted is a cache hit and fetches nothing.
 
 Progress goes to stderr the way buildctl shows it (--progress tty, plain or
 rawjson); the keys, the chainID and where the snapshot is go to stdout.
---output DIR also writes the root filesystem into DIR, from this node's
-content store when the snapshot is here, from the registry otherwise.
+--output (-o) also writes the root filesystem, from this node's content
+store when the snapshot is here, from the registry otherwise, in buildctl's
+forms: type=local,dest=DIR (or a plain DIR) fills a directory,
+type=tar,dest=FILE writes a tar (dest=- writes it to stdout, and the
+summary then goes to stderr). Other types (image, oci, docker) are refused:
+a pull has no image to write.
 
 --import-cache and --export-cache (repeatable) take buildctl's attributes
 (type=local,src=DIR / type=local,dest=DIR, type=registry,ref=REF). The
@@ -99,6 +103,18 @@ to the reading service; no secret is in any event.`,
 					return fmt.Errorf("--export-cache: %w", err)
 				}
 			}
+			var dest outputSpec
+			if output != "" {
+				if dest, err = parseOutput(output); err != nil {
+					return fmt.Errorf("--output %w", err)
+				}
+			}
+			// A tar on stdout leaves stdout to the tar: the summary goes to
+			// stderr.
+			summary := g.stdout
+			if dest.stdout() {
+				summary = g.stderr
+			}
 			show, err := newDisplay(progress, "Pulling", g.stderr)
 			if err != nil {
 				return err
@@ -125,16 +141,16 @@ to the reading service; no secret is in any event.`,
 			}
 			out := res.pull
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
+				enc := json.NewEncoder(summary)
 				for _, o := range res.outcomes() {
 					if err := enc.Encode(o); err != nil {
 						return err
 					}
 				}
 			} else {
-				printPull(g.stdout, out, f)
-				printCacheRuns(g.stdout, res)
-				f.served.print(g.stdout)
+				printPull(summary, out, f)
+				printCacheRuns(summary, res)
+				f.served.print(summary)
 			}
 			if err := out.Err(); err != nil {
 				return fmt.Errorf("%s: %w", op.Identifier, err)
@@ -145,11 +161,14 @@ to the reading service; no secret is in any event.`,
 				}
 			}
 			if output != "" {
-				if err := materialize(ctx, out, f, sf, output); err != nil {
+				err := writeOutput(ctx, dest, g.stdout, func(ctx context.Context, dir string) error {
+					return materialize(ctx, out, f, sf, dir)
+				})
+				if err != nil {
 					return fmt.Errorf("--output: %w", err)
 				}
 				if !asJSON {
-					fmt.Fprintf(g.stdout, "output    %s\n", output)
+					fmt.Fprintf(summary, "output    %s\n", dest)
 				}
 			}
 			return nil
@@ -159,7 +178,7 @@ to the reading service; no secret is in any event.`,
 	sf.registerEmbedded(cmd)
 	cmd.Flags().StringVar(&buildID, "build-id", "", "build id to use (default: a new one)")
 	cmd.Flags().StringVar(&progress, "progress", progressAuto, "progress output: auto, tty, plain or rawjson")
-	cmd.Flags().StringVar(&output, "output", "", "write the root filesystem into this directory")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write the root filesystem: DIR, type=local,dest=DIR or type=tar,dest=FILE (dest=- for stdout), buildctl's forms")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
