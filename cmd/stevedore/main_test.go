@@ -129,6 +129,10 @@ func TestScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
 	vars := map[string]string{
 		"REGISTRY":       reg.Host(),
 		"SINGLE_DIGEST":  fx.Images["single"].Digest,
@@ -140,7 +144,9 @@ func TestScripts(t *testing.T) {
 		"SINGLE_LAYER0":  fx.Images["single"].Platforms["linux/amd64"]["layers"].([]any)[0].(string),
 		"HTTPHOST":       hello.Listener.Addr().String(),
 		// The fixture layouts, for --oci-layout.
-		"IMAGES":        images,
+		"IMAGES": images,
+		// The repository, for scripts about its set-up (Makefile, README).
+		"REPO":          repo,
 		"SINGLE_CONFIG": fx.Images["single"].Platforms["linux/amd64"]["config"].(string),
 		"MULTI_DIGEST":  fx.Images["multi"].Digest,
 		// Servers that want credentials.
@@ -151,6 +157,14 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd},
+		// [ci] holds when the env var CI is set: a script's check that
+		// needs a tool then fails instead of skipping.
+		Condition: func(cond string) (bool, error) {
+			if cond == "ci" {
+				return os.Getenv("CI") != "", nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Setup: func(env *testscript.Env) error {
 			for k, v := range vars {
 				env.Setenv(k, v)
