@@ -19,7 +19,6 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
-	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
 func newPull(g *globals) *cobra.Command {
@@ -342,18 +341,20 @@ func printPull(w io.Writer, out client.Outcome, f *fleet) {
 	switch {
 	case out.Snapshot != nil:
 		chainID, node, key, size = out.Snapshot.ChainID, out.Snapshot.Node, out.Snapshot.SnapshotKey, out.Snapshot.Size
-		if strings.HasPrefix(out.Snapshot.Source.Identifier, source.SchemeLocal+"://") {
-			fmt.Fprintf(tw, "sent\t%d files (the others were linked from the last transfer)\n", out.Snapshot.Fetched)
-		} else {
-			fmt.Fprintf(tw, "fetched\t%d blobs (%d of %d layers were already unpacked)\n", out.Snapshot.Fetched, out.Snapshot.Reused, len(out.Snapshot.Layers))
-		}
+		label, text := fetchedLine(*out.Snapshot)
+		fmt.Fprintf(tw, "%s\t%s\n", label, text)
 	case out.Hit != nil:
 		chainID, node, key, size = out.Hit.Record.ChainID.String(), out.Hit.Record.Node, out.Hit.Record.SnapshotKey, out.Hit.Record.Size
 		fmt.Fprintln(tw, "fetched\tnothing (cache hit)")
 	}
-	fmt.Fprintf(tw, "chainID\t%s\n", chainID)
+	if chainID != "" {
+		fmt.Fprintf(tw, "chainID\t%s\n", chainID)
+	}
 	location := fmt.Sprintf("snapshot %s on node %s", key, orNone(node))
-	if f.stack != nil {
+	switch {
+	case out.Snapshot != nil && out.Snapshot.Snapshotter != "":
+		location += fmt.Sprintf(" (%s snapshotter in %s)", out.Snapshot.Snapshotter, out.Snapshot.SnapshotsDir)
+	case f.stack != nil:
 		store := f.stack.snap.Store()
 		location += fmt.Sprintf(" (%s snapshotter in %s)", store.Kind(), filepath.Join(store.Root(), "snapshots", string(store.Kind())))
 	}
