@@ -43,8 +43,10 @@ order, windowed, unpacking while downloading) into a containerd snapshotter
 and records the result under every key. A pull of something already
 snapshotted is a cache hit and fetches nothing.
 
-Progress goes to stderr the way buildctl shows it (--progress tty, plain or
-rawjson); the keys, the chainID and where the snapshot is go to stdout.
+Progress goes to stderr the way buildctl shows it (--progress tty, plain,
+rawjson: buildctl's SolveStatus JSON, one object a line, or quiet: none);
+the keys, the chainID and where the snapshot is go to stdout. The build's
+CloudEvents are what "stevedore watch --json" prints.
 --output (-o) also writes the root filesystem, from this node's content
 store when the snapshot is here, from the registry otherwise, in buildctl's
 forms: type=local,dest=DIR (or a plain DIR) fills a directory,
@@ -152,6 +154,9 @@ to the reading service; no secret is in any event.`,
 				f.served.print(summary)
 			}
 			if err := out.Err(); err != nil {
+				if tty, ok := show.(*ttyDisplay); ok && tty.showedError() {
+					return shownError{what: op.Identifier, err: err}
+				}
 				return fmt.Errorf("%s: %w", op.Identifier, err)
 			}
 			for _, r := range res.exports {
@@ -176,7 +181,7 @@ to the reading service; no secret is in any event.`,
 	src.register(cmd)
 	sf.registerEmbedded(cmd)
 	cmd.Flags().StringVar(&buildID, "build-id", "", "build id to use (default: a new one)")
-	cmd.Flags().StringVar(&progress, "progress", progressAuto, "progress output: auto, tty, plain or rawjson")
+	cmd.Flags().StringVar(&progress, "progress", progressAuto, "progress output: auto, tty, plain, rawjson (buildctl's SolveStatus JSON) or quiet")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the root filesystem: DIR, type=local,dest=DIR or type=tar,dest=FILE (dest=- for stdout), buildctl's forms")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")

@@ -70,7 +70,7 @@ func describe(e events.Event) string {
 	case events.Progress:
 		s := p.ID
 		if p.Total > 0 {
-			s += fmt.Sprintf(" %d/%d", p.Current, p.Total)
+			s += fmt.Sprintf(" %s / %s", humanBytes(p.Current), humanBytes(p.Total))
 		}
 		if p.Started != nil && p.Completed != nil {
 			s += fmt.Sprintf(" done in %s", p.Completed.Sub(*p.Started).Round(time.Millisecond))

@@ -24,6 +24,11 @@ func Main() int {
 		fmt.Fprintln(os.Stderr, sig.Error())
 		return sig.exitCode()
 	}
+	var shown shownError
+	if errors.As(err, &shown) {
+		fmt.Fprintf(os.Stderr, "error: %s failed (the reason is above)\n", shown.what)
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		var exit exitError
@@ -34,6 +39,16 @@ func Main() int {
 	}
 	return 0
 }
+
+// shownError is a failure the progress display already showed with its
+// reason: the last line names what failed without saying it again.
+type shownError struct {
+	what string
+	err  error
+}
+
+func (e shownError) Error() string { return e.what + ": " + e.err.Error() }
+func (e shownError) Unwrap() error { return e.err }
 
 // exitError carries a specific exit code.
 type exitError int
