@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -25,7 +26,12 @@ var scriptEnv = []string{"PATH", "HOME", "TMPDIR", "WORK", "DOCKER_CONFIG", "XDG
 // command, sends it SIGINT once a line of its stdout or stderr matches
 // REGEXP (so its handlers are in place), and fails unless it then exits
 // with CODE. stdout holds the command's output, both streams merged.
-func interruptCmd(ts *testscript.TestScript, neg bool, args []string) {
+// ctx kills the command when the test ends.
+func interruptCmd(ctx context.Context) func(ts *testscript.TestScript, neg bool, args []string) {
+	return func(ts *testscript.TestScript, neg bool, args []string) { interrupt(ctx, ts, neg, args) }
+}
+
+func interrupt(ctx context.Context, ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		ts.Fatalf("unsupported: ! interrupt")
 	}
@@ -46,7 +52,7 @@ func interruptCmd(ts *testscript.TestScript, neg bool, args []string) {
 	if path == "" {
 		ts.Fatalf("interrupt: %s not in $PATH", args[2])
 	}
-	cmd := exec.Command(path, args[3:]...)
+	cmd := exec.CommandContext(ctx, path, args[3:]...)
 	cmd.Dir = ts.MkAbs(".")
 	for _, k := range scriptEnv {
 		if v := ts.Getenv(k); v != "" {

@@ -156,7 +156,7 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context())},
 		// [ci] holds when the env var CI is set: a script's check that
 		// needs a tool then fails instead of skipping.
 		Condition: func(cond string) (bool, error) {
