@@ -100,7 +100,8 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // directory of the fixture layouts ($IMAGES, for --oci-layout), and
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
 // $PRIVATE_TOKEN") and $PRIVATEGIT (the fixture repository as
-// private.git, with the git token $PRIVATE_TOKEN). Besides
+// private.git, with the git token $PRIVATE_TOKEN), and a git daemon
+// serving it as public.git ($GITDAEMON, for git://). Besides
 // testscript's commands, scripts have capture (see captureCmd) and
 // interrupt (see interruptCmd).
 func TestScripts(t *testing.T) {
@@ -108,6 +109,9 @@ func TestScripts(t *testing.T) {
 	hello := serveHello(t)
 	private := servePrivate(t)
 	privateGit := servePrivateGit(t)
+	publicRoot := gitremotetest.NewRoot(t)
+	publicRoot.CloneBundle(t, "public", filepath.Join(sourcesDir, "git", "repo.bundle"))
+	daemon := gitremotetest.ServeDaemon(t, publicRoot)
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "single-retag"), "demo/retag:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
@@ -153,6 +157,8 @@ func TestScripts(t *testing.T) {
 		"PRIVATEHOST":   private.Listener.Addr().String(),
 		"PRIVATEGIT":    strings.TrimSuffix(strings.TrimPrefix(privateGit.URL, "http://"), "/"),
 		"PRIVATE_TOKEN": privateToken,
+		// git daemon serving the fixture repository as public.git.
+		"GITDAEMON": strings.TrimSuffix(strings.TrimPrefix(daemon.URL, "git://"), "/"),
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",

@@ -71,6 +71,15 @@ func (f *sourceFlags) register(cmd *cobra.Command) {
 func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 	op := events.SourceOp{Identifier: ref, Attrs: map[string]string{}}
 	switch {
+	case source.IsGitURL(ref):
+		// A URL with its transport: what llb.Git sends, an identifier
+		// without transport and the URL as git.fullurl.
+		g, err := source.ParseLLBGit(ref)
+		if err != nil {
+			return op, fmt.Errorf("%s: %w", ref, err)
+		}
+		op.Identifier = g.Identifier
+		op.Attrs[source.AttrFullRemoteURL] = g.FullURL
 	case strings.Contains(ref, "://"):
 	case isLocalPath(ref):
 		dir, err := filepath.Abs(ref)
