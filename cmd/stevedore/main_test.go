@@ -95,7 +95,8 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // holding the fixture images ($REGISTRY, which also takes pushes, as a
 // cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
 // a free port for an embedded NATS ($NATS_PORT), a port another listener
-// holds while the script runs ($BUSY_PORT), and an http server
+// holds while the script runs ($BUSY_PORT), a port nothing listens on
+// ($DEAD_PORT), a server answering 503 ($FLAKYHOST), and an http server
 // ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, the
 // directory of the fixture layouts ($IMAGES, for --oci-layout), and
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
@@ -109,6 +110,10 @@ func TestScripts(t *testing.T) {
 	hello := serveHello(t)
 	private := servePrivate(t)
 	privateGit := servePrivateGit(t)
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "try later", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(flaky.Close)
 	publicRoot := gitremotetest.NewRoot(t)
 	publicRoot.CloneBundle(t, "public", filepath.Join(sourcesDir, "git", "repo.bundle"))
 	daemon := gitremotetest.ServeDaemon(t, publicRoot)
@@ -157,6 +162,8 @@ func TestScripts(t *testing.T) {
 		"PRIVATEHOST":   private.Listener.Addr().String(),
 		"PRIVATEGIT":    strings.TrimSuffix(strings.TrimPrefix(privateGit.URL, "http://"), "/"),
 		"PRIVATE_TOKEN": privateToken,
+		// A server that answers every request 503.
+		"FLAKYHOST": flaky.Listener.Addr().String(),
 		// git daemon serving the fixture repository as public.git.
 		"GITDAEMON": strings.TrimSuffix(strings.TrimPrefix(daemon.URL, "git://"), "/"),
 	}
@@ -186,6 +193,11 @@ func TestScripts(t *testing.T) {
 			}
 			env.Defer(func() { _ = busy.Close() })
 			env.Setenv("BUSY_PORT", fmt.Sprint(busy.Addr().(*net.TCPAddr).Port))
+			dead, err := freePort(t.Context())
+			if err != nil {
+				return err
+			}
+			env.Setenv("DEAD_PORT", fmt.Sprint(dead))
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("DOCKER_CONFIG", filepath.Join(env.WorkDir, ".docker"))
 			return nil
