@@ -287,6 +287,9 @@ func printOutcome(w io.Writer, out client.Outcome) {
 		}
 		fmt.Fprintf(tw, "index %d\t%s\t(solver digest %s)\t%s\n", k.Index, k.Key, k.Digest, state)
 	}
+	if w := platformWarning(out); w != "" {
+		fmt.Fprintf(tw, "warning\t%s\n", w)
+	}
 	switch {
 	case out.Hit != nil && out.Hit.Snapshot && out.Snapshot != nil:
 		fmt.Fprintf(tw, "result\tcache hit at index %d in an imported cache; snapshot made from it\n", out.Hit.Key.Index)

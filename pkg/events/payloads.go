@@ -80,6 +80,11 @@ type CacheOpts struct {
 	Layers []Layer `json:"layers"`
 	// Platform is the platform the manifest was chosen for.
 	Platform ocispec.Platform `json:"platform"`
+	// ImagePlatform is the platform the image's config names, set only
+	// when it does not match Platform: a single-platform image is used as
+	// it is whatever the platform asked (BuildKit's keys), and the client
+	// says so.
+	ImagePlatform *ocispec.Platform `json:"imagePlatform,omitempty"`
 	// LayerLimit is the image.layerlimit attribute; nil means no limit.
 	LayerLimit *int `json:"layerLimit,omitempty"`
 	// Cached, when set, is a result of an imported cache with the same
@@ -204,7 +209,9 @@ type SourceFailed struct {
 	// ("no handler for git", "invalid layer limit 0", …).
 	Reason string `json:"reason"`
 	// Code classifies the failure: "invalid" (bad input), "not-found",
-	// "unauthorized", "unavailable" (retries exhausted) or "internal".
+	// "unauthorized", "unreachable" (connection refused, another
+	// protocol: not retried), "unavailable" (retries exhausted) or
+	// "internal".
 	Code string `json:"code"`
 	// Attempts is how many times the step was tried.
 	Attempts int `json:"attempts"`
