@@ -94,13 +94,15 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // TestScripts runs testdata/script/*.txtar. Every script gets a registry
 // holding the fixture images ($REGISTRY, which also takes pushes, as a
 // cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
-// a free port for an embedded NATS ($NATS_PORT), and an http server
+// a free port for an embedded NATS ($NATS_PORT), a port another listener
+// holds while the script runs ($BUSY_PORT), and an http server
 // ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, the
 // directory of the fixture layouts ($IMAGES, for --oci-layout), and
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
 // $PRIVATE_TOKEN") and $PRIVATEGIT (the fixture repository as
 // private.git, with the git token $PRIVATE_TOKEN). Besides
-// testscript's commands, scripts have capture (see captureCmd).
+// testscript's commands, scripts have capture (see captureCmd) and
+// interrupt (see interruptCmd).
 func TestScripts(t *testing.T) {
 	reg := registrytest.New(t)
 	hello := serveHello(t)
@@ -127,6 +129,10 @@ func TestScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
 	vars := map[string]string{
 		"REGISTRY":       reg.Host(),
 		"SINGLE_DIGEST":  fx.Images["single"].Digest,
@@ -138,7 +144,9 @@ func TestScripts(t *testing.T) {
 		"SINGLE_LAYER0":  fx.Images["single"].Platforms["linux/amd64"]["layers"].([]any)[0].(string),
 		"HTTPHOST":       hello.Listener.Addr().String(),
 		// The fixture layouts, for --oci-layout.
-		"IMAGES":        images,
+		"IMAGES": images,
+		// The repository, for scripts about its set-up (Makefile, README).
+		"REPO":          repo,
 		"SINGLE_CONFIG": fx.Images["single"].Platforms["linux/amd64"]["config"].(string),
 		"MULTI_DIGEST":  fx.Images["multi"].Digest,
 		// Servers that want credentials.
@@ -148,7 +156,15 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context())},
+		// [ci] holds when the env var CI is set: a script's check that
+		// needs a tool then fails instead of skipping.
+		Condition: func(cond string) (bool, error) {
+			if cond == "ci" {
+				return os.Getenv("CI") != "", nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Setup: func(env *testscript.Env) error {
 			for k, v := range vars {
 				env.Setenv(k, v)
@@ -158,6 +174,12 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			env.Setenv("NATS_PORT", fmt.Sprint(port))
+			busy, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			env.Defer(func() { _ = busy.Close() })
+			env.Setenv("BUSY_PORT", fmt.Sprint(busy.Addr().(*net.TCPAddr).Port))
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("DOCKER_CONFIG", filepath.Join(env.WorkDir, ".docker"))
 			return nil

@@ -285,14 +285,12 @@ func printOutcome(w io.Writer, out client.Outcome) {
 		fmt.Fprintf(tw, "result\tcache hit at index %d in an imported cache; snapshot failed: %s\n", out.Hit.Key.Index, out.SnapshotFailed.Reason)
 	case out.Hit != nil && out.Hit.Record.Lazy():
 		fmt.Fprintf(tw, "result\tcache hit at index %d in an imported cache: chainID %s, blobs in %s\n", out.Hit.Key.Index, out.Hit.Record.ChainID, locations(out.Hit.Record.Locations))
+	case out.Hit != nil && out.Hit.Record.ChainID == "":
+		fmt.Fprintf(tw, "result\tcache hit at index %d: snapshot %s, node %s\n", out.Hit.Key.Index, out.Hit.Record.SnapshotKey, orNone(out.Hit.Record.Node))
 	case out.Hit != nil:
 		fmt.Fprintf(tw, "result\tcache hit at index %d: chainID %s, node %s\n", out.Hit.Key.Index, out.Hit.Record.ChainID, orNone(out.Hit.Record.Node))
 	case out.Miss != nil:
-		n := 0
-		if out.Miss.CacheOpts != nil {
-			n = len(out.Miss.CacheOpts.Layers)
-		}
-		fmt.Fprintf(tw, "result\tcache miss: %d layers to fetch\n", n)
+		fmt.Fprintf(tw, "result\tcache miss: %s\n", toFetch(out.Miss.Source, out.Miss.CacheOpts))
 	case out.Failed != nil:
 		fmt.Fprintf(tw, "result\tfailed: %s\n", out.Failed.Reason)
 	}

@@ -484,6 +484,16 @@ type SnapshotReady struct {
 	// Followed is set when another request built the snapshot while this
 	// one waited for it.
 	Followed bool `json:"followed,omitempty"`
+	// Linked counts, for a local source, the files hard-linked from the
+	// last transfer of the same directory instead of sent.
+	Linked int `json:"linked,omitempty"`
+	// Snapshotter is the kind of containerd snapshotter holding the
+	// snapshot on Node (overlayfs, native); empty when the answering
+	// node is not Node.
+	Snapshotter string `json:"snapshotter,omitempty"`
+	// SnapshotsDir is where that snapshotter keeps its snapshots on Node;
+	// empty with Snapshotter.
+	SnapshotsDir string `json:"snapshotsDir,omitempty"`
 }
 
 // SnapshotFailed ends a build whose snapshot cannot be made: a blob that
