@@ -2,7 +2,9 @@ package session_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -176,5 +178,73 @@ func TestSecurityDeployReplies(t *testing.T) {
 	}
 	if err := delivery.DoubleAck(t.Context()); err != nil {
 		t.Errorf("the resolver cannot ack its own delivery: %v", err)
+	}
+}
+
+// Finding 3, session answers: a client (the same NATS user as every
+// client) subscribes to another client's session subjects and answers the
+// fleet's requests with content of its own. A reader accepts answers only
+// from the session it asked: forged answers are ignored, whether or not
+// the real session is there.
+func TestSecuritySessionAnswersAuthenticated(t *testing.T) {
+	connect := startDeployServer(t)
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := key.ID
+	forgedEntry := session.Entry{Path: "injected", Mode: 0o644, Size: 5}
+	attackerNC, _ := connect("client")
+	if _, err := attackerNC.Subscribe(session.Filter(id), func(m *nats.Msg) {
+		reply := nats.NewMsg(m.Reply)
+		switch m.Subject[strings.LastIndexByte(m.Subject, '.')+1:] {
+		case session.OpList:
+			reply.Data, _ = json.Marshal(session.ListReply{Entries: []session.Entry{forgedEntry}})
+		default:
+			reply.Header.Set(session.HeaderSize, "5")
+			reply.Data = []byte("evil!")
+		}
+		_ = attackerNC.PublishMsg(reply)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = attackerNC.Flush()
+
+	snapNC, _ := connect("snapshotter")
+	c, err := session.NewClient(snapNC, session.WithRequestTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The session is not there: only the attacker answers.
+	if entries, err := c.List(t.Context(), id, "context", session.DirFilter{}); err == nil {
+		t.Errorf("a reader accepted a listing no session signed: %+v", entries)
+	}
+	evil := []byte("evil!")
+	if got, err := c.ReadBlob(t.Context(), id, "app", ocispec.Descriptor{Digest: digest.FromBytes(evil), Size: 5}, 1<<20); err == nil {
+		t.Errorf("a reader accepted a blob no session signed: %q", got)
+	}
+
+	// The session serves; the attacker still answers too.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "real"), []byte("real"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ownerNC, _ := connect("client")
+	if _, err := session.Serve(t.Context(), ownerNC, id, session.Config{Key: key, Dirs: map[string]string{"context": dir}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		entries, err := c.List(t.Context(), id, "context", session.DirFilter{})
+		if err != nil || len(entries) != 1 || entries[0].Path != "real" {
+			t.Fatalf("the reader lists %+v, %v; want the session's one file", entries, err)
+		}
+	}
+	// A session that does not hold the key of its id cannot serve it.
+	other, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := session.Serve(t.Context(), ownerNC, id, session.Config{Key: other}); err == nil {
+		t.Error("a session served an id whose key it does not hold")
 	}
 }
