@@ -397,8 +397,10 @@ func TestClusterRandomPort(t *testing.T) {
 // has a leader and two replicas, one on each node; with its leader shut
 // down the stream elects another, keeps every acknowledged message, takes
 // new ones and still drops a duplicate Nats-Msg-Id.
+//
+// Not parallel: the cluster runs alone, before the package's parallel
+// tests start (and brokertest keeps other packages' clusters out).
 func TestClusterSurvivesLosingANode(t *testing.T) {
-	t.Parallel()
 	c := brokertest.StartCluster(t, 3)
 	names := map[string]bool{}
 	for _, n := range c.Nodes {

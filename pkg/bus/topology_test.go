@@ -16,8 +16,10 @@ import (
 
 // A service provisioning with the default topology (Replicas zero) keeps
 // the replicas an operator gave the streams and buckets of a cluster.
+//
+// Not parallel: the cluster runs alone, not next to the tests that count
+// redeliveries under short AckWaits.
 func TestProvisionKeepsReplicas(t *testing.T) {
-	t.Parallel()
 	c := brokertest.StartCluster(t, 3)
 	nc, err := nats.Connect(c.ClientURLs())
 	if err != nil {

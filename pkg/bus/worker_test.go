@@ -325,13 +325,15 @@ func TestWorkerCrashRedeliversAndDedupes(t *testing.T) {
 	}
 	// Publish the same derived output again, as a replica that finished
 	// after all would: the stream drops it.
+	// The stream has answered the publish when it returns: what it holds
+	// is read from it, not from a watcher that may trail.
 	hit := rec.OfType(events.TypeCacheHit)[0]
 	if err := bus.NewPublisher(env.JS, bus.WithDerivedIDs()).Publish(t.Context(), hit); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
-	if n := len(rec.OfType(events.TypeCacheHit)); n != 1 {
-		t.Errorf("%d cache.hit events stored, want 1", n)
+	stored := env.Stored(t, "b1")
+	if n := countOf(stored, events.TypeCacheHit); n != 1 {
+		t.Errorf("%d cache.hit events stored, want 1: %v", n, bustest.Summary(stored))
 	}
 }
 
@@ -423,6 +425,17 @@ func waitDeadLetter(t *testing.T, env *bustest.Env, consumer string) *jetstream.
 		return err == nil
 	})
 	return msg
+}
+
+// countOf counts the events of type typ.
+func countOf(es []events.Event, typ events.Type) int {
+	n := 0
+	for _, e := range es {
+		if e.Type() == typ {
+			n++
+		}
+	}
+	return n
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -566,11 +579,11 @@ func TestWorkerStopGraceHandsTheMessageBack(t *testing.T) {
 func TestWorkerStopGraceLetsAHandlerFinish(t *testing.T) {
 	t.Parallel()
 	env := startEnv(t)
-	started := make(chan struct{})
+	started, release := make(chan struct{}), make(chan struct{})
 	stop, _ := runWorkerConfig(t, env, "a", bus.WorkerConfig{Consumer: testConsumer(), StopGrace: 5 * time.Second},
 		bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 			close(started)
-			time.Sleep(300 * time.Millisecond)
+			<-release
 			if err := context.Cause(ctx); err != nil {
 				return nil, err
 			}
@@ -579,7 +592,26 @@ func TestWorkerStopGraceLetsAHandlerFinish(t *testing.T) {
 	rec := env.Record(t, "b1")
 	env.Request(t, "b1", request)
 	<-started
-	stop()
+	// The handler is held until the stop has been waiting for it a while:
+	// it finishes during the stop, not before.
+	stopping, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		close(stopping)
+		stop()
+		close(stopped)
+	}()
+	<-stopping
+	select {
+	case <-stopped:
+		t.Fatal("the stop returned while a handler was running")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stop did not return after the handler finished")
+	}
 	if hit := rec.Wait(t, 5*time.Second, events.TypeCacheHit, events.TypeSourceFailed); hit.Type() != events.TypeCacheHit {
 		t.Fatalf("the build ended with %v", bustest.Summary([]events.Event{hit}))
 	}

@@ -589,7 +589,12 @@ func TestWaitReady(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- client.WaitReady(t.Context(), js, 10*time.Second) }()
-	time.Sleep(300 * time.Millisecond)
+	// The premise: WaitReady is still waiting for a fleet when it comes.
+	select {
+	case err := <-done:
+		t.Fatalf("WaitReady before provisioning = %v, want it to wait", err)
+	case <-time.After(300 * time.Millisecond):
+	}
 	if err := bus.Provision(t.Context(), js, bus.Topology{}); err != nil {
 		t.Fatal(err)
 	}

@@ -98,9 +98,17 @@ func TestSecret(t *testing.T) {
 
 	// Every reply crossed the server; the wiretap saw them all, and the
 	// value in none.
-	time.Sleep(100 * time.Millisecond) // the tap's deliveries trail the replies
-	if saw, n := f.tap.saw(value); saw || n < 3 {
-		t.Errorf("the wiretap saw %d messages; the secret in the clear: %v", n, saw)
+	// The tap's deliveries trail the replies, in order: once it has seen
+	// three, it has seen the first, the one that carried the value.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, n := f.tap.saw(value); n < 3; _, n = f.tap.saw(value) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the wiretap saw %d messages in 10s, want at least 3", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if saw, n := f.tap.saw(value); saw {
+		t.Errorf("the wiretap saw %d messages; the secret in the clear", n)
 	}
 }
 

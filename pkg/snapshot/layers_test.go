@@ -9,14 +9,12 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 	"path"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
-	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
 	"github.com/containerd/errdefs"
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
@@ -24,22 +22,20 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/pkg/testenv"
 )
 
 // kinds are the snapshotters every Unpack test runs against.
 var kinds = []snapshot.Kind{snapshot.KindNative, snapshot.KindOverlay}
 
-// needKind skips a test that cannot run here: extraction chowns files and
-// makes device nodes (root), and the overlay snapshotter needs overlayfs.
+// needKind ends a test that cannot run here (skipped, or failed under
+// CI): extraction chowns files and makes device nodes (root), and the
+// overlay snapshotter needs overlayfs.
 func needKind(t *testing.T, kind snapshot.Kind) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: layers are extracted with their owners and device nodes")
-	}
+	testenv.Root(t, "layers are extracted with their owners and device nodes")
 	if kind == snapshot.KindOverlay {
-		if err := overlayutils.Supported(t.TempDir()); err != nil {
-			t.Skipf("overlayfs is not supported here: %v", err)
-		}
+		testenv.Overlayfs(t)
 	}
 }
 

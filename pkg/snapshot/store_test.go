@@ -17,6 +17,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/pkg/testenv"
 )
 
 // TestOpenRecoversAfterCrash leaves what a process killed mid-Unpack
@@ -127,9 +128,7 @@ func TestOpenRecoversAfterCrash(t *testing.T) {
 
 func TestOpen(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the snapshotters are set up as for extraction")
-	}
+	testenv.Root(t, "the snapshotters are set up as for extraction")
 
 	t.Run("lock released on Close", func(t *testing.T) {
 		t.Parallel()

@@ -3,6 +3,7 @@ package fleettest_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/testenv"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 	"github.com/stevedore-dev/stevedore/services/puller"
 	"github.com/stevedore-dev/stevedore/services/resolver"
@@ -36,27 +38,73 @@ import (
 // holds a layer download. The build still ends with one snapshot.ready,
 // the stream holds each of its events once, and a second pull of the image
 // is a cache hit.
+//
+// Not parallel, and the cases one after the other: one cluster at a time,
+// alone (brokertest also keeps other packages' clusters out), so that its
+// leases and AckWaits are not at the mercy of another cluster's load.
 func TestClusterLosesANodeMidBuild(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name   string
-		victim func(t *testing.T, js jetstream.JetStream) string
-	}{
-		{"events stream leader", func(t *testing.T, js jetstream.JetStream) string { return streamLeader(t, js, "") }},
-		{"snapshotter consumer leader", func(t *testing.T, js jetstream.JetStream) string {
-			return consumerLeader(t, js, events.ConsumerSnapshotter)
-		}},
+	for _, tc := range []clusterVictim{
+		{what: "events stream leader",
+			leader:   func(t *testing.T, js jetstream.JetStream) string { return streamLeader(t, js, "") },
+			stepdown: fmt.Sprintf(jsStreamStepdown, events.StreamEvents)},
+		{what: "snapshotter consumer leader",
+			leader: func(t *testing.T, js jetstream.JetStream) string {
+				return consumerLeader(t, js, events.ConsumerSnapshotter)
+			},
+			stepdown: fmt.Sprintf(jsConsumerStepdown, events.StreamEvents, events.ConsumerSnapshotter)},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			loseANodeMidBuild(t, tc.name, tc.victim)
+		t.Run(tc.what, func(t *testing.T) {
+			testenv.Root(t, "the snapshotter extracts image layers with their owners")
+			loseANodeMidBuild(t, tc)
 		})
 	}
 }
 
+// The JetStream API subjects that ask a stream's or a consumer's leader
+// to step down (nats-server's JSApiStreamLeaderStepDownT and
+// JSApiConsumerLeaderStepDownT).
+const (
+	jsStreamStepdown   = "$JS.API.STREAM.LEADER.STEPDOWN.%s"
+	jsConsumerStepdown = "$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s"
+)
+
+// clusterVictim is what the node stopped mid-build leads.
+type clusterVictim struct {
+	// what names it (and the subtest).
+	what string
+	// leader waits for its leader and returns the node's name.
+	leader func(t *testing.T, js jetstream.JetStream) string
+	// stepdown is the JetStream API subject that makes its leader step
+	// down.
+	stepdown string
+}
+
+// leadOn makes node the leader of v: while another node leads, that
+// leader is asked to step down in favour of node.
+func leadOn(t *testing.T, nc *nats.Conn, js jetstream.JetStream, v clusterVictim, node string) {
+	t.Helper()
+	req, err := json.Marshal(map[string]any{"placement": map[string]string{"preferred": node}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, v.what+" on "+node, 30*time.Second, func(ctx context.Context) error {
+		leader := v.leader(t, js)
+		if leader == node {
+			return nil
+		}
+		reply, err := nc.RequestWithContext(ctx, v.stepdown, req)
+		if err != nil {
+			return fmt.Errorf("led by %s; stepdown: %w", leader, err)
+		}
+		return fmt.Errorf("led by %s; asked it to step down: %s", leader, reply.Data)
+	})
+}
+
 // loseANodeMidBuild runs one build on a fresh cluster and stops the node
-// pick names (asked before the services connect, and again at the stop).
-func loseANodeMidBuild(t *testing.T, what string, pick func(t *testing.T, js jetstream.JetStream) string) {
+// that leads v (asked before the services connect, so that they all
+// connect to it) while the build is halfway.
+func loseANodeMidBuild(t *testing.T, v clusterVictim) {
+	what := v.what
 	start := time.Now()
 	c := brokertest.StartCluster(t, 3)
 	logs := captureLogs()
@@ -88,7 +136,7 @@ func loseANodeMidBuild(t *testing.T, what string, pick func(t *testing.T, js jet
 	// Every service reaches the cluster through the whole server list, the
 	// node that will go away first, so they all start on it. The test's
 	// connection starts on another node.
-	doomed := pick(t, js)
+	doomed := v.leader(t, js)
 	services := first(c.ClientURLs(), c.Node(doomed).ClientURL())
 	if nc.ConnectedServerName() == doomed {
 		nc, js = connect(t, "test-2", last(c.ClientURLs(), c.Node(doomed).ClientURL()))
@@ -129,14 +177,19 @@ func loseANodeMidBuild(t *testing.T, what string, pick func(t *testing.T, js jet
 		t.Fatalf("%d snapshot.ready before the layer was released", n)
 	}
 
-	// Stop the node that leads now (normally the one the services are on),
-	// then let the layer through.
-	victim := pick(t, js)
+	// Stop the node the services connected to, once it leads v again
+	// (leadership may have moved since), then let the layer through. The
+	// premise: it leads v, and services are on it.
+	victim := doomed
+	leadOn(t, nc, js, v, victim)
 	onVictim := map[string]*nats.Conn{}
 	for name, conn := range fleet.conns() {
 		if conn.ConnectedServerName() == victim {
 			onVictim[name] = conn
 		}
+	}
+	if len(onVictim) == 0 {
+		t.Fatalf("no service is on %s, the node to stop: the test would not see one reconnect", victim)
 	}
 	t.Logf("leaders: events stream %s, resolver %s, puller %s, snapshotter %s", streamLeader(t, js, ""),
 		consumerLeader(t, js, events.ConsumerResolver), consumerLeader(t, js, events.ConsumerPuller), consumerLeader(t, js, events.ConsumerSnapshotter))

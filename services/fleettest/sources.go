@@ -41,6 +41,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/nats-io/nats.go"
@@ -161,22 +162,32 @@ func ReadTree(t testing.TB, dir string) map[string]File {
 var views atomic.Int64
 
 // SnapshotTree reads the committed snapshot key of store through a
-// read-only view, which must be one bind mount: a snapshot without parent,
-// or any snapshot of the native snapshotter (an overlayfs view of a layer
-// chain would need a mount). The view is removed before it returns.
+// read-only view. A view that is one bind mount (a snapshot without
+// parent, or any snapshot of the native snapshotter) is read where it
+// is; any other (an overlayfs view of a layer chain) is mounted on a
+// temporary directory for the read, which needs root. The view is
+// removed before it returns.
 func SnapshotTree(t testing.TB, store *snapshot.Store, key string) map[string]File {
 	t.Helper()
+	ctx := context.WithoutCancel(t.Context())
 	sn := store.Snapshotter()
 	view := fmt.Sprintf("fleettest-view-%d", views.Add(1))
-	mounts, err := sn.View(context.WithoutCancel(t.Context()), view, key)
+	mounts, err := sn.View(ctx, view, key)
 	if err != nil {
 		t.Fatalf("view of snapshot %s: %v", key, err)
 	}
-	defer func() { _ = sn.Remove(context.WithoutCancel(t.Context()), view) }()
-	if len(mounts) != 1 || (mounts[0].Type != "bind" && mounts[0].Type != "rbind") {
-		t.Fatalf("view of snapshot %s: mounts %+v, want one bind mount (use snapshot.KindNative for layer chains)", key, mounts)
+	defer func() { _ = sn.Remove(ctx, view) }()
+	if len(mounts) == 1 && (mounts[0].Type == "bind" || mounts[0].Type == "rbind") {
+		return ReadTree(t, mounts[0].Source)
 	}
-	return ReadTree(t, mounts[0].Source)
+	var tree map[string]File
+	if err := mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
+		tree = ReadTree(t, root)
+		return nil
+	}); err != nil {
+		t.Fatalf("mount the view of snapshot %s (%+v): %v", key, mounts, err)
+	}
+	return tree
 }
 
 // StoreState is what a node's store holds besides its blobs.

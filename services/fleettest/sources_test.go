@@ -29,6 +29,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/pkg/source"
+	"github.com/stevedore-dev/stevedore/pkg/testenv"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 	"github.com/stevedore-dev/stevedore/services/snapshotter"
 )
@@ -46,6 +47,10 @@ import (
 //   - cancellation: a snapshotter replica stopped while its transfer is
 //     stalled halfway, the transfer then cut off, leaves nothing
 //     half-made, and another replica on its data dir finishes the pull.
+//
+// The snapshot and cancellation checks run on both snapshotters: native
+// and overlayfs (the production default), which needs root and overlayfs;
+// without them the overlayfs checks skip, or fail under CI (pkg/testenv).
 //
 // Everything is real: embedded NATS, the in-process registry, httptest
 // servers, git daemon, client sessions; the stalls sit between the fleet
@@ -68,10 +73,9 @@ type sourceCase struct {
 	// neverHits marks a source whose keys are never cache hits (BuildKit's
 	// session:… keys of local://): a second pull snapshots again.
 	neverHits bool
-	// unstallable says why the snapshot step of the scheme cannot be
-	// stalled, when its setup gives no stall; the cancellation check is
-	// then skipped with that reason. Empty for every scheme that can be.
-	unstallable string
+	// extracts marks a source whose snapshot is made of image layers,
+	// extracted with their owners: a snapshotter needs root for it.
+	extracts bool
 	// setup serves the source on s (servers, sessions, pushes) and
 	// describes it.
 	setup func(t *testing.T, s *fleettest.Stack) sourceSpec
@@ -95,8 +99,8 @@ type sourceSpec struct {
 	// fail.
 	bad []badVariant
 	// stall arms a stall of the next transfer the snapshot step makes:
-	// called once the puller is done, before a snapshotter runs. Nil when
-	// the scheme cannot be stalled (see sourceCase.unstallable).
+	// called once the puller is done, before a snapshotter runs. Every
+	// scheme has one.
 	stall func(t *testing.T) *fleettest.Stall
 }
 
@@ -116,8 +120,8 @@ type badVariant struct {
 // sourceCases is the table: one row per scheme handler.
 func sourceCases() []sourceCase {
 	return []sourceCase{
-		{name: "docker-image", indexes: 2, snapshotKey: chainSnapshot, setup: dockerImage},
-		{name: "oci-layout", indexes: 2, snapshotKey: chainSnapshot, setup: ociLayout},
+		{name: "docker-image", indexes: 2, snapshotKey: chainSnapshot, extracts: true, setup: dockerImage},
+		{name: "oci-layout", indexes: 2, snapshotKey: chainSnapshot, extracts: true, setup: ociLayout},
 		{name: "docker-image+blob", indexes: 1, snapshotKey: contentSnapshot, setup: dockerImageBlob},
 		{name: "oci-layout+blob", indexes: 1, snapshotKey: contentSnapshot, setup: ociLayoutBlob},
 		{name: "http", indexes: 1, snapshotKey: contentSnapshot, setup: httpSource(false)},
@@ -196,10 +200,37 @@ func TestSourceSchemes(t *testing.T) {
 			t.Run("keys are stable", func(t *testing.T) { t.Parallel(); checkKeys(t, c) })
 			t.Run("done semantics", func(t *testing.T) { t.Parallel(); checkDone(t, c) })
 			t.Run("bad attributes", func(t *testing.T) { t.Parallel(); checkBadAttributes(t, c) })
-			t.Run("snapshot content", func(t *testing.T) { t.Parallel(); checkSnapshot(t, c) })
-			t.Run("cancellation", func(t *testing.T) { t.Parallel(); checkCancellation(t, c, cutTransfer) })
-			t.Run("stop", func(t *testing.T) { t.Parallel(); checkCancellation(t, c, stopGrace) })
+			for _, kind := range []snapshot.Kind{snapshot.KindNative, snapshot.KindOverlay} {
+				t.Run("snapshot content/"+string(kind), func(t *testing.T) {
+					t.Parallel()
+					needSnapshotter(t, c, kind)
+					checkSnapshot(t, c, kind)
+				})
+				t.Run("cancellation/"+string(kind), func(t *testing.T) {
+					t.Parallel()
+					needSnapshotter(t, c, kind)
+					checkCancellation(t, c, kind, cutTransfer)
+				})
+				t.Run("stop/"+string(kind), func(t *testing.T) {
+					t.Parallel()
+					needSnapshotter(t, c, kind)
+					checkCancellation(t, c, kind, stopGrace)
+				})
+			}
 		})
+	}
+}
+
+// needSnapshotter ends a check that cannot run here (a skip, or a failure
+// under CI): the overlayfs snapshotter needs root and overlayfs, and the
+// extraction of image layers root.
+func needSnapshotter(t *testing.T, c sourceCase, kind snapshot.Kind) {
+	t.Helper()
+	if kind == snapshot.KindOverlay {
+		testenv.Overlayfs(t)
+	}
+	if c.extracts {
+		testenv.Root(t, "image layers are extracted with their owners")
 	}
 }
 
@@ -277,12 +308,12 @@ func without(attrs map[string]string, key string) map[string]string {
 	return out
 }
 
-// snapshotterAt makes a snapshotter replica use dir and the native
-// snapshotter, whose views of layer chains are bind mounts a test can read.
-func snapshotterAt(dir string) func(*snapshotter.Config) {
+// snapshotterAt makes a snapshotter replica use dir and the snapshotter
+// kind.
+func snapshotterAt(dir string, kind snapshot.Kind) func(*snapshotter.Config) {
 	return func(c *snapshotter.Config) {
 		c.DataDir = dir
-		c.Snapshotter = snapshot.KindNative
+		c.Snapshotter = kind
 	}
 }
 
@@ -485,7 +516,7 @@ func httpSource(tls bool) func(t *testing.T, s *fleettest.Stack) sourceSpec {
 		if tls && runtime.GOOS != "linux" {
 			// See TestMain: without SSL_CERT_FILE the fleet cannot be made
 			// to trust a test server.
-			t.Skipf("https needs the fleet to trust httptest's certificate, which Go reads from SSL_CERT_FILE on Linux only, not on %s", runtime.GOOS)
+			testenv.Lack(t, "https needs the fleet to trust httptest's certificate, which Go reads from SSL_CERT_FILE on Linux only, not on %s", runtime.GOOS)
 		}
 		content, err := os.ReadFile(filepath.Join(fleettest.ImagesDir, "..", "sources", "www", "hello.txt"))
 		if err != nil {
@@ -801,11 +832,11 @@ func checkTree(t *testing.T, store *snapshot.Store, key string, want map[string]
 // checkSnapshot: a pull commits a snapshot, named after the keys, holding
 // exactly the source's files with their modes and content; a second pull
 // is a cache hit on that snapshot that asks for no other.
-func checkSnapshot(t *testing.T, c sourceCase) {
+func checkSnapshot(t *testing.T, c sourceCase, kind snapshot.Kind) {
 	s := fleettest.New(t)
 	src := c.setup(t, s)
 	s.Puller(t)
-	node, svc := s.Snapshotter(t, snapshotterAt(t.TempDir()))
+	node, svc := s.Snapshotter(t, snapshotterAt(t.TempDir(), kind))
 	rec, _ := s.Request(t, src.identifier, src.attrs, src.platform, true)
 	ready := fleettest.Ready(t, rec)
 	if len(ready.Keys) != c.indexes {
@@ -855,14 +886,11 @@ const (
 // handed back). The stopped replica's store holds nothing, committed or
 // active, and no ingest; a replica started on the same data dir finishes
 // the pull with the source's files, and the build never failed.
-func checkCancellation(t *testing.T, c sourceCase, how string) {
+func checkCancellation(t *testing.T, c sourceCase, kind snapshot.Kind, how string) {
 	s := fleettest.New(t)
 	src := c.setup(t, s)
 	if src.stall == nil {
-		if c.unstallable == "" {
-			t.Fatal("the case has no stall and does not say why")
-		}
-		t.Skip(c.unstallable)
+		t.Fatal("the case has no stall")
 	}
 	s.Puller(t)
 	dir := t.TempDir()
@@ -872,7 +900,7 @@ func checkCancellation(t *testing.T, c sourceCase, how string) {
 	}
 
 	stall := src.stall(t)
-	first, firstSvc := s.Snapshotter(t, snapshotterAt(dir), func(c *snapshotter.Config) {
+	first, firstSvc := s.Snapshotter(t, snapshotterAt(dir, kind), func(c *snapshotter.Config) {
 		if how == stopGrace {
 			c.StopGrace = 300 * time.Millisecond
 		} else {
@@ -915,7 +943,7 @@ func checkCancellation(t *testing.T, c sourceCase, how string) {
 	}
 
 	stall.Restore()
-	second, secondSvc := s.Snapshotter(t, snapshotterAt(dir))
+	second, secondSvc := s.Snapshotter(t, snapshotterAt(dir, kind))
 	ready := fleettest.Ready(t, rec)
 	if ready.Node != second.Name {
 		t.Errorf("snapshot made on %s, want %s", ready.Node, second.Name)

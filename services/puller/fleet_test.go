@@ -116,7 +116,7 @@ func TestReplicaDiesMidRequest(t *testing.T) {
 	gate := s.Registry.Gate("HEAD", registrytest.KindManifest)
 	defer gate.Release()
 	doomed := s.Puller(t)
-	rec, _ := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", false)
+	rec, buildID := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", false)
 	select {
 	case <-gate.Arrived():
 	case <-time.After(10 * time.Second):
@@ -129,14 +129,16 @@ func TestReplicaDiesMidRequest(t *testing.T) {
 	if len(m.Keys) != 2 {
 		t.Fatalf("keys %v", keysOf(m))
 	}
-	time.Sleep(300 * time.Millisecond) // let any straggler publish
-	if n := len(rec.OfType(events.TypeCacheMiss)); n != 1 {
-		t.Errorf("%d cache.miss events, want 1", n)
-	}
-	if n := len(rec.OfType(events.TypeCacheKeyRequested)); n != 2 {
-		t.Errorf("%d cachekey.requested events, want 2 (duplicates must be dropped)", n)
-	}
+	// Once the puller's consumer is idle, every handler has published
+	// what it will (before its ack); the stream says what it kept.
 	s.ConsumerIdle(t, events.ConsumerPuller)
+	stored := s.Env.Stored(t, buildID)
+	if n := countOf(stored, events.TypeCacheMiss); n != 1 {
+		t.Errorf("%d cache.miss events stored, want 1: %v", n, bustest.Summary(stored))
+	}
+	if n := countOf(stored, events.TypeCacheKeyRequested); n != 2 {
+		t.Errorf("%d cachekey.requested events stored, want 2 (duplicates must be dropped): %v", n, bustest.Summary(stored))
+	}
 }
 
 // A key found in the cache index ends the build with cache.hit: at index 0
@@ -180,4 +182,15 @@ func TestCacheHits(t *testing.T) {
 	if c := r.OfType(events.TypeCacheKeyComputed); len(c) != 1 || c[0].Data.(events.CacheKeyComputed).Key.Index != 0 {
 		t.Errorf("retagged copy: computed %v, want index 0 only", bustest.Summary(c))
 	}
+}
+
+// countOf counts the events of type typ.
+func countOf(es []events.Event, typ events.Type) int {
+	n := 0
+	for _, e := range es {
+		if e.Type() == typ {
+			n++
+		}
+	}
+	return n
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/pkg/testenv"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 )
 
@@ -29,6 +30,7 @@ import (
 // runs again on the same data dir.
 func TestKillNineMidLayerThenRestart(t *testing.T) {
 	t.Parallel()
+	testenv.Root(t, "the snapshotter extracts image layers with their owners")
 	bin := filepath.Join(t.TempDir(), "snapshotter")
 	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/snapshotter")
 	if out, err := build.CombinedOutput(); err != nil {

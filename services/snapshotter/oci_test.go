@@ -13,6 +13,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
+	"github.com/stevedore-dev/stevedore/pkg/testenv"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 	"github.com/stevedore-dev/stevedore/services/snapshotter"
 )
@@ -43,6 +44,7 @@ func appAttrs(srv *session.Server) map[string]string {
 // and the same image from a registry then hits without fetching a blob.
 func TestOCILayoutPullReadsTheSession(t *testing.T) {
 	t.Parallel()
+	testenv.Root(t, "the snapshotter extracts image layers with their owners")
 	fx := fleettest.LoadFixtures(t)
 	single := fx.Images["single"]
 	s := fleettest.New(t)

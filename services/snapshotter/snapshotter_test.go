@@ -21,6 +21,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/testenv"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 )
 
@@ -36,6 +37,7 @@ var singleFiles = map[string]string{
 
 func TestPullSnapshotsRecordsAndHitsAfterwards(t *testing.T) {
 	t.Parallel()
+	testenv.Root(t, "the snapshotter extracts image layers with their owners")
 	fx := fleettest.LoadFixtures(t)
 	single := fx.Images["single"]
 	s := fleettest.New(t)
@@ -114,6 +116,7 @@ func TestPullSnapshotsRecordsAndHitsAfterwards(t *testing.T) {
 // node that made the snapshot.
 func TestConcurrentPullsFetchEachBlobOnce(t *testing.T) {
 	t.Parallel()
+	testenv.Root(t, "the snapshotter extracts image layers with their owners")
 	s := fleettest.New(t, registrytest.WithLatency(20*time.Millisecond))
 	s.Puller(t)
 	s.Puller(t)
@@ -171,6 +174,7 @@ func TestConcurrentPullsFetchEachBlobOnce(t *testing.T) {
 // a good image still pulls afterwards.
 func TestBadLayersFailCleanly(t *testing.T) {
 	t.Parallel()
+	testenv.Root(t, "the snapshotter extracts image layers with their owners")
 	s := fleettest.New(t)
 	s.Puller(t)
 	_, svc := s.Snapshotter(t)
@@ -202,6 +206,7 @@ func TestBadLayersFailCleanly(t *testing.T) {
 
 func TestPruneRemovesWhatNoRecordReferences(t *testing.T) {
 	t.Parallel()
+	testenv.Root(t, "the snapshotter extracts image layers with their owners")
 	s := fleettest.New(t)
 	s.Puller(t)
 	_, svc := s.Snapshotter(t)

@@ -3,9 +3,10 @@
 // t.TempDir(), listening on 127.0.0.1 for clients (a random port) and for
 // routes (a port reserved just before start), with routes to every node.
 //
-// Lifecycle: StartCluster returns once every node has JetStream current
-// with an elected meta leader; Stop shuts one node down (as an operator or
-// a failure would); the test's cleanup shuts down the rest.
+// Lifecycle: StartCluster waits until no other cluster runs on the
+// machine, then returns once every node has JetStream current with an
+// elected meta leader; Stop shuts one node down (as an operator or a
+// failure would); the test's cleanup shuts down the rest.
 package brokertest
 
 import (
@@ -38,9 +39,14 @@ type Cluster struct {
 
 // StartCluster starts an n-node cluster, waits (up to 30s) until every
 // node is current with a meta leader, and shuts every node down at the
-// end of the test.
+// end of the test. Only one cluster runs at a time on the machine: it
+// first waits for any other test's cluster, in this process or another,
+// to be shut down.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	if err := exclusive(t); err != nil {
+		t.Fatal(err)
+	}
 	var errs []error
 	for range startAttempts {
 		c, err := start(t, n)

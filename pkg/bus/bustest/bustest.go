@@ -71,6 +71,20 @@ func (e *Env) Publish(t testing.TB, ev events.Event) {
 	}
 }
 
+// Stored returns what the events stream holds of buildID now, read from
+// the stream itself (bus.Replay): unlike a Recorder, it does not trail
+// the publishes the stream has acknowledged.
+func (e *Env) Stored(t testing.TB, buildID string) []events.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeoutCause(t.Context(), 10*time.Second, errors.New("replay timed out"))
+	defer cancel()
+	es, err := bus.Replay(ctx, e.JS, buildID)
+	if err != nil {
+		t.Fatalf("replay %s: %v", buildID, err)
+	}
+	return es
+}
+
 // Request publishes the event that starts a build and returns it.
 func (e *Env) Request(t testing.TB, buildID string, p events.Payload) events.Event {
 	t.Helper()

@@ -7,7 +7,8 @@
 //
 // git is needed only here, by tests: the code under test uses go-git. A
 // test that finds no git binary is skipped with the reason, and fails
-// when the CI environment variable is set, so CI never skips silently.
+// when the CI environment variable is set (pkg/testenv), so CI never
+// skips silently.
 package gitremotetest
 
 import (
@@ -30,23 +31,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stevedore-dev/stevedore/pkg/testenv"
 )
 
 // Epoch is the author and committer time of a Work's first commit; each
 // later commit is an hour after the one before.
 var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// Binary returns the path of git, or skips the test (fails it under CI).
+// Binary returns the path of git, or skips the test (fails it under CI:
+// testenv.Tool).
 func Binary(t testing.TB) string {
 	t.Helper()
-	p, err := exec.LookPath("git")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("git is needed to serve test repositories: %v", err)
-		}
-		t.Skipf("git is needed to serve test repositories: %v", err)
-	}
-	return p
+	return testenv.Tool(t, "git", "it serves the test repositories")
 }
 
 // env is the environment every git command runs with: no user or system
