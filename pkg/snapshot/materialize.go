@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,8 +16,27 @@ import (
 // Materialize writes the root filesystem of layers into dir as plain files
 // (whiteouts applied as deletions), reading each blob from this node's
 // content store or, when it lacks one, from source. Every blob and layer is
-// verified. It needs no mount and no snapshot.
+// verified. It needs no mount and no snapshot. (Export writes a snapshot
+// this node has without reading a blob.)
 func (s *Store) Materialize(ctx context.Context, layers []events.Layer, dir string, source BlobSource) error {
+	return materialize(ctx, layers, dir, BlobSourceFunc(func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+		return s.openBlob(ctx, d, source)
+	}))
+}
+
+// Materialize writes the root filesystem of layers into dir, as
+// Store.Materialize does, reading every blob from source: a client's
+// output with no store of its own. Every blob and layer is verified as it
+// streams; dir is left with what was written when one fails, so write
+// beside the destination and rename.
+func Materialize(ctx context.Context, layers []events.Layer, dir string, source BlobSource) error {
+	if source == nil {
+		return errors.New("materialize: no blob source")
+	}
+	return materialize(ctx, layers, dir, source)
+}
+
+func materialize(ctx context.Context, layers []events.Layer, dir string, source BlobSource) error {
 	for i, l := range layers {
 		if err := l.Blob.Digest.Validate(); err != nil {
 			return fmt.Errorf("layer %d: blob digest: %w", i, err)
@@ -32,15 +52,15 @@ func (s *Store) Materialize(ctx context.Context, layers []events.Layer, dir stri
 		return err
 	}
 	for _, l := range layers {
-		if err := s.materialize(ctx, l, dir, source); err != nil {
+		if err := materializeLayer(ctx, l, dir, source); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Store) materialize(ctx context.Context, l events.Layer, dir string, source BlobSource) error {
-	rc, err := s.openBlob(ctx, l.Blob, source)
+func materializeLayer(ctx context.Context, l events.Layer, dir string, source BlobSource) error {
+	rc, err := source.Open(ctx, l.Blob)
 	if err != nil {
 		return fmt.Errorf("materialize %s: %w", l.Blob.Digest, err)
 	}

@@ -1,0 +1,95 @@
+package rootfs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// askTimeout bounds the wait for a node's Grant.
+const askTimeout = 5 * time.Second
+
+// Stream is a granted root filesystem's tar, read as it arrives. Read it
+// to its end, then Verify before trusting what was made of it.
+type Stream struct {
+	resp *http.Response
+	d    *digestWriter
+}
+
+// Open asks node for the root filesystem of req.SnapshotKey and opens
+// its stream.
+//
+// Errors: ErrUnreachable when no node answers; ErrRefused (with the
+// node's reason) when it refuses; the HTTP request's.
+func Open(ctx context.Context, nc *nats.Conn, hc *http.Client, node string, req Request) (*Stream, error) {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	askCtx, cancel := context.WithTimeoutCause(ctx, askTimeout, fmt.Errorf("node %s: no answer within %s: %w", node, askTimeout, ErrUnreachable))
+	defer cancel()
+	msg, err := nc.RequestWithContext(askCtx, Subject(node), data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("node %s: %w: %w", node, ErrUnreachable, err)
+		}
+		return nil, fmt.Errorf("node %s: %w", node, err)
+	}
+	var g Grant
+	if err := json.Unmarshal(msg.Data, &g); err != nil {
+		return nil, fmt.Errorf("node %s: grant: %w", node, err)
+	}
+	if g.Error != "" || g.URL == "" {
+		return nil, fmt.Errorf("node %s: %w: %s", node, ErrRefused, g.Error)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", node, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("node %s: %s: %w", node, resp.Status, ErrRefused)
+	}
+	return &Stream{resp: resp, d: newDigestWriter()}, nil
+}
+
+// Read reads the tar stream.
+func (s *Stream) Read(p []byte) (int, error) {
+	n, err := s.resp.Body.Read(p)
+	_, _ = s.d.Write(p[:n])
+	return n, err
+}
+
+// Verify reads what is left of the stream and checks it against the
+// digest the node sent after it.
+//
+// Errors: ErrIncomplete; the read's.
+func (s *Stream) Verify() error {
+	if _, err := io.Copy(io.Discard, s); err != nil {
+		return fmt.Errorf("%w: %w", ErrIncomplete, err)
+	}
+	want := s.resp.Trailer.Get(TrailerDigest)
+	if want == "" {
+		return fmt.Errorf("%w: the node sent no digest (it stopped before the end)", ErrIncomplete)
+	}
+	if got := s.d.String(); got != want {
+		return fmt.Errorf("%w: got %s, the node sent %s", ErrIncomplete, got, want)
+	}
+	return nil
+}
+
+// URL is where the stream came from (its grant, used up).
+func (s *Stream) URL() string { return s.resp.Request.URL.String() }
+
+// Close ends the stream.
+func (s *Stream) Close() error { return s.resp.Body.Close() }

@@ -1,0 +1,149 @@
+package rootfs_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/rootfs"
+)
+
+// serve starts a Server for node "n1.example" that streams body for key
+// "k1" and cuts the stream of key "cut" halfway; it grants build "b1"
+// only.
+func serve(t *testing.T) *bustest.Env {
+	t.Helper()
+	env := bustest.Start(t, bus.Topology{})
+	src := rootfs.SourceFunc(func(_ context.Context, key string, w io.Writer) error {
+		switch key {
+		case "k1":
+			_, err := io.WriteString(w, body)
+			return err
+		case "cut":
+			_, _ = io.WriteString(w, body[:len(body)/2])
+			return errors.New("disk gone")
+		}
+		return errors.New("no such snapshot")
+	})
+	srv, err := rootfs.NewServer(rootfs.ServerConfig{
+		Node: "n1.example",
+		Allow: func(_ context.Context, req rootfs.Request) error {
+			if req.Build != "b1" {
+				return errors.New("build " + req.Build + " did not get this snapshot")
+			}
+			return nil
+		},
+	}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, env.NC) }()
+	t.Cleanup(func() {
+		cancel(errors.New("test over"))
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	// Serve has subscribed once a request is answered.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := rootfs.Open(t.Context(), env.NC, http.DefaultClient, "n1.example", rootfs.Request{Build: "nobody", SnapshotKey: "k1"}); errors.Is(err, rootfs.ErrRefused) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return env
+}
+
+var body = strings.Repeat("tar bytes ", 100000)
+
+func TestStreamGranted(t *testing.T) {
+	t.Parallel()
+	env := serve(t)
+	s, err := rootfs.Open(t.Context(), env.NC, http.DefaultClient, "n1.example", rootfs.Request{Build: "b1", SnapshotKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	got, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != body {
+		t.Errorf("stream: %d bytes, want %d", len(got), len(body))
+	}
+	if err := s.Verify(); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+}
+
+func TestStreamCutIsIncomplete(t *testing.T) {
+	t.Parallel()
+	env := serve(t)
+	s, err := rootfs.Open(t.Context(), env.NC, http.DefaultClient, "n1.example", rootfs.Request{Build: "b1", SnapshotKey: "cut"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if err := s.Verify(); !errors.Is(err, rootfs.ErrIncomplete) {
+		t.Errorf("Verify of a cut stream = %v, want ErrIncomplete", err)
+	}
+}
+
+func TestRefusedAndUnreachable(t *testing.T) {
+	t.Parallel()
+	env := serve(t)
+	_, err := rootfs.Open(t.Context(), env.NC, http.DefaultClient, "n1.example", rootfs.Request{Build: "b2", SnapshotKey: "k1"})
+	if !errors.Is(err, rootfs.ErrRefused) || !strings.Contains(err.Error(), "did not get this snapshot") {
+		t.Errorf("another build's request = %v, want ErrRefused with the node's reason", err)
+	}
+	_, err = rootfs.Open(t.Context(), env.NC, http.DefaultClient, "n2", rootfs.Request{Build: "b1", SnapshotKey: "k1"})
+	if !errors.Is(err, rootfs.ErrUnreachable) {
+		t.Errorf("a node nobody serves = %v, want ErrUnreachable", err)
+	}
+}
+
+// TestGrantOnce: a grant's URL streams once.
+func TestGrantOnce(t *testing.T) {
+	t.Parallel()
+	env := serve(t)
+	s, err := rootfs.Open(t.Context(), env.NC, http.DefaultClient, "n1.example", rootfs.Request{Build: "b1", SnapshotKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	url := s.URL()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("second GET of a grant: %s, want 404", resp.Status)
+	}
+}
+
+func TestSubject(t *testing.T) {
+	t.Parallel()
+	if got, want := rootfs.Subject("host.example.com"), "stevedore.rootfs.host_example_com"; got != want {
+		t.Errorf("Subject = %q, want %q", got, want)
+	}
+	if got, want := rootfs.Subject("a*b>c d"), "stevedore.rootfs.a_b_c_d"; got != want {
+		t.Errorf("Subject = %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,514 @@
+package snapshot
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"golang.org/x/sys/unix"
+)
+
+// An export reads a committed snapshot back as the root filesystem it
+// holds, in one pass over the files the snapshotter keeps: no blob is read
+// and nothing is decompressed again. The snapshot's layers are read as a
+// union, the way overlayfs presents them (an overlay whiteout, a 0:0
+// character device, hides what is below it; a directory marked opaque
+// hides the directories below it), so neither a mount nor CAP_SYS_ADMIN is
+// needed, and the snapshot is held by a view while it is read (prune
+// cannot remove it).
+//
+// Hard links: names that share an inode within one layer's directory share
+// one in the output. A link a layer made to a file of a lower layer is a
+// copy on overlayfs (the upper directory cannot link below it), so it is
+// a separate file in the output.
+
+// Export writes the root filesystem of the committed snapshot key into
+// dir (created when missing; what dir holds is replaced where the snapshot
+// has the same name), with modes, owners, times, extended attributes,
+// device nodes, symlinks and hard links. The snapshot is one Unpack or
+// Build committed, so what is written was verified when it was made.
+//
+// Errors: the snapshot is not here or not committed; the file system's.
+func (s *Store) Export(ctx context.Context, key, dir string) error {
+	return s.withUnion(ctx, key, func(u *union) error {
+		if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // G301: a root filesystem's top directory is world-readable, like /
+			return err
+		}
+		return u.writeDir(ctx, dir)
+	})
+}
+
+// WriteTar writes the root filesystem of the committed snapshot key to w
+// as one tar stream (PAX, numeric owners, hard links as links), which
+// containerd's archive.Apply or GNU tar unpack to the tree Export writes.
+//
+// Errors: as Export's, and w's.
+func (s *Store) WriteTar(ctx context.Context, key string, w io.Writer) error {
+	return s.withUnion(ctx, key, func(u *union) error { return u.writeTar(ctx, w) })
+}
+
+// withUnion holds a view of the committed snapshot key while fn reads its
+// layers.
+func (s *Store) withUnion(ctx context.Context, key string, fn func(*union) error) error {
+	info, err := s.sn.Stat(ctx, key)
+	if err != nil {
+		return fmt.Errorf("export snapshot %s: %w", key, err)
+	}
+	if info.Kind != snapshots.KindCommitted {
+		return fmt.Errorf("export snapshot %s: not committed", key)
+	}
+	view := activePrefix + "export-" + nonce() + "-" + key
+	mounts, err := s.sn.View(ctx, view, key)
+	if err != nil {
+		return fmt.Errorf("export snapshot %s: view: %w", key, err)
+	}
+	defer func() { _ = s.sn.Remove(context.WithoutCancel(ctx), view) }()
+	layers, err := layerDirs(mounts)
+	if err != nil {
+		return fmt.Errorf("export snapshot %s: %w", key, err)
+	}
+	u, err := newUnion(layers)
+	if err != nil {
+		return fmt.Errorf("export snapshot %s: %w", key, err)
+	}
+	if err := fn(u); err != nil {
+		return fmt.Errorf("export snapshot %s: %w", key, err)
+	}
+	return nil
+}
+
+// layerDirs are the directories of a view's layers, top first.
+func layerDirs(mounts []mount.Mount) ([]string, error) {
+	if len(mounts) != 1 {
+		return nil, fmt.Errorf("unexpected %d mounts for a view", len(mounts))
+	}
+	m := mounts[0]
+	switch m.Type {
+	case "bind", "rbind":
+		return []string{m.Source}, nil
+	case "overlay":
+		for _, o := range m.Options {
+			if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+				return strings.Split(v, ":"), nil
+			}
+		}
+		return nil, fmt.Errorf("overlay view without lowerdir: %v", m.Options)
+	}
+	return nil, fmt.Errorf("unsupported mount type %q", m.Type)
+}
+
+// unionEntry is one name of the union and the layer file it comes from.
+type unionEntry struct {
+	rel   string // slash-separated, relative to the root
+	src   string // the file in its layer's directory
+	layer int
+	info  fs.FileInfo
+}
+
+// union is the merged tree of a stack of layer directories.
+type union struct {
+	entries []unionEntry // parents before children
+}
+
+// newUnion merges layers (top first) as overlayfs does.
+func newUnion(layers []string) (*union, error) {
+	seen := map[string]bool{}   // rel → is a directory, for names decided
+	hidden := map[string]bool{} // names the layers above hid from the lower ones
+	var out []unionEntry
+	for li, root := range layers {
+		var hide []string // this layer's whiteouts and opaque dirs, for the layers below
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if p == root {
+				return nil
+			}
+			rel, err := filepath.Rel(root, p)
+			if err != nil {
+				return err
+			}
+			rel = filepath.ToSlash(rel)
+			if hiddenBy(rel, hidden, seen) {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if isWhiteout(info) {
+				hide = append(hide, rel)
+				return nil
+			}
+			if isDir, ok := seen[rel]; ok {
+				if isDir && d.IsDir() {
+					if isOpaque(p) {
+						hide = append(hide, rel+"/")
+					}
+					return nil // a directory over a directory: merge the children
+				}
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			seen[rel] = d.IsDir()
+			out = append(out, unionEntry{rel: rel, src: p, layer: li, info: info})
+			if d.IsDir() && isOpaque(p) {
+				hide = append(hide, rel+"/")
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range hide {
+			hidden[h] = true
+		}
+	}
+	slices.SortFunc(out, func(a, b unionEntry) int { return strings.Compare(a.rel, b.rel) })
+	return &union{entries: out}, nil
+}
+
+// hiddenBy reports whether rel is hidden from the current layer: a
+// whiteout of it or of a parent above, an opaque parent above (recorded
+// as "dir/"), or a parent that an upper layer made a non-directory.
+func hiddenBy(rel string, hidden, seen map[string]bool) bool {
+	if hidden[rel] {
+		return true
+	}
+	for i := 0; i < len(rel); i++ {
+		if rel[i] != '/' {
+			continue
+		}
+		parent := rel[:i]
+		if hidden[parent] || hidden[parent+"/"] {
+			return true
+		}
+		if isDir, ok := seen[parent]; ok && !isDir {
+			return true
+		}
+	}
+	return false
+}
+
+// isWhiteout reports an overlay whiteout: a 0:0 character device.
+func isWhiteout(info fs.FileInfo) bool {
+	if info.Mode()&fs.ModeCharDevice == 0 {
+		return false
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return ok && st.Rdev == 0
+}
+
+// isOpaque reports an overlay opaque directory.
+func isOpaque(p string) bool {
+	for _, name := range []string{"trusted.overlay.opaque", "user.overlay.opaque"} {
+		buf := make([]byte, 1)
+		n, err := unix.Lgetxattr(p, name, buf)
+		if err == nil && n == 1 && buf[0] == 'y' {
+			return true
+		}
+	}
+	return false
+}
+
+// inodeKey names a file's inode in one layer.
+type inodeKey struct {
+	layer int
+	dev   uint64
+	ino   uint64
+}
+
+func keyOf(e unionEntry) (inodeKey, bool) {
+	st, ok := e.info.Sys().(*syscall.Stat_t)
+	if !ok || !e.info.Mode().IsRegular() || st.Nlink < 2 {
+		return inodeKey{}, false
+	}
+	return inodeKey{layer: e.layer, dev: uint64(st.Dev), ino: st.Ino}, true //nolint:unconvert // Dev's type differs by architecture
+}
+
+// writeDir writes the union into dir.
+func (u *union) writeDir(ctx context.Context, dir string) error {
+	links := map[inodeKey]string{}
+	var dirs []unionEntry
+	for i, e := range u.entries {
+		if i%256 == 0 {
+			if cause := context.Cause(ctx); cause != nil {
+				return cause
+			}
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(e.rel))
+		if err := writeEntry(e, dst, links); err != nil {
+			return fmt.Errorf("%s: %w", e.rel, err)
+		}
+		if e.info.IsDir() {
+			dirs = append(dirs, e)
+		}
+	}
+	// A directory's times last: writing its children changed them.
+	for i := len(dirs) - 1; i >= 0; i-- {
+		e := dirs[i]
+		dst := filepath.Join(dir, filepath.FromSlash(e.rel))
+		if err := setTimes(dst, e.info); err != nil {
+			return fmt.Errorf("%s: %w", e.rel, err)
+		}
+	}
+	return nil
+}
+
+// writeEntry makes dst what e is, replacing what dst was unless both are
+// directories.
+func writeEntry(e unionEntry, dst string, links map[inodeKey]string) error {
+	mode := e.info.Mode()
+	st, _ := e.info.Sys().(*syscall.Stat_t)
+	if old, err := os.Lstat(dst); err == nil {
+		if !(old.IsDir() && mode.IsDir()) {
+			if err := os.RemoveAll(dst); err != nil {
+				return err
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	switch {
+	case mode.IsDir():
+		if err := os.Mkdir(dst, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	case mode.IsRegular():
+		if k, ok := keyOf(e); ok {
+			if first, ok := links[k]; ok {
+				return os.Link(first, dst)
+			}
+			links[k] = dst
+		}
+		if err := copyFile(e.src, dst); err != nil {
+			return err
+		}
+	case mode&fs.ModeSymlink != 0:
+		target, err := os.Readlink(e.src)
+		if err != nil {
+			return err
+		}
+		if err := os.Symlink(target, dst); err != nil {
+			return err
+		}
+	case mode&(fs.ModeDevice|fs.ModeNamedPipe) != 0:
+		if st == nil {
+			return errors.New("no device number")
+		}
+		if err := unix.Mknod(dst, st.Mode, int(st.Rdev)); err != nil { //nolint:gosec // G115: a device number from stat
+			return err
+		}
+	case mode&fs.ModeSocket != 0:
+		return nil // sockets are not part of a root filesystem
+	default:
+		return fmt.Errorf("unsupported file type %s", mode.Type())
+	}
+	if st != nil {
+		if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+	}
+	if err := copyXattrs(e.src, dst); err != nil {
+		return err
+	}
+	if mode&fs.ModeSymlink == 0 {
+		// After chown, which clears setuid and setgid.
+		if err := os.Chmod(dst, mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+			return err
+		}
+	}
+	if mode.IsDir() {
+		return nil
+	}
+	return setTimes(dst, e.info)
+}
+
+// copyFile copies a regular file's bytes (copy_file_range: a reflink where
+// the file system shares extents, an in-kernel copy otherwise).
+func copyFile(src, dst string) error {
+	in, err := os.Open(src) //nolint:gosec // G304: a file of the snapshot being exported
+	if err != nil {
+		return err
+	}
+	defer func() { _ = in.Close() }()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: a file of the output directory
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		return errors.Join(err, out.Close())
+	}
+	return out.Close()
+}
+
+// copyXattrs copies the extended attributes of src to dst, except
+// overlayfs's own.
+func copyXattrs(src, dst string) error {
+	names, err := listXattrs(src)
+	if err != nil || len(names) == 0 {
+		return err
+	}
+	for _, name := range names {
+		if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
+			continue
+		}
+		v, err := getXattr(src, name)
+		if err != nil {
+			return err
+		}
+		if err := unix.Lsetxattr(dst, name, v, 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func listXattrs(p string) ([]string, error) {
+	n, err := unix.Llistxattr(p, nil)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	buf := make([]byte, n)
+	if n, err = unix.Llistxattr(p, buf); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if name != "" {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+func getXattr(p, name string) ([]byte, error) {
+	n, err := unix.Lgetxattr(p, name, nil)
+	if err != nil {
+		return nil, fmt.Errorf("get xattr %s: %w", name, err)
+	}
+	buf := make([]byte, n)
+	if n, err = unix.Lgetxattr(p, name, buf); err != nil {
+		return nil, fmt.Errorf("get xattr %s: %w", name, err)
+	}
+	return buf[:n], nil
+}
+
+// setTimes gives dst the access and modification times of info, without
+// following a symlink.
+func setTimes(dst string, info fs.FileInfo) error {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	atime := info.ModTime()
+	if ok {
+		atime = time.Unix(st.Atim.Unix())
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(atime.UnixNano()), unix.NsecToTimespec(info.ModTime().UnixNano())}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// writeTar writes the union as a tar stream.
+func (u *union) writeTar(ctx context.Context, w io.Writer) error {
+	tw := tar.NewWriter(w)
+	links := map[inodeKey]string{}
+	for i, e := range u.entries {
+		if i%256 == 0 {
+			if cause := context.Cause(ctx); cause != nil {
+				return cause
+			}
+		}
+		if err := writeTarEntry(tw, e, links); err != nil {
+			return fmt.Errorf("%s: %w", e.rel, err)
+		}
+	}
+	return tw.Close()
+}
+
+func writeTarEntry(tw *tar.Writer, e unionEntry, links map[inodeKey]string) error {
+	mode := e.info.Mode()
+	if mode&fs.ModeSocket != 0 {
+		return nil
+	}
+	link := ""
+	if mode&fs.ModeSymlink != 0 {
+		var err error
+		if link, err = os.Readlink(e.src); err != nil {
+			return err
+		}
+	}
+	hdr, err := tar.FileInfoHeader(e.info, link)
+	if err != nil {
+		return err
+	}
+	hdr.Name = e.rel
+	if mode.IsDir() {
+		hdr.Name += "/"
+	}
+	hdr.Format = tar.FormatPAX
+	hdr.Uname, hdr.Gname = "", ""
+	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
+	names, err := listXattrs(e.src)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
+			continue
+		}
+		v, err := getXattr(e.src, name)
+		if err != nil {
+			return err
+		}
+		if hdr.PAXRecords == nil {
+			hdr.PAXRecords = map[string]string{}
+		}
+		hdr.PAXRecords["SCHILY.xattr."+name] = string(v)
+	}
+	if k, ok := keyOf(e); ok {
+		if first, ok := links[k]; ok {
+			hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
+			return tw.WriteHeader(hdr)
+		}
+		links[k] = e.rel
+	}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	if !mode.IsRegular() {
+		return nil
+	}
+	f, err := os.Open(e.src) //nolint:gosec // G304: a file of the snapshot being exported
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	n, err := io.Copy(tw, f)
+	if err != nil {
+		return err
+	}
+	if n != hdr.Size {
+		return fmt.Errorf("changed while read: %d bytes, not %d", n, hdr.Size)
+	}
+	return nil
+}

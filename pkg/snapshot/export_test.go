@@ -1,0 +1,158 @@
+//go:build linux
+
+package snapshot_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/pkg/testenv"
+)
+
+// gnuTar extracts layers, bottom first, into a new directory with GNU
+// tar, applying each layer's whiteouts before it is extracted: the tree
+// `curl | tar -x` gives, whiteouts honoured.
+func gnuTar(t *testing.T, tarBin string, layers ...layer) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, l := range layers {
+		tr := tar.NewReader(bytes.NewReader(l.tar))
+		for {
+			hdr, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			must(t, err)
+			name := path.Clean("/" + hdr.Name)[1:]
+			parent, base := path.Split(name)
+			switch {
+			case base == ".wh..wh..opq":
+				children, _ := os.ReadDir(filepath.Join(root, parent))
+				for _, c := range children {
+					must(t, os.RemoveAll(filepath.Join(root, parent, c.Name())))
+				}
+			case strings.HasPrefix(base, ".wh."):
+				must(t, os.RemoveAll(filepath.Join(root, parent, strings.TrimPrefix(base, ".wh."))))
+			}
+		}
+		cmd := exec.CommandContext(t.Context(), tarBin, "-x", "-p", "--numeric-owner", "--recursive-unlink", "--exclude=.wh.*", "-C", root)
+		cmd.Stdin = bytes.NewReader(l.tar)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("tar -x: %v\n%s", err, out)
+		}
+	}
+	return root
+}
+
+// TestExportMatchesGNUTar: the root filesystem Export writes from a
+// snapshot, and the tar WriteTar streams of it, are the tree GNU tar
+// extracts from the same layers (whiteouts, opaque directories, hard
+// links, symlinks, devices, owners, modes and mtimes), for every prefix
+// of the chain and both snapshotters; and no blob is read to make them.
+func TestExportMatchesGNUTar(t *testing.T) {
+	t.Parallel()
+	for _, kind := range kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			needKind(t, kind)
+			tarBin := testenv.Tool(t, "tar", "the reference extraction is GNU tar's")
+			layers := referenceChain(t)
+			s := openStore(t, kind)
+			if _, err := s.Unpack(t.Context(), snapshot.Request{Layers: eventsOf(layers...), Source: newSource(layers...)}); err != nil {
+				t.Fatalf("Unpack: %v", err)
+			}
+			// No blob is read: with them gone, Export still works.
+			for _, l := range layers {
+				must(t, s.Content().Delete(t.Context(), l.Blob.Digest))
+			}
+			for i, chainID := range snapshot.ChainIDs(eventsOf(layers...)) {
+				want := readTree(t, gnuTar(t, tarBin, layers[:i+1]...))
+				if diff := cmp.Diff(readTree(t, reference(t, layers[:i+1]...)), want); diff != "" {
+					t.Fatalf("GNU tar and the reference disagree on %d layers (-reference +tar):\n%s", i+1, diff)
+				}
+				out := filepath.Join(t.TempDir(), "rootfs")
+				if err := s.Export(t.Context(), chainID.String(), out); err != nil {
+					t.Fatalf("Export: %v", err)
+				}
+				if diff := cmp.Diff(want, readTree(t, out)); diff != "" {
+					t.Errorf("Export of %d layers differs from GNU tar's (-tar +export):\n%s", i+1, diff)
+				}
+
+				var stream bytes.Buffer
+				if err := s.WriteTar(t.Context(), chainID.String(), &stream); err != nil {
+					t.Fatalf("WriteTar: %v", err)
+				}
+				fromTar := t.TempDir()
+				cmd := exec.CommandContext(t.Context(), tarBin, "-x", "-p", "--numeric-owner", "-C", fromTar)
+				cmd.Stdin = &stream
+				if b, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("tar -x of WriteTar's stream: %v\n%s", err, b)
+				}
+				if diff := cmp.Diff(want, readTree(t, fromTar)); diff != "" {
+					t.Errorf("WriteTar of %d layers, extracted by GNU tar, differs (-tar +stream):\n%s", i+1, diff)
+				}
+			}
+			committed, other := snapshotNames(t, s)
+			if len(committed) != len(layers) || len(other) != 0 {
+				t.Errorf("after exports: committed %v, others %v; want %d committed and no view left", committed, other, len(layers))
+			}
+		})
+	}
+}
+
+// TestExportBuilt: a snapshot Build made (a file, a checkout) exports as
+// its files; a missing snapshot is an error and writes nothing.
+func TestExportBuilt(t *testing.T) {
+	t.Parallel()
+	for _, kind := range kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			needKind(t, kind)
+			s := openStore(t, kind)
+			fill := func(_ context.Context, dir string) error {
+				if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o750); err != nil {
+					return err
+				}
+				if err := os.WriteFile(filepath.Join(dir, "sub", "a"), []byte("a\n"), 0o640); err != nil {
+					return err
+				}
+				if err := os.Link(filepath.Join(dir, "sub", "a"), filepath.Join(dir, "b")); err != nil {
+					return err
+				}
+				return os.Symlink("sub/a", filepath.Join(dir, "c"))
+			}
+			src := t.TempDir()
+			must(t, fill(t.Context(), src))
+			if _, err := s.Build(t.Context(), "content-x", fill); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "out")
+			if err := s.Export(t.Context(), "content-x", out); err != nil {
+				t.Fatalf("Export: %v", err)
+			}
+			want := readTree(t, src)
+			got := readTree(t, out)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Export differs from the files built (-want +got):\n%s", diff)
+			}
+			missing := filepath.Join(t.TempDir(), "missing")
+			if err := s.Export(t.Context(), "content-none", missing); err == nil {
+				t.Error("Export of a missing snapshot: no error")
+			}
+			if _, err := os.Lstat(missing); err == nil {
+				t.Error("Export of a missing snapshot made its directory")
+			}
+		})
+	}
+}

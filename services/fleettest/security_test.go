@@ -1,0 +1,111 @@
+package fleettest_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/client"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/services/fleettest"
+)
+
+// Finding 2: duplicate-id pre-emption. Output ids are derived from the
+// cause's id, and JetStream drops a repeated Nats-Msg-Id stream-wide. A
+// client that knows a build's request id (the build id plus "-request")
+// publishes, on the one subject it may publish to, messages carrying the
+// ids of every output the fleet will derive along the build's path: the
+// resolver's, the puller's for both indexes, the snapshotter's. The
+// victim's pull must still end with its snapshot.
+func TestSecurityDuplicateIDPreemption(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	s.Snapshotter(t)
+	ref := s.Push(t, "single", "victim/app:1")
+
+	// The ids a pull of an image derives, step by step, from its request.
+	const build = "victim-build"
+	req := build + "-request"
+	resolved := events.DeriveID(req, events.TypeSourceResolved, 0)
+	key0 := events.DeriveID(req, events.TypeCacheKeyRequested, 0)
+	var forged []string
+	forged = append(forged, resolved, key0)
+	for n := range 8 {
+		forged = append(forged, events.DeriveID(key0, events.TypeProgress, n))
+	}
+	computed0 := events.DeriveID(key0, events.TypeCacheKeyComputed, 0)
+	key1 := events.DeriveID(key0, events.TypeCacheKeyRequested, 0)
+	forged = append(forged, computed0, key1)
+	miss := events.DeriveID(key1, events.TypeCacheMiss, 0)
+	snap := events.DeriveID(key1, events.TypeSnapshotRequested, 0)
+	forged = append(forged, events.DeriveID(key1, events.TypeCacheKeyComputed, 0), miss, snap)
+	for n := range 16 {
+		forged = append(forged, events.DeriveID(snap, events.TypeProgress, n))
+	}
+	forged = append(forged, events.DeriveID(snap, events.TypeSnapshotReady, 0), events.DeriveID(snap, events.TypeSnapshotFailed, 0))
+
+	nc, js := s.Env.Connect(t, "attacker")
+	for _, id := range forged {
+		m := nats.NewMsg(events.Subject("attacker-build", events.TypeSourceResolveRequested))
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte("{}")
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = nc
+	// An attacker that also knows how the fleet derives ids from a stored
+	// message's sequence predicts the request's (nothing else publishes
+	// meanwhile) and takes the ids of the resolver's outputs.
+	stream, err := js.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqSeq := stream.CachedInfo().State.LastSeq + 3
+	cause := fmt.Sprintf("%s@%d", req, reqSeq)
+	for _, id := range []string{events.DeriveID(cause, events.TypeSourceResolved, 0), events.DeriveID(cause, events.TypeCacheKeyRequested, 0)} {
+		m := nats.NewMsg(events.Subject("attacker-build", events.TypeSourceResolveRequested))
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte("{}")
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	rec := s.Env.Record(t, build)
+	s.Env.Request(t, build, events.SourceResolveRequested{Source: events.SourceOp{Identifier: "docker-image://" + ref}, Snapshot: true})
+	e := rec.Wait(t, 15*time.Second, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
+	if _, ok := e.Data.(events.SnapshotReady); !ok {
+		t.Fatalf("the victim's pull ended with %s, want snapshot.ready", e.Type())
+	}
+	if got := rec.OfType(events.TypeSourceResolveRequested)[0]; got.ID != req {
+		t.Fatalf("request id %s", got.ID)
+	}
+	if resolved := rec.OfType(events.TypeSourceResolved); len(resolved) != 1 || resolved[0].ID == events.DeriveID(cause, events.TypeSourceResolved, 0) {
+		t.Errorf("source.resolved: %d events, want one under a reissued id (the predicted sequence was %d)", len(resolved), reqSeq)
+	}
+}
+
+// A build id used twice is refused with a clear error, not merged with
+// the first build (whose events the second client would read as its own).
+func TestSecurityReusedBuildIDRefused(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	op := events.SourceOp{Identifier: "docker-image://" + s.Registry.Host() + "/nothing/here:1"}
+	if _, err := client.Submit(t.Context(), s.Env.JS, "reused", events.SourceResolveRequested{Source: op}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := client.Submit(t.Context(), s.Env.JS, "reused", events.SourceResolveRequested{Source: op, Snapshot: true})
+	if err == nil {
+		t.Fatal("a second build under one build id was accepted")
+	}
+	if !errors.Is(err, bus.ErrDuplicateID) {
+		t.Errorf("reused build id: %v, want bus.ErrDuplicateID", err)
+	}
+}
