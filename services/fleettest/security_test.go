@@ -3,6 +3,7 @@ package fleettest_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
+	"github.com/stevedore-dev/stevedore/services/snapshotter"
 )
 
 // Finding 2: duplicate-id pre-emption. Output ids are derived from the
@@ -107,5 +110,28 @@ func TestSecurityReusedBuildIDRefused(t *testing.T) {
 	}
 	if !errors.Is(err, bus.ErrDuplicateID) {
 		t.Errorf("reused build id: %v, want bus.ErrDuplicateID", err)
+	}
+}
+
+// Finding 4, at the fleet: a layer past the snapshotter's limits fails the
+// pull at once, as a permanent failure (one attempt, code invalid) that
+// names the limit and none of the node's paths; no retries.
+func TestSecuritySnapshotLimitIsPermanent(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	_, svc := s.Snapshotter(t, func(c *snapshotter.Config) { c.Limits = snapshot.Limits{LayerBytes: 16} })
+	ref := s.Push(t, "single", "big/app:1")
+	rec, _ := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", true)
+	e := fleettest.PullEnd(t, rec)
+	failed, ok := e.Data.(events.SnapshotFailed)
+	if !ok {
+		t.Fatalf("pull past the layer size limit ended with %s, want snapshot.failed", e.Type())
+	}
+	if failed.Code != "invalid" || failed.Attempts != 1 || !strings.Contains(failed.Reason, "layer size limit") {
+		t.Errorf("failure %+v: want code invalid, one attempt, the limit named", failed)
+	}
+	if strings.Contains(failed.Reason, svc.Store().Root()) {
+		t.Errorf("the failure shows the data dir: %s", failed.Reason)
 	}
 }

@@ -58,6 +58,8 @@ type Handler struct {
 	flight Flight
 	index  CacheIndex
 	window int
+	// limits bound what a snapshot's layers may expand to.
+	limits snapshot.Limits
 	now    func() time.Time
 	// busy is held (read) by every unpack and (write) by prune.
 	busy *sync.RWMutex
@@ -201,18 +203,21 @@ func (h *Handler) unpack(ctx context.Context, in events.SnapshotRequested) (snap
 	}
 	progress := newProgress(ctx, in.Source.Identifier).update
 	if c := opts.Cached; c != nil && sameDiffIDs(c.Layers, opts.Layers) && len(c.Locations) > 0 {
-		res, err := h.store.Unpack(ctx, snapshot.Request{Layers: c.Layers, Source: h.source(c.Locations), Window: h.window, Progress: progress})
+		res, err := h.store.Unpack(ctx, snapshot.Request{Layers: c.Layers, Source: h.source(c.Locations), Window: h.window, Progress: progress, Limits: h.limits})
 		if err == nil {
 			return res, c.Layers, append(slices.Clone(c.Locations), origin), nil
 		}
 		if cause := context.Cause(ctx); cause != nil {
 			return res, nil, nil, cause
 		}
+		if errors.Is(err, snapshot.ErrLimit) {
+			return res, nil, nil, err // the origin's layers are the same size
+		}
 		now := time.Now()
 		bus.Emit(ctx, events.Progress{Vertex: in.Source.Identifier, ID: "cache " + c.Locations[0].String() + " unusable, pulling from " + origin.String(),
 			Action: "fallback", Started: &now, Completed: &now, Error: err.Error()})
 	}
-	res, err := h.store.Unpack(ctx, snapshot.Request{Layers: opts.Layers, Source: h.source([]events.BlobLocation{origin}), Window: h.window, Progress: progress})
+	res, err := h.store.Unpack(ctx, snapshot.Request{Layers: opts.Layers, Source: h.source([]events.BlobLocation{origin}), Window: h.window, Progress: progress, Limits: h.limits})
 	return res, opts.Layers, []events.BlobLocation{origin}, err
 }
 
@@ -291,7 +296,7 @@ func (p *progress) update(u snapshot.Update) {
 // classes; it is the snapshotter's one place for it.
 // (Registry errors carry their class already: see registry.Error.Is.)
 func classify(err error) error {
-	if errors.Is(err, snapshot.ErrVerify) {
+	if errors.Is(err, snapshot.ErrVerify) || errors.Is(err, snapshot.ErrLimit) {
 		return bus.Invalid(err)
 	}
 	return err
