@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/client"
@@ -133,5 +135,26 @@ func TestSecuritySnapshotLimitIsPermanent(t *testing.T) {
 	}
 	if strings.Contains(failed.Reason, svc.Store().Root()) {
 		t.Errorf("the failure shows the data dir: %s", failed.Reason)
+	}
+}
+
+// Finding 6: an event whose layer's diffID is not a digest ("x") fails at
+// once as invalid: no panic, no retries.
+func TestSecurityBadDiffIDIsInvalid(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Snapshotter(t)
+	ref := s.Push(t, "single", "bad/diffid:1")
+	opts := events.CacheOpts{Ref: ref, RootFSType: "layers", Layers: []events.Layer{{
+		Blob:   ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromString("blob"), Size: 4},
+		DiffID: "x",
+	}}}
+	rec := s.Env.Record(t, "baddiff")
+	key := events.CacheKey{Index: 1, Key: "k", Digest: digest.FromString("k"), Done: true}
+	s.Env.Request(t, "baddiff", events.SnapshotRequested{Source: events.SourceOp{Identifier: "docker-image://" + ref}, Keys: []events.CacheKey{key}, CacheOpts: &opts})
+	e := rec.Wait(t, 15*time.Second, events.TypeSnapshotFailed, events.TypeSnapshotReady)
+	failed, ok := e.Data.(events.SnapshotFailed)
+	if !ok || failed.Code != "invalid" || failed.Attempts != 1 {
+		t.Errorf("snapshot of a layer with diffID \"x\" ended with %+v, want snapshot.failed invalid at the first attempt", e.Data)
 	}
 }

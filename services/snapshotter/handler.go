@@ -99,6 +99,14 @@ func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 		return nil, bus.Invalid(errors.New("snapshot.requested carries neither cacheOpts nor content"))
 	}
 	layers := in.CacheOpts.Layers
+	if err := validLayers(layers); err != nil {
+		return nil, bus.Invalid(fmt.Errorf("snapshot.requested: %w", err))
+	}
+	if c := in.CacheOpts.Cached; c != nil {
+		if err := validLayers(c.Layers); err != nil {
+			return nil, bus.Invalid(fmt.Errorf("snapshot.requested: cached result: %w", err))
+		}
+	}
 	ready := events.SnapshotReady{Source: in.Source, Keys: in.Keys, Layers: layers, Node: h.node}
 	locations := []events.BlobLocation{{Ref: in.CacheOpts.Ref}}
 	if o := in.CacheOpts.Origin; o != nil {
@@ -227,6 +235,23 @@ func (h *Handler) source(locations []events.BlobLocation) snapshot.BlobSource {
 		rc, _, err := h.reader.Open(ctx, locations, d)
 		return rc, err
 	})
+}
+
+// validLayers checks what an event says of layers before anything is
+// computed from it: digests that parse, sizes that are not negative.
+func validLayers(layers []events.Layer) error {
+	for i, l := range layers {
+		if err := l.Blob.Digest.Validate(); err != nil {
+			return fmt.Errorf("layer %d: blob digest %q: %w", i, l.Blob.Digest, err)
+		}
+		if err := l.DiffID.Validate(); err != nil {
+			return fmt.Errorf("layer %d: diffID %q: %w", i, l.DiffID, err)
+		}
+		if l.Blob.Size < 0 {
+			return fmt.Errorf("layer %d: negative blob size %d", i, l.Blob.Size)
+		}
+	}
+	return nil
 }
 
 func sameDiffIDs(a, b []events.Layer) bool {
