@@ -4,8 +4,11 @@ import (
 	"archive/tar"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
+
+	digest "github.com/opencontainers/go-digest"
 )
 
 // ErrLimit reports that unpacking would go past one of the Limits: a
@@ -13,6 +16,12 @@ import (
 // or a data dir about to run out of space. It is permanent: the same
 // layers always expand to the same size.
 var ErrLimit = errors.New("snapshot limit reached")
+
+// ErrBadLayer reports a layer whose blob is what its digest says but whose
+// tar cannot be applied (truncated, a link or whiteout pointing out of the
+// tree, an entry the extractor refuses): the same bytes always fail the
+// same way, so it is permanent.
+var ErrBadLayer = errors.New("layer cannot be unpacked")
 
 // LimitError is an ErrLimit: which limit, and its value.
 type LimitError struct {
@@ -145,3 +154,34 @@ func (b *budget) checkFree(more int64) error {
 	}
 	return nil
 }
+
+// nodeErrnos are the errors of this node's file system rather than of a
+// layer: extraction that fails with one may succeed later.
+var nodeErrnos = []error{syscall.ENOSPC, syscall.EDQUOT, syscall.EIO, syscall.EROFS, syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM}
+
+// badLayer is the error of extracting the verified blob d: ErrBadLayer
+// (permanent) unless the node's file system is the cause, with the
+// snapshotter's paths (roots) taken out of its text.
+func badLayer(d digest.Digest, err error, roots ...string) error {
+	msg := fmt.Sprintf("extract %s: %s", d, err)
+	for _, r := range roots {
+		if r != "" {
+			msg = strings.ReplaceAll(msg, r, "<layer>")
+		}
+	}
+	for _, n := range nodeErrnos {
+		if errors.Is(err, n) {
+			return &layerError{msg: msg, causes: []error{err}}
+		}
+	}
+	return &layerError{msg: msg, causes: []error{ErrBadLayer, err}}
+}
+
+// layerError is an extraction error whose text has no data-dir paths.
+type layerError struct {
+	msg    string
+	causes []error
+}
+
+func (e *layerError) Error() string   { return e.msg }
+func (e *layerError) Unwrap() []error { return e.causes }

@@ -117,3 +117,35 @@ func TestSecurityLayerLimits(t *testing.T) {
 		})
 	}
 }
+
+// Finding 6: a layer that can never unpack (its blob is what its digest
+// says, but the tar inside is broken or hostile) is a permanent failure,
+// ErrBadLayer, not an internal error to retry; and the error shows none of
+// the data dir's paths.
+func TestSecurityBadArchivesArePermanent(t *testing.T) {
+	t.Parallel()
+	needKind(t, snapshot.KindNative)
+	good := tarOf(t, file("a", strings.Repeat("a", 4096), 0o644), file("b", "b", 0o644))
+	cases := []struct {
+		name string
+		tar  []byte
+	}{
+		{"hardlink out of the tree", tarOf(t, hardlink("evil", entry{name: "../../../../etc/passwd"}))},
+		{"bad whiteout name", tarOf(t, dir("d", 0o755), file("d/.wh..", "", 0o644))},
+		{"truncated tar", good[:1024+100]},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := layerFromTar(t, gzipped, tc.tar)
+			s := openStore(t, snapshot.KindNative)
+			_, err := s.Unpack(t.Context(), snapshot.Request{Layers: eventsOf(l), Source: newSource(l)})
+			if !errors.Is(err, snapshot.ErrBadLayer) {
+				t.Errorf("Unpack = %v, want ErrBadLayer", err)
+			}
+			if err != nil && strings.Contains(err.Error(), s.Root()) {
+				t.Errorf("the error shows the data dir: %v", err)
+			}
+		})
+	}
+}

@@ -413,7 +413,7 @@ func (s *Store) extract(ctx context.Context, parent string, job *layerJob, req R
 	req.progress(Update{Layer: layer.Blob.Digest, Phase: Extracting, Started: started})
 	size, err := s.apply(ctx, job.chainID, parent, layer, src, req.budget.forLayer(layer.Blob.Digest.String()))
 	if err != nil {
-		if job.fetched && (errors.Is(err, ErrVerify) || errors.Is(err, ErrLimit)) {
+		if job.fetched && (errors.Is(err, ErrVerify) || errors.Is(err, ErrLimit) || errors.Is(err, ErrBadLayer)) {
 			// The blob is what its digest says but not the layer the chain
 			// names: keep nothing of a layer that failed.
 			_ = s.cs.Delete(context.WithoutCancel(ctx), layer.Blob.Digest)
@@ -458,13 +458,16 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 	}
 	diffID, size, err := applyLayer(ctx, dst, src.r, lb)
 	if err != nil {
-		// A truncated, oversized or corrupt download is the likelier cause.
-		if context.Cause(ctx) == nil && !errors.Is(err, ErrLimit) {
-			if verr := src.verify(); verr != nil {
-				return 0, verr
-			}
+		if context.Cause(ctx) != nil || errors.Is(err, ErrLimit) {
+			return 0, fmt.Errorf("extract %s: %w", layer.Blob.Digest, err)
 		}
-		return 0, fmt.Errorf("extract %s: %w", layer.Blob.Digest, err)
+		// A truncated, oversized or corrupt download is the likelier cause.
+		if verr := src.verify(); verr != nil {
+			return 0, verr
+		}
+		// The blob is what its digest says: the same bytes fail the same
+		// way every time, unless this node's disk is the cause.
+		return 0, badLayer(layer.Blob.Digest, err, dst.root, s.root)
 	}
 	// The blob first: a wrong blob explains a wrong diffID.
 	if err := src.verify(); err != nil {

@@ -321,7 +321,7 @@ func (p *progress) update(u snapshot.Update) {
 // classes; it is the snapshotter's one place for it.
 // (Registry errors carry their class already: see registry.Error.Is.)
 func classify(err error) error {
-	if errors.Is(err, snapshot.ErrVerify) || errors.Is(err, snapshot.ErrLimit) {
+	if errors.Is(err, snapshot.ErrVerify) || errors.Is(err, snapshot.ErrLimit) || errors.Is(err, snapshot.ErrBadLayer) {
 		return bus.Invalid(err)
 	}
 	return err
