@@ -158,3 +158,57 @@ func TestSecurityBadDiffIDIsInvalid(t *testing.T) {
 		t.Errorf("snapshot of a layer with diffID \"x\" ended with %+v, want snapshot.failed invalid at the first attempt", e.Data)
 	}
 }
+
+// Finding 6: credentials in a source URL are refused by the client before
+// it publishes anything, and a request that carries them anyway (a client
+// that skips the check) is refused by the resolver without the secret
+// reaching any event it emits or the dead-letter stream.
+func TestSecurityCredentialsInURLsRefused(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	const secret = "pw-s3cret"
+	op := events.SourceOp{Identifier: "https://user:" + secret + "@" + s.Registry.Host() + "/file"}
+	if _, err := client.Submit(t.Context(), s.Env.JS, "creds-client", events.SourceResolveRequested{Source: op}); err == nil {
+		t.Error("the client published a source with credentials in its URL")
+	}
+	stream, err := s.Env.JS.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(events.BuildFilter("creds-client")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.State.Subjects) != 0 {
+		t.Errorf("the events stream holds %v for the refused build", info.State.Subjects)
+	}
+
+	rec := s.Env.Record(t, "creds-raw")
+	s.Env.Request(t, "creds-raw", events.SourceResolveRequested{Source: op})
+	e := rec.Wait(t, 15*time.Second, events.TypeSourceFailed, events.TypeCacheHit, events.TypeCacheMiss)
+	if f, ok := e.Data.(events.SourceFailed); !ok || f.Code != "invalid" {
+		t.Errorf("a request with credentials in its URL ended with %+v, want source.failed invalid", e.Data)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, ev := range rec.Events()[1:] {
+		m, err := events.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(m.Data), secret) {
+			t.Errorf("%s repeats the password: %s", ev.Type(), m.Data)
+		}
+	}
+	dlq, err := s.Env.JS.Stream(t.Context(), events.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := dlq.CachedInfo().State.Msgs; n != 0 {
+		for seq := uint64(1); seq <= dlq.CachedInfo().State.LastSeq; seq++ {
+			if m, err := dlq.GetMsg(t.Context(), seq); err == nil && strings.Contains(string(m.Data), secret) {
+				t.Errorf("the dead-letter stream holds the password (#%d)", seq)
+			}
+		}
+	}
+}
