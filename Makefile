@@ -16,7 +16,7 @@ MODDIRS  := $(shell $(GO) list -m -f '{{.Dir}}')
 BIN      := bin
 SERVICES := resolver puller snapshotter exporter
 
-.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps run gowork-off clean images stand-ins up e2e
+.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps bench-builder builders builder-deps run gowork-off clean images stand-ins up e2e
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,7 +29,7 @@ build: ## build bin/stevedore and one binary per service (static, CGO_ENABLED=0)
 		CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/stevedore-$$s ./services/$$s/cmd/$$s || exit 1; \
 	done
 
-test: vet ## run every module's tests with the race detector (embedded NATS and registry, no Docker, no root)
+test: vet builders ## run every module's tests with the race detector (embedded NATS and registry, no Docker; the builder tests need root, buildkitd, runc and containerd)
 	$(GO) test -race -count=1 -timeout 15m $(RACE_MODULES)
 	$(GO) test -count=1 -timeout 10m $(CONFORMANCE)
 
@@ -83,6 +83,28 @@ bench-deps: ## install what the benchmarks compare with (containerd, skopeo, cur
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
 	else \
 		echo "bench-deps: missing$$missing (install them; as root on Debian, make bench-deps does); the benchmarks that need them fail"; \
+	fi
+
+# The real builders the builder tests and bench-builder run: buildkitd and
+# buildctl built from github.com/moby/buildkit at the version
+# tools/buildkit/go.mod pins (conformance/'s), outside the workspace; runc
+# and containerd (with ctr) from the distribution's packages.
+BUILDERDEPS := runc:runc containerd:containerd ctr:containerd
+builders: builder-deps ## build bin/buildkitd and bin/buildctl (BuildKit, pinned in tools/buildkit), and install runc and containerd when missing
+	cd tools/buildkit && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -o $(CURDIR)/$(BIN)/ github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
+
+builder-deps: ## install runc and containerd (the builder tests' runtime) when missing: apt-get, as root on Debian
+	@missing=""; \
+	for d in $(BUILDERDEPS); do \
+		command -v $${d%%:*} >/dev/null 2>&1 && continue; \
+		case " $$missing " in *" $${d##*:} "*) ;; *) missing="$$missing $${d##*:}";; esac; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "apt-get install -y$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
+	else \
+		echo "builder-deps: missing$$missing (install them; as root on Debian, make builder-deps does); the builder tests skip without them, and fail when CI is set"; \
 	fi
 
 run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up)
