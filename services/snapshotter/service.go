@@ -340,7 +340,14 @@ func newHTTPClient() *http.Client {
 // snapshot waits for the fleet by default.
 const DefaultRemoteTimeout = 5 * time.Minute
 
-// builders is the snapshotter the snapshots socket serves.
-func (s *Service) builders(_ *Handler) snapshots.Snapshotter {
-	return s.store.Builders()
+// builders is the snapshotter the snapshots socket serves: the store's
+// builders' view, with remote snapshots made by builds this replica runs.
+func (s *Service) builders(h *Handler) snapshots.Snapshotter {
+	maker := &remoteBuilds{js: s.js, h: h, instance: s.cfg.Instance, log: s.cfg.Logger}
+	return &remoteSnapshotter{
+		Builders: s.store.Builders(),
+		chains:   &chains{maker: maker, has: h.has, timeout: s.cfg.RemoteTimeout, made: map[string]chain{}},
+		timeout:  s.cfg.RemoteTimeout,
+		log:      s.cfg.Logger,
+	}
 }
