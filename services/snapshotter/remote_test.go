@@ -18,6 +18,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 
+	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
@@ -312,6 +313,35 @@ func TestRemoteSnapshots(t *testing.T) {
 				}
 				if got := readFile(t, mounts, "etc/os-release"); got != singleFiles["etc/os-release"] {
 					t.Errorf("after the second builder left: etc/os-release = %q", got)
+				}
+				if err := f.sn.Remove(ctx, "view-again"); err != nil {
+					t.Fatal(err)
+				}
+
+				// The service's pruning (every record dropped) removes the
+				// fleet's snapshots, never the builder's.
+				idx, err := cacheindex.Open(ctx, f.Env.JS)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := f.svc.Prune(ctx, idx, 0)
+				if err != nil || res.Snapshots != len(f.layers) {
+					t.Errorf("Prune = %+v, %v; want the fleet's %d snapshots gone", res, err, len(f.layers))
+				}
+				if f.svc.Store().Has(ctx, f.chainIDs[0]) {
+					t.Error("the fleet's snapshot survived a prune of everything")
+				}
+				for i, c := range f.chainIDs {
+					if info, err := f.sn.Stat(ctx, c.String()); err != nil || info.Kind != snapshots.KindCommitted {
+						t.Errorf("builder's layer %d after prune: %+v, %v", i, info, err)
+					}
+				}
+				mounts, err = f.sn.View(ctx, "view-after-prune", top)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := readFile(t, mounts, "app/releases/1/README"); got != singleFiles["app/releases/1/README"] {
+					t.Errorf("after prune: app/releases/1/README = %q", got)
 				}
 			})
 		}

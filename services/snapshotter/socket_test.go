@@ -2,8 +2,11 @@ package snapshotter_test
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
@@ -77,5 +80,73 @@ func TestSnapshotsAPIConformance(t *testing.T) {
 				return servedStore(ctx, root, kind)
 			})
 		})
+	}
+}
+
+// The socket is root's alone (0600), or its group's too (0660); a stale
+// socket is replaced at start, the socket removed at stop, and any other
+// file in the way is left alone.
+func TestSnapshotsSocketFile(t *testing.T) {
+	t.Parallel()
+	needRoot(t, "the store extracts as root")
+	dir, err := os.MkdirTemp("", "sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	store, err := snapshot.Open(t.Context(), filepath.Join(dir, "data"), snapshot.KindNative)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	path := filepath.Join(dir, "s.sock")
+	for _, tc := range []struct {
+		opts []snapshotter.SocketOption
+		mode os.FileMode
+		gid  int
+	}{
+		{mode: 0o600, gid: 0},
+		{opts: []snapshotter.SocketOption{snapshotter.WithSocketGroup("4242")}, mode: 0o660, gid: 4242},
+	} {
+		// Twice: the second start finds the first's socket (as a killed
+		// process leaves it) and replaces it.
+		first, err := snapshotter.ListenSnapshots(t.Context(), store.Builders(), path, tc.opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := snapshotter.ListenSnapshots(t.Context(), store.Builders(), path, tc.opts...)
+		if err != nil {
+			t.Fatalf("start over a stale socket: %v", err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm() != tc.mode || st == nil || int(st.Gid) != tc.gid {
+			t.Errorf("socket mode %v gid %v, want %v gid %d", fi.Mode().Perm(), st.Gid, tc.mode, tc.gid)
+		}
+		sn, conn := dialSnapshots(t, path)
+		if _, err := sn.Prepare(t.Context(), "k", ""); err != nil {
+			t.Errorf("Prepare through the socket: %v", err)
+		}
+		_ = conn.Close()
+		if err := srv.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_ = first.Close()
+		if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("socket left after Close: %v", err)
+		}
+		if err := store.Builders().Remove(t.Context(), "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(path, []byte("not a socket"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if srv, err := snapshotter.ListenSnapshots(t.Context(), store.Builders(), path); err == nil {
+		_ = srv.Close()
+		t.Error("a regular file in the way was replaced")
 	}
 }
