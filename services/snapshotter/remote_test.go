@@ -67,7 +67,7 @@ type builderFleet struct {
 	layers, diffIDs, chainIDs []digest.Digest
 }
 
-func newBuilderFleet(t *testing.T, puller bool, mut ...func(*snapshotter.Config)) *builderFleet {
+func newBuilderFleet(t testing.TB, puller bool, mut ...func(*snapshotter.Config)) *builderFleet {
 	t.Helper()
 	fx := fleettest.LoadFixtures(t)
 	single := fx.Images["single"]
@@ -143,7 +143,7 @@ func criLabels(ref string, layers []digest.Digest, i int, target string) map[str
 // does (bottom first, parent the layer below) under name(i), and fails
 // unless each answer is AlreadyExists and Stat then shows the committed
 // snapshot on the right parent.
-func (f *builderFleet) prepareChain(t *testing.T, labels labelSet, name func(i int) string) {
+func (f *builderFleet) prepareChain(t testing.TB, labels labelSet, name func(i int) string) {
 	t.Helper()
 	ctx := t.Context()
 	parent := ""
