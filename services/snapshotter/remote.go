@@ -134,6 +134,11 @@ func (c *chains) get(ctx context.Context, ref string) (chain, error) {
 		}
 		m.at = time.Now()
 		c.mu.Lock()
+		for r, old := range c.made {
+			if time.Since(old.at) >= chainMemo {
+				delete(c.made, r)
+			}
+		}
 		c.made[ref] = m
 		c.mu.Unlock()
 		return m, nil
