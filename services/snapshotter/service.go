@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/nats-io/nats.go/jetstream"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,6 +90,18 @@ type Config struct {
 	// Observe is where metrics and readiness go (service.Serve gives a
 	// binary\'s); zero for nowhere.
 	Observe service.Observe
+	// SnapshotsSocket, when set, is the unix socket on which this replica
+	// serves containerd's snapshots API over its own store, for the
+	// builders of its node (buildkitd's proxy snapshotter, containerd's
+	// proxy_plugins): see socket.go and remote.go. Empty means off.
+	SnapshotsSocket string
+	// SnapshotsSocketGroup, when set, is the group (name or id) whose
+	// members may use the socket (mode 0660). Empty means root only (0600).
+	SnapshotsSocketGroup string
+	// RemoteTimeout bounds how long a builder's Prepare of a remote
+	// snapshot waits for the fleet before the builder is told to pull the
+	// layer itself. Zero means DefaultRemoteTimeout.
+	RemoteTimeout time.Duration
 	// StopGrace is how long the work in flight may go on once Run's ctx
 	// ends, before it is cut short and handed back to the other replicas
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
@@ -115,6 +128,9 @@ func (c *Config) setDefaults() {
 	if c.PruneEvery == 0 {
 		c.PruneEvery = time.Hour
 	}
+	if c.RemoteTimeout == 0 {
+		c.RemoteTimeout = DefaultRemoteTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -125,7 +141,10 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("snapshotter: no data dir")
 	}
-	if c.Concurrency < 0 || c.Window < 0 || c.LeaseTTL < 0 || c.KeepFor < 0 {
+	if c.SnapshotsSocketGroup != "" && c.SnapshotsSocket == "" {
+		return errors.New("snapshotter: a snapshots socket group without a snapshots socket")
+	}
+	if c.Concurrency < 0 || c.Window < 0 || c.LeaseTTL < 0 || c.KeepFor < 0 || c.RemoteTimeout < 0 {
 		return errors.New("snapshotter: negative limits")
 	}
 	return c.Consumer.Validate()
@@ -220,6 +239,14 @@ func (s *Service) Run(ctx context.Context) error {
 		go s.pruneLoop(ctx, index)
 	}
 	log := spec.Log()
+	if s.cfg.SnapshotsSocket != "" {
+		srv, err := ListenSnapshots(ctx, s.builders(h), s.cfg.SnapshotsSocket, WithSocketGroup(s.cfg.SnapshotsSocketGroup))
+		if err != nil {
+			return fmt.Errorf("snapshotter: %w", err)
+		}
+		defer func() { _ = srv.Close() }()
+		log.Info("serving containerd's snapshots API", "socket", s.cfg.SnapshotsSocket)
+	}
 	log.Info("snapshotter ready", "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
 		w.Handle(events.TypeSnapshotRequested, bus.Typed(h.Snapshot))
@@ -307,4 +334,20 @@ func newHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = 30 * time.Second
 	return &http.Client{Transport: t}
+}
+
+// DefaultRemoteTimeout is how long a builder's Prepare of a remote
+// snapshot waits for the fleet by default.
+const DefaultRemoteTimeout = 5 * time.Minute
+
+// builders is the snapshotter the snapshots socket serves: the store's
+// builders' view, with remote snapshots made by builds this replica runs.
+func (s *Service) builders(h *Handler) snapshots.Snapshotter {
+	maker := &remoteBuilds{js: s.js, h: h, instance: s.cfg.Instance, log: s.cfg.Logger}
+	return &remoteSnapshotter{
+		Builders: s.store.Builders(),
+		chains:   &chains{maker: maker, has: h.has, timeout: s.cfg.RemoteTimeout, made: map[string]chain{}},
+		timeout:  s.cfg.RemoteTimeout,
+		log:      s.cfg.Logger,
+	}
 }
