@@ -1,12 +1,14 @@
 package buildertest
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -28,22 +30,40 @@ type Stevedore struct {
 	Process *Process
 }
 
-// BuildStevedore builds bin/stevedore from this workspace into the test's
-// temporary directory and returns its path.
+// built is the stevedore binary BuildStevedore built in this process.
+var built struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// BuildStevedore builds stevedore from this workspace (CGO_ENABLED=0, as
+// make build does) into the repository's bin/buildertest/, once per test
+// process, and returns its path.
 func BuildStevedore(t testing.TB) string {
 	t.Helper()
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatal(err)
+	built.once.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			built.err = err
+			return
+		}
+		bin := filepath.Join(root, "bin", "buildertest", "stevedore")
+		// Not the test's context: the build is shared by every test of the
+		// process, and the first one's end must not cancel it.
+		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/stevedore") //nolint:noctx // shared by the process's tests
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("build stevedore: %w\n%s", err, out)
+			return
+		}
+		built.path = bin
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	bin := filepath.Join(t.TempDir(), "stevedore")
-	cmd := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-o", bin, "./cmd/stevedore")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build stevedore: %v\n%s", err, out)
-	}
-	return bin
+	return built.path
 }
 
 // RequireSnapshotsSocket skips the test (or fails it, with CI set) unless
