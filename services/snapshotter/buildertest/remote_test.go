@@ -84,6 +84,7 @@ func TestBuildkitdOnStevedore(t *testing.T) {
 		}
 		f.checkOutput(t, out)
 		g := f.gets()
+		t.Logf("%s: buildkitd GETs: %d manifests, config %d times, layers %v; the fleet's layer GETs: %v", want, g.builderManifests, g.builderConfig, g.builderLayers, g.fleetLayers)
 		if len(g.builderLayers) != 0 {
 			t.Errorf("%s fetched layers itself: %v; want none (remote snapshots)", want, g.builderLayers)
 		}
@@ -122,6 +123,7 @@ func TestContainerdOnStevedore(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := f.gets()
+	t.Logf("CRI-style pull: its layer GETs %v; the fleet's %v", g.builderLayers, g.fleetLayers)
 	if len(g.builderLayers) != 0 {
 		t.Errorf("the CRI-style pull fetched layers itself: %v; want none (remote snapshots)", g.builderLayers)
 	}
