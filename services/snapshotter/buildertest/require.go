@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -71,15 +70,10 @@ func RepoRoot() (string, error) {
 // their 107-byte limit, removed when the test ends.
 func SocketDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "bt-")
+	dir, err := os.MkdirTemp("", "bt-") //nolint:usetesting // t.TempDir is too long a path for a socket
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
-}
-
-// shortName is t.Name() made fit for a file name.
-func shortName(t testing.TB) string {
-	return strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
 }
