@@ -16,7 +16,7 @@ MODDIRS  := $(shell $(GO) list -m -f '{{.Dir}}')
 BIN      := bin
 SERVICES := resolver puller snapshotter exporter
 
-.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps bench-builder builders builder-deps run gowork-off clean images stand-ins up e2e
+.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps bench-builder builders builder-deps builder-image run gowork-off clean images stand-ins up e2e
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -152,11 +152,22 @@ stand-ins: ## build FROM scratch stand-ins for the nats and registry images comp
 		docker build -q -f e2e/images/$$name.Dockerfile -t $$img $(IMAGES)/$$name >/dev/null || exit 1; \
 	done
 
+builder-image: builders ## build stevedore/buildkitd:TAG FROM scratch (deploy/buildkitd.Dockerfile): bin/buildkitd, bin/buildctl, and the host's runc with its shared libraries
+	@rm -rf $(IMAGES)/buildkitd && mkdir -p $(IMAGES)/buildkitd/rootfs/usr/bin $(IMAGES)/buildkitd/rootfs/usr/sbin $(IMAGES)/buildkitd/rootfs/etc/ssl/certs $(IMAGES)/buildkitd/rootfs/tmp
+	cp $(BIN)/buildkitd $(BIN)/buildctl $(IMAGES)/buildkitd/rootfs/usr/bin/
+	cp $(CA_CERTS) $(IMAGES)/buildkitd/rootfs/etc/ssl/certs/ca-certificates.crt
+	@runc=$$(command -v runc) || { echo "builder-image: no runc (make builder-deps installs it)"; exit 1; }; \
+	cp -L $$runc $(IMAGES)/buildkitd/rootfs/usr/sbin/runc && \
+	for lib in $$(ldd $$runc | awk '$$2 == "=>" { print $$3 } $$1 ~ /^\// { print $$1 }'); do \
+		mkdir -p $(IMAGES)/buildkitd/rootfs$$(dirname $$lib) && cp -L $$lib $(IMAGES)/buildkitd/rootfs$$lib || exit 1; \
+	done
+	docker build -q -f deploy/buildkitd.Dockerfile -t stevedore/buildkitd:$(TAG) $(IMAGES)/buildkitd >/dev/null
+
 up: ## run the stack in the foreground: docker compose -f deploy/compose.yaml up (make images first; COMPOSE_PROFILES=demo adds the registry)
 	$(COMPOSE) -f deploy/compose.yaml up
 
 E2EFLAGS ?= -v
-e2e: images stand-ins ## the compose stack end to end (Docker): 50-pull waves at 3 and 1 replicas, kills mid-pull, a NATS restart, poison, watcher rights
+e2e: images stand-ins builder-image ## the compose stack end to end (Docker): 50-pull waves at 3 and 1 replicas, kills mid-pull, a NATS restart, poison, watcher rights; a build node (buildkitd on the snapshots socket)
 	STEVEDORE_COMPOSE="$(COMPOSE)" $(GO) test -tags e2e -count=1 -timeout 20m $(E2EFLAGS) ./e2e/...
 
 clean: ## remove build output
