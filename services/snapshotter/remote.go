@@ -191,7 +191,7 @@ func (r *remoteSnapshotter) Prepare(ctx context.Context, key, parent string, opt
 // remote commits the layer l under l.Target on parent, from the fleet's
 // snapshot on this node (made first when missing).
 func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent string, labels map[string]string) error {
-	if info, err := r.Builders.Stat(ctx, l.Target); err == nil {
+	if info, err := r.Stat(ctx, l.Target); err == nil {
 		if info.Kind == snapshots.KindCommitted && info.Parent == parent {
 			return nil
 		}
@@ -215,7 +215,7 @@ func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent st
 	if err := r.checkParent(ctx, parent, c, i); err != nil {
 		return err
 	}
-	err = r.Builders.Share(ctx, snapshot.ShareRequest{ChainID: c.ChainIDs[i], Name: l.Target, Parent: parent, Labels: labels})
+	err = r.Share(ctx, snapshot.ShareRequest{ChainID: c.ChainIDs[i], Name: l.Target, Parent: parent, Labels: labels})
 	if errdefs.IsAlreadyExists(err) {
 		return nil
 	}
@@ -233,7 +233,7 @@ func (r *remoteSnapshotter) checkParent(ctx context.Context, parent string, c ch
 		return nil
 	}
 	below := c.ChainIDs[i-1].String()
-	info, err := r.Builders.Stat(ctx, parent)
+	info, err := r.Stat(ctx, parent)
 	if err != nil {
 		return fmt.Errorf("parent %s: %w", parent, err)
 	}

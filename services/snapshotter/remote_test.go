@@ -75,13 +75,7 @@ func newBuilderFleet(t testing.TB, puller bool, mut ...func(*snapshotter.Config)
 	if puller {
 		s.Puller(t)
 	}
-	// A unix socket path must be short: not under t.TempDir().
-	dir, err := os.MkdirTemp("", "sock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "snapshots.sock")
+	sock := filepath.Join(t.TempDir(), "snapshots.sock")
 	logs := &logBuffer{}
 	_, svc := s.Snapshotter(t, append([]func(*snapshotter.Config){func(c *snapshotter.Config) {
 		c.SnapshotsSocket = sock
