@@ -261,7 +261,7 @@ func (b *remoteBuilds) makeChain(ctx context.Context, ref string) (chain, error)
 	buildID := client.NewBuildID()
 	log := b.log.With("build_id", buildID, "ref", ref)
 	log.Info("remote snapshot build")
-	out, err := client.Resolve(ctx, b.js, buildID, events.SourceOp{Identifier: "docker-image://" + ref}, nil)
+	out, err := b.resolve(ctx, buildID, ref)
 	if err != nil {
 		return chain{}, fmt.Errorf("build %s: %w", buildID, err)
 	}
@@ -286,6 +286,31 @@ func (b *remoteBuilds) makeChain(ctx context.Context, ref string) (chain, error)
 	pub.publish(ctx, ready)
 	log.Info("remote snapshot ready", "chain_id", ready.ChainID, "fetched", ready.Fetched)
 	return chain{Layers: opts.Layers, ChainIDs: snapshot.ChainIDs(opts.Layers), BuildID: buildID}, nil
+}
+
+// resolve starts build buildID for ref's keys, marked as this node's
+// remote snapshot (SnapshotBy), and follows it to its cache.hit or
+// cache.miss; a source.failed is an error.
+func (b *remoteBuilds) resolve(ctx context.Context, buildID, ref string) (client.Outcome, error) {
+	req, err := client.Submit(ctx, b.js, buildID, events.SourceResolveRequested{
+		Source: events.SourceOp{Identifier: "docker-image://" + ref}, SnapshotBy: b.h.node})
+	if err != nil {
+		return client.Outcome{}, err
+	}
+	var out client.Outcome
+	seen := false
+	err = client.Follow(ctx, b.js, buildID, false, func(e events.Event) bool {
+		seen = seen || e.ID == req.ID
+		if !seen {
+			return true
+		}
+		out.Add(e)
+		return out.Hit == nil && out.Miss == nil && out.Failed == nil
+	})
+	if err != nil {
+		return out, err
+	}
+	return out, out.Err()
 }
 
 // make makes req's chain on this node (whatever other nodes have) and

@@ -2,7 +2,9 @@ package snapshotter_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,7 +20,9 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
+	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
@@ -261,14 +265,26 @@ func TestRemoteSnapshots(t *testing.T) {
 				if len(ids) != 1 {
 					t.Fatalf("remote snapshot builds in the logs: %v, want one for the three layers", ids)
 				}
-				rec := f.Env.Record(t, ids[0])
-				ready := rec.Wait(t, 10*time.Second, events.TypeSnapshotReady).Data.(events.SnapshotReady)
-				if ready.ChainID != top || ready.Fetched != 3 || ready.Node == "" {
-					t.Errorf("snapshot.ready = %+v", ready)
+				// Followed as `stevedore watch` does, it ends at its snapshot.
+				var seen []events.Event
+				fctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("the build did not end"))
+				defer cancel()
+				if err := client.Follow(fctx, f.Env.JS, ids[0], true, func(e events.Event) bool {
+					seen = append(seen, e)
+					return true
+				}); err != nil {
+					t.Fatal(err)
+				}
+				ready, ok := seen[len(seen)-1].Data.(events.SnapshotReady)
+				if !ok || ready.ChainID != top || ready.Fetched != 3 || ready.Node == "" {
+					t.Errorf("the build ended with %v", bustest.Summary(seen[len(seen)-1:]))
+				}
+				if req, ok := seen[0].Data.(events.SourceResolveRequested); !ok || req.SnapshotBy != ready.Node || req.Snapshot {
+					t.Errorf("the build started with %+v", seen[0].Data)
 				}
 				types := map[events.Type]int{}
 				progress := map[string]bool{}
-				for _, e := range rec.Events() {
+				for _, e := range seen {
 					types[e.Type()]++
 					if p, ok := e.Data.(events.Progress); ok {
 						progress[p.ID] = true
