@@ -435,3 +435,48 @@ func TestRemoteSnapshotFallback(t *testing.T) {
 		})
 	}
 }
+
+// Builders asking at once for one image's layers share one build: five
+// concurrent Prepares of the bottom layer (five builders) and the chain
+// made once, each blob fetched once.
+func TestRemoteSnapshotsShareOneBuild(t *testing.T) {
+	t.Parallel()
+	f := newBuilderFleet(t, true)
+	const builders = 5
+	errs := make(chan error, builders)
+	for b := range builders {
+		go func() {
+			target := fmt.Sprintf("b%d/%s", b, f.chainIDs[0])
+			_, err := f.sn.Prepare(t.Context(), "tmp "+target, "", snapshots.WithLabels(buildkitLabels(f.ref, f.layers, 0, target)))
+			errs <- err
+		}()
+	}
+	for range builders {
+		if err := <-errs; !errdefs.IsAlreadyExists(err) {
+			t.Errorf("Prepare = %v, want AlreadyExists", err)
+		}
+	}
+	if ids := f.logs.buildIDs(); len(ids) != 1 {
+		t.Errorf("builds for %d concurrent Prepares: %v, want one", builders, ids)
+	}
+	gets := f.blobGets()
+	for _, l := range f.layers {
+		if gets[l] != 1 {
+			t.Errorf("layer %s fetched %d times, want 1", l, gets[l])
+		}
+	}
+	// The layers above follow without another build.
+	for b := range builders {
+		prefix := fmt.Sprintf("b%d/", b)
+		for i := 1; i < len(f.layers); i++ {
+			target := prefix + f.chainIDs[i].String()
+			_, err := f.sn.Prepare(t.Context(), "tmp "+target, prefix+f.chainIDs[i-1].String(), snapshots.WithLabels(buildkitLabels(f.ref, f.layers, i, target)))
+			if !errdefs.IsAlreadyExists(err) {
+				t.Errorf("Prepare of %s = %v, want AlreadyExists", target, err)
+			}
+		}
+	}
+	if ids := f.logs.buildIDs(); len(ids) != 1 {
+		t.Errorf("builds: %v, want still one", ids)
+	}
+}
