@@ -191,7 +191,7 @@ func (r *remoteSnapshotter) Prepare(ctx context.Context, key, parent string, opt
 // remote commits the layer l under l.Target on parent, from the fleet's
 // snapshot on this node (made first when missing).
 func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent string, labels map[string]string) error {
-	if info, err := r.Builders.Stat(ctx, l.Target); err == nil {
+	if info, err := r.Stat(ctx, l.Target); err == nil {
 		if info.Kind == snapshots.KindCommitted && info.Parent == parent {
 			return nil
 		}
@@ -215,7 +215,7 @@ func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent st
 	if err := r.checkParent(ctx, parent, c, i); err != nil {
 		return err
 	}
-	err = r.Builders.Share(ctx, snapshot.ShareRequest{ChainID: c.ChainIDs[i], Name: l.Target, Parent: parent, Labels: labels})
+	err = r.Share(ctx, snapshot.ShareRequest{ChainID: c.ChainIDs[i], Name: l.Target, Parent: parent, Labels: labels})
 	if errdefs.IsAlreadyExists(err) {
 		return nil
 	}
@@ -233,7 +233,7 @@ func (r *remoteSnapshotter) checkParent(ctx context.Context, parent string, c ch
 		return nil
 	}
 	below := c.ChainIDs[i-1].String()
-	info, err := r.Builders.Stat(ctx, parent)
+	info, err := r.Stat(ctx, parent)
 	if err != nil {
 		return fmt.Errorf("parent %s: %w", parent, err)
 	}
@@ -261,7 +261,7 @@ func (b *remoteBuilds) makeChain(ctx context.Context, ref string) (chain, error)
 	buildID := client.NewBuildID()
 	log := b.log.With("build_id", buildID, "ref", ref)
 	log.Info("remote snapshot build")
-	out, err := client.Resolve(ctx, b.js, buildID, events.SourceOp{Identifier: "docker-image://" + ref}, nil)
+	out, err := b.resolve(ctx, buildID, ref)
 	if err != nil {
 		return chain{}, fmt.Errorf("build %s: %w", buildID, err)
 	}
@@ -286,6 +286,31 @@ func (b *remoteBuilds) makeChain(ctx context.Context, ref string) (chain, error)
 	pub.publish(ctx, ready)
 	log.Info("remote snapshot ready", "chain_id", ready.ChainID, "fetched", ready.Fetched)
 	return chain{Layers: opts.Layers, ChainIDs: snapshot.ChainIDs(opts.Layers), BuildID: buildID}, nil
+}
+
+// resolve starts build buildID for ref's keys, marked as this node's
+// remote snapshot (SnapshotBy), and follows it to its cache.hit or
+// cache.miss; a source.failed is an error.
+func (b *remoteBuilds) resolve(ctx context.Context, buildID, ref string) (client.Outcome, error) {
+	req, err := client.Submit(ctx, b.js, buildID, events.SourceResolveRequested{
+		Source: events.SourceOp{Identifier: "docker-image://" + ref}, SnapshotBy: b.h.node})
+	if err != nil {
+		return client.Outcome{}, err
+	}
+	var out client.Outcome
+	seen := false
+	err = client.Follow(ctx, b.js, buildID, false, func(e events.Event) bool {
+		seen = seen || e.ID == req.ID
+		if !seen {
+			return true
+		}
+		out.Add(e)
+		return out.Hit == nil && out.Miss == nil && out.Failed == nil
+	})
+	if err != nil {
+		return out, err
+	}
+	return out, out.Err()
 }
 
 // make makes req's chain on this node (whatever other nodes have) and

@@ -2,7 +2,9 @@ package snapshotter_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,7 +20,9 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
+	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
@@ -75,13 +79,7 @@ func newBuilderFleet(t testing.TB, puller bool, mut ...func(*snapshotter.Config)
 	if puller {
 		s.Puller(t)
 	}
-	// A unix socket path must be short: not under t.TempDir().
-	dir, err := os.MkdirTemp("", "sock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "snapshots.sock")
+	sock := filepath.Join(t.TempDir(), "snapshots.sock")
 	logs := &logBuffer{}
 	_, svc := s.Snapshotter(t, append([]func(*snapshotter.Config){func(c *snapshotter.Config) {
 		c.SnapshotsSocket = sock
@@ -267,14 +265,26 @@ func TestRemoteSnapshots(t *testing.T) {
 				if len(ids) != 1 {
 					t.Fatalf("remote snapshot builds in the logs: %v, want one for the three layers", ids)
 				}
-				rec := f.Env.Record(t, ids[0])
-				ready := rec.Wait(t, 10*time.Second, events.TypeSnapshotReady).Data.(events.SnapshotReady)
-				if ready.ChainID != top || ready.Fetched != 3 || ready.Node == "" {
-					t.Errorf("snapshot.ready = %+v", ready)
+				// Followed as `stevedore watch` does, it ends at its snapshot.
+				var seen []events.Event
+				fctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("the build did not end"))
+				defer cancel()
+				if err := client.Follow(fctx, f.Env.JS, ids[0], true, func(e events.Event) bool {
+					seen = append(seen, e)
+					return true
+				}); err != nil {
+					t.Fatal(err)
+				}
+				ready, ok := seen[len(seen)-1].Data.(events.SnapshotReady)
+				if !ok || ready.ChainID != top || ready.Fetched != 3 || ready.Node == "" {
+					t.Errorf("the build ended with %v", bustest.Summary(seen[len(seen)-1:]))
+				}
+				if req, ok := seen[0].Data.(events.SourceResolveRequested); !ok || req.SnapshotBy != ready.Node || req.Snapshot {
+					t.Errorf("the build started with %+v", seen[0].Data)
 				}
 				types := map[events.Type]int{}
 				progress := map[string]bool{}
-				for _, e := range rec.Events() {
+				for _, e := range seen {
 					types[e.Type()]++
 					if p, ok := e.Data.(events.Progress); ok {
 						progress[p.ID] = true
@@ -423,5 +433,50 @@ func TestRemoteSnapshotFallback(t *testing.T) {
 				t.Errorf("the fleet fetched layers: %v", gets)
 			}
 		})
+	}
+}
+
+// Builders asking at once for one image's layers share one build: five
+// concurrent Prepares of the bottom layer (five builders) and the chain
+// made once, each blob fetched once.
+func TestRemoteSnapshotsShareOneBuild(t *testing.T) {
+	t.Parallel()
+	f := newBuilderFleet(t, true)
+	const builders = 5
+	errs := make(chan error, builders)
+	for b := range builders {
+		go func() {
+			target := fmt.Sprintf("b%d/%s", b, f.chainIDs[0])
+			_, err := f.sn.Prepare(t.Context(), "tmp "+target, "", snapshots.WithLabels(buildkitLabels(f.ref, f.layers, 0, target)))
+			errs <- err
+		}()
+	}
+	for range builders {
+		if err := <-errs; !errdefs.IsAlreadyExists(err) {
+			t.Errorf("Prepare = %v, want AlreadyExists", err)
+		}
+	}
+	if ids := f.logs.buildIDs(); len(ids) != 1 {
+		t.Errorf("builds for %d concurrent Prepares: %v, want one", builders, ids)
+	}
+	gets := f.blobGets()
+	for _, l := range f.layers {
+		if gets[l] != 1 {
+			t.Errorf("layer %s fetched %d times, want 1", l, gets[l])
+		}
+	}
+	// The layers above follow without another build.
+	for b := range builders {
+		prefix := fmt.Sprintf("b%d/", b)
+		for i := 1; i < len(f.layers); i++ {
+			target := prefix + f.chainIDs[i].String()
+			_, err := f.sn.Prepare(t.Context(), "tmp "+target, prefix+f.chainIDs[i-1].String(), snapshots.WithLabels(buildkitLabels(f.ref, f.layers, i, target)))
+			if !errdefs.IsAlreadyExists(err) {
+				t.Errorf("Prepare of %s = %v, want AlreadyExists", target, err)
+			}
+		}
+	}
+	if ids := f.logs.buildIDs(); len(ids) != 1 {
+		t.Errorf("builds: %v, want still one", ids)
 	}
 }

@@ -84,24 +84,35 @@ func ListenSnapshots(_ context.Context, sn snapshots.Snapshotter, path string, o
 			return nil, fmt.Errorf("snapshots socket: remove stale %s: %w", path, err)
 		}
 	}
+	// Listen on a temporary name, set the mode, then rename into place:
+	// the socket appears at path only once it accepts connections, and
+	// never with a wider mode.
+	tmp := path + ".new"
+	_ = os.Remove(tmp)
 	var lc net.ListenConfig
-	l, err := lc.Listen(context.Background(), "unix", path)
+	l, err := lc.Listen(context.Background(), "unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("snapshots socket: %w", err)
 	}
+	if ul, ok := l.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false) // Close removes path itself
+	}
 	fail := func(err error) (*SnapshotsServer, error) {
 		_ = l.Close()
-		_ = os.Remove(path)
+		_ = os.Remove(tmp)
 		return nil, fmt.Errorf("snapshots socket %s: %w", path, err)
 	}
 	mode := os.FileMode(0o600)
 	if o.gid >= 0 {
 		mode = 0o660
-		if err := os.Chown(path, os.Getuid(), o.gid); err != nil {
+		if err := os.Chown(tmp, os.Getuid(), o.gid); err != nil {
 			return fail(err)
 		}
 	}
-	if err := os.Chmod(path, mode); err != nil {
+	if err := os.Chmod(tmp, mode); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		return fail(err)
 	}
 	srv := grpc.NewServer()

@@ -89,11 +89,7 @@ func TestSnapshotsAPIConformance(t *testing.T) {
 func TestSnapshotsSocketFile(t *testing.T) {
 	t.Parallel()
 	needRoot(t, "the store extracts as root")
-	dir, err := os.MkdirTemp("", "sock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	dir := t.TempDir()
 	store, err := snapshot.Open(t.Context(), filepath.Join(dir, "data"), snapshot.KindNative)
 	if err != nil {
 		t.Fatal(err)
