@@ -480,3 +480,39 @@ func TestRemoteSnapshotsShareOneBuild(t *testing.T) {
 		t.Errorf("builds: %v, want still one", ids)
 	}
 }
+
+// One socket per builder daemon, each its own namespace: a daemon never
+// sees (so its metadata gc never removes) another's snapshots, and both
+// share the fleet's layers.
+func TestSnapshotsSocketsPerBuilder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	second := filepath.Join(dir, "containerd.sock")
+	f := newBuilderFleet(t, true, func(c *snapshotter.Config) { c.SnapshotsSockets = []string{second} })
+	f.prepareChain(t, buildkitLabels, func(i int) string { return f.chainIDs[i].String() })
+	before := f.Registry.Count("GET", registrytest.KindBlob)
+
+	fleettest.WaitFor(t, func() bool { _, err := os.Stat(second); return err == nil })
+	other, conn := dialSnapshots(t, second)
+	t.Cleanup(func() { _ = conn.Close() })
+	if _, err := other.Stat(t.Context(), f.chainIDs[0].String()); !errdefs.IsNotFound(err) {
+		t.Errorf("the other daemon's Stat of the first's snapshot = %v, want not found", err)
+	}
+	if err := other.Walk(t.Context(), func(_ context.Context, info snapshots.Info) error {
+		t.Errorf("the other daemon sees %s", info.Name)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	g := *f
+	g.sn = other
+	g.prepareChain(t, criLabels, func(i int) string { return f.chainIDs[i].String() })
+	if after := f.Registry.Count("GET", registrytest.KindBlob); after != before {
+		t.Errorf("the second daemon's chain: blob GETs went from %d to %d", before, after)
+	}
+	// The same namespace twice is refused.
+	cfg := snapshotter.Config{DataDir: dir, SnapshotsSocket: filepath.Join(dir, "a", "x.sock"), SnapshotsSockets: []string{filepath.Join(dir, "b", "x.sock")}}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "one namespace") {
+		t.Errorf("two sockets of one namespace: Validate = %v", err)
+	}
+}
