@@ -516,3 +516,38 @@ func TestSnapshotsSocketsPerBuilder(t *testing.T) {
 		t.Errorf("two sockets of one namespace: Validate = %v", err)
 	}
 }
+
+// A builder that unpacked the bottom layer itself (under the name
+// containerd's metadata layer gives it) gets the layers above as remote
+// snapshots on it.
+func TestRemoteSnapshotOnBuildersOwnParent(t *testing.T) {
+	t.Parallel()
+	f := newBuilderFleet(t, true)
+	ctx := t.Context()
+	own := "buildkit/7/" + f.chainIDs[0].String()
+	if _, err := f.sn.Prepare(ctx, "buildkit/6/extract", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sn.Commit(ctx, own, "buildkit/6/extract"); err != nil {
+		t.Fatal(err)
+	}
+	target := f.chainIDs[1].String()
+	_, err := f.sn.Prepare(ctx, "tmp "+target, own, snapshots.WithLabels(buildkitLabels(f.ref, f.layers, 1, target)))
+	if !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Prepare on the builder's own parent = %v, want AlreadyExists", err)
+	}
+	if info, err := f.sn.Stat(ctx, target); err != nil || info.Parent != own {
+		t.Errorf("Stat(%s) = %+v, %v; want parent %s", target, info, err, own)
+	}
+	// A parent that is some other snapshot is refused: the builder pulls.
+	if _, err := f.sn.Prepare(ctx, "buildkit/8/x", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sn.Commit(ctx, "unrelated", "buildkit/8/x"); err != nil {
+		t.Fatal(err)
+	}
+	target2 := "other/" + f.chainIDs[1].String()
+	if _, err := f.sn.Prepare(ctx, "tmp2", "unrelated", snapshots.WithLabels(buildkitLabels(f.ref, f.layers, 1, target2))); err != nil {
+		t.Errorf("Prepare on an unrelated parent = %v, want an ordinary active snapshot", err)
+	}
+}
