@@ -32,7 +32,7 @@ type stackConfig struct {
 	log         *slog.Logger
 	// snapshotsSocket, snapshotsSocketGroup and remoteTimeout are the
 	// snapshotter's (snapshotter.Config); empty: no snapshots socket.
-	snapshotsSocket      string
+	snapshotsSockets     []string
 	snapshotsSocketGroup string
 	remoteTimeout        time.Duration
 }
@@ -91,7 +91,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	s.snap, err = snapshotter.New(ctx, sjs, snapshotter.Config{
 		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
 		Node: "embedded", Registry: cfg.registry, Logger: cfg.log,
-		SnapshotsSocket: cfg.snapshotsSocket, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout,
+		SnapshotsSockets: cfg.snapshotsSockets, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout,
 	})
 	if err != nil {
 		s.close()

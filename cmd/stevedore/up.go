@@ -94,7 +94,7 @@ with Ctrl-C.`,
 			if err != nil {
 				return err
 			}
-			cfg.snapshotsSocket, cfg.snapshotsSocketGroup, cfg.remoteTimeout = socket.path, socket.group, socket.timeout
+			cfg.snapshotsSockets, cfg.snapshotsSocketGroup, cfg.remoteTimeout = socket.paths, socket.group, socket.timeout
 			if err := os.MkdirAll(dataDir, 0o750); err != nil {
 				return err
 			}
@@ -104,8 +104,8 @@ with Ctrl-C.`,
 			}
 			defer s.close()
 			fmt.Fprintf(g.stdout, "stevedore is up: NATS %s, data in %s\n", s.srv.ClientURL(), dataDir)
-			if socket.path != "" {
-				fmt.Fprintf(g.stdout, "snapshots API: %s\n", socket.path)
+			for _, p := range socket.paths {
+				fmt.Fprintf(g.stdout, "snapshots API: %s (builder namespace %s)\n", p, snapshotter.SocketNamespace(p))
 			}
 			if u := s.srv.MonitorURL(); u != "" {
 				fmt.Fprintf(g.stdout, "monitoring: %s\n", u)
@@ -123,14 +123,14 @@ with Ctrl-C.`,
 
 // snapshotsSocketFlags are up's flags of the snapshots API.
 type snapshotsSocketFlags struct {
-	path    string
+	paths   []string
 	group   string
 	timeout time.Duration
 }
 
 func (f *snapshotsSocketFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.path, "snapshots-socket", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET"),
-		"unix socket serving containerd's snapshots API (remote snapshots) to this node's buildkitd or containerd; empty: off ($STEVEDORE_SNAPSHOTS_SOCKET)")
+	cmd.Flags().StringSliceVar(&f.paths, "snapshots-socket", service.List(os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET")),
+		"unix socket serving containerd's snapshots API (remote snapshots) to one buildkitd or containerd of this node (repeatable: one per builder daemon, each its own namespace of snapshots); none: off ($STEVEDORE_SNAPSHOTS_SOCKET, comma-separated)")
 	cmd.Flags().StringVar(&f.group, "snapshots-socket-group", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET_GROUP"),
 		"group (name or id) allowed on the snapshots socket; empty: root only ($STEVEDORE_SNAPSHOTS_SOCKET_GROUP)")
 	timeout := snapshotter.DefaultRemoteTimeout

@@ -17,11 +17,20 @@ import (
 
 // BuilderPrefix starts the Store's name of every snapshot a builder (a
 // buildkitd, a containerd) made through the snapshots API (Builders): a
-// builder's name N is stored as BuilderPrefix+N. The fleet's own snapshots
-// (chainIDs, content keys, extract- leftovers) never start with it, so a
-// builder can neither see, change nor remove them, and its names never
-// collide with theirs (BuildKit names its layers by chainID too).
+// builder's name N in namespace NS is stored as BuilderPrefix+NS+"/"+N.
+// The fleet's own snapshots (chainIDs, content keys, extract- leftovers)
+// never start with it, so a builder can neither see, change nor remove
+// them, and its names never collide with theirs (BuildKit names its layers
+// by chainID too).
+//
+// Each namespace is one builder daemon's: containerd's metadata layer
+// (in containerd, and in buildkitd's worker) removes, when it collects
+// garbage, every snapshot of its snapshotter that its own database does
+// not know, so two daemons must never see each other's snapshots.
 const BuilderPrefix = "builder/"
+
+// DefaultBuilderNamespace is the namespace Builders("") uses.
+const DefaultBuilderNamespace = "default"
 
 // Containerd's gc labels, which Prune honours on builders' snapshots.
 const (
@@ -44,7 +53,8 @@ var ErrNotShareable = errors.New("no shareable snapshot on this node")
 // gives (keys, parents, Walk's names) in the builder namespace
 // (BuilderPrefix). It is what the snapshots API serves.
 type Builders struct {
-	s *Store
+	s      *Store
+	prefix string // BuilderPrefix + namespace + "/"
 }
 
 var (
@@ -52,81 +62,91 @@ var (
 	_ snapshots.Cleaner     = (*Builders)(nil)
 )
 
-// Builders returns the builders' view of the Store.
-func (s *Store) Builders() *Builders { return &Builders{s: s} }
+// Builders returns the view of the Store that the builder daemon of
+// namespace ns has (DefaultBuilderNamespace when empty; one path segment:
+// a "/" in it is replaced by "_").
+func (s *Store) Builders(ns string) *Builders {
+	if ns == "" {
+		ns = DefaultBuilderNamespace
+	}
+	return &Builders{s: s, prefix: BuilderPrefix + strings.ReplaceAll(ns, "/", "_") + "/"}
+}
 
-func inNS(name string) string {
+// StoreName is the Store's name of the builder's snapshot name.
+func (b *Builders) StoreName(name string) string { return b.inNS(name) }
+
+func (b *Builders) inNS(name string) string {
 	if name == "" {
 		return ""
 	}
-	return BuilderPrefix + name
+	return b.prefix + name
 }
 
-func outNS(info snapshots.Info) snapshots.Info {
-	info.Name = strings.TrimPrefix(info.Name, BuilderPrefix)
-	info.Parent = strings.TrimPrefix(info.Parent, BuilderPrefix)
+func (b *Builders) outNS(info snapshots.Info) snapshots.Info {
+	info.Name = strings.TrimPrefix(info.Name, b.prefix)
+	info.Parent = strings.TrimPrefix(info.Parent, b.prefix)
 	return info
 }
 
 // Stat returns the info of the builder's snapshot key.
 // Errors: errdefs.ErrNotFound.
 func (b *Builders) Stat(ctx context.Context, key string) (snapshots.Info, error) {
-	info, err := b.s.sn.Stat(ctx, inNS(key))
+	info, err := b.s.sn.Stat(ctx, b.inNS(key))
 	if err != nil {
 		return snapshots.Info{}, err
 	}
-	return outNS(info), nil
+	return b.outNS(info), nil
 }
 
 // Update changes the labels of the builder's snapshot info.Name.
 // Errors: errdefs.ErrNotFound, errdefs.ErrInvalidArgument.
 func (b *Builders) Update(ctx context.Context, info snapshots.Info, fieldpaths ...string) (snapshots.Info, error) {
-	info.Name = inNS(info.Name)
-	info.Parent = inNS(info.Parent)
+	info.Name = b.inNS(info.Name)
+	info.Parent = b.inNS(info.Parent)
 	out, err := b.s.sn.Update(ctx, info, fieldpaths...)
 	if err != nil {
 		return snapshots.Info{}, err
 	}
-	return outNS(out), nil
+	return b.outNS(out), nil
 }
 
 // Usage returns the resources the builder's snapshot key takes.
 // Errors: errdefs.ErrNotFound.
 func (b *Builders) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
-	return b.s.sn.Usage(ctx, inNS(key))
+	return b.s.sn.Usage(ctx, b.inNS(key))
 }
 
 // Mounts returns the mounts of the builder's active snapshot or view key.
 // Errors: errdefs.ErrNotFound.
 func (b *Builders) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
-	return b.s.sn.Mounts(ctx, inNS(key))
+	return b.s.sn.Mounts(ctx, b.inNS(key))
 }
 
 // Prepare makes the builder's active snapshot key on parent (one of the
 // builder's committed snapshots, or none).
 // Errors: errdefs.ErrAlreadyExists, errdefs.ErrNotFound (parent).
 func (b *Builders) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
-	return b.s.sn.Prepare(ctx, inNS(key), inNS(parent), opts...)
+	return b.s.sn.Prepare(ctx, b.inNS(key), b.inNS(parent), opts...)
 }
 
 // View makes the builder's read-only snapshot key of parent.
 // Errors: errdefs.ErrAlreadyExists, errdefs.ErrNotFound (parent).
 func (b *Builders) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
-	return b.s.sn.View(ctx, inNS(key), inNS(parent), opts...)
+	return b.s.sn.View(ctx, b.inNS(key), b.inNS(parent), opts...)
 }
 
 // Commit commits the builder's active snapshot key as name, with the
 // labels opts give.
 // Errors: errdefs.ErrAlreadyExists (name), errdefs.ErrNotFound (key).
 func (b *Builders) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
-	return b.s.sn.Commit(ctx, inNS(name), inNS(key), opts...)
+	return b.s.sn.Commit(ctx, b.inNS(name), b.inNS(key), opts...)
 }
 
 // Remove removes the builder's snapshot key. A snapshot Share made takes
 // only its own links with it: the fleet's snapshot stays.
 // Errors: errdefs.ErrNotFound, errdefs.ErrFailedPrecondition (it has children).
 func (b *Builders) Remove(ctx context.Context, key string) error {
-	return b.s.sn.Remove(ctx, inNS(key))
+	return b.s.sn.Remove(ctx, b.inNS(key))
 }
 
 // Walk calls fn for the builder's snapshots that match one of fs
@@ -139,10 +159,10 @@ func (b *Builders) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...string
 		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	err = b.s.sn.Walk(ctx, func(ctx context.Context, info snapshots.Info) error {
-		if !strings.HasPrefix(info.Name, BuilderPrefix) {
+		if !strings.HasPrefix(info.Name, b.prefix) {
 			return nil
 		}
-		info = outNS(info)
+		info = b.outNS(info)
 		if !filter.Match(adaptInfo(info)) {
 			return nil
 		}
@@ -195,11 +215,11 @@ func (b *Builders) Share(ctx context.Context, req ShareRequest) error {
 	if err != nil || src.Kind != snapshots.KindCommitted || src.Labels[LabelDir] == "" {
 		return fmt.Errorf("share %s: %w", req.ChainID, ErrNotShareable)
 	}
-	if _, err := b.s.sn.Stat(ctx, inNS(req.Name)); err == nil {
+	if _, err := b.s.sn.Stat(ctx, b.inNS(req.Name)); err == nil {
 		return fmt.Errorf("share %s as %s: %w", req.ChainID, req.Name, errdefs.ErrAlreadyExists)
 	}
 	active := activePrefix + nonce() + "-share"
-	mounts, err := b.s.sn.Prepare(ctx, active, inNS(req.Parent))
+	mounts, err := b.s.sn.Prepare(ctx, active, b.inNS(req.Parent))
 	if err != nil {
 		return fmt.Errorf("share %s: %w", req.ChainID, err)
 	}
@@ -236,7 +256,7 @@ func (b *Builders) Share(ctx context.Context, req ShareRequest) error {
 			labels[k] = v
 		}
 	}
-	if err := b.s.sn.Commit(ctx, inNS(req.Name), active, snapshots.WithLabels(labels)); err != nil {
+	if err := b.s.sn.Commit(ctx, b.inNS(req.Name), active, snapshots.WithLabels(labels)); err != nil {
 		return fmt.Errorf("share %s as %s: %w", req.ChainID, req.Name, err)
 	}
 	committed = true

@@ -29,7 +29,7 @@ func TestShare(t *testing.T) {
 				t.Fatal(err)
 			}
 			chain := snapshot.ChainIDs(eventsOf(layers...))
-			b := s.Builders()
+			b := s.Builders("")
 			parent := ""
 			for i, c := range chain {
 				// The builder names its layers by chainID too: no collision.
@@ -48,7 +48,7 @@ func TestShare(t *testing.T) {
 				t.Errorf("Share onto an existing name = %v, want AlreadyExists", err)
 			}
 			want := readTree(t, reference(t, layers...))
-			top := snapshot.BuilderPrefix + chain[len(chain)-1].String()
+			top := b.StoreName(chain[len(chain)-1].String())
 			if diff := cmp.Diff(want, viewTree(t, s, top)); diff != "" {
 				t.Errorf("builder's tree (-want +got):\n%s", diff)
 			}
@@ -83,7 +83,7 @@ func TestBuildersNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	chain := snapshot.ChainIDs(eventsOf(ls...))
-	b := s.Builders()
+	b := s.Builders("")
 	fleet := chain[1].String()
 	if _, err := b.Stat(ctx, fleet); !errdefs.IsNotFound(err) {
 		t.Errorf("Stat of the fleet's %s = %v, want not found", fleet, err)
@@ -117,6 +117,24 @@ func TestBuildersNamespace(t *testing.T) {
 	}); err != nil || len(names) != 0 {
 		t.Errorf("Walk = %v, %v; want nothing of the fleet's", names, err)
 	}
+
+	// Two builder daemons: neither sees the other's snapshots.
+	other := s.Builders("containerd")
+	if _, err := b.Prepare(ctx, "buildkit-rw", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Stat(ctx, "buildkit-rw"); !errdefs.IsNotFound(err) {
+		t.Errorf("another namespace's Stat = %v, want not found", err)
+	}
+	if err := other.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		t.Errorf("another namespace's Walk shows %s", info.Name)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Remove(ctx, "buildkit-rw"); !errdefs.IsNotFound(err) {
+		t.Errorf("another namespace's Remove = %v, want not found", err)
+	}
 }
 
 // Prune never removes a builder's snapshot, keeps what builders hold
@@ -127,7 +145,7 @@ func TestPruneKeepsBuilders(t *testing.T) {
 	needKind(t, snapshot.KindNative)
 	ctx := t.Context()
 	s := openStore(t, snapshot.KindNative)
-	b := s.Builders()
+	b := s.Builders("")
 	commit := func(name, parent string, labels map[string]string) {
 		t.Helper()
 		if _, err := b.Prepare(ctx, "tmp-"+name, parent, snapshots.WithLabels(map[string]string{snapshot.LabelGCRoot: "now"})); err != nil {

@@ -117,15 +117,16 @@ func (s *Store) Prune(ctx context.Context, keep []string) (PruneResult, error) {
 }
 
 // gcRefs are the snapshots info's containerd gc labels keep, as Store
-// names: a builder's labels name the builder's own snapshots.
+// names: a builder's labels name snapshots of the builder's own namespace.
 func gcRefs(info snapshots.Info) []string {
 	var out []string
 	for k, v := range info.Labels {
 		if !strings.HasPrefix(k, LabelGCRefSnapshot) || v == "" {
 			continue
 		}
-		if strings.HasPrefix(info.Name, BuilderPrefix) {
-			v = BuilderPrefix + v
+		if rest, ok := strings.CutPrefix(info.Name, BuilderPrefix); ok {
+			ns, _, _ := strings.Cut(rest, "/")
+			v = BuilderPrefix + ns + "/" + v
 		}
 		out = append(out, v)
 	}

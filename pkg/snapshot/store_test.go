@@ -63,7 +63,7 @@ func TestOpenRecoversAfterCrash(t *testing.T) {
 			if _, err := sn.View(ctx, "some-view", chain[0].String()); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Builders().Prepare(ctx, "container-rw", ""); err != nil {
+			if _, err := s.Builders("").Prepare(ctx, "container-rw", ""); err != nil {
 				t.Fatal(err)
 			}
 			w, err := content.OpenWriter(ctx, s.Content(), content.WithRef("fetch-"+ls[2].Blob.Digest.String()), content.WithDescriptor(ls[2].Blob))
@@ -100,7 +100,7 @@ func TestOpenRecoversAfterCrash(t *testing.T) {
 				t.Errorf("committed snapshots after recovery (-want +got):\n%s", diff)
 			}
 			slices.Sort(other)
-			if diff := cmp.Diff([]string{snapshot.BuilderPrefix + "container-rw", "some-view"}, other); diff != "" {
+			if diff := cmp.Diff([]string{s.Builders("").StoreName("container-rw"), "some-view"}, other); diff != "" {
 				t.Errorf("non-committed snapshots after recovery: only the extractions go (-want +got):\n%s", diff)
 			}
 			if refs := ingests(t, s2); len(refs) != 0 {

@@ -224,7 +224,8 @@ func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent st
 
 // checkParent makes sure parent holds the layers below layer i: none for
 // the bottom layer; otherwise the builder's snapshot of chainID i-1 (by
-// name, or shared from it).
+// name, as the builder or containerd's metadata layer names it, or shared
+// from it).
 func (r *remoteSnapshotter) checkParent(ctx context.Context, parent string, c chain, i int) error {
 	if i == 0 {
 		if parent != "" {
@@ -237,7 +238,8 @@ func (r *remoteSnapshotter) checkParent(ctx context.Context, parent string, c ch
 	if err != nil {
 		return fmt.Errorf("parent %s: %w", parent, err)
 	}
-	if info.Kind != snapshots.KindCommitted || (parent != below && info.Labels[snapshot.LabelShared] != below) {
+	named := parent == below || strings.HasSuffix(parent, "/"+below) // containerd's metadata names it <ns>/<id>/<name>
+	if info.Kind != snapshots.KindCommitted || (!named && info.Labels[snapshot.LabelShared] != below) {
 		return fmt.Errorf("parent %s does not hold the layers below (%s)", parent, below)
 	}
 	return nil

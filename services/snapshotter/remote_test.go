@@ -480,3 +480,74 @@ func TestRemoteSnapshotsShareOneBuild(t *testing.T) {
 		t.Errorf("builds: %v, want still one", ids)
 	}
 }
+
+// One socket per builder daemon, each its own namespace: a daemon never
+// sees (so its metadata gc never removes) another's snapshots, and both
+// share the fleet's layers.
+func TestSnapshotsSocketsPerBuilder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	second := filepath.Join(dir, "containerd.sock")
+	f := newBuilderFleet(t, true, func(c *snapshotter.Config) { c.SnapshotsSockets = []string{second} })
+	f.prepareChain(t, buildkitLabels, func(i int) string { return f.chainIDs[i].String() })
+	before := f.Registry.Count("GET", registrytest.KindBlob)
+
+	fleettest.WaitFor(t, func() bool { _, err := os.Stat(second); return err == nil })
+	other, conn := dialSnapshots(t, second)
+	t.Cleanup(func() { _ = conn.Close() })
+	if _, err := other.Stat(t.Context(), f.chainIDs[0].String()); !errdefs.IsNotFound(err) {
+		t.Errorf("the other daemon's Stat of the first's snapshot = %v, want not found", err)
+	}
+	if err := other.Walk(t.Context(), func(_ context.Context, info snapshots.Info) error {
+		t.Errorf("the other daemon sees %s", info.Name)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	g := *f
+	g.sn = other
+	g.prepareChain(t, criLabels, func(i int) string { return f.chainIDs[i].String() })
+	if after := f.Registry.Count("GET", registrytest.KindBlob); after != before {
+		t.Errorf("the second daemon's chain: blob GETs went from %d to %d", before, after)
+	}
+	// The same namespace twice is refused.
+	cfg := snapshotter.Config{DataDir: dir, SnapshotsSocket: filepath.Join(dir, "a", "x.sock"), SnapshotsSockets: []string{filepath.Join(dir, "b", "x.sock")}}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "one namespace") {
+		t.Errorf("two sockets of one namespace: Validate = %v", err)
+	}
+}
+
+// A builder that unpacked the bottom layer itself (under the name
+// containerd's metadata layer gives it) gets the layers above as remote
+// snapshots on it.
+func TestRemoteSnapshotOnBuildersOwnParent(t *testing.T) {
+	t.Parallel()
+	f := newBuilderFleet(t, true)
+	ctx := t.Context()
+	own := "buildkit/7/" + f.chainIDs[0].String()
+	if _, err := f.sn.Prepare(ctx, "buildkit/6/extract", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sn.Commit(ctx, own, "buildkit/6/extract"); err != nil {
+		t.Fatal(err)
+	}
+	target := f.chainIDs[1].String()
+	_, err := f.sn.Prepare(ctx, "tmp "+target, own, snapshots.WithLabels(buildkitLabels(f.ref, f.layers, 1, target)))
+	if !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Prepare on the builder's own parent = %v, want AlreadyExists", err)
+	}
+	if info, err := f.sn.Stat(ctx, target); err != nil || info.Parent != own {
+		t.Errorf("Stat(%s) = %+v, %v; want parent %s", target, info, err, own)
+	}
+	// A parent that is some other snapshot is refused: the builder pulls.
+	if _, err := f.sn.Prepare(ctx, "buildkit/8/x", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sn.Commit(ctx, "unrelated", "buildkit/8/x"); err != nil {
+		t.Fatal(err)
+	}
+	target2 := "other/" + f.chainIDs[1].String()
+	if _, err := f.sn.Prepare(ctx, "tmp2", "unrelated", snapshots.WithLabels(buildkitLabels(f.ref, f.layers, 1, target2))); err != nil {
+		t.Errorf("Prepare on an unrelated parent = %v, want an ordinary active snapshot", err)
+	}
+}

@@ -90,11 +90,18 @@ type Config struct {
 	// Observe is where metrics and readiness go (service.Serve gives a
 	// binary\'s); zero for nowhere.
 	Observe service.Observe
-	// SnapshotsSocket, when set, is the unix socket on which this replica
-	// serves containerd's snapshots API over its own store, for the
-	// builders of its node (buildkitd's proxy snapshotter, containerd's
-	// proxy_plugins): see socket.go and remote.go. Empty means off.
+	// SnapshotsSocket, when set, is a unix socket on which this replica
+	// serves containerd's snapshots API over its own store, for a builder
+	// daemon of its node (buildkitd's proxy snapshotter, containerd's
+	// proxy_plugins): see socket.go and remote.go. Empty means none.
+	// Each socket has its own namespace of builder snapshots, named after
+	// the socket file without its extension (SocketNamespace): give each
+	// builder daemon its own socket, since containerd's metadata gc
+	// removes the snapshots it does not know.
 	SnapshotsSocket string
+	// SnapshotsSockets are more such sockets, one per further builder
+	// daemon. Nil means none.
+	SnapshotsSockets []string
 	// SnapshotsSocketGroup, when set, is the group (name or id) whose
 	// members may use the socket (mode 0660). Empty means root only (0600).
 	SnapshotsSocketGroup string
@@ -141,8 +148,16 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("snapshotter: no data dir")
 	}
-	if c.SnapshotsSocketGroup != "" && c.SnapshotsSocket == "" {
+	if c.SnapshotsSocketGroup != "" && len(c.sockets()) == 0 {
 		return errors.New("snapshotter: a snapshots socket group without a snapshots socket")
+	}
+	seen := map[string]string{}
+	for _, path := range c.sockets() {
+		ns := SocketNamespace(path)
+		if other, ok := seen[ns]; ok {
+			return fmt.Errorf("snapshotter: snapshots sockets %s and %s have one namespace, %q: name their files apart", other, path, ns)
+		}
+		seen[ns] = path
 	}
 	if c.Concurrency < 0 || c.Window < 0 || c.LeaseTTL < 0 || c.KeepFor < 0 || c.RemoteTimeout < 0 {
 		return errors.New("snapshotter: negative limits")
@@ -239,13 +254,15 @@ func (s *Service) Run(ctx context.Context) error {
 		go s.pruneLoop(ctx, index)
 	}
 	log := spec.Log()
-	if s.cfg.SnapshotsSocket != "" {
-		srv, err := ListenSnapshots(ctx, s.builders(h), s.cfg.SnapshotsSocket, WithSocketGroup(s.cfg.SnapshotsSocketGroup))
+	chains := s.chains(h)
+	for _, path := range s.cfg.sockets() {
+		ns := SocketNamespace(path)
+		srv, err := ListenSnapshots(ctx, s.builders(h, chains, ns), path, WithSocketGroup(s.cfg.SnapshotsSocketGroup))
 		if err != nil {
 			return fmt.Errorf("snapshotter: %w", err)
 		}
 		defer func() { _ = srv.Close() }()
-		log.Info("serving containerd's snapshots API", "socket", s.cfg.SnapshotsSocket)
+		log.Info("serving containerd's snapshots API", "socket", path, "namespace", ns)
 	}
 	log.Info("snapshotter ready", "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
@@ -340,13 +357,39 @@ func newHTTPClient() *http.Client {
 // snapshot waits for the fleet by default.
 const DefaultRemoteTimeout = 5 * time.Minute
 
-// builders is the snapshotter the snapshots socket serves: the store's
-// builders' view, with remote snapshots made by builds this replica runs.
-func (s *Service) builders(h *Handler) snapshots.Snapshotter {
+// sockets are the snapshots sockets to serve.
+func (c Config) sockets() []string {
+	var out []string
+	if c.SnapshotsSocket != "" {
+		out = append(out, c.SnapshotsSocket)
+	}
+	return append(out, c.SnapshotsSockets...)
+}
+
+// SocketNamespace is the namespace of builder snapshots a snapshots
+// socket serves: its file name without the extension
+// ("/run/stevedore/buildkitd.sock" → "buildkitd").
+func SocketNamespace(path string) string {
+	base := filepath.Base(path)
+	if ns := strings.TrimSuffix(base, filepath.Ext(base)); ns != "" {
+		return ns
+	}
+	return base
+}
+
+// chains makes the image chains of remote snapshots, with builds this
+// replica runs; every socket shares it.
+func (s *Service) chains(h *Handler) *chains {
 	maker := &remoteBuilds{js: s.js, h: h, instance: s.cfg.Instance, log: s.cfg.Logger}
+	return &chains{maker: maker, has: h.has, timeout: s.cfg.RemoteTimeout, made: map[string]chain{}}
+}
+
+// builders is the snapshotter a snapshots socket serves: the store's view
+// for the builder namespace ns, with remote snapshots.
+func (s *Service) builders(h *Handler, c *chains, ns string) snapshots.Snapshotter {
 	return &remoteSnapshotter{
-		Builders: s.store.Builders(),
-		chains:   &chains{maker: maker, has: h.has, timeout: s.cfg.RemoteTimeout, made: map[string]chain{}},
+		Builders: s.store.Builders(ns),
+		chains:   c,
 		timeout:  s.cfg.RemoteTimeout,
 		log:      s.cfg.Logger,
 	}

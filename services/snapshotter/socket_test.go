@@ -51,7 +51,7 @@ func servedStore(ctx context.Context, root string, kind snapshot.Kind) (snapshot
 	if err != nil {
 		return nil, nil, err
 	}
-	srv, err := snapshotter.ListenSnapshots(ctx, store.Builders(), filepath.Join(root, "snapshots.sock"))
+	srv, err := snapshotter.ListenSnapshots(ctx, store.Builders(""), filepath.Join(root, "snapshots.sock"))
 	if err != nil {
 		_ = store.Close()
 		return nil, nil, err
@@ -106,11 +106,11 @@ func TestSnapshotsSocketFile(t *testing.T) {
 	} {
 		// Twice: the second start finds the first's socket (as a killed
 		// process leaves it) and replaces it.
-		first, err := snapshotter.ListenSnapshots(t.Context(), store.Builders(), path, tc.opts...)
+		first, err := snapshotter.ListenSnapshots(t.Context(), store.Builders(""), path, tc.opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := snapshotter.ListenSnapshots(t.Context(), store.Builders(), path, tc.opts...)
+		srv, err := snapshotter.ListenSnapshots(t.Context(), store.Builders(""), path, tc.opts...)
 		if err != nil {
 			t.Fatalf("start over a stale socket: %v", err)
 		}
@@ -134,14 +134,14 @@ func TestSnapshotsSocketFile(t *testing.T) {
 		if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("socket left after Close: %v", err)
 		}
-		if err := store.Builders().Remove(t.Context(), "k"); err != nil {
+		if err := store.Builders("").Remove(t.Context(), "k"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := os.WriteFile(path, []byte("not a socket"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if srv, err := snapshotter.ListenSnapshots(t.Context(), store.Builders(), path); err == nil {
+	if srv, err := snapshotter.ListenSnapshots(t.Context(), store.Builders(""), path); err == nil {
 		_ = srv.Close()
 		t.Error("a regular file in the way was replaced")
 	}

@@ -29,7 +29,7 @@ func main() {
 	leaseTTL := flag.Duration("lease-ttl", service.DurationEnv("STEVEDORE_LEASE_TTL", 30*time.Second), "how long a snapshot lease outlives a dead holder (STEVEDORE_LEASE_TTL)")
 	window := flag.Int("window", intEnv("STEVEDORE_WINDOW", snapshot.DefaultWindow), "layer downloads in flight per snapshot (STEVEDORE_WINDOW)")
 	keepFor := flag.Duration("keep-for", service.DurationEnv("STEVEDORE_KEEP_FOR", 0), "prune hourly the cache records of this node older than this and what they alone kept; 0: never (STEVEDORE_KEEP_FOR)")
-	socket := flag.String("snapshots-socket", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET"), "unix socket serving containerd's snapshots API to this node's builders; empty: off (STEVEDORE_SNAPSHOTS_SOCKET)")
+	socket := flag.String("snapshots-socket", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET"), "unix sockets (comma-separated, one per builder daemon) serving containerd's snapshots API to this node's builders; empty: off (STEVEDORE_SNAPSHOTS_SOCKET)")
 	socketGroup := flag.String("snapshots-socket-group", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET_GROUP"), "group (name or id) allowed on the snapshots socket; empty: root only (STEVEDORE_SNAPSHOTS_SOCKET_GROUP)")
 	remoteTimeout := flag.Duration("remote-snapshot-timeout", service.DurationEnv("STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT", snapshotter.DefaultRemoteTimeout), "how long a builder's Prepare waits for the fleet before it pulls the layer itself (STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT)")
 	flag.Parse()
@@ -38,7 +38,7 @@ func main() {
 	os.Exit(service.Main(common, "stevedore-snapshotter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
 			Provision: common.Provision, Replicas: common.Replicas, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
-			SnapshotsSocket: *socket, SnapshotsSocketGroup: *socketGroup, RemoteTimeout: *remoteTimeout,
+			SnapshotsSockets: service.List(*socket), SnapshotsSocketGroup: *socketGroup, RemoteTimeout: *remoteTimeout,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}})
 		if err != nil {
 			return err
