@@ -23,7 +23,7 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 LISTEN   ?=
 DATA     ?=
 
-.PHONY: help build test security test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps run gowork-off clean images stand-ins up e2e
+.PHONY: help build test security test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps bench-builder builders builder-deps builder-image run gowork-off clean images stand-ins up e2e
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,7 +36,7 @@ build: ## build bin/stevedore and one binary per service (static, CGO_ENABLED=0)
 		CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/stevedore-$$s ./services/$$s/cmd/$$s || exit 1; \
 	done
 
-test: vet ## run every module's tests with the race detector (embedded NATS and registry, no Docker, no root)
+test: vet builders ## run every module's tests with the race detector (embedded NATS and registry, no Docker; the builder tests need root, buildkitd, runc and containerd)
 	$(GO) test -race -count=1 -timeout 15m $(RACE_MODULES)
 	$(GO) test -count=1 -timeout 10m $(CONFORMANCE)
 
@@ -79,6 +79,10 @@ EXPORTN ?= 5
 bench-export: bench-deps ## cache export of image (a) to a local layout: stevedore vs skopeo copy, EXPORTN runs each; then a registry export twice (skopeo, tmpfs)
 	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} BENCH_EXPORT_RUNS=$(EXPORTN) $(GO) test -run '^$$' -bench '^BenchmarkExport$$' -benchtime 1x -timeout 30m .
 
+BUILDERIMAGES ?= a|b|c
+bench-builder: builders ## BuildKit FROM image + COPY on Stevedore's snapshots (cold, warm) vs its own overlayfs, images (a) (b) (c), one run each; fails on a missed target (root, tmpfs)
+	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} $(GO) test -run '^$$' -bench '^BenchmarkBuilder$$/^($(BUILDERIMAGES))$$' -benchtime 1x -timeout 60m .
+
 # What the benchmarks compare with, as command:Debian package.
 BENCHDEPS := containerd:containerd ctr:containerd skopeo:skopeo curl:curl
 bench-deps: ## install what the benchmarks compare with (containerd, skopeo, curl) when missing: apt-get, as root on Debian
@@ -95,7 +99,7 @@ bench-deps: ## install what the benchmarks compare with (containerd, skopeo, cur
 		echo "bench-deps: missing$$missing (install them; as root on Debian, make bench-deps does); the benchmarks that need them fail"; \
 	fi
 
-run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up; LISTEN=host:port, DATA=dir)
+# The real builders the builder tests and bench-builder run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up; LISTEN=host:port, DATA=dir)
 	$(BIN)/stevedore up $(if $(LISTEN),--listen $(LISTEN)) $(if $(DATA),--data-dir $(DATA))
 
 # Containers (deploy/). COMPOSE is the docker compose plugin, or the
@@ -136,11 +140,22 @@ stand-ins: ## build FROM scratch stand-ins for the nats and registry images comp
 		docker build -q -f e2e/images/$$name.Dockerfile -t $$img $(IMAGES)/$$name >/dev/null || exit 1; \
 	done
 
+builder-image: builders ## build stevedore/buildkitd:TAG FROM scratch (deploy/buildkitd.Dockerfile): bin/buildkitd, bin/buildctl, and the host's runc with its shared libraries
+	@rm -rf $(IMAGES)/buildkitd && mkdir -p $(IMAGES)/buildkitd/rootfs/usr/bin $(IMAGES)/buildkitd/rootfs/usr/sbin $(IMAGES)/buildkitd/rootfs/etc/ssl/certs $(IMAGES)/buildkitd/rootfs/tmp
+	cp $(BIN)/buildkitd $(BIN)/buildctl $(IMAGES)/buildkitd/rootfs/usr/bin/
+	cp $(CA_CERTS) $(IMAGES)/buildkitd/rootfs/etc/ssl/certs/ca-certificates.crt
+	@runc=$$(command -v runc) || { echo "builder-image: no runc (make builder-deps installs it)"; exit 1; }; \
+	cp -L $$runc $(IMAGES)/buildkitd/rootfs/usr/sbin/runc && \
+	for lib in $$(ldd $$runc | awk '$$2 == "=>" { print $$3 } $$1 ~ /^\// { print $$1 }'); do \
+		mkdir -p $(IMAGES)/buildkitd/rootfs$$(dirname $$lib) && cp -L $$lib $(IMAGES)/buildkitd/rootfs$$lib || exit 1; \
+	done
+	docker build -q -f deploy/buildkitd.Dockerfile -t stevedore/buildkitd:$(TAG) $(IMAGES)/buildkitd >/dev/null
+
 up: ## run the stack in the foreground: docker compose -f deploy/compose.yaml up (make images first; COMPOSE_PROFILES=demo adds the registry)
 	$(COMPOSE) -f deploy/compose.yaml up
 
 E2EFLAGS ?= -v
-e2e: images stand-ins ## the compose stack end to end (Docker): 50-pull waves at 3 and 1 replicas, kills mid-pull, a NATS restart, poison, watcher rights
+e2e: images stand-ins builder-image ## the compose stack end to end (Docker): 50-pull waves at 3 and 1 replicas, kills mid-pull, a NATS restart, poison, watcher rights; a build node (buildkitd on the snapshots socket)
 	STEVEDORE_COMPOSE="$(COMPOSE)" $(GO) test -tags e2e -count=1 -timeout 20m $(E2EFLAGS) ./e2e/...
 
 clean: ## remove build output

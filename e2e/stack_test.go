@@ -54,6 +54,9 @@ type stack struct {
 	// passwords by NATS user, and the registry's.
 	passwords        map[string]string
 	registryPassword string
+	// dockerConfig is the directory of the config.json with the
+	// registry's credentials.
+	dockerConfig string
 	// volumes are the volumes the project's containers mounted, recorded
 	// before teardown to check they are gone after it.
 	volumes map[string]bool
@@ -84,6 +87,7 @@ func newStack(t *testing.T) *stack {
 
 	dir := t.TempDir()
 	dockerDir := filepath.Join(dir, "docker")
+	s.dockerConfig = dockerDir
 	auth := base64.StdEncoding.EncodeToString([]byte(registryUser + ":" + s.registryPassword))
 	cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{registryHost: map[string]string{"auth": auth}}})
 	hash, err := bcrypt.GenerateFromPassword([]byte(s.registryPassword), bcrypt.MinCost)

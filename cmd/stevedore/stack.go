@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +30,11 @@ type stackConfig struct {
 	registry    registry.Config
 	snapshotter snapshot.Kind
 	log         *slog.Logger
+	// snapshotsSocket, snapshotsSocketGroup and remoteTimeout are the
+	// snapshotter's (snapshotter.Config); empty: no snapshots socket.
+	snapshotsSockets     []string
+	snapshotsSocketGroup string
+	remoteTimeout        time.Duration
 }
 
 // stack is an embedded NATS server with every service running against it,
@@ -85,6 +91,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	s.snap, err = snapshotter.New(ctx, sjs, snapshotter.Config{
 		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
 		Node: "embedded", Registry: cfg.registry, Logger: cfg.log,
+		SnapshotsSockets: cfg.snapshotsSockets, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout,
 	})
 	if err != nil {
 		s.close()

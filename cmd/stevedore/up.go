@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/services/snapshotter"
 )
 
 // serviceFlags are the flags of commands that run the services in-process.
@@ -68,6 +70,7 @@ func newUp(g *globals) *cobra.Command {
 		dataDir string
 		listen  string
 		monitor int
+		socket  snapshotsSocketFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -104,12 +107,16 @@ with the URL in nats-credentials.`,
 			if err != nil {
 				return err
 			}
+			cfg.snapshotsSockets, cfg.snapshotsSocketGroup, cfg.remoteTimeout = socket.paths, socket.group, socket.timeout
 			s, err := startStack(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
 			defer s.close()
 			fmt.Fprintf(g.stdout, "stevedore is up: NATS %s, data in %s\n", s.srv.ClientURL(), dataDir)
+			for _, p := range socket.paths {
+				fmt.Fprintf(g.stdout, "snapshots API: %s (builder namespace %s)\n", p, snapshotter.SocketNamespace(p))
+			}
 			if u := s.srv.MonitorURL(); u != "" {
 				fmt.Fprintf(g.stdout, "monitoring: %s\n", u)
 			}
@@ -120,7 +127,28 @@ with the URL in nats-credentials.`,
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "where JetStream keeps streams and buckets")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	cmd.Flags().IntVar(&monitor, "monitor-port", 0, "port of NATS's monitoring endpoints on the listen host (0: off)")
+	socket.register(cmd)
 	return cmd
+}
+
+// snapshotsSocketFlags are up's flags of the snapshots API.
+type snapshotsSocketFlags struct {
+	paths   []string
+	group   string
+	timeout time.Duration
+}
+
+func (f *snapshotsSocketFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringSliceVar(&f.paths, "snapshots-socket", service.List(os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET")),
+		"unix socket serving containerd's snapshots API (remote snapshots) to one buildkitd or containerd of this node (repeatable: one per builder daemon, each its own namespace of snapshots); none: off ($STEVEDORE_SNAPSHOTS_SOCKET, comma-separated)")
+	cmd.Flags().StringVar(&f.group, "snapshots-socket-group", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET_GROUP"),
+		"group (name or id) allowed on the snapshots socket; empty: root only ($STEVEDORE_SNAPSHOTS_SOCKET_GROUP)")
+	timeout := snapshotter.DefaultRemoteTimeout
+	if d, err := time.ParseDuration(os.Getenv("STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT")); err == nil {
+		timeout = d
+	}
+	cmd.Flags().DurationVar(&f.timeout, "remote-snapshot-timeout", timeout,
+		"how long a builder's Prepare waits for the fleet before it pulls the layer itself ($STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT)")
 }
 
 // registerEmbedded registers the service flags on a command that starts

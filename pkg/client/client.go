@@ -150,6 +150,10 @@ type Outcome struct {
 	SnapshotFailed *events.SnapshotFailed `json:"snapshotFailed,omitempty"`
 	// Pull is set when the build asked for the snapshot, not only the keys.
 	Pull bool `json:"pull,omitempty"`
+	// SnapshotBy is the node of the snapshotter replica that makes the
+	// snapshot of a builder's remote snapshot itself (a pull that has no
+	// snapshot.requested).
+	SnapshotBy string `json:"snapshotBy,omitempty"`
 	// Exported is set when a cache export of the build ended well.
 	Exported *events.CacheExported `json:"exported,omitempty"`
 	// Imported is set when a cache import ended well.
@@ -169,7 +173,8 @@ func (o *Outcome) Add(e events.Event) {
 	switch p := e.Data.(type) {
 	case events.SourceResolveRequested:
 		o.asked = true
-		o.Pull = p.Snapshot
+		o.Pull = p.Snapshot || p.SnapshotBy != ""
+		o.SnapshotBy = p.SnapshotBy
 		if o.Source.Identifier == "" {
 			o.Source = p.Source
 		}
@@ -223,10 +228,14 @@ func (o *Outcome) setKey(k events.CacheKey) {
 
 // Done reports whether the build is over: a hit (unless a snapshot of an
 // imported cache follows it), a failure, the end of the snapshot step, or a
-// miss when no snapshot was asked for.
+// miss when no snapshot was asked for. A builder's remote snapshot
+// (SnapshotBy) is over only at its snapshot's end or a failure.
 // With cache requests in the build, it is over when each has ended too.
 func (o *Outcome) Done() bool {
 	source := (o.Hit != nil && !o.Hit.Snapshot) || o.Failed != nil || o.Snapshot != nil || o.SnapshotFailed != nil || (o.Miss != nil && !o.Pull)
+	if o.SnapshotBy != "" { // a remote snapshot: a hit or a miss is followed by its snapshot
+		source = o.Failed != nil || o.Snapshot != nil || o.SnapshotFailed != nil
+	}
 	if o.cacheAsked > 0 {
 		return o.cacheEnded >= o.cacheAsked && (!o.asked || source)
 	}

@@ -153,8 +153,8 @@ const (
 var catalog = []Spec{
 	{
 		Type: TypeSourceResolveRequested, Name: "source.resolve.requested",
-		Producers: []string{ComponentClient}, Consumers: []string{ComponentResolver},
-		Summary: "A client asks for a source; this starts a build.",
+		Producers: []string{ComponentClient, ComponentSnapshotter}, Consumers: []string{ComponentResolver},
+		Summary: "A client asks for a source; this starts a build. A snapshotter replica is the client of the builds of its builders' remote snapshots.",
 		payload: SourceResolveRequested{},
 	},
 	{

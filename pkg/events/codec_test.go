@@ -46,6 +46,7 @@ var (
 // samples holds one fully populated payload of every catalog type.
 var samples = []events.Payload{
 	events.SourceResolveRequested{Source: src, Snapshot: true, Session: "s-1"},
+	events.SourceResolveRequested{Source: src, SnapshotBy: "node-1"},
 	events.SourceResolved{Source: src, Scheme: "docker-image", Handler: "puller", Snapshot: true, Session: "s-1"},
 	events.SourceFailed{Source: src, Step: events.TypeCacheKeyRequested, Reason: "invalid layer limit 0", Code: "invalid", Attempts: 1},
 	events.CacheKeyRequested{Source: src, Index: 1, Keys: []events.CacheKey{key0}, CacheOpts: opts, Snapshot: true, Session: "s-1"},

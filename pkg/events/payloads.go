@@ -178,6 +178,14 @@ type SourceResolveRequested struct {
 	// local.session). Empty means the build has none: no secret is
 	// found, and a source that needs client content fails.
 	Session string `json:"session,omitempty"`
+	// SnapshotBy, when set, names the node of the snapshotter replica that
+	// started the build for a builder's remote snapshot and makes the
+	// snapshot itself, on its own node: the build wants the content
+	// (watchers follow it to snapshot.ready or snapshot.failed, which that
+	// replica publishes), yet no snapshot.requested goes out, since any
+	// replica could take that. Snapshot is false with it. Empty for every
+	// other build.
+	SnapshotBy string `json:"snapshotBy,omitempty"`
 }
 
 // SourceResolved reports that the resolver parsed and validated a source and

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	cfs "github.com/containerd/continuity/fs"
@@ -111,7 +112,7 @@ func WithLabels(labels map[string]string) BuildOption {
 	return func(o *buildOptions) { o.labels = labels }
 }
 
-// LabelDir is the label, on a snapshot Build committed, naming the
+// LabelDir is the label, on a snapshot Build or Unpack committed, naming the
 // directory holding its files. Both snapshotters keep a snapshot's directory when they commit
 // it, so it stays valid until the snapshot is removed.
 const LabelDir = "dev.stevedore.snapshot.dir"
@@ -132,7 +133,8 @@ func (s *Store) Newest(ctx context.Context, label, value string) (Built, bool) {
 	var best snapshots.Info
 	found := false
 	err := s.sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind != snapshots.KindCommitted || info.Labels[label] != value || info.Labels[LabelDir] == "" {
+		if info.Kind != snapshots.KindCommitted || info.Labels[label] != value || info.Labels[LabelDir] == "" ||
+			strings.HasPrefix(info.Name, BuilderPrefix) {
 			return nil
 		}
 		if !found || info.Created.After(best.Created) {

@@ -380,42 +380,6 @@ func copyXattrs(src, dst string) error {
 	return nil
 }
 
-func listXattrs(p string) ([]string, error) {
-	n, err := unix.Llistxattr(p, nil)
-	if err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	if n == 0 {
-		return nil, nil
-	}
-	buf := make([]byte, n)
-	if n, err = unix.Llistxattr(p, buf); err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if name != "" {
-			names = append(names, name)
-		}
-	}
-	return names, nil
-}
-
-func getXattr(p, name string) ([]byte, error) {
-	n, err := unix.Lgetxattr(p, name, nil)
-	if err != nil {
-		return nil, fmt.Errorf("get xattr %s: %w", name, err)
-	}
-	buf := make([]byte, n)
-	if n, err = unix.Lgetxattr(p, name, buf); err != nil {
-		return nil, fmt.Errorf("get xattr %s: %w", name, err)
-	}
-	return buf[:n], nil
-}
-
 // setTimes gives dst the access and modification times of info, without
 // following a symlink.
 func setTimes(dst string, info fs.FileInfo) error {

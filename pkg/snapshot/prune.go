@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -24,21 +25,30 @@ type PruneResult struct {
 	Bytes int64
 }
 
-// Prune removes every committed snapshot that is neither one of keep (the
-// names something still references: chainIDs of layer chains, keys of
-// content snapshots) nor a parent of one, and every blob no kept snapshot
-// came from. Snapshots under a view or an active snapshot
-// (someone's mounted root filesystem) are kept as if listed in keep. It
-// must not run while Unpack does.
+// Prune removes every committed snapshot of the fleet that is neither one
+// of keep (the names something still references: chainIDs of layer chains,
+// keys of content snapshots) nor a parent of one, and every blob no kept
+// snapshot came from. Snapshots under a view or an active snapshot
+// (someone's mounted root filesystem) are kept as if listed in keep.
+// Builders' snapshots (BuilderPrefix) are never removed, and what they
+// hold is kept: their parents, and the snapshots their containerd gc
+// labels (LabelGCRefSnapshot…) name, in the builder's namespace. A kept
+// snapshot's gc references are kept too. It must not run while Unpack
+// does.
 func (s *Store) Prune(ctx context.Context, keep []string) (PruneResult, error) {
 	var res PruneResult
-	all := map[string]snapshots.Info{}
+	all := map[string]snapshots.Info{}   // committed, the fleet's
+	every := map[string]snapshots.Info{} // every snapshot
 	roots := append([]string(nil), keep...)
 	err := s.sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind == snapshots.KindCommitted {
+		every[info.Name] = info
+		switch {
+		case strings.HasPrefix(info.Name, BuilderPrefix):
+			roots = append(roots, info.Name)
+		case info.Kind == snapshots.KindCommitted:
 			all[info.Name] = info
-		} else if info.Parent != "" {
-			roots = append(roots, info.Parent)
+		default:
+			roots = append(roots, info.Name)
 		}
 		return nil
 	})
@@ -46,13 +56,16 @@ func (s *Store) Prune(ctx context.Context, keep []string) (PruneResult, error) {
 		return res, fmt.Errorf("prune: %w", err)
 	}
 	kept := map[string]bool{}
-	for _, root := range roots {
-		for name := root; name != "" && !kept[name]; {
-			info, ok := all[name]
+	for len(roots) > 0 {
+		name := roots[len(roots)-1]
+		roots = roots[:len(roots)-1]
+		for name != "" && !kept[name] {
+			info, ok := every[name]
 			if !ok {
 				break
 			}
 			kept[name] = true
+			roots = append(roots, gcRefs(info)...)
 			name = info.Parent
 		}
 	}
@@ -60,7 +73,7 @@ func (s *Store) Prune(ctx context.Context, keep []string) (PruneResult, error) {
 	for removedSome := true; removedSome; {
 		removedSome = false
 		parents := map[string]bool{}
-		for _, info := range all {
+		for _, info := range every {
 			parents[info.Parent] = true
 		}
 		for name, info := range all {
@@ -74,12 +87,13 @@ func (s *Store) Prune(ctx context.Context, keep []string) (PruneResult, error) {
 			res.Snapshots++
 			res.Bytes += n
 			delete(all, name)
+			delete(every, name)
 			removedSome = true
 		}
 	}
 	blobs := map[digest.Digest]bool{}
 	for name := range kept {
-		if b := all[name].Labels[LabelBlob]; b != "" {
+		if b := every[name].Labels[LabelBlob]; b != "" {
 			blobs[digest.Digest(b)] = true
 		}
 	}
@@ -102,11 +116,29 @@ func (s *Store) Prune(ctx context.Context, keep []string) (PruneResult, error) {
 	return res, nil
 }
 
-// Snapshots lists the committed snapshots (by chainID) on this node.
+// gcRefs are the snapshots info's containerd gc labels keep, as Store
+// names: a builder's labels name snapshots of the builder's own namespace.
+func gcRefs(info snapshots.Info) []string {
+	var out []string
+	for k, v := range info.Labels {
+		if !strings.HasPrefix(k, LabelGCRefSnapshot) || v == "" {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(info.Name, BuilderPrefix); ok {
+			ns, _, _ := strings.Cut(rest, "/")
+			v = BuilderPrefix + ns + "/" + v
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// Snapshots lists the fleet's committed snapshots (by chainID) on this
+// node; builders' are not listed.
 func (s *Store) Snapshots(ctx context.Context) ([]digest.Digest, error) {
 	var out []digest.Digest
 	err := s.sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind == snapshots.KindCommitted {
+		if info.Kind == snapshots.KindCommitted && !strings.HasPrefix(info.Name, BuilderPrefix) {
 			out = append(out, digest.Digest(info.Name))
 		}
 		return nil

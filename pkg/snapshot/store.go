@@ -98,7 +98,7 @@ type Store struct {
 
 // Open opens (creating it if needed) the data dir root with a snapshotter of
 // kind, takes its lock, and removes what a killed process may have left:
-// active snapshots and unfinished ingests.
+// its own extractions' active snapshots and unfinished ingests.
 func Open(ctx context.Context, root string, kind Kind) (*Store, error) {
 	if err := os.MkdirAll(root, 0o750); err != nil {
 		return nil, fmt.Errorf("snapshot store: %w", err)
@@ -149,11 +149,14 @@ func Open(ctx context.Context, root string, kind Kind) (*Store, error) {
 	return s, nil
 }
 
-// recover removes the leftovers of a process that died mid-work.
+// recover removes the leftovers of a process that died mid-work: the
+// Store's own extractions (activePrefix), never anything else. Builders'
+// active snapshots (containers' writable layers) and views survive a
+// restart.
 func (s *Store) recover(ctx context.Context) error {
 	var active []string
 	err := s.sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind != snapshots.KindCommitted || strings.HasPrefix(info.Name, activePrefix) {
+		if strings.HasPrefix(info.Name, activePrefix) {
 			active = append(active, info.Name)
 		}
 		return nil

@@ -483,6 +483,7 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 		LabelBlob:   layer.Blob.Digest.String(),
 		LabelDiffID: layer.DiffID.String(),
 		LabelSize:   strconv.FormatInt(size, 10),
+		LabelDir:    dst.root,
 	}
 	if err := s.sn.Commit(ctx, chainID.String(), key, snapshots.WithLabels(labels)); err != nil {
 		if !errdefs.IsAlreadyExists(err) {

@@ -144,7 +144,7 @@ type Stack struct {
 }
 
 // New starts the server, the registry (with opts) and a resolver.
-func New(t *testing.T, opts ...registrytest.Option) *Stack {
+func New(t testing.TB, opts ...registrytest.Option) *Stack {
 	t.Helper()
 	s := &Stack{
 		Env: bustest.Start(t, bus.Topology{Consumers: []bus.Consumer{
@@ -164,7 +164,7 @@ func New(t *testing.T, opts ...registrytest.Option) *Stack {
 
 // Run runs a service until the end of the test (or stop); it fails the
 // test if the service returns an error.
-func (s *Stack) Run(t *testing.T, name string, run func(context.Context) error) (stop func()) {
+func (s *Stack) Run(t testing.TB, name string, run func(context.Context) error) (stop func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
@@ -192,7 +192,7 @@ type Replica struct {
 }
 
 // Puller starts a puller replica; mut adjusts its configuration.
-func (s *Stack) Puller(t *testing.T, mut ...func(*puller.Config)) Replica {
+func (s *Stack) Puller(t testing.TB, mut ...func(*puller.Config)) Replica {
 	t.Helper()
 	n := s.replicas.Add(1)
 	nc, js := s.Env.Connect(t, fmt.Sprintf("puller-%d", n))
@@ -217,7 +217,7 @@ func (s *Stack) Puller(t *testing.T, mut ...func(*puller.Config)) Replica {
 
 // Snapshotter starts a snapshotter replica with its own data dir under
 // t.TempDir(); mut adjusts its configuration.
-func (s *Stack) Snapshotter(t *testing.T, mut ...func(*snapshotter.Config)) (Replica, *snapshotter.Service) {
+func (s *Stack) Snapshotter(t testing.TB, mut ...func(*snapshotter.Config)) (Replica, *snapshotter.Service) {
 	t.Helper()
 	n := s.replicas.Add(1)
 	nc, js := s.Env.Connect(t, fmt.Sprintf("snapshotter-%d", n))
@@ -286,7 +286,7 @@ func (s *Stack) Forget(t *testing.T) {
 }
 
 // Push pushes a fixture image to repo:tag and returns its reference.
-func (s *Stack) Push(t *testing.T, name, repoTag string) string {
+func (s *Stack) Push(t testing.TB, name, repoTag string) string {
 	t.Helper()
 	s.Registry.PushLayout(t, filepath.Join(ImagesDir, name), repoTag)
 	return s.Registry.Host() + "/" + repoTag
@@ -401,7 +401,7 @@ func (s *Stack) ConsumerIdle(t *testing.T, name string) {
 }
 
 // WaitFor polls cond for up to 10s.
-func WaitFor(t *testing.T, cond func() bool) {
+func WaitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

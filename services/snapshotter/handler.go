@@ -184,7 +184,7 @@ func (h *Handler) make(ctx context.Context, in events.SnapshotRequested, chainID
 		h.busy.RLock()
 		defer h.busy.RUnlock()
 		var err error
-		m.result, m.layers, m.locations, err = h.unpack(ctx, in)
+		m.result, m.layers, m.locations, err = h.unpack(ctx, in, func(p events.Payload) { bus.Emit(ctx, p) })
 		if err != nil {
 			return nil, err
 		}
@@ -207,14 +207,15 @@ func (h *Handler) make(ctx context.Context, in events.SnapshotRequested, chainID
 // imported cache), it reads the cache's blobs first; if that fails for any
 // reason but the end of ctx, it says so in a progress event and takes the
 // layers from the origin instead (the registry, or CacheOpts.Origin: an
-// oci-layout's client session): a lazy hit never fails a pull.
-func (h *Handler) unpack(ctx context.Context, in events.SnapshotRequested) (snapshot.Result, []events.Layer, []events.BlobLocation, error) {
+// oci-layout's client session): a lazy hit never fails a pull. Progress
+// goes to emit.
+func (h *Handler) unpack(ctx context.Context, in events.SnapshotRequested, emit func(events.Payload)) (snapshot.Result, []events.Layer, []events.BlobLocation, error) {
 	opts := in.CacheOpts
 	origin := events.BlobLocation{Ref: opts.Ref}
 	if opts.Origin != nil {
 		origin = *opts.Origin
 	}
-	progress := newProgress(ctx, in.Source.Identifier).update
+	progress := newProgress(emit, in.Source.Identifier).update
 	if c := opts.Cached; c != nil && sameDiffIDs(c.Layers, opts.Layers) && len(c.Locations) > 0 {
 		res, err := h.store.Unpack(ctx, snapshot.Request{Layers: c.Layers, Source: h.source(c.Locations), Window: h.window, Progress: progress, Limits: h.limits})
 		if err == nil {
@@ -227,7 +228,7 @@ func (h *Handler) unpack(ctx context.Context, in events.SnapshotRequested) (snap
 			return res, nil, nil, err // the origin's layers are the same size
 		}
 		now := time.Now()
-		bus.Emit(ctx, events.Progress{Vertex: in.Source.Identifier, ID: "cache " + c.Locations[0].String() + " unusable, pulling from " + origin.String(),
+		emit(events.Progress{Vertex: in.Source.Identifier, ID: "cache " + c.Locations[0].String() + " unusable, pulling from " + origin.String(),
 			Action: "fallback", Started: &now, Completed: &now, Error: err.Error()})
 	}
 	res, err := h.store.Unpack(ctx, snapshot.Request{Layers: opts.Layers, Source: h.source([]events.BlobLocation{origin}), Window: h.window, Progress: progress, Limits: h.limits})
@@ -289,14 +290,14 @@ func (h *Handler) has(ctx context.Context, chainID digest.Digest) bool {
 // labels ("sha256:<layer>" while downloading, "extracting sha256:<layer>"),
 // at most one per layer and phase every ProgressInterval, always the last.
 type progress struct {
-	ctx    context.Context
+	emit   func(events.Payload)
 	vertex string
 	mu     sync.Mutex
 	last   map[string]time.Time
 }
 
-func newProgress(ctx context.Context, vertex string) *progress {
-	return &progress{ctx: ctx, vertex: vertex, last: map[string]time.Time{}}
+func newProgress(emit func(events.Payload), vertex string) *progress {
+	return &progress{emit: emit, vertex: vertex, last: map[string]time.Time{}}
 }
 
 func (p *progress) update(u snapshot.Update) {
@@ -319,7 +320,7 @@ func (p *progress) update(u snapshot.Update) {
 	}
 	p.last[id] = now
 	p.mu.Unlock()
-	bus.Emit(p.ctx, ev)
+	p.emit(ev)
 }
 
 // classify maps the snapshot store's and the registry's errors to bus

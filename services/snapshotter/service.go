@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/nats-io/nats.go/jetstream"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,6 +90,25 @@ type Config struct {
 	// Observe is where metrics and readiness go (service.Serve gives a
 	// binary\'s); zero for nowhere.
 	Observe service.Observe
+	// SnapshotsSocket, when set, is a unix socket on which this replica
+	// serves containerd's snapshots API over its own store, for a builder
+	// daemon of its node (buildkitd's proxy snapshotter, containerd's
+	// proxy_plugins): see socket.go and remote.go. Empty means none.
+	// Each socket has its own namespace of builder snapshots, named after
+	// the socket file without its extension (SocketNamespace): give each
+	// builder daemon its own socket, since containerd's metadata gc
+	// removes the snapshots it does not know.
+	SnapshotsSocket string
+	// SnapshotsSockets are more such sockets, one per further builder
+	// daemon. Nil means none.
+	SnapshotsSockets []string
+	// SnapshotsSocketGroup, when set, is the group (name or id) whose
+	// members may use the socket (mode 0660). Empty means root only (0600).
+	SnapshotsSocketGroup string
+	// RemoteTimeout bounds how long a builder's Prepare of a remote
+	// snapshot waits for the fleet before the builder is told to pull the
+	// layer itself. Zero means DefaultRemoteTimeout.
+	RemoteTimeout time.Duration
 	// StopGrace is how long the work in flight may go on once Run's ctx
 	// ends, before it is cut short and handed back to the other replicas
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
@@ -143,6 +163,9 @@ func (c *Config) setDefaults() {
 	if c.PruneEvery == 0 {
 		c.PruneEvery = time.Hour
 	}
+	if c.RemoteTimeout == 0 {
+		c.RemoteTimeout = DefaultRemoteTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -153,7 +176,18 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("snapshotter: no data dir")
 	}
-	if c.Concurrency < 0 || c.Window < 0 || c.LeaseTTL < 0 || c.KeepFor < 0 {
+	if c.SnapshotsSocketGroup != "" && len(c.sockets()) == 0 {
+		return errors.New("snapshotter: a snapshots socket group without a snapshots socket")
+	}
+	seen := map[string]string{}
+	for _, path := range c.sockets() {
+		ns := SocketNamespace(path)
+		if other, ok := seen[ns]; ok {
+			return fmt.Errorf("snapshotter: snapshots sockets %s and %s have one namespace, %q: name their files apart", other, path, ns)
+		}
+		seen[ns] = path
+	}
+	if c.Concurrency < 0 || c.Window < 0 || c.LeaseTTL < 0 || c.KeepFor < 0 || c.RemoteTimeout < 0 {
 		return errors.New("snapshotter: negative limits")
 	}
 	return c.Consumer.Validate()
@@ -248,6 +282,16 @@ func (s *Service) Run(ctx context.Context) error {
 		go s.pruneLoop(ctx, index)
 	}
 	log := spec.Log()
+	chains := s.chains(h)
+	for _, path := range s.cfg.sockets() {
+		ns := SocketNamespace(path)
+		srv, err := ListenSnapshots(ctx, s.builders(h, chains, ns), path, WithSocketGroup(s.cfg.SnapshotsSocketGroup))
+		if err != nil {
+			return fmt.Errorf("snapshotter: %w", err)
+		}
+		defer func() { _ = srv.Close() }()
+		log.Info("serving containerd's snapshots API", "socket", path, "namespace", ns)
+	}
 	log.Info("snapshotter ready", "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
 		w.Handle(events.TypeSnapshotRequested, bus.Typed(h.Snapshot))
@@ -335,4 +379,46 @@ func newHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = 30 * time.Second
 	return &http.Client{Transport: t}
+}
+
+// DefaultRemoteTimeout is how long a builder's Prepare of a remote
+// snapshot waits for the fleet by default.
+const DefaultRemoteTimeout = 5 * time.Minute
+
+// sockets are the snapshots sockets to serve.
+func (c Config) sockets() []string {
+	var out []string
+	if c.SnapshotsSocket != "" {
+		out = append(out, c.SnapshotsSocket)
+	}
+	return append(out, c.SnapshotsSockets...)
+}
+
+// SocketNamespace is the namespace of builder snapshots a snapshots
+// socket serves: its file name without the extension
+// ("/run/stevedore/buildkitd.sock" → "buildkitd").
+func SocketNamespace(path string) string {
+	base := filepath.Base(path)
+	if ns := strings.TrimSuffix(base, filepath.Ext(base)); ns != "" {
+		return ns
+	}
+	return base
+}
+
+// chains makes the image chains of remote snapshots, with builds this
+// replica runs; every socket shares it.
+func (s *Service) chains(h *Handler) *chains {
+	maker := &remoteBuilds{js: s.js, h: h, instance: s.cfg.Instance, log: s.cfg.Logger}
+	return &chains{maker: maker, has: h.has, timeout: s.cfg.RemoteTimeout, made: map[string]chain{}}
+}
+
+// builders is the snapshotter a snapshots socket serves: the store's view
+// for the builder namespace ns, with remote snapshots.
+func (s *Service) builders(h *Handler, c *chains, ns string) snapshots.Snapshotter {
+	return &remoteSnapshotter{
+		Builders: s.store.Builders(ns),
+		chains:   c,
+		timeout:  s.cfg.RemoteTimeout,
+		log:      s.cfg.Logger,
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -85,10 +86,10 @@ func TestMount(t *testing.T) {
 			}
 			want := []registrytest.Request{{Method: http.MethodPost, Path: "/v2/repo/b/blobs/uploads/", Query: tt.query.Encode(),
 				Kind: registrytest.KindUpload, Repo: "repo/b", Status: tt.want}}
-			if diff := cmp.Diff(want, reg.Requests()); diff != "" {
+			if diff := cmp.Diff(want, reg.Requests(), cmpopts.IgnoreFields(registrytest.Request{}, "UserAgent")); diff != "" {
 				t.Errorf("Requests (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(want, reg.Mounts()); diff != "" {
+			if diff := cmp.Diff(want, reg.Mounts(), cmpopts.IgnoreFields(registrytest.Request{}, "UserAgent")); diff != "" {
 				t.Errorf("Mounts (-want +got):\n%s", diff)
 			}
 			if u := reg.Uploads(); len(u) != 0 {
@@ -128,7 +129,7 @@ func TestUploads(t *testing.T) {
 		{Method: http.MethodPut, Path: loc, Query: "digest=" + d.String(), Kind: registrytest.KindUpload, Repo: "repo/a", Ref: id, Status: http.StatusCreated},
 		{Method: http.MethodPost, Path: "/v2/repo/b/blobs/uploads/", Query: "digest=" + d.String(), Kind: registrytest.KindUpload, Repo: "repo/b", Status: http.StatusCreated},
 	}
-	if diff := cmp.Diff(want, reg.Uploads()); diff != "" {
+	if diff := cmp.Diff(want, reg.Uploads(), cmpopts.IgnoreFields(registrytest.Request{}, "UserAgent")); diff != "" {
 		t.Errorf("Uploads (-want +got):\n%s", diff)
 	}
 	for _, repo := range []string{"repo/a", "repo/b"} {

@@ -12,9 +12,10 @@
 //     Kind (manifest, blob, upload, tags or other) from its path
 //     /v2/<repo>/manifests/<ref>, /v2/<repo>/blobs/<digest>,
 //     /v2/<repo>/blobs/uploads/<id> or /v2/<repo>/tags/list, with its raw
-//     query (Request.Query). Count, Counts and Requests report them; Uploads
-//     picks those that carried blob content and Mounts the cross-repository
-//     mounts; Reset forgets them.
+//     query (Request.Query) and User-Agent (Request.UserAgent, which tells
+//     clients sharing the registry apart). Count, Counts and Requests report
+//     them; Uploads picks those that carried blob content and Mounts the
+//     cross-repository mounts; Reset forgets them.
 //   - Blobs belong to repositories, as in a real registry: a blob pushed to
 //     one repository is not in another (a HEAD there is 404) until it is
 //     pushed or mounted there. A mount,

@@ -78,6 +78,7 @@ func (r *Registry) URL() string {
 func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	rec := parsePath(req.Method, req.URL.Path)
 	rec.Query = req.URL.RawQuery
+	rec.UserAgent = req.UserAgent()
 	req = req.WithContext(context.WithValue(req.Context(), repoKey{}, rec.Repo))
 	if tok := req.Header.Get(pushHeader); tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(r.pushToken)) == 1 {
 		r.inner.ServeHTTP(w, req)

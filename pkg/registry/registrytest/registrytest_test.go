@@ -223,7 +223,8 @@ func TestCount(t *testing.T) {
 		{Method: "GET", Path: "/v2/fixture/single/referrers/" + img.Digest.String(), Kind: registrytest.KindOther, Repo: "fixture/single", Ref: img.Digest.String(), Status: 404},
 		{Method: "GET", Path: "/v2/_catalog", Kind: registrytest.KindOther, Status: 200},
 	}
-	if diff := cmp.Diff(want, reg.Requests()); diff != "" {
+	// TestRequestsRecordUserAgent checks UserAgent.
+	if diff := cmp.Diff(want, reg.Requests(), cmpopts.IgnoreFields(registrytest.Request{}, "UserAgent")); diff != "" {
 		t.Errorf("Requests() (-want +got):\n%s", diff)
 	}
 	wantCounts := map[string]int{
@@ -541,5 +542,19 @@ func TestThrottleBlobs(t *testing.T) {
 	}
 	if took := time.Since(start); took < 200*time.Millisecond {
 		t.Errorf("64 KiB at 256 KiB/s took only %s", took)
+	}
+}
+
+func TestRequestsRecordUserAgent(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	send(t, reg, http.MethodGet, "/v2/", nil, func(r *http.Request) { r.Header.Set("User-Agent", "buildkit/v0.34.1") })
+	send(t, reg, http.MethodGet, "/v2/", nil, func(r *http.Request) { r.Header.Set("User-Agent", "containerd/1.6.20") })
+	var got []string
+	for _, r := range reg.Requests() {
+		got = append(got, r.UserAgent)
+	}
+	if diff := cmp.Diff([]string{"buildkit/v0.34.1", "containerd/1.6.20"}, got); diff != "" {
+		t.Errorf("recorded user agents (-want +got):\n%s", diff)
 	}
 }

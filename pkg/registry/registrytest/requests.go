@@ -46,6 +46,10 @@ type Request struct {
 	// Status is the HTTP status the client got, including injected faults
 	// and auth challenges.
 	Status int
+	// UserAgent is the request's User-Agent header, which tells clients
+	// apart when several share the registry ("buildkit/v0.34.1",
+	// "containerd/1.6.20"); empty when it had none.
+	UserAgent string
 }
 
 // parsePath classifies a request by its path.

@@ -35,12 +35,16 @@ func main() {
 	snapBytes := flag.Int64("max-snapshot-bytes", int64Env("STEVEDORE_MAX_SNAPSHOT_BYTES", def.SnapshotBytes), "most bytes a snapshot's layers may declare; negative: no limit (STEVEDORE_MAX_SNAPSHOT_BYTES)")
 	snapEntries := flag.Int64("max-snapshot-entries", int64Env("STEVEDORE_MAX_SNAPSHOT_ENTRIES", def.SnapshotEntries), "most entries a snapshot's layers may hold; negative: no limit (STEVEDORE_MAX_SNAPSHOT_ENTRIES)")
 	minFree := flag.Int64("min-free-bytes", int64Env("STEVEDORE_MIN_FREE_BYTES", def.MinFreeBytes), "free space an unpack leaves in the data dir; negative: no floor (STEVEDORE_MIN_FREE_BYTES)")
+	socket := flag.String("snapshots-socket", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET"), "unix sockets (comma-separated, one per builder daemon) serving containerd's snapshots API to this node's builders; empty: off (STEVEDORE_SNAPSHOTS_SOCKET)")
+	socketGroup := flag.String("snapshots-socket-group", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET_GROUP"), "group (name or id) allowed on the snapshots socket; empty: root only (STEVEDORE_SNAPSHOTS_SOCKET_GROUP)")
+	remoteTimeout := flag.Duration("remote-snapshot-timeout", service.DurationEnv("STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT", snapshotter.DefaultRemoteTimeout), "how long a builder's Prepare waits for the fleet before it pulls the layer itself (STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-snapshotter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
 			Provision: common.Provision, Replicas: common.Replicas, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
+			SnapshotsSockets: service.List(*socket), SnapshotsSocketGroup: *socketGroup, RemoteTimeout: *remoteTimeout,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},
 			Limits:   snapshot.Limits{LayerBytes: *layerBytes, LayerEntries: *layerEntries, SnapshotBytes: *snapBytes, SnapshotEntries: *snapEntries, MinFreeBytes: *minFree}})
 		if err != nil {

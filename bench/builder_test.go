@@ -1,0 +1,188 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/services/snapshotter/buildertest"
+)
+
+// Targets of issue 11: BuildKit on Stevedore's snapshots next to BuildKit
+// on its own overlayfs, for a cold build (nothing on the node) and a warm
+// one (the snapshot already on the node, a fresh buildkitd root).
+const (
+	builderColdTarget = 0.7
+	builderWarmTarget = 0.2
+)
+
+// BenchmarkBuilder is issue 11's builder benchmark: for each of the pull
+// benchmark's images (a), (b), (c), buildkitd builds `FROM image` + `COPY`
+// (no output) three ways, once each, taking turns:
+//
+//   - base: buildkitd with its own overlayfs snapshotter, fresh root;
+//   - cold: buildkitd on Stevedore's snapshots socket, both fresh (a new
+//     `stevedore up` with a new data dir, a new buildkitd root);
+//   - warm: a new buildkitd root on the same Stevedore after the cold
+//     build, so the snapshot is already on the node.
+//
+// It prints each build's wall time (buildctl's), the ratios to base with
+// the targets (cold ≤ 0.7×, warm ≤ 0.2×), and the registry's layer blob
+// GETs, and fails when a target is missed. It needs root, bin/buildkitd
+// and bin/buildctl (make builders), runc, and a stevedore with
+// `up --snapshots-socket`; it fails, never skips, without them.
+func BenchmarkBuilder(b *testing.B) {
+	env := setupBuilder(b)
+	for _, spec := range pullImages() {
+		b.Run(spec.name, func(b *testing.B) { env.measure(b, spec) })
+	}
+	if len(env.rows) > 0 {
+		env.printTable(os.Stdout)
+	}
+	for _, r := range env.rows {
+		if r.cold/r.base > builderColdTarget {
+			b.Errorf("(%s) cold build on Stevedore took %.2f× BuildKit's own (%.2fs vs %.2fs): target ≤ %.1f×", r.image, r.cold/r.base, r.cold, r.base, builderColdTarget)
+		}
+		if r.warm/r.base > builderWarmTarget {
+			b.Errorf("(%s) warm build on Stevedore took %.2f× BuildKit's own cold build (%.2fs vs %.2fs): target ≤ %.1f×", r.image, r.warm/r.base, r.warm, r.base, builderWarmTarget)
+		}
+	}
+}
+
+// builderEnv is what every builder measurement shares.
+type builderEnv struct {
+	reg       *registrytest.Registry
+	stevedore string
+	rows      []builderRow
+	done      map[string]bool
+}
+
+// builderRow is one image's measurements: wall seconds and layer blob
+// GETs (by anyone) of each build.
+type builderRow struct {
+	image                        string
+	layers                       int
+	base, cold, warm             float64
+	baseGets, coldGets, warmGets int
+}
+
+func setupBuilder(b *testing.B) *builderEnv {
+	b.Helper()
+	if os.Getenv("CI") == "" {
+		// The harness skips without its tools unless CI is set; a
+		// benchmark must fail instead.
+		b.Setenv("CI", "1")
+	}
+	if os.Geteuid() != 0 {
+		b.Fatal("the builder benchmark needs root: it runs buildkitd's OCI worker and Stevedore's overlayfs snapshotter")
+	}
+	for _, dir := range []string{os.TempDir(), imageCacheDir()} {
+		if err := requireTmpfs(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, tool := range []string{"buildkitd", "buildctl", "runc"} {
+		buildertest.Tool(b, tool)
+	}
+	bin := buildertest.BuildStevedore(b)
+	buildertest.RequireSnapshotsSocket(b, bin)
+	return &builderEnv{reg: registrytest.New(b), stevedore: bin, done: map[string]bool{}}
+}
+
+// measure builds one image's Dockerfile base, cold and warm.
+func (e *builderEnv) measure(b *testing.B, spec imageSpec) {
+	b.ReportMetric(0, "ns/op")
+	if e.done[b.Name()] {
+		return
+	}
+	e.done[b.Name()] = true
+	gen, err := generate(imageCacheDir(), spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	img := push(b, e.reg, gen)
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM "+img.ref+"\nCOPY hello.txt /hello.txt\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	row := builderRow{image: spec.name, layers: len(gen.Layers)}
+
+	// Base first, then Stevedore cold and warm: one run each.
+	row.base, row.baseGets = e.build(b, img, dir, "")
+	st := buildertest.StartStevedore(b, e.stevedore)
+	row.cold, row.coldGets = e.build(b, img, dir, st.Socket)
+	row.warm, row.warmGets = e.build(b, img, dir, st.Socket)
+	st.Process.Stop()
+
+	b.Logf("(%s) base %.2fs (%d layer GETs)  cold %.2fs = %.2f× (%d)  warm %.2fs = %.2f× (%d)",
+		spec.name, row.base, row.baseGets, row.cold, row.cold/row.base, row.coldGets, row.warm, row.warm/row.base, row.warmGets)
+	b.ReportMetric(row.base, "base-s")
+	b.ReportMetric(row.cold, "cold-s")
+	b.ReportMetric(row.warm, "warm-s")
+	b.ReportMetric(row.cold/row.base, "cold-x")
+	b.ReportMetric(row.warm/row.base, "warm-x")
+	e.rows = append(e.rows, row)
+}
+
+// build runs the Dockerfile in dir once on a fresh buildkitd (on the
+// snapshots socket, or on its own overlayfs when socket is empty), stops
+// it, and returns buildctl's wall seconds and the layer blob GETs the
+// registry served meanwhile.
+func (e *builderEnv) build(b *testing.B, img *pushedImage, dir, socket string) (float64, int) {
+	b.Helper()
+	opts := []buildertest.BuildkitdOption{buildertest.WithPlainHTTPRegistry(e.reg.Host())}
+	if socket != "" {
+		opts = append(opts, buildertest.WithProxySnapshotter(socket))
+	}
+	bk := buildertest.StartBuildkitd(b, opts...)
+	defer bk.Process.Stop()
+	e.reg.Reset()
+	ctx, cancel := context.WithTimeoutCause(b.Context(), 20*time.Minute, fmt.Errorf("the build of %s took over 20 minutes", img.ref))
+	defer cancel()
+	res, err := bk.Build(ctx, buildertest.Build{Context: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	layers := map[string]bool{}
+	for _, l := range img.Layers {
+		layers[l.Digest.String()] = true
+	}
+	gets := 0
+	for _, r := range e.reg.Requests() {
+		if r.Kind == registrytest.KindBlob && r.Method == "GET" && layers[r.Ref] {
+			gets++
+		}
+	}
+	return res.Duration.Seconds(), gets
+}
+
+func (e *builderEnv) printTable(w *os.File) {
+	fmt.Fprintln(w, "\nBuilder: buildkitd builds FROM image + COPY (no output), one run each.")
+	fmt.Fprintln(w, "base = BuildKit's own overlayfs, fresh root; cold = on Stevedore's snapshots socket, Stevedore and buildkitd fresh;")
+	fmt.Fprintln(w, "warm = a fresh buildkitd root on the same Stevedore after the cold build. GETs = the registry's layer blob GETs.")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "image\tlayers\tbase s\tGETs\tcold s\tGETs\tcold/base\ttarget\twarm s\tGETs\twarm/base\ttarget\t")
+	for _, r := range e.rows {
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%d\t%.2f\t%d\t%.2f×\t%s\t%.2f\t%d\t%.2f×\t%s\t\n",
+			r.image, r.layers, r.base, r.baseGets, r.cold, r.coldGets, r.cold/r.base, builderVerdict(r.cold/r.base, builderColdTarget),
+			r.warm, r.warmGets, r.warm/r.base, builderVerdict(r.warm/r.base, builderWarmTarget))
+	}
+	_ = tw.Flush()
+}
+
+// builderVerdict says whether ratio meets target.
+func builderVerdict(ratio, target float64) string {
+	if ratio <= target {
+		return fmt.Sprintf("≤ %.1f× ok", target)
+	}
+	return strings.ToUpper(fmt.Sprintf("> %.1f× missed", target))
+}
