@@ -67,8 +67,10 @@ type builderFleet struct {
 	sn   snapshots.Snapshotter
 	logs *logBuffer
 	ref  string
-	// layers, diffIDs and chainIDs are the "single" fixture's.
+	// layers, diffIDs and chainIDs are the "single" fixture's; manifest
+	// is its manifest's digest.
 	layers, diffIDs, chainIDs []digest.Digest
+	manifest                  digest.Digest
 }
 
 func newBuilderFleet(t testing.TB, puller bool, mut ...func(*snapshotter.Config)) *builderFleet {
@@ -100,6 +102,7 @@ func newBuilderFleet(t testing.TB, puller bool, mut ...func(*snapshotter.Config)
 	for _, d := range single.Strings(t, "linux/amd64", "diff_ids") {
 		f.diffIDs = append(f.diffIDs, digest.Digest(d))
 	}
+	f.manifest = digest.Digest(single.Field(t, "linux/amd64", "manifest"))
 	f.chainIDs = append([]digest.Digest(nil), f.diffIDs...)
 	identity.ChainIDs(f.chainIDs)
 	return f
@@ -124,6 +127,8 @@ func buildkitLabels(ref string, layers []digest.Digest, i int, target string) ma
 	}
 }
 
+// criLabels are containerd CRI's; its image-ref names the manifest too
+// (<ref>@<digest>), which the caller appends.
 func criLabels(ref string, layers []digest.Digest, i int, target string) map[string]string {
 	rest := make([]string, 0, len(layers)-i)
 	for _, l := range layers[i:] {
