@@ -165,6 +165,9 @@ type remoteSnapshotter struct {
 	log     *slog.Logger
 	// prepares counts outcomes ("remote", "fallback"); nil for none.
 	prepares *prometheus.CounterVec
+	// busy is the handler's: held (read) while a share reads the fleet's
+	// snapshot, so that no prune removes it meanwhile.
+	busy *sync.RWMutex
 }
 
 var _ snapshots.Snapshotter = (*remoteSnapshotter)(nil)
@@ -226,7 +229,9 @@ func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent st
 	if err := r.checkParent(ctx, parent, c, i); err != nil {
 		return err
 	}
+	r.busy.RLock()
 	err = r.Share(ctx, snapshot.ShareRequest{ChainID: c.ChainIDs[i], Name: l.Target, Parent: parent, Labels: labels})
+	r.busy.RUnlock()
 	if errdefs.IsAlreadyExists(err) {
 		return nil
 	}

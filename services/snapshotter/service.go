@@ -396,5 +396,6 @@ func (s *Service) builders(h *Handler, c *chains, ns string) snapshots.Snapshott
 		timeout:  s.cfg.RemoteTimeout,
 		log:      s.cfg.Logger,
 		prepares: h.remotePrepares,
+		busy:     h.busy,
 	}
 }
