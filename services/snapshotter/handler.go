@@ -77,6 +77,9 @@ type Handler struct {
 	// fetchedBytes and unpackedBytes count what this node downloaded and
 	// extracted; nil when no metrics are kept.
 	fetchedBytes, unpackedBytes prometheus.Counter
+	// remotePrepares counts builders' remote-snapshot Prepares by
+	// outcome; nil when no metrics are kept.
+	remotePrepares *prometheus.CounterVec
 }
 
 // snapshotRecord is what BucketSnapshots holds for a chainID.

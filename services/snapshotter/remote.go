@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/nats-io/nats.go/jetstream"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -162,9 +163,20 @@ type remoteSnapshotter struct {
 	chains  *chains
 	timeout time.Duration
 	log     *slog.Logger
+	// prepares counts outcomes ("remote", "fallback"); nil for none.
+	prepares *prometheus.CounterVec
+	// busy is the handler's: held (read) while a share reads the fleet's
+	// snapshot, so that no prune removes it meanwhile.
+	busy *sync.RWMutex
 }
 
 var _ snapshots.Snapshotter = (*remoteSnapshotter)(nil)
+
+func (r *remoteSnapshotter) count(outcome string) {
+	if r.prepares != nil {
+		r.prepares.WithLabelValues(outcome).Inc()
+	}
+}
 
 // Prepare answers a Prepare whose labels name an image layer with
 // errdefs.ErrAlreadyExists once the layer is committed under the target
@@ -181,8 +193,10 @@ func (r *remoteSnapshotter) Prepare(ctx context.Context, key, parent string, opt
 	if l, ok := parseRemote(info.Labels); ok {
 		err := r.remote(ctx, l, parent, info.Labels)
 		if err == nil {
+			r.count("remote")
 			return nil, fmt.Errorf("remote snapshot %s: %w", l.Target, errdefs.ErrAlreadyExists)
 		}
+		r.count("fallback")
 		r.log.Info("remote snapshot unavailable, the builder pulls the layer", "ref", l.Ref, "layer", l.Blob.String(), "error", err.Error())
 	}
 	return r.Builders.Prepare(ctx, key, parent, opts...)
@@ -215,7 +229,9 @@ func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent st
 	if err := r.checkParent(ctx, parent, c, i); err != nil {
 		return err
 	}
+	r.busy.RLock()
 	err = r.Share(ctx, snapshot.ShareRequest{ChainID: c.ChainIDs[i], Name: l.Target, Parent: parent, Labels: labels})
+	r.busy.RUnlock()
 	if errdefs.IsAlreadyExists(err) {
 		return nil
 	}

@@ -17,8 +17,10 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/google/go-cmp/cmp"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
@@ -67,8 +69,10 @@ type builderFleet struct {
 	sn   snapshots.Snapshotter
 	logs *logBuffer
 	ref  string
-	// layers, diffIDs and chainIDs are the "single" fixture's.
+	// layers, diffIDs and chainIDs are the "single" fixture's; manifest
+	// is its manifest's digest.
 	layers, diffIDs, chainIDs []digest.Digest
+	manifest                  digest.Digest
 }
 
 func newBuilderFleet(t testing.TB, puller bool, mut ...func(*snapshotter.Config)) *builderFleet {
@@ -100,6 +104,7 @@ func newBuilderFleet(t testing.TB, puller bool, mut ...func(*snapshotter.Config)
 	for _, d := range single.Strings(t, "linux/amd64", "diff_ids") {
 		f.diffIDs = append(f.diffIDs, digest.Digest(d))
 	}
+	f.manifest = digest.Digest(single.Field(t, "linux/amd64", "manifest"))
 	f.chainIDs = append([]digest.Digest(nil), f.diffIDs...)
 	identity.ChainIDs(f.chainIDs)
 	return f
@@ -124,6 +129,8 @@ func buildkitLabels(ref string, layers []digest.Digest, i int, target string) ma
 	}
 }
 
+// criLabels are containerd CRI's; its image-ref names the manifest too
+// (<ref>@<digest>), which the caller appends.
 func criLabels(ref string, layers []digest.Digest, i int, target string) map[string]string {
 	rest := make([]string, 0, len(layers)-i)
 	for _, l := range layers[i:] {
@@ -522,7 +529,8 @@ func TestSnapshotsSocketsPerBuilder(t *testing.T) {
 // snapshots on it.
 func TestRemoteSnapshotOnBuildersOwnParent(t *testing.T) {
 	t.Parallel()
-	f := newBuilderFleet(t, true)
+	reg := prometheus.NewRegistry()
+	f := newBuilderFleet(t, true, func(c *snapshotter.Config) { c.Observe.Metrics = reg })
 	ctx := t.Context()
 	own := "buildkit/7/" + f.chainIDs[0].String()
 	if _, err := f.sn.Prepare(ctx, "buildkit/6/extract", ""); err != nil {
@@ -549,5 +557,21 @@ func TestRemoteSnapshotOnBuildersOwnParent(t *testing.T) {
 	target2 := "other/" + f.chainIDs[1].String()
 	if _, err := f.sn.Prepare(ctx, "tmp2", "unrelated", snapshots.WithLabels(buildkitLabels(f.ref, f.layers, 1, target2))); err != nil {
 		t.Errorf("Prepare on an unrelated parent = %v, want an ordinary active snapshot", err)
+	}
+	// One answered from the fleet, one fallback, in the metrics.
+	got := map[string]float64{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() == "stevedore_snapshotter_remote_prepares_total" {
+			for _, m := range mf.GetMetric() {
+				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if diff := cmp.Diff(map[string]float64{"remote": 1, "fallback": 1}, got); diff != "" {
+		t.Errorf("stevedore_snapshotter_remote_prepares_total (-want +got):\n%s", diff)
 	}
 }

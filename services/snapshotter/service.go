@@ -272,7 +272,10 @@ func (s *Service) Run(ctx context.Context) error {
 			Help: "Compressed bytes of the layer blobs this node downloaded."})
 		h.unpackedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_unpacked_bytes_total",
 			Help: "Uncompressed bytes of the layers this node extracted."})
-		for _, c := range []prometheus.Collector{h.fetchedBytes, h.unpackedBytes} {
+		h.remotePrepares = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stevedore_snapshotter_remote_prepares_total",
+			Help: "Builders' Prepares of image layers on the snapshots sockets, by outcome: remote (answered from the fleet) or fallback (the builder pulls)."},
+			[]string{"outcome"})
+		for _, c := range []prometheus.Collector{h.fetchedBytes, h.unpackedBytes, h.remotePrepares} {
 			if err := reg.Register(c); err != nil {
 				return fmt.Errorf("snapshotter: metrics: %w", err)
 			}
@@ -420,5 +423,7 @@ func (s *Service) builders(h *Handler, c *chains, ns string) snapshots.Snapshott
 		chains:   c,
 		timeout:  s.cfg.RemoteTimeout,
 		log:      s.cfg.Logger,
+		prepares: h.remotePrepares,
+		busy:     h.busy,
 	}
 }
