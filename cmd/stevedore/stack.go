@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +30,9 @@ type stackConfig struct {
 	registry    registry.Config
 	snapshotter snapshot.Kind
 	log         *slog.Logger
+	// keepFor makes the snapshotter prune records older than it; zero
+	// never does.
+	keepFor time.Duration
 }
 
 // stack is an embedded NATS server with every service running against it,
@@ -84,7 +88,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	}
 	s.snap, err = snapshotter.New(ctx, sjs, snapshotter.Config{
 		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
-		Node: "embedded", Registry: cfg.registry, Logger: cfg.log,
+		Node: "embedded", Registry: cfg.registry, Logger: cfg.log, KeepFor: cfg.keepFor,
 	})
 	if err != nil {
 		s.close()
