@@ -97,7 +97,8 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // a free port for an embedded NATS ($NATS_PORT), a port another listener
 // holds while the script runs ($BUSY_PORT), a port nothing listens on
 // ($DEAD_PORT), a server answering 503 ($FLAKYHOST), a proxy to the
-// registry that "regproxy stop" takes down ($PROXYREG), and an http server
+// registry that "regproxy stop" takes down ($PROXYREG), a registry slow
+// to answer ($SLOWREG), and an http server
 // ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, the
 // directory of the fixture layouts ($IMAGES, for --oci-layout), and
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
@@ -121,6 +122,8 @@ func TestScripts(t *testing.T) {
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "single-retag"), "demo/retag:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
+	slow := registrytest.New(t, registrytest.WithLatency(700*time.Millisecond))
+	slow.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 
 	data, err := os.ReadFile(filepath.Join(imagesDir, "expected.json"))
 	if err != nil {
@@ -163,6 +166,9 @@ func TestScripts(t *testing.T) {
 		"PRIVATEHOST":   private.Listener.Addr().String(),
 		"PRIVATEGIT":    strings.TrimSuffix(strings.TrimPrefix(privateGit.URL, "http://"), "/"),
 		"PRIVATE_TOKEN": privateToken,
+		// A registry that takes 700ms over every answer, holding the
+		// fixture single as demo/single:1.
+		"SLOWREG": slow.Host(),
 		// A server that answers every request 503.
 		"FLAKYHOST": flaky.Listener.Addr().String(),
 		// git daemon serving the fixture repository as public.git.
@@ -170,7 +176,7 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "sleep": sleepCmd},
 		// [ci] holds when the env var CI is set: a script's check that
 		// needs a tool then fails instead of skipping.
 		Condition: func(cond string) (bool, error) {
@@ -220,6 +226,17 @@ func freePort(ctx context.Context) (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// sleepCmd is "sleep DURATION": it waits, so that a background command
+// is in the middle of its work when the next line acts on it.
+func sleepCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sleep DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	time.Sleep(d)
 }
 
 // captureCmd is "capture VAR REGEXP": it sets $VAR to the first group of

@@ -61,6 +61,12 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
+	if r, err := recoverStack(ctx, js); err != nil {
+		s.close()
+		return nil, err
+	} else if r.Leases+r.Redelivered > 0 {
+		cfg.log.Info("recovered from a process that was killed", "leases", r.Leases, "redelivered", r.Redelivered)
+	}
 	_, rjs, err := s.connect("stevedore-resolver")
 	if err != nil {
 		s.close()
