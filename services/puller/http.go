@@ -283,10 +283,12 @@ func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, hea
 		return e, nil
 	}
 	d := digest.SHA256.Digester()
-	n, err := io.Copy(d.Hash(), resp.Body)
+	body := newDownloadProgress(ctx, resp.Body, src.URL, "download "+src.URL, resp.ContentLength)
+	n, err := io.Copy(d.Hash(), body)
 	if err != nil {
 		return httpEntry{}, bus.Unavailable(fmt.Errorf("download %s: %w", src.URL, err))
 	}
+	body.done()
 	e := httpEntry{ETag: resp.Header.Get("ETag"), Digest: d.Digest(), Size: n, Filename: name}
 	if t, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
 		t = t.UTC()
