@@ -82,7 +82,10 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log})
+	// The puller keeps what it downloads of http sources where the
+	// snapshotter, in this process, reads it: one download, not two.
+	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
+		Downloads: filepath.Join(cfg.broker.DataDir, "http-downloads")})
 	if err != nil {
 		s.close()
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
@@ -99,6 +100,11 @@ func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.C
 	ck := events.CacheKey{Index: 0, Key: key, Digest: source.SolverDigest(key), Pin: meta.Digest.String(), Done: true}
 	file := httpFile(src, meta, size)
 	file.Auth = auth
+	if h.downloads != nil {
+		// Where this replica kept the bytes when it downloaded them; the
+		// URL otherwise.
+		file.Locations = []events.BlobLocation{h.downloads.location()}
+	}
 	return h.contentKey(ctx, in, ck, &events.Content{File: file})
 }
 
@@ -284,11 +290,19 @@ func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, hea
 	}
 	d := digest.SHA256.Digester()
 	body := newDownloadProgress(ctx, resp.Body, src.URL, "download "+src.URL, resp.ContentLength)
-	n, err := io.Copy(d.Hash(), body)
+	var sp *spool
+	if h.downloads != nil {
+		sp = h.downloads.newSpool()
+	}
+	n, err := io.Copy(io.MultiWriter(d.Hash(), sp.writer()), body)
 	if err != nil {
+		sp.discard()
 		return httpEntry{}, bus.Unavailable(fmt.Errorf("download %s: %w", src.URL, err))
 	}
 	body.done()
+	if h.downloads != nil {
+		h.downloads.keep(ctx, sp, ocispec.Descriptor{Digest: d.Digest(), Size: n})
+	}
 	e := httpEntry{ETag: resp.Header.Get("ETag"), Digest: d.Digest(), Size: n, Filename: name}
 	if t, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
 		t = t.UTC()
