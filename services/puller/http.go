@@ -72,10 +72,12 @@ type httpEntry struct {
 // it knows of the URL (revalidate) and, when that is stale, downloads the
 // file to hash it. The key is pinned to the content digest.
 //
-// The puller downloads only to hash, as BuildKit does during CacheKey, and
-// keeps no bytes: on a miss the snapshotter downloads the URL again and
-// verifies the digest (and size) the key was computed from. The bytes
-// never travel through the bus.
+// The puller downloads to hash, as BuildKit does during CacheKey. With
+// WithDownloads it keeps the bytes in a layout directory that the file's
+// first location names, so a snapshotter that sees the directory reads
+// them there; otherwise (or when they are gone) the snapshotter downloads
+// the URL again. Either way it verifies the digest (and size) the key was
+// computed from. The bytes never travel through the bus.
 func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
 	src := id.(*source.HTTPIdentifier)
 	if in.Index != 0 {
