@@ -35,6 +35,9 @@ type stackConfig struct {
 	snapshotsSockets     []string
 	snapshotsSocketGroup string
 	remoteTimeout        time.Duration
+	// keepFor makes the snapshotter prune records older than it; zero
+	// never does.
+	keepFor time.Duration
 }
 
 // stack is an embedded NATS server with every service running against it,
@@ -63,6 +66,12 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
+	if r, err := recoverStack(ctx, js); err != nil {
+		s.close()
+		return nil, err
+	} else if r.Leases+r.Redelivered > 0 {
+		cfg.log.Info("recovered from a process that was killed", "leases", r.Leases, "redelivered", r.Redelivered)
+	}
 	_, rjs, err := s.connect("stevedore-resolver")
 	if err != nil {
 		s.close()
@@ -78,7 +87,10 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log})
+	// The puller keeps what it downloads of http sources where the
+	// snapshotter, in this process, reads it: one download, not two.
+	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
+		Downloads: filepath.Join(cfg.broker.DataDir, "http-downloads")})
 	if err != nil {
 		s.close()
 		return nil, err
@@ -90,7 +102,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	}
 	s.snap, err = snapshotter.New(ctx, sjs, snapshotter.Config{
 		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
-		Node: "embedded", Registry: cfg.registry, Logger: cfg.log,
+		Node: "embedded", Registry: cfg.registry, Logger: cfg.log, KeepFor: cfg.keepFor,
 		SnapshotsSockets: cfg.snapshotsSockets, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout,
 	})
 	if err != nil {

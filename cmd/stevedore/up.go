@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -71,6 +72,7 @@ func newUp(g *globals) *cobra.Command {
 		listen  string
 		monitor int
 		socket  snapshotsSocketFlags
+		keepFor time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -103,11 +105,15 @@ with the URL in nats-credentials.`,
 				return err
 			}
 			defer forget()
+			if keepFor < 0 {
+				return errors.New("--keep-for: negative")
+			}
 			cfg, err := sf.stackConfig(g, broker.Config{DataDir: dataDir, Host: host, Port: port, HTTPPort: monitor, Password: password})
 			if err != nil {
 				return err
 			}
 			cfg.snapshotsSockets, cfg.snapshotsSocketGroup, cfg.remoteTimeout = socket.paths, socket.group, socket.timeout
+			cfg.keepFor = keepFor
 			s, err := startStack(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -128,6 +134,7 @@ with the URL in nats-credentials.`,
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	cmd.Flags().IntVar(&monitor, "monitor-port", 0, "port of NATS's monitoring endpoints on the listen host (0: off)")
 	socket.register(cmd)
+	cmd.Flags().DurationVar(&keepFor, "keep-for", 0, "prune every hour the cache records older than this, and what only they referenced (0: never; \"stevedore prune --nats\" prunes at once)")
 	return cmd
 }
 

@@ -44,6 +44,10 @@ type CacheKey struct {
 	Pin string `json:"pin"`
 	// Done reports that no further index will be asked for.
 	Done bool `json:"done"`
+	// Stale, when set, says that Pin is the tag's last known resolution,
+	// used because the registry could not be asked: when that resolution
+	// was made and why the registry did not answer.
+	Stale string `json:"stale,omitempty"`
 }
 
 // Layer is one layer of an image: its compressed blob and what it unpacks to.

@@ -284,6 +284,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.KeepFor > 0 {
 		go s.pruneLoop(ctx, index)
 	}
+	stopPrune, err := s.servePrune(ctx, index)
+	if err != nil {
+		return err
+	}
+	defer stopPrune()
 	log := spec.Log()
 	chains := s.chains(h)
 	for _, path := range s.cfg.sockets() {
