@@ -99,7 +99,29 @@ bench-deps: ## install what the benchmarks compare with (containerd, skopeo, cur
 		echo "bench-deps: missing$$missing (install them; as root on Debian, make bench-deps does); the benchmarks that need them fail"; \
 	fi
 
-# The real builders the builder tests and bench-builder run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up; LISTEN=host:port, DATA=dir)
+# The real builders the builder tests and bench-builder run: buildkitd and
+# buildctl built from github.com/moby/buildkit at the version
+# tools/buildkit/go.mod pins (conformance/'s), outside the workspace; runc
+# and containerd (with ctr) from the distribution's packages.
+BUILDERDEPS := runc:runc containerd:containerd ctr:containerd
+builders: builder-deps ## build bin/buildkitd and bin/buildctl (BuildKit, pinned in tools/buildkit), and install runc and containerd when missing
+	cd tools/buildkit && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -o $(CURDIR)/$(BIN)/ github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
+
+builder-deps: ## install runc and containerd (the builder tests' runtime) when missing: apt-get, as root on Debian
+	@missing=""; \
+	for d in $(BUILDERDEPS); do \
+		command -v $${d%%:*} >/dev/null 2>&1 && continue; \
+		case " $$missing " in *" $${d##*:} "*) ;; *) missing="$$missing $${d##*:}";; esac; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "apt-get install -y$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
+	else \
+		echo "builder-deps: missing$$missing (install them; as root on Debian, make builder-deps does); the builder tests skip without them, and fail when CI is set"; \
+	fi
+
+run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up; LISTEN=host:port, DATA=dir)
 	$(BIN)/stevedore up $(if $(LISTEN),--listen $(LISTEN)) $(if $(DATA),--data-dir $(DATA))
 
 # Containers (deploy/). COMPOSE is the docker compose plugin, or the
