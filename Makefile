@@ -2,7 +2,6 @@
 # lists them.
 
 GO      ?= go
-export GOPROXY ?= https://proxy.golang.org
 export GOFLAGS ?= -buildvcs=false
 
 # Every module of the workspace, as package patterns.
@@ -15,6 +14,14 @@ RACE_MODULES := $(filter-out $(CONFORMANCE),$(MODULES))
 MODDIRS  := $(shell $(GO) list -m -f '{{.Dir}}')
 BIN      := bin
 SERVICES := resolver puller snapshotter exporter
+# What bin/stevedore --version prints.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# make run's address and data dir (empty: stevedore up's defaults,
+# 127.0.0.1:4222 and ~/.local/share/stevedore).
+LISTEN   ?=
+DATA     ?=
 
 .PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps run gowork-off clean images stand-ins up e2e
 
@@ -23,7 +30,7 @@ help: ## show this help
 
 build: ## build bin/stevedore and one binary per service (static, CGO_ENABLED=0)
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/stevedore ./cmd/stevedore
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/stevedore ./cmd/stevedore
 	@for s in $(SERVICES); do \
 		echo "CGO_ENABLED=0 $(GO) build -o $(BIN)/stevedore-$$s ./services/$$s/cmd/$$s"; \
 		CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/stevedore-$$s ./services/$$s/cmd/$$s || exit 1; \
@@ -85,8 +92,8 @@ bench-deps: ## install what the benchmarks compare with (containerd, skopeo, cur
 		echo "bench-deps: missing$$missing (install them; as root on Debian, make bench-deps does); the benchmarks that need them fail"; \
 	fi
 
-run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up)
-	$(BIN)/stevedore up
+run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up; LISTEN=host:port, DATA=dir)
+	$(BIN)/stevedore up $(if $(LISTEN),--listen $(LISTEN)) $(if $(DATA),--data-dir $(DATA))
 
 # Containers (deploy/). COMPOSE is the docker compose plugin, or the
 # standalone docker-compose where only that is installed.

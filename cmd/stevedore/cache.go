@@ -160,7 +160,7 @@ type cacheCommand struct {
 
 func (c *cacheCommand) register(cmd *cobra.Command) {
 	c.sf.registerEmbedded(cmd)
-	cmd.Flags().StringVar(&c.progress, "progress", progressAuto, "progress output: auto, tty, plain or rawjson")
+	cmd.Flags().StringVar(&c.progress, "progress", progressAuto, "progress output: auto, tty, plain, rawjson (buildctl's SolveStatus JSON) or quiet")
 	cmd.Flags().BoolVar(&c.asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long")
 	cmd.Flags().StringVar(&c.dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")

@@ -94,18 +94,29 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // TestScripts runs testdata/script/*.txtar. Every script gets a registry
 // holding the fixture images ($REGISTRY, which also takes pushes, as a
 // cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
-// a free port for an embedded NATS ($NATS_PORT), and an http server
+// a free port for an embedded NATS ($NATS_PORT), a port another listener
+// holds while the script runs ($BUSY_PORT), a port nothing listens on
+// ($DEAD_PORT), a server answering 503 ($FLAKYHOST), and an http server
 // ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, the
 // directory of the fixture layouts ($IMAGES, for --oci-layout), and
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
 // $PRIVATE_TOKEN") and $PRIVATEGIT (the fixture repository as
-// private.git, with the git token $PRIVATE_TOKEN). Besides
-// testscript's commands, scripts have capture (see captureCmd).
+// private.git, with the git token $PRIVATE_TOKEN), and a git daemon
+// serving it as public.git ($GITDAEMON, for git://). Besides
+// testscript's commands, scripts have capture (see captureCmd) and
+// interrupt (see interruptCmd).
 func TestScripts(t *testing.T) {
 	reg := registrytest.New(t)
 	hello := serveHello(t)
 	private := servePrivate(t)
 	privateGit := servePrivateGit(t)
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "try later", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(flaky.Close)
+	publicRoot := gitremotetest.NewRoot(t)
+	publicRoot.CloneBundle(t, "public", filepath.Join(sourcesDir, "git", "repo.bundle"))
+	daemon := gitremotetest.ServeDaemon(t, publicRoot)
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "single-retag"), "demo/retag:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
@@ -127,6 +138,10 @@ func TestScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
 	vars := map[string]string{
 		"REGISTRY":       reg.Host(),
 		"SINGLE_DIGEST":  fx.Images["single"].Digest,
@@ -138,17 +153,31 @@ func TestScripts(t *testing.T) {
 		"SINGLE_LAYER0":  fx.Images["single"].Platforms["linux/amd64"]["layers"].([]any)[0].(string),
 		"HTTPHOST":       hello.Listener.Addr().String(),
 		// The fixture layouts, for --oci-layout.
-		"IMAGES":        images,
+		"IMAGES": images,
+		// The repository, for scripts about its set-up (Makefile, README).
+		"REPO":          repo,
 		"SINGLE_CONFIG": fx.Images["single"].Platforms["linux/amd64"]["config"].(string),
 		"MULTI_DIGEST":  fx.Images["multi"].Digest,
 		// Servers that want credentials.
 		"PRIVATEHOST":   private.Listener.Addr().String(),
 		"PRIVATEGIT":    strings.TrimSuffix(strings.TrimPrefix(privateGit.URL, "http://"), "/"),
 		"PRIVATE_TOKEN": privateToken,
+		// A server that answers every request 503.
+		"FLAKYHOST": flaky.Listener.Addr().String(),
+		// git daemon serving the fixture repository as public.git.
+		"GITDAEMON": strings.TrimSuffix(strings.TrimPrefix(daemon.URL, "git://"), "/"),
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context())},
+		// [ci] holds when the env var CI is set: a script's check that
+		// needs a tool then fails instead of skipping.
+		Condition: func(cond string) (bool, error) {
+			if cond == "ci" {
+				return os.Getenv("CI") != "", nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Setup: func(env *testscript.Env) error {
 			for k, v := range vars {
 				env.Setenv(k, v)
@@ -158,6 +187,17 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			env.Setenv("NATS_PORT", fmt.Sprint(port))
+			busy, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			env.Defer(func() { _ = busy.Close() })
+			env.Setenv("BUSY_PORT", fmt.Sprint(busy.Addr().(*net.TCPAddr).Port))
+			dead, err := freePort(t.Context())
+			if err != nil {
+				return err
+			}
+			env.Setenv("DEAD_PORT", fmt.Sprint(dead))
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("DOCKER_CONFIG", filepath.Join(env.WorkDir, ".docker"))
 			return nil

@@ -19,6 +19,7 @@ const (
 	progressTTY     = "tty"
 	progressPlain   = "plain"
 	progressRawJSON = "rawjson"
+	progressQuiet   = "quiet"
 )
 
 // Results a vertex ends with, as buildctl prints them.
@@ -51,9 +52,11 @@ func newDisplay(mode, title string, w io.Writer) (display, error) {
 	case progressTTY:
 		return newTTYDisplay(w, title), nil
 	case progressRawJSON:
-		return rawDisplay{w: w}, nil
+		return newRawDisplay(w), nil
+	case progressQuiet:
+		return quietDisplay{}, nil
 	}
-	return nil, fmt.Errorf("--progress %q: want auto, tty, plain or rawjson", mode)
+	return nil, fmt.Errorf("--progress %q: want auto, tty, plain, rawjson or quiet", mode)
 }
 
 // item is one status line of a vertex: a progress ID and its last state.
@@ -387,12 +390,6 @@ func humanBytes(n int64) string {
 	return ""
 }
 
-// rawDisplay prints every event as a JSON object.
-type rawDisplay struct{ w io.Writer }
-
-func (d rawDisplay) event(e events.Event) { _ = printJSON(d.w, e) }
-func (d rawDisplay) done()                {}
-
 // ttyDisplay redraws a block like buildctl's tty mode, one group of lines
 // per vertex:
 //
@@ -409,6 +406,8 @@ type ttyDisplay struct {
 	lines int
 	last  time.Time
 	start time.Time
+	// dirty is set while an event changed the block since the last draw.
+	dirty bool
 }
 
 func newTTYDisplay(w io.Writer, title string) *ttyDisplay {
@@ -419,15 +418,32 @@ func (d *ttyDisplay) event(e events.Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := d.t.add(e)
+	d.dirty = d.dirty || s.vertex != nil
 	if time.Since(d.last) >= 100*time.Millisecond || s.ended {
 		d.draw()
 	}
 }
 
+// done draws the last frame unless the block already shows it.
 func (d *ttyDisplay) done() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.draw()
+	if d.dirty || d.lines == 0 {
+		d.draw()
+	}
+}
+
+// showedError reports whether the block shows a vertex that failed, with
+// its reason.
+func (d *ttyDisplay) showedError() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, v := range d.t.vertices {
+		if strings.HasPrefix(v.result, resultError) {
+			return true
+		}
+	}
+	return false
 }
 
 // frame is the block's lines at now.
@@ -465,7 +481,7 @@ func (d *ttyDisplay) frame(now time.Time) []string {
 }
 
 func (d *ttyDisplay) draw() {
-	d.last = time.Now()
+	d.last, d.dirty = time.Now(), false
 	var b strings.Builder
 	if d.lines > 0 {
 		fmt.Fprintf(&b, "\x1b[%dA", d.lines) // back to the top of the block

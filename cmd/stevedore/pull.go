@@ -19,7 +19,6 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
-	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
 func newPull(g *globals) *cobra.Command {
@@ -44,10 +43,16 @@ order, windowed, unpacking while downloading) into a containerd snapshotter
 and records the result under every key. A pull of something already
 snapshotted is a cache hit and fetches nothing.
 
-Progress goes to stderr the way buildctl shows it (--progress tty, plain or
-rawjson); the keys, the chainID and where the snapshot is go to stdout.
---output DIR also writes the root filesystem into DIR, from this node's
-content store when the snapshot is here, from the registry otherwise.
+Progress goes to stderr the way buildctl shows it (--progress tty, plain,
+rawjson: buildctl's SolveStatus JSON, one object a line, or quiet: none);
+the keys, the chainID and where the snapshot is go to stdout. The build's
+CloudEvents are what "stevedore watch --json" prints.
+--output (-o) also writes the root filesystem, from this node's content
+store when the snapshot is here, from the registry otherwise, in buildctl's
+forms: type=local,dest=DIR (or a plain DIR) fills a directory,
+type=tar,dest=FILE writes a tar (dest=- writes it to stdout, and the
+summary then goes to stderr). Other types (image, oci, docker) are refused:
+a pull has no image to write.
 
 --import-cache and --export-cache (repeatable) take buildctl's attributes
 (type=local,src=DIR / type=local,dest=DIR, type=registry,ref=REF). The
@@ -99,6 +104,18 @@ to the reading service; no secret is in any event.`,
 					return fmt.Errorf("--export-cache: %w", err)
 				}
 			}
+			var dest outputSpec
+			if output != "" {
+				if dest, err = parseOutput(output); err != nil {
+					return fmt.Errorf("--output %w", err)
+				}
+			}
+			// A tar on stdout leaves stdout to the tar: the summary goes to
+			// stderr.
+			summary := g.stdout
+			if dest.stdout() {
+				summary = g.stderr
+			}
 			show, err := newDisplay(progress, "Pulling", g.stderr)
 			if err != nil {
 				return err
@@ -125,18 +142,21 @@ to the reading service; no secret is in any event.`,
 			}
 			out := res.pull
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
+				enc := json.NewEncoder(summary)
 				for _, o := range res.outcomes() {
 					if err := enc.Encode(o); err != nil {
 						return err
 					}
 				}
 			} else {
-				printPull(g.stdout, out, f)
-				printCacheRuns(g.stdout, res)
-				f.served.print(g.stdout)
+				printPull(summary, out, f)
+				printCacheRuns(summary, res)
+				f.served.print(summary)
 			}
 			if err := out.Err(); err != nil {
+				if tty, ok := show.(*ttyDisplay); ok && tty.showedError() {
+					return shownError{what: op.Identifier, err: err}
+				}
 				return fmt.Errorf("%s: %w", op.Identifier, err)
 			}
 			for _, r := range res.exports {
@@ -145,11 +165,14 @@ to the reading service; no secret is in any event.`,
 				}
 			}
 			if output != "" {
-				if err := materialize(ctx, out, f, sf, output); err != nil {
+				err := writeOutput(ctx, dest, g.stdout, func(ctx context.Context, dir string) error {
+					return materialize(ctx, out, f, sf, dir)
+				})
+				if err != nil {
 					return fmt.Errorf("--output: %w", err)
 				}
 				if !asJSON {
-					fmt.Fprintf(g.stdout, "output    %s\n", output)
+					fmt.Fprintf(summary, "output    %s\n", dest)
 				}
 			}
 			return nil
@@ -158,8 +181,8 @@ to the reading service; no secret is in any event.`,
 	src.register(cmd)
 	sf.registerEmbedded(cmd)
 	cmd.Flags().StringVar(&buildID, "build-id", "", "build id to use (default: a new one)")
-	cmd.Flags().StringVar(&progress, "progress", progressAuto, "progress output: auto, tty, plain or rawjson")
-	cmd.Flags().StringVar(&output, "output", "", "write the root filesystem into this directory")
+	cmd.Flags().StringVar(&progress, "progress", progressAuto, "progress output: auto, tty, plain, rawjson (buildctl's SolveStatus JSON) or quiet")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write the root filesystem: DIR, type=local,dest=DIR or type=tar,dest=FILE (dest=- for stdout), buildctl's forms")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
@@ -323,18 +346,20 @@ func printPull(w io.Writer, out client.Outcome, f *fleet) {
 	switch {
 	case out.Snapshot != nil:
 		chainID, node, key, size = out.Snapshot.ChainID, out.Snapshot.Node, out.Snapshot.SnapshotKey, out.Snapshot.Size
-		if strings.HasPrefix(out.Snapshot.Source.Identifier, source.SchemeLocal+"://") {
-			fmt.Fprintf(tw, "sent\t%d files (the others were linked from the last transfer)\n", out.Snapshot.Fetched)
-		} else {
-			fmt.Fprintf(tw, "fetched\t%d blobs (%d of %d layers were already unpacked)\n", out.Snapshot.Fetched, out.Snapshot.Reused, len(out.Snapshot.Layers))
-		}
+		label, text := fetchedLine(*out.Snapshot)
+		fmt.Fprintf(tw, "%s\t%s\n", label, text)
 	case out.Hit != nil:
 		chainID, node, key, size = out.Hit.Record.ChainID.String(), out.Hit.Record.Node, out.Hit.Record.SnapshotKey, out.Hit.Record.Size
 		fmt.Fprintln(tw, "fetched\tnothing (cache hit)")
 	}
-	fmt.Fprintf(tw, "chainID\t%s\n", chainID)
+	if chainID != "" {
+		fmt.Fprintf(tw, "chainID\t%s\n", chainID)
+	}
 	location := fmt.Sprintf("snapshot %s on node %s", key, orNone(node))
-	if f.stack != nil {
+	switch {
+	case out.Snapshot != nil && out.Snapshot.Snapshotter != "":
+		location += fmt.Sprintf(" (%s snapshotter in %s)", out.Snapshot.Snapshotter, out.Snapshot.SnapshotsDir)
+	case f.stack != nil:
 		store := f.stack.snap.Store()
 		location += fmt.Sprintf(" (%s snapshotter in %s)", store.Kind(), filepath.Join(store.Root(), "snapshots", string(store.Kind())))
 	}

@@ -26,19 +26,26 @@ func describe(e events.Event) string {
 	case events.CacheHit:
 		return fmt.Sprintf("index %d key %s hit: chainID %s on %s", p.Key.Index, p.Key.Key, p.Record.ChainID, orNone(p.Record.Node))
 	case events.CacheMiss:
-		n := 0
-		if p.CacheOpts != nil {
-			n = len(p.CacheOpts.Layers)
+		keys := fmt.Sprintf("all %d keys missed", len(p.Keys))
+		if len(p.Keys) == 1 {
+			keys = "the key missed"
 		}
-		return fmt.Sprintf("all %d keys missed; %d layers to fetch", len(p.Keys), n)
+		return keys + "; " + toFetch(p.Source, p.CacheOpts)
 	case events.SnapshotRequested:
+		if !isImage(p.Source) {
+			return p.Source.Identifier
+		}
 		n := 0
 		if p.CacheOpts != nil {
 			n = len(p.CacheOpts.Layers)
 		}
-		return fmt.Sprintf("%d layers of %s", n, p.Source.Identifier)
+		return fmt.Sprintf("%s of %s", count(n, "layer"), p.Source.Identifier)
 	case events.SnapshotReady:
-		return fmt.Sprintf("chainID %s on %s, %s, fetched %d blobs, %d layers reused", orNone(p.ChainID), p.Node, humanBytes(p.Size), p.Fetched, p.Reused)
+		if !isImage(p.Source) {
+			label, text := fetchedLine(p)
+			return fmt.Sprintf("snapshot %s on %s, %s, %s %s", p.SnapshotKey, p.Node, humanBytes(p.Size), label, text)
+		}
+		return fmt.Sprintf("chainID %s on %s, %s, fetched %s, %s reused", orNone(p.ChainID), p.Node, humanBytes(p.Size), count(p.Fetched, "blob"), count(p.Reused, "layer"))
 	case events.SnapshotFailed:
 		return fmt.Sprintf("%s: %s [%s, %d attempt(s)]", p.Source.Identifier, p.Reason, p.Code, p.Attempts)
 	case events.CacheExportRequested:
@@ -63,7 +70,7 @@ func describe(e events.Event) string {
 	case events.Progress:
 		s := p.ID
 		if p.Total > 0 {
-			s += fmt.Sprintf(" %d/%d", p.Current, p.Total)
+			s += fmt.Sprintf(" %s / %s", humanBytes(p.Current), humanBytes(p.Total))
 		}
 		if p.Started != nil && p.Completed != nil {
 			s += fmt.Sprintf(" done in %s", p.Completed.Sub(*p.Started).Round(time.Millisecond))

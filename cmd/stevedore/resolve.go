@@ -71,6 +71,15 @@ func (f *sourceFlags) register(cmd *cobra.Command) {
 func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 	op := events.SourceOp{Identifier: ref, Attrs: map[string]string{}}
 	switch {
+	case source.IsGitURL(ref):
+		// A URL with its transport: what llb.Git sends, an identifier
+		// without transport and the URL as git.fullurl.
+		g, err := source.ParseLLBGit(ref)
+		if err != nil {
+			return op, fmt.Errorf("%s: %w", ref, err)
+		}
+		op.Identifier = g.Identifier
+		op.Attrs[source.AttrFullRemoteURL] = g.FullURL
 	case strings.Contains(ref, "://"):
 	case isLocalPath(ref):
 		dir, err := filepath.Abs(ref)
@@ -278,6 +287,9 @@ func printOutcome(w io.Writer, out client.Outcome) {
 		}
 		fmt.Fprintf(tw, "index %d\t%s\t(solver digest %s)\t%s\n", k.Index, k.Key, k.Digest, state)
 	}
+	if w := platformWarning(out); w != "" {
+		fmt.Fprintf(tw, "warning\t%s\n", w)
+	}
 	switch {
 	case out.Hit != nil && out.Hit.Snapshot && out.Snapshot != nil:
 		fmt.Fprintf(tw, "result\tcache hit at index %d in an imported cache; snapshot made from it\n", out.Hit.Key.Index)
@@ -285,14 +297,12 @@ func printOutcome(w io.Writer, out client.Outcome) {
 		fmt.Fprintf(tw, "result\tcache hit at index %d in an imported cache; snapshot failed: %s\n", out.Hit.Key.Index, out.SnapshotFailed.Reason)
 	case out.Hit != nil && out.Hit.Record.Lazy():
 		fmt.Fprintf(tw, "result\tcache hit at index %d in an imported cache: chainID %s, blobs in %s\n", out.Hit.Key.Index, out.Hit.Record.ChainID, locations(out.Hit.Record.Locations))
+	case out.Hit != nil && out.Hit.Record.ChainID == "":
+		fmt.Fprintf(tw, "result\tcache hit at index %d: snapshot %s, node %s\n", out.Hit.Key.Index, out.Hit.Record.SnapshotKey, orNone(out.Hit.Record.Node))
 	case out.Hit != nil:
 		fmt.Fprintf(tw, "result\tcache hit at index %d: chainID %s, node %s\n", out.Hit.Key.Index, out.Hit.Record.ChainID, orNone(out.Hit.Record.Node))
 	case out.Miss != nil:
-		n := 0
-		if out.Miss.CacheOpts != nil {
-			n = len(out.Miss.CacheOpts.Layers)
-		}
-		fmt.Fprintf(tw, "result\tcache miss: %d layers to fetch\n", n)
+		fmt.Fprintf(tw, "result\tcache miss: %s\n", toFetch(out.Miss.Source, out.Miss.CacheOpts))
 	case out.Failed != nil:
 		fmt.Fprintf(tw, "result\tfailed: %s\n", out.Failed.Reason)
 	}

@@ -7,18 +7,29 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 )
 
 // Main runs the command line and returns the exit code.
 func Main() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(context.Background())
 	defer stop()
 	root := newRoot(os.Stdout, os.Stderr)
-	if err := root.ExecuteContext(ctx); err != nil {
+	err := root.ExecuteContext(ctx)
+	var sig interrupted
+	if errors.As(context.Cause(ctx), &sig) {
+		// What the command says of its own interruption is noise; that it
+		// was interrupted is all there is to say.
+		fmt.Fprintln(os.Stderr, sig.Error())
+		return sig.exitCode()
+	}
+	var shown shownError
+	if errors.As(err, &shown) {
+		fmt.Fprintf(os.Stderr, "error: %s failed (the reason is above)\n", shown.what)
+		return 1
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		var exit exitError
 		if errors.As(err, &exit) {
@@ -28,6 +39,16 @@ func Main() int {
 	}
 	return 0
 }
+
+// shownError is a failure the progress display already showed with its
+// reason: the last line names what failed without saying it again.
+type shownError struct {
+	what string
+	err  error
+}
+
+func (e shownError) Error() string { return e.what + ": " + e.err.Error() }
+func (e shownError) Unwrap() error { return e.err }
 
 // exitError carries a specific exit code.
 type exitError int
@@ -58,6 +79,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Version = currentBuild().String()
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.natsURL, "nats", os.Getenv("STEVEDORE_NATS_URL"),

@@ -164,6 +164,10 @@ func Start(cfg Config) (*Server, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("broker: %s: %w", cfg.DataDir, ErrLocked)
 	}
+	if err := checkAddrs(context.Background(), cfg); err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
 	opts := &server.Options{
 		ServerName: cfg.Name,
 		Host:       cfg.Host,

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -133,7 +134,7 @@ func TestStartErrors(t *testing.T) {
 			DataDir:      t.TempDir(),
 			Port:         busy.Addr().(*net.TCPAddr).Port,
 			ReadyTimeout: 300 * time.Millisecond,
-		}, "broker: not ready after 300ms"},
+		}, fmt.Sprintf("broker: client address %s: address already in use (another process listens there; pick another port)", busy.Addr())},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

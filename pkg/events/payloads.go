@@ -80,6 +80,11 @@ type CacheOpts struct {
 	Layers []Layer `json:"layers"`
 	// Platform is the platform the manifest was chosen for.
 	Platform ocispec.Platform `json:"platform"`
+	// ImagePlatform is the platform the image's config names, set only
+	// when it does not match Platform: a single-platform image is used as
+	// it is whatever the platform asked (BuildKit's keys), and the client
+	// says so.
+	ImagePlatform *ocispec.Platform `json:"imagePlatform,omitempty"`
 	// LayerLimit is the image.layerlimit attribute; nil means no limit.
 	LayerLimit *int `json:"layerLimit,omitempty"`
 	// Cached, when set, is a result of an imported cache with the same
@@ -204,7 +209,9 @@ type SourceFailed struct {
 	// ("no handler for git", "invalid layer limit 0", …).
 	Reason string `json:"reason"`
 	// Code classifies the failure: "invalid" (bad input), "not-found",
-	// "unauthorized", "unavailable" (retries exhausted) or "internal".
+	// "unauthorized", "unreachable" (connection refused, another
+	// protocol: not retried), "unavailable" (retries exhausted) or
+	// "internal".
 	Code string `json:"code"`
 	// Attempts is how many times the step was tried.
 	Attempts int `json:"attempts"`
@@ -484,6 +491,16 @@ type SnapshotReady struct {
 	// Followed is set when another request built the snapshot while this
 	// one waited for it.
 	Followed bool `json:"followed,omitempty"`
+	// Linked counts, for a local source, the files hard-linked from the
+	// last transfer of the same directory instead of sent.
+	Linked int `json:"linked,omitempty"`
+	// Snapshotter is the kind of containerd snapshotter holding the
+	// snapshot on Node (overlayfs, native); empty when the answering
+	// node is not Node.
+	Snapshotter string `json:"snapshotter,omitempty"`
+	// SnapshotsDir is where that snapshotter keeps its snapshots on Node;
+	// empty with Snapshotter.
+	SnapshotsDir string `json:"snapshotsDir,omitempty"`
 }
 
 // SnapshotFailed ends a build whose snapshot cannot be made: a blob that

@@ -395,7 +395,10 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 		}
 		return json.Marshal(tagResolution{Top: desc, ResolvedAt: at})
 	})
-	if err != nil && img.ResolveMode == source.ResolveModeDefault && !bus.Permanent(classify(err)) {
+	// A registry that is down (unavailable, or unreachable: refusing
+	// connections) leaves the last answer; one that said no does not.
+	if cerr := classify(err); err != nil && img.ResolveMode == source.ResolveModeDefault &&
+		(!bus.Permanent(cerr) || errors.Is(cerr, bus.ErrUnreachable)) {
 		if v, found, gerr := h.flight.Get(ctx, key); gerr == nil && found {
 			res, err = lease.Result{Value: v}, nil
 		}
@@ -477,6 +480,8 @@ func classify(err error) error {
 		return bus.NotFound(err)
 	case errors.Is(err, image.ErrInvalid), errors.Is(err, source.ErrInvalid):
 		return bus.Invalid(err)
+	case !bus.Permanent(err) && bus.IsUnreachable(err):
+		return bus.Unreachable(err)
 	}
 	return err
 }

@@ -90,6 +90,11 @@ const ProgressInterval = 150 * time.Millisecond
 
 // Snapshot handles snapshot.requested.
 func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]events.Event, error) {
+	out, err := h.snapshot(ctx, in)
+	return h.where(out), err
+}
+
+func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]events.Event, error) {
 	if in.Content != nil {
 		return h.snapshotContent(ctx, in)
 	}
@@ -293,6 +298,9 @@ func (p *progress) update(u snapshot.Update) {
 func classify(err error) error {
 	if errors.Is(err, snapshot.ErrVerify) {
 		return bus.Invalid(err)
+	}
+	if !bus.Permanent(err) && bus.IsUnreachable(err) {
+		return bus.Unreachable(err)
 	}
 	return err
 }

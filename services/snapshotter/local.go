@@ -85,7 +85,7 @@ func (h *Handler) snapshotLocal(ctx context.Context, in events.SnapshotRequested
 	if err != nil {
 		return nil, classify(fmt.Errorf("local snapshot of %q from session %s: %w", lc.Name, lc.Session, err))
 	}
-	ready.Size, ready.Fetched = res.Size, t.sent
+	ready.Size, ready.Fetched, ready.Linked = res.Size, t.sent, t.linked
 	return []events.Event{events.New(ready)}, nil
 }
 
@@ -107,8 +107,10 @@ type localTransfer struct {
 	// so every path written to goes through directories of the snapshot.
 	symlinks map[string]bool
 	// sent counts the files transferred, bytes their bytes.
-	sent  int
-	bytes int64
+	sent int
+	// linked counts the files hard-linked from the base.
+	linked int
+	bytes  int64
 	// started is when the transfer started; reported when the last
 	// progress event went out.
 	started, reported time.Time
@@ -169,6 +171,7 @@ func (t *localTransfer) fill(ctx context.Context, dir string) (err error) {
 		case e.Mode.IsRegular():
 			switch {
 			case baseRoot != nil && sameFile(baseRoot, e) && os.Link(filepath.Join(t.base, filepath.FromSlash(e.Path)), p) == nil:
+				t.linked++
 			case e.Size == 0:
 				if err := t.create(e); err != nil {
 					return err
