@@ -23,7 +23,7 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 LISTEN   ?=
 DATA     ?=
 
-.PHONY: help build test test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps run gowork-off clean images stand-ins up e2e
+.PHONY: help build test security test-short vet lint fuzz bench bench-warm bench-pull bench-export bench-deps run gowork-off clean images stand-ins up e2e
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ build: ## build bin/stevedore and one binary per service (static, CGO_ENABLED=0)
 test: vet ## run every module's tests with the race detector (embedded NATS and registry, no Docker, no root)
 	$(GO) test -race -count=1 -timeout 15m $(RACE_MODULES)
 	$(GO) test -count=1 -timeout 10m $(CONFORMANCE)
+
+security: ## run the attacks of the threat model (docs/dev/threat-model.md): every TestSecurity… test of every module but conformance
+	$(GO) test -count=1 -timeout 10m -run '^TestSecurity' $(RACE_MODULES)
 
 test-short: ## run every module's tests without the race detector
 	$(GO) test -count=1 $(MODULES)

@@ -140,8 +140,15 @@ func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localD
 	if localDir != "" {
 		id = op.Attrs[source.AttrLocalSessionID]
 	}
+	// A session of our own is keyed: the fleet accepts its answers only
+	// (session.Key); an id the user chose is served unsigned.
+	var key session.Key
 	if id == "" {
-		id = session.NewID()
+		var err error
+		if key, err = session.NewKey(); err != nil {
+			return nil, err
+		}
+		id = key.ID
 	}
 	var dirs map[string]string
 	scheme, name, _ := strings.Cut(op.Identifier, "://")
@@ -168,7 +175,7 @@ func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localD
 	if len(secrets) > 0 {
 		store = secrets
 	}
-	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Secrets: store, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Secrets: store, Key: key, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package bus
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	neturl "net/url"
 	"strings"
@@ -17,6 +19,7 @@ import (
 func Connect(url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	opts = append([]nats.Option{
 		nats.Name(name),
+		nats.CustomInboxPrefix(InboxPrefix(UserOf(url))),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
@@ -31,6 +34,47 @@ func Connect(url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetSt
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// DefaultUser is the NATS user of a connection whose URL names none: the
+// server's no_auth_user in deploy/nats.conf.
+const DefaultUser = "client"
+
+// UserOf is the user the first server URL of url names, or DefaultUser.
+func UserOf(url string) string {
+	first, _, _ := strings.Cut(url, ",")
+	if u, err := neturl.Parse(strings.TrimSpace(first)); err == nil && u.User != nil && u.User.Username() != "" {
+		return u.User.Username()
+	}
+	return DefaultUser
+}
+
+// InboxPrefix is the prefix of the reply subjects of user's connections:
+// "_INBOX_<user>" (a user name that is not a plain subject token is
+// hashed). deploy/nats.conf lets each user subscribe to its own prefix
+// only, so no other user reads the replies it gets: API answers, publish
+// acknowledgements, the messages its consumers deliver (whose ack subjects
+// would let the reader ack, nak or terminate them), and its client
+// sessions' answers (layer bytes, files). Users share a prefix only with
+// connections of the same user.
+func InboxPrefix(user string) string {
+	if !plainToken(user) {
+		sum := sha256.Sum256([]byte(user))
+		user = hex.EncodeToString(sum[:8])
+	}
+	return "_INBOX_" + user
+}
+
+func plainToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // redacted is a server URL (or a comma-separated list of them) without
@@ -49,7 +93,7 @@ func redacted(servers string) string {
 // keeps trying for up to wait (a server may be starting), then gives up
 // instead of retrying forever, and does not reconnect.
 func ConnectOnce(url, name string, wait time.Duration, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-	opts = append([]nats.Option{nats.Name(name), nats.Timeout(2 * time.Second), nats.NoReconnect()}, opts...)
+	opts = append([]nats.Option{nats.Name(name), nats.CustomInboxPrefix(InboxPrefix(UserOf(url))), nats.Timeout(2 * time.Second), nats.NoReconnect()}, opts...)
 	deadline := time.Now().Add(wait)
 	for {
 		nc, err := nats.Connect(url, opts...)

@@ -54,7 +54,7 @@ func NewDLQ(js jetstream.JetStream, source string, log *slog.Logger) *DLQ {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &DLQ{js: js, pub: NewPublisher(js), source: source, log: log}
+	return &DLQ{js: js, pub: NewPublisher(js, WithDerivedIDs()), source: source, log: log}
 }
 
 // Run moves dead letters until ctx is done.
@@ -136,7 +136,7 @@ func (d *DLQ) move(ctx context.Context, msg jetstream.Msg) error {
 		if decoded, err := events.Decode(events.Message{Subject: orig.Subject, Header: orig.Header, Data: orig.Data}); err == nil {
 			in = decoded
 		}
-		failed := FailureEvent(in, step, Unavailable(errors.New(reason)), deliveries(adv.Deliveries), d.source, time.Now())
+		failed := failureEvent(in, adv.StreamSeq, step, Unavailable(errors.New(reason)), deliveries(adv.Deliveries), d.source, time.Now())
 		if err := d.pub.Publish(ctx, failed); err != nil {
 			return fmt.Errorf("publish failed event: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,13 +30,21 @@ const ResendInterval = 2 * time.Second
 // republishing it with the same id is safe.
 var ErrNoAck = errors.New("no acknowledgement from the events stream")
 
+// ErrDuplicateID reports that the stream already holds a message with the
+// id of an event a client publishes (a build id or event id used twice):
+// the stream dropped the event, and the build would otherwise be merged
+// with the earlier one.
+var ErrDuplicateID = errors.New("event id already used")
+
 // Publisher publishes events to the events stream and waits for the
 // stream's acknowledgements. Events of one PublishAll call are sent back to
 // back on one connection, so the stream stores them in order, and their
 // acknowledgements are awaited together: one round trip for a handler's
 // outputs, not one per event.
 type Publisher struct {
-	nc *nats.Conn
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	opts publisherOptions
 
 	once    sync.Once
 	initErr error
@@ -44,9 +53,48 @@ type Publisher struct {
 	waiting map[string]chan *nats.Msg
 }
 
-// NewPublisher returns a Publisher over js's connection.
-func NewPublisher(js jetstream.JetStream) *Publisher {
-	return &Publisher{nc: js.Conn(), waiting: map[string]chan *nats.Msg{}}
+// NewPublisher returns a Publisher over js's connection. Without options
+// it publishes as a client does: see WithDerivedIDs for a service's.
+func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) *Publisher {
+	var o publisherOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Publisher{nc: js.Conn(), js: js, opts: o, waiting: map[string]chan *nats.Msg{}}
+}
+
+// PublisherOption is an optional knob of NewPublisher.
+type PublisherOption func(*publisherOptions)
+
+type publisherOptions struct {
+	derived bool
+}
+
+// WithDerivedIDs makes the Publisher publish a service's events, whose ids
+// are derived (events.DeriveID). The stream drops any message whose
+// Nats-Msg-Id it already holds, stream-wide, and a client may publish
+// any id on the subjects it is allowed: so a duplicate is accepted only
+// when the stored message is this event's earlier copy (the same subject
+// and type: an input processed twice), which only a service can have
+// published. Any other holder of the id (a client's message, or a lost
+// one) makes the Publisher publish the event again under the next id of a
+// deterministic chain (ReissueID), so that no message a client publishes
+// can make a service's output get dropped, and an input processed twice
+// still yields one copy of each output.
+//
+// The default, a client's: an event the stream reports as a duplicate,
+// other than of a copy this same call sent again, is refused with
+// ErrDuplicateID (a build id or event id used twice): the stream did not
+// store it.
+func WithDerivedIDs() PublisherOption {
+	return func(o *publisherOptions) { o.derived = true }
+}
+
+// ReissueID is the id an event with id id and type t gets when its id is
+// held by another message (see WithDerivedIDs): a pure function, so every
+// replica walks the same chain.
+func ReissueID(id string, t events.Type) string {
+	return events.DeriveID(id, t, -1)
 }
 
 // init subscribes to the publisher's reply subjects.
@@ -83,16 +131,17 @@ func (p *Publisher) PublishAll(ctx context.Context, es []events.Event) error {
 	if err := p.init(); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
+	es = slices.Clone(es)
 	msgs := make([]*nats.Msg, len(es))
 	for i, e := range es {
-		m, err := events.Encode(e)
+		m, err := encodeForStream(e)
 		if err != nil {
-			return Invalid(err)
+			return err
 		}
-		msgs[i] = toNATS(m)
-		msgs[i].Header.Set(jetstream.ExpectedStreamHeader, events.StreamEvents)
+		msgs[i] = m
 	}
 	replies := make([]chan *nats.Msg, len(msgs))
+	sent := make([]int, len(msgs))
 	defer func() {
 		p.mu.Lock()
 		for _, m := range msgs {
@@ -101,6 +150,7 @@ func (p *Publisher) PublishAll(ctx context.Context, es []events.Event) error {
 		p.mu.Unlock()
 	}()
 	send := func(i int) error {
+		sent[i]++
 		replies[i] = make(chan *nats.Msg, 1)
 		p.mu.Lock()
 		p.waiting[msgs[i].Reply] = replies[i]
@@ -127,13 +177,32 @@ func (p *Publisher) PublishAll(ctx context.Context, es []events.Event) error {
 	for i := 0; i < len(msgs); {
 		select {
 		case r := <-replies[i]:
-			err := pubAckError(r)
+			ack, err := readPubAck(r)
 			if errors.Is(err, ErrNoAck) {
 				last = err // no responders: try again at the next tick
 				continue
 			}
 			if err != nil {
 				return fmt.Errorf("publish %s: %w", msgs[i].Subject, err)
+			}
+			if ack.Duplicate {
+				reissue, err := p.duplicate(ctx, msgs[i], ack.Seq, sent[i])
+				if err != nil {
+					return fmt.Errorf("publish %s: event id %s: %w", msgs[i].Subject, es[i].ID, err)
+				}
+				if reissue {
+					es[i].ID = ReissueID(es[i].ID, es[i].Type())
+					m, err := encodeForStream(es[i])
+					if err != nil {
+						return err
+					}
+					m.Reply = p.prefix + nuid.Next()
+					msgs[i] = m
+					if err := send(i); err != nil {
+						return err
+					}
+					continue
+				}
 			}
 			i++
 		case <-resend.C:
@@ -160,29 +229,74 @@ func (p *Publisher) PublishAll(ctx context.Context, es []events.Event) error {
 	return nil
 }
 
+// encodeForStream encodes e as a message for the events stream.
+func encodeForStream(e events.Event) (*nats.Msg, error) {
+	m, err := events.Encode(e)
+	if err != nil {
+		return nil, Invalid(err)
+	}
+	msg := toNATS(m)
+	msg.Header.Set(jetstream.ExpectedStreamHeader, events.StreamEvents)
+	return msg, nil
+}
+
+// duplicate decides about a message the stream reported as a duplicate of
+// its message seq: nil when it is the event's own earlier copy, reissue
+// when a service's event must be published again under another id, and
+// ErrDuplicateID when a client's event was refused. sends counts how often
+// this call sent the message.
+func (p *Publisher) duplicate(ctx context.Context, m *nats.Msg, seq uint64, sends int) (reissue bool, err error) {
+	if !p.opts.derived {
+		if sends > 1 {
+			return false, nil // the stream stored an earlier send of this call
+		}
+		return false, fmt.Errorf("%w: the stream holds another message with this id (a build id or event id used twice?)", ErrDuplicateID)
+	}
+	stream, err := p.js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		return false, Unavailable(fmt.Errorf("check duplicate: %w", err))
+	}
+	stored, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, Unavailable(fmt.Errorf("check duplicate #%d: %w", seq, err))
+	}
+	typ := events.HeaderPrefix + "type"
+	own := stored.Subject == m.Subject && stored.Header.Get(typ) == m.Header.Get(typ)
+	return !own, nil
+}
+
 // pubAck is the stream's answer to a publish.
 type pubAck struct {
 	Stream string `json:"stream"`
-	Error  *struct {
+	// Seq is the stored message's sequence: the earlier copy's for a
+	// duplicate.
+	Seq uint64 `json:"seq"`
+	// Duplicate reports that the stream held the id already and dropped
+	// the message.
+	Duplicate bool `json:"duplicate"`
+	Error     *struct {
 		Code        int    `json:"code"`
 		ErrCode     int    `json:"err_code"`
 		Description string `json:"description"`
 	} `json:"error"`
 }
 
-func pubAckError(r *nats.Msg) error {
-	if len(r.Data) == 0 && r.Header.Get("Status") == "503" {
-		return fmt.Errorf("%w: no responders", ErrNoAck)
-	}
+func readPubAck(r *nats.Msg) (pubAck, error) {
 	var ack pubAck
+	if len(r.Data) == 0 && r.Header.Get("Status") == "503" {
+		return ack, fmt.Errorf("%w: no responders", ErrNoAck)
+	}
 	if err := json.Unmarshal(r.Data, &ack); err != nil {
-		return fmt.Errorf("%w: unreadable acknowledgement: %w", ErrNoAck, err)
+		return ack, fmt.Errorf("%w: unreadable acknowledgement: %w", ErrNoAck, err)
 	}
 	if ack.Error != nil {
-		return fmt.Errorf("stream refused the event: %s (code %d, error %d)", ack.Error.Description, ack.Error.Code, ack.Error.ErrCode)
+		return ack, fmt.Errorf("stream refused the event: %s (code %d, error %d)", ack.Error.Description, ack.Error.Code, ack.Error.ErrCode)
 	}
 	if ack.Stream != events.StreamEvents {
-		return fmt.Errorf("%w: acknowledged by stream %q", ErrNoAck, ack.Stream)
+		return ack, fmt.Errorf("%w: acknowledged by stream %q", ErrNoAck, ack.Stream)
 	}
-	return nil
+	return ack, nil
 }

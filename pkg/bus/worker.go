@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -117,7 +118,7 @@ func NewWorker(js jetstream.JetStream, cfg WorkerConfig) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Worker{js: js, cfg: cfg, handlers: map[events.Type]Handler{}, pub: NewPublisher(js)}, nil
+	return &Worker{js: js, cfg: cfg, handlers: map[events.Type]Handler{}, pub: NewPublisher(js, WithDerivedIDs())}, nil
 }
 
 // Handle registers h for events of type t, wrapped in the configured
@@ -211,8 +212,10 @@ func (w *Worker) graceAfter(run, handlers context.Context, stop context.CancelCa
 func (w *Worker) process(ctx, handlers context.Context, msg jetstream.Msg) {
 	log := w.cfg.Logger
 	delivered := 1
+	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
 		delivered = deliveries(md.NumDelivered)
+		seq = md.Sequence.Stream
 	}
 	in, err := events.Decode(events.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 	if err != nil {
@@ -225,7 +228,7 @@ func (w *Worker) process(ctx, handlers context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	d := newDeriver(in, w.cfg.Source)
+	d := newDeriver(in, seq, w.cfg.Source)
 	em := newEmitter(ctx, d, w.pub, log)
 	hctx, cancel := context.WithCancelCause(context.WithValue(handlers, emitterKey{}, em))
 	beat := time.NewTicker(w.cfg.Heartbeat)
@@ -319,15 +322,15 @@ func (w *Worker) nakLater(msg jetstream.Msg, delay time.Duration) {
 // keep a copy.
 func (w *Worker) fail(ctx context.Context, msg jetstream.Msg, in events.Event, err error, delivered int) {
 	step := in.Type()
+	var seq uint64
+	if md, mdErr := msg.Metadata(); mdErr == nil {
+		seq = md.Sequence.Stream
+	}
 	if in.BuildID == "" {
-		var seq uint64
-		if md, mdErr := msg.Metadata(); mdErr == nil {
-			seq = md.Sequence.Stream
-		}
 		in, step = envelopeFromTransport(msg.Subject(), msg.Headers(), seq)
 	}
 	if in.BuildID != "" {
-		failed := FailureEvent(in, step, err, delivered, w.cfg.Source, time.Now())
+		failed := failureEvent(in, seq, step, err, delivered, w.cfg.Source, time.Now())
 		if perr := w.pub.PublishAll(ctx, []events.Event{failed}); perr != nil {
 			// Without the failed event the client would wait forever: retry.
 			w.cfg.Logger.Warn("publishing failed event failed; will retry", "event_id", in.ID, "error", perr)
@@ -375,6 +378,12 @@ func envelopeFromTransport(subject string, header nats.Header, seq uint64) (even
 // carrying the input's source, the step, the error text and its code, with
 // an id derived from the input.
 func FailureEvent(in events.Event, step events.Type, err error, attempts int, source string, now time.Time) events.Event {
+	return failureEvent(in, 0, step, err, attempts, source, now)
+}
+
+// failureEvent is FailureEvent for the input stored at stream sequence seq
+// (0: not known).
+func failureEvent(in events.Event, seq uint64, step events.Type, err error, attempts int, source string, now time.Time) events.Event {
 	src, _ := events.SourceOf(in.Data)
 	failed := events.New(events.NewFailure(step, events.SourceFailed{
 		Source:   src,
@@ -383,26 +392,42 @@ func FailureEvent(in events.Event, step events.Type, err error, attempts int, so
 		Code:     Code(err),
 		Attempts: attempts,
 	}))
-	return events.Derive(in, failed, 0, source, now)
+	return newDeriver(in, seq, source).derive(failed, now)
 }
 
 // DeriveAll fills in the envelopes of a handler's outputs (see
 // events.Derive); the n-th output of a type gets ordinal n.
 func DeriveAll(in events.Event, outs []events.Event, source string, now time.Time) []events.Event {
-	return newDeriver(in, source).all(outs, now)
+	return newDeriver(in, 0, source).all(outs, now)
 }
 
 // deriver numbers the events derived from one input, type by type, across
 // the events a handler emits while it runs and those it returns.
 type deriver struct {
 	in     events.Event
+	cause  string
 	source string
 	mu     sync.Mutex
 	seen   map[events.Type]int
 }
 
-func newDeriver(in events.Event, source string) *deriver {
-	return &deriver{in: in, source: source, seen: map[events.Type]int{}}
+// newDeriver derives from in, stored at stream sequence seq (0: not
+// known). The ids derive from the input's id and its sequence: a
+// redelivery of the one stored message yields the same ids, while two
+// stored messages that carry one id (a client may publish any id, with
+// another Nats-Msg-Id) are kept apart instead of sharing outputs.
+func newDeriver(in events.Event, seq uint64, source string) *deriver {
+	return &deriver{in: in, cause: Cause(in.ID, seq), source: source, seen: map[events.Type]int{}}
+}
+
+// Cause is what the ids of the events derived from the input with id id,
+// stored at stream sequence seq, derive from (events.DeriveID's cause):
+// "<id>@<seq>", or id alone when seq is 0 (not known).
+func Cause(id string, seq uint64) string {
+	if seq == 0 {
+		return id
+	}
+	return id + "@" + strconv.FormatUint(seq, 10)
 }
 
 func (d *deriver) derive(out events.Event, now time.Time) events.Event {
@@ -410,7 +435,9 @@ func (d *deriver) derive(out events.Event, now time.Time) events.Event {
 	n := d.seen[out.Type()]
 	d.seen[out.Type()]++
 	d.mu.Unlock()
-	return events.Derive(d.in, out, n, d.source, now)
+	e := events.Derive(d.in, out, n, d.source, now)
+	e.ID = events.DeriveID(d.cause, out.Type(), n)
+	return e
 }
 
 func (d *deriver) all(outs []events.Event, now time.Time) []events.Event {

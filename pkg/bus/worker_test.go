@@ -111,7 +111,7 @@ func TestWorkerPublishesDerivedOutputsThenAcks(t *testing.T) {
 	req := env.Request(t, "b1", request)
 	hit := rec.Wait(t, 5*time.Second, events.TypeCacheHit)
 
-	if hit.ID != events.DeriveID(req.ID, events.TypeCacheHit, 0) || hit.CausationID != req.ID || hit.Source != "/stevedore/test/w1" {
+	if hit.ID != events.DeriveID(bus.Cause(req.ID, storedSeq(t, env, req)), events.TypeCacheHit, 0) || hit.CausationID != req.ID || hit.Source != "/stevedore/test/w1" {
 		t.Errorf("hit envelope = %+v", hit)
 	}
 	progress := rec.OfType(events.TypeProgress)
@@ -189,7 +189,7 @@ func TestWorkerFailsPermanentErrorsOnceAndDeadLetters(t *testing.T) {
 		f.Source.Identifier != request.Source.Identifier || f.Attempts != 1 {
 		t.Errorf("failed event = %+v", f)
 	}
-	if ev.ID != events.DeriveID(req.ID, events.TypeSourceFailed, 0) {
+	if ev.ID != events.DeriveID(bus.Cause(req.ID, storedSeq(t, env, req)), events.TypeSourceFailed, 0) {
 		t.Errorf("failed event id %s is not derived from the request", ev.ID)
 	}
 	dl := waitDeadLetter(t, env, events.ConsumerPuller)
@@ -326,7 +326,9 @@ func TestWorkerCrashRedeliversAndDedupes(t *testing.T) {
 	// Publish the same derived output again, as a replica that finished
 	// after all would: the stream drops it.
 	hit := rec.OfType(events.TypeCacheHit)[0]
-	env.Publish(t, hit)
+	if err := bus.NewPublisher(env.JS, bus.WithDerivedIDs()).Publish(t.Context(), hit); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(200 * time.Millisecond)
 	if n := len(rec.OfType(events.TypeCacheHit)); n != 1 {
 		t.Errorf("%d cache.hit events stored, want 1", n)
@@ -486,7 +488,7 @@ func TestEmitPublishesBeforeOutputsWithDerivedIDs(t *testing.T) {
 		if p, ok := e.Data.(events.Progress); ok {
 			ids = append(ids, p.ID)
 			n := len(ids) - 1
-			if e.ID != events.DeriveID(req.ID, events.TypeProgress, n) {
+			if e.ID != events.DeriveID(bus.Cause(req.ID, storedSeq(t, env, req)), events.TypeProgress, n) {
 				t.Errorf("progress %q has id %s, want ordinal %d", p.ID, e.ID, n)
 			}
 		}
@@ -582,4 +584,19 @@ func TestWorkerStopGraceLetsAHandlerFinish(t *testing.T) {
 		t.Fatalf("the build ended with %v", bustest.Summary([]events.Event{hit}))
 	}
 	waitAcked(t, env, events.ConsumerPuller)
+}
+
+// storedSeq is the stream sequence of the stored event e (the only one on
+// its subject).
+func storedSeq(t *testing.T, env *bustest.Env, e events.Event) uint64 {
+	t.Helper()
+	stream, err := env.JS.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetLastMsgForSubject(t.Context(), events.Subject(e.BuildID, e.Type()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Sequence
 }

@@ -46,7 +46,8 @@
 // # Ids
 //
 // The client chooses the id of the event that starts a build. Every event a
-// service derives from an input has the id DeriveID(input id, type, n): the
-// same input processed twice yields the same ids, and JetStream's duplicate
-// window drops the second copy.
+// service derives from an input has the id DeriveID(cause, type, n), where
+// the bus runtime makes the cause of the input's id and its stream sequence
+// (bus.Cause): the same stored input processed twice yields the same ids,
+// and JetStream's duplicate window drops the second copy.
 package events

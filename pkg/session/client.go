@@ -227,7 +227,13 @@ func (c *Client) requestMsg(ctx context.Context, id, op string, req any) (*nats.
 	timeout := fmt.Errorf("session %s did not answer within %s", id, c.opts.timeout)
 	rctx, cancel := context.WithTimeoutCause(ctx, c.opts.timeout, timeout)
 	defer cancel()
-	m, err := c.nc.RequestMsgWithContext(rctx, &nats.Msg{Subject: Subject(id, op), Data: body})
+	msg := &nats.Msg{Subject: Subject(id, op), Data: body}
+	var m *nats.Msg
+	if IsKeyID(id) {
+		m, err = requestSigned(rctx, c.nc, id, msg)
+	} else {
+		m, err = c.nc.RequestMsgWithContext(rctx, msg)
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, nats.ErrNoResponders):

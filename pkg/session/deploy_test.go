@@ -12,6 +12,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 )
@@ -45,7 +46,7 @@ func TestDeployPermissions(t *testing.T) {
 	}
 	connect := func(user string) *nats.Conn {
 		t.Helper()
-		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, user+"-pw"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, user+"-pw"), nats.CustomInboxPrefix(bus.InboxPrefix(user)), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 		if err != nil {
 			t.Fatalf("connect as %s: %v", user, err)
 		}

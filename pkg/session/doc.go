@@ -56,6 +56,12 @@
 //     the session's key. BuildKit's "secret <id>: not found" when the
 //     session has none by that name.
 //
+// A keyed session (Key, NewKey: the CLI's own sessions) has the public key
+// of a signing key as its id and signs every answer (HeaderSignature); a
+// reader asking a session whose id is a key (IsKeyID) accepts only answers
+// that key signed and drops any other, so a client that subscribes to
+// another's session subjects cannot answer for it.
+//
 // Who may request what is the NATS server's permissions
 // (deploy/nats.conf): secrets only the puller and snapshotter users,
 // directory listings only the snapshotter user; clients request nothing,

@@ -41,6 +41,11 @@ type Config struct {
 	// Logger receives the replies that could not be sent. Nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Key is the session's signing key (NewKey): the session id must be
+	// its ID, and every answer is signed with it, so that readers accept
+	// the session's answers only. The zero Key signs nothing (an id that
+	// is not a key's).
+	Key Key
 }
 
 func (c *Config) setDefaults() {
@@ -109,6 +114,12 @@ type Server struct {
 func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
+	}
+	if cfg.Key.kp != nil && cfg.Key.ID != id {
+		return nil, errorf(CodeInvalid, fmt.Sprintf("session %s: the key given is that of session %s", id, cfg.Key.ID))
+	}
+	if cfg.Key.kp == nil && IsKeyID(id) {
+		return nil, errorf(CodeInvalid, fmt.Sprintf("session %s: the id is a session key's, and its key was not given", id))
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -201,6 +212,12 @@ func (s *Server) dispatch(ctx context.Context, m *nats.Msg) {
 			return
 		}
 		reply.Subject = m.Reply
+		if s.cfg.Key.kp != nil {
+			if err := s.cfg.Key.sign(m, reply); err != nil {
+				s.cfg.Logger.Warn("session reply not signed", "session", s.id, "error", err.Error())
+				return
+			}
+		}
 		if err := s.nc.PublishMsg(reply); err != nil {
 			s.cfg.Logger.Warn("session reply not sent", "session", s.id, "error", err.Error())
 		}

@@ -16,7 +16,12 @@ import (
 func (s *Stack) ServeSession(t testing.TB, cfg session.Config) string {
 	t.Helper()
 	nc, _ := s.Env.Connect(t, "client")
-	id := session.NewID()
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := key.ID
+	cfg.Key = key
 	srv, err := session.Serve(t.Context(), nc, id, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -248,7 +248,7 @@ func (h *Handler) indexZero(ctx context.Context, in events.CacheKeyRequested, op
 	if err != nil {
 		return nil, bus.Unavailable(err)
 	}
-	if found {
+	if found && answers(rec, &opts) {
 		// A lazy record gets its snapshot made under both keys.
 		keys := []events.CacheKey{ck}
 		if in.Snapshot && rec.Lazy() {
@@ -275,7 +275,7 @@ func (h *Handler) configKey(ctx context.Context, in events.CacheKeyRequested) ([
 		return nil, bus.Unavailable(err)
 	}
 	keys := append(append([]events.CacheKey(nil), in.Keys...), ck)
-	if found {
+	if found && answers(rec, opts) {
 		return hitEvents(in, ck, rec, opts, keys), nil
 	}
 	out := []events.Event{
@@ -301,6 +301,17 @@ func indexOneKey(opts *events.CacheOpts, key0 events.CacheKey) events.CacheKey {
 		key = source.ConfigKey(diffIDs).String()
 	}
 	return events.CacheKey{Index: 1, Key: key, Digest: source.SolverDigest(key), Pin: key0.Pin, Done: true}
+}
+
+// answers reports whether rec may answer a key of the image opts
+// describes. A record a snapshotter wrote holds the image's content. A lazy
+// record (an imported cache's: blobs, no snapshot) only claims it, and any
+// client may import a cache: it answers only when its layers' diffIDs are
+// the image's own diff_ids (which the snapshotter verifies as it unpacks),
+// so that no import can make another client's build hit a record naming
+// other layers. A record that does not answer is a miss.
+func answers(rec events.CacheRecord, opts *events.CacheOpts) bool {
+	return !rec.Lazy() || sameDiffIDs(rec.Layers, opts.Layers)
 }
 
 // hitEvents answers a key found in the cache index: cache.hit, and when

@@ -88,9 +88,19 @@ func envelopeOf(e events.Event) envelope {
 	return envelope{ID: e.ID, Source: e.Source, BuildID: e.BuildID, CausationID: e.CausationID, Type: e.Type()}
 }
 
-// derived is the envelope of the first output of type typ for req.
-func derived(req events.Event, typ events.Type) envelope {
-	return envelope{ID: events.DeriveID(req.ID, typ, 0), Source: sourceName, BuildID: req.BuildID, CausationID: req.ID, Type: typ}
+// derived is the envelope of the first output of type typ for req, as
+// stored in env's stream.
+func derived(t *testing.T, env *bustest.Env, req events.Event, typ events.Type) envelope {
+	t.Helper()
+	stream, err := env.JS.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetLastMsgForSubject(t.Context(), events.Subject(req.BuildID, req.Type()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return envelope{ID: events.DeriveID(bus.Cause(req.ID, m.Sequence), typ, 0), Source: sourceName, BuildID: req.BuildID, CausationID: req.ID, Type: typ}
 }
 
 func TestServiceOverBus(t *testing.T) {
@@ -113,8 +123,8 @@ func TestServiceOverBus(t *testing.T) {
 			got := rec.Events()
 			want := []envelope{
 				envelopeOf(req),
-				derived(req, events.TypeSourceResolved),
-				derived(req, events.TypeCacheKeyRequested),
+				derived(t, env, req, events.TypeSourceResolved),
+				derived(t, env, req, events.TypeCacheKeyRequested),
 			}
 			if diff := cmp.Diff(want, mapSlice(got, envelopeOf)); diff != "" {
 				t.Fatalf("events (-want +got):\n%s", diff)
@@ -137,7 +147,7 @@ func TestServiceOverBus(t *testing.T) {
 			req := env.Request(t, "bad", events.SourceResolveRequested{Source: op})
 			failed := rec.Wait(t, waitFor, events.TypeSourceFailed)
 
-			if diff := cmp.Diff(derived(req, events.TypeSourceFailed), envelopeOf(failed)); diff != "" {
+			if diff := cmp.Diff(derived(t, env, req, events.TypeSourceFailed), envelopeOf(failed)); diff != "" {
 				t.Errorf("failed envelope (-want +got):\n%s", diff)
 			}
 			want := events.SourceFailed{

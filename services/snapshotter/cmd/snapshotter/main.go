@@ -29,13 +29,20 @@ func main() {
 	leaseTTL := flag.Duration("lease-ttl", service.DurationEnv("STEVEDORE_LEASE_TTL", 30*time.Second), "how long a snapshot lease outlives a dead holder (STEVEDORE_LEASE_TTL)")
 	window := flag.Int("window", intEnv("STEVEDORE_WINDOW", snapshot.DefaultWindow), "layer downloads in flight per snapshot (STEVEDORE_WINDOW)")
 	keepFor := flag.Duration("keep-for", service.DurationEnv("STEVEDORE_KEEP_FOR", 0), "prune hourly the cache records of this node older than this and what they alone kept; 0: never (STEVEDORE_KEEP_FOR)")
+	def := snapshot.DefaultLimits()
+	layerBytes := flag.Int64("max-layer-bytes", int64Env("STEVEDORE_MAX_LAYER_BYTES", def.LayerBytes), "most bytes a layer's files may declare, uncompressed; negative: no limit (STEVEDORE_MAX_LAYER_BYTES)")
+	layerEntries := flag.Int64("max-layer-entries", int64Env("STEVEDORE_MAX_LAYER_ENTRIES", def.LayerEntries), "most entries a layer may hold; negative: no limit (STEVEDORE_MAX_LAYER_ENTRIES)")
+	snapBytes := flag.Int64("max-snapshot-bytes", int64Env("STEVEDORE_MAX_SNAPSHOT_BYTES", def.SnapshotBytes), "most bytes a snapshot's layers may declare; negative: no limit (STEVEDORE_MAX_SNAPSHOT_BYTES)")
+	snapEntries := flag.Int64("max-snapshot-entries", int64Env("STEVEDORE_MAX_SNAPSHOT_ENTRIES", def.SnapshotEntries), "most entries a snapshot's layers may hold; negative: no limit (STEVEDORE_MAX_SNAPSHOT_ENTRIES)")
+	minFree := flag.Int64("min-free-bytes", int64Env("STEVEDORE_MIN_FREE_BYTES", def.MinFreeBytes), "free space an unpack leaves in the data dir; negative: no floor (STEVEDORE_MIN_FREE_BYTES)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-snapshotter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
 			Provision: common.Provision, Replicas: common.Replicas, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
-			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}})
+			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},
+			Limits:   snapshot.Limits{LayerBytes: *layerBytes, LayerEntries: *layerEntries, SnapshotBytes: *snapBytes, SnapshotEntries: *snapEntries, MinFreeBytes: *minFree}})
 		if err != nil {
 			return err
 		}
@@ -46,6 +53,13 @@ func main() {
 
 func intEnv(key string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return n
+	}
+	return def
+}
+
+func int64Env(key string, def int64) int64 {
+	if n, err := strconv.ParseInt(os.Getenv(key), 10, 64); err == nil {
 		return n
 	}
 	return def

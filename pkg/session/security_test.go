@@ -1,0 +1,250 @@
+package session_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/client"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
+	"github.com/stevedore-dev/stevedore/pkg/session"
+)
+
+// startDeployServer runs a NATS server with deploy/nats.conf (every user's
+// password is "<user>-pw") and returns a function that connects as a user
+// the way Stevedore's programs do (bus.ConnectOnce, credentials in the
+// URL). It sets the environment, so its callers are not parallel.
+func startDeployServer(t *testing.T) func(user string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	for _, u := range []string{"admin", "resolver", "puller", "snapshotter", "exporter", "client", "watcher"} {
+		t.Setenv("STEVEDORE_"+strings.ToUpper(u)+"_PASSWORD", u+"-pw")
+	}
+	t.Setenv("STEVEDORE_NATS_NO_AUTH_USER", "client")
+	opts, err := server.ProcessConfigFile(filepath.Join("..", "..", "deploy", "nats.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.HTTPPort, opts.StoreDir = "127.0.0.1", server.RANDOM_PORT, 0, t.TempDir()
+	opts.NoSigs, opts.NoLog = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	addr := strings.TrimPrefix(srv.ClientURL(), "nats://")
+	return func(user string) (*nats.Conn, jetstream.JetStream) {
+		t.Helper()
+		nc, js, err := bus.ConnectOnce(fmt.Sprintf("nats://%s:%s-pw@%s", user, user, addr), "test-"+user, 5*time.Second,
+			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		if err != nil {
+			t.Fatalf("connect as %s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc, js
+	}
+}
+
+// tap subscribes nc to subjects and records what arrives.
+type tap struct {
+	mu   sync.Mutex
+	msgs []*nats.Msg
+}
+
+func tapOn(t *testing.T, nc *nats.Conn, subjects ...string) *tap {
+	t.Helper()
+	tp := &tap{}
+	for _, s := range subjects {
+		_, _ = nc.Subscribe(s, func(m *nats.Msg) {
+			tp.mu.Lock()
+			tp.msgs = append(tp.msgs, m)
+			tp.mu.Unlock()
+		})
+	}
+	_ = nc.Flush()
+	return tp
+}
+
+func (tp *tap) all() []*nats.Msg {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return append([]*nats.Msg(nil), tp.msgs...)
+}
+
+// Finding 3: replies others can read. Under deploy/nats.conf, a client
+// and a watcher subscribe to every inbox they can name while a service
+// reads a layer from another client's session and pulls a delivery from
+// its durable consumer: neither sees the layer's bytes nor the delivery,
+// and a +TERM the client sends to the delivery's ack subject (as if it
+// had seen it) does not end the service's delivery.
+func TestSecurityDeployReplies(t *testing.T) {
+	connect := startDeployServer(t)
+	// The spies, subscribed to every inbox there is to name.
+	inboxes := []string{"_INBOX.>", "_INBOX_resolver.>", "_INBOX_puller.>", "_INBOX_snapshotter.>", "_INBOX_exporter.>", "_INBOX_client.>", "_INBOX_watcher.>"}
+	spyNC, _ := connect("client")
+	spy := tapOn(t, spyNC, inboxes...)
+	watchNC, _ := connect("watcher")
+	watchSpy := tapOn(t, watchNC, inboxes...)
+
+	// A client serves a layout; the snapshotter reads a blob of it.
+	l, err := ocilayout.Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("the private layer of another client's layout")
+	desc := ocispec.Descriptor{Digest: digest.FromBytes(data), Size: int64(len(data))}
+	if _, err := l.WriteBlobBytes(t.Context(), desc, data); err != nil {
+		t.Fatal(err)
+	}
+	ownerNC, ownerJS := connect("client")
+	if _, err := session.Serve(t.Context(), ownerNC, "victim", session.Config{Stores: map[string]*ocilayout.Layout{"app": l}}); err != nil {
+		t.Fatal(err)
+	}
+	snapNC, _ := connect("snapshotter")
+	c, err := session.NewClient(snapNC, session.WithRequestTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ReadBlob(t.Context(), "victim", "app", desc, 1<<20); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the snapshotter reads %q, %v", got, err)
+	}
+
+	// The fleet's topology, and a build request for the resolver.
+	_, adminJS := connect("admin")
+	if err := bus.Provision(t.Context(), adminJS, bus.Topology{Consumers: []bus.Consumer{bus.ResolverConsumer()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Submit(t.Context(), ownerJS, "victim-build", events.SourceResolveRequested{Source: events.SourceOp{Identifier: "docker-image://example.com/a:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, resolverJS := connect("resolver")
+	cons, err := resolverJS.Consumer(t.Context(), events.StreamEvents, events.ConsumerResolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivery jetstream.Msg
+	for m := range batch.Messages() {
+		delivery = m
+	}
+	if delivery == nil {
+		t.Fatal("the resolver got no delivery")
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	for who, tp := range map[string]*tap{"client": spy, "watcher": watchSpy} {
+		for _, m := range tp.all() {
+			if bytes.Contains(m.Data, data) {
+				t.Errorf("the %s user read the session's layer on %s", who, m.Subject)
+			}
+			if strings.HasPrefix(m.Reply, "$JS.ACK.") {
+				t.Errorf("the %s user received the resolver's delivery (ack subject %s)", who, m.Reply)
+				if who == "client" {
+					_ = m.Respond([]byte("+TERM"))
+				}
+			}
+		}
+	}
+	// As if the client had learnt the ack subject anyway.
+	_ = spyNC.Publish(delivery.Reply(), []byte("+TERM"))
+	_ = spyNC.Flush()
+	time.Sleep(200 * time.Millisecond)
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 1 {
+		t.Errorf("the resolver's delivery is no longer pending (%d pending): a client terminated it", info.NumAckPending)
+	}
+	if err := delivery.DoubleAck(t.Context()); err != nil {
+		t.Errorf("the resolver cannot ack its own delivery: %v", err)
+	}
+}
+
+// Finding 3, session answers: a client (the same NATS user as every
+// client) subscribes to another client's session subjects and answers the
+// fleet's requests with content of its own. A reader accepts answers only
+// from the session it asked: forged answers are ignored, whether or not
+// the real session is there.
+func TestSecuritySessionAnswersAuthenticated(t *testing.T) {
+	connect := startDeployServer(t)
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := key.ID
+	forgedEntry := session.Entry{Path: "injected", Mode: 0o644, Size: 5}
+	attackerNC, _ := connect("client")
+	if _, err := attackerNC.Subscribe(session.Filter(id), func(m *nats.Msg) {
+		reply := nats.NewMsg(m.Reply)
+		switch m.Subject[strings.LastIndexByte(m.Subject, '.')+1:] {
+		case session.OpList:
+			reply.Data, _ = json.Marshal(session.ListReply{Entries: []session.Entry{forgedEntry}})
+		default:
+			reply.Header.Set(session.HeaderSize, "5")
+			reply.Data = []byte("evil!")
+		}
+		_ = attackerNC.PublishMsg(reply)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = attackerNC.Flush()
+
+	snapNC, _ := connect("snapshotter")
+	c, err := session.NewClient(snapNC, session.WithRequestTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The session is not there: only the attacker answers.
+	if entries, err := c.List(t.Context(), id, "context", session.DirFilter{}); err == nil {
+		t.Errorf("a reader accepted a listing no session signed: %+v", entries)
+	}
+	evil := []byte("evil!")
+	if got, err := c.ReadBlob(t.Context(), id, "app", ocispec.Descriptor{Digest: digest.FromBytes(evil), Size: 5}, 1<<20); err == nil {
+		t.Errorf("a reader accepted a blob no session signed: %q", got)
+	}
+
+	// The session serves; the attacker still answers too.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "real"), []byte("real"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ownerNC, _ := connect("client")
+	if _, err := session.Serve(t.Context(), ownerNC, id, session.Config{Key: key, Dirs: map[string]string{"context": dir}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		entries, err := c.List(t.Context(), id, "context", session.DirFilter{})
+		if err != nil || len(entries) != 1 || entries[0].Path != "real" {
+			t.Fatalf("the reader lists %+v, %v; want the session's one file", entries, err)
+		}
+	}
+	// A session that does not hold the key of its id cannot serve it.
+	other, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := session.Serve(t.Context(), ownerNC, id, session.Config{Key: other}); err == nil {
+		t.Error("a session served an id whose key it does not hold")
+	}
+}

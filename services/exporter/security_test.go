@@ -1,0 +1,123 @@
+package exporter_test
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/cachefmt"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+	"github.com/stevedore-dev/stevedore/services/fleettest"
+)
+
+// poisonedCache is the attack of a client that knows another image's
+// index-0 key (resolve --json prints it): it pulls an image of its own,
+// exports its cache, and renames the record of its own index-0 key to the
+// victim's record digest, so that the cache claims its layers are the
+// victim's image. It returns the cache directory.
+func poisonedCache(t *testing.T, f *fleet, victimKey0 string) string {
+	t.Helper()
+	evil := f.Push(t, "buildkit-base", "evil/app:1")
+	build, ready := f.pull(t, evil)
+	dir := filepath.Join(t.TempDir(), "poison")
+	if _, err := f.export(t, build, events.CacheExportRequested{Target: "type=local,dest=" + dir, Build: build}); err != nil {
+		t.Fatal(err)
+	}
+	var own string
+	for _, k := range ready.Keys {
+		if k.Index == 0 {
+			own = cachefmt.RecordDigest(k.Digest, 0).String()
+		}
+	}
+	victim := cachefmt.RecordDigest(source.SolverDigest(victimKey0), 0).String()
+	l, err := ocilayout.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := l.Resolve(t.Context(), "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := l.ReadBlob(t.Context(), top, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cachefmt.ReadManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := l.ReadBlob(t.Context(), m.Config, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(cfg, []byte(own)) {
+		t.Fatalf("the exported cache has no record %s", own)
+	}
+	cfg = bytes.ReplaceAll(cfg, []byte(own), []byte(victim))
+	cd := ocispec.Descriptor{MediaType: cachefmt.MediaTypeConfig, Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
+	if _, err := l.WriteBlobBytes(t.Context(), cd, cfg); err != nil {
+		t.Fatal(err)
+	}
+	mdata, md, err := cachefmt.BuildManifest(cachefmt.FormImageManifest, true, m.Layers, cd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.WriteBlobBytes(t.Context(), md, mdata); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Tag(t.Context(), md, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Finding 1: one client's cache import never changes another client's
+// result. A cache whose record claims the victim's index-0 key but names
+// the attacker's layers is imported; the victim, who imports nothing,
+// must still get its own image: no hit answered from the forged record,
+// and a pull that makes the victim's own snapshot.
+func TestSecurityImportCannotPoison(t *testing.T) {
+	t.Parallel()
+	fx := fleettest.LoadFixtures(t)
+	victimImg := fx.Images["single"]
+	key0 := victimImg.Field(t, "linux/amd64", "key0")
+	key1 := victimImg.Field(t, "linux/amd64", "key1")
+
+	f := newFleet(t)
+	victim := f.Push(t, "single", "victim/app:1")
+	dir := poisonedCache(t, f, key0)
+	f.fresh(t)
+	out, err := f.importCache(t, "type=local,src="+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Imported.Records) == 0 {
+		t.Fatal("the poisoned cache imported no record: the attack was not tried")
+	}
+
+	// A resolve of the victim's image (no import named).
+	switch e := fleettest.Final(t, f.Resolve(t, "docker-image://"+victim, nil, "linux/amd64")).Data.(type) {
+	case events.CacheHit:
+		t.Errorf("resolve of the victim's image hit at index %d with the attacker's record (chainID %s, %d layers)", e.Key.Index, e.Record.ChainID, len(e.Record.Layers))
+	case events.CacheMiss:
+	default:
+		t.Errorf("resolve ended with %s", e.EventType())
+	}
+
+	// A pull of the victim's image makes the victim's own snapshot.
+	rec, _ := f.Request(t, "docker-image://"+victim, nil, "linux/amd64", true)
+	end := fleettest.PullEnd(t, rec)
+	ready, ok := end.Data.(events.SnapshotReady)
+	if !ok {
+		t.Fatalf("pull of the victim's image ended with %s, want snapshot.ready", bustest.Summary([]events.Event{end}))
+	}
+	if got := ready.ChainID; got != key1 {
+		t.Errorf("pull of the victim's image made snapshot %s, want its own chainID %s", got, key1)
+	}
+}

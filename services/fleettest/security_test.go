@@ -1,0 +1,214 @@
+package fleettest_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/client"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/services/fleettest"
+	"github.com/stevedore-dev/stevedore/services/snapshotter"
+)
+
+// Finding 2: duplicate-id pre-emption. Output ids are derived from the
+// cause's id, and JetStream drops a repeated Nats-Msg-Id stream-wide. A
+// client that knows a build's request id (the build id plus "-request")
+// publishes, on the one subject it may publish to, messages carrying the
+// ids of every output the fleet will derive along the build's path: the
+// resolver's, the puller's for both indexes, the snapshotter's. The
+// victim's pull must still end with its snapshot.
+func TestSecurityDuplicateIDPreemption(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	s.Snapshotter(t)
+	ref := s.Push(t, "single", "victim/app:1")
+
+	// The ids a pull of an image derives, step by step, from its request.
+	const build = "victim-build"
+	req := build + "-request"
+	resolved := events.DeriveID(req, events.TypeSourceResolved, 0)
+	key0 := events.DeriveID(req, events.TypeCacheKeyRequested, 0)
+	var forged []string
+	forged = append(forged, resolved, key0)
+	for n := range 8 {
+		forged = append(forged, events.DeriveID(key0, events.TypeProgress, n))
+	}
+	computed0 := events.DeriveID(key0, events.TypeCacheKeyComputed, 0)
+	key1 := events.DeriveID(key0, events.TypeCacheKeyRequested, 0)
+	forged = append(forged, computed0, key1)
+	miss := events.DeriveID(key1, events.TypeCacheMiss, 0)
+	snap := events.DeriveID(key1, events.TypeSnapshotRequested, 0)
+	forged = append(forged, events.DeriveID(key1, events.TypeCacheKeyComputed, 0), miss, snap)
+	for n := range 16 {
+		forged = append(forged, events.DeriveID(snap, events.TypeProgress, n))
+	}
+	forged = append(forged, events.DeriveID(snap, events.TypeSnapshotReady, 0), events.DeriveID(snap, events.TypeSnapshotFailed, 0))
+
+	nc, js := s.Env.Connect(t, "attacker")
+	for _, id := range forged {
+		m := nats.NewMsg(events.Subject("attacker-build", events.TypeSourceResolveRequested))
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte("{}")
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = nc
+	// An attacker that also knows how the fleet derives ids from a stored
+	// message's sequence predicts the request's (nothing else publishes
+	// meanwhile) and takes the ids of the resolver's outputs.
+	stream, err := js.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqSeq := stream.CachedInfo().State.LastSeq + 3
+	cause := fmt.Sprintf("%s@%d", req, reqSeq)
+	for _, id := range []string{events.DeriveID(cause, events.TypeSourceResolved, 0), events.DeriveID(cause, events.TypeCacheKeyRequested, 0)} {
+		m := nats.NewMsg(events.Subject("attacker-build", events.TypeSourceResolveRequested))
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte("{}")
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	rec := s.Env.Record(t, build)
+	s.Env.Request(t, build, events.SourceResolveRequested{Source: events.SourceOp{Identifier: "docker-image://" + ref}, Snapshot: true})
+	e := rec.Wait(t, 15*time.Second, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
+	if _, ok := e.Data.(events.SnapshotReady); !ok {
+		t.Fatalf("the victim's pull ended with %s, want snapshot.ready", e.Type())
+	}
+	if got := rec.OfType(events.TypeSourceResolveRequested)[0]; got.ID != req {
+		t.Fatalf("request id %s", got.ID)
+	}
+	if resolved := rec.OfType(events.TypeSourceResolved); len(resolved) != 1 || resolved[0].ID == events.DeriveID(cause, events.TypeSourceResolved, 0) {
+		t.Errorf("source.resolved: %d events, want one under a reissued id (the predicted sequence was %d)", len(resolved), reqSeq)
+	}
+}
+
+// A build id used twice is refused with a clear error, not merged with
+// the first build (whose events the second client would read as its own).
+func TestSecurityReusedBuildIDRefused(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	op := events.SourceOp{Identifier: "docker-image://" + s.Registry.Host() + "/nothing/here:1"}
+	if _, err := client.Submit(t.Context(), s.Env.JS, "reused", events.SourceResolveRequested{Source: op}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := client.Submit(t.Context(), s.Env.JS, "reused", events.SourceResolveRequested{Source: op, Snapshot: true})
+	if err == nil {
+		t.Fatal("a second build under one build id was accepted")
+	}
+	if !errors.Is(err, bus.ErrDuplicateID) {
+		t.Errorf("reused build id: %v, want bus.ErrDuplicateID", err)
+	}
+}
+
+// Finding 4, at the fleet: a layer past the snapshotter's limits fails the
+// pull at once, as a permanent failure (one attempt, code invalid) that
+// names the limit and none of the node's paths; no retries.
+func TestSecuritySnapshotLimitIsPermanent(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	_, svc := s.Snapshotter(t, func(c *snapshotter.Config) { c.Limits = snapshot.Limits{LayerBytes: 16} })
+	ref := s.Push(t, "single", "big/app:1")
+	rec, _ := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", true)
+	e := fleettest.PullEnd(t, rec)
+	failed, ok := e.Data.(events.SnapshotFailed)
+	if !ok {
+		t.Fatalf("pull past the layer size limit ended with %s, want snapshot.failed", e.Type())
+	}
+	if failed.Code != "invalid" || failed.Attempts != 1 || !strings.Contains(failed.Reason, "layer size limit") {
+		t.Errorf("failure %+v: want code invalid, one attempt, the limit named", failed)
+	}
+	if strings.Contains(failed.Reason, svc.Store().Root()) {
+		t.Errorf("the failure shows the data dir: %s", failed.Reason)
+	}
+}
+
+// Finding 6: an event whose layer's diffID is not a digest ("x") fails at
+// once as invalid: no panic, no retries.
+func TestSecurityBadDiffIDIsInvalid(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Snapshotter(t)
+	ref := s.Push(t, "single", "bad/diffid:1")
+	opts := events.CacheOpts{Ref: ref, RootFSType: "layers", Layers: []events.Layer{{
+		Blob:   ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromString("blob"), Size: 4},
+		DiffID: "x",
+	}}}
+	rec := s.Env.Record(t, "baddiff")
+	key := events.CacheKey{Index: 1, Key: "k", Digest: digest.FromString("k"), Done: true}
+	s.Env.Request(t, "baddiff", events.SnapshotRequested{Source: events.SourceOp{Identifier: "docker-image://" + ref}, Keys: []events.CacheKey{key}, CacheOpts: &opts})
+	e := rec.Wait(t, 15*time.Second, events.TypeSnapshotFailed, events.TypeSnapshotReady)
+	failed, ok := e.Data.(events.SnapshotFailed)
+	if !ok || failed.Code != "invalid" || failed.Attempts != 1 {
+		t.Errorf("snapshot of a layer with diffID \"x\" ended with %+v, want snapshot.failed invalid at the first attempt", e.Data)
+	}
+}
+
+// Finding 6: credentials in a source URL are refused by the client before
+// it publishes anything, and a request that carries them anyway (a client
+// that skips the check) is refused by the resolver without the secret
+// reaching any event it emits or the dead-letter stream.
+func TestSecurityCredentialsInURLsRefused(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	const secret = "pw-s3cret"
+	op := events.SourceOp{Identifier: "https://user:" + secret + "@" + s.Registry.Host() + "/file"}
+	if _, err := client.Submit(t.Context(), s.Env.JS, "creds-client", events.SourceResolveRequested{Source: op}); err == nil {
+		t.Error("the client published a source with credentials in its URL")
+	}
+	stream, err := s.Env.JS.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(events.BuildFilter("creds-client")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.State.Subjects) != 0 {
+		t.Errorf("the events stream holds %v for the refused build", info.State.Subjects)
+	}
+
+	rec := s.Env.Record(t, "creds-raw")
+	s.Env.Request(t, "creds-raw", events.SourceResolveRequested{Source: op})
+	e := rec.Wait(t, 15*time.Second, events.TypeSourceFailed, events.TypeCacheHit, events.TypeCacheMiss)
+	if f, ok := e.Data.(events.SourceFailed); !ok || f.Code != "invalid" {
+		t.Errorf("a request with credentials in its URL ended with %+v, want source.failed invalid", e.Data)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, ev := range rec.Events()[1:] {
+		m, err := events.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(m.Data), secret) {
+			t.Errorf("%s repeats the password: %s", ev.Type(), m.Data)
+		}
+	}
+	dlq, err := s.Env.JS.Stream(t.Context(), events.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := dlq.CachedInfo().State.Msgs; n != 0 {
+		for seq := uint64(1); seq <= dlq.CachedInfo().State.LastSeq; seq++ {
+			if m, err := dlq.GetMsg(t.Context(), seq); err == nil && strings.Contains(string(m.Data), secret) {
+				t.Errorf("the dead-letter stream holds the password (#%d)", seq)
+			}
+		}
+	}
+}
