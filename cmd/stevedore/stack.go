@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +30,9 @@ type stackConfig struct {
 	registry    registry.Config
 	snapshotter snapshot.Kind
 	log         *slog.Logger
+	// tagMaxAge and tagRevalidate are the puller's tag freshness
+	// (puller.Config.TagMaxAge, TagRevalidate).
+	tagMaxAge, tagRevalidate time.Duration
 }
 
 // stack is an embedded NATS server with every service running against it,
@@ -72,7 +76,8 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log})
+	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
+		TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate})
 	if err != nil {
 		s.close()
 		return nil, err

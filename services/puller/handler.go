@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/platforms"
@@ -37,6 +38,7 @@ type Flight interface {
 	Do(ctx context.Context, key string, accept func([]byte) bool, work func(context.Context) ([]byte, error)) (lease.Result, error)
 	Get(ctx context.Context, key string) ([]byte, bool, error)
 	Update(ctx context.Context, key string, change func(old []byte, found bool) ([]byte, error)) error
+	Refresh(ctx context.Context, key string, work func(context.Context) ([]byte, error)) error
 }
 
 // CacheIndex looks keys up.
@@ -75,6 +77,16 @@ type Handler struct {
 	secrets Secrets
 	// git lists git remotes (git.go).
 	git GitLister
+	// tagMaxAge is how long the fleet's resolution of a tag answers
+	// without the registry; zero asks the registry every time.
+	tagMaxAge time.Duration
+	// tagRevalidate is how long past tagMaxAge a resolution still answers
+	// at once while one replica revalidates it.
+	tagRevalidate time.Duration
+	// revalidating holds the tag keys this replica revalidates now.
+	revalidating sync.Map
+	// background runs the revalidations.
+	background sync.WaitGroup
 	// walked remembers CacheOpts this replica has seen. They are keyed by
 	// repository, top-level digest and platform, so they never change: a
 	// warm resolve skips the bucket round trip.
@@ -88,10 +100,12 @@ const walkedCacheSize = 4096
 type Option func(*options) error
 
 type options struct {
-	httpShared Flight
-	httpClient HTTPClient
-	sessions   Sessions
-	secrets    Secrets
+	tagMaxAge     time.Duration
+	tagRevalidate time.Duration
+	httpShared    Flight
+	httpClient    HTTPClient
+	sessions      Sessions
+	secrets       Secrets
 }
 
 // WithHTTP makes the handler compute the keys of http and https sources,
@@ -117,6 +131,25 @@ func WithHTTPClient(c HTTPClient) Option {
 			return errors.New("puller: WithHTTPClient: nil client")
 		}
 		o.httpClient = c
+		return nil
+	}
+}
+
+// WithTagFreshness lets the fleet's resolution of a tag answer for maxAge
+// without asking the registry (image.resolvemode=default only: pull
+// always asks, local takes any), and, for revalidate past that, answer at
+// once while one replica of the fleet asks the registry again in the
+// background. The default is 0 and 0: the registry is asked for every
+// request, as BuildKit does.
+func WithTagFreshness(maxAge, revalidate time.Duration) Option {
+	return func(o *options) error {
+		if maxAge < 0 || revalidate < 0 {
+			return errors.New("puller: WithTagFreshness: negative duration")
+		}
+		if maxAge == 0 && revalidate > 0 {
+			return errors.New("puller: WithTagFreshness: a revalidate window needs a max age")
+		}
+		o.tagMaxAge, o.tagRevalidate = maxAge, revalidate
 		return nil
 	}
 }
@@ -148,16 +181,18 @@ func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.
 		return nil, err
 	}
 	h := &Handler{
-		manager:    source.NewManager[keyFunc](),
-		registry:   reg,
-		flight:     flight,
-		index:      index,
-		platform:   platforms.Normalize(platform),
-		now:        time.Now,
-		httpShared: o.httpShared,
-		httpClient: o.httpClient,
-		sessions:   o.sessions,
-		secrets:    o.secrets,
+		manager:       source.NewManager[keyFunc](),
+		registry:      reg,
+		flight:        flight,
+		index:         index,
+		platform:      platforms.Normalize(platform),
+		now:           time.Now,
+		tagMaxAge:     o.tagMaxAge,
+		tagRevalidate: o.tagRevalidate,
+		httpShared:    o.httpShared,
+		httpClient:    o.httpClient,
+		sessions:      o.sessions,
+		secrets:       o.secrets,
 	}
 	h.walked, _ = lru.New[string, events.CacheOpts](walkedCacheSize)
 	h.manager.Register(h.imageKey, source.SchemeDockerImage)
@@ -211,10 +246,11 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 		requestedAt = env.Time
 	}
 
-	top, err := h.resolveTop(ctx, img, requestedAt)
+	tag, err := h.resolveTop(ctx, img, requestedAt)
 	if err != nil {
 		return nil, classify(err)
 	}
+	top := tag.Top
 	if img.Checksum != "" && top.Digest != img.Checksum {
 		return nil, bus.Invalid(fmt.Errorf("image digest %s for %s does not match expected checksum %s", top.Digest, ref, img.Checksum))
 	}
@@ -223,7 +259,14 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 		return nil, classify(err)
 	}
 	opts.Ref = pinnedRef(img, opts.Top.Digest)
-	return h.indexZero(ctx, in, opts, platform, img.LayerLimit, "resolve "+ref, started)
+	opts.Resolution = tag.Resolution
+	out, err := h.indexZero(ctx, in, opts, platform, img.LayerLimit, "resolve "+ref, started)
+	if note := resolutionNote(ref, top, tag.Resolution, h.now()); note != "" && err == nil {
+		at := h.now()
+		line := events.New(events.Progress{Vertex: in.Source.Identifier, ID: note, Action: tag.Resolution.From, Started: &at, Completed: &at})
+		out = append([]events.Event{line}, out...)
+	}
+	return out, err
 }
 
 // indexZero ends index 0 of an image (docker-image, oci-layout) once its
@@ -379,18 +422,35 @@ type tagResolution struct {
 	ResolvedAt time.Time          `json:"resolvedAt"`
 }
 
+// tagAnswer is the digest a tag resolved to for one request.
+type tagAnswer struct {
+	// Top is the top-level descriptor (its media type may be empty for a
+	// digest reference).
+	Top ocispec.Descriptor
+	// Resolution says where Top came from when the registry was not asked
+	// for this request; nil when it was.
+	Resolution *events.Resolution
+}
+
 // resolveTop returns the top-level descriptor of the reference. A digest
 // reference needs no registry request (its media type comes with the
-// manifest walk). A tag is resolved once for all requests made before the
-// resolution started, following the resolve mode: pull asks the registry,
-// default asks it and falls back to the last known answer when it is
-// unavailable, local takes the last known answer when there is one.
-func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, requestedAt time.Time) (ocispec.Descriptor, error) {
+// manifest walk). A tag follows the resolve mode: pull asks the registry,
+// local takes the fleet's last answer when there is one, and default
+// uses the fleet's memory of the tag (fresh, stale: see freshTag), asks
+// the registry otherwise, and falls back to the last known answer when it
+// is down. The registry is asked once for all requests made before the
+// asking started.
+func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, requestedAt time.Time) (tagAnswer, error) {
 	if d := img.Reference.Digest(); d != "" {
-		return ocispec.Descriptor{Digest: d}, nil
+		return tagAnswer{Top: ocispec.Descriptor{Digest: d}}, nil
 	}
 	ref := img.Reference.String()
 	key := flightKey("tag", ref)
+	if img.ResolveMode == source.ResolveModeDefault && h.tagMaxAge > 0 {
+		if a, ok := h.freshTag(ctx, ref, key, requestedAt); ok {
+			return a, nil
+		}
+	}
 	accept := func(v []byte) bool {
 		var r tagResolution
 		if json.Unmarshal(v, &r) != nil {
@@ -398,30 +458,112 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 		}
 		return img.ResolveMode == source.ResolveModePreferLocal || !r.ResolvedAt.Before(requestedAt)
 	}
-	res, err := h.flight.Do(ctx, key, accept, func(ctx context.Context) ([]byte, error) {
+	res, err := h.flight.Do(ctx, key, accept, h.askRegistry(ref))
+	var outage *events.Resolution
+	// A registry that is down (unavailable, or unreachable: refusing
+	// connections) leaves the last answer; one that said no does not.
+	if cerr := classify(err); err != nil && img.ResolveMode == source.ResolveModeDefault &&
+		(!bus.Permanent(cerr) || errors.Is(cerr, bus.ErrUnreachable)) {
+		if v, found, gerr := h.flight.Get(ctx, key); gerr == nil && found {
+			res = lease.Result{Value: v}
+			outage = &events.Resolution{From: events.ResolvedOutage, Error: err.Error()}
+			err = nil
+		}
+	}
+	if err != nil {
+		return tagAnswer{}, err
+	}
+	var r tagResolution
+	if err := json.Unmarshal(res.Value, &r); err != nil {
+		return tagAnswer{}, fmt.Errorf("stored resolution of %s: %w", ref, err)
+	}
+	a := tagAnswer{Top: r.Top, Resolution: outage}
+	if outage != nil {
+		outage.ResolvedAt = r.ResolvedAt
+	} else if img.ResolveMode == source.ResolveModePreferLocal && res.Outcome == lease.Stored {
+		a.Resolution = &events.Resolution{From: events.ResolvedLocal, ResolvedAt: r.ResolvedAt}
+	}
+	return a, nil
+}
+
+// askRegistry is the work of a tag's resolution: the registry's answer,
+// stamped with when it was asked.
+func (h *Handler) askRegistry(ref string) func(context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, error) {
 		at := h.now()
 		desc, err := h.registry.Resolve(ctx, ref)
 		if err != nil {
 			return nil, err
 		}
 		return json.Marshal(tagResolution{Top: desc, ResolvedAt: at})
-	})
-	// A registry that is down (unavailable, or unreachable: refusing
-	// connections) leaves the last answer; one that said no does not.
-	if cerr := classify(err); err != nil && img.ResolveMode == source.ResolveModeDefault &&
-		(!bus.Permanent(cerr) || errors.Is(cerr, bus.ErrUnreachable)) {
-		if v, found, gerr := h.flight.Get(ctx, key); gerr == nil && found {
-			res, err = lease.Result{Value: v}, nil
-		}
 	}
-	if err != nil {
-		return ocispec.Descriptor{}, err
+}
+
+// freshTag answers a tag from the fleet's memory without asking the
+// registry: a resolution made at most tagMaxAge before the request is
+// fresh; one older, but within tagRevalidate past the max age, is stale:
+// it answers at once, and one replica of the fleet (the one holding the
+// tag's lease) asks the registry again in the background. ok is false
+// when the memory has no answer (none, unreadable, too old, or the
+// bucket failed): the caller asks the registry.
+func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt time.Time) (a tagAnswer, ok bool) {
+	v, found, err := h.flight.Get(ctx, key)
+	if err != nil || !found {
+		return a, false
 	}
 	var r tagResolution
-	if err := json.Unmarshal(res.Value, &r); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("stored resolution of %s: %w", ref, err)
+	if json.Unmarshal(v, &r) != nil {
+		return a, false
 	}
-	return r.Top, nil
+	age := requestedAt.Sub(r.ResolvedAt)
+	switch {
+	case age <= h.tagMaxAge:
+		return tagAnswer{Top: r.Top, Resolution: &events.Resolution{From: events.ResolvedFresh, ResolvedAt: r.ResolvedAt}}, true
+	case age <= h.tagMaxAge+h.tagRevalidate:
+		h.revalidateTag(ctx, ref, key)
+		return tagAnswer{Top: r.Top, Resolution: &events.Resolution{From: events.ResolvedStale, ResolvedAt: r.ResolvedAt}}, true
+	}
+	return a, false
+}
+
+// revalidateTag asks the registry for ref in the background, once per
+// replica at a time and, through the tag's lease, once for the fleet: a
+// replica that finds the lease held leaves it to its holder. A failure
+// keeps the stale answer until the window closes; the requests after that
+// ask the registry themselves (and fall back on an outage).
+func (h *Handler) revalidateTag(ctx context.Context, ref, key string) {
+	if _, busy := h.revalidating.LoadOrStore(key, struct{}{}); busy {
+		return
+	}
+	h.background.Go(func() {
+		defer h.revalidating.Delete(key)
+		// The revalidation belongs to the fleet, not to the request that
+		// noticed the stale answer: it outlives it, bounded.
+		bctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), tagRevalidateTimeout,
+			fmt.Errorf("revalidating %s took longer than %s", ref, tagRevalidateTimeout))
+		defer cancel()
+		_ = h.flight.Refresh(bctx, key, h.askRegistry(ref))
+	})
+}
+
+// tagRevalidateTimeout bounds a background revalidation of a tag.
+const tagRevalidateTimeout = 30 * time.Second
+
+// resolutionNote is the progress line that says a tag's digest did not
+// come from the registry just now; empty when it did, or when it was
+// fresh (the client asked for that memory).
+func resolutionNote(ref string, top ocispec.Descriptor, r *events.Resolution, now time.Time) string {
+	if r == nil {
+		return ""
+	}
+	age := now.Sub(r.ResolvedAt).Round(time.Second)
+	switch r.From {
+	case events.ResolvedOutage:
+		return fmt.Sprintf("registry unavailable for %s (%s): using the last known digest %s, resolved %s ago", ref, r.Error, top.Digest, age)
+	case events.ResolvedStale:
+		return fmt.Sprintf("%s: using %s resolved %s ago while the fleet revalidates it", ref, top.Digest, age)
+	}
+	return ""
 }
 
 // manifests returns the CacheOpts of (repository, top digest, platform),

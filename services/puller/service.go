@@ -47,6 +47,17 @@ type Config struct {
 	// Registry configures registry access (credentials, insecure hosts,
 	// manifest size cap).
 	Registry registry.Config
+	// TagMaxAge is how long the fleet's resolution of a tag answers a
+	// request without the registry being asked (image.resolvemode=default;
+	// pull always asks, local takes any age). Zero means the registry is
+	// asked for every request, as BuildKit does.
+	TagMaxAge time.Duration
+	// TagRevalidate is how long past TagMaxAge a resolution still answers
+	// at once while one replica of the fleet revalidates it in the
+	// background (stale-while-revalidate); the progress says so. Zero
+	// means none: past the max age the request waits for the registry.
+	// It needs TagMaxAge.
+	TagRevalidate time.Duration
 	// LeaseTTL is how long a fetch lease outlives a dead holder. Zero means
 	// 30s.
 	LeaseTTL time.Duration
@@ -101,6 +112,12 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	if c.Concurrency < 0 || c.LeaseTTL < 0 {
 		return errors.New("puller: negative concurrency or lease TTL")
+	}
+	if c.TagMaxAge < 0 || c.TagRevalidate < 0 {
+		return errors.New("puller: negative tag max age or revalidate window")
+	}
+	if c.TagMaxAge == 0 && c.TagRevalidate > 0 {
+		return errors.New("puller: a tag revalidate window needs a tag max age")
 	}
 	return c.Consumer.Validate()
 }
@@ -165,7 +182,8 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h, err := NewHandler(reg, flight, index, s.cfg.Platform, WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions))
+	h, err := NewHandler(reg, flight, index, s.cfg.Platform, WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions),
+		WithTagFreshness(s.cfg.TagMaxAge, s.cfg.TagRevalidate))
 	if err != nil {
 		return err
 	}
