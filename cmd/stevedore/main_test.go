@@ -96,7 +96,8 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
 // a free port for an embedded NATS ($NATS_PORT), a port another listener
 // holds while the script runs ($BUSY_PORT), a port nothing listens on
-// ($DEAD_PORT), a server answering 503 ($FLAKYHOST), and an http server
+// ($DEAD_PORT), a server answering 503 ($FLAKYHOST), a proxy to the
+// registry that "regproxy stop" takes down ($PROXYREG), and an http server
 // ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, the
 // directory of the fixture layouts ($IMAGES, for --oci-layout), and
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
@@ -169,7 +170,7 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context())},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd},
 		// [ci] holds when the env var CI is set: a script's check that
 		// needs a tool then fails instead of skipping.
 		Condition: func(cond string) (bool, error) {
@@ -198,6 +199,13 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			env.Setenv("DEAD_PORT", fmt.Sprint(dead))
+			proxy, err := startProxy(t.Context(), reg.Host())
+			if err != nil {
+				return err
+			}
+			env.Values[proxyKey{}] = proxy
+			env.Defer(proxy.stop)
+			env.Setenv("PROXYREG", proxy.l.Addr().String())
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("DOCKER_CONFIG", filepath.Join(env.WorkDir, ".docker"))
 			return nil

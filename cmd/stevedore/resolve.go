@@ -281,6 +281,12 @@ func printOutcome(w io.Writer, out client.Outcome) {
 		fmt.Fprintf(tw, "pin\t%s\n", out.Pin)
 	}
 	for _, k := range out.Keys {
+		if k.Stale != "" {
+			fmt.Fprintf(tw, "stale\t%s\n", k.Stale)
+			break
+		}
+	}
+	for _, k := range out.Keys {
 		state := "miss"
 		if out.Hit != nil && out.Hit.Key.Index == k.Index {
 			state = "hit"

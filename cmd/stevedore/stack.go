@@ -33,6 +33,9 @@ type stackConfig struct {
 	// tagMaxAge and tagRevalidate are the puller's tag freshness
 	// (puller.Config.TagMaxAge, TagRevalidate).
 	tagMaxAge, tagRevalidate time.Duration
+	// keepFor makes the snapshotter prune records older than it; zero
+	// never does.
+	keepFor time.Duration
 }
 
 // stack is an embedded NATS server with every service running against it,
@@ -89,7 +92,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	}
 	s.snap, err = snapshotter.New(ctx, sjs, snapshotter.Config{
 		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
-		Node: "embedded", Registry: cfg.registry, Logger: cfg.log,
+		Node: "embedded", Registry: cfg.registry, Logger: cfg.log, KeepFor: cfg.keepFor,
 	})
 	if err != nil {
 		s.close()

@@ -44,6 +44,10 @@ type CacheKey struct {
 	Pin string `json:"pin"`
 	// Done reports that no further index will be asked for.
 	Done bool `json:"done"`
+	// Stale, when set, says that Pin is the tag's last known resolution,
+	// used because the registry could not be asked: when that resolution
+	// was made and why the registry did not answer.
+	Stale string `json:"stale,omitempty"`
 }
 
 // Layer is one layer of an image: its compressed blob and what it unpacks to.
@@ -91,39 +95,6 @@ type CacheOpts struct {
 	// diffIDs: the snapshotter reads its blobs from its locations first,
 	// and falls back to Ref and Layers when one of them is missing.
 	Cached *CachedResult `json:"cached,omitempty"`
-	// Resolution says how the tag got its digest (Top) when the registry
-	// was not asked for this request; nil when it was (or the reference
-	// names a digest).
-	Resolution *Resolution `json:"resolution,omitempty"`
-}
-
-// The values of Resolution.From.
-const (
-	// ResolvedFresh: the fleet resolved the tag within the puller's tag
-	// max age; the registry was not asked.
-	ResolvedFresh = "fresh"
-	// ResolvedStale: the fleet's resolution is past the max age but within
-	// the revalidate window; it answered at once while one replica asks
-	// the registry again for the fleet.
-	ResolvedStale = "stale"
-	// ResolvedOutage: the registry could not be reached (unavailable, or
-	// refusing connections); the last digest the fleet knows answered.
-	ResolvedOutage = "outage"
-	// ResolvedLocal: image.resolvemode=local took the fleet's last
-	// resolution, whatever its age.
-	ResolvedLocal = "local"
-)
-
-// Resolution is where the digest of a tag came from when it did not come
-// from the registry for this request.
-type Resolution struct {
-	// From is ResolvedFresh, ResolvedStale, ResolvedOutage or
-	// ResolvedLocal.
-	From string `json:"from"`
-	// ResolvedAt is when the registry gave the digest used.
-	ResolvedAt time.Time `json:"resolvedAt"`
-	// Error is what the registry said, for ResolvedOutage; empty otherwise.
-	Error string `json:"error,omitempty"`
 }
 
 // BlobLocation is a place the blobs of a result can be read from.

@@ -246,11 +246,11 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 		requestedAt = env.Time
 	}
 
-	tag, err := h.resolveTop(ctx, img, requestedAt)
+	resolved, err := h.resolveTop(ctx, img, requestedAt)
 	if err != nil {
 		return nil, classify(err)
 	}
-	top := tag.Top
+	top := resolved.Top
 	if img.Checksum != "" && top.Digest != img.Checksum {
 		return nil, bus.Invalid(fmt.Errorf("image digest %s for %s does not match expected checksum %s", top.Digest, ref, img.Checksum))
 	}
@@ -259,14 +259,11 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 		return nil, classify(err)
 	}
 	opts.Ref = pinnedRef(img, opts.Top.Digest)
-	opts.Resolution = tag.Resolution
-	out, err := h.indexZero(ctx, in, opts, platform, img.LayerLimit, "resolve "+ref, started)
-	if note := resolutionNote(ref, top, tag.Resolution, h.now()); note != "" && err == nil {
-		at := h.now()
-		line := events.New(events.Progress{Vertex: in.Source.Identifier, ID: note, Action: tag.Resolution.From, Started: &at, Completed: &at})
-		out = append([]events.Event{line}, out...)
+	outs, err := h.indexZero(ctx, in, opts, platform, img.LayerLimit, "resolve "+ref, started)
+	if err != nil || resolved.Stale == "" {
+		return outs, err
 	}
-	return out, err
+	return markStale(in.Source.Identifier, ref, resolved.Stale, h.now(), outs), nil
 }
 
 // indexZero ends index 0 of an image (docker-image, oci-layout) once its
@@ -422,16 +419,6 @@ type tagResolution struct {
 	ResolvedAt time.Time          `json:"resolvedAt"`
 }
 
-// tagAnswer is the digest a tag resolved to for one request.
-type tagAnswer struct {
-	// Top is the top-level descriptor (its media type may be empty for a
-	// digest reference).
-	Top ocispec.Descriptor
-	// Resolution says where Top came from when the registry was not asked
-	// for this request; nil when it was.
-	Resolution *events.Resolution
-}
-
 // resolveTop returns the top-level descriptor of the reference. A digest
 // reference needs no registry request (its media type comes with the
 // manifest walk). A tag follows the resolve mode: pull asks the registry,
@@ -440,9 +427,9 @@ type tagAnswer struct {
 // the registry otherwise, and falls back to the last known answer when it
 // is down. The registry is asked once for all requests made before the
 // asking started.
-func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, requestedAt time.Time) (tagAnswer, error) {
+func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, requestedAt time.Time) (topResolution, error) {
 	if d := img.Reference.Digest(); d != "" {
-		return tagAnswer{Top: ocispec.Descriptor{Digest: d}}, nil
+		return topResolution{Top: ocispec.Descriptor{Digest: d}}, nil
 	}
 	ref := img.Reference.String()
 	key := flightKey("tag", ref)
@@ -459,31 +446,27 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 		return img.ResolveMode == source.ResolveModePreferLocal || !r.ResolvedAt.Before(requestedAt)
 	}
 	res, err := h.flight.Do(ctx, key, accept, h.askRegistry(ref))
-	var outage *events.Resolution
 	// A registry that is down (unavailable, or unreachable: refusing
 	// connections) leaves the last answer; one that said no does not.
+	var stale error
 	if cerr := classify(err); err != nil && img.ResolveMode == source.ResolveModeDefault &&
 		(!bus.Permanent(cerr) || errors.Is(cerr, bus.ErrUnreachable)) {
 		if v, found, gerr := h.flight.Get(ctx, key); gerr == nil && found {
-			res = lease.Result{Value: v}
-			outage = &events.Resolution{From: events.ResolvedOutage, Error: err.Error()}
-			err = nil
+			res, err, stale = lease.Result{Value: v}, nil, err
 		}
 	}
 	if err != nil {
-		return tagAnswer{}, err
+		return topResolution{}, err
 	}
 	var r tagResolution
 	if err := json.Unmarshal(res.Value, &r); err != nil {
-		return tagAnswer{}, fmt.Errorf("stored resolution of %s: %w", ref, err)
+		return topResolution{}, fmt.Errorf("stored resolution of %s: %w", ref, err)
 	}
-	a := tagAnswer{Top: r.Top, Resolution: outage}
-	if outage != nil {
-		outage.ResolvedAt = r.ResolvedAt
-	} else if img.ResolveMode == source.ResolveModePreferLocal && res.Outcome == lease.Stored {
-		a.Resolution = &events.Resolution{From: events.ResolvedLocal, ResolvedAt: r.ResolvedAt}
+	out := topResolution{Top: r.Top}
+	if stale != nil {
+		out.Stale = fmt.Sprintf("the registry did not answer (%v); using the resolution of %s", stale, r.ResolvedAt.UTC().Format(time.RFC3339))
 	}
-	return a, nil
+	return out, nil
 }
 
 // askRegistry is the work of a tag's resolution: the registry's answer,
@@ -501,12 +484,12 @@ func (h *Handler) askRegistry(ref string) func(context.Context) ([]byte, error) 
 
 // freshTag answers a tag from the fleet's memory without asking the
 // registry: a resolution made at most tagMaxAge before the request is
-// fresh; one older, but within tagRevalidate past the max age, is stale:
-// it answers at once, and one replica of the fleet (the one holding the
-// tag's lease) asks the registry again in the background. ok is false
-// when the memory has no answer (none, unreadable, too old, or the
-// bucket failed): the caller asks the registry.
-func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt time.Time) (a tagAnswer, ok bool) {
+// fresh, and answers as it is; one older, but within tagRevalidate past the
+// max age, is stale: it answers at once, saying so, and one replica of the
+// fleet (the one holding the tag's lease) asks the registry again in the
+// background. ok is false when the memory has no answer (none, unreadable,
+// too old, or the bucket failed): the caller asks the registry.
+func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt time.Time) (a topResolution, ok bool) {
 	v, found, err := h.flight.Get(ctx, key)
 	if err != nil || !found {
 		return a, false
@@ -518,10 +501,11 @@ func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt tim
 	age := requestedAt.Sub(r.ResolvedAt)
 	switch {
 	case age <= h.tagMaxAge:
-		return tagAnswer{Top: r.Top, Resolution: &events.Resolution{From: events.ResolvedFresh, ResolvedAt: r.ResolvedAt}}, true
+		return topResolution{Top: r.Top}, true
 	case age <= h.tagMaxAge+h.tagRevalidate:
 		h.revalidateTag(ctx, ref, key)
-		return tagAnswer{Top: r.Top, Resolution: &events.Resolution{From: events.ResolvedStale, ResolvedAt: r.ResolvedAt}}, true
+		return topResolution{Top: r.Top, Stale: fmt.Sprintf("past the tag max age (%s); using the resolution of %s while the fleet revalidates it",
+			h.tagMaxAge, r.ResolvedAt.UTC().Format(time.RFC3339))}, true
 	}
 	return a, false
 }
@@ -548,23 +532,6 @@ func (h *Handler) revalidateTag(ctx context.Context, ref, key string) {
 
 // tagRevalidateTimeout bounds a background revalidation of a tag.
 const tagRevalidateTimeout = 30 * time.Second
-
-// resolutionNote is the progress line that says a tag's digest did not
-// come from the registry just now; empty when it did, or when it was
-// fresh (the client asked for that memory).
-func resolutionNote(ref string, top ocispec.Descriptor, r *events.Resolution, now time.Time) string {
-	if r == nil {
-		return ""
-	}
-	age := now.Sub(r.ResolvedAt).Round(time.Second)
-	switch r.From {
-	case events.ResolvedOutage:
-		return fmt.Sprintf("registry unavailable for %s (%s): using the last known digest %s, resolved %s ago", ref, r.Error, top.Digest, age)
-	case events.ResolvedStale:
-		return fmt.Sprintf("%s: using %s resolved %s ago while the fleet revalidates it", ref, top.Digest, age)
-	}
-	return ""
-}
 
 // manifests returns the CacheOpts of (repository, top digest, platform),
 // walking the image once across the fleet; the result is immutable, so any

@@ -247,6 +247,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.KeepFor > 0 {
 		go s.pruneLoop(ctx, index)
 	}
+	stopPrune, err := s.servePrune(ctx, index)
+	if err != nil {
+		return err
+	}
+	defer stopPrune()
 	log := spec.Log()
 	log.Info("snapshotter ready", "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
