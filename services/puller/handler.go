@@ -20,6 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/image"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
+	"github.com/stevedore-dev/stevedore/pkg/lineage"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
@@ -87,6 +88,9 @@ type Handler struct {
 	revalidating sync.Map
 	// background runs the revalidations.
 	background sync.WaitGroup
+	// lineage keeps what the fleet made records of, per image, to
+	// explain a miss (explain.go).
+	lineage *lineage.Store
 	// walked remembers CacheOpts this replica has seen. They are keyed by
 	// repository, top-level digest and platform, so they never change: a
 	// warm resolve skips the bucket round trip.
@@ -194,6 +198,7 @@ func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.
 		sessions:      o.sessions,
 		secrets:       o.secrets,
 	}
+	h.lineage = lineage.NewStore(flight)
 	h.walked, _ = lru.New[string, events.CacheOpts](walkedCacheSize)
 	h.manager.Register(h.imageKey, source.SchemeDockerImage)
 	h.manager.Register(h.blobKey, source.SchemeDockerImageBlob)
@@ -320,7 +325,7 @@ func (h *Handler) configKey(ctx context.Context, in events.CacheKeyRequested) ([
 	}
 	out := []events.Event{
 		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck, CacheOpts: opts}),
-		events.New(events.CacheMiss{Source: in.Source, Keys: keys, CacheOpts: opts}),
+		events.New(events.CacheMiss{Source: in.Source, Keys: keys, CacheOpts: opts, Explanation: h.explainMiss(ctx, in, opts, keys)}),
 	}
 	if in.Snapshot {
 		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: opts}))
