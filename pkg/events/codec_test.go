@@ -82,6 +82,7 @@ var samples = []events.Payload{
 	events.CacheImported{Source: "type=registry,ref=localhost:5000/c:latest", Manifest: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("cm"), Size: 9},
 		MediaType: ocispec.MediaTypeImageManifest, Records: []digest.Digest{digest.FromString("r")}, Dropped: 1, Warning: "w"},
 	events.CacheImportFailed{Step: events.TypeCacheImportRequested, Reason: "invalid looping record", Code: "invalid", Attempts: 1},
+	events.SourceChanged{Ref: "docker.io/library/alpine:3.20", Platform: "linux/amd64", Old: "sha256:" + strings.Repeat("b", 64), New: "sha256:" + strings.Repeat("c", 64), Prepull: true, PrepullBuild: "prepull-1"},
 }
 
 func sampleEvent(p events.Payload) events.Event {

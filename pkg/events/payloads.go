@@ -707,3 +707,27 @@ type CacheImported struct {
 // CacheImportFailed reports an import that cannot be done (bad source, a
 // corrupt config, a manifest naming blobs the cache does not have).
 type CacheImportFailed SourceFailed
+
+// WatchBuildID is the build id the fleet publishes source.changed under:
+// "stevedore watch --changes" follows it, and so does
+// "nats sub 'stevedore.build.tag-watch.>'".
+const WatchBuildID = "tag-watch"
+
+// SourceChanged reports that a watched tag points to another digest than
+// when the fleet last looked.
+type SourceChanged struct {
+	// Ref is the watched reference (host/repo:tag).
+	Ref string `json:"ref"`
+	// Platform is the platform the watch is for ("linux/amd64"); empty
+	// for the fleet's.
+	Platform string `json:"platform,omitempty"`
+	// Old is the digest the tag pointed to.
+	Old string `json:"old"`
+	// New is the digest it points to now.
+	New string `json:"new"`
+	// Prepull says that the fleet pulls New onto the snapshotters (the
+	// watch asked for it), under build PrepullBuild.
+	Prepull bool `json:"prepull,omitempty"`
+	// PrepullBuild is the build id of the pre-pull; empty without one.
+	PrepullBuild string `json:"prepullBuild,omitempty"`
+}

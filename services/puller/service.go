@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/containerd/platforms"
@@ -34,6 +35,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/tagwatch"
 )
 
 // Config configures the puller.
@@ -58,6 +60,11 @@ type Config struct {
 	// means none: past the max age the request waits for the registry.
 	// It needs TagMaxAge.
 	TagRevalidate time.Duration
+	// TagWatchInterval is how often the fleet re-resolves the watched
+	// tags (stevedore watch-tags): once per interval for the whole fleet,
+	// by the replica that claims it. Zero means this replica takes no part
+	// in it.
+	TagWatchInterval time.Duration
 	// LeaseTTL is how long a fetch lease outlives a dead holder. Zero means
 	// 30s.
 	LeaseTTL time.Duration
@@ -113,7 +120,7 @@ func (c Config) Validate() error {
 	if c.Concurrency < 0 || c.LeaseTTL < 0 {
 		return errors.New("puller: negative concurrency or lease TTL")
 	}
-	if c.TagMaxAge < 0 || c.TagRevalidate < 0 {
+	if c.TagMaxAge < 0 || c.TagRevalidate < 0 || c.TagWatchInterval < 0 {
 		return errors.New("puller: negative tag max age or revalidate window")
 	}
 	if c.TagMaxAge == 0 && c.TagRevalidate > 0 {
@@ -186,6 +193,19 @@ func (s *Service) Run(ctx context.Context) error {
 		WithTagFreshness(s.cfg.TagMaxAge, s.cfg.TagRevalidate))
 	if err != nil {
 		return err
+	}
+	if s.cfg.TagWatchInterval > 0 {
+		store, err := tagwatch.Open(ctx, s.js)
+		if err != nil {
+			return err
+		}
+		w := &watcher{store: store, registry: reg, pub: bus.NewPublisher(s.js), interval: s.cfg.TagWatchInterval,
+			instance: s.cfg.Instance, log: s.cfg.Logger}
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(errors.New("puller stopped"))
+		wg.Go(func() { w.run(wctx) })
 	}
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
 		w.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))
