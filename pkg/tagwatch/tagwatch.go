@@ -187,7 +187,9 @@ type Resolver interface {
 type ResolverFunc func(ctx context.Context, ref string) (digest.Digest, error)
 
 // Resolve calls f.
-func (f ResolverFunc) Resolve(ctx context.Context, ref string) (digest.Digest, error) { return f(ctx, ref) }
+func (f ResolverFunc) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+	return f(ctx, ref)
+}
 
 // Check resolves every watch and returns the moves: a watch whose digest
 // was known and differs now. Each watch is stored with what was seen
