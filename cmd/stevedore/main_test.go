@@ -171,6 +171,15 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd,
+			// sleep DURATION waits (for a fleet's interval to pass).
+			"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
+				if neg || len(args) != 1 {
+					ts.Fatalf("usage: sleep DURATION")
+				}
+				d, err := time.ParseDuration(args[0])
+				ts.Check(err)
+				time.Sleep(d)
+			},
 			// regpush NAME REPO:TAG pushes fixture image NAME as REPO:TAG
 			// (moving the tag when it exists).
 			"regpush": func(ts *testscript.TestScript, neg bool, args []string) {

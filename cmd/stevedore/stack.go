@@ -33,6 +33,8 @@ type stackConfig struct {
 	// tagMaxAge and tagRevalidate are the puller's tag freshness
 	// (puller.Config.TagMaxAge, TagRevalidate).
 	tagMaxAge, tagRevalidate time.Duration
+	// tagWatch is puller.Config.TagWatchInterval.
+	tagWatch time.Duration
 	// keepFor makes the snapshotter prune records older than it; zero
 	// never does.
 	keepFor time.Duration
@@ -80,7 +82,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		return nil, err
 	}
 	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
-		TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate})
+		TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch})
 	if err != nil {
 		s.close()
 		return nil, err
