@@ -140,7 +140,11 @@ func (s *Store) List(ctx context.Context) ([]Watch, error) {
 
 // Round is the number of the interval now falls in.
 func Round(now time.Time, interval time.Duration) uint64 {
-	return uint64(now.UnixNano() / int64(interval))
+	n := now.UnixNano() / int64(interval)
+	if n < 0 {
+		return 0 // before 1970: no round
+	}
+	return uint64(n)
 }
 
 // Claim makes round this replica's: it succeeds for one caller per round
