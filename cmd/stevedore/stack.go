@@ -66,6 +66,12 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
+	if r, err := recoverStack(ctx, js); err != nil {
+		s.close()
+		return nil, err
+	} else if r.Leases+r.Redelivered > 0 {
+		cfg.log.Info("recovered from a process that was killed", "leases", r.Leases, "redelivered", r.Redelivered)
+	}
 	_, rjs, err := s.connect("stevedore-resolver")
 	if err != nil {
 		s.close()
@@ -81,7 +87,10 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
+	// The puller keeps what it downloads of http sources where the
+	// snapshotter, in this process, reads it: one download, not two.
 	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
+		Downloads: filepath.Join(cfg.broker.DataDir, "http-downloads"),
 		TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch})
 	if err != nil {
 		s.close()

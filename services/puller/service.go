@@ -91,6 +91,11 @@ type Config struct {
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
 	// negative waits for it.
 	StopGrace time.Duration
+	// Downloads, when set, is an OCI image layout directory where this
+	// replica keeps what it downloads of http sources for a snapshotter
+	// that sees the same directory (see WithDownloads). Empty keeps
+	// nothing: the snapshotter downloads the file again.
+	Downloads string
 }
 
 func (c *Config) setDefaults() {
@@ -189,8 +194,12 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h, err := NewHandler(reg, flight, index, s.cfg.Platform, WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions),
-		WithTagFreshness(s.cfg.TagMaxAge, s.cfg.TagRevalidate))
+	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions),
+		WithTagFreshness(s.cfg.TagMaxAge, s.cfg.TagRevalidate)}
+	if s.cfg.Downloads != "" {
+		opts = append(opts, WithDownloads(s.cfg.Downloads))
+	}
+	h, err := NewHandler(reg, flight, index, s.cfg.Platform, opts...)
 	if err != nil {
 		return err
 	}
