@@ -59,7 +59,7 @@ func privateDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return os.Chmod(dir, 0o700)
+	return os.Chmod(dir, 0o700) //nolint:gosec // G302: a directory needs its x bit; 0700 is owner-only
 }
 
 // writePrivate writes data to p, mode 0600, replacing it by rename.
