@@ -65,8 +65,8 @@ type Present func(d digest.Digest) bool
 
 // Explain compares miss with the nearest of recent (the fewest
 // differences; the most recent of equals), leaving out the sightings of
-// miss's own build. present says which records the cache index still
-// holds. With no sighting to compare, the explanation has no Nearest: the
+// miss's own build. present says whether the cache index still holds the
+// nearest's record (it is asked once). With no sighting to compare, the explanation has no Nearest: the
 // fleet never made a record of the source.
 func Explain(identity string, miss events.Sighting, recent []events.Sighting, present Present) events.MissExplanation {
 	out := events.MissExplanation{Source: identity}
@@ -76,17 +76,21 @@ func Explain(identity string, miss events.Sighting, recent []events.Sighting, pr
 		if s.Build == miss.Build && miss.Build != "" {
 			continue
 		}
-		d := differences(miss, s, present)
+		d := differences(miss, s)
 		if out.Nearest == nil || len(d) < len(best) || (len(d) == len(best) && s.SeenAt.After(out.Nearest.SeenAt)) {
 			out.Nearest, best = &recent[i], d
 		}
+	}
+	// Only the nearest record is looked up: one index read per miss.
+	if n := out.Nearest; n != nil && len(n.Keys) > 0 && present != nil && !present(n.Keys[len(n.Keys)-1]) {
+		best = append(best, events.Difference{Kind: events.DiffPruned, Old: n.Keys[len(n.Keys)-1].String()})
 	}
 	out.Differences = best
 	return out
 }
 
-// differences are what miss differs in from the record of s.
-func differences(miss, s events.Sighting, present Present) []events.Difference {
+// differences are what miss differs in from the facts of s.
+func differences(miss, s events.Sighting) []events.Difference {
 	var out []events.Difference
 	oldSeen, newSeen := s.SeenAt, miss.SeenAt
 	switch {
@@ -101,9 +105,6 @@ func differences(miss, s events.Sighting, present Present) []events.Difference {
 	out = append(out, attrDifferences(s.Attrs, miss.Attrs)...)
 	if d, ok := firstLayer(s.DiffIDs, miss.DiffIDs); ok {
 		out = append(out, d)
-	}
-	if len(s.Keys) > 0 && present != nil && !present(s.Keys[len(s.Keys)-1]) {
-		out = append(out, events.Difference{Kind: events.DiffPruned, Old: s.Keys[len(s.Keys)-1].String()})
 	}
 	return out
 }

@@ -107,9 +107,13 @@ func TestExplainPicksTheNearest(t *testing.T) {
 	older.Build, older.SeenAt = "older", t0.Add(-time.Hour)
 	miss := made()
 	miss.Build, miss.SeenAt, miss.Pin = "new", t1, dg("top-b").String()
-	got := lineage.Explain("id", miss, []events.Sighting{arm, made(), older}, all)
+	asked := 0
+	got := lineage.Explain("id", miss, []events.Sighting{arm, made(), older}, func(digest.Digest) bool { asked++; return true })
 	if got.Nearest == nil || got.Nearest.Build != "old" {
 		t.Fatalf("nearest %+v, want the most recent with the fewest differences", got.Nearest)
+	}
+	if asked != 1 {
+		t.Errorf("the cache index was asked %d times, want once (the nearest)", asked)
 	}
 	// Its own build's sighting is never the nearest; with nothing else
 	// there is no record to compare.
