@@ -72,6 +72,8 @@ fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
 			defer stop()
 			if len(stored) > 0 {
 				started.saw()
+			} else if changes {
+				fmt.Fprintln(g.stderr, "no watched tag has moved yet; waiting for the first move (stevedore watch-tags ls shows the watches)")
 			} else if startTimeout > 0 {
 				fmt.Fprintf(g.stderr, "build %s has no events yet; waiting up to %s for it to start\n", args[0], startTimeout)
 			} else {
