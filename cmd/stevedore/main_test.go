@@ -188,8 +188,16 @@ func TestScripts(t *testing.T) {
 		"GITDAEMON": strings.TrimSuffix(strings.TrimPrefix(daemon.URL, "git://"), "/"),
 	}
 	testscript.Run(t, testscript.Params{
-		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "sleep": sleepCmd, "httpgets": httpgetsCmd(&bigGets)},
+		Dir: "testdata/script",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "sleep": sleepCmd, "httpgets": httpgetsCmd(&bigGets),
+			// regpush NAME REPO:TAG pushes fixture image NAME as REPO:TAG
+			// (moving the tag when it exists).
+			"regpush": func(ts *testscript.TestScript, neg bool, args []string) {
+				if neg || len(args) != 2 {
+					ts.Fatalf("usage: regpush NAME REPO:TAG")
+				}
+				reg.PushLayout(t, filepath.Join(imagesDir, args[0]), args[1])
+			}},
 		// [ci] holds when the env var CI is set: a script's check that
 		// needs a tool then fails instead of skipping.
 		Condition: func(cond string) (bool, error) {

@@ -15,6 +15,15 @@ func describe(e events.Event) string {
 	switch p := e.Data.(type) {
 	case events.SourceResolveRequested:
 		return p.Source.Identifier + attrs(p.Source.Attrs)
+	case events.SourceChanged:
+		s := fmt.Sprintf("%s moved: %s → %s", p.Ref, p.Old, p.New)
+		if p.Platform != "" {
+			s += " (" + p.Platform + ")"
+		}
+		if p.PrepullBuild != "" {
+			s += "; pre-pulling in build " + p.PrepullBuild
+		}
+		return s
 	case events.SourceResolved:
 		return fmt.Sprintf("%s (%s) → %s", p.Source.Identifier, platformOf(p.Source), p.Handler)
 	case events.SourceFailed:

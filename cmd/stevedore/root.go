@@ -86,6 +86,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.natsURL, "nats", os.Getenv("STEVEDORE_NATS_URL"),
 		"NATS URL of a running fleet (STEVEDORE_NATS_URL); empty: start an embedded stack for the one call (resolve, pull, export-cache, import-cache) or use nats://127.0.0.1:4222 (watch)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "error", "log level of the services the command runs: debug, info, warn, error")
-	root.AddCommand(newUp(g), newResolve(g), newPull(g), newExportCache(g), newImportCache(g), newWatch(g), newPrune(g))
+	root.AddCommand(newUp(g), newResolve(g), newPull(g), newExportCache(g), newImportCache(g), newWatch(g), newPrune(g), newExplain(g), newWatchTags(g))
 	return root
 }

@@ -35,6 +35,11 @@ type stackConfig struct {
 	snapshotsSockets     []string
 	snapshotsSocketGroup string
 	remoteTimeout        time.Duration
+	// tagMaxAge and tagRevalidate are the puller's tag freshness
+	// (puller.Config.TagMaxAge, TagRevalidate).
+	tagMaxAge, tagRevalidate time.Duration
+	// tagWatch is puller.Config.TagWatchInterval.
+	tagWatch time.Duration
 	// keepFor makes the snapshotter prune records older than it; zero
 	// never does.
 	keepFor time.Duration
@@ -90,7 +95,8 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	// The puller keeps what it downloads of http sources where the
 	// snapshotter, in this process, reads it: one download, not two.
 	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
-		Downloads: filepath.Join(cfg.broker.DataDir, "http-downloads")})
+		Downloads: filepath.Join(cfg.broker.DataDir, "http-downloads"),
+		TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch})
 	if err != nil {
 		s.close()
 		return nil, err

@@ -26,6 +26,12 @@ type serviceFlags struct {
 	dockerConfig string
 	maxManifest  int64
 	snapshotter  string
+	// tagMaxAge and tagRevalidate are the puller's tag freshness; only
+	// stevedore up sets them.
+	tagMaxAge, tagRevalidate time.Duration
+	// tagWatch is the puller's tag watch interval; only stevedore up
+	// sets it.
+	tagWatch time.Duration
 }
 
 func (f *serviceFlags) register(cmd *cobra.Command) {
@@ -38,11 +44,14 @@ func (f *serviceFlags) register(cmd *cobra.Command) {
 
 func (f *serviceFlags) stackConfig(g *globals, b broker.Config) (stackConfig, error) {
 	cfg := stackConfig{
-		broker:      b,
-		registry:    registry.Config{Insecure: f.insecure, DockerConfigDir: f.dockerConfig, MaxManifestBytes: f.maxManifest},
-		log:         g.logger(),
-		platform:    platforms.DefaultSpec(),
-		snapshotter: snapshot.Kind(f.snapshotter),
+		broker:        b,
+		registry:      registry.Config{Insecure: f.insecure, DockerConfigDir: f.dockerConfig, MaxManifestBytes: f.maxManifest},
+		log:           g.logger(),
+		platform:      platforms.DefaultSpec(),
+		snapshotter:   snapshot.Kind(f.snapshotter),
+		tagMaxAge:     f.tagMaxAge,
+		tagRevalidate: f.tagRevalidate,
+		tagWatch:      f.tagWatch,
 	}
 	if f.platform != "" {
 		p, err := service.Platform(f.platform)
@@ -130,6 +139,9 @@ with the URL in nats-credentials.`,
 		},
 	}
 	sf.register(cmd)
+	cmd.Flags().DurationVar(&sf.tagMaxAge, "tag-max-age", 0, "how long the fleet's resolution of a tag answers without asking the registry (0: ask every time, as BuildKit)")
+	cmd.Flags().DurationVar(&sf.tagWatch, "tag-watch-interval", time.Minute, "how often the fleet re-resolves the watched tags (stevedore watch-tags); 0: never")
+	cmd.Flags().DurationVar(&sf.tagRevalidate, "tag-revalidate", 0, "how long past --tag-max-age a resolution still answers at once while the fleet revalidates it")
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "where JetStream keeps streams and buckets")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	cmd.Flags().IntVar(&monitor, "monitor-port", 0, "port of NATS's monitoring endpoints on the listen host (0: off)")

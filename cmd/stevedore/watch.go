@@ -17,10 +17,11 @@ func newWatch(g *globals) *cobra.Command {
 	var (
 		asJSON       bool
 		follow       bool
+		changes      bool
 		startTimeout time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "watch BUILD",
+		Use:   "watch BUILD | watch --changes",
 		Short: "Replay a build's events and follow it live",
 		Long: `watch prints every stored event of BUILD in order, then new ones as they
 arrive, until the build ends (or forever with --follow): past every request
@@ -28,8 +29,18 @@ stored so far (cache imports, the pull, cache exports), to the end of the
 last. A build with no event yet is waited for --start-timeout, then said
 not to exist. It needs a running
 fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case changes && len(args) > 0:
+				return errors.New("--changes follows the watched tags' moves: give no BUILD")
+			case changes:
+				// The moves of watched tags (stevedore watch-tags), for
+				// as long as it runs.
+				args, follow, startTimeout = []string{events.WatchBuildID}, true, 0
+			case len(args) == 0:
+				return errors.New("watch needs a BUILD, or --changes")
+			}
 			if err := events.ValidateBuildID(args[0]); err != nil {
 				return err
 			}
@@ -61,6 +72,8 @@ fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
 			defer stop()
 			if len(stored) > 0 {
 				started.saw()
+			} else if changes {
+				fmt.Fprintln(g.stderr, "no watched tag has moved yet; waiting for the first move (stevedore watch-tags ls shows the watches)")
 			} else if startTimeout > 0 {
 				fmt.Fprintf(g.stderr, "build %s has no events yet; waiting up to %s for it to start\n", args[0], startTimeout)
 			} else {
@@ -94,6 +107,7 @@ fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print each event as a JSON object (CloudEvents attributes and data)")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep following after the build ended")
+	cmd.Flags().BoolVar(&changes, "changes", false, "follow the moves of the watched tags (source.changed, see watch-tags) instead of a build")
 	cmd.Flags().DurationVar(&startTimeout, "start-timeout", 10*time.Second, "how long a build without events may take to start before watch says there is no such build (0: wait forever)")
 	return cmd
 }

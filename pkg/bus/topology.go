@@ -261,6 +261,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 		{Bucket: events.BucketLeases, Description: "fleet-wide leases", History: 1, LimitMarkerTTL: LeaseMarkerTTL},
 		{Bucket: events.BucketSnapshots, Description: "which node holds the snapshot of each chainID", History: 1},
 		{Bucket: events.BucketHTTP, Description: "what each http source served: ETags, digests, Last-Modified", History: 1},
+		{Bucket: events.BucketWatches, Description: "watched tags and the digest each last pointed to", History: 1},
 	}
 	for _, cfg := range buckets {
 		cfg.Storage = t.storage()

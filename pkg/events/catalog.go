@@ -30,6 +30,7 @@ const (
 	TypeCacheImportRequested   Type = "dev.stevedore.cache.import.requested.v1"
 	TypeCacheImported          Type = "dev.stevedore.cache.imported.v1"
 	TypeCacheImportFailed      Type = "dev.stevedore.cache.import.failed.v1"
+	TypeSourceChanged          Type = "dev.stevedore.source.changed.v1"
 )
 
 // Payload is the typed body of an event. Every payload struct names its own
@@ -88,6 +89,9 @@ func (CacheImported) EventType() Type { return TypeCacheImported }
 
 // EventType implements Payload.
 func (CacheImportFailed) EventType() Type { return TypeCacheImportFailed }
+
+// EventType implements Payload.
+func (SourceChanged) EventType() Type { return TypeSourceChanged }
 
 // Spec is one row of the catalog.
 type Spec struct {
@@ -210,6 +214,12 @@ var catalog = []Spec{
 		Producers: []string{ComponentSnapshotter, ComponentRuntime}, Consumers: nil,
 		Summary: "The snapshot cannot be made: bad content, registry refusal, or retries exhausted.",
 		payload: SnapshotFailed{},
+	},
+	{
+		Type: TypeSourceChanged, Name: "source.changed",
+		Producers: []string{ComponentPuller}, Consumers: nil,
+		Summary: "A watched tag (stevedore watch-tags) points to another digest; published under the build id " + WatchBuildID + ", once per move for the fleet.",
+		payload: SourceChanged{},
 	},
 	{
 		Type: TypeProgress, Name: "progress",

@@ -74,6 +74,12 @@ var samples = []events.Payload{
 		Size: 7, Layers: opts.Layers, Fetched: 1, Reused: 2, Followed: true},
 	events.SnapshotFailed{Source: src, Step: events.TypeSnapshotRequested, Reason: "blob sha256:x: content does not match", Code: "invalid", Attempts: 1},
 	events.CacheMiss{Source: src, Keys: []events.CacheKey{key0, {Index: 1, Key: "k1", Done: true}}, CacheOpts: opts},
+	events.CacheMiss{Source: src, Keys: []events.CacheKey{key0}, Explanation: &events.MissExplanation{
+		Source: "docker-image://docker.io/library/alpine",
+		Nearest: &events.Sighting{Build: "b1", Identifier: src.Identifier, Tag: "docker.io/library/alpine:3.20", Pin: key0.Pin, Platform: "linux/amd64",
+			Attrs: []events.Attr{{Name: "image.layerlimit", Value: "2"}}, Keys: []digest.Digest{key0.Digest}, DiffIDs: []digest.Digest{digest.FromString("d")}, SeenAt: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)},
+		Differences: []events.Difference{{Kind: events.DiffTagMoved, Name: "docker.io/library/alpine:3.20", Old: key0.Pin, New: "sha256:" + strings.Repeat("c", 64)}, {Kind: events.DiffPruned, Old: key0.Digest.String()}},
+	}},
 	events.Progress{Vertex: src.Identifier, ID: "resolve docker.io/library/alpine:3.20", Action: "done", Current: 1, Total: 2, Started: &started, Completed: &when, Error: "x"},
 	events.CacheExportRequested{Target: "type=local,dest=/c", Build: "b-1", Keys: []digest.Digest{key0.Digest}},
 	events.CacheExported{Target: "type=local,dest=/c", Manifest: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("cm"), Size: 9},
@@ -83,6 +89,7 @@ var samples = []events.Payload{
 	events.CacheImported{Source: "type=registry,ref=localhost:5000/c:latest", Manifest: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("cm"), Size: 9},
 		MediaType: ocispec.MediaTypeImageManifest, Records: []digest.Digest{digest.FromString("r")}, Dropped: 1, Warning: "w"},
 	events.CacheImportFailed{Step: events.TypeCacheImportRequested, Reason: "invalid looping record", Code: "invalid", Attempts: 1},
+	events.SourceChanged{Ref: "docker.io/library/alpine:3.20", Platform: "linux/amd64", Old: "sha256:" + strings.Repeat("b", 64), New: "sha256:" + strings.Repeat("c", 64), Prepull: true, PrepullBuild: "prepull-1"},
 }
 
 func sampleEvent(p events.Payload) events.Event {

@@ -285,6 +285,99 @@ type CacheMiss struct {
 	Keys []CacheKey `json:"keys"`
 	// CacheOpts describes what to fetch.
 	CacheOpts *CacheOpts `json:"cacheOpts,omitempty"`
+	// Explanation says what the miss differs in from the nearest record
+	// the fleet made for the same source (pkg/lineage); nil when the
+	// puller keeps no lineage for the scheme (only docker-image so far).
+	Explanation *MissExplanation `json:"explanation,omitempty"`
+}
+
+// Sighting is what the fleet made a record of a source from: the facts
+// its keys were computed from, kept per source (pkg/lineage) so that a
+// later miss can say what it differs in.
+type Sighting struct {
+	// Build is the build that asked for the record.
+	Build string `json:"build"`
+	// Identifier is the source's identifier as the build named it (with
+	// its tag).
+	Identifier string `json:"identifier"`
+	// Tag is the tag the identifier named; empty for a digest reference.
+	Tag string `json:"tag,omitempty"`
+	// Pin is what the first key is pinned to: the digest the tag resolved
+	// to.
+	Pin string `json:"pin"`
+	// Platform is the platform the record is for ("linux/amd64").
+	Platform string `json:"platform,omitempty"`
+	// Attrs are the source's attributes that change its keys or content,
+	// sorted by name.
+	Attrs []Attr `json:"attrs,omitempty"`
+	// Keys are the solver digests of its keys, in index order.
+	Keys []digest.Digest `json:"keys"`
+	// DiffIDs are the layers' diff_ids, bottom first.
+	DiffIDs []digest.Digest `json:"diffIDs,omitempty"`
+	// SeenAt is when the build asked.
+	SeenAt time.Time `json:"seenAt"`
+}
+
+// Attr is one source attribute.
+type Attr struct {
+	// Name is the attribute's key, such as "image.layerlimit".
+	Name string `json:"name"`
+	// Value is its value.
+	Value string `json:"value"`
+}
+
+// The kinds of Difference.
+const (
+	// DiffTagMoved: the tag points to another digest now (Old, then New,
+	// with when each was seen).
+	DiffTagMoved = "tag-moved"
+	// DiffReference: the record was made from another reference (Old
+	// and New are the identifiers).
+	DiffReference = "reference"
+	// DiffPlatform: the record is for another platform.
+	DiffPlatform = "platform"
+	// DiffAttribute: an attribute (Name) has another value; an empty Old
+	// or New means unset.
+	DiffAttribute = "attribute"
+	// DiffLayer: the first layer whose diff_id differs (Name is its
+	// index, bottom first; an empty Old or New means the image has no
+	// such layer).
+	DiffLayer = "layer"
+	// DiffPruned: the record is no longer in the cache index (pruned, or
+	// its snapshot never finished); Old is its last key.
+	DiffPruned = "pruned"
+)
+
+// MissExplanation says what a miss differs in from the nearest record the
+// fleet made for the same source.
+type MissExplanation struct {
+	// Source is the source identity the records are kept under (scheme
+	// and name, no tag or digest).
+	Source string `json:"source"`
+	// Nearest is the record compared with; nil when the fleet made none
+	// for this source (that is the explanation).
+	Nearest *Sighting `json:"nearest,omitempty"`
+	// Differences are what the miss differs in, in the order of
+	// DiffTagMoved, DiffReference, DiffPlatform, DiffAttribute, DiffLayer,
+	// DiffPruned.
+	Differences []Difference `json:"differences,omitempty"`
+}
+
+// Difference is one way a miss differs from the nearest record.
+type Difference struct {
+	// Kind is one of the Diff constants.
+	Kind string `json:"kind"`
+	// Name is the attribute's name for DiffAttribute, the layer's index
+	// for DiffLayer, the tag for DiffTagMoved; empty otherwise.
+	Name string `json:"name,omitempty"`
+	// Old is the record's value.
+	Old string `json:"old,omitempty"`
+	// New is the miss's value.
+	New string `json:"new,omitempty"`
+	// OldSeen is when Old was seen (the record's SeenAt).
+	OldSeen *time.Time `json:"oldSeen,omitempty"`
+	// NewSeen is when New was seen (the miss).
+	NewSeen *time.Time `json:"newSeen,omitempty"`
 }
 
 // SnapshotRequested asks the snapshotters for the snapshot of a source
@@ -622,3 +715,27 @@ type CacheImported struct {
 // CacheImportFailed reports an import that cannot be done (bad source, a
 // corrupt config, a manifest naming blobs the cache does not have).
 type CacheImportFailed SourceFailed
+
+// WatchBuildID is the build id the fleet publishes source.changed under:
+// "stevedore watch --changes" follows it, and so does
+// "nats sub 'stevedore.build.tag-watch.>'".
+const WatchBuildID = "tag-watch"
+
+// SourceChanged reports that a watched tag points to another digest than
+// when the fleet last looked.
+type SourceChanged struct {
+	// Ref is the watched reference (host/repo:tag).
+	Ref string `json:"ref"`
+	// Platform is the platform the watch is for ("linux/amd64"); empty
+	// for the fleet's.
+	Platform string `json:"platform,omitempty"`
+	// Old is the digest the tag pointed to.
+	Old string `json:"old"`
+	// New is the digest it points to now.
+	New string `json:"new"`
+	// Prepull says that the fleet pulls New onto the snapshotters (the
+	// watch asked for it), under build PrepullBuild.
+	Prepull bool `json:"prepull,omitempty"`
+	// PrepullBuild is the build id of the pre-pull; empty without one.
+	PrepullBuild string `json:"prepullBuild,omitempty"`
+}

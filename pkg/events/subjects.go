@@ -58,6 +58,10 @@ const (
 	// instead of downloading again, and concurrent requests of one URL
 	// download it once.
 	BucketHTTP = "stevedore-http"
+	// BucketWatches is the KV bucket of the watched tags (stevedore
+	// watch-tags): per reference, the digest the fleet last saw, and the
+	// round that claims each watch interval for one replica.
+	BucketWatches = "stevedore-watches"
 )
 
 // MaxBuildIDLen bounds build ids, which are subject tokens.

@@ -201,3 +201,25 @@ func (f *Flight) Update(ctx context.Context, key string, change func(old []byte,
 // ErrContended is returned by Update when other writers kept changing the
 // key; trying again later may succeed.
 var ErrContended = errors.New("other writers kept changing the result")
+
+// Refresh runs work under key's lease and stores what it returns, whatever
+// result is stored already. It never waits: when another caller holds the
+// lease it returns ErrHeld at once, that caller doing the work for
+// everyone. It is for revalidating a result in the background.
+//
+// Errors: ErrHeld; work's; the buckets'.
+func (f *Flight) Refresh(ctx context.Context, key string, work func(context.Context) ([]byte, error)) error {
+	l, err := f.leases.Acquire(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = l.Release(context.WithoutCancel(ctx)) }()
+	v, err := work(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := f.results.Put(ctx, key, v); err != nil {
+		return fmt.Errorf("flight %s: store result: %w", key, err)
+	}
+	return nil
+}

@@ -233,3 +233,42 @@ func TestFlightUpdateMerges(t *testing.T) {
 }
 
 func bytesContain(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+func TestFlightRefreshNeverWaitsForAHolder(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	am, af := setup(t, "a", env)
+	_, bf := setup(t, "b", env)
+	ctx := t.Context()
+	// A stored result does not stop a refresh: it runs and replaces it.
+	if _, err := af.Do(ctx, "r", nil, func(context.Context) ([]byte, error) { return []byte("old"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := bf.Refresh(ctx, "r", func(context.Context) ([]byte, error) { return []byte("new"), nil }); err != nil {
+		t.Fatalf("Refresh = %v", err)
+	}
+	if v, _, err := af.Get(ctx, "r"); err != nil || string(v) != "new" {
+		t.Fatalf("after Refresh Get = %q, %v; want new", v, err)
+	}
+	// While a holds the lease, b's refresh returns ErrHeld without running.
+	l, err := am.Acquire(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Release(ctx) }()
+	ran := false
+	err = bf.Refresh(ctx, "r", func(context.Context) ([]byte, error) { ran = true; return []byte("x"), nil })
+	if !errors.Is(err, lease.ErrHeld) || ran {
+		t.Fatalf("Refresh while held = %v (ran %v), want ErrHeld without running", err, ran)
+	}
+	// A failed refresh keeps the stored result.
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := bf.Refresh(ctx, "r", func(context.Context) ([]byte, error) { return nil, errors.New("registry down") }); err == nil {
+		t.Fatal("Refresh with failing work = nil")
+	}
+	if v, _, _ := af.Get(ctx, "r"); string(v) != "new" {
+		t.Fatalf("after a failed Refresh Get = %q, want new", v)
+	}
+}

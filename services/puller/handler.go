@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/platforms"
@@ -19,6 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/image"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
+	"github.com/stevedore-dev/stevedore/pkg/lineage"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
@@ -37,6 +39,7 @@ type Flight interface {
 	Do(ctx context.Context, key string, accept func([]byte) bool, work func(context.Context) ([]byte, error)) (lease.Result, error)
 	Get(ctx context.Context, key string) ([]byte, bool, error)
 	Update(ctx context.Context, key string, change func(old []byte, found bool) ([]byte, error)) error
+	Refresh(ctx context.Context, key string, work func(context.Context) ([]byte, error)) error
 }
 
 // CacheIndex looks keys up.
@@ -75,6 +78,19 @@ type Handler struct {
 	secrets Secrets
 	// git lists git remotes (git.go).
 	git GitLister
+	// tagMaxAge is how long the fleet's resolution of a tag answers
+	// without the registry; zero asks the registry every time.
+	tagMaxAge time.Duration
+	// tagRevalidate is how long past tagMaxAge a resolution still answers
+	// at once while one replica revalidates it.
+	tagRevalidate time.Duration
+	// revalidating holds the tag keys this replica revalidates now.
+	revalidating sync.Map
+	// background runs the revalidations.
+	background sync.WaitGroup
+	// lineage keeps what the fleet made records of, per image, to
+	// explain a miss (explain.go).
+	lineage *lineage.Store
 	// walked remembers CacheOpts this replica has seen. They are keyed by
 	// repository, top-level digest and platform, so they never change: a
 	// warm resolve skips the bucket round trip.
@@ -91,11 +107,13 @@ const walkedCacheSize = 4096
 type Option func(*options) error
 
 type options struct {
-	httpShared Flight
-	httpClient HTTPClient
-	sessions   Sessions
-	secrets    Secrets
-	downloads  *downloads
+	tagMaxAge     time.Duration
+	tagRevalidate time.Duration
+	httpShared    Flight
+	httpClient    HTTPClient
+	sessions      Sessions
+	secrets       Secrets
+	downloads     *downloads
 }
 
 // WithHTTP makes the handler compute the keys of http and https sources,
@@ -121,6 +139,25 @@ func WithHTTPClient(c HTTPClient) Option {
 			return errors.New("puller: WithHTTPClient: nil client")
 		}
 		o.httpClient = c
+		return nil
+	}
+}
+
+// WithTagFreshness lets the fleet's resolution of a tag answer for maxAge
+// without asking the registry (image.resolvemode=default only: pull
+// always asks, local takes any), and, for revalidate past that, answer at
+// once while one replica of the fleet asks the registry again in the
+// background. The default is 0 and 0: the registry is asked for every
+// request, as BuildKit does.
+func WithTagFreshness(maxAge, revalidate time.Duration) Option {
+	return func(o *options) error {
+		if maxAge < 0 || revalidate < 0 {
+			return errors.New("puller: WithTagFreshness: negative duration")
+		}
+		if maxAge == 0 && revalidate > 0 {
+			return errors.New("puller: WithTagFreshness: a revalidate window needs a max age")
+		}
+		o.tagMaxAge, o.tagRevalidate = maxAge, revalidate
 		return nil
 	}
 }
@@ -152,18 +189,21 @@ func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.
 		return nil, err
 	}
 	h := &Handler{
-		manager:    source.NewManager[keyFunc](),
-		registry:   reg,
-		flight:     flight,
-		index:      index,
-		platform:   platforms.Normalize(platform),
-		now:        time.Now,
-		httpShared: o.httpShared,
-		httpClient: o.httpClient,
-		sessions:   o.sessions,
-		secrets:    o.secrets,
-		downloads:  o.downloads,
+		manager:       source.NewManager[keyFunc](),
+		registry:      reg,
+		flight:        flight,
+		index:         index,
+		platform:      platforms.Normalize(platform),
+		now:           time.Now,
+		tagMaxAge:     o.tagMaxAge,
+		tagRevalidate: o.tagRevalidate,
+		httpShared:    o.httpShared,
+		httpClient:    o.httpClient,
+		sessions:      o.sessions,
+		secrets:       o.secrets,
+		downloads:     o.downloads,
 	}
+	h.lineage = lineage.NewStore(flight)
 	h.walked, _ = lru.New[string, events.CacheOpts](walkedCacheSize)
 	h.manager.Register(h.imageKey, source.SchemeDockerImage)
 	h.manager.Register(h.blobKey, source.SchemeDockerImageBlob)
@@ -290,7 +330,7 @@ func (h *Handler) configKey(ctx context.Context, in events.CacheKeyRequested) ([
 	}
 	out := []events.Event{
 		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck, CacheOpts: opts}),
-		events.New(events.CacheMiss{Source: in.Source, Keys: keys, CacheOpts: opts}),
+		events.New(events.CacheMiss{Source: in.Source, Keys: keys, CacheOpts: opts, Explanation: h.explainMiss(ctx, in, opts, keys)}),
 	}
 	if in.Snapshot {
 		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: opts}))
@@ -391,16 +431,23 @@ type tagResolution struct {
 
 // resolveTop returns the top-level descriptor of the reference. A digest
 // reference needs no registry request (its media type comes with the
-// manifest walk). A tag is resolved once for all requests made before the
-// resolution started, following the resolve mode: pull asks the registry,
-// default asks it and falls back to the last known answer when it is
-// unavailable, local takes the last known answer when there is one.
+// manifest walk). A tag follows the resolve mode: pull asks the registry,
+// local takes the fleet's last answer when there is one, and default
+// uses the fleet's memory of the tag (fresh, stale: see freshTag), asks
+// the registry otherwise, and falls back to the last known answer when it
+// is down. The registry is asked once for all requests made before the
+// asking started.
 func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, requestedAt time.Time) (topResolution, error) {
 	if d := img.Reference.Digest(); d != "" {
 		return topResolution{Top: ocispec.Descriptor{Digest: d}}, nil
 	}
 	ref := img.Reference.String()
 	key := flightKey("tag", ref)
+	if img.ResolveMode == source.ResolveModeDefault && h.tagMaxAge > 0 {
+		if a, ok := h.freshTag(ctx, ref, key, requestedAt); ok {
+			return a, nil
+		}
+	}
 	accept := func(v []byte) bool {
 		var r tagResolution
 		if json.Unmarshal(v, &r) != nil {
@@ -408,14 +455,7 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 		}
 		return img.ResolveMode == source.ResolveModePreferLocal || !r.ResolvedAt.Before(requestedAt)
 	}
-	res, err := h.flight.Do(ctx, key, accept, func(ctx context.Context) ([]byte, error) {
-		at := h.now()
-		desc, err := h.registry.Resolve(ctx, ref)
-		if err != nil {
-			return nil, err
-		}
-		return json.Marshal(tagResolution{Top: desc, ResolvedAt: at})
-	})
+	res, err := h.flight.Do(ctx, key, accept, h.askRegistry(ref))
 	// A registry that is down (unavailable, or unreachable: refusing
 	// connections) leaves the last answer; one that said no does not.
 	var stale error
@@ -438,6 +478,70 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 	}
 	return out, nil
 }
+
+// askRegistry is the work of a tag's resolution: the registry's answer,
+// stamped with when it was asked.
+func (h *Handler) askRegistry(ref string) func(context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, error) {
+		at := h.now()
+		desc, err := h.registry.Resolve(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(tagResolution{Top: desc, ResolvedAt: at})
+	}
+}
+
+// freshTag answers a tag from the fleet's memory without asking the
+// registry: a resolution made at most tagMaxAge before the request is
+// fresh, and answers as it is; one older, but within tagRevalidate past the
+// max age, is stale: it answers at once, saying so, and one replica of the
+// fleet (the one holding the tag's lease) asks the registry again in the
+// background. ok is false when the memory has no answer (none, unreadable,
+// too old, or the bucket failed): the caller asks the registry.
+func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt time.Time) (a topResolution, ok bool) {
+	v, found, err := h.flight.Get(ctx, key)
+	if err != nil || !found {
+		return a, false
+	}
+	var r tagResolution
+	if json.Unmarshal(v, &r) != nil {
+		return a, false
+	}
+	age := requestedAt.Sub(r.ResolvedAt)
+	switch {
+	case age <= h.tagMaxAge:
+		return topResolution{Top: r.Top}, true
+	case age <= h.tagMaxAge+h.tagRevalidate:
+		h.revalidateTag(ctx, ref, key)
+		return topResolution{Top: r.Top, Stale: fmt.Sprintf("past the tag max age (%s); using the resolution of %s while the fleet revalidates it",
+			h.tagMaxAge, r.ResolvedAt.UTC().Format(time.RFC3339))}, true
+	}
+	return a, false
+}
+
+// revalidateTag asks the registry for ref in the background, once per
+// replica at a time and, through the tag's lease, once for the fleet: a
+// replica that finds the lease held leaves it to its holder. A failure
+// keeps the stale answer until the window closes; the requests after that
+// ask the registry themselves (and fall back on an outage).
+func (h *Handler) revalidateTag(ctx context.Context, ref, key string) {
+	if _, busy := h.revalidating.LoadOrStore(key, struct{}{}); busy {
+		return
+	}
+	h.background.Go(func() {
+		defer h.revalidating.Delete(key)
+		// The revalidation belongs to the fleet, not to the request that
+		// noticed the stale answer: it outlives it, bounded.
+		bctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), tagRevalidateTimeout,
+			fmt.Errorf("revalidating %s took longer than %s", ref, tagRevalidateTimeout))
+		defer cancel()
+		_ = h.flight.Refresh(bctx, key, h.askRegistry(ref))
+	})
+}
+
+// tagRevalidateTimeout bounds a background revalidation of a tag.
+const tagRevalidateTimeout = 30 * time.Second
 
 // manifests returns the CacheOpts of (repository, top digest, platform),
 // walking the image once across the fleet; the result is immutable, so any

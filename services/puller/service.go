@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/containerd/platforms"
@@ -34,6 +35,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/tagwatch"
 )
 
 // Config configures the puller.
@@ -47,6 +49,22 @@ type Config struct {
 	// Registry configures registry access (credentials, insecure hosts,
 	// manifest size cap).
 	Registry registry.Config
+	// TagMaxAge is how long the fleet's resolution of a tag answers a
+	// request without the registry being asked (image.resolvemode=default;
+	// pull always asks, local takes any age). Zero means the registry is
+	// asked for every request, as BuildKit does.
+	TagMaxAge time.Duration
+	// TagRevalidate is how long past TagMaxAge a resolution still answers
+	// at once while one replica of the fleet revalidates it in the
+	// background (stale-while-revalidate); the progress says so. Zero
+	// means none: past the max age the request waits for the registry.
+	// It needs TagMaxAge.
+	TagRevalidate time.Duration
+	// TagWatchInterval is how often the fleet re-resolves the watched
+	// tags (stevedore watch-tags): once per interval for the whole fleet,
+	// by the replica that claims it. Zero means this replica takes no part
+	// in it.
+	TagWatchInterval time.Duration
 	// LeaseTTL is how long a fetch lease outlives a dead holder. Zero means
 	// 30s.
 	LeaseTTL time.Duration
@@ -106,6 +124,12 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	if c.Concurrency < 0 || c.LeaseTTL < 0 {
 		return errors.New("puller: negative concurrency or lease TTL")
+	}
+	if c.TagMaxAge < 0 || c.TagRevalidate < 0 || c.TagWatchInterval < 0 {
+		return errors.New("puller: negative tag max age or revalidate window")
+	}
+	if c.TagMaxAge == 0 && c.TagRevalidate > 0 {
+		return errors.New("puller: a tag revalidate window needs a tag max age")
 	}
 	return c.Consumer.Validate()
 }
@@ -170,13 +194,27 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions)}
+	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions),
+		WithTagFreshness(s.cfg.TagMaxAge, s.cfg.TagRevalidate)}
 	if s.cfg.Downloads != "" {
 		opts = append(opts, WithDownloads(s.cfg.Downloads))
 	}
 	h, err := NewHandler(reg, flight, index, s.cfg.Platform, opts...)
 	if err != nil {
 		return err
+	}
+	if s.cfg.TagWatchInterval > 0 {
+		store, err := tagwatch.Open(ctx, s.js)
+		if err != nil {
+			return err
+		}
+		w := &watcher{store: store, registry: reg, pub: bus.NewPublisher(s.js), interval: s.cfg.TagWatchInterval,
+			instance: s.cfg.Instance, log: s.cfg.Logger}
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(errors.New("puller stopped"))
+		wg.Go(func() { w.run(wctx) })
 	}
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
 		w.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))

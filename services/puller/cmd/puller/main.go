@@ -8,6 +8,7 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -22,11 +23,15 @@ func main() {
 	platform := flag.String("platform", os.Getenv("STEVEDORE_PLATFORM"), "platform for sources that name none (STEVEDORE_PLATFORM)")
 	insecure := flag.String("insecure-registries", os.Getenv("STEVEDORE_INSECURE_REGISTRIES"), "comma-separated registry hosts reached over plain HTTP (STEVEDORE_INSECURE_REGISTRIES)")
 	dockerConfig := flag.String("docker-config", os.Getenv("DOCKER_CONFIG"), "directory of config.json with registry credentials (DOCKER_CONFIG)")
+	tagMaxAge := flag.Duration("tag-max-age", service.DurationEnv("STEVEDORE_TAG_MAX_AGE", 0), "how long the fleet's resolution of a tag answers without asking the registry; 0 asks every time (STEVEDORE_TAG_MAX_AGE)")
+	tagRevalidate := flag.Duration("tag-revalidate", service.DurationEnv("STEVEDORE_TAG_REVALIDATE", 0), "how long past --tag-max-age a resolution answers at once while the fleet revalidates it (STEVEDORE_TAG_REVALIDATE)")
+	tagWatch := flag.Duration("tag-watch-interval", service.DurationEnv("STEVEDORE_TAG_WATCH_INTERVAL", time.Minute), "how often the fleet re-resolves the watched tags; 0: this replica takes no part (STEVEDORE_TAG_WATCH_INTERVAL)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-puller", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
 		cfg := puller.Config{Instance: *instance, Provision: common.Provision, Replicas: common.Replicas, StopGrace: common.StopGrace, Logger: log, Observe: obs,
+			TagMaxAge: *tagMaxAge, TagRevalidate: *tagRevalidate, TagWatchInterval: *tagWatch,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}}
 		var err error
 		if cfg.Platform, err = service.Platform(*platform); err != nil {

@@ -1,0 +1,178 @@
+package puller_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/source"
+	"github.com/stevedore-dev/stevedore/services/fleettest"
+	"github.com/stevedore-dev/stevedore/services/puller"
+)
+
+// freshness sets the puller's tag freshness.
+func freshness(maxAge, revalidate time.Duration) func(*puller.Config) {
+	return func(c *puller.Config) { c.TagMaxAge, c.TagRevalidate = maxAge, revalidate }
+}
+
+// notes are the progress lines of rec that say a tag's digest is not the
+// registry's answer of now.
+func notes(rec *bustest.Recorder) []events.Progress {
+	var out []events.Progress
+	for _, e := range rec.OfType(events.TypeProgress) {
+		if p := e.Data.(events.Progress); p.Action == "stale" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Inside the max age the fleet's resolution answers without the registry,
+// even when the tag has moved since; the event says where the digest came
+// from.
+func TestTagFreshInsideMaxAge(t *testing.T) {
+	t.Parallel()
+	fx := fleettest.LoadFixtures(t)
+	s := fleettest.New(t)
+	s.Puller(t, freshness(time.Hour, 0))
+	ref := s.Push(t, "single", "fresh/img:latest")
+	first := fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
+	if first.Keys[0].Stale != "" {
+		t.Errorf("first resolve: stale %q, want none (the registry was asked)", first.Keys[0].Stale)
+	}
+	s.Push(t, "single-retag", "fresh/img:latest")
+	s.Registry.Reset()
+	rec := s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64")
+	m := fleettest.Miss(t, rec)
+	if m.Keys[0].Pin != fx.Images["single"].Digest {
+		t.Errorf("inside the max age: pin %s, want the remembered %s", m.Keys[0].Pin, fx.Images["single"].Digest)
+	}
+	if n := s.Registry.Count("HEAD", registrytest.KindManifest) + s.Registry.Count("GET", registrytest.KindManifest); n != 0 {
+		t.Errorf("inside the max age: %d manifest requests, want 0 (%v)", n, s.Registry.Counts())
+	}
+	if m.Keys[0].Stale != "" {
+		t.Errorf("inside the max age: stale %q, want none", m.Keys[0].Stale)
+	}
+	if n := notes(rec); len(n) != 0 {
+		t.Errorf("a fresh answer needs no progress line: %+v", n)
+	}
+	// image.resolvemode=pull still asks.
+	m = fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageResolveMode: "pull"}, "linux/amd64"))
+	if m.Keys[0].Pin != fx.Images["single-retag"].Digest {
+		t.Errorf("mode pull: pin %s; want the moved tag's, asked", m.Keys[0].Pin)
+	}
+}
+
+// Past the max age and inside the revalidate window the last digest
+// answers at once, says so, and the fleet revalidates in the background:
+// the next request sees the moved tag, fresh, without asking.
+func TestTagStaleWhileRevalidate(t *testing.T) {
+	t.Parallel()
+	fx := fleettest.LoadFixtures(t)
+	s := fleettest.New(t)
+	s.Puller(t, freshness(time.Second, time.Hour))
+	s.Puller(t, freshness(time.Second, time.Hour))
+	ref := s.Push(t, "single", "stale/img:latest")
+	fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
+	s.Push(t, "single-retag", "stale/img:latest")
+	time.Sleep(1100 * time.Millisecond)
+	s.Registry.Reset()
+
+	rec := s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64")
+	m := fleettest.Miss(t, rec)
+	if m.Keys[0].Pin != fx.Images["single"].Digest {
+		t.Errorf("stale: pin %s, want the last known %s", m.Keys[0].Pin, fx.Images["single"].Digest)
+	}
+	if st := m.Keys[0].Stale; !strings.Contains(st, "past the tag max age (1s)") || !strings.Contains(st, "revalidates") {
+		t.Errorf("stale: key.stale %q", st)
+	}
+	if n := notes(rec); len(n) != 1 || !strings.Contains(n[0].ID, "while the fleet revalidates it") {
+		t.Errorf("stale: progress lines %+v, want one saying the fleet revalidates", n)
+	}
+
+	// The revalidation lands; the moved tag answers, fresh.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.Registry.Reset()
+		m = fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
+		if m.Keys[0].Pin == fx.Images["single-retag"].Digest {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the background revalidation never stored the moved tag (pin %s)", m.Keys[0].Pin)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.Registry.Reset()
+	m = fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
+	if m.Keys[0].Stale != "" || m.Keys[0].Pin != fx.Images["single-retag"].Digest {
+		t.Errorf("after revalidation: pin %s, stale %q, want the moved tag, fresh", m.Keys[0].Pin, m.Keys[0].Stale)
+	}
+	if n := s.Registry.Count("HEAD", registrytest.KindManifest); n != 0 {
+		t.Errorf("after revalidation: %d registry resolves, want 0 (fresh)", n)
+	}
+}
+
+// A burst of stale answers across two replicas, all while the first
+// revalidation is held at the registry, revalidates once: the tag's lease
+// keeps the others from asking.
+func TestTagStaleRevalidatesOnceForTheFleet(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t, freshness(200*time.Millisecond, time.Hour))
+	s.Puller(t, freshness(200*time.Millisecond, time.Hour))
+	ref := s.Push(t, "single", "once/img:latest")
+	fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
+	time.Sleep(300 * time.Millisecond)
+	s.Registry.Reset()
+	gate := s.Registry.Gate("HEAD", registrytest.KindManifest)
+	defer gate.Release()
+	recs := make([]*bustest.Recorder, 10)
+	for i := range recs {
+		recs[i], _ = s.Request(t, "docker-image://"+ref, nil, "linux/amd64", false)
+	}
+	for _, rec := range recs {
+		if m := fleettest.Miss(t, rec); m.Keys[0].Stale == "" {
+			t.Errorf("an answer while the revalidation is held is not marked stale")
+		}
+	}
+	select {
+	case <-gate.Arrived():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no replica revalidated")
+	}
+	gate.Release()
+	time.Sleep(300 * time.Millisecond) // let any second revalidation show
+	if n := s.Registry.Count("HEAD", registrytest.KindManifest); n != 1 {
+		t.Errorf("%d registry resolves for 10 stale answers on 2 replicas, want 1 (%v)", n, s.Registry.Counts())
+	}
+}
+
+// Past the window the request waits for the registry; when the registry
+// is down the last known digest answers, and the progress and the event
+// say so.
+func TestTagOutageSaysSo(t *testing.T) {
+	t.Parallel()
+	fx := fleettest.LoadFixtures(t)
+	s := fleettest.New(t)
+	s.Puller(t, freshness(100*time.Millisecond, 100*time.Millisecond))
+	ref := s.Push(t, "single", "outage/img:latest")
+	fleettest.Miss(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
+	time.Sleep(300 * time.Millisecond)
+	s.Registry.Fail(registrytest.FailRule{Status: 503, Times: -1})
+	rec := s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64")
+	m := fleettest.Miss(t, rec)
+	if m.Keys[0].Pin != fx.Images["single"].Digest {
+		t.Errorf("outage: pin %s", m.Keys[0].Pin)
+	}
+	if st := m.Keys[0].Stale; !strings.Contains(st, "the registry did not answer") || !strings.Contains(st, "503") {
+		t.Errorf("outage: key.stale %q", st)
+	}
+	n := notes(rec)
+	if len(n) != 1 || !strings.Contains(n[0].ID, "the registry did not answer") {
+		t.Errorf("outage: progress lines %+v", n)
+	}
+}
