@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -111,6 +112,8 @@ func TestScripts(t *testing.T) {
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "single-retag"), "demo/retag:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
+	// For output_nats.txtar alone, which counts its blob downloads.
+	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/outnats:1")
 
 	data, err := os.ReadFile(filepath.Join(imagesDir, "expected.json"))
 	if err != nil {
@@ -156,7 +159,7 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context())},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "blobgets": blobGetsCmd(reg)},
 		// [ci] holds when the env var CI is set: a script's check that
 		// needs a tool then fails instead of skipping.
 		Condition: func(cond string) (bool, error) {
@@ -194,6 +197,29 @@ func freePort(ctx context.Context) (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// blobGetsCmd is "blobgets REPO N": the registry has answered exactly N
+// GETs of blobs of repository REPO since it started (N may be 0).
+func blobGetsCmd(reg *registrytest.Registry) func(ts *testscript.TestScript, neg bool, args []string) {
+	return func(ts *testscript.TestScript, neg bool, args []string) {
+		if len(args) != 2 || neg {
+			ts.Fatalf("usage: blobgets REPO N")
+		}
+		want, err := strconv.Atoi(args[1])
+		if err != nil {
+			ts.Fatalf("blobgets: %v", err)
+		}
+		got := 0
+		for _, r := range reg.Requests() {
+			if r.Method == http.MethodGet && r.Kind == registrytest.KindBlob && strings.HasPrefix(r.Path, "/v2/"+args[0]+"/blobs/") {
+				got++
+			}
+		}
+		if got != want {
+			ts.Fatalf("the registry answered %d GETs of blobs of %s, want %d", got, args[0], want)
+		}
+	}
 }
 
 // captureCmd is "capture VAR REGEXP": it sets $VAR to the first group of
