@@ -38,7 +38,7 @@ type stevedorePuller struct {
 func (*stevedorePuller) name() string { return toolStevedore }
 
 func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string) (sample, error) {
-	port, err := freePort()
+	port, err := freePort(ctx)
 	if err != nil {
 		return sample{}, err
 	}
@@ -70,7 +70,7 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 		return sample{}, err
 	}
 	var stdout, stderr bytes.Buffer
-	cli := exec.CommandContext(ctx, p.bin, "pull", "--nats", url, "--json", "--progress", "plain", //nolint:gosec // G204: the binary the benchmark built
+	cli := exec.CommandContext(ctx, p.bin, "pull", "--nats", url, "--json", "--progress", "plain",
 		"--platform", platform, "docker-image://"+img.ref)
 	cli.Stdout, cli.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -100,8 +100,9 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 }
 
 // freePort returns a TCP port of 127.0.0.1 nobody listens on now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(ctx context.Context) (int, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
