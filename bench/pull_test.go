@@ -18,16 +18,17 @@ import (
 )
 
 // BenchmarkPull is the cold pull of issue 3: for each generated image (see
-// images_test.go), Stevedore's pull (client.Pull to snapshot.ready, the
-// snapshotter a separate process), containerd's own (ctr images pull
-// against a containerd daemon started here) and the floor (curl | tar -x
-// of each layer), every one into fresh stores on tmpfs from the same
-// in-process registry. Each tool pulls each image once to warm up and then
-// $BENCH_PULL_RUNS times (default 3), the tools taking turns, and the
-// medians are reported; the summary prints their ratios. It needs root, containerd and ctr, curl,
-// GNU tar and bash, and fails (never skips) without them, or when
-// $TMPDIR (the stores) or $BENCH_IMAGE_CACHE (the generated layers) is
-// not on a tmpfs.
+// images_test.go), Stevedore's pull (`stevedore pull` to snapshot.ready
+// against the whole fleet as one `stevedore up` process), containerd's own
+// (ctr images pull against a containerd daemon started here) and the floor
+// (curl | tar -x of each layer), every one into fresh stores on tmpfs from
+// the same in-process registry. Each tool pulls each image once to warm up
+// and then $BENCH_PULL_RUNS times (default 3), the tools taking turns, and
+// the medians are reported; the summary prints their ratios, and a target
+// of issue 3 missed fails the run (TestMain). It needs root, containerd
+// and ctr, curl, GNU tar and bash, and fails (never skips) without them,
+// or when $TMPDIR (the stores) or $BENCH_IMAGE_CACHE (the generated
+// layers) is not on a tmpfs.
 //
 // Every measurement pulls into a fresh directory: Stevedore gets a new NATS
 // server and snapshotter data dir, containerd a new daemon with a new root,
@@ -78,8 +79,8 @@ const (
 	toolFloor      = "floor"
 )
 
-// setupPull checks the machine, builds the snapshotter and starts the
-// registry.
+// setupPull checks the machine, builds stevedore (the fleet's `up` and
+// the client's `pull`) and starts the registry.
 func setupPull(b *testing.B) *pullEnv {
 	b.Helper()
 	if os.Geteuid() != 0 {
@@ -108,12 +109,12 @@ func setupPull(b *testing.B) *pullEnv {
 		}
 	}
 
-	bin := filepath.Join(work, "stevedore-snapshotter")
-	build := exec.CommandContext(b.Context(), "go", "build", "-trimpath", "-o", bin, "./services/snapshotter/cmd/snapshotter")
+	bin := filepath.Join(work, "stevedore")
+	build := exec.CommandContext(b.Context(), "go", "build", "-trimpath", "-o", bin, "./cmd/stevedore")
 	build.Dir = ".."
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build the snapshotter: %v\n%s", err, out)
+		b.Fatalf("build stevedore: %v\n%s", err, out)
 	}
 
 	reg := registrytest.New(b)

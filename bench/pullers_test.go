@@ -1,37 +1,36 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/stevedore-dev/stevedore/pkg/broker"
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
-	"github.com/stevedore-dev/stevedore/pkg/registry"
-	"github.com/stevedore-dev/stevedore/services/puller"
-	"github.com/stevedore-dev/stevedore/services/resolver"
 )
 
-// stevedorePuller is Stevedore's cold pull: a fresh embedded NATS server
-// (its store in dir), the resolver and the puller in this process, the
-// snapshotter binary as its own process with a fresh data dir in dir and
-// the overlayfs snapshotter. It measures client.Pull, from the request to
-// snapshot.ready; cpu and rss are the snapshotter process's (the registry,
-// NATS, the resolver and the puller share this process with the registry
-// every tool uses).
+// stevedorePuller is Stevedore's cold pull as an operator runs it on one
+// machine: the whole fleet as one process, `stevedore up` (embedded NATS,
+// resolver, puller, snapshotter on overlayfs, exporter) with a fresh data
+// dir in dir, and the client as another, `stevedore pull --nats`. It
+// measures the client's run, start to exit (its connect included, as
+// ctr's is). cpu is the fleet process's CPU during that run plus the
+// client's, as containerd's is the daemon's plus ctr's; rss is the fleet
+// process's peak, NATS and every service in it, as containerd's is the
+// daemon's. The registry stays in the benchmark process, as for every
+// tool.
 type stevedorePuller struct {
 	bin string
 }
@@ -39,106 +38,106 @@ type stevedorePuller struct {
 func (*stevedorePuller) name() string { return toolStevedore }
 
 func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string) (sample, error) {
-	srv, err := broker.Start(broker.Config{DataDir: filepath.Join(dir, "nats"), Port: broker.RandomPort})
+	port, err := freePort(ctx)
 	if err != nil {
 		return sample{}, err
 	}
-	defer srv.Shutdown()
-	var conns []*nats.Conn
-	defer func() {
-		for _, nc := range conns {
-			nc.Close()
-		}
-	}()
-	connect := func(name string) (jetstream.JetStream, error) {
-		nc, err := srv.Connect(name)
-		if err != nil {
-			return nil, err
-		}
-		conns = append(conns, nc)
-		return jetstream.New(nc)
-	}
-	js, err := connect("bench-client")
-	if err != nil {
-		return sample{}, err
-	}
-	if err := bus.Provision(ctx, js, bus.Topology{}); err != nil {
-		return sample{}, err
-	}
-
-	platform := ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	platform := "linux/" + runtime.GOARCH
 	docker := filepath.Join(dir, "docker") // no credentials
-	svcCtx, stopServices := context.WithCancelCause(ctx)
-	var wg sync.WaitGroup
-	var svcErrs []error
-	var mu sync.Mutex
-	defer func() { stopServices(errors.New("pull measured")); wg.Wait() }()
-	run := func(name string, fn func(context.Context) error) {
-		wg.Go(func() {
-			if err := fn(svcCtx); err != nil && context.Cause(svcCtx) == nil {
-				mu.Lock()
-				svcErrs = append(svcErrs, fmt.Errorf("%s: %w", name, err))
-				mu.Unlock()
-			}
-		})
-	}
-	rjs, err := connect("resolver")
+	fleet, err := startProcess(ctx, filepath.Join(dir, "fleet.log"), p.bin, "up",
+		"--data-dir", filepath.Join(dir, "data"), "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--snapshotter", "overlayfs", "--docker-config", docker, "--platform", platform)
 	if err != nil {
 		return sample{}, err
 	}
-	r, err := resolver.New(rjs, resolver.Config{Instance: "bench", Platform: platform, Logger: quiet})
+	defer fleet.stop()
+	nc, err := connectTo(ctx, url, fleet)
 	if err != nil {
 		return sample{}, err
 	}
-	run("resolver", r.Run)
-	pjs, err := connect("puller")
+	defer nc.Close()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		return sample{}, err
 	}
-	pl, err := puller.New(pjs, puller.Config{Instance: "bench", Platform: platform, Registry: registry.Config{DockerConfigDir: docker}, Logger: quiet})
-	if err != nil {
-		return sample{}, err
-	}
-	run("puller", pl.Run)
-
-	sn, err := startProcess(ctx, filepath.Join(dir, "snapshotter.log"), p.bin,
-		"-nats", srv.ClientURL(), "-data-dir", filepath.Join(dir, "data"), "-node", "bench",
-		"-snapshotter", "overlayfs", "-provision=false", "-http=", "-docker-config", docker)
-	if err != nil {
-		return sample{}, err
-	}
-	defer sn.stop()
-	if err := waitWorkers(ctx, js, sn); err != nil {
+	if err := waitWorkers(ctx, js, fleet); err != nil {
 		return sample{}, err
 	}
 
-	cpu0, err := procCPU(sn.pid())
+	cpu0, err := procCPU(fleet.pid())
 	if err != nil {
 		return sample{}, err
 	}
-	op := events.SourceOp{Identifier: "docker-image://" + img.ref, Platform: &platform}
+	var stdout, stderr bytes.Buffer
+	cli := exec.CommandContext(ctx, p.bin, "pull", "--nats", url, "--json", "--progress", "plain",
+		"--platform", platform, "docker-image://"+img.ref)
+	cli.Stdout, cli.Stderr = &stdout, &stderr
 	start := time.Now()
-	out, err := client.Pull(ctx, js, client.NewBuildID(), op, nil)
+	err = cli.Run()
 	wall := time.Since(start)
-	if err == nil && out.Snapshot == nil {
-		err = errors.New("the build ended without snapshot.ready")
-	}
 	if err != nil {
-		mu.Lock()
-		defer mu.Unlock()
-		return sample{}, errors.Join(append([]error{err, sn.failure()}, svcErrs...)...)
+		return sample{}, errors.Join(fmt.Errorf("stevedore pull: %w\n%s", err, tail(stderr.Bytes())), fleet.failure())
+	}
+	cpu1, err1 := procCPU(fleet.pid())
+	rss, err2 := procPeakRSS(fleet.pid())
+	if err := errors.Join(err1, err2); err != nil {
+		return sample{}, err
+	}
+	var out client.Outcome
+	if err := json.NewDecoder(&stdout).Decode(&out); err != nil {
+		return sample{}, fmt.Errorf("stevedore pull --json: %w", err)
+	}
+	if out.Snapshot == nil {
+		return sample{}, errors.Join(fmt.Errorf("the build ended without snapshot.ready: %+v", out), fleet.failure())
 	}
 	if out.Snapshot.Fetched != len(img.Layers) {
 		return sample{}, fmt.Errorf("snapshot.ready says %d layers fetched, want %d", out.Snapshot.Fetched, len(img.Layers))
 	}
-	cpu1, err1 := procCPU(sn.pid())
-	rss, err2 := procPeakRSS(sn.pid())
-	if err := errors.Join(err1, err2); err != nil {
-		return sample{}, err
+	cliCPU := cpuOf(cli)
+	fleetCPU := cpu1.since(cpu0)
+	return sample{wall: wall, cpu: fleetCPU.cpu + cliCPU.user + cliCPU.sys, sys: fleetCPU.sys + cliCPU.sys, rss: rss}, nil
+}
+
+// freePort returns a TCP port of 127.0.0.1 nobody listens on now.
+func freePort(ctx context.Context) (int, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
 	}
-	s := cpu1.since(cpu0)
-	s.wall, s.rss = wall, rss
-	return s, nil
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// connectTo connects to the NATS server of process p at url, trying again
+// until it listens (30s at most) or p exits.
+func connectTo(ctx context.Context, url string, p *process) (*nats.Conn, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		nc, err := nats.Connect(url, nats.Name("bench-client"))
+		if err == nil {
+			return nc, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.Join(fmt.Errorf("connect %s: %w", url, err), p.failure())
+		}
+		select {
+		case <-p.exited():
+			return nil, p.failure()
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// tail is the end of a command's output, for an error.
+func tail(out []byte) []byte {
+	if len(out) > 4000 {
+		return out[len(out)-4000:]
+	}
+	return out
 }
 
 // waitWorkers waits until the resolver, the puller and the snapshotter
@@ -155,15 +154,19 @@ func waitConsumers(ctx context.Context, js jetstream.JetStream, p *process, name
 	deadline := time.Now().Add(30 * time.Second)
 	for _, name := range names {
 		for {
+			// The process may not have provisioned the consumer yet.
+			var waiting bool
 			c, err := js.Consumer(ctx, events.StreamEvents, name)
-			if err != nil {
+			if err == nil {
+				var info *jetstream.ConsumerInfo
+				if info, err = c.Info(ctx); err == nil {
+					waiting = info.NumWaiting > 0
+				}
+			}
+			if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 				return err
 			}
-			info, err := c.Info(ctx)
-			if err != nil {
-				return err
-			}
-			if info.NumWaiting > 0 {
+			if waiting {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -41,9 +41,12 @@ var amd64 = ocispec.Platform{OS: "linux", Architecture: "amd64"}
 // fleet is a bus with a resolver and some puller replicas, real or no-op.
 type fleet struct {
 	env *bustest.Env
-	nc  *nats.Conn          // the client's connection
-	js  jetstream.JetStream // on nc
-	ref string              // the digest-pinned reference to resolve
+	reg *registrytest.Registry
+	// floor marks a fleet of no-op handlers, which never ask the registry.
+	floor bool
+	nc    *nats.Conn          // the client's connection
+	js    jetstream.JetStream // on nc
+	ref   string              // the digest-pinned reference to resolve
 }
 
 // transport is how every component connects to the embedded server:
@@ -81,7 +84,7 @@ func startFleet(b *testing.B, tr transport, floor bool, replicas int) *fleet {
 	env := bustest.Start(b, bus.Topology{})
 	reg := registrytest.New(b)
 	desc := reg.PushLayout(b, filepath.Join("..", "testdata", "images", "single"), "bench/single:1")
-	f := &fleet{env: env, ref: "docker-image://" + reg.Host() + "/bench/single@" + desc.Digest.String()}
+	f := &fleet{env: env, reg: reg, floor: floor, ref: "docker-image://" + reg.Host() + "/bench/single@" + desc.Digest.String()}
 	f.nc, f.js = f.connect(b, tr, "client")
 
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -158,6 +161,22 @@ func (f *fleet) warm(b *testing.B) {
 	if err := idx.Put(b.Context(), rec); err != nil {
 		b.Fatal(err)
 	}
+	// From here on the path is warm: it must not ask the registry
+	// anything (requireNoRegistry).
+	f.reg.Reset()
+}
+
+// requireNoRegistry fails the benchmark unless the registry saw no
+// request since the warm-up: a warm resolve is answered from what the
+// fleet knows.
+func (f *fleet) requireNoRegistry(b *testing.B) {
+	b.Helper()
+	if f.floor {
+		return // its registry only had the image pushed
+	}
+	if reqs := f.reg.Requests(); len(reqs) != 0 {
+		b.Fatalf("the warm path made %d registry requests (%v), want none", len(reqs), f.reg.Counts())
+	}
 }
 
 // hits delivers every cache.hit to the waiting request, through one core
@@ -192,8 +211,10 @@ func (f *fleet) subscribe(b *testing.B) *hits {
 
 var builds atomic.Int64
 
-// one resolves once and returns how long the hit took to arrive.
-func (f *fleet) one(b *testing.B, h *hits, pub *bus.Publisher) time.Duration {
+// one resolves once and returns how long the hit took to arrive. It
+// returns errors rather than failing b, since the throughput benchmark
+// calls it from its own goroutines.
+func (f *fleet) one(ctx context.Context, h *hits, pub *bus.Publisher) (time.Duration, error) {
 	id := fmt.Sprintf("bench-%d", builds.Add(1))
 	ch := make(chan struct{})
 	h.mu.Lock()
@@ -203,15 +224,25 @@ func (f *fleet) one(b *testing.B, h *hits, pub *bus.Publisher) time.Duration {
 	e.ID, e.BuildID, e.Source = id, id, "/bench/client"
 	start := time.Now()
 	e.Time = start
-	if err := pub.Publish(b.Context(), e); err != nil {
-		b.Fatal(err)
+	if err := pub.Publish(ctx, e); err != nil {
+		return 0, fmt.Errorf("build %s: %w", id, err)
 	}
 	select {
 	case <-ch:
 	case <-time.After(10 * time.Second):
-		b.Fatalf("build %s: no cache.hit in 10s", id)
+		return 0, fmt.Errorf("build %s: no cache.hit in 10s", id)
 	}
-	return time.Since(start)
+	return time.Since(start), nil
+}
+
+// settle resolves 50 times, unmeasured, to settle connections and caches.
+func (f *fleet) settle(b *testing.B, h *hits, pub *bus.Publisher) {
+	b.Helper()
+	for range 50 {
+		if _, err := f.one(b.Context(), h, pub); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // BenchmarkWarmPath is the latency of one resolve → index 0 → cache.hit at
@@ -231,16 +262,19 @@ func warmPath(b *testing.B, f *fleet) {
 		{
 			h := f.subscribe(b)
 			pub := bus.NewPublisher(f.js)
-			for range 50 { // settle connections and caches
-				f.one(b, h, pub)
-			}
+			f.settle(b, h, pub)
 			lat := make([]time.Duration, 0, b.N)
 			steal := startSteal()
 			b.ResetTimer()
 			for range b.N {
-				lat = append(lat, f.one(b, h, pub))
+				d, err := f.one(b.Context(), h, pub)
+				if err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, d)
 			}
 			b.StopTimer()
+			f.requireNoRegistry(b)
 			slices.Sort(lat)
 			report(b, map[string]float64{
 				"p50-µs":  float64(pct(lat, 50).Microseconds()),
@@ -261,30 +295,46 @@ func BenchmarkThroughput(b *testing.B) {
 				f := startFleet(b, tcp, floor, replicas)
 				h := f.subscribe(b)
 				pub := bus.NewPublisher(f.js)
-				for range 50 {
-					f.one(b, h, pub)
-				}
+				f.settle(b, h, pub)
 				const inFlight = 64
+				// The workers report their errors here; the benchmark's
+				// goroutine fails b. The first error stops the feed.
+				ctx, stop := context.WithCancelCause(b.Context())
+				defer stop(errors.New("throughput measured"))
 				work := make(chan struct{})
 				var wg sync.WaitGroup
+				var errMu sync.Mutex
+				var errs []error
 				for range inFlight {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
+					wg.Go(func() {
 						for range work {
-							f.one(b, h, pub)
+							if _, err := f.one(ctx, h, pub); err != nil {
+								errMu.Lock()
+								errs = append(errs, err)
+								errMu.Unlock()
+								stop(err)
+							}
 						}
-					}()
+					})
 				}
 				steal := startSteal()
 				b.ResetTimer()
 				start := time.Now()
+			feed:
 				for range b.N {
-					work <- struct{}{}
+					select {
+					case work <- struct{}{}:
+					case <-ctx.Done():
+						break feed
+					}
 				}
 				close(work)
 				wg.Wait()
 				b.StopTimer()
+				if len(errs) > 0 {
+					b.Fatalf("%d of %d resolves failed: %v", len(errs), b.N, errors.Join(errs...))
+				}
+				f.requireNoRegistry(b)
 				report(b, map[string]float64{
 					"req/s":   float64(b.N) / time.Since(start).Seconds(),
 					"steal-%": steal(),

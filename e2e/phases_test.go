@@ -669,17 +669,24 @@ func (su *suite) watcher(ctx context.Context, t *testing.T) {
 		t.Errorf("a watcher's pull request on the puller's consumer was answered")
 	}
 	_ = rsub.Unsubscribe()
-	time.Sleep(200 * time.Millisecond) // the server's -ERR arrives asynchronously
-	mu.Lock()
+	// The server's -ERR arrives asynchronously: wait for it (5s at most).
 	var violations int
-	for _, e := range asyncErrs {
-		if errors.Is(e, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(e.Error()), "permissions violation") {
-			violations++
+	for deadline := time.Now().Add(5 * time.Second); violations == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		violations = 0
+		for _, e := range asyncErrs {
+			if errors.Is(e, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(e.Error()), "permissions violation") {
+				violations++
+			}
 		}
+		mu.Unlock()
 	}
-	mu.Unlock()
 	if violations == 0 {
-		t.Errorf("the server reported no permissions violation for the watcher's attempts (errors: %v)", asyncErrs)
+		mu.Lock()
+		errs := fmt.Sprint(asyncErrs)
+		mu.Unlock()
+		t.Errorf("the server reported no permissions violation for the watcher's attempts (errors: %s)", errs)
 	}
 
 	// stevedore watch with the watcher's credentials.
