@@ -96,12 +96,15 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // holding the fixture images ($REGISTRY, which also takes pushes, as a
 // cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
 // a free port for an embedded NATS ($NATS_PORT), a port another listener
-// holds while the script runs ($BUSY_PORT), and an http server
+// holds while the script runs ($BUSY_PORT), a port nothing listens on
+// ($DEAD_PORT), a server answering 503 ($FLAKYHOST), a proxy to the
+// registry that "regproxy stop" takes down ($PROXYREG), and an http server
 // ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, the
 // directory of the fixture layouts ($IMAGES, for --oci-layout), and
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
 // $PRIVATE_TOKEN") and $PRIVATEGIT (the fixture repository as
-// private.git, with the git token $PRIVATE_TOKEN). Besides
+// private.git, with the git token $PRIVATE_TOKEN), and a git daemon
+// serving it as public.git ($GITDAEMON, for git://). Besides
 // testscript's commands, scripts have capture (see captureCmd) and
 // interrupt (see interruptCmd).
 func TestScripts(t *testing.T) {
@@ -109,6 +112,13 @@ func TestScripts(t *testing.T) {
 	hello := serveHello(t)
 	private := servePrivate(t)
 	privateGit := servePrivateGit(t)
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "try later", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(flaky.Close)
+	publicRoot := gitremotetest.NewRoot(t)
+	publicRoot.CloneBundle(t, "public", filepath.Join(sourcesDir, "git", "repo.bundle"))
+	daemon := gitremotetest.ServeDaemon(t, publicRoot)
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "single-retag"), "demo/retag:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
@@ -156,10 +166,14 @@ func TestScripts(t *testing.T) {
 		"PRIVATEHOST":   private.Listener.Addr().String(),
 		"PRIVATEGIT":    strings.TrimSuffix(strings.TrimPrefix(privateGit.URL, "http://"), "/"),
 		"PRIVATE_TOKEN": privateToken,
+		// A server that answers every request 503.
+		"FLAKYHOST": flaky.Listener.Addr().String(),
+		// git daemon serving the fixture repository as public.git.
+		"GITDAEMON": strings.TrimSuffix(strings.TrimPrefix(daemon.URL, "git://"), "/"),
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "blobgets": blobGetsCmd(reg)},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "blobgets": blobGetsCmd(reg)},
 		// [ci] holds when the env var CI is set: a script's check that
 		// needs a tool then fails instead of skipping.
 		Condition: func(cond string) (bool, error) {
@@ -183,6 +197,18 @@ func TestScripts(t *testing.T) {
 			}
 			env.Defer(func() { _ = busy.Close() })
 			env.Setenv("BUSY_PORT", fmt.Sprint(busy.Addr().(*net.TCPAddr).Port))
+			dead, err := freePort(t.Context())
+			if err != nil {
+				return err
+			}
+			env.Setenv("DEAD_PORT", fmt.Sprint(dead))
+			proxy, err := startProxy(t.Context(), reg.Host())
+			if err != nil {
+				return err
+			}
+			env.Values[proxyKey{}] = proxy
+			env.Defer(proxy.stop)
+			env.Setenv("PROXYREG", proxy.l.Addr().String())
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("DOCKER_CONFIG", filepath.Join(env.WorkDir, ".docker"))
 			return nil

@@ -71,6 +71,15 @@ func (f *sourceFlags) register(cmd *cobra.Command) {
 func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 	op := events.SourceOp{Identifier: ref, Attrs: map[string]string{}}
 	switch {
+	case source.IsGitURL(ref):
+		// A URL with its transport: what llb.Git sends, an identifier
+		// without transport and the URL as git.fullurl.
+		g, err := source.ParseLLBGit(ref)
+		if err != nil {
+			return op, fmt.Errorf("%s: %w", ref, err)
+		}
+		op.Identifier = g.Identifier
+		op.Attrs[source.AttrFullRemoteURL] = g.FullURL
 	case strings.Contains(ref, "://"):
 	case isLocalPath(ref):
 		dir, err := filepath.Abs(ref)
@@ -272,11 +281,20 @@ func printOutcome(w io.Writer, out client.Outcome) {
 		fmt.Fprintf(tw, "pin\t%s\n", out.Pin)
 	}
 	for _, k := range out.Keys {
+		if k.Stale != "" {
+			fmt.Fprintf(tw, "stale\t%s\n", k.Stale)
+			break
+		}
+	}
+	for _, k := range out.Keys {
 		state := "miss"
 		if out.Hit != nil && out.Hit.Key.Index == k.Index {
 			state = "hit"
 		}
 		fmt.Fprintf(tw, "index %d\t%s\t(solver digest %s)\t%s\n", k.Index, k.Key, k.Digest, state)
+	}
+	if w := platformWarning(out); w != "" {
+		fmt.Fprintf(tw, "warning\t%s\n", w)
 	}
 	switch {
 	case out.Hit != nil && out.Hit.Snapshot && out.Snapshot != nil:

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/containerd/platforms"
+
+	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -59,4 +62,22 @@ func fetchedLine(r events.SnapshotReady) (label, text string) {
 		return "fetched", "nothing (the snapshot was there)"
 	}
 	return "fetched", "the content"
+}
+
+// platformWarning says that the image's own platform is not the one asked
+// for (a single-platform image is used as it is, as BuildKit does); empty
+// when it is.
+func platformWarning(out client.Outcome) string {
+	var opts *events.CacheOpts
+	switch {
+	case out.Miss != nil:
+		opts = out.Miss.CacheOpts
+	case out.Hit != nil:
+		opts = out.Hit.CacheOpts
+	}
+	if opts == nil || opts.ImagePlatform == nil {
+		return ""
+	}
+	return fmt.Sprintf("the image is %s, not %s: it has one platform, used as it is (as BuildKit does)",
+		platforms.FormatAll(*opts.ImagePlatform), platforms.FormatAll(opts.Platform))
 }

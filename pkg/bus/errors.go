@@ -24,6 +24,12 @@ var (
 	// ErrConflict: another worker holds the lease for this work. Retryable
 	// soon.
 	ErrConflict = errors.New("conflict")
+	// ErrUnreachable: nothing listens at the address (connection refused)
+	// or what answers speaks another protocol (plain http to an https
+	// client, not git to a git client). Permanent: retrying the same
+	// address cannot help, so the build fails at once and says so. An
+	// error of this class may also match ErrUnavailable.
+	ErrUnreachable = errors.New("unreachable")
 )
 
 // classified attaches a class to an error without changing its text, so a
@@ -61,13 +67,17 @@ func Unavailable(err error) error { return classify(ErrUnavailable, err) }
 // Conflict marks err as ErrConflict, keeping its text.
 func Conflict(err error) error { return classify(ErrConflict, err) }
 
+// Unreachable marks err as ErrUnreachable, keeping its text.
+func Unreachable(err error) error { return classify(ErrUnreachable, err) }
+
 // Permanent reports whether err belongs to a class that retrying cannot fix.
 func Permanent(err error) bool {
-	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnauthorized)
+	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnauthorized) ||
+		errors.Is(err, ErrUnreachable)
 }
 
 // Code is the failure code a failed event carries for err: "invalid",
-// "not-found", "unauthorized", "unavailable", or "internal" for an error
+// "not-found", "unauthorized", "unreachable", "unavailable", or "internal" for an error
 // nobody classified.
 func Code(err error) string {
 	switch {
@@ -77,6 +87,8 @@ func Code(err error) string {
 		return "not-found"
 	case errors.Is(err, ErrUnauthorized):
 		return "unauthorized"
+	case errors.Is(err, ErrUnreachable):
+		return "unreachable"
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrConflict):
 		return "unavailable"
 	}

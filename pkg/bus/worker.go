@@ -286,6 +286,7 @@ func (w *Worker) process(ctx, handlers context.Context, msg jetstream.Msg) {
 func (w *Worker) onError(ctx context.Context, msg jetstream.Msg, in events.Event, err error, delivered int) {
 	v := Action(err, delivered, w.cfg.Consumer.MaxDeliver, w.cfg.Backoff)
 	if v.Retry {
+		w.announceRetry(ctx, in, err, delivered, v.Delay)
 		if nerr := msg.NakWithDelay(v.Delay); nerr != nil {
 			// NATS is away (restarting, a leader moving): keep trying while
 			// the message is still ours, so the retry does not wait for

@@ -44,6 +44,10 @@ type CacheKey struct {
 	Pin string `json:"pin"`
 	// Done reports that no further index will be asked for.
 	Done bool `json:"done"`
+	// Stale, when set, says that Pin is the tag's last known resolution,
+	// used because the registry could not be asked: when that resolution
+	// was made and why the registry did not answer.
+	Stale string `json:"stale,omitempty"`
 }
 
 // Layer is one layer of an image: its compressed blob and what it unpacks to.
@@ -80,6 +84,11 @@ type CacheOpts struct {
 	Layers []Layer `json:"layers"`
 	// Platform is the platform the manifest was chosen for.
 	Platform ocispec.Platform `json:"platform"`
+	// ImagePlatform is the platform the image's config names, set only
+	// when it does not match Platform: a single-platform image is used as
+	// it is whatever the platform asked (BuildKit's keys), and the client
+	// says so.
+	ImagePlatform *ocispec.Platform `json:"imagePlatform,omitempty"`
 	// LayerLimit is the image.layerlimit attribute; nil means no limit.
 	LayerLimit *int `json:"layerLimit,omitempty"`
 	// Cached, when set, is a result of an imported cache with the same
@@ -204,7 +213,9 @@ type SourceFailed struct {
 	// ("no handler for git", "invalid layer limit 0", …).
 	Reason string `json:"reason"`
 	// Code classifies the failure: "invalid" (bad input), "not-found",
-	// "unauthorized", "unavailable" (retries exhausted) or "internal".
+	// "unauthorized", "unreachable" (connection refused, another
+	// protocol: not retried), "unavailable" (retries exhausted) or
+	// "internal".
 	Code string `json:"code"`
 	// Attempts is how many times the step was tried.
 	Attempts int `json:"attempts"`

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -27,6 +28,9 @@ const (
 	// KindInvalid: the request can never succeed (an unsupported remote, a
 	// malformed commit, a tree that cannot be checked out safely).
 	KindInvalid
+	// KindUnreachable: nothing listens at the remote's address, or it
+	// speaks another protocol (bus.IsUnreachable). Not retried.
+	KindUnreachable
 )
 
 // Error is a failure to read a remote or check a commit out.
@@ -57,6 +61,8 @@ func (e *Error) Is(target error) bool {
 		return target == bus.ErrUnauthorized
 	case KindInvalid:
 		return target == bus.ErrInvalid
+	case KindUnreachable:
+		return target == bus.ErrUnreachable || target == bus.ErrUnavailable
 	}
 	return target == bus.ErrUnavailable
 }
@@ -85,6 +91,11 @@ func remoteError(remote string, err error) error {
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed),
 		errors.Is(err, transport.ErrInvalidAuthMethod):
 		e.Kind = KindUnauthorized
+	case bus.IsUnreachable(err), errors.Is(err, syscall.ECONNRESET):
+		// A reset before any answer is what a server of another protocol
+		// (a git daemon asked over http) does with a request it cannot
+		// read.
+		e.Kind = KindUnreachable
 	case errors.As(err, &netErr):
 		e.Kind = KindUnavailable
 	}

@@ -121,6 +121,12 @@ func Walk(ctx context.Context, f Fetcher, top ocispec.Descriptor, platform ocisp
 			len(cfg.RootFS.DiffIDs), len(m.Layers))
 	}
 	opts.RootFSType = cfg.RootFS.Type
+	if cfg.OS != "" && cfg.Architecture != "" {
+		own := ocispec.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+		if !platforms.Only(platform).Match(own) {
+			opts.ImagePlatform = &own
+		}
+	}
 	opts.Layers = make([]events.Layer, len(m.Layers))
 	for i, l := range m.Layers {
 		opts.Layers[i] = events.Layer{Blob: l, DiffID: cfg.RootFS.DiffIDs[i]}

@@ -362,6 +362,9 @@ const (
 	// KindInvalid: the content is unusable (too large, wrong digest, an
 	// unsupported media type) or the request was malformed (other 4xx).
 	KindInvalid
+	// KindUnreachable: nothing listens at the registry's address, or it
+	// speaks another protocol (bus.IsUnreachable). Not retried.
+	KindUnreachable
 )
 
 // Error is a registry failure.
@@ -398,6 +401,8 @@ func (e *Error) Is(target error) bool {
 		return target == bus.ErrUnauthorized
 	case KindInvalid:
 		return target == bus.ErrInvalid
+	case KindUnreachable:
+		return target == bus.ErrUnreachable || target == bus.ErrUnavailable
 	}
 	return target == bus.ErrUnavailable
 }
@@ -436,6 +441,8 @@ func wrap(op Op, ref string, err error) error {
 		e.Kind = KindInvalid
 	case errdefs.IsFailedPrecondition(err): // more bytes than the descriptor's size
 		e.Kind = KindInvalid
+	case bus.IsUnreachable(err):
+		e.Kind = KindUnreachable
 	}
 	return e
 }

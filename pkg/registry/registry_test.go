@@ -678,7 +678,11 @@ func TestConnectionRefused(t *testing.T) {
 			t.Parallel()
 			ref := closedPort(t) + "/fixture/single:1"
 			err := o.call(t, newClient(t, registry.Config{}), ref, img)
-			_ = checkError(t, o.name, err, wantError{op: o.op, ref: ref, kind: registry.KindUnavailable, temporary: true})
+			// Nothing listens there: retrying cannot help.
+			_ = checkError(t, o.name, err, wantError{op: o.op, ref: ref, kind: registry.KindUnreachable, temporary: false})
+			if !errors.Is(err, bus.ErrUnreachable) || !bus.Permanent(err) {
+				t.Errorf("%s error %v is not bus.ErrUnreachable, permanent", o.name, err)
+			}
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("%s error %v is not ECONNREFUSED", o.name, err)
 			}

@@ -151,6 +151,8 @@ func classifyGit(err error) error {
 		return bus.NotFound(err)
 	case errors.Is(err, source.ErrInvalid):
 		return bus.Invalid(err)
+	case !bus.Permanent(err) && bus.IsUnreachable(err):
+		return bus.Unreachable(err)
 	}
 	return err
 }

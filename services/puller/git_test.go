@@ -257,7 +257,7 @@ func TestGitBadInput(t *testing.T) {
 		{"ssh agent", op(src("v1", source.AttrMountSSHSock, "default")), `no SSH key "default" forwarded from the client`, "invalid", 1},
 		{"signatures", op(src("v1", source.AttrGitSignaturePubKey, "key")), "git signature verification (git.sig.*) is not supported yet", "invalid", 1},
 		{"nothing listening", op("git://127.0.0.1:1/repo.git#v1", map[string]string{source.AttrFullRemoteURL: "git://127.0.0.1:1/repo.git"}),
-			"failed to fetch remote git://127.0.0.1:1/repo.git", "unavailable", fleettest.PullerConsumer().MaxDeliver},
+			"failed to fetch remote git://127.0.0.1:1/repo.git", "unreachable", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -211,10 +211,11 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 		requestedAt = env.Time
 	}
 
-	top, err := h.resolveTop(ctx, img, requestedAt)
+	resolved, err := h.resolveTop(ctx, img, requestedAt)
 	if err != nil {
 		return nil, classify(err)
 	}
+	top := resolved.Top
 	if img.Checksum != "" && top.Digest != img.Checksum {
 		return nil, bus.Invalid(fmt.Errorf("image digest %s for %s does not match expected checksum %s", top.Digest, ref, img.Checksum))
 	}
@@ -223,7 +224,11 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 		return nil, classify(err)
 	}
 	opts.Ref = pinnedRef(img, opts.Top.Digest)
-	return h.indexZero(ctx, in, opts, platform, img.LayerLimit, "resolve "+ref, started)
+	outs, err := h.indexZero(ctx, in, opts, platform, img.LayerLimit, "resolve "+ref, started)
+	if err != nil || resolved.Stale == "" {
+		return outs, err
+	}
+	return markStale(in.Source.Identifier, ref, resolved.Stale, h.now(), outs), nil
 }
 
 // indexZero ends index 0 of an image (docker-image, oci-layout) once its
@@ -385,9 +390,9 @@ type tagResolution struct {
 // resolution started, following the resolve mode: pull asks the registry,
 // default asks it and falls back to the last known answer when it is
 // unavailable, local takes the last known answer when there is one.
-func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, requestedAt time.Time) (ocispec.Descriptor, error) {
+func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, requestedAt time.Time) (topResolution, error) {
 	if d := img.Reference.Digest(); d != "" {
-		return ocispec.Descriptor{Digest: d}, nil
+		return topResolution{Top: ocispec.Descriptor{Digest: d}}, nil
 	}
 	ref := img.Reference.String()
 	key := flightKey("tag", ref)
@@ -406,19 +411,27 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 		}
 		return json.Marshal(tagResolution{Top: desc, ResolvedAt: at})
 	})
-	if err != nil && img.ResolveMode == source.ResolveModeDefault && !bus.Permanent(classify(err)) {
+	// A registry that is down (unavailable, or unreachable: refusing
+	// connections) leaves the last answer; one that said no does not.
+	var stale error
+	if cerr := classify(err); err != nil && img.ResolveMode == source.ResolveModeDefault &&
+		(!bus.Permanent(cerr) || errors.Is(cerr, bus.ErrUnreachable)) {
 		if v, found, gerr := h.flight.Get(ctx, key); gerr == nil && found {
-			res, err = lease.Result{Value: v}, nil
+			res, err, stale = lease.Result{Value: v}, nil, err
 		}
 	}
 	if err != nil {
-		return ocispec.Descriptor{}, err
+		return topResolution{}, err
 	}
 	var r tagResolution
 	if err := json.Unmarshal(res.Value, &r); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("stored resolution of %s: %w", ref, err)
+		return topResolution{}, fmt.Errorf("stored resolution of %s: %w", ref, err)
 	}
-	return r.Top, nil
+	out := topResolution{Top: r.Top}
+	if stale != nil {
+		out.Stale = fmt.Sprintf("the registry did not answer (%v); using the resolution of %s", stale, r.ResolvedAt.UTC().Format(time.RFC3339))
+	}
+	return out, nil
 }
 
 // manifests returns the CacheOpts of (repository, top digest, platform),
@@ -488,6 +501,8 @@ func classify(err error) error {
 		return bus.NotFound(err)
 	case errors.Is(err, image.ErrInvalid), errors.Is(err, source.ErrInvalid):
 		return bus.Invalid(err)
+	case !bus.Permanent(err) && bus.IsUnreachable(err):
+		return bus.Unreachable(err)
 	}
 	return err
 }

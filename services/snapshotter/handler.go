@@ -299,6 +299,9 @@ func classify(err error) error {
 	if errors.Is(err, snapshot.ErrVerify) {
 		return bus.Invalid(err)
 	}
+	if !bus.Permanent(err) && bus.IsUnreachable(err) {
+		return bus.Unreachable(err)
+	}
 	return err
 }
 
