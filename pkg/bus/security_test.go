@@ -71,3 +71,31 @@ func TestSecurityClientDuplicateRefused(t *testing.T) {
 		t.Errorf("second publish of one client event id: %v, want ErrDuplicateID", err)
 	}
 }
+
+// Finding 6: the events, advisories and dead-letter streams have a byte
+// bound, so no client fills the server's store with requests; the bound is
+// configurable.
+func TestSecurityStreamsHaveByteLimits(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	want := map[string]int64{events.StreamEvents: bus.DefaultEventsMaxBytes, events.StreamDLQ: bus.DefaultDLQMaxBytes, events.StreamAdvisories: bus.DefaultDLQMaxBytes}
+	for name, n := range want {
+		s, err := env.JS.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.MaxBytes; got != n {
+			t.Errorf("stream %s: MaxBytes %d, want %d", name, got, n)
+		}
+	}
+	if err := bus.Provision(t.Context(), env.JS, bus.Topology{EventsMaxBytes: 1 << 20, DLQMaxBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := env.JS.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxBytes; got != 1<<20 {
+		t.Errorf("configured events bound: MaxBytes %d", got)
+	}
+}

@@ -119,6 +119,15 @@ type Topology struct {
 	Duplicates time.Duration
 	// DLQMaxAge is how long dead letters are kept. Zero means 30 days.
 	DLQMaxAge time.Duration
+	// EventsMaxBytes bounds the events stream's storage: past it the
+	// oldest events go (DiscardOld), so no client can fill the server's
+	// disk with requests. Zero means DefaultEventsMaxBytes; negative means
+	// no bound.
+	EventsMaxBytes int64
+	// DLQMaxBytes bounds the dead-letter stream's (and the advisories
+	// stream's) storage the same way. Zero means DefaultDLQMaxBytes;
+	// negative means no bound.
+	DLQMaxBytes int64
 	// Consumers are the service consumers to create. Nil means the
 	// resolver, the puller and the snapshotter with their defaults.
 	Consumers []Consumer
@@ -134,9 +143,31 @@ func (t *Topology) setDefaults() {
 	if t.DLQMaxAge == 0 {
 		t.DLQMaxAge = 30 * 24 * time.Hour
 	}
+	if t.EventsMaxBytes == 0 {
+		t.EventsMaxBytes = DefaultEventsMaxBytes
+	}
+	if t.DLQMaxBytes == 0 {
+		t.DLQMaxBytes = DefaultDLQMaxBytes
+	}
 	if t.Consumers == nil {
 		t.Consumers = []Consumer{ResolverConsumer(), PullerConsumer(), SnapshotterConsumer(), ExporterConsumer()}
 	}
+}
+
+// Default byte bounds of the streams (Topology.EventsMaxBytes,
+// Topology.DLQMaxBytes).
+const (
+	DefaultEventsMaxBytes = 2 << 30
+	DefaultDLQMaxBytes    = 256 << 20
+)
+
+// maxBytes is a stream's MaxBytes for a bound: -1 (none) for a negative
+// one.
+func maxBytes(n int64) int64 {
+	if n < 0 {
+		return -1
+	}
+	return n
 }
 
 func (t Topology) storage() jetstream.StorageType {
@@ -196,6 +227,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			Retention:   jetstream.LimitsPolicy,
 			Discard:     jetstream.DiscardOld,
 			MaxAge:      t.EventsMaxAge,
+			MaxBytes:    maxBytes(t.EventsMaxBytes),
 			Duplicates:  t.Duplicates,
 			Storage:     t.storage(),
 		},
@@ -204,6 +236,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			Description: "terminated and max-delivered advisories of " + events.StreamEvents,
 			Subjects:    advisorySubjects(),
 			MaxAge:      t.DLQMaxAge,
+			MaxBytes:    maxBytes(t.DLQMaxBytes),
 			Storage:     t.storage(),
 		},
 		{
@@ -211,6 +244,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			Description: "events a stevedore consumer gave up on",
 			Subjects:    []string{events.DLQSubjectRoot + ".>"},
 			MaxAge:      t.DLQMaxAge,
+			MaxBytes:    maxBytes(t.DLQMaxBytes),
 			Duplicates:  t.Duplicates,
 			Storage:     t.storage(),
 		},

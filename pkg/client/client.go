@@ -23,6 +23,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
 // NewBuildID returns a fresh build id: a sortable time prefix and random
@@ -71,6 +72,13 @@ func SubmitCache(ctx context.Context, js jetstream.JetStream, buildID string, re
 func submit(ctx context.Context, js jetstream.JetStream, buildID string, req events.Payload, id string) (events.Event, error) {
 	if err := events.ValidateBuildID(buildID); err != nil {
 		return events.Event{}, err
+	}
+	// Everything published is stored for every watcher to read: a source
+	// with credentials in its URL never leaves the client.
+	if r, ok := req.(events.SourceResolveRequested); ok {
+		if err := source.RefuseCredentials(r.Source); err != nil {
+			return events.Event{}, err
+		}
 	}
 	host, _ := os.Hostname()
 	e := events.New(req)

@@ -29,7 +29,7 @@ func (l *Layout) Index(ctx context.Context) (ocispec.Index, error) {
 
 // readIndex is Index without ctx, for Tag, which holds the lock.
 func (l *Layout) readIndex() (ocispec.Index, error) {
-	data, err := os.ReadFile(l.path(IndexFile)) //nolint:gosec // G304: the layout root joined with a constant name
+	data, err := readSmallFile(l.path(IndexFile), IndexFile, MaxIndexSize)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return ocispec.Index{}, fmt.Errorf("read %s: %w", IndexFile, err)
 	}

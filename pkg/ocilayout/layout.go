@@ -135,7 +135,7 @@ func (l *Layout) path(names ...string) string {
 // ErrInvalid when it is not LayoutVersion's.
 func (l *Layout) checkLayoutFile() error {
 	p := l.path(LayoutFile)
-	data, err := os.ReadFile(p) //nolint:gosec // G304: the layout root joined with a constant name
+	data, err := readSmallFile(p, LayoutFile, MaxLayoutFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: %w", LayoutFile, ErrNotFound)
 	}

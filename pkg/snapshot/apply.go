@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
@@ -77,7 +78,11 @@ const (
 // digest), decompressing and hashing the tar stream, and writing files.
 // When applyLayer returns, no stage is running and rd has been read to its
 // end unless an error stopped it.
-func applyLayer(ctx context.Context, dst target, rd io.Reader) (digest.Digest, int64, error) {
+//
+// lb, when not nil, counts the layer's entries against its limits: an
+// entry past one is refused before it is written, and so is a tar stream
+// longer than lb allows.
+func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) (digest.Digest, int64, error) {
 	compressed, err := readahead.NewReaderSize(rd, aheadBuffers, aheadSize)
 	if err != nil {
 		return "", 0, err
@@ -89,13 +94,17 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader) (digest.Digest, i
 	}
 	defer func() { _ = plain.Close() }()
 	h := sha256.New()
-	counter := &byteCounter{}
+	counter := &byteCounter{max: lb.streamLimit()}
+	opts := dst.opts
+	if lb != nil {
+		opts = append(slices.Clone(opts), archive.WithFilter(lb.filter))
+	}
 	tar, err := readahead.NewReaderSize(io.TeeReader(plain, io.MultiWriter(h, counter)), aheadBuffers, aheadSize)
 	if err != nil {
 		return "", 0, err
 	}
 	defer func() { _ = tar.Close() }()
-	if _, err := archive.Apply(ctx, dst.root, tar, dst.opts...); err != nil {
+	if _, err := archive.Apply(ctx, dst.root, tar, opts...); err != nil {
 		return "", 0, err
 	}
 	// The tar end marker and padding count towards the diffID, and what
@@ -121,10 +130,15 @@ func discard(r io.Reader) error {
 	return nil
 }
 
-type byteCounter struct{ n int64 }
+// byteCounter counts what passes; past max (when positive) it fails with
+// ErrLimit.
+type byteCounter struct{ n, max int64 }
 
 func (c *byteCounter) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
+	if c.max > 0 && c.n > c.max {
+		return 0, &LimitError{What: fmt.Sprintf("a layer's tar stream is longer than %d bytes (twice the snapshotter's layer size limit and 64 MiB)", c.max)}
+	}
 	return len(p), nil
 }
 

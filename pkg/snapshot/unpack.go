@@ -86,6 +86,12 @@ type Request struct {
 	// Progress, when set, receives updates from several goroutines; it must
 	// not block.
 	Progress func(Update)
+	// Limits bound what the layers may expand to (see Limits); the zero
+	// value is no limit. Reaching one fails the Unpack with ErrLimit and
+	// keeps nothing of the layer that reached it.
+	Limits Limits
+
+	budget *budget
 }
 
 // Result is what Unpack did.
@@ -206,6 +212,9 @@ func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	res.Reused = start
+	if req.Limits != (Limits{}) {
+		req.budget = &budget{lim: req.Limits, root: s.root, bytes: s.chainSize(ctx, chain[:start])}
+	}
 	if start == n {
 		res.Size = s.chainSize(ctx, chain)
 		return res, nil
@@ -402,9 +411,9 @@ func (s *Store) extract(ctx context.Context, parent string, job *layerJob, req R
 
 	started := time.Now()
 	req.progress(Update{Layer: layer.Blob.Digest, Phase: Extracting, Started: started})
-	size, err := s.apply(ctx, job.chainID, parent, layer, src)
+	size, err := s.apply(ctx, job.chainID, parent, layer, src, req.budget.forLayer(layer.Blob.Digest.String()))
 	if err != nil {
-		if job.fetched && errors.Is(err, ErrVerify) {
+		if job.fetched && (errors.Is(err, ErrVerify) || errors.Is(err, ErrLimit) || errors.Is(err, ErrBadLayer)) {
 			// The blob is what its digest says but not the layer the chain
 			// names: keep nothing of a layer that failed.
 			_ = s.cs.Delete(context.WithoutCancel(ctx), layer.Blob.Digest)
@@ -431,7 +440,7 @@ type blobStream struct {
 // apply extracts src into a new active snapshot on parent, checks the blob
 // and the diffID, keeps the blob and commits the snapshot as chainID. On
 // any failure the active snapshot is removed and the blob is not kept.
-func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string, layer events.Layer, src blobStream) (int64, error) {
+func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string, layer events.Layer, src blobStream, lb *layerBudget) (int64, error) {
 	key := activePrefix + nonce() + "-" + chainID.String()
 	mounts, err := s.sn.Prepare(ctx, key, parent)
 	if err != nil {
@@ -447,15 +456,18 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 	if err != nil {
 		return 0, err
 	}
-	diffID, size, err := applyLayer(ctx, dst, src.r)
+	diffID, size, err := applyLayer(ctx, dst, src.r, lb)
 	if err != nil {
-		// A truncated, oversized or corrupt download is the likelier cause.
-		if context.Cause(ctx) == nil {
-			if verr := src.verify(); verr != nil {
-				return 0, verr
-			}
+		if context.Cause(ctx) != nil || errors.Is(err, ErrLimit) {
+			return 0, fmt.Errorf("extract %s: %w", layer.Blob.Digest, err)
 		}
-		return 0, fmt.Errorf("extract %s: %w", layer.Blob.Digest, err)
+		// A truncated, oversized or corrupt download is the likelier cause.
+		if verr := src.verify(); verr != nil {
+			return 0, verr
+		}
+		// The blob is what its digest says: the same bytes fail the same
+		// way every time, unless this node's disk is the cause.
+		return 0, badLayer(layer.Blob.Digest, err, dst.root, s.root)
 	}
 	// The blob first: a wrong blob explains a wrong diffID.
 	if err := src.verify(); err != nil {

@@ -3,16 +3,21 @@ package fleettest_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
+	"github.com/stevedore-dev/stevedore/services/snapshotter"
 )
 
 // Finding 2: duplicate-id pre-emption. Output ids are derived from the
@@ -107,5 +112,103 @@ func TestSecurityReusedBuildIDRefused(t *testing.T) {
 	}
 	if !errors.Is(err, bus.ErrDuplicateID) {
 		t.Errorf("reused build id: %v, want bus.ErrDuplicateID", err)
+	}
+}
+
+// Finding 4, at the fleet: a layer past the snapshotter's limits fails the
+// pull at once, as a permanent failure (one attempt, code invalid) that
+// names the limit and none of the node's paths; no retries.
+func TestSecuritySnapshotLimitIsPermanent(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	_, svc := s.Snapshotter(t, func(c *snapshotter.Config) { c.Limits = snapshot.Limits{LayerBytes: 16} })
+	ref := s.Push(t, "single", "big/app:1")
+	rec, _ := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", true)
+	e := fleettest.PullEnd(t, rec)
+	failed, ok := e.Data.(events.SnapshotFailed)
+	if !ok {
+		t.Fatalf("pull past the layer size limit ended with %s, want snapshot.failed", e.Type())
+	}
+	if failed.Code != "invalid" || failed.Attempts != 1 || !strings.Contains(failed.Reason, "layer size limit") {
+		t.Errorf("failure %+v: want code invalid, one attempt, the limit named", failed)
+	}
+	if strings.Contains(failed.Reason, svc.Store().Root()) {
+		t.Errorf("the failure shows the data dir: %s", failed.Reason)
+	}
+}
+
+// Finding 6: an event whose layer's diffID is not a digest ("x") fails at
+// once as invalid: no panic, no retries.
+func TestSecurityBadDiffIDIsInvalid(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Snapshotter(t)
+	ref := s.Push(t, "single", "bad/diffid:1")
+	opts := events.CacheOpts{Ref: ref, RootFSType: "layers", Layers: []events.Layer{{
+		Blob:   ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromString("blob"), Size: 4},
+		DiffID: "x",
+	}}}
+	rec := s.Env.Record(t, "baddiff")
+	key := events.CacheKey{Index: 1, Key: "k", Digest: digest.FromString("k"), Done: true}
+	s.Env.Request(t, "baddiff", events.SnapshotRequested{Source: events.SourceOp{Identifier: "docker-image://" + ref}, Keys: []events.CacheKey{key}, CacheOpts: &opts})
+	e := rec.Wait(t, 15*time.Second, events.TypeSnapshotFailed, events.TypeSnapshotReady)
+	failed, ok := e.Data.(events.SnapshotFailed)
+	if !ok || failed.Code != "invalid" || failed.Attempts != 1 {
+		t.Errorf("snapshot of a layer with diffID \"x\" ended with %+v, want snapshot.failed invalid at the first attempt", e.Data)
+	}
+}
+
+// Finding 6: credentials in a source URL are refused by the client before
+// it publishes anything, and a request that carries them anyway (a client
+// that skips the check) is refused by the resolver without the secret
+// reaching any event it emits or the dead-letter stream.
+func TestSecurityCredentialsInURLsRefused(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	const secret = "pw-s3cret"
+	op := events.SourceOp{Identifier: "https://user:" + secret + "@" + s.Registry.Host() + "/file"}
+	if _, err := client.Submit(t.Context(), s.Env.JS, "creds-client", events.SourceResolveRequested{Source: op}); err == nil {
+		t.Error("the client published a source with credentials in its URL")
+	}
+	stream, err := s.Env.JS.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(events.BuildFilter("creds-client")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.State.Subjects) != 0 {
+		t.Errorf("the events stream holds %v for the refused build", info.State.Subjects)
+	}
+
+	rec := s.Env.Record(t, "creds-raw")
+	s.Env.Request(t, "creds-raw", events.SourceResolveRequested{Source: op})
+	e := rec.Wait(t, 15*time.Second, events.TypeSourceFailed, events.TypeCacheHit, events.TypeCacheMiss)
+	if f, ok := e.Data.(events.SourceFailed); !ok || f.Code != "invalid" {
+		t.Errorf("a request with credentials in its URL ended with %+v, want source.failed invalid", e.Data)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, ev := range rec.Events()[1:] {
+		m, err := events.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(m.Data), secret) {
+			t.Errorf("%s repeats the password: %s", ev.Type(), m.Data)
+		}
+	}
+	dlq, err := s.Env.JS.Stream(t.Context(), events.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := dlq.CachedInfo().State.Msgs; n != 0 {
+		for seq := uint64(1); seq <= dlq.CachedInfo().State.LastSeq; seq++ {
+			if m, err := dlq.GetMsg(t.Context(), seq); err == nil && strings.Contains(string(m.Data), secret) {
+				t.Errorf("the dead-letter stream holds the password (#%d)", seq)
+			}
+		}
 	}
 }

@@ -36,6 +36,16 @@ func NewHandler(platform ocispec.Platform) *Handler {
 // scheme, a scheme nobody handles, a bad reference or attribute) fails the
 // build with BuildKit's own message.
 func (h *Handler) Resolve(_ context.Context, in events.SourceResolveRequested) ([]events.Event, error) {
+	// Credentials in a URL end the build here, as an output rather than
+	// an error: a failure would be terminated and its input (the URL
+	// included) copied to the dead-letter stream; the failure event
+	// repeats the source without them.
+	if err := source.RefuseCredentials(in.Source); err != nil {
+		return []events.Event{events.New(events.SourceFailed{
+			Source: source.WithoutCredentials(in.Source), Step: events.TypeSourceResolveRequested,
+			Reason: err.Error(), Code: bus.Code(bus.Invalid(err)), Attempts: 1,
+		})}, nil
+	}
 	id, err := h.manager.Identifier(in.Source)
 	if err != nil {
 		return nil, bus.Invalid(err)

@@ -58,6 +58,8 @@ type Handler struct {
 	flight Flight
 	index  CacheIndex
 	window int
+	// limits bound what a snapshot's layers may expand to.
+	limits snapshot.Limits
 	now    func() time.Time
 	// busy is held (read) by every unpack and (write) by prune.
 	busy *sync.RWMutex
@@ -102,6 +104,14 @@ func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 		return nil, bus.Invalid(errors.New("snapshot.requested carries neither cacheOpts nor content"))
 	}
 	layers := in.CacheOpts.Layers
+	if err := validLayers(layers); err != nil {
+		return nil, bus.Invalid(fmt.Errorf("snapshot.requested: %w", err))
+	}
+	if c := in.CacheOpts.Cached; c != nil {
+		if err := validLayers(c.Layers); err != nil {
+			return nil, bus.Invalid(fmt.Errorf("snapshot.requested: cached result: %w", err))
+		}
+	}
 	ready := events.SnapshotReady{Source: in.Source, Keys: in.Keys, Layers: layers, Node: h.node}
 	locations := []events.BlobLocation{{Ref: in.CacheOpts.Ref}}
 	if o := in.CacheOpts.Origin; o != nil {
@@ -206,18 +216,21 @@ func (h *Handler) unpack(ctx context.Context, in events.SnapshotRequested) (snap
 	}
 	progress := newProgress(ctx, in.Source.Identifier).update
 	if c := opts.Cached; c != nil && sameDiffIDs(c.Layers, opts.Layers) && len(c.Locations) > 0 {
-		res, err := h.store.Unpack(ctx, snapshot.Request{Layers: c.Layers, Source: h.source(c.Locations), Window: h.window, Progress: progress})
+		res, err := h.store.Unpack(ctx, snapshot.Request{Layers: c.Layers, Source: h.source(c.Locations), Window: h.window, Progress: progress, Limits: h.limits})
 		if err == nil {
 			return res, c.Layers, append(slices.Clone(c.Locations), origin), nil
 		}
 		if cause := context.Cause(ctx); cause != nil {
 			return res, nil, nil, cause
 		}
+		if errors.Is(err, snapshot.ErrLimit) {
+			return res, nil, nil, err // the origin's layers are the same size
+		}
 		now := time.Now()
 		bus.Emit(ctx, events.Progress{Vertex: in.Source.Identifier, ID: "cache " + c.Locations[0].String() + " unusable, pulling from " + origin.String(),
 			Action: "fallback", Started: &now, Completed: &now, Error: err.Error()})
 	}
-	res, err := h.store.Unpack(ctx, snapshot.Request{Layers: opts.Layers, Source: h.source([]events.BlobLocation{origin}), Window: h.window, Progress: progress})
+	res, err := h.store.Unpack(ctx, snapshot.Request{Layers: opts.Layers, Source: h.source([]events.BlobLocation{origin}), Window: h.window, Progress: progress, Limits: h.limits})
 	return res, opts.Layers, []events.BlobLocation{origin}, err
 }
 
@@ -227,6 +240,23 @@ func (h *Handler) source(locations []events.BlobLocation) snapshot.BlobSource {
 		rc, _, err := h.reader.Open(ctx, locations, d)
 		return rc, err
 	})
+}
+
+// validLayers checks what an event says of layers before anything is
+// computed from it: digests that parse, sizes that are not negative.
+func validLayers(layers []events.Layer) error {
+	for i, l := range layers {
+		if err := l.Blob.Digest.Validate(); err != nil {
+			return fmt.Errorf("layer %d: blob digest %q: %w", i, l.Blob.Digest, err)
+		}
+		if err := l.DiffID.Validate(); err != nil {
+			return fmt.Errorf("layer %d: diffID %q: %w", i, l.DiffID, err)
+		}
+		if l.Blob.Size < 0 {
+			return fmt.Errorf("layer %d: negative blob size %d", i, l.Blob.Size)
+		}
+	}
+	return nil
 }
 
 func sameDiffIDs(a, b []events.Layer) bool {
@@ -296,7 +326,7 @@ func (p *progress) update(u snapshot.Update) {
 // classes; it is the snapshotter's one place for it.
 // (Registry errors carry their class already: see registry.Error.Is.)
 func classify(err error) error {
-	if errors.Is(err, snapshot.ErrVerify) {
+	if errors.Is(err, snapshot.ErrVerify) || errors.Is(err, snapshot.ErrLimit) || errors.Is(err, snapshot.ErrBadLayer) {
 		return bus.Invalid(err)
 	}
 	if !bus.Permanent(err) && bus.IsUnreachable(err) {

@@ -104,6 +104,34 @@ type Config struct {
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
 	// negative waits for it.
 	StopGrace time.Duration
+	// Limits bound what a snapshot's layers may expand to: a layer's and a
+	// snapshot's declared bytes and entries, and the data dir's free-space
+	// floor. Reaching one fails the snapshot at once (snapshot.failed,
+	// code invalid, no retries) and keeps nothing of the layer. A zero
+	// field means snapshot.DefaultLimits()'s; a negative one turns that
+	// limit off.
+	Limits snapshot.Limits
+}
+
+// limits is c.Limits with the defaults in, and the limits turned off at 0.
+func (c Config) limits() snapshot.Limits {
+	def := snapshot.DefaultLimits()
+	pick := func(v, d int64) int64 {
+		switch {
+		case v == 0:
+			return d
+		case v < 0:
+			return 0
+		}
+		return v
+	}
+	return snapshot.Limits{
+		LayerBytes:      pick(c.Limits.LayerBytes, def.LayerBytes),
+		LayerEntries:    pick(c.Limits.LayerEntries, def.LayerEntries),
+		SnapshotBytes:   pick(c.Limits.SnapshotBytes, def.SnapshotBytes),
+		SnapshotEntries: pick(c.Limits.SnapshotEntries, def.SnapshotEntries),
+		MinFreeBytes:    pick(c.Limits.MinFreeBytes, def.MinFreeBytes),
+	}
 }
 
 func (c *Config) setDefaults() {
@@ -214,7 +242,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg).WithSessions(sessions), flight: flight, index: index,
-		window: s.cfg.Window, now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions, secrets: sessions}
+		window: s.cfg.Window, limits: s.cfg.limits(), now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions, secrets: sessions}
 	if reg := s.cfg.Observe.Metrics; reg != nil {
 		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
 			Help: "Compressed bytes of the layer blobs this node downloaded."})

@@ -31,6 +31,12 @@ func main() {
 	keepFor := flag.Duration("keep-for", service.DurationEnv("STEVEDORE_KEEP_FOR", 0), "prune hourly the cache records of this node older than this and what they alone kept; 0: never (STEVEDORE_KEEP_FOR)")
 	rootfsListen := flag.String("rootfs-listen", os.Getenv("STEVEDORE_ROOTFS_LISTEN"), "address of the endpoint streaming snapshots' root filesystems to clients; default 127.0.0.1:0 (STEVEDORE_ROOTFS_LISTEN)")
 	rootfsAdvertise := flag.String("rootfs-advertise", os.Getenv("STEVEDORE_ROOTFS_ADVERTISE"), "base URL clients reach that endpoint at; default http:// and the address listened on (STEVEDORE_ROOTFS_ADVERTISE)")
+	def := snapshot.DefaultLimits()
+	layerBytes := flag.Int64("max-layer-bytes", int64Env("STEVEDORE_MAX_LAYER_BYTES", def.LayerBytes), "most bytes a layer's files may declare, uncompressed; negative: no limit (STEVEDORE_MAX_LAYER_BYTES)")
+	layerEntries := flag.Int64("max-layer-entries", int64Env("STEVEDORE_MAX_LAYER_ENTRIES", def.LayerEntries), "most entries a layer may hold; negative: no limit (STEVEDORE_MAX_LAYER_ENTRIES)")
+	snapBytes := flag.Int64("max-snapshot-bytes", int64Env("STEVEDORE_MAX_SNAPSHOT_BYTES", def.SnapshotBytes), "most bytes a snapshot's layers may declare; negative: no limit (STEVEDORE_MAX_SNAPSHOT_BYTES)")
+	snapEntries := flag.Int64("max-snapshot-entries", int64Env("STEVEDORE_MAX_SNAPSHOT_ENTRIES", def.SnapshotEntries), "most entries a snapshot's layers may hold; negative: no limit (STEVEDORE_MAX_SNAPSHOT_ENTRIES)")
+	minFree := flag.Int64("min-free-bytes", int64Env("STEVEDORE_MIN_FREE_BYTES", def.MinFreeBytes), "free space an unpack leaves in the data dir; negative: no floor (STEVEDORE_MIN_FREE_BYTES)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -38,7 +44,8 @@ func main() {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
 			Provision: common.Provision, Replicas: common.Replicas, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
 			RootfsListen: *rootfsListen, RootfsAdvertise: *rootfsAdvertise,
-			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}})
+			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},
+			Limits:   snapshot.Limits{LayerBytes: *layerBytes, LayerEntries: *layerEntries, SnapshotBytes: *snapBytes, SnapshotEntries: *snapEntries, MinFreeBytes: *minFree}})
 		if err != nil {
 			return err
 		}
@@ -49,6 +56,13 @@ func main() {
 
 func intEnv(key string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return n
+	}
+	return def
+}
+
+func int64Env(key string, def int64) int64 {
+	if n, err := strconv.ParseInt(os.Getenv(key), 10, 64); err == nil {
 		return n
 	}
 	return def
