@@ -80,8 +80,8 @@ bench-export: bench-deps ## cache export of image (a) to a local layout: stevedo
 	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} BENCH_EXPORT_RUNS=$(EXPORTN) $(GO) test -run '^$$' -bench '^BenchmarkExport$$' -benchtime 1x -timeout 30m .
 
 # What the benchmarks compare with, as command:Debian package.
-BENCHDEPS := containerd:containerd ctr:containerd skopeo:skopeo curl:curl
-bench-deps: ## install what the benchmarks compare with (containerd, skopeo, curl) when missing: apt-get, as root on Debian
+BENCHDEPS := containerd:containerd ctr:containerd skopeo:skopeo curl:curl unpigz:pigz
+bench-deps: ## install what the benchmarks compare with (containerd, skopeo, curl, pigz) when missing: apt-get, as root on Debian
 	@missing=""; \
 	for d in $(BENCHDEPS); do \
 		command -v $${d%%:*} >/dev/null 2>&1 && continue; \

@@ -77,6 +77,15 @@ const (
 	toolStevedore  = "stevedore"
 	toolContainerd = "containerd"
 	toolFloor      = "floor"
+	// toolNatsOutput is `stevedore pull --nats --output DIR` against the
+	// fleet process: the snapshot, then its root filesystem streamed from
+	// the snapshotter into DIR.
+	toolNatsOutput = "stv-nats-output"
+	// toolEmbeddedOutput is `stevedore pull --output DIR` with no fleet:
+	// the embedded stack in the command's own process, start-up included.
+	toolEmbeddedOutput = "stv-output"
+	// toolFloorUnpigz is the floor with tar -I unpigz.
+	toolFloorUnpigz = "floor-unpigz"
 )
 
 // setupPull checks the machine, builds stevedore (the fleet's `up` and
@@ -91,7 +100,7 @@ func setupPull(b *testing.B) *pullEnv {
 			b.Fatalf("%s is not installed: the pull benchmark compares with containerd's own pull (on Debian: apt-get install -y containerd)", bin)
 		}
 	}
-	for _, bin := range []string{"curl", "tar", "gzip", "bash", "go"} {
+	for _, bin := range []string{"curl", "tar", "gzip", "unpigz", "bash", "go"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			b.Fatalf("%s is not installed: the pull benchmark needs it", bin)
 		}
@@ -120,8 +129,11 @@ func setupPull(b *testing.B) *pullEnv {
 	reg := registrytest.New(b)
 	return &pullEnv{reg: reg, work: work, tools: []tool{
 		&stevedorePuller{bin: bin},
+		&stevedorePuller{bin: bin, output: true},
+		&embeddedPuller{bin: bin},
 		&containerdPuller{},
 		&floorPuller{base: reg.URL()},
+		&floorPuller{base: reg.URL(), unpigz: true},
 	}}
 }
 

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,11 +33,20 @@ import (
 // process's peak, NATS and every service in it, as containerd's is the
 // daemon's. The registry stays in the benchmark process, as for every
 // tool.
+//
+// With output set it is `stevedore pull --nats --output DIR`: the same
+// pull, then the root filesystem streamed from the snapshotter into DIR.
 type stevedorePuller struct {
-	bin string
+	bin    string
+	output bool
 }
 
-func (*stevedorePuller) name() string { return toolStevedore }
+func (p *stevedorePuller) name() string {
+	if p.output {
+		return toolNatsOutput
+	}
+	return toolStevedore
+}
 
 func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string) (sample, error) {
 	port, err := freePort(ctx)
@@ -70,8 +81,12 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 		return sample{}, err
 	}
 	var stdout, stderr bytes.Buffer
-	cli := exec.CommandContext(ctx, p.bin, "pull", "--nats", url, "--json", "--progress", "plain",
-		"--platform", platform, "docker-image://"+img.ref)
+	args := []string{"pull", "--nats", url, "--json", "--progress", "plain", "--platform", platform, "docker-image://" + img.ref}
+	rootfs := filepath.Join(dir, "rootfs")
+	if p.output {
+		args = append(args, "--output", rootfs)
+	}
+	cli := exec.CommandContext(ctx, p.bin, args...)
 	cli.Stdout, cli.Stderr = &stdout, &stderr
 	start := time.Now()
 	err = cli.Run()
@@ -93,6 +108,11 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 	}
 	if out.Snapshot.Fetched != len(img.Layers) {
 		return sample{}, fmt.Errorf("snapshot.ready says %d layers fetched, want %d", out.Snapshot.Fetched, len(img.Layers))
+	}
+	if p.output {
+		if err := checkRootfs(rootfs, img); err != nil {
+			return sample{}, err
+		}
 	}
 	cliCPU := cpuOf(cli)
 	fleetCPU := cpu1.since(cpu0)
@@ -270,15 +290,80 @@ func (*containerdPuller) pull(ctx context.Context, img *pushedImage, dir string)
 	return s, nil
 }
 
-// floorPuller is the floor: for each layer in order, `curl blob | tar -xzf
-// -` into one directory (bash rather than sh, for pipefail). cpu is bash's
-// and everything it waited for: curl, tar and the gzip tar runs.
-type floorPuller struct {
-	// base is the registry's URL.
-	base string
+// embeddedPuller is `stevedore pull --output DIR` with no fleet: the
+// command starts the embedded stack (NATS, every service) in its own
+// process with a fresh data dir, pulls, writes DIR from the snapshot and
+// exits. It measures the command, start-up included; cpu and rss are its
+// process's (the whole fleet and the client in one).
+type embeddedPuller struct {
+	bin string
 }
 
-func (*floorPuller) name() string { return toolFloor }
+func (*embeddedPuller) name() string { return toolEmbeddedOutput }
+
+func (p *embeddedPuller) pull(ctx context.Context, img *pushedImage, dir string) (sample, error) {
+	rootfs := filepath.Join(dir, "rootfs")
+	cli := exec.CommandContext(ctx, p.bin, "pull", "--data-dir", filepath.Join(dir, "data"), "--snapshotter", "overlayfs",
+		"--docker-config", filepath.Join(dir, "docker"), "--json", "--progress", "plain",
+		"--platform", "linux/"+runtime.GOARCH, "--output", rootfs, "docker-image://"+img.ref)
+	var stdout, stderr bytes.Buffer
+	cli.Stdout, cli.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cli.Run()
+	wall := time.Since(start)
+	if err != nil {
+		return sample{}, fmt.Errorf("stevedore pull --output: %w\n%s", err, tail(stderr.Bytes()))
+	}
+	if err := checkRootfs(rootfs, img); err != nil {
+		return sample{}, err
+	}
+	s := cpuOf(cli).since(cpuTime{})
+	s.wall = wall
+	if ru, ok := cli.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		s.rss = ru.Maxrss << 10
+	}
+	return s, nil
+}
+
+// checkRootfs checks that an output directory was filled: at least half
+// as many entries as the image's largest layer holds (later layers of a
+// chain may delete some). The trees' equality with GNU tar's is the
+// tests' (pkg/snapshot TestExportMatchesGNUTar), not the benchmark's.
+func checkRootfs(dir string, img *pushedImage) error {
+	n := 0
+	err := filepath.WalkDir(dir, func(_ string, _ fs.DirEntry, err error) error {
+		n++
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("output %s: %w", dir, err)
+	}
+	most := 0
+	for _, l := range img.Layers {
+		most = max(most, l.Entries)
+	}
+	if n < most/2 {
+		return fmt.Errorf("output %s holds %d entries, want at least %d", dir, n, most/2)
+	}
+	return nil
+}
+
+// floorPuller is the floor: for each layer in order, `curl blob | tar -xzf
+// -` into one directory (bash rather than sh, for pipefail); with unpigz
+// set, `tar -I unpigz -xf -`. cpu is bash's and everything it waited for:
+// curl, tar and gzip (or unpigz).
+type floorPuller struct {
+	// base is the registry's URL.
+	base   string
+	unpigz bool
+}
+
+func (p *floorPuller) name() string {
+	if p.unpigz {
+		return toolFloorUnpigz
+	}
+	return toolFloor
+}
 
 func (p *floorPuller) pull(ctx context.Context, img *pushedImage, dir string) (sample, error) {
 	root := filepath.Join(dir, "rootfs")
@@ -288,7 +373,11 @@ func (p *floorPuller) pull(ctx context.Context, img *pushedImage, dir string) (s
 	var script strings.Builder
 	script.WriteString("set -eo pipefail\n")
 	for _, l := range img.Layers {
-		fmt.Fprintf(&script, "curl -fsS '%s/v2/%s/blobs/%s' | tar -xzf - -C '%s'\n", p.base, img.repo, l.Digest, root)
+		untar := "tar -xzf -"
+		if p.unpigz {
+			untar = "tar -I unpigz -xf -"
+		}
+		fmt.Fprintf(&script, "curl -fsS '%s/v2/%s/blobs/%s' | %s -C '%s'\n", p.base, img.repo, l.Digest, untar, root)
 	}
 	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
 	start := time.Now()
