@@ -136,7 +136,9 @@ func (s *Server) Serve(ctx context.Context, nc *nats.Conn) error {
 	select {
 	case <-ctx.Done():
 		_ = srv.Close()
-		<-done
+		if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("rootfs server: %w", err)
+		}
 		return nil
 	case err := <-done:
 		return fmt.Errorf("rootfs server: %w", err)

@@ -267,7 +267,9 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { rfsDone <- rfs.Serve(rfsCtx, s.js.Conn()) }()
 	defer func() {
 		stopRootfs(errors.New("snapshotter stopped"))
-		<-rfsDone
+		if err := <-rfsDone; err != nil {
+			s.cfg.Logger.Warn("rootfs endpoint", "error", err.Error())
+		}
 	}()
 	log := spec.Log()
 	log.Info("snapshotter ready", "rootfs", rfs.URL(), "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
