@@ -127,7 +127,7 @@ func setupPull(b *testing.B) *pullEnv {
 	}
 
 	reg := registrytest.New(b)
-	return &pullEnv{reg: reg, work: work, tools: []tool{
+	env := &pullEnv{reg: reg, work: work, tools: []tool{
 		&stevedorePuller{bin: bin},
 		&stevedorePuller{bin: bin, output: true},
 		&embeddedPuller{bin: bin},
@@ -135,6 +135,16 @@ func setupPull(b *testing.B) *pullEnv {
 		&floorPuller{base: reg.URL()},
 		&floorPuller{base: reg.URL(), unpigz: true},
 	}}
+	// BENCH_PULL_TOOLS (comma-separated names) keeps some tools only, for
+	// a profile or a look at one of them; the summary then lacks the others.
+	if only := os.Getenv("BENCH_PULL_TOOLS"); only != "" {
+		keep := strings.Split(only, ",")
+		env.tools = slices.DeleteFunc(env.tools, func(t tool) bool { return !slices.Contains(keep, t.name()) })
+		if len(env.tools) == 0 {
+			b.Fatalf("BENCH_PULL_TOOLS=%q names no tool", only)
+		}
+	}
+	return env
 }
 
 // requireTmpfs fails unless dir (or the nearest existing parent) is on a

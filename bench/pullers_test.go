@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -93,6 +93,13 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 	wall := time.Since(start)
 	if err != nil {
 		return sample{}, errors.Join(fmt.Errorf("stevedore pull: %w\n%s", err, tail(stderr.Bytes())), fleet.failure())
+	}
+	// BENCH_PROGRESS_DIR keeps the client's progress (--progress plain:
+	// each step's time), one file a tool and image, the last pull's.
+	if d := os.Getenv("BENCH_PROGRESS_DIR"); d != "" {
+		if err := os.WriteFile(filepath.Join(d, p.name()+"-"+img.spec.name+".progress"), stderr.Bytes(), 0o600); err != nil {
+			return sample{}, err
+		}
 	}
 	cpu1, err1 := procCPU(fleet.pid())
 	rss, err2 := procPeakRSS(fleet.pid())
@@ -309,7 +316,11 @@ func (p *embeddedPuller) pull(ctx context.Context, img *pushedImage, dir string)
 	var stdout, stderr bytes.Buffer
 	cli.Stdout, cli.Stderr = &stdout, &stderr
 	start := time.Now()
-	err := cli.Run()
+	if err := cli.Start(); err != nil {
+		return sample{}, err
+	}
+	peak := watchPeakRSS(cli.Process.Pid)
+	err := cli.Wait()
 	wall := time.Since(start)
 	if err != nil {
 		return sample{}, fmt.Errorf("stevedore pull --output: %w\n%s", err, tail(stderr.Bytes()))
@@ -318,11 +329,37 @@ func (p *embeddedPuller) pull(ctx context.Context, img *pushedImage, dir string)
 		return sample{}, err
 	}
 	s := cpuOf(cli).since(cpuTime{})
-	s.wall = wall
-	if ru, ok := cli.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		s.rss = ru.Maxrss << 10
-	}
+	s.wall, s.rss = wall, peak()
 	return s, nil
+}
+
+// watchPeakRSS polls process pid's peak resident set (VmHWM) every 20ms
+// until it is gone; the returned function gives the last value read. (The
+// rusage of a child is no use here: a child forked with CLONE_VM starts
+// with its parent's peak, and the benchmark's process holds the registry.)
+func watchPeakRSS(pid int) func() int64 {
+	var mu sync.Mutex
+	var last int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			rss, err := procPeakRSS(pid)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			last = rss
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() int64 {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return last
+	}
 }
 
 // checkRootfs checks that an output directory was filled: at least half
