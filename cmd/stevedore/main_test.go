@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,8 +98,10 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // cache target), their expected keys from expected.json ($SINGLE_KEY0, …)
 // a free port for an embedded NATS ($NATS_PORT), a port another listener
 // holds while the script runs ($BUSY_PORT), a port nothing listens on
-// ($DEAD_PORT), a server answering 503 ($FLAKYHOST), a proxy to the
-// registry that "regproxy stop" takes down ($PROXYREG), and an http server
+// ($DEAD_PORT), a server answering 503 ($FLAKYHOST), one counting the
+// downloads of its file ($COUNTHOST), a proxy to the
+// registry that "regproxy stop" takes down ($PROXYREG), a registry slow
+// to answer ($SLOWREG), and an http server
 // ($HTTPHOST) serving BuildKit's fixture file as /hello.txt, the
 // directory of the fixture layouts ($IMAGES, for --oci-layout), and
 // servers that want credentials: $PRIVATEHOST (/private.txt, "Bearer
@@ -112,6 +115,15 @@ func TestScripts(t *testing.T) {
 	hello := serveHello(t)
 	private := servePrivate(t)
 	privateGit := servePrivateGit(t)
+	big := bytes.Repeat([]byte("stevedore "), 150_000) // 1.5MB
+	var bigGets atomic.Int64
+	counted := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			bigGets.Add(1)
+		}
+		http.ServeContent(w, r, "big.bin", time.Time{}, bytes.NewReader(big))
+	}))
+	t.Cleanup(counted.Close)
 	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "try later", http.StatusServiceUnavailable)
 	}))
@@ -124,6 +136,8 @@ func TestScripts(t *testing.T) {
 	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
 	// For output_nats.txtar alone, which counts its blob downloads.
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/outnats:1")
+	slow := registrytest.New(t, registrytest.WithLatency(700*time.Millisecond))
+	slow.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 
 	data, err := os.ReadFile(filepath.Join(imagesDir, "expected.json"))
 	if err != nil {
@@ -166,6 +180,11 @@ func TestScripts(t *testing.T) {
 		"PRIVATEHOST":   private.Listener.Addr().String(),
 		"PRIVATEGIT":    strings.TrimSuffix(strings.TrimPrefix(privateGit.URL, "http://"), "/"),
 		"PRIVATE_TOKEN": privateToken,
+		// A registry that takes 700ms over every answer, holding the
+		// fixture single as demo/single:1.
+		"SLOWREG": slow.Host(),
+		// A server of a 1.5MB file that counts its GETs (httpgets).
+		"COUNTHOST": counted.Listener.Addr().String(),
 		// A server that answers every request 503.
 		"FLAKYHOST": flaky.Listener.Addr().String(),
 		// git daemon serving the fixture repository as public.git.
@@ -173,7 +192,7 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:  "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "blobgets": blobGetsCmd(reg)},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "sleep": sleepCmd, "httpgets": httpgetsCmd(&bigGets), "blobgets": blobGetsCmd(reg)},
 		// [ci] holds when the env var CI is set: a script's check that
 		// needs a tool then fails instead of skipping.
 		Condition: func(cond string) (bool, error) {
@@ -223,6 +242,29 @@ func freePort(ctx context.Context) (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// httpgetsCmd is "httpgets N": $COUNTHOST has answered N GETs so far.
+func httpgetsCmd(gets *atomic.Int64) func(ts *testscript.TestScript, neg bool, args []string) {
+	return func(ts *testscript.TestScript, neg bool, args []string) {
+		if neg || len(args) != 1 {
+			ts.Fatalf("usage: httpgets N")
+		}
+		if got := fmt.Sprint(gets.Load()); got != args[0] {
+			ts.Fatalf("$COUNTHOST answered %s GETs, want %s", got, args[0])
+		}
+	}
+}
+
+// sleepCmd is "sleep DURATION": it waits, so that a background command
+// is in the middle of its work when the next line acts on it.
+func sleepCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sleep DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	time.Sleep(d)
 }
 
 // blobGetsCmd is "blobgets REPO N": the registry has answered exactly N

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +30,9 @@ type stackConfig struct {
 	registry    registry.Config
 	snapshotter snapshot.Kind
 	log         *slog.Logger
+	// keepFor makes the snapshotter prune records older than it; zero
+	// never does.
+	keepFor time.Duration
 }
 
 // stack is an embedded NATS server with every service running against it,
@@ -57,6 +61,12 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
+	if r, err := recoverStack(ctx, js); err != nil {
+		s.close()
+		return nil, err
+	} else if r.Leases+r.Redelivered > 0 {
+		cfg.log.Info("recovered from a process that was killed", "leases", r.Leases, "redelivered", r.Redelivered)
+	}
 	_, rjs, err := s.connect("stevedore-resolver")
 	if err != nil {
 		s.close()
@@ -72,7 +82,10 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log})
+	// The puller keeps what it downloads of http sources where the
+	// snapshotter, in this process, reads it: one download, not two.
+	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
+		Downloads: filepath.Join(cfg.broker.DataDir, "http-downloads")})
 	if err != nil {
 		s.close()
 		return nil, err
@@ -84,7 +97,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	}
 	s.snap, err = snapshotter.New(ctx, sjs, snapshotter.Config{
 		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
-		Node: "embedded", Registry: cfg.registry, Logger: cfg.log,
+		Node: "embedded", Registry: cfg.registry, Logger: cfg.log, KeepFor: cfg.keepFor,
 	})
 	if err != nil {
 		s.close()

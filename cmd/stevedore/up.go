@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/spf13/cobra"
@@ -68,6 +70,7 @@ func newUp(g *globals) *cobra.Command {
 		dataDir string
 		listen  string
 		monitor int
+		keepFor time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -91,6 +94,10 @@ with Ctrl-C.`,
 			if err != nil {
 				return err
 			}
+			if keepFor < 0 {
+				return errors.New("--keep-for: negative")
+			}
+			cfg.keepFor = keepFor
 			if err := os.MkdirAll(dataDir, 0o750); err != nil {
 				return err
 			}
@@ -110,6 +117,7 @@ with Ctrl-C.`,
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "where JetStream keeps streams and buckets")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	cmd.Flags().IntVar(&monitor, "monitor-port", 0, "port of NATS's monitoring endpoints on the listen host (0: off)")
+	cmd.Flags().DurationVar(&keepFor, "keep-for", 0, "prune every hour the cache records older than this, and what only they referenced (0: never; \"stevedore prune --nats\" prunes at once)")
 	return cmd
 }
 

@@ -195,11 +195,7 @@ func (s *Server) list(ctx context.Context, data []byte) *nats.Msg {
 		return nil
 	})
 	if err != nil && !errors.Is(err, errFull) {
-		code := CodeInternal
-		if errors.Is(err, fs.ErrNotExist) {
-			code = CodeNotFound
-		}
-		return errorReply(errorf(code, fmt.Sprintf("session %s: list %q: %v", s.id, req.Dir, err)))
+		return errorReply(errorf(codeOf(err), fmt.Sprintf("session %s: list %q: %v", s.id, req.Dir, err)))
 	}
 	body, err := json.Marshal(page)
 	if err != nil {
@@ -288,11 +284,7 @@ func readPart(r *os.Root, p FilePart, buf []byte) (int, error) {
 	}
 	f, err := r.Open(clean)
 	if err != nil {
-		code := CodeInternal
-		if errors.Is(err, fs.ErrNotExist) {
-			code = CodeNotFound
-		}
-		return 0, errorf(code, fmt.Sprintf("file %q: %v", p.Path, err))
+		return 0, errorf(codeOf(err), fmt.Sprintf("file %q: %v", p.Path, err))
 	}
 	defer func() { _ = f.Close() }()
 	n, err := f.ReadAt(buf, p.Offset)

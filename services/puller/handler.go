@@ -79,6 +79,9 @@ type Handler struct {
 	// repository, top-level digest and platform, so they never change: a
 	// warm resolve skips the bucket round trip.
 	walked *lru.Cache[string, events.CacheOpts]
+	// downloads keeps downloads of http sources for the snapshotter
+	// (WithDownloads); nil keeps none.
+	downloads *downloads
 }
 
 // walkedCacheSize bounds the replica's memory of resolved manifests.
@@ -92,6 +95,7 @@ type options struct {
 	httpClient HTTPClient
 	sessions   Sessions
 	secrets    Secrets
+	downloads  *downloads
 }
 
 // WithHTTP makes the handler compute the keys of http and https sources,
@@ -158,6 +162,7 @@ func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.
 		httpClient: o.httpClient,
 		sessions:   o.sessions,
 		secrets:    o.secrets,
+		downloads:  o.downloads,
 	}
 	h.walked, _ = lru.New[string, events.CacheOpts](walkedCacheSize)
 	h.manager.Register(h.imageKey, source.SchemeDockerImage)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
@@ -71,10 +72,12 @@ type httpEntry struct {
 // it knows of the URL (revalidate) and, when that is stale, downloads the
 // file to hash it. The key is pinned to the content digest.
 //
-// The puller downloads only to hash, as BuildKit does during CacheKey, and
-// keeps no bytes: on a miss the snapshotter downloads the URL again and
-// verifies the digest (and size) the key was computed from. The bytes
-// never travel through the bus.
+// The puller downloads to hash, as BuildKit does during CacheKey. With
+// WithDownloads it keeps the bytes in a layout directory that the file's
+// first location names, so a snapshotter that sees the directory reads
+// them there; otherwise (or when they are gone) the snapshotter downloads
+// the URL again. Either way it verifies the digest (and size) the key was
+// computed from. The bytes never travel through the bus.
 func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
 	src := id.(*source.HTTPIdentifier)
 	if in.Index != 0 {
@@ -99,6 +102,11 @@ func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.C
 	ck := events.CacheKey{Index: 0, Key: key, Digest: source.SolverDigest(key), Pin: meta.Digest.String(), Done: true}
 	file := httpFile(src, meta, size)
 	file.Auth = auth
+	if h.downloads != nil {
+		// Where this replica kept the bytes when it downloaded them; the
+		// URL otherwise.
+		file.Locations = []events.BlobLocation{h.downloads.location()}
+	}
 	return h.contentKey(ctx, in, ck, &events.Content{File: file})
 }
 
@@ -283,9 +291,19 @@ func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, hea
 		return e, nil
 	}
 	d := digest.SHA256.Digester()
-	n, err := io.Copy(d.Hash(), resp.Body)
+	body := newDownloadProgress(ctx, resp.Body, src.URL, "download "+src.URL, resp.ContentLength)
+	var sp *spool
+	if h.downloads != nil {
+		sp = h.downloads.newSpool()
+	}
+	n, err := io.Copy(io.MultiWriter(d.Hash(), sp.writer()), body)
 	if err != nil {
+		sp.discard()
 		return httpEntry{}, bus.Unavailable(fmt.Errorf("download %s: %w", src.URL, err))
+	}
+	body.done()
+	if h.downloads != nil {
+		h.downloads.keep(ctx, sp, ocispec.Descriptor{Digest: d.Digest(), Size: n})
 	}
 	e := httpEntry{ETag: resp.Header.Get("ETag"), Digest: d.Digest(), Size: n, Filename: name}
 	if t, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {

@@ -73,6 +73,11 @@ type Config struct {
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
 	// negative waits for it.
 	StopGrace time.Duration
+	// Downloads, when set, is an OCI image layout directory where this
+	// replica keeps what it downloads of http sources for a snapshotter
+	// that sees the same directory (see WithDownloads). Empty keeps
+	// nothing: the snapshotter downloads the file again.
+	Downloads string
 }
 
 func (c *Config) setDefaults() {
@@ -165,7 +170,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h, err := NewHandler(reg, flight, index, s.cfg.Platform, WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions))
+	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions)}
+	if s.cfg.Downloads != "" {
+		opts = append(opts, WithDownloads(s.cfg.Downloads))
+	}
+	h, err := NewHandler(reg, flight, index, s.cfg.Platform, opts...)
 	if err != nil {
 		return err
 	}

@@ -169,7 +169,10 @@ type made struct {
 func (h *Handler) make(ctx context.Context, in events.SnapshotRequested, chainID digest.Digest) (made, error) {
 	layers := in.CacheOpts.Layers
 	if h.has(ctx, chainID) {
-		return made{record: snapshotRecord{Node: h.node}, result: snapshot.Result{Reused: len(layers)}}, nil
+		// Made here before (by this request's earlier delivery, say): its
+		// true size, from the store.
+		size := h.existingSize(ctx, snapshot.ChainIDs(layers))
+		return made{record: snapshotRecord{Node: h.node, Size: size}, result: snapshot.Result{Reused: len(layers), Size: size}}, nil
 	}
 	var m made
 	accept := func(v []byte) bool {

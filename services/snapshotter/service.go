@@ -271,6 +271,11 @@ func (s *Service) Run(ctx context.Context) error {
 			s.cfg.Logger.Warn("rootfs endpoint", "error", err.Error())
 		}
 	}()
+	stopPrune, err := s.servePrune(ctx, index)
+	if err != nil {
+		return err
+	}
+	defer stopPrune()
 	log := spec.Log()
 	log.Info("snapshotter ready", "rootfs", rfs.URL(), "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {

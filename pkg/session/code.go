@@ -1,0 +1,20 @@
+package session
+
+import (
+	"errors"
+	"io/fs"
+)
+
+// codeOf is the error reply code of a failure to read the served
+// directory: not-found for a path that does not exist, invalid for one the
+// client may not read (permission denied: retrying cannot help, so the
+// build fails at once), internal otherwise.
+func codeOf(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return CodeNotFound
+	case errors.Is(err, fs.ErrPermission):
+		return CodeInvalid
+	}
+	return CodeInternal
+}
