@@ -155,7 +155,7 @@ type fleet struct {
 // (a temporary one when empty).
 func connectFleet(ctx context.Context, g *globals, sf *serviceFlags, dataDir string) (*fleet, error) {
 	if g.natsURL != "" {
-		nc, js, err := bus.ConnectOnce(g.natsURL, "stevedore-cli", 5*time.Second)
+		nc, js, err := bus.ConnectOnce(g.natsURL, "stevedore-cli", 5*time.Second, localCredentials(g.natsURL)...)
 		if err != nil {
 			return nil, err
 		}

@@ -79,7 +79,13 @@ func newUp(g *globals) *cobra.Command {
 (its store under --data-dir) plus the resolver, the puller, the snapshotter
 (content and snapshots under --data-dir/snapshotter) and the exporter (remote
 cache export and import). Clients and watchers connect to --listen; stop it
-with Ctrl-C.`,
+with Ctrl-C.
+
+Only the user who started it is admitted: a password made at each start is
+written to --data-dir/nats-credentials (the data dir is made 0700) and, for
+this user's clients, under the default data dir; stevedore's commands given
+--nats nats://host:port find it there without flags. Other programs connect
+with the URL in nats-credentials.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			host, portStr, err := net.SplitHostPort(listen)
@@ -90,7 +96,14 @@ with Ctrl-C.`,
 			if err != nil {
 				return fmt.Errorf("--listen: %w", err)
 			}
-			cfg, err := sf.stackConfig(g, broker.Config{DataDir: dataDir, Host: host, Port: port, HTTPPort: monitor})
+			// Only this user may reach the fleet: a password made now, in
+			// the 0700 data dir and where this user's clients look.
+			password, forget, err := upCredentials(dataDir, host, port)
+			if err != nil {
+				return err
+			}
+			defer forget()
+			cfg, err := sf.stackConfig(g, broker.Config{DataDir: dataDir, Host: host, Port: port, HTTPPort: monitor, Password: password})
 			if err != nil {
 				return err
 			}
@@ -98,9 +111,6 @@ with Ctrl-C.`,
 				return errors.New("--keep-for: negative")
 			}
 			cfg.keepFor = keepFor
-			if err := os.MkdirAll(dataDir, 0o750); err != nil {
-				return err
-			}
 			s, err := startStack(cmd.Context(), cfg)
 			if err != nil {
 				return err

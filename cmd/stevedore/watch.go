@@ -37,7 +37,7 @@ fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
 			if url == "" {
 				url = "nats://127.0.0.1:4222"
 			}
-			nc, js, err := bus.ConnectOnce(url, "stevedore-watch", 5*time.Second)
+			nc, js, err := bus.ConnectOnce(url, "stevedore-watch", 5*time.Second, localCredentials(url)...)
 			if err != nil {
 				return err
 			}

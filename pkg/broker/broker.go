@@ -69,7 +69,17 @@ type Config struct {
 	// routes as the cluster size to wait for before its first meta leader
 	// election. Required with ClusterName.
 	Routes []string
+	// Password, when set, makes the server admit only connections that
+	// authenticate as User with it (in-process ones through Connect
+	// included), so that on a shared machine nobody but who holds it
+	// reaches the fleet. Empty admits every connection.
+	Password string
+	// User is the one user Password belongs to. Empty means DefaultUser.
+	User string
 }
+
+// DefaultUser is the user a Config with a Password and no User admits.
+const DefaultUser = "stevedore"
 
 // defaultClusterPort is the conventional NATS route port.
 const defaultClusterPort = 6222
@@ -86,6 +96,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = 10 * time.Second
+	}
+	if c.Password != "" && c.User == "" {
+		c.User = DefaultUser
 	}
 	if c.ClusterName != "" && c.ClusterPort == 0 {
 		c.ClusterPort = defaultClusterPort
@@ -143,6 +156,8 @@ var ErrLocked = errors.New("data dir is in use by another process")
 type Server struct {
 	ns   *server.Server
 	lock *os.File
+	// user and password are what Connect authenticates with.
+	user, password string
 }
 
 // Start starts a server and waits until it accepts connections.
@@ -178,6 +193,11 @@ func Start(cfg Config) (*Server, error) {
 		NoSigs:     true,
 		NoLog:      !cfg.Logs,
 		MaxPayload: 8 << 20,
+		Username:   cfg.User,
+		Password:   cfg.Password,
+	}
+	if cfg.Password == "" {
+		opts.Username = ""
 	}
 	if cfg.HTTPPort != 0 {
 		opts.HTTPHost = cfg.Host
@@ -204,7 +224,7 @@ func Start(cfg Config) (*Server, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("broker: not ready after %s", cfg.ReadyTimeout)
 	}
-	return &Server{ns: ns, lock: lock}, nil
+	return &Server{ns: ns, lock: lock, user: cfg.User, password: cfg.Password}, nil
 }
 
 // ClientURL is the nats:// URL clients in other processes use; empty when
@@ -270,6 +290,9 @@ func (s *Server) MonitorURL() string {
 // Connect opens an in-process client connection.
 func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 	opts = append([]nats.Option{nats.Name(name), nats.InProcessServer(s.ns)}, opts...)
+	if s.password != "" {
+		opts = append([]nats.Option{nats.UserInfo(s.user, s.password)}, opts...)
+	}
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("broker: connect %s: %w", name, err)

@@ -22,8 +22,8 @@ func within(t *testing.T, d time.Duration, unblock func(), f func() error) error
 		return err
 	case <-time.After(d):
 		unblock()
-		<-done
-		t.Fatalf("still reading after %s", d)
+		err := <-done
+		t.Fatalf("still reading after %s (then: %v)", d, err)
 		return nil
 	}
 }

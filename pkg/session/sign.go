@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// HeaderSignature, on an answer of a keyed session (see Key), is the
-// session key's signature (nkeys, ed25519; base64url without padding) of
-// the answer and the request it answers: the request's subject, its reply
+// HeaderSignature is the header that, on an answer of a keyed session
+// (see Key), holds the session key's signature (nkeys, ed25519; base64url
+// without padding) of the answer and the request it answers: the request's subject, its reply
 // subject (unique to the request, so an answer cannot be replayed), a
 // digest of its body, and the answer's headers and body.
 const HeaderSignature = "Stevedore-Session-Signature"

@@ -55,7 +55,7 @@ func TestSecurityDuplicateIDPreemption(t *testing.T) {
 	}
 	forged = append(forged, events.DeriveID(snap, events.TypeSnapshotReady, 0), events.DeriveID(snap, events.TypeSnapshotFailed, 0))
 
-	nc, js := s.Env.Connect(t, "attacker")
+	_, js := s.Env.Connect(t, "attacker")
 	for _, id := range forged {
 		m := nats.NewMsg(events.Subject("attacker-build", events.TypeSourceResolveRequested))
 		m.Header.Set(jetstream.MsgIDHeader, id)
@@ -64,7 +64,6 @@ func TestSecurityDuplicateIDPreemption(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_ = nc
 	// An attacker that also knows how the fleet derives ids from a stored
 	// message's sequence predicts the request's (nothing else publishes
 	// meanwhile) and takes the ids of the resolver's outputs.

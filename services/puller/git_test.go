@@ -251,7 +251,7 @@ func TestGitBadInput(t *testing.T) {
 		{"ssh remote", op("git://example.com/org/repo.git#v1", map[string]string{source.AttrFullRemoteURL: "git@example.com:org/repo.git"}),
 			"ssh remotes are not supported yet", "invalid", 1},
 		{"credentials", op("git://127.0.0.1/repo.git#v1", map[string]string{source.AttrFullRemoteURL: "https://user:hunter2@127.0.0.1/repo.git"}),
-			"credentials in the URL are not supported", "invalid", 1},
+			"git.fullurl carries credentials; give them as a client secret", "invalid", 1}, // the resolver refuses it first
 		{"checksum not hex", op(src("v1", source.AttrGitChecksum, "nothex")), "invalid checksum nothex for Git URL, expected hex commit hash", "invalid", 1},
 		{"checksum mismatch", op(src("v1", source.AttrGitChecksum, "abcdef")), "expected checksum to match abcdef, got " + fx.Commits["v1"], "invalid", 1},
 		{"ssh agent", op(src("v1", source.AttrMountSSHSock, "default")), `no SSH key "default" forwarded from the client`, "invalid", 1},
