@@ -74,7 +74,7 @@ const pruneQuiet = 500 * time.Millisecond
 // pruneFleet asks every snapshotter on the bus to prune its node and
 // prints each answer.
 func pruneFleet(ctx context.Context, url string, keepFor, wait time.Duration, w io.Writer) error {
-	nc, _, err := bus.ConnectOnce(url, "stevedore-prune", 5*time.Second)
+	nc, _, err := bus.ConnectOnce(url, "stevedore-prune", 5*time.Second, localCredentials(url)...)
 	if err != nil {
 		return err
 	}
