@@ -63,7 +63,7 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 		return sample{}, err
 	}
 	defer fleet.stop()
-	nc, err := connectTo(ctx, url, fleet)
+	nc, err := connectTo(ctx, filepath.Join(dir, "data", "nats-credentials"), fleet)
 	if err != nil {
 		return sample{}, err
 	}
@@ -137,17 +137,24 @@ func freePort(ctx context.Context) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// connectTo connects to the NATS server of process p at url, trying again
-// until it listens (30s at most) or p exits.
-func connectTo(ctx context.Context, url string, p *process) (*nats.Conn, error) {
+// connectTo connects to the NATS server of process p (stevedore up) with
+// the URL in its credentials file, trying again until it listens (30s at
+// most) or p exits.
+func connectTo(ctx context.Context, credentials string, p *process) (*nats.Conn, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		nc, err := nats.Connect(url, nats.Name("bench-client"))
+		// up admits only its own user: the URL with the password it made
+		// is in its data dir once it listens.
+		url, err := os.ReadFile(credentials)
+		var nc *nats.Conn
+		if err == nil {
+			nc, err = nats.Connect(strings.TrimSpace(string(url)), nats.Name("bench-client"))
+		}
 		if err == nil {
 			return nc, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, errors.Join(fmt.Errorf("connect %s: %w", url, err), p.failure())
+			return nil, errors.Join(fmt.Errorf("connect with %s: %w", credentials, err), p.failure())
 		}
 		select {
 		case <-p.exited():
