@@ -84,8 +84,8 @@ bench-builder: builders ## BuildKit FROM image + COPY on Stevedore's snapshots (
 	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} $(GO) test -run '^$$' -bench '^BenchmarkBuilder$$/^($(BUILDERIMAGES))$$' -benchtime 1x -timeout 60m .
 
 # What the benchmarks compare with, as command:Debian package.
-BENCHDEPS := containerd:containerd ctr:containerd skopeo:skopeo curl:curl
-bench-deps: ## install what the benchmarks compare with (containerd, skopeo, curl) when missing: apt-get, as root on Debian
+BENCHDEPS := containerd:containerd ctr:containerd skopeo:skopeo curl:curl unpigz:pigz
+bench-deps: ## install what the benchmarks compare with (containerd, skopeo, curl, pigz) when missing: apt-get, as root on Debian
 	@missing=""; \
 	for d in $(BENCHDEPS); do \
 		command -v $${d%%:*} >/dev/null 2>&1 && continue; \

@@ -77,6 +77,15 @@ const (
 	toolStevedore  = "stevedore"
 	toolContainerd = "containerd"
 	toolFloor      = "floor"
+	// toolNatsOutput is `stevedore pull --nats --output DIR` against the
+	// fleet process: the snapshot, then its root filesystem streamed from
+	// the snapshotter into DIR.
+	toolNatsOutput = "stv-nats-output"
+	// toolEmbeddedOutput is `stevedore pull --output DIR` with no fleet:
+	// the embedded stack in the command's own process, start-up included.
+	toolEmbeddedOutput = "stv-output"
+	// toolFloorUnpigz is the floor with tar -I unpigz.
+	toolFloorUnpigz = "floor-unpigz"
 )
 
 // setupPull checks the machine, builds stevedore (the fleet's `up` and
@@ -91,7 +100,7 @@ func setupPull(b *testing.B) *pullEnv {
 			b.Fatalf("%s is not installed: the pull benchmark compares with containerd's own pull (on Debian: apt-get install -y containerd)", bin)
 		}
 	}
-	for _, bin := range []string{"curl", "tar", "gzip", "bash", "go"} {
+	for _, bin := range []string{"curl", "tar", "gzip", "unpigz", "bash", "go"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			b.Fatalf("%s is not installed: the pull benchmark needs it", bin)
 		}
@@ -118,11 +127,24 @@ func setupPull(b *testing.B) *pullEnv {
 	}
 
 	reg := registrytest.New(b)
-	return &pullEnv{reg: reg, work: work, tools: []tool{
+	env := &pullEnv{reg: reg, work: work, tools: []tool{
 		&stevedorePuller{bin: bin},
+		&stevedorePuller{bin: bin, output: true},
+		&embeddedPuller{bin: bin},
 		&containerdPuller{},
 		&floorPuller{base: reg.URL()},
+		&floorPuller{base: reg.URL(), unpigz: true},
 	}}
+	// BENCH_PULL_TOOLS (comma-separated names) keeps some tools only, for
+	// a profile or a look at one of them; the summary then lacks the others.
+	if only := os.Getenv("BENCH_PULL_TOOLS"); only != "" {
+		keep := strings.Split(only, ",")
+		env.tools = slices.DeleteFunc(env.tools, func(t tool) bool { return !slices.Contains(keep, t.name()) })
+		if len(env.tools) == 0 {
+			b.Fatalf("BENCH_PULL_TOOLS=%q names no tool", only)
+		}
+	}
+	return env
 }
 
 // requireTmpfs fails unless dir (or the nearest existing parent) is on a

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,14 +33,23 @@ import (
 // process's peak, NATS and every service in it, as containerd's is the
 // daemon's. The registry stays in the benchmark process, as for every
 // tool.
+//
+// With output set it is `stevedore pull --nats --output DIR`: the same
+// pull, then the root filesystem streamed from the snapshotter into DIR.
 type stevedorePuller struct {
-	bin string
+	bin    string
+	output bool
 }
 
-func (*stevedorePuller) name() string { return toolStevedore }
+func (p *stevedorePuller) name() string {
+	if p.output {
+		return toolNatsOutput
+	}
+	return toolStevedore
+}
 
 func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string) (sample, error) {
-	port, err := freePort()
+	port, err := freePort(ctx)
 	if err != nil {
 		return sample{}, err
 	}
@@ -52,7 +63,7 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 		return sample{}, err
 	}
 	defer fleet.stop()
-	nc, err := connectTo(ctx, url, fleet)
+	nc, err := connectTo(ctx, filepath.Join(dir, "data", "nats-credentials"), fleet)
 	if err != nil {
 		return sample{}, err
 	}
@@ -70,14 +81,25 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 		return sample{}, err
 	}
 	var stdout, stderr bytes.Buffer
-	cli := exec.CommandContext(ctx, p.bin, "pull", "--nats", url, "--json", "--progress", "plain", //nolint:gosec // G204: the binary the benchmark built
-		"--platform", platform, "docker-image://"+img.ref)
+	args := []string{"pull", "--nats", url, "--json", "--progress", "plain", "--platform", platform, "docker-image://" + img.ref}
+	rootfs := filepath.Join(dir, "rootfs")
+	if p.output {
+		args = append(args, "--output", rootfs)
+	}
+	cli := exec.CommandContext(ctx, p.bin, args...)
 	cli.Stdout, cli.Stderr = &stdout, &stderr
 	start := time.Now()
 	err = cli.Run()
 	wall := time.Since(start)
 	if err != nil {
 		return sample{}, errors.Join(fmt.Errorf("stevedore pull: %w\n%s", err, tail(stderr.Bytes())), fleet.failure())
+	}
+	// BENCH_PROGRESS_DIR keeps the client's progress (--progress plain:
+	// each step's time), one file a tool and image, the last pull's.
+	if d := os.Getenv("BENCH_PROGRESS_DIR"); d != "" {
+		if err := os.WriteFile(filepath.Join(d, p.name()+"-"+img.spec.name+".progress"), stderr.Bytes(), 0o600); err != nil {
+			return sample{}, err
+		}
 	}
 	cpu1, err1 := procCPU(fleet.pid())
 	rss, err2 := procPeakRSS(fleet.pid())
@@ -94,14 +116,20 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 	if out.Snapshot.Fetched != len(img.Layers) {
 		return sample{}, fmt.Errorf("snapshot.ready says %d layers fetched, want %d", out.Snapshot.Fetched, len(img.Layers))
 	}
+	if p.output {
+		if err := checkRootfs(rootfs, img); err != nil {
+			return sample{}, err
+		}
+	}
 	cliCPU := cpuOf(cli)
 	fleetCPU := cpu1.since(cpu0)
 	return sample{wall: wall, cpu: fleetCPU.cpu + cliCPU.user + cliCPU.sys, sys: fleetCPU.sys + cliCPU.sys, rss: rss}, nil
 }
 
 // freePort returns a TCP port of 127.0.0.1 nobody listens on now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(ctx context.Context) (int, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
@@ -109,17 +137,24 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// connectTo connects to the NATS server of process p at url, trying again
-// until it listens (30s at most) or p exits.
-func connectTo(ctx context.Context, url string, p *process) (*nats.Conn, error) {
+// connectTo connects to the NATS server of process p (stevedore up) with
+// the URL in its credentials file, trying again until it listens (30s at
+// most) or p exits.
+func connectTo(ctx context.Context, credentials string, p *process) (*nats.Conn, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		nc, err := nats.Connect(url, nats.Name("bench-client"))
+		// up admits only its own user: the URL with the password it made
+		// is in its data dir once it listens.
+		url, err := os.ReadFile(credentials)
+		var nc *nats.Conn
+		if err == nil {
+			nc, err = nats.Connect(strings.TrimSpace(string(url)), nats.Name("bench-client"))
+		}
 		if err == nil {
 			return nc, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, errors.Join(fmt.Errorf("connect %s: %w", url, err), p.failure())
+			return nil, errors.Join(fmt.Errorf("connect with %s: %w", credentials, err), p.failure())
 		}
 		select {
 		case <-p.exited():
@@ -269,15 +304,110 @@ func (*containerdPuller) pull(ctx context.Context, img *pushedImage, dir string)
 	return s, nil
 }
 
-// floorPuller is the floor: for each layer in order, `curl blob | tar -xzf
-// -` into one directory (bash rather than sh, for pipefail). cpu is bash's
-// and everything it waited for: curl, tar and the gzip tar runs.
-type floorPuller struct {
-	// base is the registry's URL.
-	base string
+// embeddedPuller is `stevedore pull --output DIR` with no fleet: the
+// command starts the embedded stack (NATS, every service) in its own
+// process with a fresh data dir, pulls, writes DIR from the snapshot and
+// exits. It measures the command, start-up included; cpu and rss are its
+// process's (the whole fleet and the client in one).
+type embeddedPuller struct {
+	bin string
 }
 
-func (*floorPuller) name() string { return toolFloor }
+func (*embeddedPuller) name() string { return toolEmbeddedOutput }
+
+func (p *embeddedPuller) pull(ctx context.Context, img *pushedImage, dir string) (sample, error) {
+	rootfs := filepath.Join(dir, "rootfs")
+	cli := exec.CommandContext(ctx, p.bin, "pull", "--data-dir", filepath.Join(dir, "data"), "--snapshotter", "overlayfs",
+		"--docker-config", filepath.Join(dir, "docker"), "--json", "--progress", "plain",
+		"--platform", "linux/"+runtime.GOARCH, "--output", rootfs, "docker-image://"+img.ref)
+	var stdout, stderr bytes.Buffer
+	cli.Stdout, cli.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cli.Start(); err != nil {
+		return sample{}, err
+	}
+	peak := watchPeakRSS(cli.Process.Pid)
+	err := cli.Wait()
+	wall := time.Since(start)
+	if err != nil {
+		return sample{}, fmt.Errorf("stevedore pull --output: %w\n%s", err, tail(stderr.Bytes()))
+	}
+	if err := checkRootfs(rootfs, img); err != nil {
+		return sample{}, err
+	}
+	s := cpuOf(cli).since(cpuTime{})
+	s.wall, s.rss = wall, peak()
+	return s, nil
+}
+
+// watchPeakRSS polls process pid's peak resident set (VmHWM) every 20ms
+// until it is gone; the returned function gives the last value read. (The
+// rusage of a child is no use here: a child forked with CLONE_VM starts
+// with its parent's peak, and the benchmark's process holds the registry.)
+func watchPeakRSS(pid int) func() int64 {
+	var mu sync.Mutex
+	var last int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			rss, err := procPeakRSS(pid)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			last = rss
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() int64 {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return last
+	}
+}
+
+// checkRootfs checks that an output directory was filled: at least half
+// as many entries as the image's largest layer holds (later layers of a
+// chain may delete some). The trees' equality with GNU tar's is the
+// tests' (pkg/snapshot TestExportMatchesGNUTar), not the benchmark's.
+func checkRootfs(dir string, img *pushedImage) error {
+	n := 0
+	err := filepath.WalkDir(dir, func(_ string, _ fs.DirEntry, err error) error {
+		n++
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("output %s: %w", dir, err)
+	}
+	most := 0
+	for _, l := range img.Layers {
+		most = max(most, l.Entries)
+	}
+	if n < most/2 {
+		return fmt.Errorf("output %s holds %d entries, want at least %d", dir, n, most/2)
+	}
+	return nil
+}
+
+// floorPuller is the floor: for each layer in order, `curl blob | tar -xzf
+// -` into one directory (bash rather than sh, for pipefail); with unpigz
+// set, `tar -I unpigz -xf -`. cpu is bash's and everything it waited for:
+// curl, tar and gzip (or unpigz).
+type floorPuller struct {
+	// base is the registry's URL.
+	base   string
+	unpigz bool
+}
+
+func (p *floorPuller) name() string {
+	if p.unpigz {
+		return toolFloorUnpigz
+	}
+	return toolFloor
+}
 
 func (p *floorPuller) pull(ctx context.Context, img *pushedImage, dir string) (sample, error) {
 	root := filepath.Join(dir, "rootfs")
@@ -287,7 +417,11 @@ func (p *floorPuller) pull(ctx context.Context, img *pushedImage, dir string) (s
 	var script strings.Builder
 	script.WriteString("set -eo pipefail\n")
 	for _, l := range img.Layers {
-		fmt.Fprintf(&script, "curl -fsS '%s/v2/%s/blobs/%s' | tar -xzf - -C '%s'\n", p.base, img.repo, l.Digest, root)
+		untar := "tar -xzf -"
+		if p.unpigz {
+			untar = "tar -I unpigz -xf -"
+		}
+		fmt.Fprintf(&script, "curl -fsS '%s/v2/%s/blobs/%s' | %s -C '%s'\n", p.base, img.repo, l.Digest, untar, root)
 	}
 	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
 	start := time.Now()

@@ -61,6 +61,7 @@ func summary(w io.Writer) {
 	}
 	if ran("BenchmarkPull/") {
 		pullSummary(w)
+		outputSummary(w)
 	}
 	if ran("BenchmarkExport/") {
 		exportSummary(w)
@@ -180,6 +181,60 @@ func pullSummary(w io.Writer) {
 			fmt.Fprintf(tw, "\t%.2f\t%.2f\t%.2f", m[t+"-cpu-s"], m[t+"-sys-s"], m[t+"-cpu-s"]/m[t+"-s"])
 		}
 		fmt.Fprintf(tw, "\t%.0f\t%.0f\t\n", m[toolStevedore+"-peak-MiB"], m[toolContainerd+"-peak-MiB"])
+	}
+	_ = tw.Flush()
+}
+
+// The targets of issue 13, over the floor with unpigz.
+const (
+	// targetSnapshotVsFloor bounds the snapshot-only pull on (a), (b), (c).
+	targetSnapshotVsFloor = 1.0
+	// targetOutputVsFloor bounds pull --output, embedded and --nats.
+	targetOutputVsFloor = 1.1
+)
+
+// outputSummary is issue 13's table: the snapshot, --output embedded and
+// --nats --output next to containerd and both floors, the ratios to the
+// unpigz floor, and the fleet's peak RSS on (c).
+func outputSummary(w io.Writer) {
+	fmt.Fprintln(w, "\nIssue 13: one alternated run per image; floor = curl blob | tar -I unpigz -xf (floor gzip: tar -xzf).")
+	fmt.Fprintln(w, "stv snapshot = pull --nats against stevedore up; stv --output = pull --output DIR alone (embedded stack, start-up")
+	fmt.Fprintln(w, "included); stv --nats --output = pull --nats --output DIR against stevedore up (the rootfs streamed from the snapshotter).")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "image	stv snapshot s	stv --output s	stv --nats --output s	containerd s	floor s	floor gzip s	snapshot/floor	--output/floor	--nats --output/floor	fleet peak MiB	--output peak MiB	steal %	≤1.0× snapshot	≤1.1× --output	≤1.1× --nats --output	fleet peak ≤150 MiB on (c)	")
+	for _, spec := range pullImages() {
+		name := "BenchmarkPull/" + spec.name
+		m, ok := results[name]
+		if !ok {
+			continue
+		}
+		fl := m[toolFloorUnpigz+"-s"]
+		sn, eo, no := m[toolStevedore+"-s"], m[toolEmbeddedOutput+"-s"], m[toolNatsOutput+"-s"]
+		peak := m[toolStevedore+"-peak-MiB"]
+		okPeak := "—"
+		if spec.name == "c" {
+			okPeak = verdict(fmt.Sprintf("pull (c) fleet peak %.0f MiB ≤ %d MiB", peak, targetPeakMiB), peak <= targetPeakMiB)
+		}
+		fmt.Fprintf(tw, "(%s)\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f×\t%.2f×\t%.2f×\t%.0f\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t\n",
+			spec.name, sn, eo, no, m[toolContainerd+"-s"], fl, m[toolFloor+"-s"], sn/fl, eo/fl, no/fl, peak, m[toolEmbeddedOutput+"-peak-MiB"], m["steal-%"],
+			verdict(fmt.Sprintf("pull (%s) snapshot/floor %.2f× ≤ %.1f×", spec.name, sn/fl, targetSnapshotVsFloor), sn/fl <= targetSnapshotVsFloor),
+			verdict(fmt.Sprintf("pull (%s) --output/floor %.2f× ≤ %.1f×", spec.name, eo/fl, targetOutputVsFloor), eo/fl <= targetOutputVsFloor),
+			verdict(fmt.Sprintf("pull (%s) --nats --output/floor %.2f× ≤ %.1f×", spec.name, no/fl, targetOutputVsFloor), no/fl <= targetOutputVsFloor),
+			okPeak)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, "CPU s (user+sys) of each, median: stv = the fleet process plus the client; --output = its one process; floor = curl, tar, unpigz.")
+	fmt.Fprintln(tw, "image\tstv snapshot\tstv --output\tstv --nats --output\tcontainerd\tfloor\tfloor gzip\t")
+	for _, spec := range pullImages() {
+		m, ok := results["BenchmarkPull/"+spec.name]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(tw, "(%s)", spec.name)
+		for _, t := range []string{toolStevedore, toolEmbeddedOutput, toolNatsOutput, toolContainerd, toolFloorUnpigz, toolFloor} {
+			fmt.Fprintf(tw, "\t%.2f", m[t+"-cpu-s"])
+		}
+		fmt.Fprintln(tw, "\t")
 	}
 	_ = tw.Flush()
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -133,6 +134,8 @@ func TestScripts(t *testing.T) {
 	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "single-retag"), "demo/retag:1")
 	reg.PushLayout(t, filepath.Join(imagesDir, "multi"), "demo/multi:1")
+	// For output_nats.txtar alone, which counts its blob downloads.
+	reg.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/outnats:1")
 	slow := registrytest.New(t, registrytest.WithLatency(700*time.Millisecond))
 	slow.PushLayout(t, filepath.Join(imagesDir, "single"), "demo/single:1")
 
@@ -189,7 +192,7 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "sleep": sleepCmd, "httpgets": httpgetsCmd(&bigGets),
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "sleep": sleepCmd, "httpgets": httpgetsCmd(&bigGets), "blobgets": blobGetsCmd(reg),
 			// regpush NAME REPO:TAG pushes fixture image NAME as REPO:TAG
 			// (moving the tag when it exists).
 			"regpush": func(ts *testscript.TestScript, neg bool, args []string) {
@@ -270,6 +273,29 @@ func sleepCmd(ts *testscript.TestScript, neg bool, args []string) {
 	d, err := time.ParseDuration(args[0])
 	ts.Check(err)
 	time.Sleep(d)
+}
+
+// blobGetsCmd is "blobgets REPO N": the registry has answered exactly N
+// GETs of blobs of repository REPO since it started (N may be 0).
+func blobGetsCmd(reg *registrytest.Registry) func(ts *testscript.TestScript, neg bool, args []string) {
+	return func(ts *testscript.TestScript, neg bool, args []string) {
+		if len(args) != 2 || neg {
+			ts.Fatalf("usage: blobgets REPO N")
+		}
+		want, err := strconv.Atoi(args[1])
+		if err != nil {
+			ts.Fatalf("blobgets: %v", err)
+		}
+		got := 0
+		for _, r := range reg.Requests() {
+			if r.Method == http.MethodGet && r.Kind == registrytest.KindBlob && strings.HasPrefix(r.Path, "/v2/"+args[0]+"/blobs/") {
+				got++
+			}
+		}
+		if got != want {
+			ts.Fatalf("the registry answered %d GETs of blobs of %s, want %d", got, args[0], want)
+		}
+	}
 }
 
 // captureCmd is "capture VAR REGEXP": it sets $VAR to the first group of

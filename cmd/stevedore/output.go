@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/containerd/containerd/v2/pkg/archive"
 )
 
 // Output types of --output, as buildctl names them.
@@ -76,32 +74,32 @@ func parseOutput(s string) (outputSpec, error) {
 	return o, nil
 }
 
-// writeOutput writes the result's root filesystem where o says: write
-// fills a directory with it.
-func writeOutput(ctx context.Context, o outputSpec, stdout io.Writer, write func(ctx context.Context, dir string) error) error {
+// writeOutput writes root where o says. A directory is filled beside
+// the destination and renamed into place (placeDir), a tar file is
+// written beside it and renamed; a tar on stdout streams, and a stream
+// that fails verification at its end makes the command fail.
+func writeOutput(ctx context.Context, o outputSpec, stdout io.Writer, root rootfsWriter) error {
 	if o.Type == outputLocal {
-		return write(ctx, o.Dest)
-	}
-	tmp, err := os.MkdirTemp("", "stevedore-tar-")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = os.RemoveAll(tmp) }()
-	root := filepath.Join(tmp, "rootfs")
-	if err := write(ctx, root); err != nil {
-		return err
+		return placeDir(ctx, o.Dest, root.dir)
 	}
 	if o.stdout() {
-		return archive.WriteDiff(ctx, stdout, "", root)
+		return root.writeTar(ctx, stdout)
 	}
-	f, err := os.Create(o.Dest)
+	tmp, err := os.CreateTemp(filepath.Dir(o.Dest), "."+filepath.Base(o.Dest)+".stevedore-")
 	if err != nil {
 		return err
 	}
-	if err := archive.WriteDiff(ctx, f, "", root); err != nil {
-		return errors.Join(err, f.Close())
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	if err := root.writeTar(ctx, tmp); err != nil {
+		return errors.Join(err, tmp.Close())
 	}
-	return f.Close()
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil { //nolint:gosec // G302: a tar the user asked for, like one tar -c writes
+		return err
+	}
+	return os.Rename(tmp.Name(), o.Dest)
 }
 
 // String is the output as the summary shows it.

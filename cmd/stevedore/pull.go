@@ -6,19 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
-	"github.com/stevedore-dev/stevedore/pkg/registry"
-	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
 
 func newPull(g *globals) *cobra.Command {
@@ -47,9 +42,12 @@ Progress goes to stderr the way buildctl shows it (--progress tty, plain,
 rawjson: buildctl's SolveStatus JSON, one object a line, or quiet: none);
 the keys, the chainID and where the snapshot is go to stdout. The build's
 CloudEvents are what "stevedore watch --json" prints.
---output (-o) also writes the root filesystem, from this node's content
-store when the snapshot is here, from the registry otherwise, in buildctl's
-forms: type=local,dest=DIR (or a plain DIR) fills a directory,
+--output (-o) also writes the root filesystem in one pass: from the
+snapshot itself when it is on this machine (the embedded stack), streamed
+from the node that holds it otherwise (--nats), and from the registry only
+when that node does not answer; every blob then verified as it streams.
+It is written beside the destination and renamed into place, so a failed
+pull leaves nothing in it. In buildctl's forms: type=local,dest=DIR (or a plain DIR) fills a directory,
 type=tar,dest=FILE writes a tar (dest=- writes it to stdout, and the
 summary then goes to stderr). Other types (image, oci, docker) are refused:
 a pull has no image to write.
@@ -165,14 +163,15 @@ to the reading service; no secret is in any event.`,
 				}
 			}
 			if output != "" {
-				err := writeOutput(ctx, dest, g.stdout, func(ctx context.Context, dir string) error {
-					return materialize(ctx, out, f, sf, dir)
-				})
+				root, err := rootfsOf(ctx, out, f, sf, buildID)
 				if err != nil {
 					return fmt.Errorf("--output: %w", err)
 				}
+				if err := writeOutput(ctx, dest, g.stdout, root); err != nil {
+					return fmt.Errorf("--output: %w", err)
+				}
 				if !asJSON {
-					fmt.Fprintf(summary, "output    %s\n", dest)
+					fmt.Fprintf(summary, "output    %s (%s)\n", dest, root.from)
 				}
 			}
 			return nil
@@ -279,49 +278,6 @@ func layersOf(out client.Outcome) ([]events.Layer, string) {
 		return out.Hit.Record.Layers, ref
 	}
 	return nil, ref
-}
-
-// materialize writes the result's root filesystem into dir, reading blobs
-// from the embedded snapshotter's content store when it has them and from
-// the registry otherwise.
-func materialize(ctx context.Context, out client.Outcome, f *fleet, sf serviceFlags, dir string) error {
-	layers, ref := layersOf(out)
-	reg, err := registry.New(registry.Config{Insecure: sf.insecure, DockerConfigDir: sf.dockerConfig})
-	if err != nil {
-		return err
-	}
-	source := snapshot.BlobSourceFunc(func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
-		if ref == "" && f.served != nil {
-			return f.served.open(ctx, d)
-		}
-		if ref == "" {
-			return nil, fmt.Errorf("blob %s: no reference to fetch it from", d.Digest)
-		}
-		return reg.Open(ctx, ref, d)
-	})
-	if key := snapshotKeyOf(out); strings.HasPrefix(key, "content-") {
-		// A file, a checkout, a local directory: copied from the
-		// snapshot, which only the embedded stack has at hand.
-		if f.stack == nil {
-			return fmt.Errorf("snapshot %s is on node %s: copying a snapshot that is not an image needs the embedded stack (no --nats)", key, out.Snapshot.Node)
-		}
-		return f.stack.snap.Store().CopyOut(ctx, key, dir)
-	}
-	store := (*snapshot.Store)(nil)
-	if f.stack != nil {
-		store = f.stack.snap.Store()
-	} else {
-		tmp, err := os.MkdirTemp("", "stevedore-output-")
-		if err != nil {
-			return err
-		}
-		defer func() { _ = os.RemoveAll(tmp) }()
-		if store, err = snapshot.Open(ctx, tmp, snapshot.KindNative); err != nil {
-			return err
-		}
-		defer func() { _ = store.Close() }()
-	}
-	return store.Materialize(ctx, layers, dir, source)
 }
 
 // snapshotKeyOf is the name of the outcome's snapshot; empty when none.

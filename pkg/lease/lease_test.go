@@ -91,7 +91,7 @@ func TestDeadHolderExpires(t *testing.T) {
 func TestFlightRunsOnceForConcurrentCallers(t *testing.T) {
 	t.Parallel()
 	env := bustest.Start(t, bus.Topology{})
-	var runs atomic.Int32
+	var runs, calling atomic.Int32
 	outcomes := make([]lease.Outcome, 20)
 	var wg sync.WaitGroup
 	for i := range outcomes {
@@ -99,9 +99,16 @@ func TestFlightRunsOnceForConcurrentCallers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			calling.Add(1)
 			res, err := f.Do(t.Context(), "work", nil, func(ctx context.Context) ([]byte, error) {
 				runs.Add(1)
-				time.Sleep(300 * time.Millisecond)
+				// The work lasts until every caller has called Do, and a
+				// little longer: they come while it runs, however late
+				// the machine schedules them.
+				for calling.Load() < int32(len(outcomes)) {
+					time.Sleep(5 * time.Millisecond)
+				}
+				time.Sleep(100 * time.Millisecond)
 				return []byte("result"), nil
 			})
 			if err != nil || string(res.Value) != "result" {
@@ -131,16 +138,34 @@ func TestFlightTakesOverFromFailedAndDeadHolders(t *testing.T) {
 	_, f := setup(t, "a", env)
 
 	// A holder whose work fails: the waiter runs the work itself.
-	started := make(chan struct{})
+	started, fail := make(chan struct{}), make(chan struct{})
 	go func() {
 		_, _ = f.Do(t.Context(), "k1", nil, func(ctx context.Context) ([]byte, error) {
 			close(started)
-			time.Sleep(200 * time.Millisecond)
+			<-fail
 			return nil, errors.New("registry down")
 		})
 	}()
 	<-started
-	res, err := f.Do(t.Context(), "k1", nil, func(ctx context.Context) ([]byte, error) { return []byte("second"), nil })
+	type result struct {
+		res lease.Result
+		err error
+	}
+	waiter := make(chan result, 1)
+	go func() {
+		res, err := f.Do(t.Context(), "k1", nil, func(ctx context.Context) ([]byte, error) { return []byte("second"), nil })
+		waiter <- result{res, err}
+	}()
+	// The premise: the waiter waits for the holder rather than running
+	// the work next to it.
+	select {
+	case r := <-waiter:
+		t.Fatalf("Do returned %q %v %v while another holder ran the work", r.res.Value, r.res.Outcome, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(fail)
+	r := <-waiter
+	res, err := r.res, r.err
 	if err != nil || string(res.Value) != "second" || res.Outcome != lease.Ran {
 		t.Fatalf("after a failed holder: %q %v %v", res.Value, res.Outcome, err)
 	}

@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,8 +20,13 @@ const askTimeout = 5 * time.Second
 // to its end, then Verify before trusting what was made of it.
 type Stream struct {
 	resp *http.Response
+	body *bufio.Reader
 	d    *digestWriter
 }
+
+// streamBuffer is the buffer on each side of a stream: a tar reader reads
+// 512-byte headers, each a trip through the HTTP body's readers otherwise.
+const streamBuffer = 1 << 20
 
 // Open asks node for the root filesystem of req.SnapshotKey and opens
 // its stream.
@@ -60,12 +66,12 @@ func Open(ctx context.Context, nc *nats.Conn, hc *http.Client, node string, req 
 		_ = resp.Body.Close()
 		return nil, fmt.Errorf("node %s: %s: %w", node, resp.Status, ErrRefused)
 	}
-	return &Stream{resp: resp, d: newDigestWriter()}, nil
+	return &Stream{resp: resp, body: bufio.NewReaderSize(resp.Body, streamBuffer), d: newDigestWriter()}, nil
 }
 
 // Read reads the tar stream.
 func (s *Stream) Read(p []byte) (int, error) {
-	n, err := s.resp.Body.Read(p)
+	n, err := s.body.Read(p)
 	_, _ = s.d.Write(p[:n])
 	return n, err
 }

@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -136,7 +137,9 @@ func (s *Server) Serve(ctx context.Context, nc *nats.Conn) error {
 	select {
 	case <-ctx.Done():
 		_ = srv.Close()
-		<-done
+		if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("rootfs server: %w", err)
+		}
 		return nil
 	case err := <-done:
 		return fmt.Errorf("rootfs server: %w", err)
@@ -192,7 +195,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Trailer", TrailerDigest)
 	w.Header().Set("Content-Type", "application/x-tar")
 	d := newDigestWriter()
-	if err := s.src.WriteTar(r.Context(), g.key, io.MultiWriter(w, d)); err != nil {
+	// Large writes: a tar is headers of 512 bytes and bodies in 32 KiB
+	// pieces, each a chunk and a syscall unbuffered.
+	bw := bufio.NewWriterSize(w, streamBuffer)
+	err := s.src.WriteTar(r.Context(), g.key, io.MultiWriter(bw, d))
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
 		// No trailer: the client sees an incomplete stream.
 		s.cfg.Logger.Warn("rootfs: stream cut", "snapshot", g.key, "error", err.Error())
 		return

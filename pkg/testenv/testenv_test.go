@@ -39,7 +39,7 @@ func TestLack(t *testing.T) {
 	} {
 		t.Run("CI="+tc.ci, func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run", "^TestLackHelper$", "-test.v", "-test.count=1") //nolint:gosec // G204: the test binary itself
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run", "^TestLackHelper$", "-test.v", "-test.count=1")
 			cmd.Env = append(withoutCI(os.Environ()), helperEnv+"=1")
 			if tc.ci != "" {
 				cmd.Env = append(cmd.Env, testenv.EnvCI+"="+tc.ci)

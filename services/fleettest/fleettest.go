@@ -349,13 +349,16 @@ func Failure(t *testing.T, rec *bustest.Recorder) events.SourceFailed {
 	return want[events.SourceFailed](t, Final(t, rec))
 }
 
-// PullEnd waits (30s) for one of the events that end a pull. A hit of an
-// imported cache that a snapshot follows does not end it.
+// PullEnd waits for one of the events that end a pull, for as long as
+// the build makes progress (a new event at least every 30s: a big
+// transfer on a loaded machine is slow, not stuck), 5 minutes at most. A
+// hit of an imported cache that a snapshot follows does not end it.
 func PullEnd(t *testing.T, rec *bustest.Recorder) events.Event {
 	t.Helper()
-	e := rec.Wait(t, 30*time.Second, events.TypeCacheHit, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
+	const idle, limit = 30 * time.Second, 5 * time.Minute
+	e := rec.WaitActive(t, idle, limit, events.TypeCacheHit, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
 	if hit, ok := e.Data.(events.CacheHit); ok && hit.Snapshot {
-		return rec.Wait(t, 30*time.Second, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
+		return rec.WaitActive(t, idle, limit, events.TypeSnapshotReady, events.TypeSnapshotFailed, events.TypeSourceFailed)
 	}
 	return e
 }

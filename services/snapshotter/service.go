@@ -38,6 +38,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/gitremote"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/rootfs"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
@@ -109,6 +110,15 @@ type Config struct {
 	// snapshot waits for the fleet before the builder is told to pull the
 	// layer itself. Zero means DefaultRemoteTimeout.
 	RemoteTimeout time.Duration
+	// RootfsListen is the address of the HTTP endpoint that streams the
+	// root filesystem of this node's snapshots to clients (pkg/rootfs:
+	// `stevedore pull --nats --output`). Empty means "127.0.0.1:0":
+	// clients on this machine, any free port.
+	RootfsListen string
+	// RootfsAdvertise is the base URL clients reach that endpoint at
+	// ("http://node-1:7070"). Empty means http:// and the address listened
+	// on.
+	RootfsAdvertise string
 	// StopGrace is how long the work in flight may go on once Run's ctx
 	// ends, before it is cut short and handed back to the other replicas
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
@@ -284,6 +294,20 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.KeepFor > 0 {
 		go s.pruneLoop(ctx, index)
 	}
+	rfs, err := rootfs.NewServer(rootfs.ServerConfig{Node: s.cfg.Node, Listen: s.cfg.RootfsListen, Advertise: s.cfg.RootfsAdvertise,
+		Allow: s.allowRootfs, Logger: s.cfg.Logger}, rootfs.SourceFunc(s.writeRootfs))
+	if err != nil {
+		return fmt.Errorf("snapshotter: %w", err)
+	}
+	rfsCtx, stopRootfs := context.WithCancelCause(ctx)
+	rfsDone := make(chan error, 1)
+	go func() { rfsDone <- rfs.Serve(rfsCtx, s.js.Conn()) }()
+	defer func() {
+		stopRootfs(errors.New("snapshotter stopped"))
+		if err := <-rfsDone; err != nil {
+			s.cfg.Logger.Warn("rootfs endpoint", "error", err.Error())
+		}
+	}()
 	stopPrune, err := s.servePrune(ctx, index)
 	if err != nil {
 		return err
@@ -300,7 +324,7 @@ func (s *Service) Run(ctx context.Context) error {
 		defer func() { _ = srv.Close() }()
 		log.Info("serving containerd's snapshots API", "socket", path, "namespace", ns)
 	}
-	log.Info("snapshotter ready", "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
+	log.Info("snapshotter ready", "rootfs", rfs.URL(), "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
 		w.Handle(events.TypeSnapshotRequested, bus.Typed(h.Snapshot))
 	})

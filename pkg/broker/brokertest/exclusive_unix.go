@@ -29,7 +29,7 @@ func exclusive(t testing.TB) error {
 		return fmt.Errorf("open the cluster lock: %w", err)
 	}
 	began := time.Now()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil { //nolint:gosec // G115: a file descriptor fits an int
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("lock %s: %w", path, err)
 	}

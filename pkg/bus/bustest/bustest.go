@@ -183,6 +183,40 @@ func (r *Recorder) Wait(t testing.TB, timeout time.Duration, types ...events.Typ
 	}
 }
 
+// WaitActive is Wait for work whose length depends on the machine's
+// load: it fails only when the build records nothing new for idle (it is
+// stuck, not slow), or after limit.
+func (r *Recorder) WaitActive(t testing.TB, idle, limit time.Duration, types ...events.Type) events.Event {
+	t.Helper()
+	end := time.After(limit)
+	seen := -1
+	quiet := time.NewTimer(idle)
+	defer quiet.Stop()
+	for {
+		es := r.Events()
+		for _, e := range es {
+			for _, typ := range types {
+				if e.Type() == typ {
+					return e
+				}
+			}
+		}
+		if len(es) != seen {
+			seen = len(es)
+			quiet.Reset(idle)
+		}
+		select {
+		case <-r.notify:
+		case <-quiet.C:
+			t.Fatalf("no %v, and nothing recorded for %s; recorded: %v", types, idle, Summary(es))
+			return events.Event{}
+		case <-end:
+			t.Fatalf("no %v within %s; recorded: %v", types, limit, Summary(es))
+			return events.Event{}
+		}
+	}
+}
+
 // Summary renders events as "type(id)" for failure messages.
 func Summary(es []events.Event) []string {
 	out := make([]string, 0, len(es))

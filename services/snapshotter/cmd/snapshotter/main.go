@@ -29,6 +29,8 @@ func main() {
 	leaseTTL := flag.Duration("lease-ttl", service.DurationEnv("STEVEDORE_LEASE_TTL", 30*time.Second), "how long a snapshot lease outlives a dead holder (STEVEDORE_LEASE_TTL)")
 	window := flag.Int("window", intEnv("STEVEDORE_WINDOW", snapshot.DefaultWindow), "layer downloads in flight per snapshot (STEVEDORE_WINDOW)")
 	keepFor := flag.Duration("keep-for", service.DurationEnv("STEVEDORE_KEEP_FOR", 0), "prune hourly the cache records of this node older than this and what they alone kept; 0: never (STEVEDORE_KEEP_FOR)")
+	rootfsListen := flag.String("rootfs-listen", os.Getenv("STEVEDORE_ROOTFS_LISTEN"), "address of the endpoint streaming snapshots' root filesystems to clients; default 127.0.0.1:0 (STEVEDORE_ROOTFS_LISTEN)")
+	rootfsAdvertise := flag.String("rootfs-advertise", os.Getenv("STEVEDORE_ROOTFS_ADVERTISE"), "base URL clients reach that endpoint at; default http:// and the address listened on (STEVEDORE_ROOTFS_ADVERTISE)")
 	def := snapshot.DefaultLimits()
 	layerBytes := flag.Int64("max-layer-bytes", int64Env("STEVEDORE_MAX_LAYER_BYTES", def.LayerBytes), "most bytes a layer's files may declare, uncompressed; negative: no limit (STEVEDORE_MAX_LAYER_BYTES)")
 	layerEntries := flag.Int64("max-layer-entries", int64Env("STEVEDORE_MAX_LAYER_ENTRIES", def.LayerEntries), "most entries a layer may hold; negative: no limit (STEVEDORE_MAX_LAYER_ENTRIES)")
@@ -45,6 +47,7 @@ func main() {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
 			Provision: common.Provision, Replicas: common.Replicas, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
 			SnapshotsSockets: service.List(*socket), SnapshotsSocketGroup: *socketGroup, RemoteTimeout: *remoteTimeout,
+			RootfsListen: *rootfsListen, RootfsAdvertise: *rootfsAdvertise,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},
 			Limits:   snapshot.Limits{LayerBytes: *layerBytes, LayerEntries: *layerEntries, SnapshotBytes: *snapBytes, SnapshotEntries: *snapEntries, MinFreeBytes: *minFree}})
 		if err != nil {
