@@ -530,6 +530,15 @@ type CacheExportRequested struct {
 	// Keys are solver digests (CacheKey.Digest) to export, beside those of
 	// Build.
 	Keys []digest.Digest `json:"keys,omitempty"`
+	// Session is the client session a local target (type=local) is
+	// written through: the client opened DIR with its own rights and
+	// serves it as output store Store (pkg/session). The fleet never opens
+	// a path a client names, so a local target without a session is
+	// refused. Empty for a registry target.
+	Session string `json:"session,omitempty"`
+	// Store is the output store of Session that is DIR; set together
+	// with Session.
+	Store string `json:"store,omitempty"`
 }
 
 // CacheExported reports a written cache.
@@ -568,6 +577,18 @@ type CacheImportRequested struct {
 	// Source is where, in buildctl's --import-cache syntax:
 	// "type=local,src=DIR[,tag=T|digest=D]" or "type=registry,ref=REF".
 	Source string `json:"source"`
+	// Session is the client session a local source (type=local) is read
+	// through: the client opened DIR with its own rights and serves it as
+	// store Store (pkg/session). The imported records name that store as
+	// where their blobs are, so a later pull reads them while the session
+	// serves (BuildKit scopes a local import to its client's session too)
+	// and from the origin otherwise. The fleet never opens a path a client
+	// names, so a local source without a session is refused. Empty for a
+	// registry source.
+	Session string `json:"session,omitempty"`
+	// Store is the store of Session that is DIR; set together with
+	// Session.
+	Store string `json:"store,omitempty"`
 }
 
 // CacheImported reports a cache read into the cache index.

@@ -27,6 +27,11 @@ type Config struct {
 	// oci.store attribute of the sources that read them). Nil serves
 	// nothing: every read is not found.
 	Stores map[string]*ocilayout.Layout
+	// Outputs are the OCI layouts the session lets the fleet write into
+	// (OpWrite, OpTag), by store id: a cache export's destination, which
+	// the client opened with its own rights. Their blobs are readable too
+	// (OpStat, OpBlob, OpIndex). Nil lets the fleet write nothing.
+	Outputs map[string]*ocilayout.Layout
 	// Dirs are the local directories the session serves, by name (the
 	// local source's name, local://<name>), each a path on this machine.
 	// Nil serves none.
@@ -67,6 +72,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("session: store %q has no layout", id)
 		}
 	}
+	for id, l := range c.Outputs {
+		if l == nil {
+			return fmt.Errorf("session: output store %q has no layout", id)
+		}
+	}
 	for name, dir := range c.Dirs {
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			return fmt.Errorf("session: local directory %q: %s is not a directory", name, dir)
@@ -99,6 +109,8 @@ type Server struct {
 	once    sync.Once
 	err     error
 	dirs    dirServer
+	// writeMu serialises the writes of output stores' chunks.
+	writeMu sync.Mutex
 	// seal is the session's curve key pair, made for it alone, that
 	// secrets are sealed with; sealPub is its public key.
 	seal    nkeys.KeyPair
@@ -234,6 +246,12 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 		return s.files(m.Data)
 	case OpSecret:
 		return s.secret(ctx, m.Data)
+	case OpWrite:
+		return s.writeBlob(ctx, m.Data)
+	case OpTag:
+		return s.tag(ctx, m.Data)
+	case OpIndex:
+		return s.index(ctx, m.Data)
 	}
 	var req BlobRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -291,7 +309,7 @@ type blobFile interface {
 
 // open opens the blob req names in its store and returns its size.
 func (s *Server) open(ctx context.Context, req BlobRequest) (blobFile, int64, error) {
-	l, ok := s.cfg.Stores[req.Store]
+	l, ok := s.layout(req.Store)
 	if !ok {
 		return nil, 0, errorf(CodeNotFound, fmt.Sprintf("session %s has no store %q", s.id, req.Store))
 	}
