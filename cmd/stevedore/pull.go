@@ -200,7 +200,16 @@ func pullWithCache(ctx context.Context, f *fleet, buildID string, req events.Sou
 	var res pullResult
 	var buildErr *client.BuildError
 	for _, src := range imports {
-		out, err := client.ImportCache(ctx, f.js, buildID, events.CacheImportRequested{Source: src}, each)
+		// A local cache is served for the whole pull, which reads its
+		// blobs through the session, as BuildKit scopes --import-cache
+		// to its build.
+		im := events.CacheImportRequested{Source: src}
+		stop, err := client.ServeImport(ctx, f.js, &im)
+		if err != nil {
+			return res, fmt.Errorf("--import-cache %s: %w", src, err)
+		}
+		defer stop()
+		out, err := client.ImportCache(ctx, f.js, buildID, im, each)
 		if err != nil && !errors.As(err, &buildErr) {
 			return res, err
 		}
@@ -217,7 +226,7 @@ func pullWithCache(ctx context.Context, f *fleet, buildID string, req events.Sou
 	for _, target := range exports {
 		out, err := client.ExportCache(ctx, f.js, buildID, events.CacheExportRequested{Target: target, Build: buildID}, each)
 		if err != nil && !errors.As(err, &buildErr) {
-			return res, err
+			return res, fmt.Errorf("--export-cache %s: %w", target, err)
 		}
 		res.exports = append(res.exports, cacheRun{attrs: target, out: out})
 	}

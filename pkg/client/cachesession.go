@@ -67,8 +67,15 @@ func exportSession(ctx context.Context, js jetstream.JetStream, req *events.Cach
 	}, nil
 }
 
-// importSession is exportSession for req's local source.
-func importSession(ctx context.Context, js jetstream.JetStream, req *events.CacheImportRequested) (stop func(), err error) {
+// ServeImport serves req's local source, when it has one and names no
+// session, in a keyed session of its own, and sets req's Session and
+// Store to it; stop ends the session (a no-op when nothing is served).
+// ImportCache calls it for the import's duration; a client whose later
+// pulls should read the cache's blobs (a pull with --import-cache) calls
+// it first and stops the session when they are done. The layout is opened
+// with the client's rights: one it cannot read fails here; a missing one
+// is served as no store, which the fleet reports with BuildKit's warning.
+func ServeImport(ctx context.Context, js jetstream.JetStream, req *events.CacheImportRequested) (stop func(), err error) {
 	s, err := cachefmt.ParseImportSource(req.Source)
 	if err != nil || s.Type != cachefmt.TypeLocal || req.Session != "" {
 		return func() {}, nil //nolint:nilerr // the fleet reports a bad source

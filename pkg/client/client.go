@@ -305,7 +305,7 @@ func ExportCache(ctx context.Context, js jetstream.JetStream, buildID string, re
 // client that wants later pulls to read the cache serves the layout in a
 // session it keeps (req.Session, req.Store).
 func ImportCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.CacheImportRequested, each func(events.Event)) (Outcome, error) {
-	stop, err := importSession(ctx, js, &req)
+	stop, err := ServeImport(ctx, js, &req)
 	if err != nil {
 		return Outcome{BuildID: buildID}, err
 	}
