@@ -120,8 +120,10 @@ type clientSession struct {
 // when op names no store and one layout is served, oci.store becomes that
 // layout's; for local, local.session becomes the session and
 // local.sharedkeyhint this host and directory, unless op names them. It
-// returns nil when there is nothing to serve; stop ends the session.
-func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localDir string, secrets session.Secrets, op *events.SourceOp) (*clientSession, error) {
+// returns nil when there is nothing to serve; stop ends the session. The
+// session serves build buildID only: a build another client starts naming
+// it reads nothing.
+func serveSession(ctx context.Context, nc *nats.Conn, buildID string, specs []layoutSpec, localDir string, secrets session.Secrets, op *events.SourceOp) (*clientSession, error) {
 	if len(specs) == 0 && localDir == "" && len(secrets) == 0 {
 		return nil, nil
 	}
@@ -175,7 +177,7 @@ func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localD
 	if len(secrets) > 0 {
 		store = secrets
 	}
-	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Secrets: store, Key: key, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Secrets: store, Key: key, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}

@@ -113,7 +113,7 @@ to the reading service; no secret is in any event.`,
 				return err
 			}
 			defer f.close()
-			if f.served, err = serveSession(ctx, f.js.Conn(), layouts, src.localDir, secrets, &op); err != nil {
+			if f.served, err = serveSession(ctx, f.js.Conn(), buildID, layouts, src.localDir, secrets, &op); err != nil {
 				return err
 			}
 			defer f.served.stop()
@@ -204,7 +204,7 @@ func pullWithCache(ctx context.Context, f *fleet, buildID string, req events.Sou
 		// blobs through the session, as BuildKit scopes --import-cache
 		// to its build.
 		im := events.CacheImportRequested{Source: src}
-		stop, err := client.ServeImport(ctx, f.js, &im)
+		stop, err := client.ServeImport(ctx, f.js, buildID, &im)
 		if err != nil {
 			return res, fmt.Errorf("--import-cache %s: %w", src, err)
 		}

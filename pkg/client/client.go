@@ -285,7 +285,7 @@ func Run(ctx context.Context, js jetstream.JetStream, buildID string, req events
 // fleet writes the cache through that session; a DIR the client cannot
 // make fails here, before anything is asked.
 func ExportCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.CacheExportRequested, each func(events.Event)) (Outcome, error) {
-	stop, err := exportSession(ctx, js, &req)
+	stop, err := exportSession(ctx, js, buildID, &req)
 	if err != nil {
 		return Outcome{BuildID: buildID}, err
 	}
@@ -305,7 +305,7 @@ func ExportCache(ctx context.Context, js jetstream.JetStream, buildID string, re
 // client that wants later pulls to read the cache serves the layout in a
 // session it keeps (req.Session, req.Store).
 func ImportCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.CacheImportRequested, each func(events.Event)) (Outcome, error) {
-	stop, err := ServeImport(ctx, js, &req)
+	stop, err := ServeImport(ctx, js, buildID, &req)
 	if err != nil {
 		return Outcome{BuildID: buildID}, err
 	}

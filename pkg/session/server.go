@@ -32,6 +32,14 @@ type Config struct {
 	// the client opened with its own rights. Their blobs are readable too
 	// (OpStat, OpBlob, OpIndex). Nil lets the fleet write nothing.
 	Outputs map[string]*ocilayout.Layout
+	// Builds are the builds the session serves: the fleet sends, with
+	// every request, the build it reads for (HeaderBuild), and a request
+	// for another build, or for none, is answered as if the session were
+	// gone, so a client that learns the session's id and starts a build
+	// naming it reads nothing. Approve adds builds while it serves. Nil
+	// serves every build (a session a test serves for anything); the
+	// CLI's sessions always name theirs.
+	Builds []string
 	// Dirs are the local directories the session serves, by name (the
 	// local source's name, local://<name>), each a path on this machine.
 	// Nil serves none.
@@ -109,6 +117,9 @@ type Server struct {
 	once    sync.Once
 	err     error
 	dirs    dirServer
+	// builds are the builds served (Config.Builds, Approve); nil serves
+	// every build. Guarded by mu.
+	builds map[string]bool
 	// writeMu serialises the writes of output stores' chunks.
 	writeMu sync.Mutex
 	// seal is the session's curve key pair, made for it alone, that
@@ -138,6 +149,12 @@ func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, 
 		return nil, err
 	}
 	s := &Server{id: id, nc: nc, cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), stopped: make(chan struct{})}
+	if cfg.Builds != nil {
+		s.builds = map[string]bool{}
+		for _, b := range cfg.Builds {
+			s.builds[b] = true
+		}
+	}
 	if cfg.Secrets != nil {
 		var err error
 		if s.seal, err = nkeys.CreateCurveKeys(); err == nil {
@@ -173,6 +190,24 @@ func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, 
 
 // ID is the session's id.
 func (s *Server) ID() string { return s.id }
+
+// Approve makes the session serve build too (a build the client starts
+// after Serve). On a session that serves every build (Config.Builds nil)
+// it does nothing.
+func (s *Server) Approve(build string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.builds != nil {
+		s.builds[build] = true
+	}
+}
+
+// serves reports whether the session answers a request for build.
+func (s *Server) serves(build string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.builds == nil || s.builds[build]
+}
 
 // Stop stops serving: it drains the subscription (the NATS server stops
 // routing requests to it, and those already routed are answered), so that
@@ -239,6 +274,10 @@ func (s *Server) dispatch(ctx context.Context, m *nats.Msg) {
 // answer computes the reply to one request.
 func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if build := m.Header.Get(HeaderBuild); !s.serves(build) {
+		// As if the session were gone: it serves its own builds only.
+		return errorReply(errorf(CodeNoSession, fmt.Sprintf("session %s serves no build %q", s.id, build)))
+	}
 	switch op {
 	case OpList:
 		return s.list(ctx, m.Data)
