@@ -29,6 +29,9 @@ type stackConfig struct {
 	registry    registry.Config
 	snapshotter snapshot.Kind
 	log         *slog.Logger
+	// streams are the byte bounds of the streams provisioned
+	// (EventsMaxBytes, DLQMaxBytes); zero for the defaults.
+	streams bus.Topology
 }
 
 // stack is an embedded NATS server with every service running against it,
@@ -53,7 +56,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	if err := bus.Provision(ctx, js, bus.Topology{}); err != nil {
+	if err := bus.Provision(ctx, js, bus.Topology{EventsMaxBytes: cfg.streams.EventsMaxBytes, DLQMaxBytes: cfg.streams.DLQMaxBytes}); err != nil {
 		s.close()
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stevedore-dev/stevedore/pkg/broker"
+	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
@@ -68,6 +69,7 @@ func newUp(g *globals) *cobra.Command {
 		dataDir string
 		listen  string
 		monitor int
+		streams bus.Topology
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -104,6 +106,7 @@ with the URL in nats-credentials.`,
 			if err != nil {
 				return err
 			}
+			cfg.streams = streams
 			s, err := startStack(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -120,6 +123,10 @@ with the URL in nats-credentials.`,
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "where JetStream keeps streams and buckets")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	cmd.Flags().IntVar(&monitor, "monitor-port", 0, "port of NATS's monitoring endpoints on the listen host (0: off)")
+	cmd.Flags().Int64Var(&streams.EventsMaxBytes, "events-max-bytes", service.Int64Env("STEVEDORE_EVENTS_MAX_BYTES", 0),
+		"the events stream's byte bound, oldest events dropped first; 0: 2 GiB, negative: none (STEVEDORE_EVENTS_MAX_BYTES)")
+	cmd.Flags().Int64Var(&streams.DLQMaxBytes, "dlq-max-bytes", service.Int64Env("STEVEDORE_DLQ_MAX_BYTES", 0),
+		"the dead-letter and advisories streams' byte bound; 0: 256 MiB, negative: none (STEVEDORE_DLQ_MAX_BYTES)")
 	return cmd
 }
 
