@@ -185,6 +185,17 @@ func serveSession(ctx context.Context, nc *nats.Conn, buildID string, specs []la
 	return s, nil
 }
 
+// servePresence serves an empty keyed session for build buildID: the
+// build's session when the command serves nothing else, which the fleet
+// asks whether the client is still there.
+func servePresence(ctx context.Context, nc *nats.Conn, buildID string) (*session.Server, error) {
+	key, err := session.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	return session.Serve(ctx, nc, key.ID, session.Config{Key: key, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
+}
+
 // id is the session's id, the build's Session; empty for no session.
 func (s *clientSession) id() string {
 	if s == nil {

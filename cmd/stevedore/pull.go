@@ -118,6 +118,17 @@ to the reading service; no secret is in any event.`,
 			}
 			defer f.served.stop()
 			req := events.SourceResolveRequested{Source: op, Snapshot: true, Session: f.served.id()}
+			if req.Session == "" {
+				// A session with nothing in it still tells the fleet this
+				// client is there: work for the build stops once it is gone
+				// (Ctrl-C, a killed CI job).
+				alive, err := servePresence(ctx, f.js.Conn(), buildID)
+				if err != nil {
+					return err
+				}
+				defer func() { _ = alive.Stop() }()
+				req.Session = alive.ID()
+			}
 			res, err := pullWithCache(ctx, f, buildID, req, imports, exports, show.event)
 			show.done()
 			if err != nil {

@@ -283,6 +283,12 @@ type SnapshotRequested struct {
 	// Content says what the snapshot of a source that is not an image
 	// holds (a file, a git checkout); nil for an image.
 	Content *Content `json:"content,omitempty"`
+	// Session is the build's client session (cachekey.requested's): while
+	// the snapshot is made for this build, the snapshotter checks that it
+	// still answers, and stops the work when it is gone (the client
+	// cancelled or went away). Empty means the build has none: the work
+	// goes on to its end.
+	Session string `json:"session,omitempty"`
 }
 
 // Content is what the snapshot of a source other than an image holds.

@@ -37,6 +37,11 @@ const (
 	// The request is a BlobRequest naming the store only; the reply's
 	// body is the index in JSON (an empty index when nothing is tagged).
 	OpIndex = "index"
+	// OpPing asks whether the session still serves a build:
+	// stevedore.session.<id>.ping. The request body is ignored; the reply
+	// is empty. A session that does not serve the request's build answers
+	// as if it were gone.
+	OpPing = "ping"
 )
 
 // WriteRequest is the body of an OpWrite request.
@@ -275,4 +280,17 @@ func (c *Client) Index(ctx context.Context, id, store string) (ocispec.Index, er
 		return ocispec.Index{}, errorf(CodeInvalid, fmt.Sprintf("index of session %s store %q: %v", id, store, err))
 	}
 	return idx, nil
+}
+
+// Ping reports whether session id still serves the build being handled
+// (bus.Input): nil when it answers.
+//
+// Errors: *NoSessionError when it is gone or serves another build; the
+// cause of ctx's end; NATS's.
+func (c *Client) Ping(ctx context.Context, id string) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	_, err := c.requestMsg(ctx, id, OpPing, struct{}{})
+	return err
 }

@@ -291,6 +291,8 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 		return s.tag(ctx, m.Data)
 	case OpIndex:
 		return s.index(ctx, m.Data)
+	case OpPing:
+		return sizeReply(0, nil)
 	}
 	var req BlobRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {

@@ -18,6 +18,8 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/pkg/source"
@@ -256,5 +258,59 @@ func TestSecuritySessionServesOnlyItsBuilds(t *testing.T) {
 	}
 	if e := fleettest.PullEnd(t, rec); e.Type() != events.TypeSnapshotReady {
 		t.Errorf("the session's own build ended with %s, want snapshot.ready", bustest.Summary([]events.Event{e}))
+	}
+}
+
+// Finding 4: work for a build whose client is gone stops. A pull's client
+// serves a session; while its layer is being fetched, the client goes away
+// (its session stops answering). The snapshotter notices and stops the
+// work at once, failing the build for good (one attempt), instead of
+// fetching and extracting to the end.
+func TestSecurityWorkStopsWhenClientGoes(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	s.Snapshotter(t, func(c *snapshotter.Config) { c.ClientCheck = 100 * time.Millisecond })
+	ref := s.Push(t, "single", "gone/app:1")
+	// Resolved once first, so the pull's only blob request is the layer's
+	// (the config is in the manifests bucket).
+	if e := fleettest.Final(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64")); e.Type() != events.TypeCacheMiss {
+		t.Fatalf("resolve ended with %s", e.Type())
+	}
+	gate := s.Registry.Gate("GET", registrytest.KindBlob)
+	t.Cleanup(gate.Release)
+	nc, _ := s.Env.Connect(t, "client")
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := events.SourceOp{Identifier: "docker-image://" + ref}
+	p, err := service.Platform("linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	op.Platform = &p
+	rec, _ := s.Submit(t, events.SourceResolveRequested{Source: op, Snapshot: true, Session: key.ID})
+	select {
+	case <-gate.Arrived():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the layer was never asked for")
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The gate still holds the layer: only the client's leaving ends the
+	// work.
+	e := fleettest.PullEnd(t, rec)
+	failed, ok := e.Data.(events.SnapshotFailed)
+	if !ok {
+		t.Fatalf("the pull whose client left ended with %s, want snapshot.failed", bustest.Summary([]events.Event{e}))
+	}
+	if failed.Attempts != 1 || !strings.Contains(failed.Reason, "no active session") {
+		t.Errorf("failure %+v: want one attempt, the client's session gone", failed)
 	}
 }

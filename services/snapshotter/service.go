@@ -109,6 +109,12 @@ type Config struct {
 	// field means snapshot.DefaultLimits()'s; a negative one turns that
 	// limit off.
 	Limits snapshot.Limits
+	// ClientCheck is how often, while a snapshot is made for a build that
+	// names a client session, the snapshotter checks that the session
+	// still answers; when it is gone (the client cancelled or went away)
+	// the work stops and the build fails for good. Zero means 5 seconds;
+	// negative never checks.
+	ClientCheck time.Duration
 }
 
 // limits is c.Limits with the defaults in, and the limits turned off at 0.
@@ -150,6 +156,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PruneEvery == 0 {
 		c.PruneEvery = time.Hour
+	}
+	if c.ClientCheck == 0 {
+		c.ClientCheck = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -240,7 +249,8 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg).WithSessions(sessions), flight: flight, index: index,
-		window: s.cfg.Window, limits: s.cfg.limits(), now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions, secrets: sessions}
+		window: s.cfg.Window, limits: s.cfg.limits(), now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions, secrets: sessions,
+		clients: sessions, clientCheck: s.cfg.ClientCheck}
 	if reg := s.cfg.Observe.Metrics; reg != nil {
 		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
 			Help: "Compressed bytes of the layer blobs this node downloaded."})
