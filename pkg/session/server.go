@@ -36,7 +36,7 @@ type Config struct {
 	// every request, the build it reads for (HeaderBuild), and a request
 	// for another build, or for none, is answered as if the session were
 	// gone, so a client that learns the session's id and starts a build
-	// naming it reads nothing. Approve adds builds while it serves. Nil
+	// naming it reads nothing. Nil
 	// serves every build (a session a test serves for anything); the
 	// CLI's sessions always name theirs.
 	Builds []string
@@ -117,7 +117,7 @@ type Server struct {
 	once    sync.Once
 	err     error
 	dirs    dirServer
-	// builds are the builds served (Config.Builds, Approve); nil serves
+	// builds are the builds served (Config.Builds); nil serves
 	// every build. Guarded by mu.
 	builds map[string]bool
 	// writeMu serialises the writes of output stores' chunks.
@@ -190,17 +190,6 @@ func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, 
 
 // ID is the session's id.
 func (s *Server) ID() string { return s.id }
-
-// Approve makes the session serve build too (a build the client starts
-// after Serve). On a session that serves every build (Config.Builds nil)
-// it does nothing.
-func (s *Server) Approve(build string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.builds != nil {
-		s.builds[build] = true
-	}
-}
 
 // serves reports whether the session answers a request for build.
 func (s *Server) serves(build string) bool {
