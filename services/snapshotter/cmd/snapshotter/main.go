@@ -35,12 +35,13 @@ func main() {
 	snapBytes := flag.Int64("max-snapshot-bytes", int64Env("STEVEDORE_MAX_SNAPSHOT_BYTES", def.SnapshotBytes), "most bytes a snapshot's layers may declare; negative: no limit (STEVEDORE_MAX_SNAPSHOT_BYTES)")
 	snapEntries := flag.Int64("max-snapshot-entries", int64Env("STEVEDORE_MAX_SNAPSHOT_ENTRIES", def.SnapshotEntries), "most entries a snapshot's layers may hold; negative: no limit (STEVEDORE_MAX_SNAPSHOT_ENTRIES)")
 	minFree := flag.Int64("min-free-bytes", int64Env("STEVEDORE_MIN_FREE_BYTES", def.MinFreeBytes), "free space an unpack leaves in the data dir; negative: no floor (STEVEDORE_MIN_FREE_BYTES)")
+	clientCheck := flag.Duration("client-check", service.DurationEnv("STEVEDORE_CLIENT_CHECK", 5*time.Second), "while making a snapshot for a build with a client session, how often to check that the client is still there (the work stops when it is gone); negative: never (STEVEDORE_CLIENT_CHECK)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-snapshotter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
-			Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
+			Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor, ClientCheck: *clientCheck,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},
 			Limits:   snapshot.Limits{LayerBytes: *layerBytes, LayerEntries: *layerEntries, SnapshotBytes: *snapBytes, SnapshotEntries: *snapEntries, MinFreeBytes: *minFree}})
 		if err != nil {
