@@ -730,7 +730,8 @@ func (su *suite) cacheExport(ctx context.Context, t *testing.T) {
 	var parts []string
 	for _, target := range []string{
 		"type=registry,ref=" + registryHost + "/e2e/cache:" + build,
-		"type=local,dest=/caches/" + build,
+		// A local cache is written by this client, through its session.
+		"type=local,dest=" + filepath.Join(t.TempDir(), build),
 	} {
 		out, err := client.ExportCache(ctx, js, build, events.CacheExportRequested{Target: target, Build: build}, nil)
 		if err != nil || out.Exported == nil {

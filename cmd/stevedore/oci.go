@@ -120,8 +120,10 @@ type clientSession struct {
 // when op names no store and one layout is served, oci.store becomes that
 // layout's; for local, local.session becomes the session and
 // local.sharedkeyhint this host and directory, unless op names them. It
-// returns nil when there is nothing to serve; stop ends the session.
-func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localDir string, secrets session.Secrets, op *events.SourceOp) (*clientSession, error) {
+// returns nil when there is nothing to serve; stop ends the session. The
+// session serves build buildID only: a build another client starts naming
+// it reads nothing.
+func serveSession(ctx context.Context, nc *nats.Conn, buildID string, specs []layoutSpec, localDir string, secrets session.Secrets, op *events.SourceOp) (*clientSession, error) {
 	if len(specs) == 0 && localDir == "" && len(secrets) == 0 {
 		return nil, nil
 	}
@@ -175,12 +177,23 @@ func serveSession(ctx context.Context, nc *nats.Conn, specs []layoutSpec, localD
 	if len(secrets) > 0 {
 		store = secrets
 	}
-	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Secrets: store, Key: key, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Secrets: store, Key: key, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
 	s.srv = srv
 	return s, nil
+}
+
+// servePresence serves an empty keyed session for build buildID: the
+// build's session when the command serves nothing else, which the fleet
+// asks whether the client is still there.
+func servePresence(ctx context.Context, nc *nats.Conn, buildID string) (*session.Server, error) {
+	key, err := session.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	return session.Serve(ctx, nc, key.ID, session.Config{Key: key, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
 }
 
 // id is the session's id, the build's Session; empty for no session.

@@ -128,11 +128,22 @@ to the reading service; no secret is in any event.`,
 				return err
 			}
 			defer f.close()
-			if f.served, err = serveSession(ctx, f.js.Conn(), layouts, src.localDir, secrets, &op); err != nil {
+			if f.served, err = serveSession(ctx, f.js.Conn(), buildID, layouts, src.localDir, secrets, &op); err != nil {
 				return err
 			}
 			defer f.served.stop()
 			req := events.SourceResolveRequested{Source: op, Snapshot: true, Session: f.served.id()}
+			if req.Session == "" {
+				// A session with nothing in it still tells the fleet this
+				// client is there: work for the build stops once it is gone
+				// (Ctrl-C, a killed CI job).
+				alive, err := servePresence(ctx, f.js.Conn(), buildID)
+				if err != nil {
+					return err
+				}
+				defer func() { _ = alive.Stop() }()
+				req.Session = alive.ID()
+			}
 			res, err := pullWithCache(ctx, f, buildID, req, imports, exports, show.event)
 			show.done()
 			if err != nil {
@@ -222,7 +233,16 @@ func pullWithCache(ctx context.Context, f *fleet, buildID string, req events.Sou
 	var res pullResult
 	var buildErr *client.BuildError
 	for _, src := range imports {
-		out, err := client.ImportCache(ctx, f.js, buildID, events.CacheImportRequested{Source: src}, each)
+		// A local cache is served for the whole pull, which reads its
+		// blobs through the session, as BuildKit scopes --import-cache
+		// to its build.
+		im := events.CacheImportRequested{Source: src}
+		stop, err := client.ServeImport(ctx, f.js, buildID, &im)
+		if err != nil {
+			return res, fmt.Errorf("--import-cache %s: %w", src, err)
+		}
+		defer stop()
+		out, err := client.ImportCache(ctx, f.js, buildID, im, each)
 		if err != nil && !errors.As(err, &buildErr) {
 			return res, err
 		}
@@ -239,7 +259,7 @@ func pullWithCache(ctx context.Context, f *fleet, buildID string, req events.Sou
 	for _, target := range exports {
 		out, err := client.ExportCache(ctx, f.js, buildID, events.CacheExportRequested{Target: target, Build: buildID}, each)
 		if err != nil && !errors.As(err, &buildErr) {
-			return res, err
+			return res, fmt.Errorf("--export-cache %s: %w", target, err)
 		}
 		res.exports = append(res.exports, cacheRun{attrs: target, out: out})
 	}

@@ -240,7 +240,7 @@ fleet; without, it starts the embedded stack for this one call.`,
 				return err
 			}
 			defer f.close()
-			if f.served, err = serveSession(ctx, f.js.Conn(), layouts, src.localDir, secrets, &op); err != nil {
+			if f.served, err = serveSession(ctx, f.js.Conn(), buildID, layouts, src.localDir, secrets, &op); err != nil {
 				return err
 			}
 			defer f.served.stop()

@@ -43,6 +43,9 @@ type stackConfig struct {
 	// keepFor makes the snapshotter prune records older than it; zero
 	// never does.
 	keepFor time.Duration
+	// streams are the byte bounds of the streams provisioned
+	// (EventsMaxBytes, DLQMaxBytes); zero for the defaults.
+	streams bus.Topology
 }
 
 // stack is an embedded NATS server with every service running against it,
@@ -67,7 +70,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	if err := bus.Provision(ctx, js, bus.Topology{}); err != nil {
+	if err := bus.Provision(ctx, js, bus.Topology{EventsMaxBytes: cfg.streams.EventsMaxBytes, DLQMaxBytes: cfg.streams.DLQMaxBytes}); err != nil {
 		s.close()
 		return nil, err
 	}

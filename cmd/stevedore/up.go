@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stevedore-dev/stevedore/pkg/broker"
+	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
@@ -82,6 +83,7 @@ func newUp(g *globals) *cobra.Command {
 		monitor int
 		socket  snapshotsSocketFlags
 		keepFor time.Duration
+		streams bus.Topology
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -123,6 +125,7 @@ with the URL in nats-credentials.`,
 			}
 			cfg.snapshotsSockets, cfg.snapshotsSocketGroup, cfg.remoteTimeout = socket.paths, socket.group, socket.timeout
 			cfg.keepFor = keepFor
+			cfg.streams = streams
 			s, err := startStack(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -147,6 +150,10 @@ with the URL in nats-credentials.`,
 	cmd.Flags().IntVar(&monitor, "monitor-port", 0, "port of NATS's monitoring endpoints on the listen host (0: off)")
 	socket.register(cmd)
 	cmd.Flags().DurationVar(&keepFor, "keep-for", 0, "prune every hour the cache records older than this, and what only they referenced (0: never; \"stevedore prune --nats\" prunes at once)")
+	cmd.Flags().Int64Var(&streams.EventsMaxBytes, "events-max-bytes", service.Int64Env("STEVEDORE_EVENTS_MAX_BYTES", 0),
+		"the events stream's byte bound, oldest events dropped first; 0: 2 GiB, negative: none (STEVEDORE_EVENTS_MAX_BYTES)")
+	cmd.Flags().Int64Var(&streams.DLQMaxBytes, "dlq-max-bytes", service.Int64Env("STEVEDORE_DLQ_MAX_BYTES", 0),
+		"the dead-letter and advisories streams' byte bound; 0: 256 MiB, negative: none (STEVEDORE_DLQ_MAX_BYTES)")
 	return cmd
 }
 

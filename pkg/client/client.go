@@ -287,13 +287,38 @@ func Run(ctx context.Context, js jetstream.JetStream, buildID string, req events
 // ExportCache asks for a cache export on build buildID (see SubmitCache)
 // and follows the build until the export ends: Outcome.Exported, or an
 // error whose BuildError names the failure.
+//
+// A local target (type=local,dest=DIR) is written by this client: it
+// makes DIR with its own rights and serves it in a session of its own
+// while the export runs (unless req names a session already), and the
+// fleet writes the cache through that session; a DIR the client cannot
+// make fails here, before anything is asked.
 func ExportCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.CacheExportRequested, each func(events.Event)) (Outcome, error) {
-	return runCache(ctx, js, buildID, req, each)
+	stop, err := exportSession(ctx, js, buildID, &req)
+	if err != nil {
+		return Outcome{BuildID: buildID}, err
+	}
+	out, err := runCache(ctx, js, buildID, req, each)
+	stop(err != nil || out.Exported == nil || out.Exported.Manifest.Digest == "")
+	return out, err
 }
 
 // ImportCache asks for a cache import on build buildID and follows it
 // until it ends: Outcome.Imported, or an error.
+//
+// A local source (type=local,src=DIR) is read by this client, with its
+// rights, and served in a session of its own while the import runs
+// (unless req names a session already). The imported records name that
+// session as where their blobs are: pulls read them from the cache while
+// a session of that id serves, and from the origin once it is gone. A
+// client that wants later pulls to read the cache serves the layout in a
+// session it keeps (req.Session, req.Store).
 func ImportCache(ctx context.Context, js jetstream.JetStream, buildID string, req events.CacheImportRequested, each func(events.Event)) (Outcome, error) {
+	stop, err := ServeImport(ctx, js, buildID, &req)
+	if err != nil {
+		return Outcome{BuildID: buildID}, err
+	}
+	defer stop()
 	return runCache(ctx, js, buildID, req, each)
 }
 

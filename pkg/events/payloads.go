@@ -395,6 +395,12 @@ type SnapshotRequested struct {
 	// Content says what the snapshot of a source that is not an image
 	// holds (a file, a git checkout); nil for an image.
 	Content *Content `json:"content,omitempty"`
+	// Session is the build's client session (cachekey.requested's): while
+	// the snapshot is made for this build, the snapshotter checks that it
+	// still answers, and stops the work when it is gone (the client
+	// cancelled or went away). Empty means the build has none: the work
+	// goes on to its end.
+	Session string `json:"session,omitempty"`
 }
 
 // Content is what the snapshot of a source other than an image holds.
@@ -652,6 +658,15 @@ type CacheExportRequested struct {
 	// Keys are solver digests (CacheKey.Digest) to export, beside those of
 	// Build.
 	Keys []digest.Digest `json:"keys,omitempty"`
+	// Session is the client session a local target (type=local) is
+	// written through: the client opened DIR with its own rights and
+	// serves it as output store Store (pkg/session). The fleet never opens
+	// a path a client names, so a local target without a session is
+	// refused. Empty for a registry target.
+	Session string `json:"session,omitempty"`
+	// Store is the output store of Session that is DIR; set together
+	// with Session.
+	Store string `json:"store,omitempty"`
 }
 
 // CacheExported reports a written cache.
@@ -690,6 +705,18 @@ type CacheImportRequested struct {
 	// Source is where, in buildctl's --import-cache syntax:
 	// "type=local,src=DIR[,tag=T|digest=D]" or "type=registry,ref=REF".
 	Source string `json:"source"`
+	// Session is the client session a local source (type=local) is read
+	// through: the client opened DIR with its own rights and serves it as
+	// store Store (pkg/session). The imported records name that store as
+	// where their blobs are, so a later pull reads them while the session
+	// serves (BuildKit scopes a local import to its client's session too)
+	// and from the origin otherwise. The fleet never opens a path a client
+	// names, so a local source without a session is refused. Empty for a
+	// registry source.
+	Session string `json:"session,omitempty"`
+	// Store is the store of Session that is DIR; set together with
+	// Session.
+	Store string `json:"store,omitempty"`
 }
 
 // CacheImported reports a cache read into the cache index.

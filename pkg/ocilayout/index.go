@@ -148,12 +148,21 @@ func (l *Layout) Resolve(ctx context.Context, tag string) (ocispec.Descriptor, e
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w", tag, err)
 	}
+	if d, ok := Find(idx, tag); ok {
+		return d, nil
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("resolve %s in %s: %w", tag, l.root, ErrNotFound)
+}
+
+// Find is Resolve on an index read already (one a client session sent):
+// the entry tag names, and whether there is one.
+func Find(idx ocispec.Index, tag string) (ocispec.Descriptor, bool) {
 	for _, key := range []string{AnnotationContainerdImageName, AnnotationRefName} {
 		for i := len(idx.Manifests) - 1; i >= 0; i-- {
 			if v, ok := idx.Manifests[i].Annotations[key]; ok && v == tag {
-				return idx.Manifests[i], nil
+				return idx.Manifests[i], true
 			}
 		}
 	}
-	return ocispec.Descriptor{}, fmt.Errorf("resolve %s in %s: %w", tag, l.root, ErrNotFound)
+	return ocispec.Descriptor{}, false
 }

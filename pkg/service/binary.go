@@ -29,6 +29,14 @@ type Common struct {
 	// Replicas is the replica count provisioning gives streams and
 	// buckets (-replicas, STEVEDORE_REPLICAS); zero keeps what they have.
 	Replicas int
+	// EventsMaxBytes bounds the events stream when provisioning
+	// (-events-max-bytes, STEVEDORE_EVENTS_MAX_BYTES): zero means
+	// bus.DefaultEventsMaxBytes, negative no bound.
+	EventsMaxBytes int64
+	// DLQMaxBytes bounds the dead-letter and advisories streams when
+	// provisioning (-dlq-max-bytes, STEVEDORE_DLQ_MAX_BYTES): zero means
+	// bus.DefaultDLQMaxBytes, negative no bound.
+	DLQMaxBytes int64
 	// StopGrace is how long work in flight may go on after SIGTERM before
 	// it is handed back to the other replicas (-stop-grace,
 	// STEVEDORE_STOP_GRACE, default bus.DefaultStopGrace); a negative
@@ -45,9 +53,22 @@ func RegisterCommon(fs *flag.FlagSet) *Common {
 	fs.BoolVar(&c.Provision, "provision", Env("STEVEDORE_PROVISION", "true") == "true", "create streams, buckets and consumers at start (STEVEDORE_PROVISION)")
 	replicas, _ := strconv.Atoi(Env("STEVEDORE_REPLICAS", "0"))
 	fs.IntVar(&c.Replicas, "replicas", replicas, "replicas of streams and buckets when provisioning (3 on a JetStream cluster); 0 keeps what they have (STEVEDORE_REPLICAS)")
+	fs.Int64Var(&c.EventsMaxBytes, "events-max-bytes", Int64Env("STEVEDORE_EVENTS_MAX_BYTES", 0),
+		"when provisioning, the events stream's byte bound, oldest events dropped first; 0: 2 GiB, negative: none (STEVEDORE_EVENTS_MAX_BYTES)")
+	fs.Int64Var(&c.DLQMaxBytes, "dlq-max-bytes", Int64Env("STEVEDORE_DLQ_MAX_BYTES", 0),
+		"when provisioning, the dead-letter and advisories streams' byte bound; 0: 256 MiB, negative: none (STEVEDORE_DLQ_MAX_BYTES)")
 	fs.DurationVar(&c.StopGrace, "stop-grace", DurationEnv("STEVEDORE_STOP_GRACE", bus.DefaultStopGrace),
 		"after SIGTERM, how long work in flight may go on before it is handed back to the other replicas; negative: wait for it (STEVEDORE_STOP_GRACE)")
 	return c
+}
+
+// Int64Env returns the integer in environment variable key, or def when
+// it is not set or does not parse: the default of a binary's flag.
+func Int64Env(key string, def int64) int64 {
+	if n, err := strconv.ParseInt(os.Getenv(key), 10, 64); err == nil {
+		return n
+	}
+	return def
 }
 
 // DurationEnv returns the duration in environment variable key, or def

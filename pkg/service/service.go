@@ -50,6 +50,14 @@ type Spec struct {
 	// Replicas is the replica count Provision gives streams and buckets;
 	// zero keeps what they have (1 for new ones).
 	Replicas int
+	// EventsMaxBytes bounds the events stream when provisioning
+	// (bus.Topology.EventsMaxBytes): zero means
+	// bus.DefaultEventsMaxBytes, negative no bound.
+	EventsMaxBytes int64
+	// DLQMaxBytes bounds the dead-letter and advisories streams when
+	// provisioning (bus.Topology.DLQMaxBytes): zero means
+	// bus.DefaultDLQMaxBytes, negative no bound.
+	DLQMaxBytes int64
 	// Logger receives logs; Run adds the service and instance to it. Nil
 	// means slog.Default().
 	Logger *slog.Logger
@@ -83,7 +91,7 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, register func(*
 	}
 	log := spec.Log()
 	if spec.Provision {
-		if err := bus.Provision(ctx, js, bus.Topology{Replicas: spec.Replicas}); err != nil {
+		if err := bus.Provision(ctx, js, bus.Topology{Replicas: spec.Replicas, EventsMaxBytes: spec.EventsMaxBytes, DLQMaxBytes: spec.DLQMaxBytes}); err != nil {
 			return fmt.Errorf("%s: %w", spec.Component, err)
 		}
 	}

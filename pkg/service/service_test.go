@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -184,4 +185,20 @@ func counterOf(t *testing.T, reg *prometheus.Registry, name string) prometheus.C
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sum"})
 	c.Add(total)
 	return c
+}
+
+// Finding 6: a service binary takes the streams' byte bounds from its
+// flags, and from STEVEDORE_EVENTS_MAX_BYTES and STEVEDORE_DLQ_MAX_BYTES
+// when no flag is given.
+func TestSecurityStreamBoundFlags(t *testing.T) {
+	t.Setenv("STEVEDORE_EVENTS_MAX_BYTES", "12345")
+	t.Setenv("STEVEDORE_DLQ_MAX_BYTES", "999")
+	fs := flag.NewFlagSet("svc", flag.ContinueOnError)
+	c := service.RegisterCommon(fs)
+	if err := fs.Parse([]string{"-dlq-max-bytes=-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.EventsMaxBytes != 12345 || c.DLQMaxBytes != -1 {
+		t.Errorf("events %d, dlq %d: want 12345 from the environment, -1 from the flag", c.EventsMaxBytes, c.DLQMaxBytes)
+	}
 }

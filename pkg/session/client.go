@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nkeys"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/bus"
 )
 
 // Client reads blobs from the stores of sessions. It is safe for
@@ -227,7 +229,10 @@ func (c *Client) requestMsg(ctx context.Context, id, op string, req any) (*nats.
 	timeout := fmt.Errorf("session %s did not answer within %s", id, c.opts.timeout)
 	rctx, cancel := context.WithTimeoutCause(ctx, c.opts.timeout, timeout)
 	defer cancel()
-	msg := &nats.Msg{Subject: Subject(id, op), Data: body}
+	msg := &nats.Msg{Subject: Subject(id, op), Data: body, Header: nats.Header{}}
+	if in, ok := bus.Input(ctx); ok {
+		msg.Header.Set(HeaderBuild, in.BuildID)
+	}
 	var m *nats.Msg
 	if IsKeyID(id) {
 		m, err = requestSigned(rctx, c.nc, id, msg)
@@ -245,7 +250,9 @@ func (c *Client) requestMsg(ctx context.Context, id, op string, req any) (*nats.
 		}
 		return nil, fmt.Errorf("session %s: %w", id, err)
 	}
-	if code := m.Header.Get(HeaderError); code != "" {
+	if code := m.Header.Get(HeaderError); code == CodeNoSession {
+		return nil, &NoSessionError{ID: id, Cause: errors.New(string(m.Data))}
+	} else if code != "" {
 		return nil, &Error{Code: code, Msg: string(m.Data)}
 	}
 	return m, nil

@@ -43,18 +43,42 @@
 //   - stevedore.session.<id>.blob (OpBlob): bytes [Offset, Offset+Length)
 //     of the blob, fewer at its end; header HeaderSize holds the size of
 //     the whole blob.
+//
 //   - stevedore.session.<id>.stat (OpStat): an empty body with HeaderSize.
+//
 //   - stevedore.session.<id>.list (OpList, a ListRequest): one page of the
 //     listing of a local directory (Config.Dirs), filtered with BuildKit's
 //     pattern semantics (fsutil), as a ListReply in JSON.
+//
 //   - stevedore.session.<id>.files (OpFiles, a FilesRequest): ranges of
 //     several files of a directory in one body, HeaderParts giving each
 //     one's length. Files are opened through an os.Root: nothing outside
 //     the directory is served, symlinks included.
+//
 //   - stevedore.session.<id>.secret (OpSecret, a SecretRequest): one
 //     secret, sealed to the request's key; header HeaderSealedBy names
 //     the session's key. BuildKit's "secret <id>: not found" when the
 //     session has none by that name.
+//
+//   - stevedore.session.<id>.index (OpIndex): a store's index.json.
+//
+//   - stevedore.session.<id>.write (OpWrite, a WriteRequest) and
+//     stevedore.session.<id>.tag (OpTag, a TagRequest): a blob written in
+//     chunks into an output store (Config.Outputs), verified and committed
+//     by the session when the last arrives, and a manifest tagged. A local
+//     cache export is written this way, and imported through OpIndex and
+//     OpBlob: the client opens the directory with its own rights, and the
+//     fleet never opens a path a client names.
+//
+//   - stevedore.session.<id>.ping (OpPing): whether the session still
+//     serves the build; the snapshotter stops work for a build whose
+//     client is gone.
+//
+// Every request carries HeaderBuild, the build the reader works for (from
+// bus.Input). A session that names its builds (Config.Builds) answers any
+// other with CodeNoSession, which readers take as *NoSessionError: a
+// client that learns another's session id reads nothing through a build
+// of its own.
 //
 // A keyed session (Key, NewKey: the CLI's own sessions) has the public key
 // of a signing key as its id and signs every answer (HeaderSignature); a

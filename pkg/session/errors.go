@@ -87,6 +87,10 @@ const (
 	CodeVerify = "verify"
 	// CodeInternal is a failure of the serving side (a read error).
 	CodeInternal = "internal"
+	// CodeNoSession is the answer of a session to a request for a build
+	// it does not serve: the reader sees *NoSessionError, as if nothing
+	// served the session.
+	CodeNoSession = "no-session"
 )
 
 func errorf(code, msg string) error { return &Error{Code: code, Msg: msg} }

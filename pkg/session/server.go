@@ -27,6 +27,19 @@ type Config struct {
 	// oci.store attribute of the sources that read them). Nil serves
 	// nothing: every read is not found.
 	Stores map[string]*ocilayout.Layout
+	// Outputs are the OCI layouts the session lets the fleet write into
+	// (OpWrite, OpTag), by store id: a cache export's destination, which
+	// the client opened with its own rights. Their blobs are readable too
+	// (OpStat, OpBlob, OpIndex). Nil lets the fleet write nothing.
+	Outputs map[string]*ocilayout.Layout
+	// Builds are the builds the session serves: the fleet sends, with
+	// every request, the build it reads for (HeaderBuild), and a request
+	// for another build, or for none, is answered as if the session were
+	// gone, so a client that learns the session's id and starts a build
+	// naming it reads nothing. Nil
+	// serves every build (a session a test serves for anything); the
+	// CLI's sessions always name theirs.
+	Builds []string
 	// Dirs are the local directories the session serves, by name (the
 	// local source's name, local://<name>), each a path on this machine.
 	// Nil serves none.
@@ -67,6 +80,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("session: store %q has no layout", id)
 		}
 	}
+	for id, l := range c.Outputs {
+		if l == nil {
+			return fmt.Errorf("session: output store %q has no layout", id)
+		}
+	}
 	for name, dir := range c.Dirs {
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			return fmt.Errorf("session: local directory %q: %s is not a directory", name, dir)
@@ -99,6 +117,11 @@ type Server struct {
 	once    sync.Once
 	err     error
 	dirs    dirServer
+	// builds are the builds served (Config.Builds); nil serves
+	// every build. Guarded by mu.
+	builds map[string]bool
+	// writeMu serialises the writes of output stores' chunks.
+	writeMu sync.Mutex
 	// seal is the session's curve key pair, made for it alone, that
 	// secrets are sealed with; sealPub is its public key.
 	seal    nkeys.KeyPair
@@ -126,6 +149,12 @@ func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, 
 		return nil, err
 	}
 	s := &Server{id: id, nc: nc, cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), stopped: make(chan struct{})}
+	if cfg.Builds != nil {
+		s.builds = map[string]bool{}
+		for _, b := range cfg.Builds {
+			s.builds[b] = true
+		}
+	}
 	if cfg.Secrets != nil {
 		var err error
 		if s.seal, err = nkeys.CreateCurveKeys(); err == nil {
@@ -161,6 +190,13 @@ func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, 
 
 // ID is the session's id.
 func (s *Server) ID() string { return s.id }
+
+// serves reports whether the session answers a request for build.
+func (s *Server) serves(build string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.builds == nil || s.builds[build]
+}
 
 // Stop stops serving: it drains the subscription (the NATS server stops
 // routing requests to it, and those already routed are answered), so that
@@ -227,6 +263,10 @@ func (s *Server) dispatch(ctx context.Context, m *nats.Msg) {
 // answer computes the reply to one request.
 func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if build := m.Header.Get(HeaderBuild); !s.serves(build) {
+		// As if the session were gone: it serves its own builds only.
+		return errorReply(errorf(CodeNoSession, fmt.Sprintf("session %s serves no build %q", s.id, build)))
+	}
 	switch op {
 	case OpList:
 		return s.list(ctx, m.Data)
@@ -234,6 +274,14 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 		return s.files(m.Data)
 	case OpSecret:
 		return s.secret(ctx, m.Data)
+	case OpWrite:
+		return s.writeBlob(ctx, m.Data)
+	case OpTag:
+		return s.tag(ctx, m.Data)
+	case OpIndex:
+		return s.index(ctx, m.Data)
+	case OpPing:
+		return sizeReply(0, nil)
 	}
 	var req BlobRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -291,7 +339,7 @@ type blobFile interface {
 
 // open opens the blob req names in its store and returns its size.
 func (s *Server) open(ctx context.Context, req BlobRequest) (blobFile, int64, error) {
-	l, ok := s.cfg.Stores[req.Store]
+	l, ok := s.layout(req.Store)
 	if !ok {
 		return nil, 0, errorf(CodeNotFound, fmt.Sprintf("session %s has no store %q", s.id, req.Store))
 	}

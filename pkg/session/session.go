@@ -36,6 +36,10 @@ const (
 	// HeaderError, on an error reply, is the error's code (CodeNotFound,
 	// CodeInvalid, CodeInternal); the body is then the error's text.
 	HeaderError = "Stevedore-Error"
+	// HeaderBuild, on a request, is the build the fleet reads for: the
+	// build id of the event its service handles (bus.Input). A session
+	// that names its builds (Config.Builds) answers no other.
+	HeaderBuild = "Stevedore-Build"
 )
 
 // MaxChunkSize is the most bytes one OpBlob reply carries: half of NATS's

@@ -85,15 +85,15 @@ func TestSecurityLayerLimits(t *testing.T) {
 		name   string
 		layers []layer
 		limits snapshot.Limits
-		// keep is how many bottom layers may stay committed (they are
-		// within every limit on their own).
+		// keep is how many bottom layers may stay committed: none, as a
+		// refused chain loses the layers it committed on the way.
 		keep int
 	}{
 		{"declared bytes", []layer{buildLayer(t, gzipped, file("big", zeros, 0o644))}, snapshot.Limits{LayerBytes: mib}, 0},
 		{"sparse file", []layer{layerFromTar(t, gzipped, sparseTar(t, "sparse", 64*mib))}, snapshot.Limits{LayerBytes: mib}, 0},
 		{"layer entries", []layer{buildLayer(t, gzipped, many...)}, snapshot.Limits{LayerEntries: 100}, 0},
-		{"snapshot bytes", []layer{buildLayer(t, gzipped, file("a", half, 0o644)), buildLayer(t, gzipped, file("b", half, 0o644))}, snapshot.Limits{LayerBytes: mib, SnapshotBytes: mib}, 1},
-		{"snapshot entries", []layer{buildLayer(t, gzipped, many[:80]...), buildLayer(t, gzipped, many[80:160]...)}, snapshot.Limits{SnapshotEntries: 100}, 1},
+		{"snapshot bytes", []layer{buildLayer(t, gzipped, file("a", half, 0o644)), buildLayer(t, gzipped, file("b", half, 0o644))}, snapshot.Limits{LayerBytes: mib, SnapshotBytes: mib}, 0},
+		{"snapshot entries", []layer{buildLayer(t, gzipped, many[:80]...), buildLayer(t, gzipped, many[80:160]...)}, snapshot.Limits{SnapshotEntries: 100}, 0},
 		{"free-space floor", []layer{buildLayer(t, gzipped, file("f", "small", 0o644))}, snapshot.Limits{MinFreeBytes: 1 << 62}, 0},
 	}
 	for _, tc := range cases {
@@ -147,5 +147,31 @@ func TestSecurityBadArchivesArePermanent(t *testing.T) {
 				t.Errorf("the error shows the data dir: %v", err)
 			}
 		})
+	}
+}
+
+// Finding 4: a snapshot refused for a snapshot-wide limit leaves none of
+// the layers it committed on the way, so that a later Unpack of the same
+// chain (a retry, or another build) does not reuse them without counting
+// them: entries of reused layers are not in a later Unpack's budget, so
+// the retry of a refused chain would pass.
+func TestSecurityRefusedSnapshotLeavesNoPrefix(t *testing.T) {
+	t.Parallel()
+	needKind(t, snapshot.KindNative)
+	var many []entry
+	for i := range 160 {
+		many = append(many, file(fmt.Sprintf("f%03d", i), "x", 0o644))
+	}
+	layers := []layer{buildLayer(t, gzipped, many[:80]...), buildLayer(t, gzipped, many[80:]...)}
+	s := openStore(t, snapshot.KindNative)
+	req := snapshot.Request{Layers: eventsOf(layers...), Source: newSource(layers...), Limits: snapshot.Limits{SnapshotEntries: 100}}
+	if _, err := s.Unpack(t.Context(), req); !errors.Is(err, snapshot.ErrLimit) {
+		t.Fatalf("Unpack = %v, want ErrLimit", err)
+	}
+	if committed, other := snapshotNames(t, s); len(committed)+len(other) != 0 {
+		t.Errorf("a refused snapshot left committed %v, other %v", committed, other)
+	}
+	if _, err := s.Unpack(t.Context(), req); !errors.Is(err, snapshot.ErrLimit) {
+		t.Errorf("the same chain unpacked again = %v, want ErrLimit: its first layer was trusted from the refused attempt", err)
 	}
 }

@@ -88,7 +88,8 @@ type Request struct {
 	Progress func(Update)
 	// Limits bound what the layers may expand to (see Limits); the zero
 	// value is no limit. Reaching one fails the Unpack with ErrLimit and
-	// keeps nothing of the layer that reached it.
+	// keeps nothing of the layer that reached it, nor of the layers below
+	// it that this Unpack committed.
 	Limits Limits
 
 	budget *budget
@@ -262,6 +263,10 @@ func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 	if start > 0 {
 		parent = chain[start-1].String()
 	}
+	// committed are the snapshots this call made, bottom first: a chain
+	// refused for a limit loses them, so that no later Unpack reuses a
+	// prefix the whole check refused without counting it.
+	var committed []string
 	for _, job := range jobs {
 		job.claim.CompareAndSwap(unclaimed, claimedByExtractor)
 		select {
@@ -272,6 +277,9 @@ func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 		out, err := s.extractJob(ctx, job, parent, req)
 		if err != nil {
 			cancel(err)
+			if errors.Is(err, ErrLimit) {
+				s.removeChain(context.WithoutCancel(ctx), committed)
+			}
 			return Result{}, err
 		}
 		if out.fetched {
@@ -280,11 +288,23 @@ func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 		if out.extracted {
 			res.Extracted++
 			res.Unpacked += out.size
+			committed = append(committed, job.chainID.String())
 		}
 		parent = job.chainID.String()
 	}
 	res.Size = s.chainSize(ctx, chain)
 	return res, nil
+}
+
+// removeChain removes the committed snapshots keys, top first. One that
+// another Unpack has built on meanwhile (a child) stays: removing it fails,
+// and so does every one below it.
+func (s *Store) removeChain(ctx context.Context, keys []string) {
+	for i := len(keys) - 1; i >= 0; i-- {
+		if err := s.sn.Remove(ctx, keys[i]); err != nil && !errdefs.IsNotFound(err) {
+			return
+		}
+	}
 }
 
 // dispatch makes job ready and calls free once it holds no open body. When

@@ -20,6 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 )
 
@@ -57,9 +58,27 @@ func (f *fleet) export(t *testing.T, build string, req events.CacheExportRequest
 	return client.ExportCache(ctxFor(t), f.Env.JS, build, req, nil)
 }
 
+// importCache imports source. A local source is served, as a client that
+// wants its later pulls to read the cache would, in a session that lives
+// as long as the test.
 func (f *fleet) importCache(t *testing.T, source string) (client.Outcome, error) {
 	t.Helper()
-	return client.ImportCache(ctxFor(t), f.Env.JS, fmt.Sprintf("import-%d", time.Now().UnixNano()), events.CacheImportRequested{Source: source}, nil)
+	req := events.CacheImportRequested{Source: source}
+	if src, err := cachefmt.ParseImportSource(source); err == nil && src.Type == cachefmt.TypeLocal {
+		if l, err := ocilayout.Open(src.Src); err == nil {
+			key, err := session.NewKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, err := session.Serve(t.Context(), f.Env.NC, key.ID, session.Config{Stores: map[string]*ocilayout.Layout{client.CacheStore: l}, Key: key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = srv.Stop() })
+			req.Session, req.Store = key.ID, client.CacheStore
+		}
+	}
+	return client.ImportCache(ctxFor(t), f.Env.JS, fmt.Sprintf("import-%d", time.Now().UnixNano()), req, nil)
 }
 
 // fresh makes the fleet forget everything and replaces the snapshotter
@@ -416,7 +435,7 @@ func TestBadInput(t *testing.T) {
 					t.Fatal(err)
 				}
 			})
-		}, "which layout"},
+		}, "which session"},
 		{"unknown type", func(*testing.T) string { return "type=s3,bucket=b" }, `unknown cache importer: "s3"`},
 		{"missing src", func(*testing.T) string { return "type=local" }, "local cache importer requires src"},
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -56,6 +57,25 @@ func (f BuildsFunc) Replay(ctx context.Context, buildID string) ([]events.Event,
 	return f(ctx, buildID)
 }
 
+// Sessions is what the exporter needs of client sessions (pkg/session):
+// reading blobs, and the layouts of local caches, which the client opens
+// with its own rights and serves.
+type Sessions interface {
+	blobs.Sessions
+	// Stat returns a blob's size; session.ErrNotFound when the store
+	// lacks it.
+	Stat(ctx context.Context, id, store string, d digest.Digest) (int64, error)
+	// ReadBlob reads a small blob whole, verified.
+	ReadBlob(ctx context.Context, id, store string, desc ocispec.Descriptor, maxSize int64) ([]byte, error)
+	// Index reads a store's index.json; session.ErrNotFound when there is
+	// no layout.
+	Index(ctx context.Context, id, store string) (ocispec.Index, error)
+	// Write writes a blob into an output store; the session verifies it.
+	Write(ctx context.Context, id, store string, desc ocispec.Descriptor, r io.Reader) error
+	// Tag tags a manifest in an output store's index.json.
+	Tag(ctx context.Context, id, store string, manifest ocispec.Descriptor, tag string) error
+}
+
 // Handler exports and imports BuildKit remote caches.
 type Handler struct {
 	index CacheIndex
@@ -63,9 +83,10 @@ type Handler struct {
 	// one, or one that also reaches host over plain HTTP.
 	registries func(insecureHost string) (Registry, error)
 	builds     Builds
-	// sessions reads blobs clients serve (oci-layout sources); nil for
-	// none.
-	sessions blobs.Sessions
+	// sessions reads blobs clients serve (oci-layout sources) and writes
+	// and reads the layouts of local caches through their clients'
+	// sessions; nil for none.
+	sessions Sessions
 	window   int
 }
 
@@ -154,7 +175,7 @@ func (h *Handler) export(ctx context.Context, in events.CacheExportRequested, ta
 	if err != nil {
 		return out, bus.Invalid(err)
 	}
-	w, err := h.writer(ctx, target)
+	w, err := h.writer(ctx, target, in)
 	if err != nil {
 		return out, err
 	}
@@ -304,7 +325,7 @@ type reader interface {
 func (h *Handler) importCache(ctx context.Context, in events.CacheImportRequested, src cachefmt.ImportSource) (events.CacheImported, error) {
 	out := events.CacheImported{Source: in.Source}
 	vertex := "importing cache manifest from " + src.Location()
-	r, err := h.reader(src)
+	r, err := h.reader(src, in)
 	if errors.Is(err, ocilayout.ErrNotFound) {
 		// BuildKit skips a missing local cache with a warning.
 		out.Warning = fmt.Sprintf("local cache import at %s not found due to err: %v", src.Src, err)
@@ -316,7 +337,7 @@ func (h *Handler) importCache(ctx context.Context, in events.CacheImportRequeste
 	}
 	done := emitOneOff(ctx, vertex, vertex)
 	top, err := r.top(ctx)
-	if errors.Is(err, ocilayout.ErrNotFound) && src.Type == cachefmt.TypeLocal {
+	if (errors.Is(err, ocilayout.ErrNotFound) || errors.Is(err, session.ErrNotFound)) && src.Type == cachefmt.TypeLocal {
 		out.Warning = fmt.Sprintf("local cache import at %s not found due to err: %v", src.Src, err)
 		done(nil)
 		return out, nil

@@ -2,7 +2,10 @@ package exporter_test
 
 import (
 	"bytes"
+	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/cachefmt"
+	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/source"
@@ -119,5 +123,86 @@ func TestSecurityImportCannotPoison(t *testing.T) {
 	}
 	if got := ready.ChainID; got != key1 {
 		t.Errorf("pull of the victim's image made snapshot %s, want its own chainID %s", got, key1)
+	}
+}
+
+// submitRaw publishes a cache request as a client that bypasses the client
+// library would (no session served for it), and folds its build's events
+// from the request on until the request ends.
+func (f *fleet) submitRaw(t *testing.T, buildID string, req events.Payload) client.Outcome {
+	t.Helper()
+	ctx := ctxFor(t)
+	sent, err := client.SubmitCache(ctx, f.Env.JS, buildID, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := client.Outcome{BuildID: buildID}
+	seen := false
+	err = client.Follow(ctx, f.Env.JS, buildID, false, func(e events.Event) bool {
+		seen = seen || e.ID == sent.ID
+		if !seen {
+			return true
+		}
+		out.Add(e)
+		return !out.Done()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Finding 5: paths a client names (export-cache's dest, import-cache's
+// src) are read and written by the client, with its rights, and their
+// bytes cross its session; the fleet never opens them. A request naming a
+// path and no session is refused without the path being touched; a client
+// that cannot write a destination fails itself, before asking the fleet.
+func TestSecurityFleetOpensNoClientPath(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	img := f.Push(t, "single", "paths/app:1")
+	build, _ := f.pull(t, img)
+
+	// A hostile or old client names a directory for the fleet to make.
+	dest := filepath.Join(t.TempDir(), "made-by-the-fleet")
+	out := f.submitRaw(t, build, events.CacheExportRequested{Target: "type=local,dest=" + dest, Build: build})
+	if _, err := os.Lstat(dest); err == nil {
+		t.Errorf("the fleet created %s, a path the client named", dest)
+	}
+	if out.CacheFailed == nil || !strings.Contains(out.CacheFailed.Reason, "session") {
+		t.Errorf("an export naming a path and no session: %+v, want cache.export.failed naming the session", out)
+	}
+
+	// The client library writes the layout itself, through its session.
+	good := filepath.Join(t.TempDir(), "cache")
+	if _, err := f.export(t, build, events.CacheExportRequested{Target: "type=local,dest=" + good, Build: build}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := ocilayout.Open(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Resolve(t.Context(), "latest"); err != nil {
+		t.Fatalf("the export through the session wrote no tagged cache: %v", err)
+	}
+
+	// A layout the client does not serve is never read by the fleet.
+	out = f.submitRaw(t, "import-raw", events.CacheImportRequested{Source: "type=local,src=" + good})
+	if out.Imported != nil && len(out.Imported.Records) > 0 {
+		t.Errorf("the fleet read the layout at %s, a path the client named: %d records imported", good, len(out.Imported.Records))
+	}
+	if out.CacheFailed == nil || !strings.Contains(out.CacheFailed.Reason, "session") {
+		t.Errorf("an import naming a path and no session: %+v, want cache.import.failed naming the session", out)
+	}
+
+	// A destination the client cannot make fails in the client.
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.export(t, build, events.CacheExportRequested{Target: "type=local,dest=" + filepath.Join(file, "cache"), Build: build})
+	var buildErr *client.BuildError
+	if err == nil || errors.As(err, &buildErr) {
+		t.Errorf("export to a path under a file: %v, want the client's own error before any request", err)
 	}
 }

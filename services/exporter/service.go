@@ -64,6 +64,14 @@ type Config struct {
 	// Replicas is the replica count provisioning gives streams and buckets
 	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
 	Replicas int
+	// EventsMaxBytes bounds the events stream when provisioning
+	// (bus.Topology.EventsMaxBytes): zero means
+	// bus.DefaultEventsMaxBytes, negative no bound.
+	EventsMaxBytes int64
+	// DLQMaxBytes bounds the dead-letter and advisories streams when
+	// provisioning (bus.Topology.DLQMaxBytes): zero means
+	// bus.DefaultDLQMaxBytes, negative no bound.
+	DLQMaxBytes int64
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Observe is where metrics and readiness go (service.Serve gives a
@@ -131,7 +139,7 @@ func (s *Service) Run(ctx context.Context) error {
 		StopGrace:   s.cfg.StopGrace,
 	}
 	if s.cfg.Provision {
-		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas}); err != nil {
+		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
 			return fmt.Errorf("exporter: %w", err)
 		}
 	}

@@ -1,7 +1,9 @@
 package exporter
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -16,6 +18,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
 // writer writes a cache to its target: layer blobs first (in parallel),
@@ -28,13 +31,12 @@ type writer interface {
 	manifest(ctx context.Context, desc ocispec.Descriptor, data []byte) error
 }
 
-func (h *Handler) writer(_ context.Context, t cachefmt.ExportTarget) (writer, error) {
+func (h *Handler) writer(_ context.Context, t cachefmt.ExportTarget, in events.CacheExportRequested) (writer, error) {
 	if t.Type == cachefmt.TypeLocal {
-		l, err := ocilayout.Create(t.Dest)
-		if err != nil {
-			return nil, bus.Invalid(fmt.Errorf("local cache exporter: %w", err))
+		if in.Session == "" || in.Store == "" || h.sessions == nil {
+			return nil, bus.Invalid(errors.New("local cache exporter: dest is written through the client's session, and the request names none"))
 		}
-		return &layoutWriter{l: l, tag: t.Tag, read: h.open}, nil
+		return &sessionWriter{s: h.sessions, session: in.Session, store: in.Store, tag: t.Tag, read: h.open}, nil
 	}
 	host := ""
 	if t.Insecure {
@@ -63,43 +65,46 @@ func (h *Handler) open(ctx context.Context, from []events.BlobLocation, desc oci
 
 type opener func(ctx context.Context, from []events.BlobLocation, desc ocispec.Descriptor) (io.ReadCloser, error)
 
-// layoutWriter writes into an OCI layout; blobs are written atomically and
-// verified, and the tag goes into index.json last.
-type layoutWriter struct {
-	l    *ocilayout.Layout
-	tag  string
-	read opener
+// sessionWriter writes into the OCI layout a client serves as an output
+// store of its session: the client writes the files, with its rights; the
+// session verifies each blob before it commits it, and the tag goes into
+// index.json last.
+type sessionWriter struct {
+	s       Sessions
+	session string
+	store   string
+	tag     string
+	read    opener
 }
 
-func (w *layoutWriter) blob(ctx context.Context, desc ocispec.Descriptor, from []events.BlobLocation) (registry.PushResult, error) {
-	has, err := w.l.Has(ctx, desc)
-	if err != nil {
-		return registry.PushResult{}, err
-	}
-	if has {
+func (w *sessionWriter) blob(ctx context.Context, desc ocispec.Descriptor, from []events.BlobLocation) (registry.PushResult, error) {
+	size, err := w.s.Stat(ctx, w.session, w.store, desc.Digest)
+	switch {
+	case err == nil && size == desc.Size:
 		return registry.PushResult{Existed: true}, nil
+	case err != nil && !errors.Is(err, session.ErrNotFound):
+		return registry.PushResult{}, err
 	}
 	rc, err := w.read(ctx, from, desc)
 	if err != nil {
 		return registry.PushResult{}, err
 	}
 	defer func() { _ = rc.Close() }()
-	if _, err := w.l.WriteBlob(ctx, desc, rc); err != nil {
+	if err := w.s.Write(ctx, w.session, w.store, desc, rc); err != nil {
 		return registry.PushResult{}, err
 	}
 	return registry.PushResult{Uploaded: true}, nil
 }
 
-func (w *layoutWriter) config(ctx context.Context, desc ocispec.Descriptor, data []byte) error {
-	_, err := w.l.WriteBlobBytes(ctx, desc, data)
-	return err
+func (w *sessionWriter) config(ctx context.Context, desc ocispec.Descriptor, data []byte) error {
+	return w.s.Write(ctx, w.session, w.store, desc, bytes.NewReader(data))
 }
 
-func (w *layoutWriter) manifest(ctx context.Context, desc ocispec.Descriptor, data []byte) error {
-	if _, err := w.l.WriteBlobBytes(ctx, desc, data); err != nil {
+func (w *sessionWriter) manifest(ctx context.Context, desc ocispec.Descriptor, data []byte) error {
+	if err := w.s.Write(ctx, w.session, w.store, desc, bytes.NewReader(data)); err != nil {
 		return err
 	}
-	return w.l.Tag(ctx, desc, w.tag)
+	return w.s.Tag(ctx, w.session, w.store, desc, w.tag)
 }
 
 // registryWriter pushes to a repository, skipping blobs it has and
@@ -154,35 +159,47 @@ func repoOf(ref string) string {
 	return spec.Locator
 }
 
-// layoutReader reads a cache from an OCI layout.
-type layoutReader struct {
-	l   *ocilayout.Layout
-	src cachefmt.ImportSource
+// sessionReader reads a cache from the OCI layout a client serves as a
+// store of its session: the client reads the files, with its rights.
+type sessionReader struct {
+	s       Sessions
+	session string
+	store   string
+	src     cachefmt.ImportSource
 }
 
-func (r *layoutReader) location() events.BlobLocation { return events.BlobLocation{Layout: r.l.Root()} }
+func (r *sessionReader) location() events.BlobLocation {
+	return events.BlobLocation{Session: r.session, Store: r.store}
+}
 
-func (r *layoutReader) top(ctx context.Context) (ocispec.Descriptor, error) {
-	if r.src.Digest == "" {
-		return r.l.Resolve(ctx, r.src.Tag)
-	}
-	idx, err := r.l.Index(ctx)
+func (r *sessionReader) top(ctx context.Context) (ocispec.Descriptor, error) {
+	idx, err := r.s.Index(ctx, r.session, r.store)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	if r.src.Digest == "" {
+		if d, ok := ocilayout.Find(idx, r.src.Tag); ok {
+			return d, nil
+		}
+		return ocispec.Descriptor{}, fmt.Errorf("resolve %s in %s: %w", r.src.Tag, r.location(), ocilayout.ErrNotFound)
+	}
 	i := slices.IndexFunc(idx.Manifests, func(d ocispec.Descriptor) bool { return d.Digest == r.src.Digest })
 	if i < 0 {
-		return ocispec.Descriptor{}, fmt.Errorf("no manifest %s in %s's index.json: %w", r.src.Digest, r.l.Root(), ocilayout.ErrNotFound)
+		return ocispec.Descriptor{}, fmt.Errorf("no manifest %s in %s's index.json: %w", r.src.Digest, r.location(), ocilayout.ErrNotFound)
 	}
 	return idx.Manifests[i], nil
 }
 
-func (r *layoutReader) read(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
-	return r.l.ReadBlob(ctx, desc, registry.DefaultMaxManifestBytes)
+func (r *sessionReader) read(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
+	return r.s.ReadBlob(ctx, r.session, r.store, desc, registry.DefaultMaxManifestBytes)
 }
 
-func (r *layoutReader) has(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
-	return r.l.Has(ctx, desc)
+func (r *sessionReader) has(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	size, err := r.s.Stat(ctx, r.session, r.store, desc.Digest)
+	if errors.Is(err, session.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && size == desc.Size, err
 }
 
 // registryReader reads a cache from a registry repository.
@@ -205,13 +222,12 @@ func (r *registryReader) has(ctx context.Context, desc ocispec.Descriptor) (bool
 	return r.reg.HasBlob(ctx, r.ref, desc)
 }
 
-func (h *Handler) reader(src cachefmt.ImportSource) (reader, error) {
+func (h *Handler) reader(src cachefmt.ImportSource, in events.CacheImportRequested) (reader, error) {
 	if src.Type == cachefmt.TypeLocal {
-		l, err := ocilayout.Open(src.Src)
-		if err != nil {
-			return nil, err
+		if in.Session == "" || in.Store == "" || h.sessions == nil {
+			return nil, bus.Invalid(errors.New("local cache importer: src is read through the client's session, and the request names none"))
 		}
-		return &layoutReader{l: l, src: src}, nil
+		return &sessionReader{s: h.sessions, session: in.Session, store: in.Store, src: src}, nil
 	}
 	host := ""
 	if src.Insecure {

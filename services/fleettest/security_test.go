@@ -3,6 +3,8 @@ package fleettest_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,9 +15,14 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/pkg/source"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 	"github.com/stevedore-dev/stevedore/services/snapshotter"
 )
@@ -209,5 +216,101 @@ func TestSecurityCredentialsInURLsRefused(t *testing.T) {
 				t.Errorf("the dead-letter stream holds the password (#%d)", seq)
 			}
 		}
+	}
+}
+
+// Finding 3: a session serves only the builds of its own client. A client
+// that learns another's session id (every build's events carry it) starts
+// a build naming it; the session refuses that build's requests, so the
+// build fails at once and reads nothing the session serves.
+func TestSecuritySessionServesOnlyItsBuilds(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	s.Snapshotter(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "private.txt"), []byte("the victim's file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	victim := s.ServeSession(t, session.Config{Dirs: map[string]string{"context": dir}, Builds: []string{"victim-build"}})
+	attrs := map[string]string{source.AttrLocalSessionID: victim}
+	rec, _ := s.Request(t, "local://context", attrs, "", true)
+	switch e := fleettest.PullEnd(t, rec); p := e.Data.(type) {
+	case events.SnapshotReady:
+		t.Fatalf("a build naming another client's session snapshotted its directory (chainID %s)", p.ChainID)
+	case events.SnapshotFailed:
+		if p.Code != "not-found" || !strings.Contains(p.Reason, "no active session") {
+			t.Errorf("failure %+v: want not-found, BuildKit's no active session", p)
+		}
+	case events.SourceFailed:
+		if p.Code != "not-found" || !strings.Contains(p.Reason, "no active session") {
+			t.Errorf("failure %+v: want not-found, BuildKit's no active session", p)
+		}
+	default:
+		t.Fatalf("the pull ended with %s", e.Type())
+	}
+
+	// The session's own build reads it.
+	own := s.ServeSession(t, session.Config{Dirs: map[string]string{"context": dir}, Builds: []string{"b2"}})
+	rec, id := s.Request(t, "local://context", map[string]string{source.AttrLocalSessionID: own}, "", true)
+	if id != "b2" {
+		t.Fatalf("build id %s, want b2 (the ids Submit gives are b1, b2, …)", id)
+	}
+	if e := fleettest.PullEnd(t, rec); e.Type() != events.TypeSnapshotReady {
+		t.Errorf("the session's own build ended with %s, want snapshot.ready", bustest.Summary([]events.Event{e}))
+	}
+}
+
+// Finding 4: work for a build whose client is gone stops. A pull's client
+// serves a session; while its layer is being fetched, the client goes away
+// (its session stops answering). The snapshotter notices and stops the
+// work at once, failing the build for good (one attempt), instead of
+// fetching and extracting to the end.
+func TestSecurityWorkStopsWhenClientGoes(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	s.Snapshotter(t, func(c *snapshotter.Config) { c.ClientCheck = 100 * time.Millisecond })
+	ref := s.Push(t, "single", "gone/app:1")
+	// Resolved once first, so the pull's only blob request is the layer's
+	// (the config is in the manifests bucket).
+	if e := fleettest.Final(t, s.Resolve(t, "docker-image://"+ref, nil, "linux/amd64")); e.Type() != events.TypeCacheMiss {
+		t.Fatalf("resolve ended with %s", e.Type())
+	}
+	gate := s.Registry.Gate("GET", registrytest.KindBlob)
+	t.Cleanup(gate.Release)
+	nc, _ := s.Env.Connect(t, "client")
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := events.SourceOp{Identifier: "docker-image://" + ref}
+	p, err := service.Platform("linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	op.Platform = &p
+	rec, _ := s.Submit(t, events.SourceResolveRequested{Source: op, Snapshot: true, Session: key.ID})
+	select {
+	case <-gate.Arrived():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the layer was never asked for")
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The gate still holds the layer: only the client's leaving ends the
+	// work.
+	e := fleettest.PullEnd(t, rec)
+	failed, ok := e.Data.(events.SnapshotFailed)
+	if !ok {
+		t.Fatalf("the pull whose client left ended with %s, want snapshot.failed", bustest.Summary([]events.Event{e}))
+	}
+	if failed.Attempts != 1 || !strings.Contains(failed.Reason, "no active session") {
+		t.Errorf("failure %+v: want one attempt, the client's session gone", failed)
 	}
 }

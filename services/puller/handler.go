@@ -333,7 +333,7 @@ func (h *Handler) configKey(ctx context.Context, in events.CacheKeyRequested) ([
 		events.New(events.CacheMiss{Source: in.Source, Keys: keys, CacheOpts: opts, Explanation: h.explainMiss(ctx, in, opts, keys)}),
 	}
 	if in.Snapshot {
-		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: opts}))
+		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: opts, Session: in.Session}))
 	}
 	return out, nil
 }
@@ -380,7 +380,7 @@ func hitEvents(in events.CacheKeyRequested, ck events.CacheKey, rec events.Cache
 	withCache.Cached = &events.CachedResult{Layers: rec.Layers, Locations: rec.Locations}
 	return []events.Event{
 		events.New(hit),
-		events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: &withCache}),
+		events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, CacheOpts: &withCache, Session: in.Session}),
 	}
 }
 
@@ -405,7 +405,7 @@ func (h *Handler) contentKey(ctx context.Context, in events.CacheKeyRequested, c
 		events.New(events.CacheMiss{Source: in.Source, Keys: keys}),
 	}
 	if in.Snapshot {
-		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, Content: content}))
+		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, Content: content, Session: in.Session}))
 	}
 	return out, nil
 }

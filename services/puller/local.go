@@ -44,7 +44,7 @@ func (h *Handler) localKey(ctx context.Context, id source.Identifier, in events.
 			Session: session, Name: l.Name,
 			IncludePatterns: l.IncludePatterns, ExcludePatterns: l.ExcludePatterns, FollowPaths: l.FollowPaths,
 			SharedKey: l.SharedKey(), Differ: l.Differ.String(),
-		}}}))
+		}}, Session: in.Session}))
 	}
 	return out, nil
 }

@@ -81,6 +81,14 @@ type Config struct {
 	// Replicas is the replica count provisioning gives streams and buckets
 	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
 	Replicas int
+	// EventsMaxBytes bounds the events stream when provisioning
+	// (bus.Topology.EventsMaxBytes): zero means
+	// bus.DefaultEventsMaxBytes, negative no bound.
+	EventsMaxBytes int64
+	// DLQMaxBytes bounds the dead-letter and advisories streams when
+	// provisioning (bus.Topology.DLQMaxBytes): zero means
+	// bus.DefaultDLQMaxBytes, negative no bound.
+	DLQMaxBytes int64
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Observe is where metrics and readiness go (service.Serve gives a
@@ -152,20 +160,22 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	spec := service.Spec{
-		Component:   events.ComponentPuller,
-		Instance:    s.cfg.Instance,
-		Consumer:    s.cfg.Consumer,
-		Concurrency: s.cfg.Concurrency,
-		Backoff:     s.cfg.Backoff,
-		Provision:   s.cfg.Provision,
-		Replicas:    s.cfg.Replicas,
-		Logger:      s.cfg.Logger,
-		Observe:     s.cfg.Observe,
-		StopGrace:   s.cfg.StopGrace,
+		Component:      events.ComponentPuller,
+		Instance:       s.cfg.Instance,
+		Consumer:       s.cfg.Consumer,
+		Concurrency:    s.cfg.Concurrency,
+		Backoff:        s.cfg.Backoff,
+		Provision:      s.cfg.Provision,
+		Replicas:       s.cfg.Replicas,
+		EventsMaxBytes: s.cfg.EventsMaxBytes,
+		DLQMaxBytes:    s.cfg.DLQMaxBytes,
+		Logger:         s.cfg.Logger,
+		Observe:        s.cfg.Observe,
+		StopGrace:      s.cfg.StopGrace,
 	}
 	if s.cfg.Provision {
 		// The buckets must exist before the handler binds to them.
-		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas}); err != nil {
+		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
 			return fmt.Errorf("puller: %w", err)
 		}
 		spec.Provision = false

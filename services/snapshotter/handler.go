@@ -74,6 +74,11 @@ type Handler struct {
 	// secrets reads the credentials of git and http sources from client
 	// sessions (git.go, file.go).
 	secrets Secrets
+	// clients checks that a build's client session still answers
+	// (client.go); nil never checks.
+	clients Clients
+	// clientCheck is how often it is checked.
+	clientCheck time.Duration
 	// fetchedBytes and unpackedBytes count what this node downloaded and
 	// extracted; nil when no metrics are kept.
 	fetchedBytes, unpackedBytes prometheus.Counter
@@ -100,6 +105,8 @@ func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 }
 
 func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]events.Event, error) {
+	ctx, stop := h.watchClient(ctx, in.Session)
+	defer stop()
 	if in.Content != nil {
 		return h.snapshotContent(ctx, in)
 	}

@@ -86,6 +86,14 @@ type Config struct {
 	// Replicas is the replica count provisioning gives streams and buckets
 	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
 	Replicas int
+	// EventsMaxBytes bounds the events stream when provisioning
+	// (bus.Topology.EventsMaxBytes): zero means
+	// bus.DefaultEventsMaxBytes, negative no bound.
+	EventsMaxBytes int64
+	// DLQMaxBytes bounds the dead-letter and advisories streams when
+	// provisioning (bus.Topology.DLQMaxBytes): zero means
+	// bus.DefaultDLQMaxBytes, negative no bound.
+	DLQMaxBytes int64
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Observe is where metrics and readiness go (service.Serve gives a
@@ -131,6 +139,12 @@ type Config struct {
 	// field means snapshot.DefaultLimits()'s; a negative one turns that
 	// limit off.
 	Limits snapshot.Limits
+	// ClientCheck is how often, while a snapshot is made for a build that
+	// names a client session, the snapshotter checks that the session
+	// still answers; when it is gone (the client cancelled or went away)
+	// the work stops and the build fails for good. Zero means 5 seconds;
+	// negative never checks.
+	ClientCheck time.Duration
 }
 
 // limits is c.Limits with the defaults in, and the limits turned off at 0.
@@ -175,6 +189,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RemoteTimeout == 0 {
 		c.RemoteTimeout = DefaultRemoteTimeout
+	}
+	if c.ClientCheck == 0 {
+		c.ClientCheck = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -244,7 +261,7 @@ func (s *Service) Run(ctx context.Context) error {
 		StopGrace:   s.cfg.StopGrace,
 	}
 	if s.cfg.Provision {
-		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas}); err != nil {
+		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
 			return fmt.Errorf("snapshotter: %w", err)
 		}
 	}
@@ -276,7 +293,8 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg).WithSessions(sessions), flight: flight, index: index,
-		window: s.cfg.Window, limits: s.cfg.limits(), now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions, secrets: sessions}
+		window: s.cfg.Window, limits: s.cfg.limits(), now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions, secrets: sessions,
+		clients: sessions, clientCheck: s.cfg.ClientCheck}
 	if reg := s.cfg.Observe.Metrics; reg != nil {
 		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
 			Help: "Compressed bytes of the layer blobs this node downloaded."})

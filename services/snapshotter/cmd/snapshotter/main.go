@@ -40,12 +40,13 @@ func main() {
 	socket := flag.String("snapshots-socket", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET"), "unix sockets (comma-separated, one per builder daemon) serving containerd's snapshots API to this node's builders; empty: off (STEVEDORE_SNAPSHOTS_SOCKET)")
 	socketGroup := flag.String("snapshots-socket-group", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET_GROUP"), "group (name or id) allowed on the snapshots socket; empty: root only (STEVEDORE_SNAPSHOTS_SOCKET_GROUP)")
 	remoteTimeout := flag.Duration("remote-snapshot-timeout", service.DurationEnv("STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT", snapshotter.DefaultRemoteTimeout), "how long a builder's Prepare waits for the fleet before it pulls the layer itself (STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT)")
+	clientCheck := flag.Duration("client-check", service.DurationEnv("STEVEDORE_CLIENT_CHECK", 5*time.Second), "while making a snapshot for a build with a client session, how often to check that the client is still there (the work stops when it is gone); negative: never (STEVEDORE_CLIENT_CHECK)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-snapshotter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
-			Provision: common.Provision, Replicas: common.Replicas, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor,
+			Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor, ClientCheck: *clientCheck,
 			SnapshotsSockets: service.List(*socket), SnapshotsSocketGroup: *socketGroup, RemoteTimeout: *remoteTimeout,
 			RootfsListen: *rootfsListen, RootfsAdvertise: *rootfsAdvertise,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},

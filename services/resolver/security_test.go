@@ -1,0 +1,58 @@
+package resolver_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore-dev/stevedore/pkg/broker"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/services/resolver"
+)
+
+// Finding 6: the streams' byte bounds are the operator's to set. A service
+// that provisions gives the events, dead-letter and advisories streams the
+// bounds of its configuration (-events-max-bytes, -dlq-max-bytes).
+func TestSecurityStreamBoundsConfigured(t *testing.T) {
+	t.Parallel()
+	srv, err := broker.Start(broker.Config{DataDir: t.TempDir(), NoListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect("resolver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := resolver.Config{Instance: instance, Logger: discard, Platform: linuxAMD64, Provision: true, EventsMaxBytes: 3 << 20, DLQMaxBytes: 5 << 20}
+	runService(t, js, cfg)
+	// Provisioning is done once every consumer exists.
+	for _, c := range []string{events.ConsumerResolver, events.ConsumerPuller, events.ConsumerSnapshotter, events.ConsumerExporter} {
+		waitConsumer(t, js, c)
+	}
+	deadline := time.Now().Add(waitFor)
+	for {
+		if _, err := js.Consumer(t.Context(), events.StreamAdvisories, events.ConsumerDLQ); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer %s: not there after %s", events.ConsumerDLQ, waitFor)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for name, want := range map[string]int64{events.StreamEvents: 3 << 20, events.StreamDLQ: 5 << 20, events.StreamAdvisories: 5 << 20} {
+		s, err := js.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.MaxBytes; got != want {
+			t.Errorf("stream %s: MaxBytes %d, want %d", name, got, want)
+		}
+	}
+}
