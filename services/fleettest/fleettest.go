@@ -31,6 +31,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/services/exporter"
 	"github.com/stevedore-dev/stevedore/services/puller"
 	"github.com/stevedore-dev/stevedore/services/resolver"
@@ -233,7 +234,17 @@ func (s *Stack) Snapshotter(t testing.TB, mut ...func(*snapshotter.Config)) (Rep
 	for _, m := range mut {
 		m(&cfg)
 	}
-	svc, err := snapshotter.New(t.Context(), js, cfg)
+	// A data dir a test has just closed can stay locked for a moment: a
+	// child process forked meanwhile (a test's git, a CGI) holds a copy
+	// of the lock's descriptor until it execs. Wait for it (10s at most).
+	var svc *snapshotter.Service
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		svc, err = snapshotter.New(t.Context(), js, cfg)
+		if !errors.Is(err, snapshot.ErrLocked) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
