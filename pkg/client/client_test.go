@@ -44,7 +44,8 @@ func TestNewBuildID(t *testing.T) {
 	}
 }
 
-// samplePayloads has one payload of every catalog type.
+// samplePayloads has one payload of every catalog type (source.changed,
+// which a tag watch follows without end, is never terminal).
 var samplePayloads = []events.Payload{
 	events.SourceResolveRequested{},
 	events.SourceResolved{},
@@ -63,6 +64,7 @@ var samplePayloads = []events.Payload{
 	events.CacheImportRequested{},
 	events.CacheImported{},
 	events.CacheImportFailed{},
+	events.SourceChanged{},
 }
 
 func TestTerminal(t *testing.T) {
