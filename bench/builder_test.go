@@ -117,11 +117,12 @@ func (e *builderEnv) measure(b *testing.B, spec imageSpec) {
 	row := builderRow{image: spec.name, layers: len(gen.Layers)}
 
 	// Base first, then Stevedore cold and warm: one run each.
-	row.base, row.baseGets = e.build(b, img, dir, "")
+	row.base, row.baseGets = e.build(b, img, dir, "", spec.name+"-base")
 	st := buildertest.StartStevedore(b, e.stevedore)
-	row.cold, row.coldGets = e.build(b, img, dir, st.Socket)
-	row.warm, row.warmGets = e.build(b, img, dir, st.Socket)
+	row.cold, row.coldGets = e.build(b, img, dir, st.Socket, spec.name+"-cold")
+	row.warm, row.warmGets = e.build(b, img, dir, st.Socket, spec.name+"-warm")
 	st.Process.Stop()
+	keepLog(b, st.Process.Log, spec.name+"-stevedore.log")
 
 	b.Logf("(%s) base %.2fs (%d layer GETs)  cold %.2fs = %.2f× (%d)  warm %.2fs = %.2f× (%d)",
 		spec.name, row.base, row.baseGets, row.cold, row.cold/row.base, row.coldGets, row.warm, row.warm/row.base, row.warmGets)
@@ -137,7 +138,7 @@ func (e *builderEnv) measure(b *testing.B, spec imageSpec) {
 // snapshots socket, or on its own overlayfs when socket is empty), stops
 // it, and returns buildctl's wall seconds and the layer blob GETs the
 // registry served meanwhile.
-func (e *builderEnv) build(b *testing.B, img *pushedImage, dir, socket string) (float64, int) {
+func (e *builderEnv) build(b *testing.B, img *pushedImage, dir, socket, name string) (float64, int) {
 	b.Helper()
 	opts := []buildertest.BuildkitdOption{buildertest.WithPlainHTTPRegistry(e.reg.Host())}
 	if socket != "" {
@@ -152,6 +153,13 @@ func (e *builderEnv) build(b *testing.B, img *pushedImage, dir, socket string) (
 	if err != nil {
 		b.Fatal(err)
 	}
+	bk.Process.Stop()
+	keepLog(b, bk.Process.Log, name+"-buildkitd.log")
+	if dir := os.Getenv("BENCH_BUILDER_LOGS"); dir != "" {
+		if err := os.WriteFile(filepath.Join(dir, name+"-buildctl.log"), []byte(res.Log), 0o600); err != nil {
+			b.Error(err)
+		}
+	}
 	layers := map[string]bool{}
 	for _, l := range img.Layers {
 		layers[l.Digest.String()] = true
@@ -163,6 +171,23 @@ func (e *builderEnv) build(b *testing.B, img *pushedImage, dir, socket string) (
 		}
 	}
 	return res.Duration.Seconds(), gets
+}
+
+// keepLog copies a daemon's log into the directory BENCH_BUILDER_LOGS
+// names, if any, as name: the timelines behind the figures.
+func keepLog(b *testing.B, log, name string) {
+	b.Helper()
+	dir := os.Getenv("BENCH_BUILDER_LOGS")
+	if dir == "" {
+		return
+	}
+	data, err := os.ReadFile(log)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), data, 0o600)
+	}
+	if err != nil {
+		b.Error(err)
+	}
 }
 
 func (e *builderEnv) printTable(w *os.File) {

@@ -197,12 +197,14 @@ func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent st
 		}
 		return fmt.Errorf("%s exists and is not that layer's", l.Target)
 	}
+	asked := time.Now()
 	ctx, cancel := context.WithTimeoutCause(ctx, r.timeout, errRemoteTimeout)
 	defer cancel()
 	c, err := r.chains.get(ctx, l.Ref)
 	if err != nil {
 		return err
 	}
+	got := time.Now()
 	i := slices.IndexFunc(c.Layers, func(x events.Layer) bool { return x.Blob.Digest == l.Blob })
 	if i < 0 {
 		return fmt.Errorf("layer %s is not one of %s's", l.Blob, l.Ref)
@@ -218,6 +220,10 @@ func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent st
 	err = r.Share(ctx, snapshot.ShareRequest{ChainID: c.ChainIDs[i], Name: l.Target, Parent: parent, Labels: labels})
 	if errdefs.IsAlreadyExists(err) {
 		return nil
+	}
+	if err == nil {
+		r.log.Info("remote snapshot shared", "ref", l.Ref, "layer", l.Blob.String(), "build_id", c.BuildID,
+			"chain_ms", got.Sub(asked).Milliseconds(), "share_ms", time.Since(got).Milliseconds())
 	}
 	return err
 }
@@ -263,6 +269,7 @@ func (b *remoteBuilds) makeChain(ctx context.Context, ref string) (chain, error)
 	buildID := client.NewBuildID()
 	log := b.log.With("build_id", buildID, "ref", ref)
 	log.Info("remote snapshot build")
+	start := time.Now()
 	out, err := b.resolve(ctx, buildID, ref)
 	if err != nil {
 		return chain{}, fmt.Errorf("build %s: %w", buildID, err)
@@ -279,6 +286,7 @@ func (b *remoteBuilds) makeChain(ctx context.Context, ref string) (chain, error)
 	}
 	pub := &buildPublisher{pub: bus.NewPublisher(b.js), buildID: buildID, source: "/stevedore/" + events.ComponentSnapshotter + "/" + b.instance}
 	req := events.SnapshotRequested{Source: out.Source, Keys: out.Keys, CacheOpts: opts}
+	resolved := time.Now()
 	ready, err := b.make(ctx, req, pub.emit(ctx))
 	if err != nil {
 		pub.publish(context.WithoutCancel(ctx), events.SnapshotFailed{Source: out.Source,
@@ -286,7 +294,8 @@ func (b *remoteBuilds) makeChain(ctx context.Context, ref string) (chain, error)
 		return chain{}, fmt.Errorf("build %s: %w", buildID, err)
 	}
 	pub.publish(ctx, ready)
-	log.Info("remote snapshot ready", "chain_id", ready.ChainID, "fetched", ready.Fetched)
+	log.Info("remote snapshot ready", "chain_id", ready.ChainID, "fetched", ready.Fetched,
+		"resolve_ms", resolved.Sub(start).Milliseconds(), "make_ms", time.Since(resolved).Milliseconds())
 	return chain{Layers: opts.Layers, ChainIDs: snapshot.ChainIDs(opts.Layers), BuildID: buildID}, nil
 }
 
