@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -70,6 +71,8 @@ type builderRow struct {
 	layers                       int
 	base, cold, warm             float64
 	baseGets, coldGets, warmGets int
+	// CPU seconds the build took: buildkitd's, and Stevedore's during it.
+	baseCPU, coldCPU, warmCPU float64
 }
 
 func setupBuilder(b *testing.B) *builderEnv {
@@ -117,15 +120,16 @@ func (e *builderEnv) measure(b *testing.B, spec imageSpec) {
 	row := builderRow{image: spec.name, layers: len(gen.Layers)}
 
 	// Base first, then Stevedore cold and warm: one run each.
-	row.base, row.baseGets = e.build(b, img, dir, "", spec.name+"-base")
+	row.base, row.baseGets, row.baseCPU = e.build(b, img, dir, nil, spec.name+"-base")
 	st := buildertest.StartStevedore(b, e.stevedore)
-	row.cold, row.coldGets = e.build(b, img, dir, st.Socket, spec.name+"-cold")
-	row.warm, row.warmGets = e.build(b, img, dir, st.Socket, spec.name+"-warm")
+	row.cold, row.coldGets, row.coldCPU = e.build(b, img, dir, st, spec.name+"-cold")
+	row.warm, row.warmGets, row.warmCPU = e.build(b, img, dir, st, spec.name+"-warm")
 	st.Process.Stop()
 	keepLog(b, st.Process.Log, spec.name+"-stevedore.log")
 
-	b.Logf("(%s) base %.2fs (%d layer GETs)  cold %.2fs = %.2f× (%d)  warm %.2fs = %.2f× (%d)",
-		spec.name, row.base, row.baseGets, row.cold, row.cold/row.base, row.coldGets, row.warm, row.warm/row.base, row.warmGets)
+	b.Logf("(%s) base %.2fs (%d layer GETs, %.2fs CPU)  cold %.2fs = %.2f× (%d, %.2fs CPU)  warm %.2fs = %.2f× (%d, %.2fs CPU)",
+		spec.name, row.base, row.baseGets, row.baseCPU, row.cold, row.cold/row.base, row.coldGets, row.coldCPU,
+		row.warm, row.warm/row.base, row.warmGets, row.warmCPU)
 	b.ReportMetric(row.base, "base-s")
 	b.ReportMetric(row.cold, "cold-s")
 	b.ReportMetric(row.warm, "warm-s")
@@ -134,24 +138,40 @@ func (e *builderEnv) measure(b *testing.B, spec imageSpec) {
 	e.rows = append(e.rows, row)
 }
 
-// build runs the Dockerfile in dir once on a fresh buildkitd (on the
-// snapshots socket, or on its own overlayfs when socket is empty), stops
-// it, and returns buildctl's wall seconds and the layer blob GETs the
-// registry served meanwhile.
-func (e *builderEnv) build(b *testing.B, img *pushedImage, dir, socket, name string) (float64, int) {
+// build runs the Dockerfile in dir once on a fresh buildkitd (on st's
+// snapshots socket, or on its own overlayfs when st is nil), stops it, and
+// returns buildctl's wall seconds, the layer blob GETs the registry served
+// meanwhile, and the CPU seconds buildkitd used and st used meanwhile.
+func (e *builderEnv) build(b *testing.B, img *pushedImage, dir string, st *buildertest.Stevedore, name string) (float64, int, float64) {
 	b.Helper()
 	opts := []buildertest.BuildkitdOption{buildertest.WithPlainHTTPRegistry(e.reg.Host())}
-	if socket != "" {
-		opts = append(opts, buildertest.WithProxySnapshotter(socket))
+	if st != nil {
+		opts = append(opts, buildertest.WithProxySnapshotter(st.Socket))
 	}
 	bk := buildertest.StartBuildkitd(b, opts...)
 	defer bk.Process.Stop()
+	cpu := func(p *buildertest.Process) time.Duration {
+		c, err := procTreeCPU(p.Pid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	var used time.Duration
+	if st != nil {
+		used -= cpu(st.Process)
+	}
+	bkBefore := cpu(bk.Process) // its start
 	e.reg.Reset()
 	ctx, cancel := context.WithTimeoutCause(b.Context(), 20*time.Minute, fmt.Errorf("the build of %s took over 20 minutes", img.ref))
 	defer cancel()
 	res, err := bk.Build(ctx, buildertest.Build{Context: dir})
 	if err != nil {
 		b.Fatal(err)
+	}
+	used += cpu(bk.Process) - bkBefore
+	if st != nil {
+		used += cpu(st.Process)
 	}
 	bk.Process.Stop()
 	keepLog(b, bk.Process.Log, name+"-buildkitd.log")
@@ -170,7 +190,31 @@ func (e *builderEnv) build(b *testing.B, img *pushedImage, dir, socket, name str
 			gets++
 		}
 	}
-	return res.Duration.Seconds(), gets
+	return res.Duration.Seconds(), gets, used.Seconds()
+}
+
+// procTreeCPU returns the user and system CPU time process pid and its
+// waited-for children (buildkitd's and Stevedore's unpigz) have used.
+func procTreeCPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// After the command name (which may hold spaces): fields 14 to 17 are
+	// utime, stime, cutime and cstime.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(f) < 15 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	var total time.Duration
+	for _, v := range f[11:15] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		total += time.Duration(n) * clockTick
+	}
+	return total, nil
 }
 
 // keepLog copies a daemon's log into the directory BENCH_BUILDER_LOGS
