@@ -25,7 +25,8 @@ const (
 
 // BenchmarkBuilder is issue 11's builder benchmark: for each of the pull
 // benchmark's images (a), (b), (c), buildkitd builds `FROM image` + `COPY`
-// (no output) three ways, once each, taking turns:
+// (no output) three ways, in $BENCH_BUILDER_RUNS rounds (default 1), the
+// order alternating between rounds (base first, then Stevedore first):
 //
 //   - base: buildkitd with its own overlayfs snapshotter, fresh root;
 //   - cold: buildkitd on Stevedore's snapshots socket, both fresh (a new
@@ -33,9 +34,12 @@ const (
 //   - warm: a new buildkitd root on the same Stevedore after the cold
 //     build, so the snapshot is already on the node.
 //
-// It prints each build's wall time (buildctl's), the ratios to base with
-// the targets (cold ≤ 0.7×, warm ≤ 0.2×), and the registry's layer blob
-// GETs, and fails when a target is missed. It needs root, bin/buildkitd
+// It prints each build's wall time (buildctl's; the medians of the
+// rounds), the ratios to base with the targets (cold ≤ 0.7×, warm ≤ 0.2×),
+// the CPU each build took (buildkitd's with its children, such as unpigz,
+// and Stevedore's meanwhile) and the registry's layer blob GETs, and fails
+// when a target is missed. With $BENCH_BUILDER_LOGS naming a directory,
+// the daemons' logs and buildctl's output are kept there. It needs root, bin/buildkitd
 // and bin/buildctl (make builders), runc, and a stevedore with
 // `up --snapshots-socket`; it fails, never skips, without them.
 func BenchmarkBuilder(b *testing.B) {
@@ -117,15 +121,39 @@ func (e *builderEnv) measure(b *testing.B, spec imageSpec) {
 	if err := os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	row := builderRow{image: spec.name, layers: len(gen.Layers)}
-
-	// Base first, then Stevedore cold and warm: one run each.
-	row.base, row.baseGets, row.baseCPU = e.build(b, img, dir, nil, spec.name+"-base")
-	st := buildertest.StartStevedore(b, e.stevedore)
-	row.cold, row.coldGets, row.coldCPU = e.build(b, img, dir, st, spec.name+"-cold")
-	row.warm, row.warmGets, row.warmCPU = e.build(b, img, dir, st, spec.name+"-warm")
-	st.Process.Stop()
-	keepLog(b, st.Process.Log, spec.name+"-stevedore.log")
+	// $BENCH_BUILDER_RUNS rounds (default 1), taking turns: even rounds
+	// build base first, odd rounds Stevedore cold and warm first; the
+	// medians are reported.
+	var runs []builderRow
+	for round := range builderRuns(b) {
+		r := builderRow{}
+		tag := fmt.Sprintf("%s-%d", spec.name, round)
+		base := func() { r.base, r.baseGets, r.baseCPU = e.build(b, img, dir, nil, tag+"-base") }
+		if round%2 == 0 {
+			base()
+		}
+		st := buildertest.StartStevedore(b, e.stevedore)
+		r.cold, r.coldGets, r.coldCPU = e.build(b, img, dir, st, tag+"-cold")
+		r.warm, r.warmGets, r.warmCPU = e.build(b, img, dir, st, tag+"-warm")
+		st.Process.Stop()
+		keepLog(b, st.Process.Log, tag+"-stevedore.log")
+		if round%2 == 1 {
+			base()
+		}
+		b.Logf("(%s) round %d: base %.2fs  cold %.2fs = %.2f×  warm %.2fs = %.2f×", spec.name, round, r.base, r.cold, r.cold/r.base, r.warm, r.warm/r.base)
+		runs = append(runs, r)
+	}
+	last := runs[len(runs)-1]
+	row := builderRow{image: spec.name, layers: len(gen.Layers),
+		base: median(runs, func(r builderRow) float64 { return r.base }),
+		cold: median(runs, func(r builderRow) float64 { return r.cold }),
+		warm: median(runs, func(r builderRow) float64 { return r.warm }),
+		// GETs: the last round's (every round starts empty).
+		baseGets: last.baseGets, coldGets: last.coldGets, warmGets: last.warmGets,
+		baseCPU: median(runs, func(r builderRow) float64 { return r.baseCPU }),
+		coldCPU: median(runs, func(r builderRow) float64 { return r.coldCPU }),
+		warmCPU: median(runs, func(r builderRow) float64 { return r.warmCPU }),
+	}
 
 	b.Logf("(%s) base %.2fs (%d layer GETs, %.2fs CPU)  cold %.2fs = %.2f× (%d, %.2fs CPU)  warm %.2fs = %.2f× (%d, %.2fs CPU)",
 		spec.name, row.base, row.baseGets, row.baseCPU, row.cold, row.cold/row.base, row.coldGets, row.coldCPU,
@@ -193,6 +221,28 @@ func (e *builderEnv) build(b *testing.B, img *pushedImage, dir string, st *build
 	return res.Duration.Seconds(), gets, used.Seconds()
 }
 
+// builderRunsOr1 is $BENCH_BUILDER_RUNS when it is a count, else 1.
+func builderRunsOr1() int {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_BUILDER_RUNS")); err == nil && n > 0 {
+		return n
+	}
+	return 1
+}
+
+// builderRuns is $BENCH_BUILDER_RUNS, the rounds of each image's builds
+// (default 1).
+func builderRuns(b *testing.B) int {
+	v := os.Getenv("BENCH_BUILDER_RUNS")
+	if v == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("BENCH_BUILDER_RUNS=%q: want a positive count", v)
+	}
+	return n
+}
+
 // procTreeCPU returns the user and system CPU time process pid and its
 // waited-for children (buildkitd's and Stevedore's unpigz) have used.
 func procTreeCPU(pid int) (time.Duration, error) {
@@ -235,7 +285,7 @@ func keepLog(b *testing.B, log, name string) {
 }
 
 func (e *builderEnv) printTable(w *os.File) {
-	fmt.Fprintln(w, "\nBuilder: buildkitd builds FROM image + COPY (no output), one run each.")
+	fmt.Fprintf(w, "\nBuilder: buildkitd builds FROM image + COPY (no output); medians of %d round(s), the order alternating.\n", builderRunsOr1())
 	fmt.Fprintln(w, "base = BuildKit's own overlayfs, fresh root; cold = on Stevedore's snapshots socket, Stevedore and buildkitd fresh;")
 	fmt.Fprintln(w, "warm = a fresh buildkitd root on the same Stevedore after the cold build. GETs = the registry's layer blob GETs.")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
