@@ -176,8 +176,10 @@ func (s *stream) release() { s.once.Do(s.done) }
 // Downloads are opened one after the other in layer order, each as soon as
 // fewer than Window bodies are open; the first missing layer, and any layer
 // the extractor is already waiting for when its turn comes, is extracted
-// straight from the download. Concurrent Unpacks on one Store download each
-// blob and extract each chainID once.
+// straight from the download. On overlayfs the layers are extracted
+// several at a time and committed bottom first (extractAtOnce).
+// Concurrent Unpacks on one Store download each blob and extract each
+// chainID once.
 func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 	n := len(req.Layers)
 	if n == 0 {
