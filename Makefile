@@ -80,8 +80,9 @@ bench-export: bench-deps ## cache export of image (a) to a local layout: stevedo
 	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} BENCH_EXPORT_RUNS=$(EXPORTN) $(GO) test -run '^$$' -bench '^BenchmarkExport$$' -benchtime 1x -timeout 30m .
 
 BUILDERIMAGES ?= a|b|c
-bench-builder: builders ## BuildKit FROM image + COPY on Stevedore's snapshots (cold, warm) vs its own overlayfs, images (a) (b) (c), one run each; fails on a missed target (root, tmpfs)
-	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} $(GO) test -run '^$$' -bench '^BenchmarkBuilder$$/^($(BUILDERIMAGES))$$' -benchtime 1x -timeout 60m .
+BUILDERN ?= 1
+bench-builder: builders ## BuildKit FROM image + COPY on Stevedore's snapshots (cold, warm) vs its own overlayfs, images (a) (b) (c), BUILDERN rounds (default 1) alternating, medians; fails on a missed target (root, tmpfs)
+	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} BENCH_BUILDER_RUNS=$(BUILDERN) $(GO) test -run '^$$' -bench '^BenchmarkBuilder$$/^($(BUILDERIMAGES))$$' -benchtime 1x -timeout 60m .
 
 # What the benchmarks compare with, as command:Debian package.
 BENCHDEPS := containerd:containerd ctr:containerd skopeo:skopeo curl:curl unpigz:pigz

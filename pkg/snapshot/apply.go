@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -13,7 +14,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/archive"
-	"github.com/klauspost/compress/gzip"
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/readahead"
 	digest "github.com/opencontainers/go-digest"
@@ -25,6 +26,9 @@ type target struct {
 	root string
 	// opts are the archive options: overlay whiteouts and parents.
 	opts []archive.ApplyOpt
+	// names, when not nil, records the name of every entry applied (a
+	// layer extracted without its parent: see rebase.go).
+	names *entryNames
 }
 
 // applyTarget turns the mounts of an active snapshot into a directory to
@@ -96,8 +100,18 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 	h := sha256.New()
 	counter := &byteCounter{max: lb.streamLimit()}
 	opts := dst.opts
-	if lb != nil {
-		opts = append(slices.Clone(opts), archive.WithFilter(lb.filter))
+	if lb != nil || dst.names != nil {
+		opts = append(slices.Clone(opts), archive.WithFilter(func(hdr *tar.Header) (bool, error) {
+			if lb != nil {
+				if ok, err := lb.filter(hdr); !ok || err != nil {
+					return ok, err
+				}
+			}
+			if dst.names != nil {
+				return dst.names.add(hdr)
+			}
+			return true, nil
+		}))
 	}
 	tar, err := readahead.NewReaderSize(io.TeeReader(plain, io.MultiWriter(h, counter)), aheadBuffers, aheadSize)
 	if err != nil {
@@ -161,7 +175,10 @@ func decompress(rd io.Reader) (io.ReadCloser, error) {
 	}
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
-		zr, err := gzip.NewReader(br)
+		// containerd's, as BuildKit's and containerd's own pulls decompress:
+		// unpigz (or igzip) in a process of its own when the node has it,
+		// which decompresses faster and on another core; Go's otherwise.
+		zr, err := compression.DecompressStream(br)
 		if err != nil {
 			return nil, fmt.Errorf("gzip: %w", err)
 		}

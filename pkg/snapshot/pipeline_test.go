@@ -5,6 +5,7 @@ package snapshot_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -413,5 +414,50 @@ func TestUnpackProgress(t *testing.T) {
 	}
 	if got := collect(); len(got) != 0 {
 		t.Errorf("a reused chain reported progress: %v", got)
+	}
+}
+
+// TestUnpackOverlayLayersAtOnce: on overlayfs a layer is extracted while
+// the one below it still is (each into its own directory, committed on its
+// parent afterwards, as containerd's parallel unpack does). The bottom
+// layer's body is held back until the second layer's extraction has
+// started: extracting one layer after the other never gets there.
+func TestUnpackOverlayLayersAtOnce(t *testing.T) {
+	t.Parallel()
+	needKind(t, snapshot.KindOverlay)
+	s := openStore(t, snapshot.KindOverlay)
+	ls := threeLayers(t)
+	chain := snapshot.ChainIDs(eventsOf(ls...))
+	ctx, cancel := context.WithTimeoutCause(t.Context(), 30*time.Second, errors.New("the layers were extracted one after the other"))
+	defer cancel()
+	gate := make(chan struct{})
+	var once sync.Once
+	src := newSource(ls...)
+	src.body = onlyFor(ls[0].Blob.Digest, nil, func(data []byte) (io.Reader, error) {
+		return &gatedReader{ctx: ctx, gate: gate, r: bytes.NewReader(data)}, nil
+	})
+	progress := func(u snapshot.Update) {
+		if u.Layer == ls[1].Blob.Digest && u.Phase == snapshot.Extracting && !u.Done {
+			once.Do(func() { close(gate) })
+		}
+	}
+	if _, err := s.Unpack(ctx, snapshot.Request{Layers: eventsOf(ls...), Source: src, Progress: progress}); err != nil {
+		t.Fatalf("Unpack: %v", err)
+	}
+	for i, c := range chain {
+		info, err := s.Snapshotter().Stat(t.Context(), c.String())
+		if err != nil {
+			t.Fatalf("layer %d: %v", i, err)
+		}
+		want := ""
+		if i > 0 {
+			want = chain[i-1].String()
+		}
+		if info.Parent != want {
+			t.Errorf("layer %d: parent %q, want %q", i, info.Parent, want)
+		}
+	}
+	if diff := cmp.Diff(readTree(t, reference(t, ls...)), viewTree(t, s, chain[2].String())); diff != "" {
+		t.Errorf("snapshot differs from the reference (-want +got):\n%s", diff)
 	}
 }

@@ -17,7 +17,8 @@
 //     that already exists (dedupe by chainID, like GetByBlob), opens the
 //     downloads of the missing layers one after the other in layer order
 //     with at most Window bodies open, and extracts the layers in order
-//     while later ones download. The first missing layer, and any layer the
+//     while later ones download (on overlayfs, several layers at once, each
+//     without its parent, committed on it in order: containerd's rebase). The first missing layer, and any layer the
 //     extractor reaches before its download started, is streamed in one
 //     pass from the network through verification and decompression into
 //     the snapshot, while its compressed bytes go into the content store.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
@@ -181,8 +183,10 @@ func (s *stream) release() { s.once.Do(s.done) }
 // Downloads are opened one after the other in layer order, each as soon as
 // fewer than Window bodies are open; the first missing layer, and any layer
 // the extractor is already waiting for when its turn comes, is extracted
-// straight from the download. Concurrent Unpacks on one Store download each
-// blob and extract each chainID once.
+// straight from the download. On overlayfs the layers are extracted
+// several at a time and committed bottom first (extractAtOnce).
+// Concurrent Unpacks on one Store download each blob and extract each
+// chainID once.
 func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 	n := len(req.Layers)
 	if n == 0 {
@@ -267,21 +271,14 @@ func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 	// refused for a limit loses them, so that no later Unpack reuses a
 	// prefix the whole check refused without counting it.
 	var committed []string
-	for _, job := range jobs {
-		job.claim.CompareAndSwap(unclaimed, claimedByExtractor)
-		select {
-		case <-job.ready:
-		case <-ctx.Done():
-			return Result{}, context.Cause(ctx)
+	fail := func(err error) (Result, error) {
+		cancel(err)
+		if errors.Is(err, ErrLimit) {
+			s.removeChain(context.WithoutCancel(ctx), committed)
 		}
-		out, err := s.extractJob(ctx, job, parent, req)
-		if err != nil {
-			cancel(err)
-			if errors.Is(err, ErrLimit) {
-				s.removeChain(context.WithoutCancel(ctx), committed)
-			}
-			return Result{}, err
-		}
+		return Result{}, err
+	}
+	add := func(job *layerJob, out extracted) {
 		if out.fetched {
 			res.Fetched = append(res.Fetched, job.layer.Blob.Digest)
 		}
@@ -290,6 +287,26 @@ func (s *Store) Unpack(ctx context.Context, req Request) (Result, error) {
 			res.Unpacked += out.size
 			committed = append(committed, job.chainID.String())
 		}
+	}
+	if s.rebases() && len(jobs) > 1 {
+		if err := s.extractAtOnce(ctx, jobs, parent, req, &wg, add); err != nil {
+			return fail(err)
+		}
+		res.Size = s.chainSize(ctx, chain)
+		return res, nil
+	}
+	for _, job := range jobs {
+		job.claim.CompareAndSwap(unclaimed, claimedByExtractor)
+		select {
+		case <-job.ready:
+		case <-ctx.Done():
+			return Result{}, context.Cause(ctx)
+		}
+		out, err := s.extractJob(ctx, job, parent, req, nil)
+		if err != nil {
+			return fail(err)
+		}
+		add(job, out)
 		parent = job.chainID.String()
 	}
 	res.Size = s.chainSize(ctx, chain)
@@ -305,6 +322,88 @@ func (s *Store) removeChain(ctx context.Context, keys []string) {
 			return
 		}
 	}
+}
+
+// rebases reports whether the store's snapshotter commits an active
+// snapshot made without a parent on the parent Commit names (containerd's
+// "rebase" capability, which its overlayfs snapshotter has): then the
+// layers of a chain are extracted at once, each into its own directory,
+// and committed in order, as containerd's parallel unpack does.
+func (s *Store) rebases() bool { return s.kind == KindOverlay }
+
+// extractAtOnce extracts jobs (a chain's missing layers, bottom first,
+// the first on parent) several at a time, each into a snapshot without a
+// parent, and commits each on the one below once that one is committed.
+// add is called for each job in order. It returns the first error; the
+// layers above a failed one are not committed.
+func (s *Store) extractAtOnce(ctx context.Context, jobs []*layerJob, parent string, req Request, wg *sync.WaitGroup, add func(*layerJob, extracted)) error {
+	type outcome struct {
+		out extracted
+		err error
+	}
+	done := make([]chan struct{}, len(jobs))
+	outs := make([]outcome, len(jobs))
+	for i := range done {
+		done[i] = make(chan struct{})
+	}
+	// Slots are taken bottom first and freed when a layer is committed (or
+	// failed), so the lowest uncommitted layer always runs.
+	slots := make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+	launch := func(i int, parent string) {
+		job := jobs[i]
+		defer close(done[i])
+		defer func() { <-slots }()
+		job.claim.CompareAndSwap(unclaimed, claimedByExtractor)
+		select {
+		case <-job.ready:
+		case <-ctx.Done():
+			outs[i].err = context.Cause(ctx)
+			return
+		}
+		below := func(ctx context.Context) error {
+			if i == 0 {
+				return nil
+			}
+			select {
+			case <-done[i-1]:
+				if err := outs[i-1].err; err != nil {
+					return fmt.Errorf("the layer below %s: %w", job.layer.Blob.Digest, err)
+				}
+				return nil
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+		outs[i].out, outs[i].err = s.extractJob(ctx, job, parent, req, below)
+	}
+	wg.Go(func() {
+		p := parent
+		for i, job := range jobs {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				for j := i; j < len(jobs); j++ {
+					outs[j].err = context.Cause(ctx)
+					close(done[j])
+				}
+				return
+			}
+			on := p
+			wg.Go(func() { launch(i, on) })
+			p = job.chainID.String()
+		}
+	})
+	for i, job := range jobs {
+		<-done[i]
+		if err := outs[i].err; err != nil {
+			if cause := context.Cause(ctx); cause != nil {
+				return cause // what stopped the layers, rather than how one noticed
+			}
+			return err
+		}
+		add(job, outs[i].out)
+	}
+	return nil
 }
 
 // dispatch makes job ready and calls free once it holds no open body. When
@@ -380,7 +479,7 @@ type extracted struct {
 
 // extractJob makes the committed snapshot of job on parent, once per node:
 // concurrent Unpacks of one chainID share an extraction.
-func (s *Store) extractJob(ctx context.Context, job *layerJob, parent string, req Request) (extracted, error) {
+func (s *Store) extractJob(ctx context.Context, job *layerJob, parent string, req Request, below func(context.Context) error) (extracted, error) {
 	if job.stream != nil {
 		defer job.stream.release()
 	}
@@ -391,7 +490,7 @@ func (s *Store) extractJob(ctx context.Context, job *layerJob, parent string, re
 		ran := false
 		v, err, _ := s.extracts.Do(job.chainID.String(), func() (any, error) {
 			ran = true
-			return s.extract(ctx, parent, job, req)
+			return s.extract(ctx, parent, job, req, below)
 		})
 		if !ran {
 			// Another Unpack did the work; its failure (its source, its
@@ -409,7 +508,7 @@ func (s *Store) extractJob(ctx context.Context, job *layerJob, parent string, re
 
 // extract makes the committed snapshot job.chainID from parent and the
 // layer, read from the download handed over or from the content store.
-func (s *Store) extract(ctx context.Context, parent string, job *layerJob, req Request) (extracted, error) {
+func (s *Store) extract(ctx context.Context, parent string, job *layerJob, req Request, below func(context.Context) error) (extracted, error) {
 	var out extracted
 	if s.Has(ctx, job.chainID) {
 		return out, nil // another request built it meanwhile
@@ -431,7 +530,7 @@ func (s *Store) extract(ctx context.Context, parent string, job *layerJob, req R
 
 	started := time.Now()
 	req.progress(Update{Layer: layer.Blob.Digest, Phase: Extracting, Started: started})
-	size, err := s.apply(ctx, job.chainID, parent, layer, src, req.budget.forLayer(layer.Blob.Digest.String()))
+	size, err := s.apply(ctx, job.chainID, parent, layer, src, req.budget.forLayer(layer.Blob.Digest.String()), below)
 	if err != nil {
 		if job.fetched && (errors.Is(err, ErrVerify) || errors.Is(err, ErrLimit) || errors.Is(err, ErrBadLayer)) {
 			// The blob is what its digest says but not the layer the chain
@@ -460,9 +559,18 @@ type blobStream struct {
 // apply extracts src into a new active snapshot on parent, checks the blob
 // and the diffID, keeps the blob and commits the snapshot as chainID. On
 // any failure the active snapshot is removed and the blob is not kept.
-func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string, layer events.Layer, src blobStream, lb *layerBudget) (int64, error) {
+//
+// With below set (the store rebases), the snapshot is made without a
+// parent (its whiteouts still overlay's), and committed on parent once
+// below returns, which it does when parent is committed.
+func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string, layer events.Layer, src blobStream, lb *layerBudget, below func(context.Context) error) (int64, error) {
 	key := activePrefix + nonce() + "-" + chainID.String()
-	mounts, err := s.sn.Prepare(ctx, key, parent)
+	rebase := below != nil && parent != ""
+	prepareOn := parent
+	if rebase {
+		prepareOn = ""
+	}
+	mounts, err := s.sn.Prepare(ctx, key, prepareOn)
 	if err != nil {
 		return 0, fmt.Errorf("prepare snapshot for %s: %w", layer.Blob.Digest, err)
 	}
@@ -475,6 +583,12 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 	dst, err := applyTarget(mounts)
 	if err != nil {
 		return 0, err
+	}
+	var named *entryNames
+	if rebase {
+		named = &entryNames{names: map[string]struct{}{}}
+		dst.opts = []archive.ApplyOpt{archive.WithConvertWhiteout(archive.OverlayConvertWhiteout)}
+		dst.names = named
 	}
 	diffID, size, err := applyLayer(ctx, dst, src.r, lb)
 	if err != nil {
@@ -489,7 +603,6 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 		// way every time, unless this node's disk is the cause.
 		return 0, badLayer(layer.Blob.Digest, err, dst.root, s.root)
 	}
-	// The blob first: a wrong blob explains a wrong diffID.
 	if err := src.verify(); err != nil {
 		return 0, err
 	}
@@ -505,7 +618,19 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 		LabelSize:   strconv.FormatInt(size, 10),
 		LabelDir:    dst.root,
 	}
-	if err := s.sn.Commit(ctx, chainID.String(), key, snapshots.WithLabels(labels)); err != nil {
+	opts := []snapshots.Opt{snapshots.WithLabels(labels)}
+	if below != nil {
+		if err := below(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if rebase {
+		if err := s.inheritDirs(ctx, dst.root, parent, named); err != nil {
+			return 0, fmt.Errorf("extract %s: %w", layer.Blob.Digest, err)
+		}
+		opts = append(opts, snapshots.WithParent(parent))
+	}
+	if err := s.sn.Commit(ctx, chainID.String(), key, opts...); err != nil {
 		if !errdefs.IsAlreadyExists(err) {
 			return 0, fmt.Errorf("commit snapshot %s: %w", chainID, err)
 		}
@@ -644,6 +769,9 @@ func (r Request) progress(u Update) {
 }
 
 // countingReader reports bytes read, at most every 256 KiB.
+// progressStep is how many downloaded bytes a progress report stands for.
+const progressStep = 256 << 10
+
 type countingReader struct {
 	r      io.Reader
 	n      int64
@@ -652,9 +780,12 @@ type countingReader struct {
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
+	if len(p) > progressStep {
+		p = p[:progressStep] // a large read (read-ahead's) still reports in steps
+	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
-	if c.n-c.last >= 256<<10 {
+	if c.n-c.last >= progressStep {
 		c.last = c.n
 		c.report(c.n, false)
 	}

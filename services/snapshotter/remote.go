@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/client"
@@ -99,60 +98,125 @@ type chain struct {
 
 // chainMaker makes an image's layer chain on this node.
 type chainMaker interface {
-	makeChain(ctx context.Context, ref string) (chain, error)
+	// makeChain makes ref's chain, calling known with the chain (its
+	// layers and chainIDs) as soon as it knows them, and changed whenever
+	// a layer of it may have been committed.
+	makeChain(ctx context.Context, ref string, on chainWatch) (chain, error)
+}
+
+// chainWatch is what a chainMaker tells while it makes a chain.
+type chainWatch struct {
+	known   func(chain)
+	changed func()
 }
 
 // chains runs one chainMaker call per image at a time for every Prepare
-// that asks (the layers of one image share one build), and remembers the
-// result for a minute, while the snapshot is still here.
+// that asks (the layers of one image share one build), answers each layer
+// as soon as that layer is committed on the node (the builder then shares
+// it while the layers above are still being made), and remembers the made
+// chain for a minute, while the snapshot is still here.
 type chains struct {
 	maker   chainMaker
 	has     func(ctx context.Context, chainID digest.Digest) bool
 	timeout time.Duration
-	group   singleflight.Group
 	mu      sync.Mutex
 	made    map[string]chain
+	flights map[string]*chainFlight
+}
+
+// chainFlight is the making of one image's chain.
+type chainFlight struct {
+	mu      sync.Mutex
+	c       chain
+	known   bool
+	done    bool
+	err     error
+	changed chan struct{} // closed and replaced on every change
+}
+
+func (f *chainFlight) update(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn()
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 // chainMemo is how long a made chain answers later Prepares without a new
 // build.
 const chainMemo = time.Minute
 
-func (c *chains) get(ctx context.Context, ref string) (chain, error) {
+// layer returns ref's chain once the layer whose blob is blob is committed
+// on this node (or once the whole chain is made, when blob is not one of
+// its layers), starting the chain's build unless one runs.
+func (c *chains) layer(ctx context.Context, ref string, blob digest.Digest) (chain, error) {
 	c.mu.Lock()
 	m, ok := c.made[ref]
 	c.mu.Unlock()
 	if ok && time.Since(m.at) < chainMemo && c.has(ctx, m.ChainIDs[len(m.ChainIDs)-1]) {
 		return m, nil
 	}
-	ch := c.group.DoChan(ref, func() (any, error) {
-		// Not the first asker's ctx: the others wait on this too.
-		ctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), c.timeout, errRemoteTimeout)
-		defer cancel()
-		m, err := c.maker.makeChain(ctx, ref)
-		if err != nil {
-			return nil, err
+	f := c.flight(ctx, ref)
+	for {
+		f.mu.Lock()
+		ch, known, done, err, cur := f.changed, f.known, f.done, f.err, f.c
+		f.mu.Unlock()
+		if done {
+			return cur, err
 		}
-		m.at = time.Now()
-		c.mu.Lock()
-		for r, old := range c.made {
-			if time.Since(old.at) >= chainMemo {
-				delete(c.made, r)
+		if known {
+			if i := slices.IndexFunc(cur.Layers, func(x events.Layer) bool { return x.Blob.Digest == blob }); i >= 0 && c.has(ctx, cur.ChainIDs[i]) {
+				return cur, nil
 			}
 		}
-		c.made[ref] = m
-		c.mu.Unlock()
-		return m, nil
-	})
-	select {
-	case <-ctx.Done():
-		return chain{}, context.Cause(ctx)
-	case r := <-ch:
-		if r.Err != nil {
-			return chain{}, r.Err
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return chain{}, context.Cause(ctx)
 		}
-		return r.Val.(chain), nil //nolint:forcetypeassert // the only type the flight returns
 	}
+}
+
+// flight returns the running build of ref's chain, started when none is.
+func (c *chains) flight(ctx context.Context, ref string) *chainFlight {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.flights[ref]; ok {
+		return f
+	}
+	if c.flights == nil {
+		c.flights = map[string]*chainFlight{}
+	}
+	f := &chainFlight{changed: make(chan struct{})}
+	c.flights[ref] = f
+	// Not the first asker's ctx: the others wait on this too.
+	ctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), c.timeout, errRemoteTimeout)
+	go func() {
+		defer cancel()
+		m, err := c.maker.makeChain(ctx, ref, chainWatch{
+			known:   func(k chain) { f.update(func() { f.c, f.known = k, true }) },
+			changed: func() { f.update(func() {}) },
+		})
+		c.mu.Lock()
+		delete(c.flights, ref)
+		if err == nil {
+			m.at = time.Now()
+			for r, old := range c.made {
+				if time.Since(old.at) >= chainMemo {
+					delete(c.made, r)
+				}
+			}
+			c.made[ref] = m
+		}
+		c.mu.Unlock()
+		f.update(func() {
+			f.done, f.err = true, err
+			if err == nil {
+				f.c, f.known = m, true
+			}
+		})
+	}()
+	return f
 }
 
 // remoteSnapshotter is the snapshots API a replica serves: the builders'
@@ -211,12 +275,14 @@ func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent st
 		}
 		return fmt.Errorf("%s exists and is not that layer's", l.Target)
 	}
+	asked := time.Now()
 	ctx, cancel := context.WithTimeoutCause(ctx, r.timeout, errRemoteTimeout)
 	defer cancel()
-	c, err := r.chains.get(ctx, l.Ref)
+	c, err := r.chains.layer(ctx, l.Ref, l.Blob)
 	if err != nil {
 		return err
 	}
+	got := time.Now()
 	i := slices.IndexFunc(c.Layers, func(x events.Layer) bool { return x.Blob.Digest == l.Blob })
 	if i < 0 {
 		return fmt.Errorf("layer %s is not one of %s's", l.Blob, l.Ref)
@@ -234,6 +300,10 @@ func (r *remoteSnapshotter) remote(ctx context.Context, l remoteLayer, parent st
 	r.busy.RUnlock()
 	if errdefs.IsAlreadyExists(err) {
 		return nil
+	}
+	if err == nil {
+		r.log.Info("remote snapshot shared", "ref", l.Ref, "layer", l.Blob.String(), "build_id", c.BuildID,
+			"chain_ms", got.Sub(asked).Milliseconds(), "share_ms", time.Since(got).Milliseconds())
 	}
 	return err
 }
@@ -275,10 +345,11 @@ type remoteBuilds struct {
 
 var _ chainMaker = (*remoteBuilds)(nil)
 
-func (b *remoteBuilds) makeChain(ctx context.Context, ref string) (chain, error) {
+func (b *remoteBuilds) makeChain(ctx context.Context, ref string, on chainWatch) (chain, error) {
 	buildID := client.NewBuildID()
 	log := b.log.With("build_id", buildID, "ref", ref)
 	log.Info("remote snapshot build")
+	start := time.Now()
 	out, err := b.resolve(ctx, buildID, ref)
 	if err != nil {
 		return chain{}, fmt.Errorf("build %s: %w", buildID, err)
@@ -295,14 +366,19 @@ func (b *remoteBuilds) makeChain(ctx context.Context, ref string) (chain, error)
 	}
 	pub := &buildPublisher{pub: bus.NewPublisher(b.js), buildID: buildID, source: "/stevedore/" + events.ComponentSnapshotter + "/" + b.instance}
 	req := events.SnapshotRequested{Source: out.Source, Keys: out.Keys, CacheOpts: opts}
-	ready, err := b.make(ctx, req, pub.emit(ctx))
+	resolved := time.Now()
+	on.known(chain{Layers: opts.Layers, ChainIDs: snapshot.ChainIDs(opts.Layers), BuildID: buildID})
+	emit := pub.emit(ctx)
+	// A layer's last progress (extracting, done) follows its commit.
+	ready, err := b.make(ctx, req, func(p events.Payload) { emit(p); on.changed() })
 	if err != nil {
 		pub.publish(context.WithoutCancel(ctx), events.SnapshotFailed{Source: out.Source,
 			Step: events.TypeSnapshotRequested, Reason: err.Error(), Code: bus.Code(err), Attempts: 1})
 		return chain{}, fmt.Errorf("build %s: %w", buildID, err)
 	}
 	pub.publish(ctx, ready)
-	log.Info("remote snapshot ready", "chain_id", ready.ChainID, "fetched", ready.Fetched)
+	log.Info("remote snapshot ready", "chain_id", ready.ChainID, "fetched", ready.Fetched,
+		"resolve_ms", resolved.Sub(start).Milliseconds(), "make_ms", time.Since(resolved).Milliseconds())
 	return chain{Layers: opts.Layers, ChainIDs: snapshot.ChainIDs(opts.Layers), BuildID: buildID}, nil
 }
 
