@@ -84,11 +84,11 @@ BUILDERN ?= 1
 bench-builder: builders ## BuildKit FROM image + COPY on Stevedore's snapshots (cold, warm) vs its own overlayfs, images (a) (b) (c), BUILDERN rounds (default 1) alternating, medians; fails on a missed target (root, tmpfs)
 	cd bench && TMPDIR=$${BENCH_TMPDIR:-/dev/shm} BENCH_BUILDER_RUNS=$(BUILDERN) $(GO) test -run '^$$' -bench '^BenchmarkBuilder$$/^($(BUILDERIMAGES))$$' -benchtime 1x -timeout 60m .
 
-# What the benchmarks compare with, as command:Debian package.
-BENCHDEPS := containerd:containerd ctr:containerd skopeo:skopeo curl:curl unpigz:pigz
-bench-deps: ## install what the benchmarks compare with (containerd, skopeo, curl, pigz) when missing: apt-get, as root on Debian
+# apt-install NAME,COMMAND:PACKAGE…,WHAT-FAILS: install, with apt-get as root
+# on Debian, the packages whose command is missing; elsewhere say which are.
+define apt-install
 	@missing=""; \
-	for d in $(BENCHDEPS); do \
+	for d in $(2); do \
 		command -v $${d%%:*} >/dev/null 2>&1 && continue; \
 		case " $$missing " in *" $${d##*:} "*) ;; *) missing="$$missing $${d##*:}";; esac; \
 	done; \
@@ -97,8 +97,15 @@ bench-deps: ## install what the benchmarks compare with (containerd, skopeo, cur
 		echo "apt-get install -y$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
 	else \
-		echo "bench-deps: missing$$missing (install them; as root on Debian, make bench-deps does); the benchmarks that need them fail"; \
+		echo "$(1): missing$$missing (install them; as root on Debian, make $(1) does); $(3)"; \
 	fi
+endef
+
+comma := ,
+# What the benchmarks compare with, as command:Debian package.
+BENCHDEPS := containerd:containerd ctr:containerd skopeo:skopeo curl:curl unpigz:pigz
+bench-deps: ## install what the benchmarks compare with (containerd, skopeo, curl, pigz) when missing: apt-get, as root on Debian
+	$(call apt-install,bench-deps,$(BENCHDEPS),the benchmarks that need them fail)
 
 # The real builders the builder tests and bench-builder run: buildkitd and
 # buildctl built from github.com/moby/buildkit at the version
@@ -109,18 +116,7 @@ builders: builder-deps ## build bin/buildkitd and bin/buildctl (BuildKit, pinned
 	cd tools/buildkit && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -o $(CURDIR)/$(BIN)/ github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
 
 builder-deps: ## install runc and containerd (the builder tests' runtime) when missing: apt-get, as root on Debian
-	@missing=""; \
-	for d in $(BUILDERDEPS); do \
-		command -v $${d%%:*} >/dev/null 2>&1 && continue; \
-		case " $$missing " in *" $${d##*:} "*) ;; *) missing="$$missing $${d##*:}";; esac; \
-	done; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "apt-get install -y$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
-	else \
-		echo "builder-deps: missing$$missing (install them; as root on Debian, make builder-deps does); the builder tests skip without them, and fail when CI is set"; \
-	fi
+	$(call apt-install,builder-deps,$(BUILDERDEPS),the builder tests skip without them$(comma) and fail when CI is set)
 
 run: build ## run the whole fleet in one process on an embedded NATS (bin/stevedore up; LISTEN=host:port, DATA=dir)
 	$(BIN)/stevedore up $(if $(LISTEN),--listen $(LISTEN)) $(if $(DATA),--data-dir $(DATA))

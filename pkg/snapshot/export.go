@@ -325,7 +325,7 @@ func writeEntry(e unionEntry, dst string, links map[inodeKey]string) error {
 			return err
 		}
 	}
-	if err := copyXattrs(e.src, dst); err != nil {
+	if err := copyXattrs(e.src, dst, overlayXattr); err != nil {
 		return err
 	}
 	if mode&fs.ModeSymlink == 0 {
@@ -356,28 +356,6 @@ func copyFile(src, dst string) error {
 		return errors.Join(err, out.Close())
 	}
 	return out.Close()
-}
-
-// copyXattrs copies the extended attributes of src to dst, except
-// overlayfs's own.
-func copyXattrs(src, dst string) error {
-	names, err := listXattrs(src)
-	if err != nil || len(names) == 0 {
-		return err
-	}
-	for _, name := range names {
-		if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
-			continue
-		}
-		v, err := getXattr(src, name)
-		if err != nil {
-			return err
-		}
-		if err := unix.Lsetxattr(dst, name, v, 0); err != nil {
-			return fmt.Errorf("set xattr %s: %w", name, err)
-		}
-	}
-	return nil
 }
 
 // setTimes gives dst the access and modification times of info, without
@@ -437,7 +415,7 @@ func writeTarEntry(tw *tar.Writer, e unionEntry, links map[inodeKey]string) erro
 		return err
 	}
 	for _, name := range names {
-		if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
+		if overlayXattr(name) {
 			continue
 		}
 		v, err := getXattr(e.src, name)

@@ -3,13 +3,11 @@
 package snapshot
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,67 +60,8 @@ func copyDirMeta(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return errors.New("no stat of " + src)
-	}
-	if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+	if err := copyOwnerMode(src, dst, fi); err != nil {
 		return err
 	}
-	if err := unix.Chmod(dst, st.Mode&07777); err != nil {
-		return err
-	}
-	names, err := listXattrs(src)
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		v, err := getXattr(src, name)
-		if err != nil {
-			return err
-		}
-		if err := unix.Lsetxattr(dst, name, v, 0); err != nil {
-			return fmt.Errorf("set xattr %s of %s: %w", name, dst, err)
-		}
-	}
-	return nil
-}
-
-func listXattrs(path string) ([]string, error) {
-	n, err := unix.Llistxattr(path, nil)
-	if err != nil || n == 0 {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	buf := make([]byte, n)
-	n, err = unix.Llistxattr(path, buf)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	start := 0
-	for i, c := range buf[:n] {
-		if c == 0 {
-			if i > start {
-				names = append(names, string(buf[start:i]))
-			}
-			start = i + 1
-		}
-	}
-	return names, nil
-}
-
-func getXattr(path, name string) ([]byte, error) {
-	n, err := unix.Lgetxattr(path, name, nil)
-	if err != nil {
-		return nil, err
-	}
-	buf := make([]byte, n)
-	n, err = unix.Lgetxattr(path, name, buf)
-	if err != nil {
-		return nil, err
-	}
-	return buf[:n], nil
+	return copyXattrs(src, dst, nil)
 }

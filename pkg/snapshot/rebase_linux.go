@@ -61,32 +61,13 @@ func (s *Store) inheritDirs(ctx context.Context, root, parent string, named *ent
 // inheritDir gives dst the owner, mode, times and xattrs (not trusted.*,
 // as overlay's opaque marker is) of the directory src.
 func inheritDir(src, dst string, fi fs.FileInfo) error {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return errors.New("no stat of " + src)
-	}
-	if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+	if err := copyOwnerMode(src, dst, fi); err != nil {
 		return err
 	}
-	if err := unix.Chmod(dst, st.Mode&07777); err != nil {
+	if err := copyXattrs(src, dst, func(name string) bool { return strings.HasPrefix(name, "trusted.") }); err != nil {
 		return err
 	}
-	names, err := listXattrs(src)
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		if strings.HasPrefix(name, "trusted.") {
-			continue
-		}
-		v, err := getXattr(src, name)
-		if err != nil {
-			return err
-		}
-		if err := unix.Lsetxattr(dst, name, v, 0); err != nil {
-			return fmt.Errorf("set xattr %s of %s: %w", name, dst, err)
-		}
-	}
+	st, _ := fi.Sys().(*syscall.Stat_t) // copyOwnerMode checked it
 	ts := []unix.Timespec{unix.NsecToTimespec(st.Atim.Nano()), unix.NsecToTimespec(st.Mtim.Nano())}
 	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
