@@ -36,6 +36,11 @@ func List(ctx context.Context, remote string, auth Auth) ([]source.GitRef, error
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, ListTimeout, errors.New("ls-remote timed out"))
 	defer cancel()
+	if strings.EqualFold(remote[:strings.Index(remote, ":")], "git") {
+		if err := probeGitDaemon(ctx, remote); err != nil {
+			return nil, err
+		}
+	}
 	r := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{remote}})
 	refs, err := r.ListContext(ctx, &git.ListOptions{PeelingOption: git.AppendPeeled, Auth: auth.method(remote)})
 	if err != nil {
