@@ -29,7 +29,9 @@ const ListTimeout = time.Minute
 // It fails with an *Error: KindInvalid for a remote CheckRemote refuses,
 // KindNotFound for a repository that does not exist or is empty,
 // KindUnauthorized when the remote wants credentials (or refuses auth's),
-// KindUnavailable otherwise.
+// KindUnreachable when nothing listens or a git:// remote does not speak
+// git's protocol (probeGitDaemon: an http server, or no answer within
+// ProbeTimeout), KindUnavailable otherwise.
 func List(ctx context.Context, remote string, auth Auth) ([]source.GitRef, error) {
 	if err := CheckRemote(remote); err != nil {
 		return nil, err
