@@ -14,9 +14,9 @@ import (
 )
 
 // ProbeTimeout bounds the wait for a git:// remote's first bytes. A git
-// daemon answers a request at once; a server of another protocol (an http
-// server on the port) never answers git's request, and go-git would wait
-// for it until ListTimeout.
+// daemon answers a request at once, and so does an http server given the
+// probe's newline. A remote still silent after it is left to go-git's
+// listing and its ListTimeout (a slow daemon is not a wrong protocol).
 const ProbeTimeout = 5 * time.Second
 
 // probeGitDaemon asks a git:// remote for its advertisement and reads its
@@ -72,7 +72,7 @@ func probeGitDaemon(ctx context.Context, remote string) error {
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() && context.Cause(ctx) == nil {
-		return newError(remote, KindUnreachable, "failed to fetch remote %s: no answer to git's request in %s: the server does not speak git's protocol", remote, ProbeTimeout)
+		return nil // silent so far: go-git's listing waits longer
 	}
 	return remoteError(remote, err)
 }
