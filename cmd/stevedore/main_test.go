@@ -202,10 +202,14 @@ func TestScripts(t *testing.T) {
 				reg.PushLayout(t, filepath.Join(imagesDir, args[0]), args[1])
 			}},
 		// [ci] holds when the env var CI is set: a script's check that
-		// needs a tool then fails instead of skipping.
+		// needs a tool then fails instead of skipping. [root] holds when
+		// the test runs as root.
 		Condition: func(cond string) (bool, error) {
-			if cond == "ci" {
+			switch cond {
+			case "ci":
 				return os.Getenv("CI") != "", nil
+			case "root":
+				return os.Geteuid() == 0, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},

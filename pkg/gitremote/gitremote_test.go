@@ -72,6 +72,7 @@ func TestListErrors(t *testing.T) {
 		{"file", "file:///etc", "protocol file is not supported", bus.ErrInvalid},
 		{"credentials", "https://user:hunter2@example.com/repo.git", "credentials in the URL are not supported", bus.ErrInvalid},
 		{"nothing listening", "git://127.0.0.1:1/repo.git", "failed to fetch remote git://127.0.0.1:1/repo.git", bus.ErrUnavailable},
+		{"git to an http server", "git://" + strings.TrimPrefix(web.URL, "http://") + "repo.git", "the server speaks http, not git's protocol", bus.ErrUnreachable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -29,13 +29,20 @@ const ListTimeout = time.Minute
 // It fails with an *Error: KindInvalid for a remote CheckRemote refuses,
 // KindNotFound for a repository that does not exist or is empty,
 // KindUnauthorized when the remote wants credentials (or refuses auth's),
-// KindUnavailable otherwise.
+// KindUnreachable when nothing listens or a git:// remote does not speak
+// git's protocol (probeGitDaemon: an http server, or no answer within
+// ProbeTimeout), KindUnavailable otherwise.
 func List(ctx context.Context, remote string, auth Auth) ([]source.GitRef, error) {
 	if err := CheckRemote(remote); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, ListTimeout, errors.New("ls-remote timed out"))
 	defer cancel()
+	if strings.EqualFold(remote[:strings.Index(remote, ":")], "git") {
+		if err := probeGitDaemon(ctx, remote); err != nil {
+			return nil, err
+		}
+	}
 	r := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{remote}})
 	refs, err := r.ListContext(ctx, &git.ListOptions{PeelingOption: git.AppendPeeled, Auth: auth.method(remote)})
 	if err != nil {
