@@ -11,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/archive"
@@ -129,6 +130,9 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 	if err := tar.Close(); err != nil { // the hashing stage has stopped
 		return "", 0, err
 	}
+	if err := plain.Close(); err != nil { // nothing else reads compressed
+		return "", 0, err
+	}
 	if err := discard(compressed); err != nil {
 		return "", 0, err
 	}
@@ -163,7 +167,7 @@ var (
 
 // decompress returns the uncompressed stream of a layer blob, whatever its
 // compression; the media type is not trusted (Docker's and OCI's differ,
-// and some registries lie).
+// and some registries lie). Once the stream is closed, nothing reads rd.
 func decompress(rd io.Reader) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(rd, 64<<10)
 	head, err := br.Peek(4)
@@ -178,11 +182,23 @@ func decompress(rd io.Reader) (io.ReadCloser, error) {
 		// containerd's, as BuildKit's and containerd's own pulls decompress:
 		// unpigz (or igzip) in a process of its own when the node has it,
 		// which decompresses faster and on another core; Go's otherwise.
-		zr, err := compression.DecompressStream(br)
+		// The process's input is copied by a goroutine of os/exec that can
+		// outlive the stream, so it reads a pipe that feed fills from br:
+		// Close stops feed and waits for it, after which nothing reads rd.
+		in, out := io.Pipe()
+		f := &fedStream{in: in, fed: make(chan struct{})}
+		go func() {
+			defer close(f.fed)
+			_, err := io.Copy(out, br)
+			_ = out.CloseWithError(err) // nil: the end of the input
+		}()
+		zr, err := compression.DecompressStream(in)
 		if err != nil {
+			f.stop()
 			return nil, fmt.Errorf("gzip: %w", err)
 		}
-		return zr, nil
+		f.ReadCloser = zr
+		return f, nil
 	case bytes.HasPrefix(head, zstdMagic):
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
@@ -191,4 +207,32 @@ func decompress(rd io.Reader) (io.ReadCloser, error) {
 		return zr.IOReadCloser(), nil
 	}
 	return io.NopCloser(br), nil
+}
+
+// fedStream is a decompressed stream whose input a goroutine feeds from
+// the blob (see decompress).
+type fedStream struct {
+	io.ReadCloser
+	in   *io.PipeReader
+	fed  chan struct{}
+	once sync.Once
+	err  error
+}
+
+// errFeedStopped ends the feeding of a stream closed before its input's end.
+var errFeedStopped = errors.New("decompression closed")
+
+// stop ends the feeding and returns once the feeder no longer reads.
+func (f *fedStream) stop() {
+	_ = f.in.CloseWithError(errFeedStopped)
+	<-f.fed
+}
+
+// Close closes the stream, then stops the feeding.
+func (f *fedStream) Close() error {
+	f.once.Do(func() {
+		f.err = f.ReadCloser.Close()
+		f.stop()
+	})
+	return f.err
 }
