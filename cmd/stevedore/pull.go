@@ -311,6 +311,23 @@ func snapshotKeyOf(out client.Outcome) string {
 	return ""
 }
 
+// snapshotterOf is the snapshotter kind holding the outcome's snapshot and
+// its directory, as the answering node said it (snapshot.ready, or the
+// record of a hit), else the embedded stack's; empty when not known (a
+// record written before records carried it, say) rather than a guess.
+func snapshotterOf(out client.Outcome, f *fleet) (kind, dir string) {
+	switch {
+	case out.Snapshot != nil && out.Snapshot.Snapshotter != "":
+		return out.Snapshot.Snapshotter, out.Snapshot.SnapshotsDir
+	case out.Snapshot == nil && out.Hit != nil && out.Hit.Record.Snapshotter != "":
+		return out.Hit.Record.Snapshotter, out.Hit.Record.SnapshotsDir
+	case f.stack != nil:
+		store := f.stack.snap.Store()
+		return string(store.Kind()), filepath.Join(store.Root(), "snapshots", string(store.Kind()))
+	}
+	return "", ""
+}
+
 func printPull(w io.Writer, out client.Outcome, f *fleet) {
 	printOutcome(w, out)
 	if out.Snapshot == nil && (out.Hit == nil || out.Hit.Snapshot) {
@@ -332,12 +349,8 @@ func printPull(w io.Writer, out client.Outcome, f *fleet) {
 		fmt.Fprintf(tw, "chainID\t%s\n", chainID)
 	}
 	location := fmt.Sprintf("snapshot %s on node %s", key, orNone(node))
-	switch {
-	case out.Snapshot != nil && out.Snapshot.Snapshotter != "":
-		location += fmt.Sprintf(" (%s snapshotter in %s)", out.Snapshot.Snapshotter, out.Snapshot.SnapshotsDir)
-	case f.stack != nil:
-		store := f.stack.snap.Store()
-		location += fmt.Sprintf(" (%s snapshotter in %s)", store.Kind(), filepath.Join(store.Root(), "snapshots", string(store.Kind())))
+	if kind, dir := snapshotterOf(out, f); kind != "" {
+		location += fmt.Sprintf(" (%s snapshotter in %s)", kind, dir)
 	}
 	fmt.Fprintf(tw, "snapshot\t%s\n", location)
 	fmt.Fprintf(tw, "size\t%s\n", humanBytes(size))

@@ -158,6 +158,14 @@ type CacheRecord struct {
 	// CreatedAt is when the record was written, or, for an imported one,
 	// when its result was made.
 	CreatedAt time.Time `json:"createdAt"`
+	// Snapshotter is the kind of containerd snapshotter holding the
+	// snapshot on Node (overlayfs, native), as SnapshotReady says it;
+	// empty when not known (no Node, or a record written before records
+	// carried it).
+	Snapshotter string `json:"snapshotter,omitempty"`
+	// SnapshotsDir is where that snapshotter keeps its snapshots on Node;
+	// empty with Snapshotter.
+	SnapshotsDir string `json:"snapshotsDir,omitempty"`
 }
 
 // Lazy reports that the record names blobs but no node holds its

@@ -43,6 +43,7 @@ func (h *Handler) snapshotContent(ctx context.Context, in events.SnapshotRequest
 		return nil, err
 	}
 	ready := events.SnapshotReady{Source: in.Source, Keys: in.Keys, SnapshotKey: key, Node: h.node}
+	rec := snapshotRecord{Node: h.node}
 	if h.hasContent(ctx, key) {
 		ready.Reused = 1
 	} else {
@@ -63,18 +64,21 @@ func (h *Handler) snapshotContent(ctx context.Context, in events.SnapshotRequest
 			if res.Made {
 				ready.Fetched = 1
 			}
-			return json.Marshal(snapshotRecord{Node: h.node, Size: res.Size, CreatedAt: h.now().UTC()})
+			return json.Marshal(snapshotRecord{Node: h.node, Size: res.Size, CreatedAt: h.now().UTC(), placement: h.placement()})
 		})
 		if err != nil {
 			return nil, classify(err)
 		}
-		var rec snapshotRecord
 		if err := json.Unmarshal(out.Value, &rec); err != nil {
 			return nil, fmt.Errorf("stored snapshot record of %s: %w", key, err)
 		}
 		ready.Node, ready.Size, ready.Followed = rec.Node, rec.Size, out.Outcome == lease.Followed
 	}
-	if err := h.record(ctx, in.Keys, events.CacheRecord{Node: ready.Node, SnapshotKey: key, Size: ready.Size}); err != nil {
+	where := h.placementOf(rec)
+	ready.Snapshotter, ready.SnapshotsDir = where.Snapshotter, where.SnapshotsDir
+	err = h.record(ctx, in.Keys, events.CacheRecord{Node: ready.Node, SnapshotKey: key, Size: ready.Size,
+		Snapshotter: where.Snapshotter, SnapshotsDir: where.SnapshotsDir})
+	if err != nil {
 		return nil, err
 	}
 	return []events.Event{events.New(ready)}, nil

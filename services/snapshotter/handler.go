@@ -92,6 +92,9 @@ type snapshotRecord struct {
 	Node      string    `json:"node"`
 	Size      int64     `json:"size"`
 	CreatedAt time.Time `json:"createdAt"`
+	// placement is the maker's snapshotter and directory, so a node that
+	// follows it can record them; zero in records written before it was.
+	placement
 }
 
 // ProgressInterval is the least time between two progress events of one
@@ -128,6 +131,7 @@ func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 		locations = []events.BlobLocation{*o}
 	}
 	var chainID digest.Digest
+	var where placement
 	if len(layers) > 0 {
 		chain := snapshot.ChainIDs(layers)
 		chainID = chain[len(chain)-1]
@@ -138,6 +142,8 @@ func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 		}
 		ready.Node, ready.Size, ready.Followed = m.record.Node, m.record.Size, m.followed
 		ready.Fetched, ready.Reused = len(m.result.Fetched), m.result.Reused
+		where = h.placementOf(m.record)
+		ready.Snapshotter, ready.SnapshotsDir = where.Snapshotter, where.SnapshotsDir
 		h.count(m)
 		if m.layers != nil {
 			layers, locations = m.layers, m.locations
@@ -152,6 +158,7 @@ func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 		err := h.index.Put(ctx, events.CacheRecord{
 			Digests: digests, ChainID: chainID, Layers: layers, Node: ready.Node,
 			SnapshotKey: ready.SnapshotKey, Size: ready.Size, Locations: locations, CreatedAt: h.now().UTC(),
+			Snapshotter: where.Snapshotter, SnapshotsDir: where.SnapshotsDir,
 		})
 		if err != nil {
 			return nil, bus.Unavailable(err)
@@ -182,7 +189,7 @@ func (h *Handler) make(ctx context.Context, in events.SnapshotRequested, chainID
 		// Made here before (by this request's earlier delivery, say): its
 		// true size, from the store.
 		size := h.existingSize(ctx, snapshot.ChainIDs(layers))
-		return made{record: snapshotRecord{Node: h.node, Size: size}, result: snapshot.Result{Reused: len(layers), Size: size}}, nil
+		return made{record: snapshotRecord{Node: h.node, Size: size, placement: h.placement()}, result: snapshot.Result{Reused: len(layers), Size: size}}, nil
 	}
 	var m made
 	accept := func(v []byte) bool {
@@ -201,7 +208,7 @@ func (h *Handler) make(ctx context.Context, in events.SnapshotRequested, chainID
 		if err != nil {
 			return nil, err
 		}
-		return json.Marshal(snapshotRecord{Node: h.node, Size: m.result.Size, CreatedAt: h.now().UTC()})
+		return json.Marshal(snapshotRecord{Node: h.node, Size: m.result.Size, CreatedAt: h.now().UTC(), placement: h.placement()})
 	})
 	if err != nil {
 		return made{}, err

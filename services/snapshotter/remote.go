@@ -418,15 +418,18 @@ func (b *remoteBuilds) make(ctx context.Context, req events.SnapshotRequested, e
 		return events.SnapshotReady{}, err
 	}
 	h.count(made{result: res, layers: layers})
+	where := h.placement()
 	ready := events.SnapshotReady{Source: req.Source, Keys: req.Keys, Layers: layers, Node: h.node,
-		ChainID: res.ChainID.String(), SnapshotKey: res.Key, Size: res.Size, Fetched: len(res.Fetched), Reused: res.Reused}
+		ChainID: res.ChainID.String(), SnapshotKey: res.Key, Size: res.Size, Fetched: len(res.Fetched), Reused: res.Reused,
+		Snapshotter: where.Snapshotter, SnapshotsDir: where.SnapshotsDir}
 	digests := make([]digest.Digest, 0, len(req.Keys))
 	for _, k := range req.Keys {
 		digests = append(digests, k.Digest)
 	}
 	if len(digests) > 0 {
 		err := h.index.Put(ctx, events.CacheRecord{Digests: digests, ChainID: res.ChainID, Layers: layers, Node: h.node,
-			SnapshotKey: res.Key, Size: res.Size, Locations: locations, CreatedAt: h.now().UTC()})
+			SnapshotKey: res.Key, Size: res.Size, Locations: locations, CreatedAt: h.now().UTC(),
+			Snapshotter: where.Snapshotter, SnapshotsDir: where.SnapshotsDir})
 		if err != nil {
 			return ready, err
 		}
