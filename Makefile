@@ -133,7 +133,7 @@ NATS_VERSION     := $(shell awk '$$1 == "github.com/nats-io/nats-server/v2" { su
 REGISTRY_VERSION := v3.1.2
 
 images: build ## build stevedore/<service>:TAG (default dev) for every service FROM scratch (deploy/Dockerfile) from the binaries make build made
-	@rm -rf $(IMAGES)/services && mkdir -p $(IMAGES)/services/caches
+	@rm -rf $(IMAGES)/services && mkdir -p $(IMAGES)/services/caches $(IMAGES)/services/http-downloads
 	cp $(CA_CERTS) $(IMAGES)/services/ca-certificates.crt
 	@printf 'root:x:0:0:root:/root:/sbin/nologin\nstevedore:x:65532:65532:stevedore:/nonexistent:/sbin/nologin\n' >$(IMAGES)/services/passwd
 	@printf 'root:x:0:\nstevedore:x:65532:\n' >$(IMAGES)/services/group

@@ -97,8 +97,9 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	}
 	// The puller keeps what it downloads of http sources where the
 	// snapshotter, in this process, reads it: one download, not two.
+	downloads := filepath.Join(cfg.broker.DataDir, "http-downloads")
 	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
-		Downloads: filepath.Join(cfg.broker.DataDir, "http-downloads"),
+		Downloads: downloads,
 		TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch})
 	if err != nil {
 		s.close()
@@ -113,6 +114,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
 		Node: "embedded", Registry: cfg.registry, Logger: cfg.log, KeepFor: cfg.keepFor,
 		SnapshotsSockets: cfg.snapshotsSockets, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout,
+		Downloads: downloads,
 	})
 	if err != nil {
 		s.close()

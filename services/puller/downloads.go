@@ -23,9 +23,11 @@ const downloadsKeepFor = time.Hour
 // WithDownloads makes the handler keep what it downloads of http sources
 // (to hash them) as blobs of the OCI image layout dir, and name that
 // layout as the first location of the file a snapshotter makes: a
-// snapshotter that sees the same directory (the same machine, as in
-// "stevedore up", or a shared volume) reads the file there instead of
-// downloading it a second time; one that does not falls back to the URL.
+// snapshotter given the same directory (snapshotter.Config.Downloads: the
+// same process, as in "stevedore up", or a volume shared at the same path)
+// reads the file there, verified against the digest computed here, instead
+// of downloading it a second time; one that is not, or that finds there no
+// such file, downloads the URL.
 // The bytes never travel through the bus. Blobs older than an hour are
 // removed as new ones come. The default keeps nothing.
 func WithDownloads(dir string) Option {

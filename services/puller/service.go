@@ -100,9 +100,10 @@ type Config struct {
 	// negative waits for it.
 	StopGrace time.Duration
 	// Downloads, when set, is an OCI image layout directory where this
-	// replica keeps what it downloads of http sources for a snapshotter
-	// that sees the same directory (see WithDownloads). Empty keeps
-	// nothing: the snapshotter downloads the file again.
+	// replica keeps what it downloads of http sources for the snapshotters
+	// given the same directory (snapshotter.Config.Downloads; see
+	// WithDownloads). Empty keeps nothing: the snapshotter downloads the
+	// file again.
 	Downloads string
 }
 

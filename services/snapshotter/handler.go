@@ -65,6 +65,9 @@ type Handler struct {
 	busy *sync.RWMutex
 	// http downloads the content of http sources.
 	http *http.Client
+	// downloads is the directory of the pullers' kept http downloads
+	// (Config.Downloads), cleaned; empty reads none.
+	downloads string
 	// git checks out the commits of git sources (git.go), from the node's
 	// cache of bare repositories.
 	git GitCheckouts

@@ -145,6 +145,16 @@ type Config struct {
 	// the work stops and the build fails for good. Zero means 5 seconds;
 	// negative never checks.
 	ClientCheck time.Duration
+	// Downloads is the directory where the pullers keep what they download
+	// of http sources (puller.Config.Downloads), as this replica sees it:
+	// the same directory in one process, a volume shared with the pullers
+	// mounted at the same path otherwise. A file snapshot whose location
+	// names it reads the file there, verified against the digest the
+	// puller computed, and downloads it from its URL when it is not there,
+	// incomplete or altered. Empty means no such directory: every http
+	// file is downloaded from its URL, and no layout directory an event
+	// names is opened for one.
+	Downloads string
 }
 
 // limits is c.Limits with the defaults in, and the limits turned off at 0.
@@ -295,6 +305,9 @@ func (s *Service) Run(ctx context.Context) error {
 	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg).WithSessions(sessions), flight: flight, index: index,
 		window: s.cfg.Window, limits: s.cfg.limits(), now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions, secrets: sessions,
 		clients: sessions, clientCheck: s.cfg.ClientCheck}
+	if s.cfg.Downloads != "" {
+		h.downloads = filepath.Clean(s.cfg.Downloads)
+	}
 	if reg := s.cfg.Observe.Metrics; reg != nil {
 		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
 			Help: "Compressed bytes of the layer blobs this node downloaded."})

@@ -26,12 +26,13 @@ func main() {
 	tagMaxAge := flag.Duration("tag-max-age", service.DurationEnv("STEVEDORE_TAG_MAX_AGE", 0), "how long the fleet's resolution of a tag answers without asking the registry; 0 asks every time (STEVEDORE_TAG_MAX_AGE)")
 	tagRevalidate := flag.Duration("tag-revalidate", service.DurationEnv("STEVEDORE_TAG_REVALIDATE", 0), "how long past --tag-max-age a resolution answers at once while the fleet revalidates it (STEVEDORE_TAG_REVALIDATE)")
 	tagWatch := flag.Duration("tag-watch-interval", service.DurationEnv("STEVEDORE_TAG_WATCH_INTERVAL", time.Minute), "how often the fleet re-resolves the watched tags; 0: this replica takes no part (STEVEDORE_TAG_WATCH_INTERVAL)")
+	downloads := flag.String("http-downloads", os.Getenv("STEVEDORE_HTTP_DOWNLOADS"), "directory (an OCI image layout) where this replica keeps what it downloads of http sources, for snapshotters that share it at the same path; empty keeps nothing (STEVEDORE_HTTP_DOWNLOADS)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-puller", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
 		cfg := puller.Config{Instance: *instance, Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, Logger: log, Observe: obs,
-			TagMaxAge: *tagMaxAge, TagRevalidate: *tagRevalidate, TagWatchInterval: *tagWatch,
+			TagMaxAge: *tagMaxAge, TagRevalidate: *tagRevalidate, TagWatchInterval: *tagWatch, Downloads: *downloads,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}}
 		var err error
 		if cfg.Platform, err = service.Platform(*platform); err != nil {

@@ -41,6 +41,7 @@ func main() {
 	socketGroup := flag.String("snapshots-socket-group", os.Getenv("STEVEDORE_SNAPSHOTS_SOCKET_GROUP"), "group (name or id) allowed on the snapshots socket; empty: root only (STEVEDORE_SNAPSHOTS_SOCKET_GROUP)")
 	remoteTimeout := flag.Duration("remote-snapshot-timeout", service.DurationEnv("STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT", snapshotter.DefaultRemoteTimeout), "how long a builder's Prepare waits for the fleet before it pulls the layer itself (STEVEDORE_REMOTE_SNAPSHOT_TIMEOUT)")
 	clientCheck := flag.Duration("client-check", service.DurationEnv("STEVEDORE_CLIENT_CHECK", 5*time.Second), "while making a snapshot for a build with a client session, how often to check that the client is still there (the work stops when it is gone); negative: never (STEVEDORE_CLIENT_CHECK)")
+	downloads := flag.String("http-downloads", os.Getenv("STEVEDORE_HTTP_DOWNLOADS"), "directory where the pullers keep their http downloads, shared with them at the same path: a file found there (and matching the puller's digest) is not downloaded again; empty: every http file is downloaded (STEVEDORE_HTTP_DOWNLOADS)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -48,7 +49,7 @@ func main() {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
 			Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor, ClientCheck: *clientCheck,
 			SnapshotsSockets: service.List(*socket), SnapshotsSocketGroup: *socketGroup, RemoteTimeout: *remoteTimeout,
-			RootfsListen: *rootfsListen, RootfsAdvertise: *rootfsAdvertise,
+			RootfsListen: *rootfsListen, RootfsAdvertise: *rootfsAdvertise, Downloads: *downloads,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},
 			Limits:   snapshot.Limits{LayerBytes: *layerBytes, LayerEntries: *layerEntries, SnapshotBytes: *snapBytes, SnapshotEntries: *snapEntries, MinFreeBytes: *minFree}})
 		if err != nil {
