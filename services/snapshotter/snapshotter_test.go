@@ -120,8 +120,13 @@ func TestConcurrentPullsFetchEachBlobOnce(t *testing.T) {
 	s := fleettest.New(t, registrytest.WithLatency(20*time.Millisecond))
 	s.Puller(t)
 	s.Puller(t)
-	s.Snapshotter(t)
-	s.Snapshotter(t)
+	// Where each node keeps its snapshots, as a client is told it.
+	where := map[string]string{}
+	for range 2 {
+		node, svc := s.Snapshotter(t)
+		kind := string(svc.Store().Kind())
+		where[node.Name] = kind + " in " + filepath.Join(svc.Store().Root(), "snapshots", kind)
+	}
 	ref := s.Push(t, "single", "many/pulls:1")
 	s.Registry.Reset()
 
@@ -140,17 +145,32 @@ func TestConcurrentPullsFetchEachBlobOnce(t *testing.T) {
 	// plain cache hit.
 	nodes := map[string]int{}
 	for _, rec := range recs {
+		// A replica that followed another's snapshot says where the maker
+		// keeps it, and so does every record, whoever wrote it last.
 		switch p := fleettest.PullEnd(t, rec).Data.(type) {
 		case events.SnapshotReady:
 			nodes[p.Node]++
+			if got := p.Snapshotter + " in " + p.SnapshotsDir; got != where[p.Node] {
+				t.Errorf("snapshot.ready (followed %v) on %s says %q, want %q", p.Followed, p.Node, got, where[p.Node])
+			}
 		case events.CacheHit:
 			nodes[p.Record.Node]++
+			if got := p.Record.Snapshotter + " in " + p.Record.SnapshotsDir; got != where[p.Record.Node] {
+				t.Errorf("cache record of %s says %q, want %q", p.Record.Node, got, where[p.Record.Node])
+			}
 		default:
 			t.Fatalf("pull ended with %T %+v", p, p)
 		}
 	}
 	if len(nodes) != 1 {
 		t.Errorf("snapshots on several nodes: %v", nodes)
+	}
+	hit, ok := fleettest.PullEnd(t, s.Pull(t, "docker-image://"+ref, "linux/amd64")).Data.(events.CacheHit)
+	if !ok {
+		t.Fatal("pulling again is no cache hit")
+	}
+	if got := hit.Record.Snapshotter + " in " + hit.Record.SnapshotsDir; got != where[hit.Record.Node] {
+		t.Errorf("the cache record of %s says %q, want %q", hit.Record.Node, got, where[hit.Record.Node])
 	}
 	perBlob := map[string]int{}
 	for _, r := range s.Registry.Requests() {
