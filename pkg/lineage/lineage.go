@@ -36,7 +36,7 @@ func Identity(img *source.ImageIdentifier) string {
 }
 
 // keyless are the attributes that change neither a key nor the content.
-var keyless = map[string]bool{source.AttrImageResolveMode: true}
+var keyless = map[string]bool{source.AttrImageResolveMode: true, source.AttrImageTagMaxAge: true}
 
 // Attrs returns the attributes of op that change its keys or content,
 // sorted by name.
