@@ -43,12 +43,16 @@ func newExplain(g *globals) *cobra.Command {
 		Short: "Say why a build's sources missed the cache",
 		Long: `explain prints, for each source of BUILD that missed the cache, what it
 differs in from the nearest record the fleet made of the same source: the tag
-now points to another digest (old and new, and when each was seen), another
-reference, another platform, other attributes, the first layer whose diff_id
-differs, or a record that was pruned. Given a REF that is not a build with
-events, it resolves REF without pulling (a dry run) and explains that.
-The facts are in the builds' cache.miss events (explanation), so a watcher
-sees the same. The fleet keeps them for docker-image sources.`,
+now points to another digest (old and new, and when each was seen), a git ref
+to another commit, an http URL serves other content (and its ETag or
+Last-Modified changed), another reference, another platform, other
+attributes, the first layer whose diff_id differs, or a record that was
+pruned. A local source always misses: its key names its client session and
+is never looked up. Given a REF that is not a build with events, it resolves
+REF without pulling (a dry run) and explains that. The facts are in the
+builds' cache.miss events (explanation), so a watcher sees the same. The
+fleet keeps them for docker-image, git and http sources (not those learnt
+with a build's credentials).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
@@ -146,13 +150,20 @@ func printExplained(w io.Writer, misses []explained) {
 // explanationLines are the sentences of an explanation.
 func explanationLines(e *events.MissExplanation) []string {
 	if e == nil {
-		return []string{"no explanation: the fleet keeps what records were made from for docker-image sources only"}
+		return []string{"no explanation: the fleet keeps what records were made from for docker-image, git and http sources only"}
+	}
+	if len(e.Differences) == 1 && e.Differences[0].Kind == events.DiffSessionScoped {
+		return []string{fmt.Sprintf("session-scoped: a local source is keyed by its client session (%s) and never looked up in the cache index, so it always misses; the snapshotter transfers only what changed", e.Differences[0].Name)}
 	}
 	if e.Nearest == nil {
 		return []string{"the fleet has made no record of " + e.Source + " (none it still remembers)"}
 	}
 	n := e.Nearest
-	lines := []string{fmt.Sprintf("nearest record: build %s, %s for %s, seen %s", n.Build, n.Identifier, n.Platform, stamp(n.SeenAt))}
+	platform := ""
+	if n.Platform != "" {
+		platform = " for " + n.Platform
+	}
+	lines := []string{fmt.Sprintf("nearest record: build %s, %s%s, seen %s", n.Build, n.Identifier, platform, stamp(n.SeenAt))}
 	if len(e.Differences) == 0 {
 		lines = append(lines, "no difference found: the record was made from the same facts")
 	}
@@ -160,6 +171,14 @@ func explanationLines(e *events.MissExplanation) []string {
 		switch d.Kind {
 		case events.DiffTagMoved:
 			lines = append(lines, fmt.Sprintf("tag moved: %s pointed to %s (seen %s), now to %s (seen %s)", d.Name, d.Old, stampPtr(d.OldSeen), d.New, stampPtr(d.NewSeen)))
+		case events.DiffRefMoved:
+			lines = append(lines, fmt.Sprintf("ref moved: %s pointed to %s (seen %s), now to %s (seen %s)", d.Name, d.Old, stampPtr(d.OldSeen), d.New, stampPtr(d.NewSeen)))
+		case events.DiffContentChanged:
+			lines = append(lines, fmt.Sprintf("content changed: %s served %s (seen %s), now %s (seen %s)", d.Name, d.Old, stampPtr(d.OldSeen), d.New, stampPtr(d.NewSeen)))
+		case events.DiffETag:
+			lines = append(lines, fmt.Sprintf("ETag: %s in the record, %s now", orAbsent(d.Old), orAbsent(d.New)))
+		case events.DiffLastModified:
+			lines = append(lines, fmt.Sprintf("Last-Modified: %s in the record, %s now", orAbsent(d.Old), orAbsent(d.New)))
 		case events.DiffReference:
 			lines = append(lines, fmt.Sprintf("another reference: the record is of %s, this is %s", d.Old, d.New))
 		case events.DiffPlatform:
@@ -189,6 +208,13 @@ func stampPtr(t *time.Time) string {
 func orUnset(v string) string {
 	if v == "" {
 		return "unset"
+	}
+	return v
+}
+
+func orAbsent(v string) string {
+	if v == "" {
+		return "none"
 	}
 	return v
 }

@@ -391,7 +391,8 @@ func hitEvents(in events.CacheKeyRequested, ck events.CacheKey, rec events.Cache
 // wants the content, a snapshot.requested for content, recorded under ck.
 // That includes a record without a node or a snapshot (lazy, as an
 // imported cache's would be): it names no content that could be read.
-func (h *Handler) contentKey(ctx context.Context, in events.CacheKeyRequested, ck events.CacheKey, content *events.Content) ([]events.Event, error) {
+// The miss is explained with sight (nil: the scheme keeps no sightings).
+func (h *Handler) contentKey(ctx context.Context, in events.CacheKeyRequested, ck events.CacheKey, content *events.Content, sight *sighted) ([]events.Event, error) {
 	rec, found, err := h.index.Get(ctx, ck.Digest)
 	if err != nil {
 		return nil, bus.Unavailable(err)
@@ -400,9 +401,13 @@ func (h *Handler) contentKey(ctx context.Context, in events.CacheKeyRequested, c
 	if found && rec.Node != "" && rec.SnapshotKey != "" {
 		return hitEvents(in, ck, rec, nil, keys), nil
 	}
+	miss := events.CacheMiss{Source: in.Source, Keys: keys}
+	if sight != nil {
+		miss.Explanation = h.explain(ctx, in, *sight, keys)
+	}
 	out := []events.Event{
 		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck}),
-		events.New(events.CacheMiss{Source: in.Source, Keys: keys}),
+		events.New(miss),
 	}
 	if in.Snapshot {
 		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, Content: content, Session: in.Session}))
