@@ -158,6 +158,13 @@ type CacheRecord struct {
 	// CreatedAt is when the record was written, or, for an imported one,
 	// when its result was made.
 	CreatedAt time.Time `json:"createdAt"`
+	// Import is the source of the cache import the record came from (as
+	// cache.import.requested named it: "type=registry,ref=…",
+	// "type=local,src=…"); empty for a record the fleet made. Imports
+	// serve every build (their records are keyed by the diffIDs their
+	// blobs are verified against), so this only says where the record
+	// came from: explain tells a hit on an import the build did not name.
+	Import string `json:"import,omitempty"`
 }
 
 // Lazy reports that the record names blobs but no node holds its
@@ -367,6 +374,15 @@ const (
 	// DiffPruned: the record is no longer in the cache index (pruned, or
 	// its snapshot never finished); Old is its last key.
 	DiffPruned = "pruned"
+	// DiffImportUnnamed: the record that hit came from a cache import
+	// (Name: its source) that the build did not name.
+	DiffImportUnnamed = "import-unnamed"
+	// DiffImportNamed: the record that hit came from a cache import
+	// (Name: its source) that the build named.
+	DiffImportNamed = "import-named"
+	// DiffImportLacked: a cache import the build named (Name: its source)
+	// had no record for any of the miss's keys; Old is the last key.
+	DiffImportLacked = "import-lacked"
 	// DiffSessionScoped: the source is local, keyed by its client session
 	// (Name), as in BuildKit: its key is never looked up in the cache
 	// index, so it always misses and is transferred (incrementally).
