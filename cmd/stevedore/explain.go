@@ -14,6 +14,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/lineage"
 )
 
 // explained is one miss and what it differs in, as explain --json prints
@@ -26,8 +27,15 @@ type explained struct {
 	// Keys are its keys.
 	Keys []events.CacheKey `json:"keys"`
 	// Explanation is the puller's (cache.miss explanation); nil when it
-	// gave none.
+	// gave none, and for a hit.
 	Explanation *events.MissExplanation `json:"explanation"`
+	// Hit says the source hit a record that came from a cache import
+	// (only those hits are explained).
+	Hit bool `json:"hit,omitempty"`
+	// Imports is what the imports the build named have to do with it
+	// (lineage.Imports): the import a hit's record came from, named or
+	// not; the named imports that had no record for a miss's keys.
+	Imports []events.Difference `json:"imports,omitempty"`
 }
 
 func newExplain(g *globals) *cobra.Command {
@@ -43,12 +51,22 @@ func newExplain(g *globals) *cobra.Command {
 		Short: "Say why a build's sources missed the cache",
 		Long: `explain prints, for each source of BUILD that missed the cache, what it
 differs in from the nearest record the fleet made of the same source: the tag
-now points to another digest (old and new, and when each was seen), another
-reference, another platform, other attributes, the first layer whose diff_id
-differs, or a record that was pruned. Given a REF that is not a build with
-events, it resolves REF without pulling (a dry run) and explains that.
-The facts are in the builds' cache.miss events (explanation), so a watcher
-sees the same. The fleet keeps them for docker-image sources.`,
+now points to another digest (old and new, and when each was seen), a git ref
+to another commit, an http URL serves other content (and its ETag or
+Last-Modified changed), another reference, another platform, other
+attributes, the first layer whose diff_id differs, or a record that was
+pruned. A local source always misses: its key names its client session and
+is never looked up. Given a REF that is not a build with events, it resolves
+REF without pulling (a dry run) and explains that. The facts are in the
+builds' cache.miss events (explanation), so a watcher sees the same. The
+fleet keeps them for docker-image, git and http sources (not those learnt
+with a build's credentials).
+Cache imports serve every build. For a build that imported caches (pull
+--import-cache), explain also says, from its cache.imported events, which
+import a hit's record came from and whether the build named it, and which
+named import had no record for a miss's keys; a hit on an imported record
+is explained too ("the record came from an import this build did not
+name").`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
@@ -92,13 +110,35 @@ func buildMisses(ctx context.Context, f *fleet, arg string) ([]explained, error)
 	if err != nil || len(stored) == 0 {
 		return nil, err
 	}
+	var named []events.CacheImported
+	for _, e := range stored {
+		if im, ok := e.Data.(events.CacheImported); ok {
+			named = append(named, im)
+		}
+	}
 	out := []explained{}
 	for _, e := range stored {
-		if m, ok := e.Data.(events.CacheMiss); ok {
-			out = append(out, explained{Build: arg, Source: m.Source, Keys: m.Keys, Explanation: m.Explanation})
+		switch p := e.Data.(type) {
+		case events.CacheMiss:
+			out = append(out, explained{Build: arg, Source: p.Source, Keys: p.Keys, Explanation: p.Explanation,
+				Imports: lineage.Imports(named, nil, p.Keys)})
+		case events.CacheHit:
+			if x, ok := importedHit(arg, p, named); ok {
+				out = append(out, x)
+			}
 		}
 	}
 	return out, nil
+}
+
+// importedHit is a hit explained when its record came from a cache
+// import; ok is false otherwise.
+func importedHit(build string, hit events.CacheHit, named []events.CacheImported) (explained, bool) {
+	d := lineage.Imports(named, &hit.Record, nil)
+	if len(d) == 0 {
+		return explained{}, false
+	}
+	return explained{Build: build, Source: hit.Source, Keys: []events.CacheKey{hit.Key}, Hit: true, Imports: d}, true
 }
 
 // dryRun resolves ref without pulling and returns its miss, if it missed.
@@ -115,6 +155,11 @@ func dryRun(ctx context.Context, f *fleet, src *sourceFlags, ref string) ([]expl
 	}
 	if err != nil {
 		return nil, err
+	}
+	if out.Hit != nil {
+		if x, ok := importedHit(build, *out.Hit, nil); ok {
+			return []explained{x}, nil
+		}
 	}
 	if out.Miss == nil {
 		return []explained{}, nil
@@ -136,8 +181,15 @@ func printExplained(w io.Writer, misses []explained) {
 		if m.Source.Platform != nil {
 			platform = " (" + platforms.FormatAll(*m.Source.Platform) + ")"
 		}
-		fmt.Fprintf(w, "%s%s missed in build %s\n", m.Source.Identifier, platform, m.Build)
-		for _, line := range explanationLines(m.Explanation) {
+		if m.Hit {
+			fmt.Fprintf(w, "%s%s hit in build %s\n", m.Source.Identifier, platform, m.Build)
+		} else {
+			fmt.Fprintf(w, "%s%s missed in build %s\n", m.Source.Identifier, platform, m.Build)
+			for _, line := range explanationLines(m.Explanation) {
+				fmt.Fprintf(w, "  %s\n", line)
+			}
+		}
+		for _, line := range importLines(m.Imports) {
 			fmt.Fprintf(w, "  %s\n", line)
 		}
 	}
@@ -146,13 +198,20 @@ func printExplained(w io.Writer, misses []explained) {
 // explanationLines are the sentences of an explanation.
 func explanationLines(e *events.MissExplanation) []string {
 	if e == nil {
-		return []string{"no explanation: the fleet keeps what records were made from for docker-image sources only"}
+		return []string{"no explanation: the fleet keeps what records were made from for docker-image, git and http sources only"}
+	}
+	if len(e.Differences) == 1 && e.Differences[0].Kind == events.DiffSessionScoped {
+		return []string{fmt.Sprintf("session-scoped: a local source is keyed by its client session (%s) and never looked up in the cache index, so it always misses; the snapshotter transfers only what changed", e.Differences[0].Name)}
 	}
 	if e.Nearest == nil {
 		return []string{"the fleet has made no record of " + e.Source + " (none it still remembers)"}
 	}
 	n := e.Nearest
-	lines := []string{fmt.Sprintf("nearest record: build %s, %s for %s, seen %s", n.Build, n.Identifier, n.Platform, stamp(n.SeenAt))}
+	platform := ""
+	if n.Platform != "" {
+		platform = " for " + n.Platform
+	}
+	lines := []string{fmt.Sprintf("nearest record: build %s, %s%s, seen %s", n.Build, n.Identifier, platform, stamp(n.SeenAt))}
 	if len(e.Differences) == 0 {
 		lines = append(lines, "no difference found: the record was made from the same facts")
 	}
@@ -160,6 +219,14 @@ func explanationLines(e *events.MissExplanation) []string {
 		switch d.Kind {
 		case events.DiffTagMoved:
 			lines = append(lines, fmt.Sprintf("tag moved: %s pointed to %s (seen %s), now to %s (seen %s)", d.Name, d.Old, stampPtr(d.OldSeen), d.New, stampPtr(d.NewSeen)))
+		case events.DiffRefMoved:
+			lines = append(lines, fmt.Sprintf("ref moved: %s pointed to %s (seen %s), now to %s (seen %s)", d.Name, d.Old, stampPtr(d.OldSeen), d.New, stampPtr(d.NewSeen)))
+		case events.DiffContentChanged:
+			lines = append(lines, fmt.Sprintf("content changed: %s served %s (seen %s), now %s (seen %s)", d.Name, d.Old, stampPtr(d.OldSeen), d.New, stampPtr(d.NewSeen)))
+		case events.DiffETag:
+			lines = append(lines, fmt.Sprintf("ETag: %s in the record, %s now", orAbsent(d.Old), orAbsent(d.New)))
+		case events.DiffLastModified:
+			lines = append(lines, fmt.Sprintf("Last-Modified: %s in the record, %s now", orAbsent(d.Old), orAbsent(d.New)))
 		case events.DiffReference:
 			lines = append(lines, fmt.Sprintf("another reference: the record is of %s, this is %s", d.Old, d.New))
 		case events.DiffPlatform:
@@ -177,6 +244,23 @@ func explanationLines(e *events.MissExplanation) []string {
 	return lines
 }
 
+// importLines are the sentences of what a build's imports have to do
+// with a result.
+func importLines(ds []events.Difference) []string {
+	var lines []string
+	for _, d := range ds {
+		switch d.Kind {
+		case events.DiffImportUnnamed:
+			lines = append(lines, fmt.Sprintf("the record came from an import this build did not name (import %s)", d.Name))
+		case events.DiffImportNamed:
+			lines = append(lines, fmt.Sprintf("the record came from an import this build named (import %s)", d.Name))
+		case events.DiffImportLacked:
+			lines = append(lines, fmt.Sprintf("an import named by this build had no record for key %s (import %s)", d.Old, d.Name))
+		}
+	}
+	return lines
+}
+
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 func stampPtr(t *time.Time) string {
@@ -189,6 +273,13 @@ func stampPtr(t *time.Time) string {
 func orUnset(v string) string {
 	if v == "" {
 		return "unset"
+	}
+	return v
+}
+
+func orAbsent(v string) string {
+	if v == "" {
+		return "none"
 	}
 	return v
 }

@@ -57,7 +57,10 @@ a pull has no image to write.
 imports run before the pull and the exports after it ends well, all on the
 pull's build, so "stevedore watch" of it shows them. A failed import does
 not fail the pull (BuildKit goes on without that cache); a failed export
-does.
+does. An import's records serve every build of the fleet, not only this
+one (they are keyed by verified diffIDs); "stevedore explain ID" says
+whether a hit came from an import this pull named or from another's, and
+which named import had no record for a miss.
 
 --oci-layout [STORE=]DIR[@DIGEST] (repeatable) serves an OCI image layout of
 this machine to the fleet, in a client session, until the command ends:

@@ -31,6 +31,7 @@ type sourceFlags struct {
 	resolveMode string
 	layerLimit  int
 	checksum    string
+	tagMaxAge   string
 	attrs       []string
 	// layouts are --oci-layout (oci.go).
 	layouts layoutFlags
@@ -57,6 +58,7 @@ func (f *sourceFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.resolveMode, "resolve-mode", "", "image.resolvemode: default, pull or local")
 	cmd.Flags().IntVar(&f.layerLimit, "layer-limit", 0, "image.layerlimit: use only the first N layers (0: all)")
 	cmd.Flags().StringVar(&f.checksum, "checksum", "", "image.checksum: the digest the reference must resolve to")
+	cmd.Flags().StringVar(&f.tagMaxAge, "tag-max-age", "", "image.tagmaxage: how old the fleet's memory of the tag may be to answer (0: ask the registry); only fresher than the fleet's --tag-max-age, never staler (default: the fleet's)")
 	cmd.Flags().StringArrayVar(&f.attrs, "attr", nil, "raw BuildKit attribute key=value (repeatable)")
 	f.layouts.register(cmd)
 	f.secrets.register(cmd)
@@ -117,6 +119,9 @@ func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 	}
 	if f.checksum != "" {
 		op.Attrs[source.AttrImageChecksum] = f.checksum
+	}
+	if f.tagMaxAge != "" {
+		op.Attrs[source.AttrImageTagMaxAge] = f.tagMaxAge
 	}
 	if strings.HasPrefix(op.Identifier, source.SchemeGit+"://") {
 		// The secret names BuildKit's LLB client gives every git source;

@@ -166,6 +166,13 @@ type CacheRecord struct {
 	// SnapshotsDir is where that snapshotter keeps its snapshots on Node;
 	// empty with Snapshotter.
 	SnapshotsDir string `json:"snapshotsDir,omitempty"`
+	// Import is the source of the cache import the record came from (as
+	// cache.import.requested named it: "type=registry,ref=…",
+	// "type=local,src=…"); empty for a record the fleet made. Imports
+	// serve every build (their records are keyed by the diffIDs their
+	// blobs are verified against), so this only says where the record
+	// came from: explain tells a hit on an import the build did not name.
+	Import string `json:"import,omitempty"`
 }
 
 // Lazy reports that the record names blobs but no node holds its
@@ -308,10 +315,13 @@ type Sighting struct {
 	// Identifier is the source's identifier as the build named it (with
 	// its tag).
 	Identifier string `json:"identifier"`
-	// Tag is the tag the identifier named; empty for a digest reference.
+	// Tag is the name the identifier resolved, which can point elsewhere
+	// later: an image's tag (host/repo:tag), a git ref (the identifier
+	// without its subdirectory, remote#ref; "#" alone for the default
+	// branch), an http URL. Empty for an image digest or a git commit.
 	Tag string `json:"tag,omitempty"`
 	// Pin is what the first key is pinned to: the digest the tag resolved
-	// to.
+	// to, the object the git ref pointed at, the http content's digest.
 	Pin string `json:"pin"`
 	// Platform is the platform the record is for ("linux/amd64").
 	Platform string `json:"platform,omitempty"`
@@ -322,6 +332,12 @@ type Sighting struct {
 	Keys []digest.Digest `json:"keys"`
 	// DiffIDs are the layers' diff_ids, bottom first.
 	DiffIDs []digest.Digest `json:"diffIDs,omitempty"`
+	// ETag is the ETag an http source's response had; empty when it had
+	// none, and for other sources.
+	ETag string `json:"etag,omitempty"`
+	// LastModified is the Last-Modified time an http source's response
+	// had; nil when it had none, and for other sources.
+	LastModified *time.Time `json:"lastModified,omitempty"`
 	// SeenAt is when the build asked.
 	SeenAt time.Time `json:"seenAt"`
 }
@@ -339,6 +355,13 @@ const (
 	// DiffTagMoved: the tag points to another digest now (Old, then New,
 	// with when each was seen).
 	DiffTagMoved = "tag-moved"
+	// DiffRefMoved: the git ref (Name) points to another commit or tag
+	// object now (Old, then New, with when each was seen).
+	DiffRefMoved = "ref-moved"
+	// DiffContentChanged: the http URL (Name) serves other content now:
+	// Old and New are the content digests (with http.checksum, the
+	// checksums), with when each was seen.
+	DiffContentChanged = "content-changed"
 	// DiffReference: the record was made from another reference (Old
 	// and New are the identifiers).
 	DiffReference = "reference"
@@ -351,9 +374,28 @@ const (
 	// index, bottom first; an empty Old or New means the image has no
 	// such layer).
 	DiffLayer = "layer"
+	// DiffETag: the http response's ETag differs (empty: none).
+	DiffETag = "etag"
+	// DiffLastModified: the http response's Last-Modified differs
+	// (RFC 3339; empty: none).
+	DiffLastModified = "last-modified"
 	// DiffPruned: the record is no longer in the cache index (pruned, or
 	// its snapshot never finished); Old is its last key.
 	DiffPruned = "pruned"
+	// DiffImportUnnamed: the record that hit came from a cache import
+	// (Name: its source) that the build did not name.
+	DiffImportUnnamed = "import-unnamed"
+	// DiffImportNamed: the record that hit came from a cache import
+	// (Name: its source) that the build named.
+	DiffImportNamed = "import-named"
+	// DiffImportLacked: a cache import the build named (Name: its source)
+	// had no record for any of the miss's keys; Old is the last key.
+	DiffImportLacked = "import-lacked"
+	// DiffSessionScoped: the source is local, keyed by its client session
+	// (Name), as in BuildKit: its key is never looked up in the cache
+	// index, so it always misses and is transferred (incrementally).
+	// There is no nearest record.
+	DiffSessionScoped = "session-scoped"
 )
 
 // MissExplanation says what a miss differs in from the nearest record the
@@ -366,8 +408,9 @@ type MissExplanation struct {
 	// for this source (that is the explanation).
 	Nearest *Sighting `json:"nearest,omitempty"`
 	// Differences are what the miss differs in, in the order of
-	// DiffTagMoved, DiffReference, DiffPlatform, DiffAttribute, DiffLayer,
-	// DiffPruned.
+	// DiffTagMoved (DiffRefMoved, DiffContentChanged), DiffReference,
+	// DiffETag, DiffLastModified, DiffPlatform, DiffAttribute, DiffLayer,
+	// DiffPruned; or DiffSessionScoped alone.
 	Differences []Difference `json:"differences,omitempty"`
 }
 
@@ -376,7 +419,9 @@ type Difference struct {
 	// Kind is one of the Diff constants.
 	Kind string `json:"kind"`
 	// Name is the attribute's name for DiffAttribute, the layer's index
-	// for DiffLayer, the tag for DiffTagMoved; empty otherwise.
+	// for DiffLayer, the tag for DiffTagMoved, the ref for DiffRefMoved,
+	// the URL for DiffContentChanged, the session for
+	// DiffSessionScoped; empty otherwise.
 	Name string `json:"name,omitempty"`
 	// Old is the record's value.
 	Old string `json:"old,omitempty"`

@@ -17,6 +17,7 @@ package lineage
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -35,8 +36,25 @@ func Identity(img *source.ImageIdentifier) string {
 	return source.SchemeDockerImage + "://" + img.Reference.Locator
 }
 
-// keyless are the attributes that change neither a key nor the content.
-var keyless = map[string]bool{source.AttrImageResolveMode: true}
+// GitIdentity is the identity of a git source: its identifier without
+// the fragment (ref and subdirectory), so every ref of a repository
+// shares it, whatever transport git.fullurl names.
+func GitIdentity(identifier string) string {
+	id, _, _ := strings.Cut(identifier, "#")
+	return id
+}
+
+// GitRef is the Tag of a git sighting: the identity and the ref as the
+// identifier named it ("" for the default branch).
+func GitRef(identifier, ref string) string { return GitIdentity(identifier) + "#" + ref }
+
+// keyless are the attributes that change neither a key nor the content:
+// how a tag is resolved, and the names of the secrets credentials come
+// from.
+var keyless = map[string]bool{
+	source.AttrImageResolveMode: true, source.AttrImageTagMaxAge: true,
+	source.AttrAuthTokenSecret: true, source.AttrAuthHeaderSecret: true, source.AttrHTTPAuthHeaderSecret: true,
+}
 
 // Attrs returns the attributes of op that change its keys or content,
 // sorted by name.
@@ -95,9 +113,15 @@ func differences(miss, s events.Sighting) []events.Difference {
 	oldSeen, newSeen := s.SeenAt, miss.SeenAt
 	switch {
 	case miss.Tag != "" && miss.Tag == s.Tag && miss.Pin != s.Pin:
-		out = append(out, events.Difference{Kind: events.DiffTagMoved, Name: miss.Tag, Old: s.Pin, New: miss.Pin, OldSeen: &oldSeen, NewSeen: &newSeen})
+		out = append(out, events.Difference{Kind: movedKind(miss.Identifier), Name: miss.Tag, Old: s.Pin, New: miss.Pin, OldSeen: &oldSeen, NewSeen: &newSeen})
 	case miss.Pin != s.Pin:
 		out = append(out, events.Difference{Kind: events.DiffReference, Old: s.Identifier, New: miss.Identifier, OldSeen: &oldSeen, NewSeen: &newSeen})
+	}
+	if miss.ETag != s.ETag {
+		out = append(out, events.Difference{Kind: events.DiffETag, Old: s.ETag, New: miss.ETag})
+	}
+	if o, n := stampOf(s.LastModified), stampOf(miss.LastModified); o != n {
+		out = append(out, events.Difference{Kind: events.DiffLastModified, Old: o, New: n})
 	}
 	if miss.Platform != s.Platform {
 		out = append(out, events.Difference{Kind: events.DiffPlatform, Old: s.Platform, New: miss.Platform})
@@ -107,6 +131,28 @@ func differences(miss, s events.Sighting) []events.Difference {
 		out = append(out, d)
 	}
 	return out
+}
+
+// movedKind is the kind of difference a name that points elsewhere now
+// is, by the identifier's scheme: a git ref moved, an http URL serves
+// other content, an image tag moved.
+func movedKind(identifier string) string {
+	scheme, _, _ := strings.Cut(identifier, "://")
+	switch scheme {
+	case source.SchemeGit:
+		return events.DiffRefMoved
+	case source.SchemeHTTP, source.SchemeHTTPS:
+		return events.DiffContentChanged
+	}
+	return events.DiffTagMoved
+}
+
+// stampOf is t in RFC 3339, empty for nil.
+func stampOf(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // attrDifferences compares two sorted attribute lists.

@@ -148,3 +148,39 @@ func TestRememberKeepsTheMostRecent(t *testing.T) {
 		t.Errorf("%d sightings of build %s after remembering it again", n, again.Build)
 	}
 }
+
+// A git ref that points elsewhere is a ref that moved, an http URL that
+// serves other content is content that changed, with the validators that
+// changed beside it.
+func TestExplainMovedNamesBySource(t *testing.T) {
+	t.Parallel()
+	old, now := t0, t1
+	lm0, lm1 := t0.Add(-time.Hour), t1.Add(-time.Hour)
+	for _, tc := range []struct {
+		name      string
+		made, now events.Sighting
+		want      []events.Difference
+	}{{
+		name: "git",
+		made: events.Sighting{Build: "old", Identifier: "git://h/r.git#main", Tag: "git://h/r.git#main", Pin: "c1", Keys: []digest.Digest{dg("g1")}, SeenAt: t0},
+		now:  events.Sighting{Build: "new", Identifier: "git://h/r.git#main", Tag: "git://h/r.git#main", Pin: "c2", Keys: []digest.Digest{dg("g2")}, SeenAt: t1},
+		want: []events.Difference{{Kind: events.DiffRefMoved, Name: "git://h/r.git#main", Old: "c1", New: "c2", OldSeen: &old, NewSeen: &now}},
+	}, {
+		name: "http",
+		made: events.Sighting{Build: "old", Identifier: "https://h/f", Tag: "https://h/f", Pin: "d1", ETag: `"a"`, LastModified: &lm0, Keys: []digest.Digest{dg("h1")}, SeenAt: t0},
+		now:  events.Sighting{Build: "new", Identifier: "https://h/f", Tag: "https://h/f", Pin: "d2", ETag: `"b"`, LastModified: &lm1, Keys: []digest.Digest{dg("h2")}, SeenAt: t1},
+		want: []events.Difference{
+			{Kind: events.DiffContentChanged, Name: "https://h/f", Old: "d1", New: "d2", OldSeen: &old, NewSeen: &now},
+			{Kind: events.DiffETag, Old: `"a"`, New: `"b"`},
+			{Kind: events.DiffLastModified, Old: "2026-12-01T09:00:00Z", New: "2026-12-07T16:00:00Z"},
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := lineage.Explain("id", tc.now, []events.Sighting{tc.made}, all)
+			if diff := cmp.Diff(tc.want, got.Differences); diff != "" {
+				t.Errorf("differences (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -50,6 +50,16 @@ const (
 	AttrHTTPSignature        = "http.sig.signature"
 )
 
+// Stevedore's own attribute keys; BuildKit ignores them, as it ignores
+// every key a scheme does not know.
+const (
+	// AttrImageTagMaxAge is the longest a tag's resolution may have been
+	// made before the request for the fleet's memory of it to answer
+	// (a Go duration, "0" to ask the registry). It can only ask for
+	// fresher answers than the fleet's tag max age, never staler ones.
+	AttrImageTagMaxAge = "image.tagmaxage"
+)
+
 // Schemes: every scheme BuildKit's source manager registers.
 const (
 	SchemeDockerImage     = "docker-image"

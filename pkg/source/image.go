@@ -3,6 +3,7 @@ package source
 import (
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/reference"
 	distreference "github.com/distribution/reference"
@@ -69,6 +70,9 @@ type ImageIdentifier struct {
 	// Checksum is image.checksum: the top-level digest the reference must
 	// resolve to. Empty means any.
 	Checksum digest.Digest
+	// TagMaxAge is image.tagmaxage: how old the fleet's memory of the
+	// tag may be to answer this request. Nil means the fleet's setting.
+	TagMaxAge *time.Duration
 }
 
 var _ Identifier = (*ImageIdentifier)(nil)
@@ -165,6 +169,15 @@ func parseImage(_ string, ref string, attrs map[string]string, platform *ocispec
 				return nil, invalid("invalid image checksum "+v, err)
 			}
 			id.Checksum = d
+		case AttrImageTagMaxAge:
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return nil, invalid("invalid tag max age "+v, err)
+			}
+			if d < 0 {
+				return nil, invalid("invalid tag max age "+v+": negative", nil)
+			}
+			id.TagMaxAge = &d
 		}
 	}
 	return id, nil

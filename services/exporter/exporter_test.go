@@ -174,6 +174,9 @@ func TestRoundTrip(t *testing.T) {
 			if !ok || h.Key.Index != 0 || !h.Record.Lazy() {
 				t.Fatalf("resolve after import ended with %+v", hit.Data)
 			}
+			if h.Record.Import != source {
+				t.Errorf("the hit's record came from import %q, want %q", h.Record.Import, source)
+			}
 			// A pull snapshots from the cache, never from the origin.
 			f.Registry.Reset()
 			if cacheReg != nil {

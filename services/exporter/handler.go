@@ -392,7 +392,7 @@ func (h *Handler) importCache(ctx context.Context, in events.CacheImportRequeste
 			}
 		}
 	}
-	records, dropped, err := h.store(ctx, chains, r.location())
+	records, dropped, err := h.store(ctx, chains, r.location(), in.Source)
 	if err != nil {
 		done(err)
 		return out, err
@@ -442,9 +442,11 @@ func (h *Handler) parse(ctx context.Context, r reader, m cachefmt.Manifest) (*ca
 // every result chain under the record digest of the index-1 key it stands
 // for (the chainID of its diffIDs), so that a base image hits even when the
 // cache's roots are bare. A record a node holds a snapshot for is never
-// replaced by a lazy one. It returns the record digests written, sorted,
-// and the count of results it could not use (a layer without a diffID).
-func (h *Handler) store(ctx context.Context, chains *cachefmt.Chains, loc events.BlobLocation) ([]digest.Digest, int, error) {
+// replaced by a lazy one. Each record names the import it came from
+// (imported: the request's source). It returns the record digests
+// written, sorted, and the count of results it could not use (a layer
+// without a diffID).
+func (h *Handler) store(ctx context.Context, chains *cachefmt.Chains, loc events.BlobLocation, imported string) ([]digest.Digest, int, error) {
 	wanted := map[digest.Digest]events.CacheRecord{}
 	dropped := 0
 	for _, it := range chains.Items() {
@@ -455,7 +457,7 @@ func (h *Handler) store(ctx context.Context, chains *cachefmt.Chains, loc events
 				continue
 			}
 			mk := func(n int) events.CacheRecord {
-				return events.CacheRecord{ChainID: chainID(layers[:n]), Layers: layers[:n], Locations: []events.BlobLocation{loc}, CreatedAt: res.CreatedAt}
+				return events.CacheRecord{ChainID: chainID(layers[:n]), Layers: layers[:n], Locations: []events.BlobLocation{loc}, CreatedAt: res.CreatedAt, Import: imported}
 			}
 			if best, _ := it.Best(); i == slices.IndexFunc(it.Results, func(c cachefmt.Chain) bool { return c.CreatedAt.Equal(best.CreatedAt) }) {
 				wanted[it.Digest] = mk(len(layers))

@@ -2,6 +2,7 @@ package fleettest_test
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -10,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote/gitremotetest"
+	"github.com/stevedore-dev/stevedore/pkg/lineage"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
@@ -210,6 +214,19 @@ func TestHTTPCredentialsFromTheSession(t *testing.T) {
 		if a != "Bearer "+token {
 			t.Errorf("a request went with %q", a)
 		}
+	}
+
+	// What the build learnt with them explains its own miss only: the
+	// fleet keeps no sighting of the URL (pkg/lineage).
+	if m := rec.OfType(events.TypeCacheMiss); len(m) != 1 || m[0].Data.(events.CacheMiss).Explanation == nil {
+		t.Errorf("the authenticated miss: %v, want one cache.miss with an explanation", bustest.Summary(m))
+	}
+	manifests, err := s.Env.JS.KeyValue(t.Context(), events.BucketManifests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := manifests.Get(t.Context(), lineage.Key(url)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the fleet kept a sighting learnt with credentials (%v)", err)
 	}
 
 	// Without credentials, at the same URL, after them: the state the

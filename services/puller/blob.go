@@ -27,7 +27,7 @@ func (h *Handler) blobKey(ctx context.Context, id source.Identifier, in events.C
 	}
 	dgst := blob.Reference.Digest()
 	ck := events.CacheKey{Index: 0, Key: key.String(), Digest: source.SolverDigest(key.String()), Pin: dgst.String(), Done: true}
-	return h.contentKey(ctx, in, ck, &events.Content{File: blobFile(blob)})
+	return h.contentKey(ctx, in, ck, &events.Content{File: blobFile(blob)}, nil)
 }
 
 // blobFile is the file a blob source snapshots: named http.filename or the

@@ -176,3 +176,40 @@ func TestTagOutageSaysSo(t *testing.T) {
 		t.Errorf("outage: progress lines %+v", n)
 	}
 }
+
+// A request's image.tagmaxage makes its answer fresher than the fleet's
+// max age allows, never staler: 0 asks the registry inside the fleet's
+// max age (and is not answered stale inside the revalidate window), and a
+// longer one than the fleet's still asks when the fleet's has passed.
+func TestTagMaxAgeOfTheRequest(t *testing.T) {
+	t.Parallel()
+	fx := fleettest.LoadFixtures(t)
+	fresher := fleettest.New(t)
+	fresher.Puller(t, freshness(time.Hour, time.Hour))
+	ref := fresher.Push(t, "single", "request/img:latest")
+	fleettest.Miss(t, fresher.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
+	fresher.Push(t, "single-retag", "request/img:latest")
+	fresher.Registry.Reset()
+	m := fleettest.Miss(t, fresher.Resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageTagMaxAge: "0"}, "linux/amd64"))
+	if m.Keys[0].Pin != fx.Images["single-retag"].Digest || m.Keys[0].Stale != "" {
+		t.Errorf("tag max age 0 inside the fleet's hour: pin %s, stale %q; want the moved tag, asked", m.Keys[0].Pin, m.Keys[0].Stale)
+	}
+	if n := fresher.Registry.Count("HEAD", registrytest.KindManifest) + fresher.Registry.Count("GET", registrytest.KindManifest); n == 0 {
+		t.Errorf("tag max age 0: the registry was not asked")
+	}
+
+	staler := fleettest.New(t)
+	staler.Puller(t) // the fleet's max age is 0: ask every time
+	ref = staler.Push(t, "single", "request/img:latest")
+	fleettest.Miss(t, staler.Resolve(t, "docker-image://"+ref, nil, "linux/amd64"))
+	staler.Push(t, "single-retag", "request/img:latest")
+	m = fleettest.Miss(t, staler.Resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageTagMaxAge: "1h"}, "linux/amd64"))
+	if m.Keys[0].Pin != fx.Images["single-retag"].Digest {
+		t.Errorf("tag max age 1h on a fleet that asks every time: pin %s, want the moved tag (a request cannot make answers staler)", m.Keys[0].Pin)
+	}
+
+	f := fleettest.Failure(t, staler.Resolve(t, "docker-image://"+ref, map[string]string{source.AttrImageTagMaxAge: "-1s"}, "linux/amd64"))
+	if f.Code != "invalid" || !strings.Contains(f.Reason, "invalid tag max age -1s") {
+		t.Errorf("a negative tag max age: %s %q, want invalid", f.Code, f.Reason)
+	}
+}

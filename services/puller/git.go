@@ -10,6 +10,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote"
+	"github.com/stevedore-dev/stevedore/pkg/lineage"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -66,11 +67,13 @@ func (h *Handler) gitKey(ctx context.Context, id source.Identifier, in events.Ca
 	remote := g.RemoteWithoutCredentials()
 	auth := g.Auth(in.Session)
 	var refs []source.GitRef
+	sight := &sighted{identity: lineage.GitIdentity(in.Source.Identifier)}
 	if g.NeedsRemote() {
 		header, err := h.authorization(ctx, auth)
 		if err != nil {
 			return nil, err
 		}
+		sight.seen.Tag, sight.private = lineage.GitRef(in.Source.Identifier, g.Ref), header != ""
 		if refs, err = h.listGit(ctx, g, remote, gitremote.AuthOf(header, auth), requestedAt(ctx, h.now())); err != nil {
 			return nil, err
 		}
@@ -85,7 +88,7 @@ func (h *Handler) gitKey(ctx context.Context, id source.Identifier, in events.Ca
 		Remote: remote, Ref: res.Ref, Commit: res.Commit, Subdir: g.Subdir,
 		KeepGitDir: g.KeepGitDir, SkipSubmodules: g.SkipSubmodules, MTime: g.MTime, Auth: auth,
 	}}
-	return h.contentKey(ctx, in, ck, content)
+	return h.contentKey(ctx, in, ck, content, sight)
 }
 
 // gitSupported refuses what a git source can ask for that this fleet does

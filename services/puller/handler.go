@@ -391,7 +391,8 @@ func hitEvents(in events.CacheKeyRequested, ck events.CacheKey, rec events.Cache
 // wants the content, a snapshot.requested for content, recorded under ck.
 // That includes a record without a node or a snapshot (lazy, as an
 // imported cache's would be): it names no content that could be read.
-func (h *Handler) contentKey(ctx context.Context, in events.CacheKeyRequested, ck events.CacheKey, content *events.Content) ([]events.Event, error) {
+// The miss is explained with sight (nil: the scheme keeps no sightings).
+func (h *Handler) contentKey(ctx context.Context, in events.CacheKeyRequested, ck events.CacheKey, content *events.Content, sight *sighted) ([]events.Event, error) {
 	rec, found, err := h.index.Get(ctx, ck.Digest)
 	if err != nil {
 		return nil, bus.Unavailable(err)
@@ -400,9 +401,13 @@ func (h *Handler) contentKey(ctx context.Context, in events.CacheKeyRequested, c
 	if found && rec.Node != "" && rec.SnapshotKey != "" {
 		return hitEvents(in, ck, rec, nil, keys), nil
 	}
+	miss := events.CacheMiss{Source: in.Source, Keys: keys}
+	if sight != nil {
+		miss.Explanation = h.explain(ctx, in, *sight, keys)
+	}
 	out := []events.Event{
 		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck}),
-		events.New(events.CacheMiss{Source: in.Source, Keys: keys}),
+		events.New(miss),
 	}
 	if in.Snapshot {
 		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, Content: content, Session: in.Session}))
@@ -443,8 +448,8 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 	}
 	ref := img.Reference.String()
 	key := flightKey("tag", ref)
-	if img.ResolveMode == source.ResolveModeDefault && h.tagMaxAge > 0 {
-		if a, ok := h.freshTag(ctx, ref, key, requestedAt); ok {
+	if f := h.freshness(img); img.ResolveMode == source.ResolveModeDefault && f.maxAge > 0 {
+		if a, ok := h.freshTag(ctx, ref, key, requestedAt, f); ok {
 			return a, nil
 		}
 	}
@@ -492,14 +497,39 @@ func (h *Handler) askRegistry(ref string) func(context.Context) ([]byte, error) 
 	}
 }
 
+// tagFreshness is how old the fleet's memory of a tag may be to answer
+// one request.
+type tagFreshness struct {
+	// maxAge is how old a resolution answers as it is; 0 asks the
+	// registry.
+	maxAge time.Duration
+	// revalidate is how long past maxAge it still answers, stale, while
+	// the fleet revalidates it.
+	revalidate time.Duration
+}
+
+// freshness is the fleet's tag freshness, or the request's
+// (image.tagmaxage) when that is fresher. A request can only ask for
+// fresher answers than the fleet allows, never staler, so one client
+// never changes what another is answered; and one that asks for fresher
+// answers than the fleet's has no stale window: past its max age it asks
+// the registry (an outage still answers the last digest, saying so).
+func (h *Handler) freshness(img *source.ImageIdentifier) tagFreshness {
+	f := tagFreshness{maxAge: h.tagMaxAge, revalidate: h.tagRevalidate}
+	if img.TagMaxAge != nil && *img.TagMaxAge < f.maxAge {
+		f = tagFreshness{maxAge: *img.TagMaxAge}
+	}
+	return f
+}
+
 // freshTag answers a tag from the fleet's memory without asking the
-// registry: a resolution made at most tagMaxAge before the request is
-// fresh, and answers as it is; one older, but within tagRevalidate past the
+// registry: a resolution made at most f.maxAge before the request is
+// fresh, and answers as it is; one older, but within f.revalidate past the
 // max age, is stale: it answers at once, saying so, and one replica of the
 // fleet (the one holding the tag's lease) asks the registry again in the
 // background. ok is false when the memory has no answer (none, unreadable,
 // too old, or the bucket failed): the caller asks the registry.
-func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt time.Time) (a topResolution, ok bool) {
+func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt time.Time, f tagFreshness) (a topResolution, ok bool) {
 	v, found, err := h.flight.Get(ctx, key)
 	if err != nil || !found {
 		return a, false
@@ -510,12 +540,12 @@ func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt tim
 	}
 	age := requestedAt.Sub(r.ResolvedAt)
 	switch {
-	case age <= h.tagMaxAge:
+	case age <= f.maxAge:
 		return topResolution{Top: r.Top}, true
-	case age <= h.tagMaxAge+h.tagRevalidate:
+	case age <= f.maxAge+f.revalidate:
 		h.revalidateTag(ctx, ref, key)
 		return topResolution{Top: r.Top, Stale: fmt.Sprintf("past the tag max age (%s); using the resolution of %s while the fleet revalidates it",
-			h.tagMaxAge, r.ResolvedAt.UTC().Format(time.RFC3339))}, true
+			f.maxAge, r.ResolvedAt.UTC().Format(time.RFC3339))}, true
 	}
 	return a, false
 }

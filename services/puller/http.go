@@ -86,17 +86,20 @@ func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.C
 	meta, static := src.StaticMetadata()
 	auth := src.Auth(in.Session)
 	size := int64(-1)
+	sight := &sighted{identity: src.URL, seen: events.Sighting{Tag: src.URL}}
 	if !static {
 		header, err := h.authorization(ctx, auth)
 		if err != nil {
 			return nil, err
 		}
+		sight.private = header != ""
 		cur, err := h.revalidate(ctx, src, header, requestedAt(ctx, h.now()))
 		if err != nil {
 			return nil, err
 		}
 		meta = source.HTTPMetadata{Filename: cur.Filename, Digest: cur.Digest, LastModified: cur.LastModified}
 		size = cur.Size
+		sight.seen.ETag, sight.seen.LastModified = cur.ETag, cur.LastModified
 	}
 	key := src.CacheKey(meta).String()
 	ck := events.CacheKey{Index: 0, Key: key, Digest: source.SolverDigest(key), Pin: meta.Digest.String(), Done: true}
@@ -107,7 +110,7 @@ func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.C
 		// URL otherwise.
 		file.Locations = []events.BlobLocation{h.downloads.location()}
 	}
-	return h.contentKey(ctx, in, ck, &events.Content{File: file})
+	return h.contentKey(ctx, in, ck, &events.Content{File: file}, sight)
 }
 
 // httpFile is the file an http source snapshots: its name as the key has
@@ -130,15 +133,6 @@ func httpFile(src *source.HTTPIdentifier, meta source.HTTPMetadata, size int64) 
 		URL:     src.URL,
 		Headers: headers,
 	}
-}
-
-// requestedAt is when the request being handled was made: its envelope's
-// time, or now.
-func requestedAt(ctx context.Context, now time.Time) time.Time {
-	if env, ok := bus.Input(ctx); ok && !env.Time.IsZero() {
-		return env.Time
-	}
-	return now
 }
 
 // revalidate returns what the URL serves, asking it once across the fleet

@@ -37,7 +37,7 @@ func (h *Handler) localKey(ctx context.Context, id source.Identifier, in events.
 	keys := []events.CacheKey{ck}
 	out := []events.Event{
 		events.New(events.CacheKeyComputed{Source: in.Source, Key: ck}),
-		events.New(events.CacheMiss{Source: in.Source, Keys: keys}),
+		events.New(events.CacheMiss{Source: in.Source, Keys: keys, Explanation: sessionScoped(in.Source.Identifier, session)}),
 	}
 	if in.Snapshot {
 		out = append(out, events.New(events.SnapshotRequested{Source: in.Source, Keys: keys, Content: &events.Content{Local: &events.LocalContent{

@@ -182,7 +182,7 @@ func (h *Handler) ociBlobKey(ctx context.Context, id source.Identifier, in event
 	file := blobFile(blob)
 	file.Locations = []events.BlobLocation{loc}
 	ck := events.CacheKey{Index: 0, Key: key.String(), Digest: source.SolverDigest(key.String()), Pin: blob.Reference.Digest().String(), Done: true}
-	return h.contentKey(ctx, in, ck, &events.Content{File: file})
+	return h.contentKey(ctx, in, ck, &events.Content{File: file}, nil)
 }
 
 // sessionLocation is the session store a source reads: oci.session, or,
