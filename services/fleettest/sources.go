@@ -639,8 +639,8 @@ type SessionRelay struct {
 	nc    *nats.Conn
 	front session.Key
 	back  string
-	done        chan struct{}
-	wg          sync.WaitGroup
+	done  chan struct{}
+	wg    sync.WaitGroup
 
 	mu   sync.Mutex
 	arms map[digest.Digest]*Stall
