@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -246,5 +247,54 @@ func TestSecuritySessionAnswersAuthenticated(t *testing.T) {
 	}
 	if _, err := session.Serve(t.Context(), ownerNC, id, session.Config{Key: other}); err == nil {
 		t.Error("a session served an id whose key it does not hold")
+	}
+}
+
+// Finding 6, the request itself: under deploy/nats.conf the resolver may
+// delete a message from the events stream (a request it refused for the
+// credentials in it, bus.Erase), and a client may not delete anything.
+func TestSecurityDeployResolverErases(t *testing.T) {
+	connect := startDeployServer(t)
+	_, adminJS := connect("admin")
+	if err := bus.Provision(t.Context(), adminJS, bus.Topology{Consumers: []bus.Consumer{bus.ResolverConsumer()}}); err != nil {
+		t.Fatal(err)
+	}
+	_, clientJS := connect("client")
+	publish := func(build string) uint64 {
+		t.Helper()
+		e := events.New(events.SourceResolveRequested{Source: events.SourceOp{Identifier: "https://user:pw@example.com/f"}})
+		e.ID, e.BuildID, e.Source, e.Time = build+"-request", build, "/test", time.Now()
+		m, err := events.Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := clientJS.PublishMsg(t.Context(), &nats.Msg{Subject: m.Subject, Header: nats.Header(m.Header), Data: m.Data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	for user, may := range map[string]bool{"client": false, "resolver": true} {
+		seq := publish("erase-by-" + user)
+		_, js := connect(user)
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		stream, err := js.Stream(ctx, events.StreamEvents)
+		if err == nil {
+			err = stream.SecureDeleteMsg(ctx, seq)
+		}
+		cancel()
+		if may && err != nil {
+			t.Errorf("the %s user cannot erase a request: %v", user, err)
+		}
+		if !may && err == nil {
+			t.Errorf("the %s user erased message %d of the events stream", user, seq)
+		}
+		all, err := adminJS.Stream(t.Context(), events.StreamEvents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := all.GetMsg(t.Context(), seq); may == (err == nil) {
+			t.Errorf("after the %s user's delete, reading message %d: %v", user, seq, err)
+		}
 	}
 }

@@ -408,3 +408,31 @@ func waitFor(t *testing.T, rec *bustest.Recorder, id string) events.Event {
 	t.Fatalf("no end of request %s in 30 s: %s", id, bustest.Summary(rec.Events()))
 	return events.Event{}
 }
+
+// Finding 6, the request itself: a client that bypasses the client library
+// publishes a source with credentials in its URL. The resolver refuses it
+// (TestSecurityCredentialsInURLsRefused), and then deletes the request
+// from the events stream, so that no later reader of the stream finds the
+// password; no dead-letter copy is made either.
+func TestSecurityRefusedCredentialsErased(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	const secret = "pw-erased"
+	op := events.SourceOp{Identifier: "https://user:" + secret + "@" + s.Registry.Host() + "/file"}
+	rec := s.Env.Record(t, "creds-erased")
+	s.Env.Request(t, "creds-erased", events.SourceResolveRequested{Source: op})
+	if e := rec.Wait(t, 15*time.Second, events.TypeSourceFailed, events.TypeCacheHit, events.TypeCacheMiss); e.Type() != events.TypeSourceFailed {
+		t.Fatalf("a request with credentials in its URL ended with %s", e.Type())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := s.StoredWith(t, secret)
+		if len(found) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the refusal JetStream still holds the password in %v", found)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -42,6 +42,9 @@ func (h *Handler) Resolve(ctx context.Context, in events.SourceResolveRequested)
 	// included) copied to the dead-letter stream; the failure event
 	// repeats the source without them.
 	if err := source.RefuseCredentials(in.Source); err != nil {
+		// And the request itself goes from the events stream, once
+		// the failure is out.
+		bus.Erase(ctx)
 		return []events.Event{events.New(events.SourceFailed{
 			Source: source.WithoutCredentials(in.Source), Step: events.TypeSourceResolveRequested,
 			Reason: err.Error(), Code: bus.Code(bus.Invalid(err)), Attempts: 1,
