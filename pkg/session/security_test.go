@@ -298,3 +298,37 @@ func TestSecurityDeployResolverErases(t *testing.T) {
 		}
 	}
 }
+
+// Finding 2, the fallback chain: under deploy/nats.conf a service
+// provisions the fleet key and every service reads it, while a client or
+// a watcher cannot, so neither can compute the fallback ids of the
+// services' events (bus.ReissueID).
+func TestSecurityDeployFleetKey(t *testing.T) {
+	connect := startDeployServer(t)
+	_, resolverJS := connect("resolver")
+	if err := bus.Provision(t.Context(), resolverJS, bus.Topology{Consumers: []bus.Consumer{bus.ResolverConsumer()}}); err != nil {
+		t.Fatalf("the resolver user cannot provision: %v", err)
+	}
+	want, err := bus.FleetKey(t.Context(), resolverJS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"puller", "snapshotter", "exporter"} {
+		_, js := connect(user)
+		if err := bus.Provision(t.Context(), js, bus.Topology{}); err != nil {
+			t.Errorf("the %s user cannot provision: %v", user, err)
+		}
+		if got, err := bus.FleetKey(t.Context(), js); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("the %s user reads the fleet key as %x, %v; want the one the resolver made", user, got, err)
+		}
+	}
+	for _, user := range []string{"client", "watcher"} {
+		_, js := connect(user)
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		got, err := bus.FleetKey(ctx, js)
+		cancel()
+		if err == nil {
+			t.Errorf("the %s user read the fleet key (%d bytes)", user, len(got))
+		}
+	}
+}
