@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +25,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
+	"github.com/stevedore-dev/stevedore/pkg/rootfs"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
@@ -329,6 +333,56 @@ func TestSecurityDeployFleetKey(t *testing.T) {
 		cancel()
 		if err == nil {
 			t.Errorf("the %s user read the fleet key (%d bytes)", user, len(got))
+		}
+	}
+}
+
+// Issue 12, shared replies: under deploy/nats.conf every client is the
+// client user, so a spy may subscribe to _INBOX_client.> and read the
+// replies meant for another client. What a reply there gives another
+// client must be useless to the spy: the rootfs grant, a one-use URL, is
+// sealed to the asker (pkg/rootfs); the spy finds no URL, the asker
+// streams its tar.
+func TestSecurityDeploySharedClientReplies(t *testing.T) {
+	connect := startDeployServer(t)
+	snapNC, _ := connect("snapshotter")
+	const tarBody = "the victim's root filesystem"
+	srv, err := rootfs.NewServer(rootfs.ServerConfig{Node: "node-1", Allow: func(context.Context, rootfs.Request) error { return nil }},
+		rootfs.SourceFunc(func(_ context.Context, _ string, w io.Writer) error { _, err := io.WriteString(w, tarBody); return err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, snapNC) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	spyNC, _ := connect("client")
+	spy := tapOn(t, spyNC, "_INBOX_client.>")
+	victimNC, _ := connect("client")
+	var s *rootfs.Stream
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err = rootfs.Open(t.Context(), victimNC, http.DefaultClient, "node-1", rootfs.Request{Build: "b1", SnapshotKey: "k1"})
+		if err == nil || !errors.Is(err, rootfs.ErrUnreachable) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the server subscribes in Serve
+	}
+	if err != nil {
+		t.Fatalf("the asking client: %v", err)
+	}
+	got, err := io.ReadAll(s)
+	_ = s.Close()
+	if err != nil || string(got) != tarBody {
+		t.Errorf("the asking client streams %q, %v", got, err)
+	}
+	if len(spy.all()) == 0 {
+		t.Fatal("the spy read no reply: the attack was not tried")
+	}
+	for _, m := range spy.all() {
+		if bytes.Contains(m.Data, []byte(srv.URL())) {
+			t.Errorf("the spy read a usable grant on %s: %s", m.Subject, m.Data)
 		}
 	}
 }
