@@ -281,7 +281,7 @@ func TestSecurityDeployResolverErases(t *testing.T) {
 	for user, may := range map[string]bool{"client": false, "resolver": true} {
 		seq := publish("erase-by-" + user)
 		_, js := connect(user)
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeoutCause(t.Context(), 2*time.Second, errors.New("no answer to the delete in 2 s"))
 		stream, err := js.Stream(ctx, events.StreamEvents)
 		if err == nil {
 			err = stream.SecureDeleteMsg(ctx, seq)
@@ -328,7 +328,7 @@ func TestSecurityDeployFleetKey(t *testing.T) {
 	}
 	for _, user := range []string{"client", "watcher"} {
 		_, js := connect(user)
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeoutCause(t.Context(), 2*time.Second, errors.New("no fleet key in 2 s"))
 		got, err := bus.FleetKey(ctx, js)
 		cancel()
 		if err == nil {
@@ -352,10 +352,15 @@ func TestSecurityDeploySharedClientReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancelCause(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, snapNC) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel(errors.New("test over"))
+		if err := <-done; err != nil {
+			t.Errorf("rootfs Serve: %v", err)
+		}
+	})
 
 	spyNC, _ := connect("client")
 	spy := tapOn(t, spyNC, "_INBOX_client.>")
