@@ -143,7 +143,9 @@ func serveSession(ctx context.Context, nc *nats.Conn, buildID string, specs []la
 		id = op.Attrs[source.AttrLocalSessionID]
 	}
 	// A session of our own is keyed: the fleet accepts its answers only
-	// (session.Key); an id the user chose is served unsigned.
+	// (session.Key), and requests naming it only when its key signed them
+	// (session.SignRequest). An id the user chose is served unsigned, and
+	// a request naming it cannot be signed: the submit fails.
 	var key session.Key
 	if id == "" {
 		var err error

@@ -51,6 +51,28 @@ type Publisher struct {
 	prefix  string
 	mu      sync.Mutex
 	waiting map[string]chan *nats.Msg
+	// key is the fleet key (FleetKey), read when first needed; guarded
+	// by mu.
+	key []byte
+}
+
+// fleetKey returns the fleet key, read once it is first needed: a
+// failure to read it is Unavailable (the input is retried).
+func (p *Publisher) fleetKey(ctx context.Context) ([]byte, error) {
+	p.mu.Lock()
+	key := p.key
+	p.mu.Unlock()
+	if key != nil {
+		return key, nil
+	}
+	key, err := FleetKey(ctx, p.js)
+	if err != nil {
+		return nil, Unavailable(err)
+	}
+	p.mu.Lock()
+	p.key = key
+	p.mu.Unlock()
+	return key, nil
 }
 
 // NewPublisher returns a Publisher over js's connection. Without options
@@ -78,7 +100,8 @@ type publisherOptions struct {
 // and type: an input processed twice), which only a service can have
 // published. Any other holder of the id (a client's message, or a lost
 // one) makes the Publisher publish the event again under the next id of a
-// deterministic chain (ReissueID), so that no message a client publishes
+// deterministic chain that only the services can compute (ReissueID, with
+// the fleet key), so that no message a client publishes
 // can make a service's output get dropped, and an input processed twice
 // still yields one copy of each output.
 //
@@ -88,13 +111,6 @@ type publisherOptions struct {
 // store it.
 func WithDerivedIDs() PublisherOption {
 	return func(o *publisherOptions) { o.derived = true }
-}
-
-// ReissueID is the id an event with id id and type t gets when its id is
-// held by another message (see WithDerivedIDs): a pure function, so every
-// replica walks the same chain.
-func ReissueID(id string, t events.Type) string {
-	return events.DeriveID(id, t, -1)
 }
 
 // init subscribes to the publisher's reply subjects.
@@ -191,7 +207,11 @@ func (p *Publisher) PublishAll(ctx context.Context, es []events.Event) error {
 					return fmt.Errorf("publish %s: event id %s: %w", msgs[i].Subject, es[i].ID, err)
 				}
 				if reissue {
-					es[i].ID = ReissueID(es[i].ID, es[i].Type())
+					key, err := p.fleetKey(ctx)
+					if err != nil {
+						return fmt.Errorf("publish %s: event id %s: %w", msgs[i].Subject, es[i].ID, err)
+					}
+					es[i].ID = ReissueID(key, es[i].ID, es[i].Type())
 					m, err := encodeForStream(es[i])
 					if err != nil {
 						return err

@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 	"time"
@@ -52,7 +53,11 @@ func TestSecurityPreemptedIDIsReissued(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := stored.Header.Get(jetstream.MsgIDHeader), bus.ReissueID(id, events.TypeSourceResolved); got != want {
+	key, err := bus.FleetKey(t.Context(), env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := stored.Header.Get(jetstream.MsgIDHeader), bus.ReissueID(key, id, events.TypeSourceResolved); got != want {
 		t.Errorf("stored under id %s, want the reissued %s", got, want)
 	}
 }
@@ -97,5 +102,58 @@ func TestSecurityStreamsHaveByteLimits(t *testing.T) {
 	}
 	if got := s.CachedInfo().Config.MaxBytes; got != 1<<20 {
 		t.Errorf("configured events bound: MaxBytes %d", got)
+	}
+}
+
+// Finding 2, the fallback chain: a client that knows a service event's id
+// also pre-publishes every fallback id it can compute, as deep as it
+// likes. The fallback ids must be unknown to it: the event is stored under
+// its first fallback id, after one lookup, not after one per forged
+// message.
+func TestSecurityReissueChainUnpredictable(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	const id = "derived-chain"
+	forged := map[string]bool{}
+	next := id
+	for range 50 {
+		forged[next] = true
+		m := nats.NewMsg(events.Subject("attacker", events.TypeSourceResolveRequested))
+		m.Header.Set(jetstream.MsgIDHeader, next)
+		m.Data = []byte("{}")
+		if _, err := env.JS.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+		// What a client can compute: the chain from public inputs.
+		next = events.DeriveID(next, events.TypeSourceResolved, -1)
+	}
+	e := events.Event{ID: id, BuildID: "victim", Source: "/stevedore/resolver/r1", Time: time.Now(), CausationID: "victim-request",
+		Data: events.SourceResolved{Source: events.SourceOp{Identifier: "docker-image://x/y:1"}}}
+	if err := bus.NewPublisher(env.JS, bus.WithDerivedIDs()).Publish(t.Context(), e); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := env.JS.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := stream.GetLastMsgForSubject(t.Context(), events.Subject("victim", events.TypeSourceResolved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := bus.FleetKey(t.Context(), env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := stored.Header.Get(jetstream.MsgIDHeader)
+	if want := bus.ReissueID(key, id, events.TypeSourceResolved); got != want || forged[got] {
+		t.Errorf("stored under id %s, want the first fallback %s, unknown to the client", got, want)
+	}
+	// Provisioning again (another replica starting) keeps the key, so
+	// every replica walks the same chain.
+	if err := bus.Provision(t.Context(), env.JS, bus.Topology{}); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := bus.FleetKey(t.Context(), env.JS); err != nil || !bytes.Equal(again, key) {
+		t.Errorf("after provisioning again the fleet key is %x, %v; want %x", again, err, key)
 	}
 }

@@ -262,6 +262,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 		{Bucket: events.BucketSnapshots, Description: "which node holds the snapshot of each chainID", History: 1},
 		{Bucket: events.BucketHTTP, Description: "what each http source served: ETags, digests, Last-Modified", History: 1},
 		{Bucket: events.BucketWatches, Description: "watched tags and the digest each last pointed to", History: 1},
+		{Bucket: events.BucketFleet, Description: "the fleet's secrets: services only", History: 1},
 	}
 	for _, cfg := range buckets {
 		cfg.Storage = t.storage()
@@ -269,6 +270,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}
+	}
+	if err := provisionFleetKey(ctx, js); err != nil {
+		return err
 	}
 	for _, c := range t.Consumers {
 		if err := c.Validate(); err != nil {

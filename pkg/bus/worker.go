@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -230,7 +231,8 @@ func (w *Worker) process(ctx, handlers context.Context, msg jetstream.Msg) {
 
 	d := newDeriver(in, seq, w.cfg.Source)
 	em := newEmitter(ctx, d, w.pub, log)
-	hctx, cancel := context.WithCancelCause(context.WithValue(handlers, emitterKey{}, em))
+	var erase atomic.Bool
+	hctx, cancel := context.WithCancelCause(context.WithValue(context.WithValue(handlers, emitterKey{}, em), eraseKey{}, &erase))
 	beat := time.NewTicker(w.cfg.Heartbeat)
 	done := make(chan struct{})
 	go func() {
@@ -279,6 +281,23 @@ func (w *Worker) process(ctx, handlers context.Context, msg jetstream.Msg) {
 	stopBeats()
 	if err := msg.Ack(); err != nil {
 		log.Warn("ack failed; the message will be redelivered and its outputs deduplicated", "event_id", in.ID, "error", err)
+	}
+	if erase.Load() {
+		w.erase(ctx, msg, in)
+	}
+}
+
+// erase deletes msg, whose handler asked for it (Erase), from its stream.
+func (w *Worker) erase(ctx context.Context, msg jetstream.Msg, in events.Event) {
+	md, err := msg.Metadata()
+	if err == nil {
+		var stream jetstream.Stream
+		if stream, err = w.js.Stream(ctx, md.Stream); err == nil {
+			err = stream.SecureDeleteMsg(ctx, md.Sequence.Stream)
+		}
+	}
+	if err != nil {
+		w.cfg.Logger.Warn("erasing the input failed; it stays in the stream", "event_id", in.ID, "build_id", in.BuildID, "error", err)
 	}
 }
 

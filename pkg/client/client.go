@@ -23,6 +23,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -86,6 +87,12 @@ func submit(ctx context.Context, js jetstream.JetStream, buildID string, req eve
 	e.BuildID = buildID
 	e.Source = "/stevedore/client/" + host
 	e.Time = time.Now()
+	// Every session the request names must have signed it, or the fleet
+	// refuses it: this process signs with the keys of the sessions it
+	// serves.
+	if err := session.SignRequest(&e); err != nil {
+		return events.Event{}, err
+	}
 	if err := bus.NewPublisher(js).Publish(ctx, e); err != nil {
 		return events.Event{}, err
 	}

@@ -205,6 +205,13 @@ type SourceResolveRequested struct {
 	// replica could take that. Snapshot is false with it. Empty for every
 	// other build.
 	SnapshotBy string `json:"snapshotBy,omitempty"`
+	// Signatures holds, for each client session the request names (see
+	// session.RequestSessions), that session key's signature of the
+	// request: its build, its id, its type and this payload without
+	// Signatures (pkg/session). The service that first acts on the
+	// request refuses it when one is missing or wrong, so only the client
+	// that holds a session can name it. Empty when it names none.
+	Signatures map[string]string `json:"signatures,omitempty"`
 }
 
 // SourceResolved reports that the resolver parsed and validated a source and
@@ -720,6 +727,13 @@ type CacheExportRequested struct {
 	// Store is the output store of Session that is DIR; set together
 	// with Session.
 	Store string `json:"store,omitempty"`
+	// Signatures holds, for each client session the request names (see
+	// session.RequestSessions), that session key's signature of the
+	// request: its build, its id, its type and this payload without
+	// Signatures (pkg/session). The service that first acts on the
+	// request refuses it when one is missing or wrong, so only the client
+	// that holds a session can name it. Empty when it names none.
+	Signatures map[string]string `json:"signatures,omitempty"`
 }
 
 // CacheExported reports a written cache.
@@ -770,6 +784,13 @@ type CacheImportRequested struct {
 	// Store is the store of Session that is DIR; set together with
 	// Session.
 	Store string `json:"store,omitempty"`
+	// Signatures holds, for each client session the request names (see
+	// session.RequestSessions), that session key's signature of the
+	// request: its build, its id, its type and this payload without
+	// Signatures (pkg/session). The service that first acts on the
+	// request refuses it when one is missing or wrong, so only the client
+	// that holds a session can name it. Empty when it names none.
+	Signatures map[string]string `json:"signatures,omitempty"`
 }
 
 // CacheImported reports a cache read into the cache index.

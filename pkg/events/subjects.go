@@ -62,6 +62,10 @@ const (
 	// watch-tags): per reference, the digest the fleet last saw, and the
 	// round that claims each watch interval for one replica.
 	BucketWatches = "stevedore-watches"
+	// BucketFleet is the KV bucket of the fleet's own secrets, which only
+	// the services may read (deploy/nats.conf): the key the fallback ids
+	// of their events are made with (bus.ReissueID).
+	BucketFleet = "stevedore-fleet"
 )
 
 // MaxBuildIDLen bounds build ids, which are subject tokens.

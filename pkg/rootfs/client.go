@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // askTimeout bounds the wait for a node's Grant.
@@ -34,6 +35,15 @@ const streamBuffer = 1 << 20
 // Errors: ErrUnreachable when no node answers; ErrRefused (with the
 // node's reason) when it refuses; the HTTP request's.
 func Open(ctx context.Context, nc *nats.Conn, hc *http.Client, node string, req Request) (*Stream, error) {
+	// A key of this request's own, which the grant is sealed to: another
+	// client reading the reply reads nothing it can use.
+	open, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		return nil, err
+	}
+	if req.Key, err = open.PublicKey(); err != nil {
+		return nil, err
+	}
 	data, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -51,10 +61,14 @@ func Open(ctx context.Context, nc *nats.Conn, hc *http.Client, node string, req 
 	if err := json.Unmarshal(msg.Data, &g); err != nil {
 		return nil, fmt.Errorf("node %s: grant: %w", node, err)
 	}
-	if g.Error != "" || g.URL == "" {
+	if g.Error != "" || len(g.SealedURL) == 0 {
 		return nil, fmt.Errorf("node %s: %w: %s", node, ErrRefused, g.Error)
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL, nil)
+	url, err := open.Open(g.SealedURL, g.SealedBy)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: open the grant: %w", node, err)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, string(url), nil)
 	if err != nil {
 		return nil, err
 	}

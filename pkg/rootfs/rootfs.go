@@ -12,7 +12,10 @@
 //     snapshot.ready of that snapshot on that node, which clients cannot
 //     publish (the Server's Allow decides).
 //   - The answer is a Grant: a URL of the node's HTTP endpoint with a
-//     token, good for one GET within the grant's lifetime.
+//     token, good for one GET within the grant's lifetime, sealed to the
+//     public curve key the Request carries (Open makes one per request).
+//     Clients of a fleet share one NATS user and may read each other's
+//     replies; sealed, a grant someone else reads gives them nothing.
 //   - The GET streams the tar; its SHA-256 follows as an HTTP trailer
 //     (TrailerDigest), so the client tells a complete stream from a cut
 //     one: a Stream reports ErrIncomplete unless every byte arrived and
@@ -77,12 +80,18 @@ type Request struct {
 	Build string `json:"build"`
 	// SnapshotKey is the snapshot's name on the node.
 	SnapshotKey string `json:"snapshotKey"`
+	// Key is the asker's public curve key (nkeys, "X…") the grant's URL
+	// is sealed to; Open fills it in. A request without one is refused.
+	Key string `json:"key,omitempty"`
 }
 
 // Grant is a node's answer.
 type Grant struct {
-	// URL streams the tar, once. Empty with Error.
-	URL string `json:"url,omitempty"`
+	// SealedURL is the URL that streams the tar, once, sealed to the
+	// Request's Key by SealedBy. Empty with Error.
+	SealedURL []byte `json:"sealedURL,omitempty"`
+	// SealedBy is the node's public curve key that sealed SealedURL.
+	SealedBy string `json:"sealedBy,omitempty"`
 	// Error says why the node refused; empty when it granted.
 	Error string `json:"error,omitempty"`
 }

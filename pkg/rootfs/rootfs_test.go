@@ -3,11 +3,16 @@ package rootfs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
@@ -145,5 +150,62 @@ func TestSubject(t *testing.T) {
 	}
 	if got, want := rootfs.Subject("a*b>c d"), "stevedore.rootfs.a_b_c_d"; got != want {
 		t.Errorf("Subject = %q, want %q", got, want)
+	}
+}
+
+// grantURL finds a grant's URL in what a spy read.
+var grantURL = regexp.MustCompile(`http://[^"\s]+/rootfs/[0-9a-f]+`)
+
+// Issue 12, shared replies: clients of one fleet share the client user,
+// so they may read each other's replies (_INBOX_client.>). A spy
+// subscribed to every reply reads a grant meant for another client and
+// races it to the one-use URL. The grant is sealed to the asking client's
+// key: the spy finds no URL to use, and the asking client gets its tar.
+func TestSecurityGrantSealed(t *testing.T) {
+	t.Parallel()
+	env := serve(t)
+	spyNC, _ := env.Connect(t, "spy")
+	var mu sync.Mutex
+	var seen, stolen []string
+	if _, err := spyNC.Subscribe(">", func(m *nats.Msg) {
+		for _, u := range grantURL.FindAllString(string(m.Data), -1) {
+			mu.Lock()
+			seen = append(seen, u)
+			mu.Unlock()
+			resp, err := http.Get(u) //nolint:noctx // the spy's race, on its own goroutine
+			if err != nil {
+				continue
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				mu.Lock()
+				stolen = append(stolen, fmt.Sprintf("%s (%d bytes)", u, n))
+				mu.Unlock()
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := spyNC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := rootfs.Open(t.Context(), env.NC, http.DefaultClient, "n1.example", rootfs.Request{Build: "b1", SnapshotKey: "k1"})
+	if err == nil {
+		if err = s.Verify(); err == nil {
+			_ = s.Close()
+		}
+	}
+	_ = spyNC.Flush()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) > 0 {
+		t.Errorf("a spy on the replies read grant URLs %v", seen)
+	}
+	if len(stolen) > 0 {
+		t.Errorf("a spy on the replies downloaded another client's root filesystem: %v", stolen)
+	}
+	if err != nil {
+		t.Errorf("the asking client's stream: %v", err)
 	}
 }

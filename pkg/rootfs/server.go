@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // Source writes the root filesystem of a snapshot as a tar stream
@@ -87,6 +88,11 @@ type Server struct {
 	ln   net.Listener
 	base string
 
+	// seal is the curve key pair grants are sealed with; sealPub its
+	// public key.
+	seal    nkeys.KeyPair
+	sealPub string
+
 	mu     sync.Mutex
 	grants map[string]grant // by token
 }
@@ -114,7 +120,17 @@ func NewServer(cfg ServerConfig, src Source) (*Server, error) {
 	if base == "" {
 		base = "http://" + ln.Addr().String()
 	}
-	return &Server{cfg: cfg, src: src, ln: ln, base: base, grants: map[string]grant{}}, nil
+	seal, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("rootfs server: %w", err)
+	}
+	sealPub, err := seal.PublicKey()
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("rootfs server: %w", err)
+	}
+	return &Server{cfg: cfg, src: src, ln: ln, base: base, seal: seal, sealPub: sealPub, grants: map[string]grant{}}, nil
 }
 
 // URL is the base URL grants point at.
@@ -154,6 +170,8 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) {
 		g.Error = "bad request: " + err.Error()
 	} else if req.SnapshotKey == "" {
 		g.Error = "bad request: no snapshot key"
+	} else if !nkeys.IsValidPublicCurveKey(req.Key) {
+		g.Error = "bad request: no public curve key to seal the grant to"
 	} else if err := s.cfg.Allow(ctx, req); err != nil {
 		g.Error = err.Error()
 	} else {
@@ -169,7 +187,15 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) {
 		}
 		s.grants[t] = grant{key: req.SnapshotKey, expires: now.Add(s.cfg.GrantTTL)}
 		s.mu.Unlock()
-		g.URL = s.base + pathPrefix + t
+		sealed, err := s.seal.Seal([]byte(s.base+pathPrefix+t), req.Key)
+		if err != nil {
+			s.mu.Lock()
+			delete(s.grants, t)
+			s.mu.Unlock()
+			g.Error = "seal the grant: " + err.Error()
+		} else {
+			g.SealedURL, g.SealedBy = sealed, s.sealPub
+		}
 	}
 	data, _ := json.Marshal(g)
 	if err := m.Respond(data); err != nil {

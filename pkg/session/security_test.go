@@ -2,8 +2,12 @@ package session_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +25,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
+	"github.com/stevedore-dev/stevedore/pkg/rootfs"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
@@ -246,5 +251,143 @@ func TestSecuritySessionAnswersAuthenticated(t *testing.T) {
 	}
 	if _, err := session.Serve(t.Context(), ownerNC, id, session.Config{Key: other}); err == nil {
 		t.Error("a session served an id whose key it does not hold")
+	}
+}
+
+// Finding 6, the request itself: under deploy/nats.conf the resolver may
+// delete a message from the events stream (a request it refused for the
+// credentials in it, bus.Erase), and a client may not delete anything.
+func TestSecurityDeployResolverErases(t *testing.T) {
+	connect := startDeployServer(t)
+	_, adminJS := connect("admin")
+	if err := bus.Provision(t.Context(), adminJS, bus.Topology{Consumers: []bus.Consumer{bus.ResolverConsumer()}}); err != nil {
+		t.Fatal(err)
+	}
+	_, clientJS := connect("client")
+	publish := func(build string) uint64 {
+		t.Helper()
+		e := events.New(events.SourceResolveRequested{Source: events.SourceOp{Identifier: "https://user:pw@example.com/f"}})
+		e.ID, e.BuildID, e.Source, e.Time = build+"-request", build, "/test", time.Now()
+		m, err := events.Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := clientJS.PublishMsg(t.Context(), &nats.Msg{Subject: m.Subject, Header: nats.Header(m.Header), Data: m.Data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	for user, may := range map[string]bool{"client": false, "resolver": true} {
+		seq := publish("erase-by-" + user)
+		_, js := connect(user)
+		ctx, cancel := context.WithTimeoutCause(t.Context(), 2*time.Second, errors.New("no answer to the delete in 2 s"))
+		stream, err := js.Stream(ctx, events.StreamEvents)
+		if err == nil {
+			err = stream.SecureDeleteMsg(ctx, seq)
+		}
+		cancel()
+		if may && err != nil {
+			t.Errorf("the %s user cannot erase a request: %v", user, err)
+		}
+		if !may && err == nil {
+			t.Errorf("the %s user erased message %d of the events stream", user, seq)
+		}
+		all, err := adminJS.Stream(t.Context(), events.StreamEvents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := all.GetMsg(t.Context(), seq); may == (err == nil) {
+			t.Errorf("after the %s user's delete, reading message %d: %v", user, seq, err)
+		}
+	}
+}
+
+// Finding 2, the fallback chain: under deploy/nats.conf a service
+// provisions the fleet key and every service reads it, while a client or
+// a watcher cannot, so neither can compute the fallback ids of the
+// services' events (bus.ReissueID).
+func TestSecurityDeployFleetKey(t *testing.T) {
+	connect := startDeployServer(t)
+	_, resolverJS := connect("resolver")
+	if err := bus.Provision(t.Context(), resolverJS, bus.Topology{Consumers: []bus.Consumer{bus.ResolverConsumer()}}); err != nil {
+		t.Fatalf("the resolver user cannot provision: %v", err)
+	}
+	want, err := bus.FleetKey(t.Context(), resolverJS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"puller", "snapshotter", "exporter"} {
+		_, js := connect(user)
+		if err := bus.Provision(t.Context(), js, bus.Topology{}); err != nil {
+			t.Errorf("the %s user cannot provision: %v", user, err)
+		}
+		if got, err := bus.FleetKey(t.Context(), js); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("the %s user reads the fleet key as %x, %v; want the one the resolver made", user, got, err)
+		}
+	}
+	for _, user := range []string{"client", "watcher"} {
+		_, js := connect(user)
+		ctx, cancel := context.WithTimeoutCause(t.Context(), 2*time.Second, errors.New("no fleet key in 2 s"))
+		got, err := bus.FleetKey(ctx, js)
+		cancel()
+		if err == nil {
+			t.Errorf("the %s user read the fleet key (%d bytes)", user, len(got))
+		}
+	}
+}
+
+// Issue 12, shared replies: under deploy/nats.conf every client is the
+// client user, so a spy may subscribe to _INBOX_client.> and read the
+// replies meant for another client. What a reply there gives another
+// client must be useless to the spy: the rootfs grant, a one-use URL, is
+// sealed to the asker (pkg/rootfs); the spy finds no URL, the asker
+// streams its tar.
+func TestSecurityDeploySharedClientReplies(t *testing.T) {
+	connect := startDeployServer(t)
+	snapNC, _ := connect("snapshotter")
+	const tarBody = "the victim's root filesystem"
+	srv, err := rootfs.NewServer(rootfs.ServerConfig{Node: "node-1", Allow: func(context.Context, rootfs.Request) error { return nil }},
+		rootfs.SourceFunc(func(_ context.Context, _ string, w io.Writer) error { _, err := io.WriteString(w, tarBody); return err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, snapNC) }()
+	t.Cleanup(func() {
+		cancel(errors.New("test over"))
+		if err := <-done; err != nil {
+			t.Errorf("rootfs Serve: %v", err)
+		}
+	})
+
+	spyNC, _ := connect("client")
+	spy := tapOn(t, spyNC, "_INBOX_client.>")
+	victimNC, _ := connect("client")
+	var s *rootfs.Stream
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err = rootfs.Open(t.Context(), victimNC, http.DefaultClient, "node-1", rootfs.Request{Build: "b1", SnapshotKey: "k1"})
+		if err == nil || !errors.Is(err, rootfs.ErrUnreachable) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the server subscribes in Serve
+	}
+	if err != nil {
+		t.Fatalf("the asking client: %v", err)
+	}
+	got, err := io.ReadAll(s)
+	_ = s.Close()
+	if err != nil || string(got) != tarBody {
+		t.Errorf("the asking client streams %q, %v", got, err)
+	}
+	if len(spy.all()) == 0 {
+		t.Fatal("the spy read no reply: the attack was not tried")
+	}
+	for _, m := range spy.all() {
+		if bytes.Contains(m.Data, []byte(srv.URL())) {
+			t.Errorf("the spy read a usable grant on %s: %s", m.Subject, m.Data)
+		}
 	}
 }

@@ -130,7 +130,9 @@ type Server struct {
 
 // Serve starts serving cfg as session id on nc and returns once the NATS
 // server has the subscription, so a build submitted afterwards finds the
-// session. It serves until ctx is done or Stop is called.
+// session. It serves until ctx is done or Stop is called. While a keyed
+// session serves, SignRequest signs with its key the requests this
+// process publishes naming it.
 //
 // Errors: ErrInvalid for a malformed id; the configuration's; NATS's
 // (subscribing, flushing); the cause of ctx's end while flushing.
@@ -178,6 +180,9 @@ func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, 
 		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("serve session %s: %w", id, err)
 	}
+	if cfg.Key.kp != nil {
+		held.Store(id, cfg.Key)
+	}
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -219,6 +224,7 @@ func (s *Server) Stop() error {
 			err = nil // a closed connection serves nothing either
 		}
 		s.err = err
+		held.Delete(s.id)
 		s.mu.Lock()
 		s.stop = true
 		s.mu.Unlock()

@@ -128,3 +128,8 @@ func requestSigned(ctx context.Context, nc *nats.Conn, id string, req *nats.Msg)
 		}
 	}
 }
+
+// SignAnswer signs reply, the answer to req, as session k: for a process
+// that answers k's session otherwise than through Serve (a relay of
+// another session, a proxy).
+func (k Key) SignAnswer(req, reply *nats.Msg) error { return k.sign(req, reply) }

@@ -98,6 +98,11 @@ const (
 
 // Export handles cache.export.requested.
 func (h *Handler) Export(ctx context.Context, in events.CacheExportRequested) ([]events.Event, error) {
+	// Before anything else, and whatever ignore-error says: a request
+	// naming a session its key did not sign (another client's) never acts.
+	if err := session.VerifyInput(ctx, in); err != nil {
+		return nil, bus.Invalid(err)
+	}
 	target, err := cachefmt.ParseExportTarget(in.Target)
 	if err != nil {
 		return nil, bus.Invalid(err)
@@ -302,6 +307,9 @@ func emitOneOff(ctx context.Context, vertex, id string) func(error) {
 
 // Import handles cache.import.requested.
 func (h *Handler) Import(ctx context.Context, in events.CacheImportRequested) ([]events.Event, error) {
+	if err := session.VerifyInput(ctx, in); err != nil {
+		return nil, bus.Invalid(err)
+	}
 	src, err := cachefmt.ParseImportSource(in.Source)
 	if err != nil {
 		return nil, bus.Invalid(err)

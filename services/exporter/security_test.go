@@ -7,15 +7,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/cachefmt"
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 )
@@ -204,5 +207,73 @@ func TestSecurityFleetOpensNoClientPath(t *testing.T) {
 	var buildErr *client.BuildError
 	if err == nil || errors.As(err, &buildErr) {
 		t.Errorf("export to a path under a file: %v, want the client's own error before any request", err)
+	}
+}
+
+// publishAs publishes req on build buildID with event id id as a client
+// that bypasses the client library: nothing signs it but what the test
+// put in it. It returns the Outcome of what followed it.
+func (f *fleet) publishAs(t *testing.T, buildID, id string, req events.Payload) client.Outcome {
+	t.Helper()
+	e := events.New(req)
+	e.ID, e.BuildID, e.Source, e.Time = id, buildID, "/stevedore/client/attacker", time.Now()
+	ctx := ctxFor(t)
+	if err := bus.NewPublisher(f.Env.JS).Publish(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	out := client.Outcome{BuildID: buildID}
+	seen := false
+	if err := client.Follow(ctx, f.Env.JS, buildID, false, func(got events.Event) bool {
+		seen = seen || got.ID == id
+		if !seen {
+			return true
+		}
+		out.Add(got)
+		return !out.Done()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Issue 12, the join: a client publishes its own cache.export.requested
+// on another build's subject naming that build's export session and store
+// (both are in the events stream). The exporter must not write through the
+// victim's session: a request naming a session acts only when that
+// session's key signed it.
+func TestSecurityExportNamesForeignSession(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	img := f.Push(t, "single", "join/app:1")
+	build, _ := f.pull(t, img)
+
+	// The victim serves its export destination for its build, as
+	// client.ExportCache does while its export runs.
+	dest := t.TempDir()
+	l, err := ocilayout.Create(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, _ := f.Env.Connect(t, "client")
+	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Outputs: map[string]*ocilayout.Layout{client.CacheStore: l}, Key: key, Builds: []string{build}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+
+	req := events.CacheExportRequested{Target: "type=local,dest=/anything,tag=attacker", Build: build, Session: key.ID, Store: client.CacheStore}
+	out := f.publishAs(t, build, build+"-attacker-export", req)
+	if out.Exported != nil {
+		t.Errorf("an unsigned export naming the victim's session wrote %d blobs into its store", out.Exported.Written)
+	}
+	if _, err := l.Resolve(t.Context(), "attacker"); err == nil {
+		t.Error("the victim's layout has the attacker's tag")
+	}
+	if out.CacheFailed == nil || out.CacheFailed.Code != "invalid" || !strings.Contains(out.CacheFailed.Reason, "signed") {
+		t.Errorf("unsigned export naming a session: %+v, want cache.export.failed, invalid, saying it is not signed", out.CacheFailed)
 	}
 }

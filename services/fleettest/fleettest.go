@@ -31,6 +31,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/services/exporter"
 	"github.com/stevedore-dev/stevedore/services/puller"
@@ -318,13 +319,19 @@ func (s *Stack) Request(t *testing.T, identifier string, attrs map[string]string
 	return s.Submit(t, events.SourceResolveRequested{Source: op, Snapshot: snapshot})
 }
 
-// Submit starts a build with req (a session, say) and returns its
-// recorder and build id.
+// Submit starts a build with req (a session, say), signed for the
+// sessions it names, and returns its recorder and build id.
 func (s *Stack) Submit(t *testing.T, req events.SourceResolveRequested) (*bustest.Recorder, string) {
 	t.Helper()
 	id := fmt.Sprintf("b%d", s.builds.Add(1))
 	rec := s.Env.Record(t, id)
-	s.Env.Request(t, id, req)
+	e := events.New(req)
+	e.ID, e.BuildID, e.Source, e.Time = id+"-request", id, "/stevedore/test", time.Now()
+	// Signed, as the client library signs, with the keys of the sessions
+	// this process holds (ServeSession, HoldKey); a session it holds no
+	// key of goes unsigned, and the resolver refuses the request.
+	_ = session.SignRequest(&e)
+	s.Env.Publish(t, e)
 	return rec, id
 }
 

@@ -30,6 +30,19 @@ func (s *Stack) ServeSession(t testing.TB, cfg session.Config) string {
 	return id
 }
 
+// HoldKey makes a session key that this process holds until the end of
+// the test (session.Hold): requests Submit sends naming it are signed,
+// whether or not anything serves the session.
+func HoldKey(t testing.TB) session.Key {
+	t.Helper()
+	k, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(session.Hold(k))
+	return k
+}
+
 // ServeSecrets serves secrets in a new client session (ServeSession):
 // what a build names as its Session.
 func (s *Stack) ServeSecrets(t testing.TB, secrets session.Secrets) string {

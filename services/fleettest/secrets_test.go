@@ -307,7 +307,11 @@ func TestHTTPSecretsGoWithTheSession(t *testing.T) {
 	s := fleettest.New(t)
 	s.Puller(t)
 	nc, _ := s.Env.Connect(t, "client")
-	sess, err := session.Serve(t.Context(), nc, session.NewID(), session.Config{
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := session.Serve(t.Context(), nc, key.ID, session.Config{Key: key,
 		Secrets: session.Secrets{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)}})
 	if err != nil {
 		t.Fatal(err)

@@ -314,3 +314,125 @@ func TestSecurityWorkStopsWhenClientGoes(t *testing.T) {
 		t.Errorf("failure %+v: want one attempt, the client's session gone", failed)
 	}
 }
+
+// Issue 12, the join: a client that learns another build's id and session
+// (both are in the events stream) publishes a request of its own on that
+// build's subject, naming the session: the session serves that build, so
+// before requests were signed the fleet read the victim's directory for
+// the attacker. A request naming a session acts only when that session's
+// key signed it (its build, its event id, its payload).
+func TestSecurityRequestNamesForeignSession(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	s.Puller(t)
+	s.Snapshotter(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "private.txt"), []byte("the victim's file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const build = "victim-join"
+	victim := s.ServeSession(t, session.Config{Dirs: map[string]string{"context": dir}, Builds: []string{build}})
+	rec := s.Env.Record(t, build)
+	op := events.SourceOp{Identifier: "local://context", Attrs: map[string]string{source.AttrLocalSessionID: victim}}
+	e := events.New(events.SourceResolveRequested{Source: op, Snapshot: true, Session: victim})
+	e.ID, e.BuildID, e.Source, e.Time = build+"-attacker", build, "/stevedore/client/attacker", time.Now()
+	s.Env.Publish(t, e)
+	switch end := fleettest.PullEnd(t, rec); p := end.Data.(type) {
+	case events.SnapshotReady:
+		t.Fatalf("an unsigned request naming another client's session snapshotted its directory (chainID %s)", p.ChainID)
+	case events.SourceFailed:
+		if p.Code != "invalid" || !strings.Contains(p.Reason, "signed") {
+			t.Errorf("failure %+v: want invalid, saying the request is not signed by the session", p)
+		}
+	default:
+		t.Fatalf("the attacker's request ended with %s, want source.failed", bustest.Summary([]events.Event{end}))
+	}
+
+	// Signed by a key of the attacker's own, under the victim's id.
+	own, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := e
+	forged.ID = build + "-attacker-signed"
+	if err := own.SignRequest(&forged); err != nil {
+		t.Fatal(err)
+	}
+	req := forged.Data.(events.SourceResolveRequested)
+	req.Signatures = map[string]string{victim: req.Signatures[own.ID]}
+	forged.Data = req
+	rec = s.Env.Record(t, build)
+	s.Env.Publish(t, forged)
+	if p, ok := waitFor(t, rec, forged.ID).Data.(events.SourceFailed); !ok || p.Code != "invalid" || !strings.Contains(p.Reason, "signed") {
+		t.Errorf("a request signed by another key under the victim's id ended with %+v, want source.failed, invalid, not signed", p)
+	}
+
+	// The victim's own request, signed with its key, reads its directory;
+	// the same signed request replayed under another id is refused.
+	mine := e
+	mine.ID = build + "-request"
+	if err := session.SignRequest(&mine); err != nil {
+		t.Fatal(err)
+	}
+	replay := mine
+	replay.ID = build + "-replayed"
+	rec = s.Env.Record(t, build)
+	s.Env.Publish(t, mine)
+	s.Env.Publish(t, replay)
+	if end := waitFor(t, rec, mine.ID); end.Type() != events.TypeSnapshotReady {
+		t.Errorf("the victim's signed request ended with %s, want snapshot.ready", bustest.Summary([]events.Event{end}))
+	}
+	if p, ok := waitFor(t, rec, replay.ID).Data.(events.SourceFailed); !ok || !strings.Contains(p.Reason, "signed") {
+		t.Errorf("the victim's request replayed under another id ended with %+v, want source.failed, not signed", p)
+	}
+}
+
+// waitFor waits (30 s) for the end of what request id caused on rec's
+// build: the first terminal event whose chain leads back to id.
+func waitFor(t *testing.T, rec *bustest.Recorder, id string) events.Event {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		causes := map[string]bool{id: true}
+		for _, e := range rec.Events() {
+			if !causes[e.CausationID] && e.ID != id {
+				continue
+			}
+			causes[e.ID] = true
+			if client.Terminal(e) {
+				return e
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no end of request %s in 30 s: %s", id, bustest.Summary(rec.Events()))
+	return events.Event{}
+}
+
+// Finding 6, the request itself: a client that bypasses the client library
+// publishes a source with credentials in its URL. The resolver refuses it
+// (TestSecurityCredentialsInURLsRefused), and then deletes the request
+// from the events stream, so that no later reader of the stream finds the
+// password; no dead-letter copy is made either.
+func TestSecurityRefusedCredentialsErased(t *testing.T) {
+	t.Parallel()
+	s := fleettest.New(t)
+	const secret = "pw-erased"
+	op := events.SourceOp{Identifier: "https://user:" + secret + "@" + s.Registry.Host() + "/file"}
+	rec := s.Env.Record(t, "creds-erased")
+	s.Env.Request(t, "creds-erased", events.SourceResolveRequested{Source: op})
+	if e := rec.Wait(t, 15*time.Second, events.TypeSourceFailed, events.TypeCacheHit, events.TypeCacheMiss); e.Type() != events.TypeSourceFailed {
+		t.Fatalf("a request with credentials in its URL ended with %s", e.Type())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := s.StoredWith(t, secret)
+		if len(found) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the refusal JetStream still holds the password in %v", found)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -636,10 +636,11 @@ func (p *TCPProxy) serve(client net.Conn, arm *tcpArm) {
 // session front is sent on to session back, and its reply back. Armed, it
 // holds reads of a blob in the middle (see Arm).
 type SessionRelay struct {
-	nc          *nats.Conn
-	front, back string
-	done        chan struct{}
-	wg          sync.WaitGroup
+	nc    *nats.Conn
+	front session.Key
+	back  string
+	done  chan struct{}
+	wg    sync.WaitGroup
 
 	mu   sync.Mutex
 	arms map[digest.Digest]*Stall
@@ -649,12 +650,15 @@ type SessionRelay struct {
 	passed int
 }
 
-// RelaySession serves session front on nc from session back until the end
-// of the test.
-func RelaySession(t testing.TB, nc *nats.Conn, front, back string) *SessionRelay {
+// RelaySession serves session front.ID on nc from session back until the
+// end of the test, signing the answers with front (a keyed session), whose
+// key the process holds meanwhile (session.Hold), so requests naming it
+// are signed.
+func RelaySession(t testing.TB, nc *nats.Conn, front session.Key, back string) *SessionRelay {
 	t.Helper()
 	r := &SessionRelay{nc: nc, front: front, back: back, done: make(chan struct{}), arms: map[digest.Digest]*Stall{}}
-	sub, err := nc.Subscribe(session.Filter(front), func(m *nats.Msg) {
+	t.Cleanup(session.Hold(front))
+	sub, err := nc.Subscribe(session.Filter(front.ID), func(m *nats.Msg) {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -713,7 +717,7 @@ func (r *SessionRelay) relay(m *nats.Msg) {
 		hold := st != nil && r.passed > 1
 		r.mu.Unlock()
 		if hold && !st.hold(r.done) {
-			_ = m.RespondMsg(&nats.Msg{Header: nats.Header{session.HeaderError: []string{session.CodeInternal}},
+			r.respond(m, &nats.Msg{Header: nats.Header{session.HeaderError: []string{session.CodeInternal}},
 				Data: []byte("the relay's directory went away")})
 			return
 		}
@@ -730,7 +734,7 @@ func (r *SessionRelay) relay(m *nats.Msg) {
 		}
 	}
 	if st != nil && req.Offset > 0 && !st.hold(r.done) {
-		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{session.HeaderError: []string{session.CodeInternal}},
+		r.respond(m, &nats.Msg{Header: nats.Header{session.HeaderError: []string{session.CodeInternal}},
 			Data: []byte(fmt.Sprintf("blob %s in store %q: the relay's store went away", req.Digest, req.Store))})
 		return
 	}
@@ -741,6 +745,15 @@ func (r *SessionRelay) relay(m *nats.Msg) {
 	out := &nats.Msg{Header: reply.Header, Data: reply.Data}
 	if st != nil && req.Offset == 0 && reply.Header.Get(session.HeaderError) == "" && len(reply.Data) > 1 {
 		out.Data = reply.Data[:len(reply.Data)/2]
+	}
+	r.respond(m, out)
+}
+
+// respond answers m with out, signed as the front session.
+func (r *SessionRelay) respond(m, out *nats.Msg) {
+	out.Subject = m.Reply
+	if err := r.front.SignAnswer(m, out); err != nil {
+		return // unsigned, the reader would drop it: it times out
 	}
 	_ = m.RespondMsg(out)
 }

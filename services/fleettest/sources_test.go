@@ -169,9 +169,12 @@ func localSource(t *testing.T, s *fleettest.Stack) sourceSpec {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Stop() })
-	front := session.NewID()
+	front, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	relay := fleettest.RelaySession(t, nc, front, back)
-	attrs := map[string]string{source.AttrLocalSessionID: front, source.AttrSharedKeyHint: "cases"}
+	attrs := map[string]string{source.AttrLocalSessionID: front.ID, source.AttrSharedKeyHint: "cases"}
 	return sourceSpec{
 		identifier: "local://context",
 		attrs:      attrs,
@@ -403,8 +406,11 @@ func serveLayout(t *testing.T, s *fleettest.Stack, dir string) (*fleettest.Sessi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Stop() })
-	front := session.NewID()
-	return fleettest.RelaySession(t, nc, front, back), front
+	front, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fleettest.RelaySession(t, nc, front, back), front.ID
 }
 
 // ociLayout is the fixture image read from a client's layout.

@@ -36,6 +36,7 @@ func TestBadInputFails(t *testing.T) {
 }
 
 func badInputCases(t *testing.T, s *fleettest.Stack, fx fleettest.Fixtures, ref, host, wrong string) {
+	held := fleettest.HoldKey(t)
 	for _, tc := range []struct {
 		name, identifier string
 		attrs            map[string]string
@@ -45,7 +46,7 @@ func badInputCases(t *testing.T, s *fleettest.Stack, fx fleettest.Fixtures, ref,
 		{"no scheme", "alpine", nil, "", "failed to parse alpine: invalid", "invalid"},
 		{"unknown scheme", "foo://bar", nil, "", "unknown scheme foo: not found", "invalid"},
 		{"local without session", "local://context", nil, "", "could not access local files without session", "invalid"},
-		{"local bad patterns", "local://context", map[string]string{source.AttrLocalSessionID: "s1", source.AttrIncludePatterns: "a"}, "", "invalid character 'a' looking for beginning of value", "invalid"},
+		{"local bad patterns", "local://context", map[string]string{source.AttrLocalSessionID: held.ID, source.AttrIncludePatterns: "a"}, "", "invalid character 'a' looking for beginning of value", "invalid"},
 		{"no tag or digest", "docker-image://" + host + "/bad/single", nil, "", "object required", "invalid"},
 		{"bad resolve mode", "docker-image://" + ref, map[string]string{source.AttrImageResolveMode: "sometimes"}, "", "invalid resolvemode: sometimes", "invalid"},
 		{"zero layer limit", "docker-image://" + ref, map[string]string{source.AttrImageLayerLimit: "0"}, "", "invalid layer limit 0", "invalid"},

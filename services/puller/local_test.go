@@ -21,7 +21,7 @@ func TestLocalKeys(t *testing.T) {
 	t.Parallel()
 	s := fleettest.New(t)
 	p1 := s.Puller(t)
-	attrs := map[string]string{source.AttrLocalSessionID: "sessionA", source.AttrSharedKeyHint: "h"}
+	attrs := map[string]string{source.AttrLocalSessionID: fleettest.HoldKey(t).ID, source.AttrSharedKeyHint: "h"}
 	first := fleettest.Miss(t, s.Resolve(t, "local://context", attrs, ""))
 	p1.Stop()
 	s.Puller(t)
@@ -39,7 +39,7 @@ func TestLocalKeys(t *testing.T) {
 	if k.Digest != source.SolverDigest(k.Key) {
 		t.Errorf("digest %s, want the solver digest of the key", k.Digest)
 	}
-	other := fleettest.Miss(t, s.Resolve(t, "local://context", map[string]string{source.AttrLocalSessionID: "sessionB"}, ""))
+	other := fleettest.Miss(t, s.Resolve(t, "local://context", map[string]string{source.AttrLocalSessionID: fleettest.HoldKey(t).ID}, ""))
 	if other.Keys[0].Key == k.Key {
 		t.Errorf("two sessions share key %s", k.Key)
 	}
@@ -59,16 +59,17 @@ func TestLocalUsesTheBuildsSession(t *testing.T) {
 	t.Parallel()
 	s := fleettest.New(t)
 	s.Puller(t)
-	named := fleettest.Miss(t, s.Resolve(t, "local://context", map[string]string{source.AttrLocalSessionID: "build-session"}, ""))
+	build := fleettest.HoldKey(t).ID
+	named := fleettest.Miss(t, s.Resolve(t, "local://context", map[string]string{source.AttrLocalSessionID: build}, ""))
 	op := events.SourceOp{Identifier: "local://context"}
-	rec, _ := s.Submit(t, events.SourceResolveRequested{Source: op, Snapshot: true, Session: "build-session"})
+	rec, _ := s.Submit(t, events.SourceResolveRequested{Source: op, Snapshot: true, Session: build})
 	req := rec.Wait(t, 20*time.Second, events.TypeSnapshotRequested, events.TypeSourceFailed)
 	got, ok := req.Data.(events.SnapshotRequested)
 	if !ok {
 		t.Fatalf("build ended with %v", bustest.Summary([]events.Event{req}))
 	}
-	if got.Keys[0].Key != named.Keys[0].Key || got.Content.Local.Session != "build-session" {
-		t.Errorf("key %s from session %q; want %s from build-session", got.Keys[0].Key, got.Content.Local.Session, named.Keys[0].Key)
+	if got.Keys[0].Key != named.Keys[0].Key || got.Content.Local.Session != build {
+		t.Errorf("key %s from session %q; want %s from %s", got.Keys[0].Key, got.Content.Local.Session, named.Keys[0].Key, build)
 	}
 	// Neither: BuildKit's text.
 	if f := fleettest.Failure(t, s.Resolve(t, "local://context", nil, "")); f.Reason != "could not access local files without session" {

@@ -100,6 +100,7 @@ func TestOCILayoutBadInput(t *testing.T) {
 	config := single.Field(t, "linux/amd64", "config")
 	layer := single.Strings(t, "linux/amd64", "layers")[0]
 	absent := digest.FromString("absent").String()
+	gone := fleettest.HoldKey(t)
 	for _, tc := range []struct {
 		name, ident string
 		attrs       map[string]string
@@ -120,10 +121,11 @@ func TestOCILayoutBadInput(t *testing.T) {
 			"session " + id + ` has no store "elsewhere"`, "not-found"},
 		{"layer limit", "oci-layout://stevedore.local/single@" + single.Digest, ociAttrs(id, "single", source.AttrOCILayoutLayerLimit, "4"),
 			"layer limit 4 is greater than the number of layers in the image 3", "invalid"},
-		{"session gone", "oci-layout://stevedore.local/single@" + single.Digest, ociAttrs("gone", "single"),
-			"no active session for gone", "not-found"},
+		{"session gone", "oci-layout://stevedore.local/single@" + single.Digest, ociAttrs(gone.ID, "single"),
+			"no active session for " + gone.ID, "not-found"},
+		// An id that is no session key cannot have signed the request.
 		{"bad session id", "oci-layout://stevedore.local/single@" + single.Digest, ociAttrs("a.b", "single"),
-			`oci.session: session id "a.b": only letters, digits, '-' and '_' are allowed`, "invalid"},
+			"the request names session a.b and is not signed by its key: only the client that holds a session may name it", "invalid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -143,7 +145,8 @@ func TestOCILayoutBlobKey(t *testing.T) {
 	s := fleettest.New(t)
 	s.Puller(t)
 	blob := digest.FromString("a blob in a client's layout")
-	attrs := ociAttrs("client-1", "tools", source.AttrHTTPFilename, "tool", source.AttrHTTPPerm, "0755", source.AttrHTTPUID, "1000")
+	client1 := fleettest.HoldKey(t).ID
+	attrs := ociAttrs(client1, "tools", source.AttrHTTPFilename, "tool", source.AttrHTTPPerm, "0755", source.AttrHTTPUID, "1000")
 	ident := "oci-layout+blob://stevedore.local/tools@" + blob.String()
 	rec, _ := s.Request(t, ident, attrs, "", true)
 	req := rec.Wait(t, 20*time.Second, events.TypeSnapshotRequested, events.TypeSourceFailed)
@@ -158,7 +161,7 @@ func TestOCILayoutBlobKey(t *testing.T) {
 		Keys:   []events.CacheKey{wantKey},
 		Content: &events.Content{File: &events.FileContent{
 			Name: "tool", Perm: 0o755, UID: 1000, Digest: blob, Size: -1,
-			Locations: []events.BlobLocation{{Session: "client-1", Store: "tools"}},
+			Locations: []events.BlobLocation{{Session: client1, Store: "tools"}},
 		}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -172,14 +175,15 @@ func TestOCILayoutBlobKey(t *testing.T) {
 	// Without a file name the file is the digest's hex, mode 0600; an
 	// unnamed session is the build's own.
 	unnamed := events.SourceOp{Identifier: "oci-layout+blob://stevedore.local/tools@" + blob.String(), Attrs: map[string]string{source.AttrOCILayoutStoreID: "tools"}}
-	rec, _ = s.Submit(t, events.SourceResolveRequested{Source: unnamed, Snapshot: true, Session: "the-builds"})
+	builds := fleettest.HoldKey(t).ID
+	rec, _ = s.Submit(t, events.SourceResolveRequested{Source: unnamed, Snapshot: true, Session: builds})
 	req = rec.Wait(t, 20*time.Second, events.TypeSnapshotRequested, events.TypeSourceFailed)
 	got, ok = req.Data.(events.SnapshotRequested)
 	if !ok {
 		t.Fatalf("build ended with %v", bustest.Summary([]events.Event{req}))
 	}
 	f := got.Content.File
-	if f.Name != blob.Encoded() || f.Perm != 0o600 || len(f.Locations) != 1 || f.Locations[0] != (events.BlobLocation{Session: "the-builds", Store: "tools"}) {
+	if f.Name != blob.Encoded() || f.Perm != 0o600 || len(f.Locations) != 1 || f.Locations[0] != (events.BlobLocation{Session: builds, Store: "tools"}) {
 		t.Errorf("file = %+v", f)
 	}
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -35,16 +36,25 @@ func NewHandler(platform ocispec.Platform) *Handler {
 // Resolve handles source.resolve.requested. Bad input (no "://", an unknown
 // scheme, a scheme nobody handles, a bad reference or attribute) fails the
 // build with BuildKit's own message.
-func (h *Handler) Resolve(_ context.Context, in events.SourceResolveRequested) ([]events.Event, error) {
+func (h *Handler) Resolve(ctx context.Context, in events.SourceResolveRequested) ([]events.Event, error) {
 	// Credentials in a URL end the build here, as an output rather than
 	// an error: a failure would be terminated and its input (the URL
 	// included) copied to the dead-letter stream; the failure event
 	// repeats the source without them.
 	if err := source.RefuseCredentials(in.Source); err != nil {
+		// And the request itself goes from the events stream, once
+		// the failure is out.
+		bus.Erase(ctx)
 		return []events.Event{events.New(events.SourceFailed{
 			Source: source.WithoutCredentials(in.Source), Step: events.TypeSourceResolveRequested,
 			Reason: err.Error(), Code: bus.Code(bus.Invalid(err)), Attempts: 1,
 		})}, nil
+	}
+	// A request naming a client session acts only when that session's
+	// key signed it: otherwise any client could publish one on another's
+	// build and have the fleet read that build's session for it.
+	if err := session.VerifyInput(ctx, in); err != nil {
+		return nil, bus.Invalid(err)
 	}
 	id, err := h.manager.Identifier(in.Source)
 	if err != nil {

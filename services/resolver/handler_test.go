@@ -10,6 +10,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 	"github.com/stevedore-dev/stevedore/services/resolver"
 )
@@ -199,7 +200,7 @@ func TestResolveFileSources(t *testing.T) {
 		{source.SchemeHTTP, events.SourceOp{Identifier: "http://example.com/file.tar.gz"}},
 		{source.SchemeOCILayout, events.SourceOp{
 			Identifier: "oci-layout://store/app@" + digestA,
-			Attrs:      map[string]string{source.AttrOCILayoutSessionID: "s1", source.AttrOCILayoutStoreID: "store", source.AttrOCILayoutLayerLimit: "1"},
+			Attrs:      map[string]string{source.AttrOCILayoutStoreID: "store", source.AttrOCILayoutLayerLimit: "1"},
 		}},
 		{source.SchemeOCILayoutBlob, events.SourceOp{
 			Identifier: "oci-layout+blob://store/app@" + digestA,
@@ -236,21 +237,33 @@ func TestResolveCarriesTheSession(t *testing.T) {
 	t.Parallel()
 	op := events.SourceOp{Identifier: "git://github.com/moby/buildkit#v0.34.1", Platform: &linuxAMD64}
 	h := resolver.NewHandler(linuxAMD64)
-	got, err := h.Resolve(t.Context(), events.SourceResolveRequested{Source: op, Snapshot: true, Session: "sess-1"})
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := events.New(events.SourceResolveRequested{Source: op, Snapshot: true, Session: key.ID})
+	in.ID, in.BuildID = "b1-request", "b1"
+	if err := key.SignRequest(&in); err != nil {
+		t.Fatal(err)
+	}
+	got, err := bus.Typed(h.Resolve)(t.Context(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []events.Event{
-		events.New(events.SourceResolved{Source: op, Scheme: source.SchemeGit, Handler: events.ComponentPuller, Snapshot: true, Session: "sess-1"}),
-		events.New(events.CacheKeyRequested{Source: op, Index: 0, Snapshot: true, Session: "sess-1"}),
+		events.New(events.SourceResolved{Source: op, Scheme: source.SchemeGit, Handler: events.ComponentPuller, Snapshot: true, Session: key.ID}),
+		events.New(events.CacheKeyRequested{Source: op, Index: 0, Snapshot: true, Session: key.ID}),
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Resolve outputs (-want +got):\n%s", diff)
 	}
-	for _, bad := range []string{"a.b", "s*", "s>", "with space"} {
-		out, err := h.Resolve(t.Context(), events.SourceResolveRequested{Source: op, Session: bad})
-		if err == nil || !bus.Permanent(err) || !strings.Contains(err.Error(), "build session") {
-			t.Errorf("session %q: %v, %v; want a permanent error", bad, out, err)
+	// An id that is not a session key cannot have signed the request.
+	for _, bad := range []string{"a.b", "s*", "s>", "with space", "sess-1"} {
+		in := events.New(events.SourceResolveRequested{Source: op, Session: bad})
+		in.ID, in.BuildID = "b2-request", "b2"
+		out, err := bus.Typed(h.Resolve)(t.Context(), in)
+		if err == nil || !bus.Permanent(err) || !strings.Contains(err.Error(), "signed") {
+			t.Errorf("session %q: %v, %v; want a permanent error, not signed", bad, out, err)
 		}
 	}
 }

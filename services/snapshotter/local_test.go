@@ -29,13 +29,24 @@ import (
 // connection of its own (the client's).
 func serveDir(t *testing.T, s *fleettest.Stack, dir string) *session.Server {
 	t.Helper()
+	srv, _ := serveDirKeyed(t, s, dir)
+	return srv
+}
+
+// serveDirKeyed is serveDir, and returns the session's key too.
+func serveDirKeyed(t *testing.T, s *fleettest.Stack, dir string) (*session.Server, session.Key) {
+	t.Helper()
 	nc, _ := s.Env.Connect(t, "client")
-	srv, err := session.Serve(t.Context(), nc, session.NewID(), session.Config{Dirs: map[string]string{"context": dir}})
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Dirs: map[string]string{"context": dir}, Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Stop() })
-	return srv
+	return srv, key
 }
 
 func localAttrs(srv *session.Server, extra ...string) map[string]string {
@@ -233,10 +244,13 @@ func TestLocalSnapshotNeedsTheSession(t *testing.T) {
 	s := fleettest.New(t)
 	s.Puller(t)
 	s.Snapshotter(t)
-	srv := serveDir(t, s, t.TempDir())
+	srv, key := serveDirKeyed(t, s, t.TempDir())
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	// The client signed its request before it left: the test holds the
+	// session's key again to sign it.
+	t.Cleanup(session.Hold(key))
 	rec, _ := s.Request(t, "local://context", localAttrs(srv), "", true)
 	e := rec.Wait(t, 20*time.Second, events.TypeSnapshotFailed, events.TypeSnapshotReady)
 	f, ok := e.Data.(events.SnapshotFailed)
@@ -246,22 +260,30 @@ func TestLocalSnapshotNeedsTheSession(t *testing.T) {
 }
 
 // fakeSession answers a session's list and files requests with what the
-// test says, the way a hostile or broken client could.
-func fakeSession(t *testing.T, s *fleettest.Stack, entries []session.Entry, files func(m *nats.Msg)) string {
+// test says (files returns the answer to a files request), the way a
+// hostile or broken client could: a keyed session, whose answers it
+// signs, and whose key the test holds (so requests naming it are signed).
+func fakeSession(t *testing.T, s *fleettest.Stack, entries []session.Entry, files func(m *nats.Msg) *nats.Msg) string {
 	t.Helper()
 	nc, _ := s.Env.Connect(t, "fake-client")
-	id := session.NewID()
+	key := fleettest.HoldKey(t)
+	id := key.ID
 	body, err := json.Marshal(session.ListReply{Entries: entries})
 	if err != nil {
 		t.Fatal(err)
 	}
+	respond := func(m, reply *nats.Msg) {
+		if err := key.SignAnswer(m, reply); err == nil {
+			_ = m.RespondMsg(reply)
+		}
+	}
 	_, err = nc.Subscribe(session.Subject(id, session.OpList), func(m *nats.Msg) {
-		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{session.HeaderSize: []string{fmt.Sprint(len(body))}}, Data: body})
+		respond(m, &nats.Msg{Header: nats.Header{session.HeaderSize: []string{fmt.Sprint(len(body))}}, Data: body})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nc.Subscribe(session.Subject(id, session.OpFiles), files); err != nil {
+	if _, err := nc.Subscribe(session.Subject(id, session.OpFiles), func(m *nats.Msg) { respond(m, files(m)) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
@@ -281,8 +303,8 @@ func TestLocalRefusesPathsBelowASymlink(t *testing.T) {
 	id := fakeSession(t, s, []session.Entry{
 		{Path: "a", Mode: fs.ModeSymlink | 0o777, Linkname: outside},
 		{Path: "a/pwned", Mode: 0o644, Size: 1},
-	}, func(m *nats.Msg) {
-		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{session.HeaderParts: []string{"1"}, session.HeaderSize: []string{"1"}}, Data: []byte("x")})
+	}, func(*nats.Msg) *nats.Msg {
+		return &nats.Msg{Header: nats.Header{session.HeaderParts: []string{"1"}, session.HeaderSize: []string{"1"}}, Data: []byte("x")}
 	})
 	rec, _ := s.Request(t, "local://context", map[string]string{source.AttrLocalSessionID: id}, "", true)
 	e := rec.Wait(t, 20*time.Second, events.TypeSnapshotFailed, events.TypeSnapshotReady)
@@ -307,10 +329,10 @@ func TestLocalCancelledTransferLeavesNothing(t *testing.T) {
 	node, svc1 := s.Snapshotter(t, func(c *snapshotter.Config) { c.DataDir = dataDir })
 	asked := make(chan struct{}, 16)
 	release := make(chan struct{})
-	id := fakeSession(t, s, []session.Entry{{Path: "f", Mode: 0o644, Size: 3, ModTime: 1}}, func(m *nats.Msg) {
+	id := fakeSession(t, s, []session.Entry{{Path: "f", Mode: 0o644, Size: 3, ModTime: 1}}, func(*nats.Msg) *nats.Msg {
 		asked <- struct{}{}
 		<-release
-		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{session.HeaderParts: []string{"3"}, session.HeaderSize: []string{"3"}}, Data: []byte("abc")})
+		return &nats.Msg{Header: nats.Header{session.HeaderParts: []string{"3"}, session.HeaderSize: []string{"3"}}, Data: []byte("abc")}
 	})
 	defer close(release)
 	rec, _ := s.Request(t, "local://context", map[string]string{source.AttrLocalSessionID: id}, "", true)

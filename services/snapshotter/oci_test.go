@@ -27,7 +27,11 @@ func serveLayout(t *testing.T, s *fleettest.Stack, name string) *session.Server 
 		t.Fatal(err)
 	}
 	nc, _ := s.Env.Connect(t, "client")
-	srv, err := session.Serve(t.Context(), nc, session.NewID(), session.Config{Stores: map[string]*ocilayout.Layout{"app": l}})
+	key, err := session.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Stores: map[string]*ocilayout.Layout{"app": l}, Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
