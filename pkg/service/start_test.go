@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -131,13 +132,14 @@ func TestRunWaitsForAClusterWithoutQuorum(t *testing.T) {
 		req := events.New(events.CacheKeyRequested{Source: events.SourceOp{Identifier: "docker-image://x/y:1"}})
 		req.ID, req.BuildID, req.Source, req.Time = buildID+"-request", buildID, "/stevedore/test", time.Now()
 		for {
-			pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-			err := bus.NewPublisher(js).Publish(pctx, req)
-			pcancel()
-			if err == nil {
+			// Publish sends again until the stream answers; a call that
+			// gives up may still have been stored, and then the next one
+			// meets its own request's id.
+			err := bus.NewPublisher(js).Publish(ctx, req)
+			if err == nil || errors.Is(err, bus.ErrDuplicateID) {
 				break
 			}
-			alive("the request of " + buildID + " was stored")
+			alive(fmt.Sprintf("the request of %s was stored (last: %v)", buildID, err))
 		}
 		for {
 			alive("the replica answered " + buildID)
