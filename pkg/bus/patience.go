@@ -99,13 +99,13 @@ const (
 func try[T any](ctx context.Context, p Patience, what string, f func(context.Context) (T, error)) (T, error) {
 	delay := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, p.Attempt)
+		actx, cancel := context.WithTimeoutCause(ctx, p.Attempt, fmt.Errorf("%s: no answer within %s", what, p.Attempt))
 		v, err := f(actx)
 		cancel()
 		if err == nil || !Transient(err) {
 			return v, err
 		}
-		if ctx.Err() != nil {
+		if context.Cause(ctx) != nil {
 			return v, fmt.Errorf("%w (stopped waiting: %w)", err, context.Cause(ctx))
 		}
 		if !time.Now().Add(delay).Before(p.Until) {

@@ -88,13 +88,13 @@ func TestRunWaitsForAClusterWithoutQuorum(t *testing.T) {
 		c.Stop(t, "node-3")
 		// The premise: the cluster cannot answer a consumer lookup now.
 		for {
-			lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+			lctx, lcancel := context.WithTimeoutCause(ctx, 5*time.Second, errors.New("consumer lookup timed out"))
 			_, err := js.Consumer(lctx, events.StreamEvents, bus.PullerConsumer().Name)
 			lcancel()
 			if bus.Transient(err) {
 				return
 			}
-			if ctx.Err() != nil {
+			if context.Cause(ctx) != nil {
 				t.Fatalf("the cluster kept answering without a quorum: %v", context.Cause(ctx))
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -143,7 +143,7 @@ func TestRunWaitsForAClusterWithoutQuorum(t *testing.T) {
 		}
 		for {
 			alive("the replica answered " + buildID)
-			rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+			rctx, rcancel := context.WithTimeoutCause(ctx, 5*time.Second, errors.New("replay timed out"))
 			stored, err := bus.Replay(rctx, js, buildID)
 			rcancel()
 			if err != nil {
