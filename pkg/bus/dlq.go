@@ -78,6 +78,12 @@ func (d *DLQ) Run(ctx context.Context) error {
 			if context.Cause(ctx) != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
 			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// A leader election or a busy cluster: the iterator pulls
+				// again on its own.
+				d.log.Warn("no heartbeat from the dead-letter consumer; pulling again")
+				continue
+			}
 			return fmt.Errorf("next advisory: %w", err)
 		}
 		if err := d.move(context.WithoutCancel(ctx), msg); err != nil {

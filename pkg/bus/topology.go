@@ -201,17 +201,24 @@ const LeaseMarkerTTL = time.Minute
 const kvStreamPrefix = "KV_"
 
 // replicas is the replica count to provision stream with: t's, or when t
-// says zero, what the stream has now (1 when it does not exist).
-func (t Topology) replicas(ctx context.Context, js jetstream.JetStream, stream string) int {
+// says zero, what the stream has now (1 when it does not exist). A stream
+// that could not be looked up is an error, not a new stream: guessing 1
+// would shrink a replicated one.
+func (t Topology) replicas(ctx context.Context, js jetstream.JetStream, stream string) (int, error) {
 	if t.Replicas > 0 {
-		return t.Replicas
+		return t.Replicas, nil
 	}
-	if s, err := js.Stream(ctx, stream); err == nil {
-		if n := s.CachedInfo().Config.Replicas; n > 0 {
-			return n
-		}
+	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 1, nil
 	}
-	return 1
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	if n := s.CachedInfo().Config.Replicas; n > 0 {
+		return n, nil
+	}
+	return 1, nil
 }
 
 // Provision creates or updates every stream, bucket and consumer of t. It is
@@ -250,7 +257,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 		},
 	}
 	for _, cfg := range streams {
-		cfg.Replicas = t.replicas(ctx, js, cfg.Name)
+		n, err := t.replicas(ctx, js, cfg.Name)
+		if err != nil {
+			return fmt.Errorf("provision: %w", err)
+		}
+		cfg.Replicas = n
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
@@ -266,7 +277,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	}
 	for _, cfg := range buckets {
 		cfg.Storage = t.storage()
-		cfg.Replicas = t.replicas(ctx, js, kvStreamPrefix+cfg.Bucket)
+		n, err := t.replicas(ctx, js, kvStreamPrefix+cfg.Bucket)
+		if err != nil {
+			return fmt.Errorf("provision: %w", err)
+		}
+		cfg.Replicas = n
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}

@@ -171,6 +171,12 @@ func (w *Worker) Run(ctx context.Context) error {
 			if context.Cause(ctx) != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
 			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The consumer's leader is being elected or the cluster is
+				// busy; the iterator pulls again on its own.
+				w.cfg.Logger.Warn("no heartbeat from the consumer; pulling again", "consumer", w.cfg.Consumer.Name)
+				continue
+			}
 			return fmt.Errorf("next message from %s: %w", w.cfg.Consumer.Name, err)
 		}
 		wg.Add(1)

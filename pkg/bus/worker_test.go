@@ -23,11 +23,22 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// testConsumer is the puller's consumer with test-sized timings.
+// testConsumer is the puller's consumer with test-sized timings: three
+// deliveries, and an AckWait no loaded machine's scheduling outlasts, so
+// that a count of handler calls says what the worker did, not what the
+// server redelivered while the test was starved.
 func testConsumer() bus.Consumer {
 	c := bus.PullerConsumer()
-	c.AckWait = 800 * time.Millisecond
+	c.AckWait = 10 * time.Second
 	c.MaxDeliver = 3
+	return c
+}
+
+// redeliveringConsumer is testConsumer with a short AckWait, for the tests
+// of what happens when it runs out.
+func redeliveringConsumer() bus.Consumer {
+	c := testConsumer()
+	c.AckWait = 800 * time.Millisecond
 	return c
 }
 
@@ -300,10 +311,11 @@ func TestWorkerHeartbeatsLongWork(t *testing.T) {
 // replica after AckWait; events both published are stored once.
 func TestWorkerCrashRedeliversAndDedupes(t *testing.T) {
 	t.Parallel()
-	env := startEnv(t)
+	c := redeliveringConsumer()
+	env := startEnvWith(t, c)
 	release := make(chan struct{})
 	var firstCalls, secondCalls atomic.Int32
-	stop1, nc1 := runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+	stop1, nc1 := runWorkerWith(t, env, "w1", c, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 		firstCalls.Add(1)
 		<-release
 		return []events.Event{hitFor(in)}, nil
@@ -313,7 +325,7 @@ func TestWorkerCrashRedeliversAndDedupes(t *testing.T) {
 	waitFor(t, func() bool { return firstCalls.Load() == 1 })
 	// The replica dies: its connection is gone, its heartbeats stop.
 	nc1.Close()
-	runWorker(t, env, "w2", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+	runWorkerWith(t, env, "w2", c, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 		secondCalls.Add(1)
 		return []events.Event{hitFor(in)}, nil
 	}))
@@ -341,7 +353,7 @@ func TestWorkerCrashRedeliversAndDedupes(t *testing.T) {
 // with a failed event from the mover.
 func TestMaxDeliveriesWithoutFailureIsReportedByDLQ(t *testing.T) {
 	t.Parallel()
-	env := startEnv(t)
+	env := startEnvWith(t, redeliveringConsumer())
 	runDLQ(t, env)
 	rec := env.Record(t, "b1")
 	env.Request(t, "b1", request)

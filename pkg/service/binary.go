@@ -42,6 +42,10 @@ type Common struct {
 	// STEVEDORE_STOP_GRACE, default bus.DefaultStopGrace); a negative
 	// value waits for it.
 	StopGrace time.Duration
+	// StartTimeout is how long a replica waits at start for a JetStream
+	// that is loaded, electing or not up yet (-start-timeout,
+	// STEVEDORE_START_TIMEOUT, default bus.DefaultStartTimeout).
+	StartTimeout time.Duration
 }
 
 // RegisterCommon registers the common flags on fs.
@@ -59,6 +63,8 @@ func RegisterCommon(fs *flag.FlagSet) *Common {
 		"when provisioning, the dead-letter and advisories streams' byte bound; 0: 256 MiB, negative: none (STEVEDORE_DLQ_MAX_BYTES)")
 	fs.DurationVar(&c.StopGrace, "stop-grace", DurationEnv("STEVEDORE_STOP_GRACE", bus.DefaultStopGrace),
 		"after SIGTERM, how long work in flight may go on before it is handed back to the other replicas; negative: wait for it (STEVEDORE_STOP_GRACE)")
+	fs.DurationVar(&c.StartTimeout, "start-timeout", DurationEnv("STEVEDORE_START_TIMEOUT", bus.DefaultStartTimeout),
+		"at start, how long to wait for a JetStream that is loaded, electing a leader or not up yet before giving up (STEVEDORE_START_TIMEOUT)")
 	return c
 }
 

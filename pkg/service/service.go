@@ -68,6 +68,11 @@ type Spec struct {
 	// the fleet (bus.WorkerConfig.StopGrace). Zero means
 	// bus.DefaultStopGrace; negative waits for them.
 	StopGrace time.Duration
+	// StartTimeout is how long the replica waits at start for a JetStream
+	// that is loaded, electing or not up yet, retrying its lookups and
+	// provisioning (see Patient). Zero means bus.DefaultStartTimeout;
+	// negative waits no more than one attempt.
+	StartTimeout time.Duration
 }
 
 // Source is the CloudEvents source of the replica's events.
@@ -82,14 +87,30 @@ func (s Spec) Log() *slog.Logger {
 	return l.With("service", s.Component, "instance", s.Instance)
 }
 
+// Patient returns js for what the replica sets up at start: its stream,
+// consumer and bucket lookups and provisioning wait out a busy or electing
+// cluster, with a warning in the log for each retry, until ctx ends or
+// StartTimeout has passed since this call (bus.Patient). A service calls
+// it once at the top of its Run and passes the result on, to Run too.
+func (s Spec) Patient(js jetstream.JetStream) jetstream.JetStream {
+	timeout := s.StartTimeout
+	if timeout == 0 {
+		timeout = bus.DefaultStartTimeout
+	}
+	return bus.Patient(js, bus.Patience{Until: time.Now().Add(timeout), Logger: s.Log()})
+}
+
 // Run provisions the topology if asked, registers the service's handlers on
 // a worker (with Recover and Logging middleware) and runs it, with a DLQ
-// mover beside it, until ctx ends or one of them fails.
+// mover beside it, until ctx ends or one of them fails. Provisioning and
+// binding the consumers go through spec.Patient(js).
 func Run(ctx context.Context, js jetstream.JetStream, spec Spec, register func(*bus.Worker)) error {
 	if spec.Component == "" || spec.Instance == "" {
 		return errors.New("service: component and instance are required")
 	}
 	log := spec.Log()
+	lag := js // polls on its own, and reports what it sees
+	js = spec.Patient(js)
 	if spec.Provision {
 		if err := bus.Provision(ctx, js, bus.Topology{Replicas: spec.Replicas, EventsMaxBytes: spec.EventsMaxBytes, DLQMaxBytes: spec.DLQMaxBytes}); err != nil {
 			return fmt.Errorf("%s: %w", spec.Component, err)
@@ -120,7 +141,7 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, register func(*
 	g.Go(func() error { return w.Run(ctx) })
 	g.Go(func() error { return bus.NewDLQ(js, spec.Source(), log).Run(ctx) })
 	if spec.Observe.Metrics != nil || spec.Observe.Health != nil {
-		g.Go(func() error { return consumerLag(ctx, js, spec.Component, spec.Consumer.Name, spec.Observe, log) })
+		g.Go(func() error { return consumerLag(ctx, lag, spec.Component, spec.Consumer.Name, spec.Observe, log) })
 	}
 	return g.Wait()
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ import (
 // password is "<user>-pw") and returns a function that connects as a user
 // the way Stevedore's programs do (bus.ConnectOnce, credentials in the
 // URL). It sets the environment, so its callers are not parallel.
-func startDeployServer(t *testing.T) func(user string) (*nats.Conn, jetstream.JetStream) {
+func startDeployServer(t *testing.T) func(user string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	for _, u := range []string{"admin", "resolver", "puller", "snapshotter", "exporter", "client", "watcher"} {
 		t.Setenv("STEVEDORE_"+strings.ToUpper(u)+"_PASSWORD", u+"-pw")
@@ -55,10 +56,10 @@ func startDeployServer(t *testing.T) func(user string) (*nats.Conn, jetstream.Je
 		t.Fatal("nats-server not ready")
 	}
 	addr := strings.TrimPrefix(srv.ClientURL(), "nats://")
-	return func(user string) (*nats.Conn, jetstream.JetStream) {
+	return func(user string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 		t.Helper()
-		nc, js, err := bus.ConnectOnce(fmt.Sprintf("nats://%s:%s-pw@%s", user, user, addr), "test-"+user, 5*time.Second,
-			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		opts = append([]nats.Option{nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})}, opts...)
+		nc, js, err := bus.ConnectOnce(fmt.Sprintf("nats://%s:%s-pw@%s", user, user, addr), "test-"+user, 5*time.Second, opts...)
 		if err != nil {
 			t.Fatalf("connect as %s: %v", user, err)
 		}
@@ -69,22 +70,64 @@ func startDeployServer(t *testing.T) func(user string) (*nats.Conn, jetstream.Je
 
 // tap subscribes nc to subjects and records what arrives.
 type tap struct {
-	mu   sync.Mutex
-	msgs []*nats.Msg
+	nc      *nats.Conn
+	subs    []*nats.Subscription
+	mu      sync.Mutex
+	msgs    []*nats.Msg
+	handled atomic.Int64
 }
 
 func tapOn(t *testing.T, nc *nats.Conn, subjects ...string) *tap {
 	t.Helper()
-	tp := &tap{}
+	tp := &tap{nc: nc}
 	for _, s := range subjects {
-		_, _ = nc.Subscribe(s, func(m *nats.Msg) {
+		sub, err := nc.Subscribe(s, func(m *nats.Msg) {
 			tp.mu.Lock()
 			tp.msgs = append(tp.msgs, m)
 			tp.mu.Unlock()
+			tp.handled.Add(1)
 		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp.subs = append(tp.subs, sub)
 	}
-	_ = nc.Flush()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	return tp
+}
+
+// settle returns once the tap has recorded everything the server sent
+// it before now: a round trip, then every message it queued handled.
+func (tp *tap) settle(t *testing.T) {
+	t.Helper()
+	if err := tp.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var delivered int64
+		pending := 0
+		for _, sub := range tp.subs {
+			n, err := sub.Delivered()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, _, err := sub.Pending()
+			if err != nil {
+				t.Fatal(err)
+			}
+			delivered, pending = delivered+n, pending+p
+		}
+		if pending == 0 && delivered == tp.handled.Load() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the tap still has %d messages to handle", pending)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (tp *tap) all() []*nats.Msg {
@@ -103,7 +146,13 @@ func TestSecurityDeployReplies(t *testing.T) {
 	connect := startDeployServer(t)
 	// The spies, subscribed to every inbox there is to name.
 	inboxes := []string{"_INBOX.>", "_INBOX_resolver.>", "_INBOX_puller.>", "_INBOX_snapshotter.>", "_INBOX_exporter.>", "_INBOX_client.>", "_INBOX_watcher.>"}
-	spyNC, _ := connect("client")
+	spyErrs := make(chan error, 16)
+	spyNC, _ := connect("client", nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case spyErrs <- err:
+		default:
+		}
+	}))
 	spy := tapOn(t, spyNC, inboxes...)
 	watchNC, _ := connect("watcher")
 	watchSpy := tapOn(t, watchNC, inboxes...)
@@ -155,7 +204,9 @@ func TestSecurityDeployReplies(t *testing.T) {
 	if delivery == nil {
 		t.Fatal("the resolver got no delivery")
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Whatever the server sent the spies with the delivery, they have.
+	spy.settle(t)
+	watchSpy.settle(t)
 
 	for who, tp := range map[string]*tap{"client": spy, "watcher": watchSpy} {
 		for _, m := range tp.all() {
@@ -173,7 +224,16 @@ func TestSecurityDeployReplies(t *testing.T) {
 	// As if the client had learnt the ack subject anyway.
 	_ = spyNC.Publish(delivery.Reply(), []byte("+TERM"))
 	_ = spyNC.Flush()
-	time.Sleep(200 * time.Millisecond)
+	// The premise of the check: the server has read the +TERM, and said
+	// it refused it.
+	for refused := false; !refused; {
+		select {
+		case err := <-spyErrs:
+			refused = errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), delivery.Reply())
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server never refused the client's +TERM")
+		}
+	}
 	info, err := cons.Info(t.Context())
 	if err != nil {
 		t.Fatal(err)

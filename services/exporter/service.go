@@ -82,6 +82,10 @@ type Config struct {
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
 	// negative waits for it.
 	StopGrace time.Duration
+	// StartTimeout is how long Run waits at start for a JetStream that
+	// is loaded, electing or not up yet (service.Spec.StartTimeout).
+	// Zero means bus.DefaultStartTimeout.
+	StartTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -129,17 +133,20 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	spec := service.Spec{
-		Component:   events.ComponentExporter,
-		Instance:    s.cfg.Instance,
-		Consumer:    s.cfg.Consumer,
-		Concurrency: s.cfg.Concurrency,
-		Backoff:     s.cfg.Backoff,
-		Logger:      s.cfg.Logger,
-		Observe:     s.cfg.Observe,
-		StopGrace:   s.cfg.StopGrace,
+		Component:    events.ComponentExporter,
+		Instance:     s.cfg.Instance,
+		Consumer:     s.cfg.Consumer,
+		Concurrency:  s.cfg.Concurrency,
+		Backoff:      s.cfg.Backoff,
+		Logger:       s.cfg.Logger,
+		Observe:      s.cfg.Observe,
+		StopGrace:    s.cfg.StopGrace,
+		StartTimeout: s.cfg.StartTimeout,
 	}
+	// What the replica sets up waits out a busy or electing cluster.
+	js := spec.Patient(s.js)
 	if s.cfg.Provision {
-		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
+		if err := bus.Provision(ctx, js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
 			return fmt.Errorf("exporter: %w", err)
 		}
 	}
@@ -147,7 +154,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	index, err := cacheindex.Open(ctx, s.js)
+	index, err := cacheindex.Open(ctx, js)
 	if err != nil {
 		return err
 	}
@@ -164,7 +171,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}),
 		window: s.cfg.Window,
 	}
-	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
+	return service.Run(ctx, js, spec, func(w *bus.Worker) {
 		w.Handle(events.TypeCacheExportRequested, bus.Typed(h.Export))
 		w.Handle(events.TypeCacheImportRequested, bus.Typed(h.Import))
 	})

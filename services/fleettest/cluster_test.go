@@ -162,9 +162,11 @@ func loseANodeMidBuild(t *testing.T, v clusterVictim) {
 	defer layer.Release()
 
 	rec, buildID := s.Request(t, "docker-image://"+ref, nil, "linux/amd64", true)
+	// The replicas may still be starting: on a loaded cluster their
+	// lookups wait for JetStream (service.Spec.Patient).
 	select {
 	case <-layer.Arrived():
-	case <-time.After(20 * time.Second):
+	case <-time.After(90 * time.Second):
 		t.Fatalf("the snapshotter never asked for a layer; recorded: %v", bustest.Summary(rec.Events()))
 	}
 	// A snapshot.requested means the puller is done with the config, so

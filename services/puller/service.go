@@ -99,6 +99,10 @@ type Config struct {
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
 	// negative waits for it.
 	StopGrace time.Duration
+	// StartTimeout is how long Run waits at start for a JetStream that
+	// is loaded, electing or not up yet (service.Spec.StartTimeout).
+	// Zero means bus.DefaultStartTimeout.
+	StartTimeout time.Duration
 	// Downloads, when set, is an OCI image layout directory where this
 	// replica keeps what it downloads of http sources for the snapshotters
 	// given the same directory (snapshotter.Config.Downloads; see
@@ -173,10 +177,13 @@ func (s *Service) Run(ctx context.Context) error {
 		Logger:         s.cfg.Logger,
 		Observe:        s.cfg.Observe,
 		StopGrace:      s.cfg.StopGrace,
+		StartTimeout:   s.cfg.StartTimeout,
 	}
+	// What the replica sets up waits out a busy or electing cluster.
+	js := spec.Patient(s.js)
 	if s.cfg.Provision {
 		// The buckets must exist before the handler binds to them.
-		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
+		if err := bus.Provision(ctx, js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
 			return fmt.Errorf("puller: %w", err)
 		}
 		spec.Provision = false
@@ -185,19 +192,19 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	leases, err := lease.NewManager(ctx, s.js, lease.Config{Bucket: events.BucketLeases, Holder: s.cfg.Instance, TTL: s.cfg.LeaseTTL})
+	leases, err := lease.NewManager(ctx, js, lease.Config{Bucket: events.BucketLeases, Holder: s.cfg.Instance, TTL: s.cfg.LeaseTTL})
 	if err != nil {
 		return err
 	}
-	flight, err := lease.NewFlight(ctx, s.js, leases, events.BucketManifests)
+	flight, err := lease.NewFlight(ctx, js, leases, events.BucketManifests)
 	if err != nil {
 		return err
 	}
-	httpShared, err := lease.NewFlight(ctx, s.js, leases, events.BucketHTTP)
+	httpShared, err := lease.NewFlight(ctx, js, leases, events.BucketHTTP)
 	if err != nil {
 		return err
 	}
-	index, err := cacheindex.Open(ctx, s.js)
+	index, err := cacheindex.Open(ctx, js)
 	if err != nil {
 		return err
 	}
@@ -215,7 +222,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	if s.cfg.TagWatchInterval > 0 {
-		store, err := tagwatch.Open(ctx, s.js)
+		store, err := tagwatch.Open(ctx, js)
 		if err != nil {
 			return err
 		}
@@ -227,7 +234,7 @@ func (s *Service) Run(ctx context.Context) error {
 		defer cancel(errors.New("puller stopped"))
 		wg.Go(func() { w.run(wctx) })
 	}
-	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
+	return service.Run(ctx, js, spec, func(w *bus.Worker) {
 		w.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))
 	})
 }

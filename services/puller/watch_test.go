@@ -73,8 +73,11 @@ func TestWatchedTagMoves(t *testing.T) {
 	if r := prepull.Wait(t, 10*time.Second, events.TypeSnapshotRequested); r.Data.(events.SnapshotRequested).Keys[0].Pin != fx.Images["multi"].Digest {
 		t.Errorf("the pre-pull asks for %+v", r.Data)
 	}
-	time.Sleep(time.Second) // more rounds: the move is said once
-	if n := len(changes.OfType(events.TypeSourceChanged)); n != 1 {
+	// Three more rounds check the tag after the move (a round stores its
+	// check before it publishes, so the first two have published by the
+	// third): it is said once, in the stream.
+	checkedAfter(t, store, time.Now(), 3)
+	if n := countOf(s.Env.Stored(t, events.WatchBuildID), events.TypeSourceChanged); n != 1 {
 		t.Errorf("%d source.changed for one move, want 1", n)
 	}
 
@@ -98,5 +101,28 @@ func TestWatchedTagMoves(t *testing.T) {
 	}
 	if ws, err := store.List(t.Context()); err != nil || len(ws) != 0 {
 		t.Errorf("after remove: %+v, %v", ws, err)
+	}
+}
+
+// checkedAfter waits until the watches have been checked in n rounds
+// that began after since.
+func checkedAfter(t *testing.T, store *tagwatch.Store, since time.Time, n int) {
+	t.Helper()
+	seen := map[time.Time]bool{}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(seen) < n {
+		ws, err := store.List(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			if w.CheckedAt.After(since) {
+				seen[w.CheckedAt] = true
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rounds checked the watches in 20s, want %d: %+v", len(seen), n, ws)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

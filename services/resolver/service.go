@@ -56,6 +56,10 @@ type Config struct {
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
 	// negative waits for it.
 	StopGrace time.Duration
+	// StartTimeout is how long Run waits at start for a JetStream that
+	// is loaded, electing or not up yet (service.Spec.StartTimeout).
+	// Zero means bus.DefaultStartTimeout.
+	StartTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -113,6 +117,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Logger:         s.cfg.Logger,
 		Observe:        s.cfg.Observe,
 		StopGrace:      s.cfg.StopGrace,
+		StartTimeout:   s.cfg.StartTimeout,
 	}
 	h := NewHandler(s.cfg.Platform)
 	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {

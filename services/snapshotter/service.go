@@ -132,6 +132,10 @@ type Config struct {
 	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
 	// negative waits for it.
 	StopGrace time.Duration
+	// StartTimeout is how long Run waits at start for a JetStream that
+	// is loaded, electing or not up yet (service.Spec.StartTimeout).
+	// Zero means bus.DefaultStartTimeout.
+	StartTimeout time.Duration
 	// Limits bound what a snapshot's layers may expand to: a layer's and a
 	// snapshot's declared bytes and entries, and the data dir's free-space
 	// floor. Reaching one fails the snapshot at once (snapshot.failed,
@@ -261,17 +265,20 @@ func (s *Service) Close() error { return s.store.Close() }
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	spec := service.Spec{
-		Component:   events.ComponentSnapshotter,
-		Instance:    s.cfg.Instance,
-		Consumer:    s.cfg.Consumer,
-		Concurrency: s.cfg.Concurrency,
-		Backoff:     s.cfg.Backoff,
-		Logger:      s.cfg.Logger,
-		Observe:     s.cfg.Observe,
-		StopGrace:   s.cfg.StopGrace,
+		Component:    events.ComponentSnapshotter,
+		Instance:     s.cfg.Instance,
+		Consumer:     s.cfg.Consumer,
+		Concurrency:  s.cfg.Concurrency,
+		Backoff:      s.cfg.Backoff,
+		Logger:       s.cfg.Logger,
+		Observe:      s.cfg.Observe,
+		StopGrace:    s.cfg.StopGrace,
+		StartTimeout: s.cfg.StartTimeout,
 	}
+	// What the replica sets up waits out a busy or electing cluster.
+	js := spec.Patient(s.js)
 	if s.cfg.Provision {
-		if err := bus.Provision(ctx, s.js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
+		if err := bus.Provision(ctx, js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
 			return fmt.Errorf("snapshotter: %w", err)
 		}
 	}
@@ -279,15 +286,15 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	leases, err := lease.NewManager(ctx, s.js, lease.Config{Bucket: events.BucketLeases, Holder: s.cfg.Instance, TTL: s.cfg.LeaseTTL})
+	leases, err := lease.NewManager(ctx, js, lease.Config{Bucket: events.BucketLeases, Holder: s.cfg.Instance, TTL: s.cfg.LeaseTTL})
 	if err != nil {
 		return err
 	}
-	flight, err := lease.NewFlight(ctx, s.js, leases, events.BucketSnapshots)
+	flight, err := lease.NewFlight(ctx, js, leases, events.BucketSnapshots)
 	if err != nil {
 		return err
 	}
-	index, err := cacheindex.Open(ctx, s.js)
+	index, err := cacheindex.Open(ctx, js)
 	if err != nil {
 		return err
 	}
@@ -356,7 +363,7 @@ func (s *Service) Run(ctx context.Context) error {
 		log.Info("serving containerd's snapshots API", "socket", path, "namespace", ns)
 	}
 	log.Info("snapshotter ready", "rootfs", rfs.URL(), "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
-	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
+	return service.Run(ctx, js, spec, func(w *bus.Worker) {
 		w.Handle(events.TypeSnapshotRequested, bus.Typed(h.Snapshot))
 	})
 }

@@ -6,7 +6,8 @@
 // Lifecycle: StartCluster waits until no other cluster runs on the
 // machine, then returns once every node has JetStream current with an
 // elected meta leader; Stop shuts one node down (as an operator or a
-// failure would); the test's cleanup shuts down the rest.
+// failure would); Restart starts a stopped node again on its store and
+// ports; the test's cleanup shuts down the rest.
 package brokertest
 
 import (
@@ -14,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +38,7 @@ type Cluster struct {
 	Nodes []*broker.Server
 
 	urls []string
+	cfgs []broker.Config
 }
 
 // StartCluster starts an n-node cluster, waits (up to 30s) until every
@@ -103,14 +107,15 @@ func start(t testing.TB, n int) (*Cluster, error) {
 	}
 	c := &Cluster{}
 	for i := range n {
-		srv, err := broker.Start(broker.Config{
+		cfg := broker.Config{
 			DataDir:     t.TempDir(),
 			Port:        broker.RandomPort,
 			Name:        fmt.Sprintf("node-%d", i+1),
 			ClusterName: ClusterName,
 			ClusterPort: ports[i],
 			Routes:      routes,
-		})
+		}
+		srv, err := broker.Start(cfg)
 		if err != nil {
 			for _, s := range c.Nodes {
 				s.Shutdown()
@@ -120,6 +125,8 @@ func start(t testing.TB, n int) (*Cluster, error) {
 		t.Cleanup(srv.Shutdown)
 		c.Nodes = append(c.Nodes, srv)
 		c.urls = append(c.urls, srv.ClientURL())
+		cfg.Port = clientPort(srv)
+		c.cfgs = append(c.cfgs, cfg)
 	}
 	return c, nil
 }
@@ -170,4 +177,39 @@ func (c *Cluster) Stop(t testing.TB, name string) {
 		t.Fatalf("no cluster node named %q", name)
 	}
 	n.Shutdown()
+}
+
+// Restart starts the stopped node named name again, on its store, client
+// port and route port, and returns once it accepts connections (JetStream
+// may still be catching up); the test fails if there is none or it does
+// not start.
+func (c *Cluster) Restart(t testing.TB, name string) *broker.Server {
+	t.Helper()
+	for i, n := range c.Nodes {
+		if n.Name() != name {
+			continue
+		}
+		srv, err := broker.Start(c.cfgs[i])
+		if err != nil {
+			t.Fatalf("restart %s: %v", name, err)
+		}
+		t.Cleanup(srv.Shutdown)
+		c.Nodes[i] = srv
+		return srv
+	}
+	t.Fatalf("no cluster node named %q", name)
+	return nil
+}
+
+// clientPort is the port of srv's client URL.
+func clientPort(srv *broker.Server) int {
+	u, err := url.Parse(srv.ClientURL())
+	if err != nil {
+		return broker.RandomPort
+	}
+	p, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return broker.RandomPort
+	}
+	return p
 }
