@@ -30,6 +30,11 @@ type target struct {
 	// names, when not nil, records the name of every entry applied (a
 	// layer extracted without its parent: see rebase.go).
 	names *entryNames
+	// fresh says root is a snapshot prepared without a parent, which
+	// applyFresh extracts into (when it is indeed empty) rather than
+	// containerd's archive.Apply; overlayWhiteouts then says whiteouts
+	// become overlayfs's (opts say the same to archive.Apply).
+	fresh, overlayWhiteouts bool
 }
 
 // applyTarget turns the mounts of an active snapshot into a directory to
@@ -100,9 +105,10 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 	defer func() { _ = plain.Close() }()
 	h := sha256.New()
 	counter := &byteCounter{max: lb.streamLimit()}
+	var filter func(*tar.Header) (bool, error)
 	opts := dst.opts
 	if lb != nil || dst.names != nil {
-		opts = append(slices.Clone(opts), archive.WithFilter(func(hdr *tar.Header) (bool, error) {
+		filter = func(hdr *tar.Header) (bool, error) {
 			if lb != nil {
 				if ok, err := lb.filter(hdr); !ok || err != nil {
 					return ok, err
@@ -112,14 +118,20 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 				return dst.names.add(hdr)
 			}
 			return true, nil
-		}))
+		}
+		opts = append(slices.Clone(opts), archive.WithFilter(filter))
 	}
 	tar, err := readahead.NewReaderSize(io.TeeReader(plain, io.MultiWriter(h, counter)), aheadBuffers, aheadSize)
 	if err != nil {
 		return "", 0, err
 	}
 	defer func() { _ = tar.Close() }()
-	if _, err := archive.Apply(ctx, dst.root, tar, opts...); err != nil {
+	if dst.fresh && isEmptyDir(dst.root) {
+		err = applyFresh(ctx, dst.root, tar, dst.overlayWhiteouts, filter)
+	} else {
+		_, err = archive.Apply(ctx, dst.root, tar, opts...)
+	}
+	if err != nil {
 		return "", 0, err
 	}
 	// The tar end marker and padding count towards the diffID, and what

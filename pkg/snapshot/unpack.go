@@ -584,8 +584,10 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 	if err != nil {
 		return 0, err
 	}
+	dst.fresh = prepareOn == ""
 	var named *entryNames
 	if rebase {
+		dst.overlayWhiteouts = true
 		named = &entryNames{names: map[string]struct{}{}}
 		dst.opts = []archive.ApplyOpt{archive.WithConvertWhiteout(archive.OverlayConvertWhiteout)}
 		dst.names = named
