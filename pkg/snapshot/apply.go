@@ -151,6 +151,23 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 	return digest.NewDigest(digest.SHA256, h), counter.n, nil
 }
 
+// ApplyTar applies the tar stream r (a root filesystem, as WriteTar
+// writes one) to dir with the result of containerd's archive.Apply: names
+// bounded to dir, hard links inside it, whiteouts removing what they name.
+// When dir is an empty directory that nothing else writes meanwhile (a new
+// temporary directory), it does so without looking at the disk before
+// each entry (see applyFresh); otherwise it is archive.Apply.
+//
+// Errors: the stream's, an archive no extraction may apply, the file
+// system's.
+func ApplyTar(ctx context.Context, dir string, r io.Reader) error {
+	if isEmptyDir(dir) {
+		return applyFresh(ctx, dir, r, false, nil)
+	}
+	_, err := archive.Apply(ctx, dir, r)
+	return err
+}
+
 // discard reads r to its end. (A read-ahead reader's WriteTo answers
 // io.EOF once it has already reached the end, which io.Copy passes on.)
 func discard(r io.Reader) error {

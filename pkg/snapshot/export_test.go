@@ -59,7 +59,8 @@ func gnuTar(t *testing.T, tarBin string, layers ...layer) string {
 // snapshot, and the tar WriteTar streams of it, are the tree GNU tar
 // extracts from the same layers (whiteouts, opaque directories, hard
 // links, symlinks, devices, owners, modes and mtimes), for every prefix
-// of the chain and both snapshotters; and no blob is read to make them.
+// of the chain and both snapshotters, and so is that tar applied by
+// ApplyTar; and no blob is read to make them.
 func TestExportMatchesGNUTar(t *testing.T) {
 	t.Parallel()
 	for _, kind := range kinds {
@@ -92,6 +93,14 @@ func TestExportMatchesGNUTar(t *testing.T) {
 				var stream bytes.Buffer
 				if err := s.WriteTar(t.Context(), chainID.String(), &stream); err != nil {
 					t.Fatalf("WriteTar: %v", err)
+				}
+				// ApplyTar, as `pull --nats --output` applies the stream.
+				applied := t.TempDir()
+				if err := snapshot.ApplyTar(t.Context(), applied, bytes.NewReader(stream.Bytes())); err != nil {
+					t.Fatalf("ApplyTar of WriteTar's stream: %v", err)
+				}
+				if diff := cmp.Diff(want, readTree(t, applied)); diff != "" {
+					t.Errorf("WriteTar of %d layers, applied by ApplyTar, differs (-tar +applied):\n%s", i+1, diff)
 				}
 				fromTar := t.TempDir()
 				cmd := exec.CommandContext(t.Context(), tarBin, "-x", "-p", "--numeric-owner", "-C", fromTar)
