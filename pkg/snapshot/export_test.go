@@ -89,6 +89,20 @@ func TestExportMatchesGNUTar(t *testing.T) {
 				if diff := cmp.Diff(want, readTree(t, out)); diff != "" {
 					t.Errorf("Export of %d layers differs from GNU tar's (-tar +export):\n%s", i+1, diff)
 				}
+				// Again into the directory it filled, beside a file of its
+				// own: every name is replaced, the other file stays.
+				must(t, os.WriteFile(filepath.Join(out, "not-the-snapshots"), []byte("kept"), 0o600))
+				if err := s.Export(t.Context(), chainID.String(), out); err != nil {
+					t.Fatalf("Export over an export: %v", err)
+				}
+				again := readTree(t, out)
+				if _, ok := again["not-the-snapshots"]; !ok {
+					t.Errorf("Export over an export removed a file the snapshot does not name")
+				}
+				delete(again, "not-the-snapshots")
+				if diff := cmp.Diff(want, again); diff != "" {
+					t.Errorf("Export of %d layers over an export differs from GNU tar's (-tar +export):\n%s", i+1, diff)
+				}
 
 				var stream bytes.Buffer
 				if err := s.WriteTar(t.Context(), chainID.String(), &stream); err != nil {
