@@ -144,3 +144,29 @@ func BenchmarkApplyTar(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWriteTar streams the root filesystem of the image
+// $STEVEDORE_UNPACK_IMAGE names (unpacked once) as WriteTar does for
+// `pull --nats --output`, into io.Discard.
+func BenchmarkWriteTar(b *testing.B) {
+	testenv.Root(b, "layers are extracted with their owners")
+	dir := os.Getenv("STEVEDORE_UNPACK_IMAGE")
+	if dir == "" {
+		testenv.Lack(b, "STEVEDORE_UNPACK_IMAGE names no generated image directory (make bench-pull generates them under /dev/shm/stevedore-bench-images)")
+	}
+	layers, src := generatedImage(b, dir)
+	s, err := snapshot.Open(b.Context(), b.TempDir(), snapshot.KindOverlay)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	res, err := s.Unpack(b.Context(), snapshot.Request{Layers: layers, Source: src})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := s.WriteTar(b.Context(), res.Key, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
