@@ -83,7 +83,7 @@ var freshCopyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); r
 
 // isEmptyDir reports whether dir is an empty directory.
 func isEmptyDir(dir string) bool {
-	f, err := os.Open(dir)
+	f, err := os.Open(dir) //nolint:gosec // G304: a snapshot's or an output's own directory
 	if err != nil {
 		return false
 	}
@@ -104,8 +104,8 @@ func applyFresh(ctx context.Context, root string, r io.Reader, overlay bool, fil
 	}
 	tr := tar.NewReader(r)
 	for {
-		if err := ctx.Err(); err != nil {
-			return err
+		if cause := context.Cause(ctx); cause != nil {
+			return cause
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -378,7 +378,7 @@ func (t *freshTree) whiteout(hdr *tar.Header, full string) (write bool, err erro
 				return nil
 			}
 			if _, ok := t.unpacked[p]; !ok {
-				if err := os.RemoveAll(p); err != nil {
+				if err := os.RemoveAll(p); err != nil { //nolint:gosec // G122: archive.Apply's walk, in a tree only this extraction writes
 					return err
 				}
 				if info.IsDir() {
@@ -483,7 +483,7 @@ func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Hea
 	if t.made != nil {
 		flags |= os.O_EXCL // the records say nothing is there
 	}
-	f, err := os.OpenFile(full, flags, mode)
+	f, err := os.OpenFile(full, flags, mode) //nolint:gosec // G304: a path inside the root (see resolve)
 	if err != nil {
 		return err
 	}
@@ -493,7 +493,13 @@ func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Hea
 	err = func() error {
 		buf := freshCopyBuffers.Get().(*[]byte)
 		defer freshCopyBuffers.Put(buf)
-		if _, err := io.CopyBuffer(struct{ io.Writer }{f}, ctxReader{ctx, tr}, *buf); err != nil {
+		body := readerFunc(func(p []byte) (int, error) {
+			if cause := context.Cause(ctx); cause != nil {
+				return 0, cause
+			}
+			return tr.Read(p)
+		})
+		if _, err := io.CopyBuffer(struct{ io.Writer }{f}, body, *buf); err != nil {
 			return err
 		}
 		if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
@@ -514,18 +520,10 @@ func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Hea
 	return chtimesOf(full, hdr)
 }
 
-// ctxReader stops a copy once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
+// readerFunc adapts a function to io.Reader.
+type readerFunc func(p []byte) (int, error)
 
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // linkTarget is where a hard link's target is: inside the root, its
 // directories' symlinks followed, as archive.Apply's hardlinkRootPath.
@@ -589,7 +587,7 @@ func mknodEntry(hdr *tar.Header, full string) error {
 	if hdr.Devmajor < 0 || hdr.Devmajor > 1<<32-1 || hdr.Devminor < 0 || hdr.Devminor > 1<<32-1 {
 		return fmt.Errorf("device number %d:%d for %q out of range: %w", hdr.Devmajor, hdr.Devminor, hdr.Name, errInvalidArchive)
 	}
-	return unix.Mknod(full, mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+	return unix.Mknod(full, mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))) //nolint:gosec // G115: both numbers checked to fit above
 }
 
 var (

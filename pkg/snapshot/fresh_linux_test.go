@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -243,7 +244,7 @@ func xattrsOf(t *testing.T, p string) string {
 	t.Helper()
 	buf := make([]byte, 64<<10)
 	n, err := unix.Llistxattr(p, buf)
-	if err != nil && err != syscall.ENOTSUP {
+	if err != nil && !errors.Is(err, syscall.ENOTSUP) {
 		t.Fatalf("listxattr %s: %v", p, err)
 	}
 	var out []string
