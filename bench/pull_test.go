@@ -299,25 +299,32 @@ func (c cpuTime) since(c0 cpuTime) sample {
 	return sample{cpu: c.user - c0.user + c.sys - c0.sys, sys: c.sys - c0.sys}
 }
 
-// procCPU returns the CPU time process pid has used.
+// procCPU returns the CPU time process pid has used, with that of the
+// children it has waited for (the fleet's unpigz processes), as the
+// rusage of a command that exited counts them.
 func procCPU(pid int) (cpuTime, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return cpuTime{}, err
 	}
-	// The command name (field 2) may hold spaces; fields 14 and 15 are
-	// utime and stime.
+	// The command name (field 2) may hold spaces; fields 14 to 17 are
+	// utime, stime, cutime and cstime.
 	i := strings.LastIndexByte(string(data), ')')
 	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
+	if len(f) < 15 {
 		return cpuTime{}, fmt.Errorf("/proc/%d/stat: too few fields", pid)
 	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
+	var ticks [4]int64
+	var errs []error
+	for j := range ticks {
+		var err error
+		ticks[j], err = strconv.ParseInt(f[11+j], 10, 64)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return cpuTime{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
-	return cpuTime{user: time.Duration(utime) * clockTick, sys: time.Duration(stime) * clockTick}, nil
+	return cpuTime{user: time.Duration(ticks[0]+ticks[2]) * clockTick, sys: time.Duration(ticks[1]+ticks[3]) * clockTick}, nil
 }
 
 // procPeakRSS returns process pid's peak resident set (VmHWM), in bytes.

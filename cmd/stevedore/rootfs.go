@@ -126,7 +126,7 @@ func streamed(s *rootfs.Stream, key, node string) rootfsWriter {
 		from: "snapshot " + key + " streamed from node " + node,
 		dir: func(ctx context.Context, dir string) error {
 			defer func() { _ = s.Close() }()
-			if _, err := archive.Apply(ctx, dir, s); err != nil {
+			if err := snapshot.ApplyTar(ctx, dir, s); err != nil {
 				return errors.Join(err, s.Verify())
 			}
 			return s.Verify()

@@ -1,7 +1,6 @@
 package rootfs
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/klauspost/readahead"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -21,8 +21,11 @@ const askTimeout = 5 * time.Second
 // to its end, then Verify before trusting what was made of it.
 type Stream struct {
 	resp *http.Response
-	body *bufio.Reader
-	d    *digestWriter
+	// ahead reads the body, hashing it into d, in a goroutine of its own
+	// up to a few buffers ahead of the stream's reader: the network and
+	// the hash on one core, what is made of the tar on another.
+	ahead io.ReadCloser
+	d     *digestWriter
 }
 
 // streamBuffer is the buffer on each side of a stream: a tar reader reads
@@ -80,22 +83,28 @@ func Open(ctx context.Context, nc *nats.Conn, hc *http.Client, node string, req 
 		_ = resp.Body.Close()
 		return nil, fmt.Errorf("node %s: %s: %w", node, resp.Status, ErrRefused)
 	}
-	return &Stream{resp: resp, body: bufio.NewReaderSize(resp.Body, streamBuffer), d: newDigestWriter()}, nil
+	d := newDigestWriter()
+	ahead, err := readahead.NewReaderSize(io.TeeReader(resp.Body, d), streamAhead, streamBuffer)
+	if err != nil {
+		_ = resp.Body.Close()
+		return nil, err
+	}
+	return &Stream{resp: resp, ahead: ahead, d: d}, nil
 }
 
+// streamAhead is how many buffers the stream's reading runs ahead.
+const streamAhead = 4
+
 // Read reads the tar stream.
-func (s *Stream) Read(p []byte) (int, error) {
-	n, err := s.body.Read(p)
-	_, _ = s.d.Write(p[:n])
-	return n, err
-}
+func (s *Stream) Read(p []byte) (int, error) { return s.ahead.Read(p) }
 
 // Verify reads what is left of the stream and checks it against the
 // digest the node sent after it.
 //
 // Errors: ErrIncomplete; the read's.
 func (s *Stream) Verify() error {
-	if _, err := io.Copy(io.Discard, s); err != nil {
+	// (A read-ahead reader at its end answers WriteTo with io.EOF.)
+	if _, err := io.Copy(io.Discard, s.ahead); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: %w", ErrIncomplete, err)
 	}
 	want := s.resp.Trailer.Get(TrailerDigest)
@@ -111,5 +120,9 @@ func (s *Stream) Verify() error {
 // URL is where the stream came from (its grant, used up).
 func (s *Stream) URL() string { return s.resp.Request.URL.String() }
 
-// Close ends the stream.
-func (s *Stream) Close() error { return s.resp.Body.Close() }
+// Close ends the stream: the body first, which ends a read in progress,
+// then the reading ahead, which it waits for.
+func (s *Stream) Close() error {
+	err := s.resp.Body.Close()
+	return errors.Join(err, s.ahead.Close())
+}

@@ -30,6 +30,11 @@ type target struct {
 	// names, when not nil, records the name of every entry applied (a
 	// layer extracted without its parent: see rebase.go).
 	names *entryNames
+	// fresh says root is a snapshot prepared without a parent, which
+	// applyFresh extracts into (when it is indeed empty) rather than
+	// containerd's archive.Apply; overlayWhiteouts then says whiteouts
+	// become overlayfs's (opts say the same to archive.Apply).
+	fresh, overlayWhiteouts bool
 }
 
 // applyTarget turns the mounts of an active snapshot into a directory to
@@ -100,9 +105,10 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 	defer func() { _ = plain.Close() }()
 	h := sha256.New()
 	counter := &byteCounter{max: lb.streamLimit()}
+	var filter func(*tar.Header) (bool, error)
 	opts := dst.opts
 	if lb != nil || dst.names != nil {
-		opts = append(slices.Clone(opts), archive.WithFilter(func(hdr *tar.Header) (bool, error) {
+		filter = func(hdr *tar.Header) (bool, error) {
 			if lb != nil {
 				if ok, err := lb.filter(hdr); !ok || err != nil {
 					return ok, err
@@ -112,14 +118,20 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 				return dst.names.add(hdr)
 			}
 			return true, nil
-		}))
+		}
+		opts = append(slices.Clone(opts), archive.WithFilter(filter))
 	}
 	tar, err := readahead.NewReaderSize(io.TeeReader(plain, io.MultiWriter(h, counter)), aheadBuffers, aheadSize)
 	if err != nil {
 		return "", 0, err
 	}
 	defer func() { _ = tar.Close() }()
-	if _, err := archive.Apply(ctx, dst.root, tar, opts...); err != nil {
+	if dst.fresh && isEmptyDir(dst.root) {
+		err = applyFresh(ctx, dst.root, tar, dst.overlayWhiteouts, filter)
+	} else {
+		_, err = archive.Apply(ctx, dst.root, tar, opts...)
+	}
+	if err != nil {
 		return "", 0, err
 	}
 	// The tar end marker and padding count towards the diffID, and what
@@ -137,6 +149,23 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 		return "", 0, err
 	}
 	return digest.NewDigest(digest.SHA256, h), counter.n, nil
+}
+
+// ApplyTar applies the tar stream r (a root filesystem, as WriteTar
+// writes one) to dir with the result of containerd's archive.Apply: names
+// bounded to dir, hard links inside it, whiteouts removing what they name.
+// When dir is an empty directory that nothing else writes meanwhile (a new
+// temporary directory), it does so without looking at the disk before
+// each entry (see applyFresh); otherwise it is archive.Apply.
+//
+// Errors: the stream's, an archive no extraction may apply, the file
+// system's.
+func ApplyTar(ctx context.Context, dir string, r io.Reader) error {
+	if isEmptyDir(dir) {
+		return applyFresh(ctx, dir, r, false, nil)
+	}
+	_, err := archive.Apply(ctx, dir, r)
+	return err
 }
 
 // discard reads r to its end. (A read-ahead reader's WriteTo answers

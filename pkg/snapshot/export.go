@@ -9,13 +9,16 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -242,10 +245,15 @@ func keyOf(e unionEntry) (inodeKey, bool) {
 	return inodeKey{layer: e.layer, dev: uint64(st.Dev), ino: st.Ino}, true //nolint:unconvert // Dev's type differs by architecture
 }
 
-// writeDir writes the union into dir.
+// writeDir writes the union into dir. Into an empty dir, the regular
+// files are copied by several workers once every directory is made, and
+// nothing is looked up before it is written (the union's names are
+// unique); into a dir that holds files, one entry after the other, each
+// replacing what is there.
 func (u *union) writeDir(ctx context.Context, dir string) error {
+	fresh := isEmptyDir(dir)
 	links := map[inodeKey]string{}
-	var dirs []unionEntry
+	var dirs, files, linked []unionEntry
 	for i, e := range u.entries {
 		if i%256 == 0 {
 			if cause := context.Cause(ctx); cause != nil {
@@ -253,11 +261,33 @@ func (u *union) writeDir(ctx context.Context, dir string) error {
 			}
 		}
 		dst := filepath.Join(dir, filepath.FromSlash(e.rel))
-		if err := writeEntry(e, dst, links); err != nil {
+		if fresh && e.info.Mode().IsRegular() {
+			// Copied below; a second name of an inode is linked to the
+			// first once that is written.
+			if k, ok := keyOf(e); ok {
+				if _, ok := links[k]; ok {
+					linked = append(linked, e)
+					continue
+				}
+				links[k] = dst
+			}
+			files = append(files, e)
+			continue
+		}
+		if err := writeEntry(e, dst, links, !fresh); err != nil {
 			return fmt.Errorf("%s: %w", e.rel, err)
 		}
 		if e.info.IsDir() {
 			dirs = append(dirs, e)
+		}
+	}
+	if err := copyFiles(ctx, dir, files); err != nil {
+		return err
+	}
+	for _, e := range linked {
+		k, _ := keyOf(e)
+		if err := os.Link(links[k], filepath.Join(dir, filepath.FromSlash(e.rel))); err != nil {
+			return fmt.Errorf("%s: %w", e.rel, err)
 		}
 	}
 	// A directory's times last: writing its children changed them.
@@ -271,19 +301,47 @@ func (u *union) writeDir(ctx context.Context, dir string) error {
 	return nil
 }
 
-// writeEntry makes dst what e is, replacing what dst was unless both are
-// directories.
-func writeEntry(e unionEntry, dst string, links map[inodeKey]string) error {
-	mode := e.info.Mode()
-	st, _ := e.info.Sys().(*syscall.Stat_t)
-	if old, err := os.Lstat(dst); err == nil {
-		if !old.IsDir() || !mode.IsDir() {
-			if err := os.RemoveAll(dst); err != nil {
-				return err
+// copyFiles writes the regular files into dir (new names, their
+// directories made) with as many workers as there are processors (at
+// least two: a copy also waits for memory).
+func copyFiles(ctx context.Context, dir string, files []unionEntry) error {
+	g, ctx := errgroup.WithContext(ctx)
+	next := make(chan unionEntry)
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		g.Go(func() error {
+			for e := range next {
+				if err := writeEntry(e, filepath.Join(dir, filepath.FromSlash(e.rel)), nil, false); err != nil {
+					return fmt.Errorf("%s: %w", e.rel, err)
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(next)
+		for _, e := range files {
+			select {
+			case next <- e:
+			case <-ctx.Done():
+				return context.Cause(ctx)
 			}
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
+		return nil
+	})
+	return g.Wait()
+}
+
+// writeEntry makes dst what e is; with replace, it replaces what dst was
+// unless both are directories (without, dst must not exist). A regular
+// file that links records is a link to the name recorded (links nil:
+// copied).
+func writeEntry(e unionEntry, dst string, links map[inodeKey]string, replace bool) error {
+	mode := e.info.Mode()
+	st, _ := e.info.Sys().(*syscall.Stat_t)
+	if replace {
+		if err := clearFor(dst, mode); err != nil {
+			return err
+		}
 	}
 	switch {
 	case mode.IsDir():
@@ -291,7 +349,7 @@ func writeEntry(e unionEntry, dst string, links map[inodeKey]string) error {
 			return err
 		}
 	case mode.IsRegular():
-		if k, ok := keyOf(e); ok {
+		if k, ok := keyOf(e); ok && links != nil {
 			if first, ok := links[k]; ok {
 				return os.Link(first, dst)
 			}
@@ -340,6 +398,22 @@ func writeEntry(e unionEntry, dst string, links map[inodeKey]string) error {
 	return setTimes(dst, e.info)
 }
 
+// clearFor removes what dst is, unless both it and what replaces it (mode)
+// are directories.
+func clearFor(dst string, mode fs.FileMode) error {
+	old, err := os.Lstat(dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if old.IsDir() && mode.IsDir() {
+		return nil
+	}
+	return os.RemoveAll(dst)
+}
+
 // copyFile copies a regular file's bytes (copy_file_range: a reflink where
 // the file system shares extents, an in-kernel copy otherwise).
 func copyFile(src, dst string) error {
@@ -369,6 +443,9 @@ func setTimes(dst string, info fs.FileInfo) error {
 	ts := []unix.Timespec{unix.NsecToTimespec(atime.UnixNano()), unix.NsecToTimespec(info.ModTime().UnixNano())}
 	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
+
+// tarCopyBuffers carry files' bytes into a tar stream.
+var tarCopyBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // writeTar writes the union as a tar stream.
 func (u *union) writeTar(ctx context.Context, w io.Writer) error {
@@ -445,7 +522,11 @@ func writeTarEntry(tw *tar.Writer, e unionEntry, links map[inodeKey]string) erro
 		return err
 	}
 	defer func() { _ = f.Close() }()
-	n, err := io.Copy(tw, f)
+	// Reads of 1 MiB rather than the 32 KiB of io.Copy (*os.File's
+	// WriteTo), hidden so that it is not used.
+	buf := tarCopyBuffers.Get().(*[]byte)
+	defer tarCopyBuffers.Put(buf)
+	n, err := io.CopyBuffer(tw, struct{ io.Reader }{f}, *buf)
 	if err != nil {
 		return err
 	}

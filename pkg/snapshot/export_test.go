@@ -59,7 +59,8 @@ func gnuTar(t *testing.T, tarBin string, layers ...layer) string {
 // snapshot, and the tar WriteTar streams of it, are the tree GNU tar
 // extracts from the same layers (whiteouts, opaque directories, hard
 // links, symlinks, devices, owners, modes and mtimes), for every prefix
-// of the chain and both snapshotters; and no blob is read to make them.
+// of the chain and both snapshotters, and so is that tar applied by
+// ApplyTar; and no blob is read to make them.
 func TestExportMatchesGNUTar(t *testing.T) {
 	t.Parallel()
 	for _, kind := range kinds {
@@ -88,10 +89,32 @@ func TestExportMatchesGNUTar(t *testing.T) {
 				if diff := cmp.Diff(want, readTree(t, out)); diff != "" {
 					t.Errorf("Export of %d layers differs from GNU tar's (-tar +export):\n%s", i+1, diff)
 				}
+				// Again into the directory it filled, beside a file of its
+				// own: every name is replaced, the other file stays.
+				must(t, os.WriteFile(filepath.Join(out, "not-the-snapshots"), []byte("kept"), 0o600))
+				if err := s.Export(t.Context(), chainID.String(), out); err != nil {
+					t.Fatalf("Export over an export: %v", err)
+				}
+				again := readTree(t, out)
+				if _, ok := again["not-the-snapshots"]; !ok {
+					t.Errorf("Export over an export removed a file the snapshot does not name")
+				}
+				delete(again, "not-the-snapshots")
+				if diff := cmp.Diff(want, again); diff != "" {
+					t.Errorf("Export of %d layers over an export differs from GNU tar's (-tar +export):\n%s", i+1, diff)
+				}
 
 				var stream bytes.Buffer
 				if err := s.WriteTar(t.Context(), chainID.String(), &stream); err != nil {
 					t.Fatalf("WriteTar: %v", err)
+				}
+				// ApplyTar, as `pull --nats --output` applies the stream.
+				applied := t.TempDir()
+				if err := snapshot.ApplyTar(t.Context(), applied, bytes.NewReader(stream.Bytes())); err != nil {
+					t.Fatalf("ApplyTar of WriteTar's stream: %v", err)
+				}
+				if diff := cmp.Diff(want, readTree(t, applied)); diff != "" {
+					t.Errorf("WriteTar of %d layers, applied by ApplyTar, differs (-tar +applied):\n%s", i+1, diff)
 				}
 				fromTar := t.TempDir()
 				cmd := exec.CommandContext(t.Context(), tarBin, "-x", "-p", "--numeric-owner", "-C", fromTar)

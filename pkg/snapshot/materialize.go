@@ -66,7 +66,7 @@ func materializeLayer(ctx context.Context, l events.Layer, dir string, source Bl
 	}
 	defer func() { _ = rc.Close() }()
 	verified := &verifyingReader{r: io.LimitReader(rc, l.Blob.Size+1), v: l.Blob.Digest.Verifier(), want: l.Blob}
-	diffID, _, err := applyLayer(ctx, target{root: dir}, verified, nil)
+	diffID, _, err := applyLayer(ctx, target{root: dir, fresh: true}, verified, nil) // fresh: the first layer, when dir is empty
 	if err != nil {
 		// A truncated, oversized or corrupt blob is the likelier cause.
 		if context.Cause(ctx) == nil {

@@ -584,8 +584,10 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 	if err != nil {
 		return 0, err
 	}
+	dst.fresh = prepareOn == ""
 	var named *entryNames
 	if rebase {
+		dst.overlayWhiteouts = true
 		named = &entryNames{names: map[string]struct{}{}}
 		dst.opts = []archive.ApplyOpt{archive.WithConvertWhiteout(archive.OverlayConvertWhiteout)}
 		dst.names = named
@@ -675,6 +677,8 @@ func (s *Store) claimBlob(d digest.Digest) (release func(), wait <-chan struct{}
 // ingestion is a blob streaming from the source into the content store:
 // whoever reads reader also writes the ingest; commit verifies the blob and
 // stores it; close ends the download and drops the ingest unless committed.
+// The blob's digest is the content store writer's, which hashes what it
+// writes: the blob is hashed once.
 type ingestion struct {
 	s       *Store
 	desc    ocispec.Descriptor
@@ -682,7 +686,6 @@ type ingestion struct {
 	w       content.Writer
 	body    io.ReadCloser
 	counted *countingReader
-	digest  digest.Digester
 	reader  io.Reader
 
 	drained   bool
@@ -716,10 +719,9 @@ func (s *Store) ingest(ctx context.Context, desc ocispec.Descriptor, req Request
 	counted := &countingReader{r: io.LimitReader(body, desc.Size+1), report: func(n int64, done bool) {
 		req.progress(Update{Layer: desc.Digest, Phase: Downloading, Current: n, Total: desc.Size, Started: started, Done: done})
 	}}
-	dg := desc.Digest.Algorithm().Digester()
 	return &ingestion{
-		s: s, desc: desc, ref: ref, w: w, body: body, counted: counted, digest: dg,
-		reader: io.TeeReader(counted, io.MultiWriter(w, dg.Hash())),
+		s: s, desc: desc, ref: ref, w: w, body: body, counted: counted,
+		reader: io.TeeReader(counted, w),
 	}, nil
 }
 
@@ -734,7 +736,7 @@ func (g *ingestion) drain() error {
 		g.drainErr = fmt.Errorf("download %s: %w", g.desc.Digest, err)
 		return g.drainErr
 	}
-	if got := g.digest.Digest(); g.counted.n != g.desc.Size || got != g.desc.Digest {
+	if got := g.w.Digest(); g.counted.n != g.desc.Size || got != g.desc.Digest {
 		g.drainErr = fmt.Errorf("blob %s: got %d bytes digesting to %s, want %d bytes: %w", g.desc.Digest, g.counted.n, got, g.desc.Size, ErrVerify)
 		return g.drainErr
 	}

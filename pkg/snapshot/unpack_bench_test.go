@@ -3,6 +3,7 @@
 package snapshot_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/containerd/containerd/v2/pkg/archive"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -32,29 +34,7 @@ func BenchmarkUnpackImage(b *testing.B) {
 	if dir == "" {
 		testenv.Lack(b, "STEVEDORE_UNPACK_IMAGE names no generated image directory (make bench-pull generates them under /dev/shm/stevedore-bench-images)")
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "image.json"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var img struct {
-		Layers []struct {
-			Digest digest.Digest `json:"digest"`
-			Size   int64         `json:"size"`
-			DiffID digest.Digest `json:"diffID"`
-		} `json:"layers"`
-	}
-	if err := json.Unmarshal(data, &img); err != nil {
-		b.Fatal(err)
-	}
-	var layers []events.Layer
-	files := map[digest.Digest]string{}
-	for i, l := range img.Layers {
-		layers = append(layers, events.Layer{Blob: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID})
-		files[l.Digest] = filepath.Join(dir, strconv.Itoa(i)+".tar.gz")
-	}
-	src := snapshot.BlobSourceFunc(func(_ context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
-		return os.Open(files[d.Digest])
-	})
+	layers, src := generatedImage(b, dir)
 	kind := snapshot.KindOverlay
 	if os.Getenv("STEVEDORE_UNPACK_NATIVE") != "" {
 		kind = snapshot.KindNative
@@ -80,5 +60,113 @@ func BenchmarkUnpackImage(b *testing.B) {
 		_ = s.Close()
 		_ = os.RemoveAll(root)
 		b.StartTimer()
+	}
+}
+
+// generatedImage reads the layers of a generated image and opens its blobs
+// from their files.
+func generatedImage(b *testing.B, dir string) ([]events.Layer, snapshot.BlobSource) {
+	b.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "image.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var img struct {
+		Layers []struct {
+			Digest digest.Digest `json:"digest"`
+			Size   int64         `json:"size"`
+			DiffID digest.Digest `json:"diffID"`
+		} `json:"layers"`
+	}
+	if err := json.Unmarshal(data, &img); err != nil {
+		b.Fatal(err)
+	}
+	var layers []events.Layer
+	files := map[digest.Digest]string{}
+	for i, l := range img.Layers {
+		layers = append(layers, events.Layer{Blob: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID})
+		files[l.Digest] = filepath.Join(dir, strconv.Itoa(i)+".tar.gz")
+	}
+	src := snapshot.BlobSourceFunc(func(_ context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+		return os.Open(files[d.Digest])
+	})
+	return layers, src
+}
+
+// BenchmarkApplyTar applies the root filesystem of the image
+// $STEVEDORE_UNPACK_IMAGE names (unpacked once, then streamed by WriteTar
+// into memory) to a new empty directory, as `pull --nats --output` applies
+// the stream it receives: with ApplyTar, and with containerd's
+// archive.Apply for comparison.
+func BenchmarkApplyTar(b *testing.B) {
+	testenv.Root(b, "layers are extracted with their owners")
+	dir := os.Getenv("STEVEDORE_UNPACK_IMAGE")
+	if dir == "" {
+		testenv.Lack(b, "STEVEDORE_UNPACK_IMAGE names no generated image directory (make bench-pull generates them under /dev/shm/stevedore-bench-images)")
+	}
+	layers, src := generatedImage(b, dir)
+	s, err := snapshot.Open(b.Context(), b.TempDir(), snapshot.KindOverlay)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	res, err := s.Unpack(b.Context(), snapshot.Request{Layers: layers, Source: src})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var stream bytes.Buffer
+	if err := s.WriteTar(b.Context(), res.Key, &stream); err != nil {
+		b.Fatal(err)
+	}
+	for _, apply := range []struct {
+		name string
+		fn   func(ctx context.Context, dir string, r io.Reader) error
+	}{
+		{"ApplyTar", snapshot.ApplyTar},
+		{"archive.Apply", func(ctx context.Context, dir string, r io.Reader) error {
+			_, err := archive.Apply(ctx, dir, r)
+			return err
+		}},
+	} {
+		b.Run(apply.name, func(b *testing.B) {
+			b.SetBytes(int64(stream.Len()))
+			for b.Loop() {
+				b.StopTimer()
+				out := b.TempDir()
+				b.StartTimer()
+				if err := apply.fn(b.Context(), out, bytes.NewReader(stream.Bytes())); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				_ = os.RemoveAll(out)
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkWriteTar streams the root filesystem of the image
+// $STEVEDORE_UNPACK_IMAGE names (unpacked once) as WriteTar does for
+// `pull --nats --output`, into io.Discard.
+func BenchmarkWriteTar(b *testing.B) {
+	testenv.Root(b, "layers are extracted with their owners")
+	dir := os.Getenv("STEVEDORE_UNPACK_IMAGE")
+	if dir == "" {
+		testenv.Lack(b, "STEVEDORE_UNPACK_IMAGE names no generated image directory (make bench-pull generates them under /dev/shm/stevedore-bench-images)")
+	}
+	layers, src := generatedImage(b, dir)
+	s, err := snapshot.Open(b.Context(), b.TempDir(), snapshot.KindOverlay)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	res, err := s.Unpack(b.Context(), snapshot.Request{Layers: layers, Source: src})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := s.WriteTar(b.Context(), res.Key, io.Discard); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
