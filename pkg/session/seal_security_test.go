@@ -3,6 +3,7 @@ package session_test
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -81,6 +82,21 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 	}
 	if err := snap.ReadFiles(ctx, key.ID, "context-of-the-victim", entries, discardFiles{}); err != nil {
 		t.Fatalf("the snapshotter reads the files: %v", err)
+	}
+
+	// A request in the clear is refused: a service that would send one
+	// finds out at once.
+	other := []byte("written in the clear")
+	clear, err := json.Marshal(session.WriteRequest{Store: "cache", Blob: ocispec.Descriptor{Digest: digest.FromBytes(other), Size: int64(len(other))}, Data: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := expNC.Request(session.Subject(key.ID, session.OpWrite), clear, 5*time.Second)
+	if err != nil || m.Header.Get(session.HeaderError) != session.CodeInvalid {
+		t.Errorf("a write in the clear: %v, %v; want refused as invalid", m, err)
+	}
+	if has, _ := out.Has(t.Context(), ocispec.Descriptor{Digest: digest.FromBytes(other), Size: int64(len(other))}); has {
+		t.Error("a write in the clear was committed")
 	}
 
 	_ = spyNC.Flush()
