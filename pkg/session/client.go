@@ -32,6 +32,8 @@ type Client struct {
 	// to; openPub is its public key, sent with every secret request.
 	open    nkeys.KeyPair
 	openPub string
+	// seals are the sealing keys of the keyed sessions asked.
+	seals sealKeys
 }
 
 // Option configures a Client.
@@ -219,21 +221,44 @@ func (c *Client) request(ctx context.Context, id, op string, req any) ([]byte, i
 	return m.Data, size, nil
 }
 
-// requestMsg sends one request (req in JSON) and returns the reply, or
-// the error it carries.
+// requestMsg sends one request (req in JSON; to a keyed session, sealed
+// to its key) and returns the reply, or the error it carries.
 func (c *Client) requestMsg(ctx context.Context, id, op string, req any) (*nats.Msg, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
+	h := nats.Header{}
+	if IsKeyID(id) {
+		pub, err := c.sealKey(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if body, err = c.open.Seal(body, pub); err != nil {
+			return nil, fmt.Errorf("session %s: seal request: %w", id, err)
+		}
+		h.Set(HeaderSealedBy, c.openPub)
+	}
+	return c.sendMsg(ctx, id, op, body, h)
+}
+
+// send sends one request of body as it is.
+func (c *Client) send(ctx context.Context, id, op string, body []byte) (*nats.Msg, error) {
+	return c.sendMsg(ctx, id, op, body, nats.Header{})
+}
+
+// sendMsg sends one request and returns the reply, or the error it
+// carries; a keyed session's reply must be signed by its key.
+func (c *Client) sendMsg(ctx context.Context, id, op string, body []byte, h nats.Header) (*nats.Msg, error) {
 	timeout := fmt.Errorf("session %s did not answer within %s", id, c.opts.timeout)
 	rctx, cancel := context.WithTimeoutCause(ctx, c.opts.timeout, timeout)
 	defer cancel()
-	msg := &nats.Msg{Subject: Subject(id, op), Data: body, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: Subject(id, op), Data: body, Header: h}
 	if in, ok := bus.Input(ctx); ok {
 		msg.Header.Set(HeaderBuild, in.BuildID)
 	}
 	var m *nats.Msg
+	var err error
 	if IsKeyID(id) {
 		m, err = requestSigned(rctx, c.nc, id, msg)
 	} else {

@@ -84,7 +84,13 @@
 // of a signing key as its id and signs every answer (HeaderSignature); a
 // reader asking a session whose id is a key (IsKeyID) accepts only answers
 // that key signed and drops any other, so a client that subscribes to
-// another's session subjects cannot answer for it.
+// another's session subjects cannot answer for it. Nor can it read what is
+// asked of it: a keyed session also has a curve key, which it tells on
+// stevedore.session.<id>.key (OpKey, a signed answer), and every other
+// request to it is sealed to that key (HeaderSealedBy names the
+// requester's), so the chunks written into its cache, the paths asked of
+// its directories and the digests read cross the bus readable by the
+// session alone; it refuses a request that is not sealed to it.
 //
 // Who may request what is the NATS server's permissions
 // (deploy/nats.conf): secrets only the puller and snapshotter users,

@@ -21,8 +21,9 @@ import (
 // connection without TLS) can read it: only the requester can.
 const OpSecret = "secret"
 
-// HeaderSealedBy is the header of an OpSecret reply holding the public
-// curve key ("X…", nkeys) of the session that sealed the body.
+// HeaderSealedBy is the header holding the public curve key ("X…", nkeys)
+// of whoever sealed the body: on an OpSecret reply, the session; on a
+// request to a keyed session (see OpKey), the requester.
 const HeaderSealedBy = "Stevedore-Sealed-By"
 
 // MaxSecretSize is the largest secret a session serves: BuildKit's

@@ -273,24 +273,34 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 		// As if the session were gone: it serves its own builds only.
 		return errorReply(errorf(CodeNoSession, fmt.Sprintf("session %s serves no build %q", s.id, build)))
 	}
+	data := m.Data
+	if s.cfg.Key.kp != nil {
+		if op == OpKey {
+			return s.cfg.Key.KeyAnswer()
+		}
+		var err error
+		if data, err = s.cfg.Key.OpenRequest(m); err != nil {
+			return errorReply(err)
+		}
+	}
 	switch op {
 	case OpList:
-		return s.list(ctx, m.Data)
+		return s.list(ctx, data)
 	case OpFiles:
-		return s.files(m.Data)
+		return s.files(data)
 	case OpSecret:
-		return s.secret(ctx, m.Data)
+		return s.secret(ctx, data)
 	case OpWrite:
-		return s.writeBlob(ctx, m.Data)
+		return s.writeBlob(ctx, data)
 	case OpTag:
-		return s.tag(ctx, m.Data)
+		return s.tag(ctx, data)
 	case OpIndex:
-		return s.index(ctx, m.Data)
+		return s.index(ctx, data)
 	case OpPing:
 		return sizeReply(0, nil)
 	}
 	var req BlobRequest
-	if err := json.Unmarshal(m.Data, &req); err != nil {
+	if err := json.Unmarshal(data, &req); err != nil {
 		return errorReply(errorf(CodeInvalid, fmt.Sprintf("session %s: request: %v", s.id, err)))
 	}
 	switch op {

@@ -29,6 +29,10 @@ type Key struct {
 	// ID is the session id the key serves: its public key.
 	ID string
 	kp nkeys.KeyPair
+	// box is the session's curve key pair, which requests are sealed to
+	// (OpKey); boxPub is its public key.
+	box    nkeys.KeyPair
+	boxPub string
 }
 
 // NewKey makes a session key, for a session whose id is Key.ID.
@@ -41,7 +45,11 @@ func NewKey() (Key, error) {
 	if err != nil {
 		return Key{}, fmt.Errorf("session key: %w", err)
 	}
-	return Key{ID: pub, kp: kp}, nil
+	box, boxPub, err := newSealKey()
+	if err != nil {
+		return Key{}, fmt.Errorf("session key: %w", err)
+	}
+	return Key{ID: pub, kp: kp, box: box, boxPub: boxPub}, nil
 }
 
 // IsKeyID reports whether id is a session key's public key: the id of a

@@ -706,6 +706,23 @@ func (r *SessionRelay) ArmFiles(t testing.TB) *Stall {
 
 func (r *SessionRelay) relay(m *nats.Msg) {
 	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if op == session.OpKey {
+		r.respond(m, r.front.KeyAnswer())
+		return
+	}
+	// Requests come sealed to the front session; the back one is not
+	// keyed, so they go on to it opened.
+	body, err := r.front.OpenRequest(m)
+	if err != nil {
+		r.respond(m, &nats.Msg{Header: nats.Header{session.HeaderError: []string{session.CodeInvalid}}, Data: []byte(err.Error())})
+		return
+	}
+	header := nats.Header{}
+	for k, v := range m.Header {
+		if k != session.HeaderSealedBy {
+			header[k] = v
+		}
+	}
 	if op == session.OpFiles {
 		r.mu.Lock()
 		st := r.files
@@ -723,7 +740,7 @@ func (r *SessionRelay) relay(m *nats.Msg) {
 		}
 	}
 	var req session.BlobRequest
-	_ = json.Unmarshal(m.Data, &req)
+	_ = json.Unmarshal(body, &req)
 	var st *Stall
 	if op == session.OpBlob {
 		r.mu.Lock()
@@ -738,7 +755,7 @@ func (r *SessionRelay) relay(m *nats.Msg) {
 			Data: []byte(fmt.Sprintf("blob %s in store %q: the relay's store went away", req.Digest, req.Store))})
 		return
 	}
-	reply, err := r.nc.RequestMsg(&nats.Msg{Subject: session.Subject(r.back, op), Header: m.Header, Data: m.Data}, 10*time.Second)
+	reply, err := r.nc.RequestMsg(&nats.Msg{Subject: session.Subject(r.back, op), Header: header, Data: body}, 10*time.Second)
 	if err != nil {
 		return // no reply: the reader times out, as with a gone session
 	}

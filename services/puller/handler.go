@@ -543,7 +543,7 @@ func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt tim
 	case age <= f.maxAge:
 		return topResolution{Top: r.Top}, true
 	case age <= f.maxAge+f.revalidate:
-		h.revalidateTag(ctx, ref, key)
+		h.revalidateTag(ctx, ref, key, r.ResolvedAt)
 		return topResolution{Top: r.Top, Stale: fmt.Sprintf("past the tag max age (%s); using the resolution of %s while the fleet revalidates it",
 			f.maxAge, r.ResolvedAt.UTC().Format(time.RFC3339))}, true
 	}
@@ -554,8 +554,11 @@ func (h *Handler) freshTag(ctx context.Context, ref, key string, requestedAt tim
 // replica at a time and, through the tag's lease, once for the fleet: a
 // replica that finds the lease held leaves it to its holder. A failure
 // keeps the stale answer until the window closes; the requests after that
-// ask the registry themselves (and fall back on an outage).
-func (h *Handler) revalidateTag(ctx context.Context, ref, key string) {
+// ask the registry themselves (and fall back on an outage). seen is when
+// the stale resolution was made: a replica that takes the lease after
+// another let it go (it noticed the stale answer while that one asked)
+// finds a newer resolution stored, and leaves it.
+func (h *Handler) revalidateTag(ctx context.Context, ref, key string, seen time.Time) {
 	if _, busy := h.revalidating.LoadOrStore(key, struct{}{}); busy {
 		return
 	}
@@ -566,9 +569,22 @@ func (h *Handler) revalidateTag(ctx context.Context, ref, key string) {
 		bctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), tagRevalidateTimeout,
 			fmt.Errorf("revalidating %s took longer than %s", ref, tagRevalidateTimeout))
 		defer cancel()
-		_ = h.flight.Refresh(bctx, key, h.askRegistry(ref))
+		ask := h.askRegistry(ref)
+		_ = h.flight.Refresh(bctx, key, func(ctx context.Context) ([]byte, error) {
+			if v, found, err := h.flight.Get(ctx, key); err == nil && found {
+				var r tagResolution
+				if json.Unmarshal(v, &r) == nil && r.ResolvedAt.After(seen) {
+					return nil, errRevalidated
+				}
+			}
+			return ask(ctx)
+		})
 	})
 }
+
+// errRevalidated ends a revalidation that finds the tag revalidated since
+// it was seen stale: nothing is stored.
+var errRevalidated = errors.New("revalidated meanwhile")
 
 // tagRevalidateTimeout bounds a background revalidation of a tag.
 const tagRevalidateTimeout = 30 * time.Second

@@ -283,7 +283,19 @@ func fakeSession(t *testing.T, s *fleettest.Stack, entries []session.Entry, file
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nc.Subscribe(session.Subject(id, session.OpFiles), func(m *nats.Msg) { respond(m, files(m)) }); err != nil {
+	if _, err := nc.Subscribe(session.Subject(id, session.OpKey), func(m *nats.Msg) { respond(m, key.KeyAnswer()) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe(session.Subject(id, session.OpFiles), func(m *nats.Msg) {
+		body, err := key.OpenRequest(m)
+		if err != nil {
+			t.Errorf("a files request: %v", err)
+			return
+		}
+		opened := *m
+		opened.Data = body
+		respond(m, files(&opened))
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
