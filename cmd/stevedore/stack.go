@@ -16,6 +16,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/broker"
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/services/exporter"
 	"github.com/stevedore-dev/stevedore/services/puller"
@@ -85,7 +86,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	res, err := resolver.New(rjs, resolver.Config{Instance: "embedded", Platform: cfg.platform, Logger: cfg.log})
+	res, err := resolver.New(rjs, resolver.Config{Replica: embedded(cfg.log), Platform: cfg.platform})
 	if err != nil {
 		s.close()
 		return nil, err
@@ -97,7 +98,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	}
 	// The puller keeps what it downloads of http sources where the
 	// snapshotter, in this process, reads it: one download, not two.
-	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
+	pul, err := puller.New(pjs, puller.Config{Replica: embedded(cfg.log), Platform: cfg.platform, Registry: cfg.registry,
 		Downloads: filepath.Join(cfg.broker.DataDir, "http-downloads"),
 		TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch})
 	if err != nil {
@@ -111,7 +112,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	}
 	s.snap, err = snapshotter.New(ctx, sjs, snapshotter.Config{
 		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
-		Node: "embedded", Registry: cfg.registry, Logger: cfg.log, KeepFor: cfg.keepFor,
+		Node: "embedded", Replica: service.Replica{Logger: cfg.log}, Registry: cfg.registry, KeepFor: cfg.keepFor,
 		SnapshotsSockets: cfg.snapshotsSockets, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout,
 	})
 	if err != nil {
@@ -123,7 +124,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	exp, err := exporter.New(ejs, exporter.Config{Instance: "embedded", Registry: cfg.registry, Logger: cfg.log})
+	exp, err := exporter.New(ejs, exporter.Config{Replica: embedded(cfg.log), Registry: cfg.registry})
 	if err != nil {
 		s.close()
 		return nil, err
@@ -177,4 +178,10 @@ func (s *stack) close() {
 		_ = s.snap.Close()
 	}
 	s.srv.Shutdown()
+}
+
+// embedded is how each service of the embedded fleet runs: one replica,
+// named "embedded", the topology provisioned by up.
+func embedded(log *slog.Logger) service.Replica {
+	return service.Replica{Instance: "embedded", Logger: log}
 }

@@ -44,6 +44,13 @@ type Common struct {
 	StopGrace time.Duration
 }
 
+// Replica is the replica a binary runs with these flags, named instance,
+// logging to log and observed by obs.
+func (c *Common) Replica(instance string, log *slog.Logger, obs Observe) Replica {
+	return Replica{Instance: instance, Provision: c.Provision, Replicas: c.Replicas, EventsMaxBytes: c.EventsMaxBytes,
+		DLQMaxBytes: c.DLQMaxBytes, StopGrace: c.StopGrace, Logger: log, Observe: obs}
+}
+
 // RegisterCommon registers the common flags on fs.
 func RegisterCommon(fs *flag.FlagSet) *Common {
 	c := &Common{}

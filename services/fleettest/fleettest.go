@@ -131,6 +131,13 @@ func ExporterConsumer() bus.Consumer {
 	return c
 }
 
+// replica is how a test's replica runs: quiet, with test-sized retries;
+// zero concurrency is the service's default.
+func replica(instance string, consumer bus.Consumer, concurrency int) service.Replica {
+	return service.Replica{Instance: instance, Consumer: consumer, Concurrency: concurrency,
+		Backoff: bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond), Logger: Quiet}
+}
+
 // Stack is a fleet for one test.
 type Stack struct {
 	// Env is the embedded NATS server and the test's connection.
@@ -155,7 +162,7 @@ func New(t testing.TB, opts ...registrytest.Option) *Stack {
 	}
 	s.RegistryConfig = registry.Config{DockerConfigDir: t.TempDir()}
 	_, js := s.Env.Connect(t, "resolver")
-	r, err := resolver.New(js, resolver.Config{Instance: "r1", Logger: Quiet, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}})
+	r, err := resolver.New(js, resolver.Config{Replica: service.Replica{Instance: "r1", Logger: Quiet}, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,13 +205,9 @@ func (s *Stack) Puller(t testing.TB, mut ...func(*puller.Config)) Replica {
 	n := s.replicas.Add(1)
 	nc, js := s.Env.Connect(t, fmt.Sprintf("puller-%d", n))
 	cfg := puller.Config{
-		Instance:    fmt.Sprintf("p%d", n),
-		Registry:    s.RegistryConfig,
-		LeaseTTL:    2 * time.Second,
-		Consumer:    PullerConsumer(),
-		Concurrency: 8,
-		Backoff:     bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
-		Logger:      Quiet,
+		Replica:  replica(fmt.Sprintf("p%d", n), PullerConsumer(), 8),
+		Registry: s.RegistryConfig,
+		LeaseTTL: 2 * time.Second,
 	}
 	for _, m := range mut {
 		m(&cfg)
@@ -227,9 +230,7 @@ func (s *Stack) Snapshotter(t testing.TB, mut ...func(*snapshotter.Config)) (Rep
 		Node:     fmt.Sprintf("node%d", n),
 		Registry: s.RegistryConfig,
 		LeaseTTL: 2 * time.Second,
-		Consumer: SnapshotterConsumer(),
-		Backoff:  bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
-		Logger:   Quiet,
+		Replica:  replica("", SnapshotterConsumer(), 0),
 	}
 	for _, m := range mut {
 		m(&cfg)
@@ -258,11 +259,8 @@ func (s *Stack) Exporter(t *testing.T, mut ...func(*exporter.Config)) Replica {
 	n := s.replicas.Add(1)
 	nc, js := s.Env.Connect(t, fmt.Sprintf("exporter-%d", n))
 	cfg := exporter.Config{
-		Instance: fmt.Sprintf("e%d", n),
+		Replica:  replica(fmt.Sprintf("e%d", n), ExporterConsumer(), 0),
 		Registry: s.RegistryConfig,
-		Consumer: ExporterConsumer(),
-		Backoff:  bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
-		Logger:   Quiet,
 	}
 	for _, m := range mut {
 		m(&cfg)

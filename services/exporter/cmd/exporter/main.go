@@ -27,7 +27,7 @@ func main() {
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-exporter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
-		svc, err := exporter.New(js, exporter.Config{Instance: *instance, Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, Logger: log, Observe: obs, Window: *window,
+		svc, err := exporter.New(js, exporter.Config{Replica: common.Replica(*instance, log, obs), Window: *window,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}})
 		if err != nil {
 			return err

@@ -30,7 +30,7 @@ func main() {
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-puller", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
-		cfg := puller.Config{Instance: *instance, Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, Logger: log, Observe: obs,
+		cfg := puller.Config{Replica: common.Replica(*instance, log, obs),
 			TagMaxAge: *tagMaxAge, TagRevalidate: *tagRevalidate, TagWatchInterval: *tagWatch,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}}
 		var err error

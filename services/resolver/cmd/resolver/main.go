@@ -23,7 +23,7 @@ func main() {
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-resolver", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
-		cfg := resolver.Config{Instance: *instance, Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, Logger: log, Observe: obs}
+		cfg := resolver.Config{Replica: common.Replica(*instance, log, obs)}
 		var err error
 		if cfg.Platform, err = service.Platform(*platform); err != nil {
 			return err

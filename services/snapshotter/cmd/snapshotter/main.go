@@ -46,7 +46,7 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Exit(service.Main(common, "stevedore-snapshotter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
 		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
-			Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor, ClientCheck: *clientCheck,
+			Replica: common.Replica("", log, obs), LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor, ClientCheck: *clientCheck,
 			SnapshotsSockets: service.List(*socket), SnapshotsSocketGroup: *socketGroup, RemoteTimeout: *remoteTimeout,
 			RootfsListen: *rootfsListen, RootfsAdvertise: *rootfsAdvertise,
 			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},
