@@ -73,6 +73,31 @@ type Replica struct {
 	StopGrace time.Duration
 }
 
+// Default fills the fields of r a service gives defaults when they are
+// zero: d's Instance, Concurrency and Consumer, and slog.Default() as the
+// Logger.
+func (r *Replica) Default(d Replica) {
+	if r.Instance == "" {
+		r.Instance = d.Instance
+	}
+	if r.Concurrency == 0 {
+		r.Concurrency = d.Concurrency
+	}
+	if r.Consumer.Name == "" {
+		r.Consumer = d.Consumer
+	}
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+}
+
+// HostPID is the host name and the process id ("node-1-4242"): a replica
+// name no other process on the machine has.
+func HostPID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
 // Spec describes one replica to Run.
 type Spec struct {
 	// Component is the service's name, e.g. "puller". Required.

@@ -19,9 +19,6 @@ package exporter
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"sync"
 
@@ -53,21 +50,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Instance == "" {
-		host, _ := os.Hostname()
-		c.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
-	}
+	c.Default(service.Replica{Instance: service.HostPID(), Concurrency: 2, Consumer: bus.ExporterConsumer()})
 	if c.Window == 0 {
 		c.Window = DefaultWindow
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 2
-	}
-	if c.Consumer.Name == "" {
-		c.Consumer = bus.ExporterConsumer()
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 

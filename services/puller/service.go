@@ -18,9 +18,6 @@ package puller
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -77,24 +74,12 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Instance == "" {
-		host, _ := os.Hostname()
-		c.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
-	}
+	c.Default(service.Replica{Instance: service.HostPID(), Concurrency: 16, Consumer: bus.PullerConsumer()})
 	if c.Platform.OS == "" {
 		c.Platform = platforms.DefaultSpec()
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 30 * time.Second
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 16
-	}
-	if c.Consumer.Name == "" {
-		c.Consumer = bus.PullerConsumer()
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 

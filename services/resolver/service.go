@@ -7,7 +7,6 @@ package resolver
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 
 	"github.com/containerd/platforms"
@@ -31,20 +30,10 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Instance == "" {
-		c.Instance, _ = os.Hostname()
-	}
+	host, _ := os.Hostname()
+	c.Default(service.Replica{Instance: host, Concurrency: 16, Consumer: bus.ResolverConsumer()})
 	if c.Platform.OS == "" {
 		c.Platform = platforms.DefaultSpec()
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 16
-	}
-	if c.Consumer.Name == "" {
-		c.Consumer = bus.ResolverConsumer()
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 

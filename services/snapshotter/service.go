@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -139,17 +138,9 @@ func (c *Config) setDefaults() {
 	if c.Node == "" {
 		c.Node, _ = os.Hostname()
 	}
-	if c.Instance == "" {
-		c.Instance = c.Node
-	}
+	c.Default(service.Replica{Instance: c.Node, Concurrency: 2, Consumer: bus.SnapshotterConsumer()})
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 30 * time.Second
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 2
-	}
-	if c.Consumer.Name == "" {
-		c.Consumer = bus.SnapshotterConsumer()
 	}
 	if c.PruneEvery == 0 {
 		c.PruneEvery = time.Hour
@@ -159,9 +150,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.ClientCheck == 0 {
 		c.ClientCheck = 5 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 
