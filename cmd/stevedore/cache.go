@@ -155,7 +155,6 @@ type cacheCommand struct {
 	progress string
 	asJSON   bool
 	timeout  time.Duration
-	dataDir  string
 }
 
 func (c *cacheCommand) register(cmd *cobra.Command) {
@@ -163,7 +162,6 @@ func (c *cacheCommand) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.progress, "progress", progressAuto, "progress output: auto, tty, plain, rawjson (buildctl's SolveStatus JSON) or quiet")
 	cmd.Flags().BoolVar(&c.asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long")
-	cmd.Flags().StringVar(&c.dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
 }
 
 // print writes the outcome (as JSON with --json) after the build line,
@@ -230,7 +228,7 @@ or mounted from another repository.`,
 			}
 			ctx, cancel := context.WithTimeoutCause(cmd.Context(), c.timeout, fmt.Errorf("no answer within %s", c.timeout))
 			defer cancel()
-			f, err := connectFleet(ctx, g, &c.sf, c.dataDir)
+			f, err := connectFleet(ctx, g, &c.sf)
 			if err != nil {
 				return err
 			}
@@ -315,7 +313,7 @@ BuildKit, not a failure.`,
 			}
 			ctx, cancel := context.WithTimeoutCause(cmd.Context(), c.timeout, fmt.Errorf("no answer within %s", c.timeout))
 			defer cancel()
-			f, err := connectFleet(ctx, g, &c.sf, c.dataDir)
+			f, err := connectFleet(ctx, g, &c.sf)
 			if err != nil {
 				return err
 			}

@@ -36,7 +36,6 @@ func newExplain(g *globals) *cobra.Command {
 		sf      serviceFlags
 		asJSON  bool
 		timeout time.Duration
-		dataDir string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain BUILD|REF",
@@ -53,7 +52,7 @@ sees the same. The fleet keeps them for docker-image sources.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
 			defer cancel()
-			f, err := connectFleet(ctx, g, &sf, dataDir)
+			f, err := connectFleet(ctx, g, &sf)
 			if err != nil {
 				return err
 			}
@@ -78,7 +77,6 @@ sees the same. The fleet keeps them for docker-image sources.`,
 	sf.registerEmbedded(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the misses and their explanations as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
-	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
 	return cmd
 }
 
