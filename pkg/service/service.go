@@ -7,8 +7,10 @@
 // one or more replicas; each replica has an instance name, and the events
 // it emits have the CloudEvents source /stevedore/<component>/<instance>.
 // Run is one replica's life: provision (if asked), then the worker and the
-// DLQ mover until ctx ends. Serve is a binary's life: connect to NATS, run
-// until SIGINT or SIGTERM.
+// DLQ mover until ctx ends. StartFleet assembles services (each service's
+// Member) each on its own connection: the embedded stack, the test fleet,
+// and a binary's fleet of one. Serve is a binary's life: connect to NATS,
+// run until SIGINT or SIGTERM.
 package service
 
 import (

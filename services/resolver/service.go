@@ -60,6 +60,19 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 	return &Service{js: js, cfg: cfg}, nil
 }
 
+// Member is the service in a fleet (service.StartFleet) with cfg, observed
+// where the fleet is.
+func Member(cfg Config) service.Member {
+	return service.Member{Name: service.MemberName(events.ComponentResolver), Start: func(_ context.Context, js jetstream.JetStream, obs service.Observe) (service.Runner, error) {
+		cfg.Observed(obs)
+		s, err := New(js, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}}
+}
+
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	h := NewHandler(s.cfg.Platform)

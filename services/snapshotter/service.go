@@ -203,6 +203,19 @@ func (s *Service) Store() *snapshot.Store { return s.store }
 // Close releases the data dir.
 func (s *Service) Close() error { return s.store.Close() }
 
+// Member is the service in a fleet (service.StartFleet) with cfg, observed
+// where the fleet is.
+func Member(cfg Config) service.Member {
+	return service.Member{Name: service.MemberName(events.ComponentSnapshotter), Start: func(ctx context.Context, js jetstream.JetStream, obs service.Observe) (service.Runner, error) {
+		cfg.Observed(obs)
+		s, err := New(ctx, js, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}}
+}
+
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	return service.Run(ctx, s.js, service.Spec{Component: events.ComponentSnapshotter, Replica: s.cfg.Replica}, s.setup)
