@@ -177,6 +177,9 @@ func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 	ctx, stop := h.watchClient(ctx, in.Session)
 	defer stop()
 	if in.Content != nil {
+		if err := in.Content.Validate(); err != nil {
+			return nil, bus.Invalid(fmt.Errorf("snapshot.requested: %w", err))
+		}
 		return h.snapshotContent(ctx, in)
 	}
 	if in.CacheOpts == nil {
