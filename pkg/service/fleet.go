@@ -42,6 +42,20 @@ func (r *Replica) Observed(obs Observe) {
 // "stevedore-" and the component.
 func MemberName(component string) string { return "stevedore-" + component }
 
+// NewMember is the member of component that start makes on its
+// connection, with r (the Replica of the config start reads) observed
+// where the fleet is: what each service's Member returns.
+func NewMember[R Runner](component string, r *Replica, start func(ctx context.Context, js jetstream.JetStream) (R, error)) Member {
+	return Member{Name: MemberName(component), Start: func(ctx context.Context, js jetstream.JetStream, obs Observe) (Runner, error) {
+		r.Observed(obs)
+		s, err := start(ctx, js)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}}
+}
+
 // Dial opens the connection a member runs on; the fleet closes it (a
 // nil *nats.Conn: one the caller closes).
 type Dial func(name string) (*nats.Conn, jetstream.JetStream, error)

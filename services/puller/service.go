@@ -115,14 +115,9 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 // Member is the service in a fleet (service.StartFleet) with cfg, observed
 // where the fleet is.
 func Member(cfg Config) service.Member {
-	return service.Member{Name: service.MemberName(events.ComponentPuller), Start: func(_ context.Context, js jetstream.JetStream, obs service.Observe) (service.Runner, error) {
-		cfg.Observed(obs)
-		s, err := New(js, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
-	}}
+	return service.NewMember(events.ComponentPuller, &cfg.Replica, func(_ context.Context, js jetstream.JetStream) (*Service, error) {
+		return New(js, cfg)
+	})
 }
 
 // Run serves until ctx is done.

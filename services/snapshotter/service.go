@@ -206,14 +206,9 @@ func (s *Service) Close() error { return s.store.Close() }
 // Member is the service in a fleet (service.StartFleet) with cfg, observed
 // where the fleet is.
 func Member(cfg Config) service.Member {
-	return service.Member{Name: service.MemberName(events.ComponentSnapshotter), Start: func(ctx context.Context, js jetstream.JetStream, obs service.Observe) (service.Runner, error) {
-		cfg.Observed(obs)
-		s, err := New(ctx, js, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
-	}}
+	return service.NewMember(events.ComponentSnapshotter, &cfg.Replica, func(ctx context.Context, js jetstream.JetStream) (*Service, error) {
+		return New(ctx, js, cfg)
+	})
 }
 
 // Run serves until ctx is done.
