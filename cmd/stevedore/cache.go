@@ -194,7 +194,7 @@ func (c *cacheCommand) run(cmd *cobra.Command, g *globals, title, attrs string, 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeoutCause(cmd.Context(), c.timeout, fmt.Errorf("no answer within %s", c.timeout))
+	ctx, cancel := within(cmd, c.timeout)
 	defer cancel()
 	f, err := connectFleet(ctx, g, &c.sf)
 	if err != nil {

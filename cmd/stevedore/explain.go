@@ -50,7 +50,7 @@ The facts are in the builds' cache.miss events (explanation), so a watcher
 sees the same. The fleet keeps them for docker-image sources.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
+			ctx, cancel := within(cmd, timeout)
 			defer cancel()
 			f, err := connectFleet(ctx, g, &sf)
 			if err != nil {

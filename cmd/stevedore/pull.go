@@ -105,12 +105,9 @@ to the reading service; no secret is in any event.`,
 			if err != nil {
 				return err
 			}
-			if buildID == "" {
-				buildID = client.NewBuildID()
-			}
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
+			ctx, cancel := within(cmd, timeout)
 			defer cancel()
-			f, err := connectBuild(ctx, g, &sf, buildID, &named)
+			f, err := connectBuild(ctx, g, &sf, &buildID, &named)
 			if err != nil {
 				return err
 			}

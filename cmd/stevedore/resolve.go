@@ -168,15 +168,18 @@ func (f *sourceFlags) parse(args []string) (namedSource, error) {
 	return namedSource{op: op, layouts: layouts, secrets: secrets, localDir: f.localDir}, nil
 }
 
-// connectBuild is connectFleet, then the session of build buildID serving
-// what src names (src.op then names the session's stores); the fleet's
-// close stops the session first.
-func connectBuild(ctx context.Context, g *globals, sf *serviceFlags, buildID string, src *namedSource) (*fleet, error) {
+// connectBuild is connectFleet, then the session of build *buildID (set
+// to a new build id when empty) serving what src names (src.op then names
+// the session's stores); the fleet's close stops the session first.
+func connectBuild(ctx context.Context, g *globals, sf *serviceFlags, buildID *string, src *namedSource) (*fleet, error) {
+	if *buildID == "" {
+		*buildID = client.NewBuildID()
+	}
 	f, err := connectFleet(ctx, g, sf)
 	if err != nil {
 		return nil, err
 	}
-	if f.served, err = serveSession(ctx, f.js.Conn(), buildID, src.layouts, src.localDir, src.secrets, &src.op); err != nil {
+	if f.served, err = serveSession(ctx, f.js.Conn(), *buildID, src.layouts, src.localDir, src.secrets, &src.op); err != nil {
 		f.close()
 		return nil, err
 	}
@@ -186,6 +189,12 @@ func connectBuild(ctx context.Context, g *globals, sf *serviceFlags, buildID str
 		closeFleet()
 	}
 	return f, nil
+}
+
+// within is cmd's context, ended after timeout with "no answer within
+// <timeout>".
+func within(cmd *cobra.Command, timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
 }
 
 // fleet is a JetStream connection to a running fleet or to an embedded
@@ -269,12 +278,9 @@ fleet; without, it starts the embedded stack for this one call.`,
 			if err != nil {
 				return err
 			}
-			if buildID == "" {
-				buildID = client.NewBuildID()
-			}
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
+			ctx, cancel := within(cmd, timeout)
 			defer cancel()
-			f, err := connectBuild(ctx, g, &sf, buildID, &named)
+			f, err := connectBuild(ctx, g, &sf, &buildID, &named)
 			if err != nil {
 				return err
 			}
