@@ -170,13 +170,19 @@ func New(t testing.TB, opts ...registrytest.Option) *Stack {
 // test. It fails the test if m does not start or stops with an error.
 func (s *Stack) start(t testing.TB, conn string, m service.Member) (Replica, service.Runner) {
 	t.Helper()
+	var nc *nats.Conn
+	dial := func(string) (*nats.Conn, jetstream.JetStream, error) {
+		var js jetstream.JetStream
+		nc, js = s.Env.Connect(t, conn)
+		return nc, js, nil
+	}
 	// A data dir a test has just closed can stay locked for a moment: a
 	// child process forked meanwhile (a test's git, a CGI) holds a copy
 	// of the lock's descriptor until it execs. Wait for it (10s at most).
-	var f member
+	var f *service.Fleet
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		f, err = s.startMember(t, conn, m)
+		f, err = service.StartFleet(t.Context(), dial, service.Observe{}, m)
 		if !errors.Is(err, snapshot.ErrLocked) || time.Now().After(deadline) {
 			break
 		}
@@ -187,28 +193,13 @@ func (s *Stack) start(t testing.TB, conn string, m service.Member) (Replica, ser
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			if err := f.fleet.Stop(); err != nil {
+			if err := f.Stop(); err != nil {
 				t.Errorf("%s: %v", conn, err)
 			}
 		})
 	}
-	t.Cleanup(func() { stop(); _ = f.fleet.Close() })
-	return Replica{NC: f.nc, Stop: stop}, f.fleet.Runner(m.Name)
-}
-
-type member struct {
-	fleet *service.Fleet
-	nc    *nats.Conn
-}
-
-func (s *Stack) startMember(t testing.TB, conn string, m service.Member) (member, error) {
-	var nc *nats.Conn
-	f, err := service.StartFleet(t.Context(), func(string) (*nats.Conn, jetstream.JetStream, error) {
-		var js jetstream.JetStream
-		nc, js = s.Env.Connect(t, conn)
-		return nc, js, nil
-	}, service.Observe{}, m)
-	return member{fleet: f, nc: nc}, err
+	t.Cleanup(func() { stop(); _ = f.Close() })
+	return Replica{NC: nc, Stop: stop}, f.Runner(m.Name)
 }
 
 // Replica is a running service replica.
