@@ -5,8 +5,6 @@ import (
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // ContentKind is what the snapshot of a scheme's source is made of.
@@ -27,22 +25,6 @@ const (
 // ContentKinds lists every kind of content, in the order of
 // events.Content's fields after the layers.
 var ContentKinds = []ContentKind{ContentLayers, ContentFile, ContentGit, ContentLocal}
-
-// KindOf is the kind of content c is: layers when c is nil, otherwise the
-// one field set (call c.Validate first); empty when none is.
-func KindOf(c *events.Content) ContentKind {
-	switch {
-	case c == nil:
-		return ContentLayers
-	case c.File != nil:
-		return ContentFile
-	case c.Git != nil:
-		return ContentGit
-	case c.Local != nil:
-		return ContentLocal
-	}
-	return ""
-}
 
 // parseFunc parses the part after "<scheme>://" with the op's attributes.
 type parseFunc func(scheme, ref string, attrs map[string]string, platform *ocispec.Platform) (Identifier, error)

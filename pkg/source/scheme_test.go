@@ -34,21 +34,3 @@ func TestSchemeTableIsComplete(t *testing.T) {
 		}
 	}
 }
-
-func TestKindOf(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		content *events.Content
-		want    source.ContentKind
-	}{
-		{nil, source.ContentLayers},
-		{&events.Content{File: &events.FileContent{}}, source.ContentFile},
-		{&events.Content{Git: &events.GitContent{}}, source.ContentGit},
-		{&events.Content{Local: &events.LocalContent{}}, source.ContentLocal},
-		{&events.Content{}, ""},
-	} {
-		if got := source.KindOf(c.content); got != c.want {
-			t.Errorf("KindOf(%+v) = %q, want %q", c.content, got, c.want)
-		}
-	}
-}
