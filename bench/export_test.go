@@ -31,6 +31,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/services/puller"
 	"github.com/stevedore-dev/stevedore/services/resolver"
 )
@@ -433,12 +434,12 @@ func startExportFleet(b *testing.B, bin, dir string) *exportFleet {
 			}
 		})
 	}
-	r, err := resolver.New(rjs, resolver.Config{Instance: "bench", Platform: platform, Logger: quiet})
+	r, err := resolver.New(rjs, resolver.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: platform})
 	if err != nil {
 		b.Fatal(err)
 	}
 	run("resolver", r.Run)
-	pl, err := puller.New(pjs, puller.Config{Instance: "bench", Platform: platform, Registry: registry.Config{DockerConfigDir: docker}, Logger: quiet})
+	pl, err := puller.New(pjs, puller.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: platform, Registry: registry.Config{DockerConfigDir: docker}})
 	if err != nil {
 		b.Fatal(err)
 	}

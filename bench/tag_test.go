@@ -12,6 +12,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/services/puller"
 	"github.com/stevedore-dev/stevedore/services/resolver"
 )
@@ -55,14 +56,14 @@ func startTagFleet(b *testing.B, latency, maxAge time.Duration) *fleet {
 		})
 	}
 	_, rjs := f.connect(b, tcp, "resolver")
-	r, err := resolver.New(rjs, resolver.Config{Instance: "bench", Platform: amd64, Logger: quiet})
+	r, err := resolver.New(rjs, resolver.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: amd64})
 	if err != nil {
 		b.Fatal(err)
 	}
 	run(r.Run)
 	_, pjs := f.connect(b, tcp, "puller")
-	p, err := puller.New(pjs, puller.Config{Instance: "bench", Platform: amd64, TagMaxAge: maxAge,
-		Registry: registry.Config{DockerConfigDir: b.TempDir()}, Logger: quiet})
+	p, err := puller.New(pjs, puller.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: amd64, TagMaxAge: maxAge,
+		Registry: registry.Config{DockerConfigDir: b.TempDir()}})
 	if err != nil {
 		b.Fatal(err)
 	}

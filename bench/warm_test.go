@@ -30,6 +30,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/services/puller"
 	"github.com/stevedore-dev/stevedore/services/resolver"
 )
@@ -105,7 +106,7 @@ func startFleet(b *testing.B, tr transport, floor bool, replicas int) *fleet {
 			return events.CacheKeyRequested{Source: in.Data.(events.SourceResolveRequested).Source}
 		}))
 	} else {
-		r, err := resolver.New(rjs, resolver.Config{Instance: "bench", Platform: amd64, Logger: quiet})
+		r, err := resolver.New(rjs, resolver.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: amd64})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -119,8 +120,8 @@ func startFleet(b *testing.B, tr transport, floor bool, replicas int) *fleet {
 			}))
 			continue
 		}
-		p, err := puller.New(pjs, puller.Config{Instance: fmt.Sprintf("bench-%d", i), Platform: amd64,
-			Registry: registry.Config{DockerConfigDir: b.TempDir()}, Logger: quiet})
+		p, err := puller.New(pjs, puller.Config{Replica: service.Replica{Instance: fmt.Sprintf("bench-%d", i), Logger: quiet}, Platform: amd64,
+			Registry: registry.Config{DockerConfigDir: b.TempDir()}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -155,7 +155,6 @@ type cacheCommand struct {
 	progress string
 	asJSON   bool
 	timeout  time.Duration
-	dataDir  string
 }
 
 func (c *cacheCommand) register(cmd *cobra.Command) {
@@ -163,7 +162,6 @@ func (c *cacheCommand) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.progress, "progress", progressAuto, "progress output: auto, tty, plain, rawjson (buildctl's SolveStatus JSON) or quiet")
 	cmd.Flags().BoolVar(&c.asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long")
-	cmd.Flags().StringVar(&c.dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
 }
 
 // print writes the outcome (as JSON with --json) after the build line,
@@ -182,6 +180,34 @@ func (c *cacheCommand) print(g *globals, r cacheRun, write func(io.Writer, cache
 		}
 	}
 	return r.err()
+}
+
+// run is what export-cache and import-cache do once their flags are read:
+// open the display (titled title) and, within --timeout, the fleet; send
+// the request, reporting its events; print the outcome with write. A cache
+// build that ran and failed is printed and returned; any other error, or
+// an outcome with no build (send failed before it had one), is returned
+// unprinted.
+func (c *cacheCommand) run(cmd *cobra.Command, g *globals, title, attrs string, write func(io.Writer, cacheRun),
+	send func(ctx context.Context, f *fleet, each func(events.Event)) (client.Outcome, error)) error {
+	show, err := newDisplay(c.progress, title, g.stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := within(cmd, c.timeout)
+	defer cancel()
+	f, err := connectFleet(ctx, g, &c.sf)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	out, err := send(ctx, f, show.event)
+	show.done()
+	var buildErr *client.BuildError
+	if err != nil && (!errors.As(err, &buildErr) || out.BuildID == "") {
+		return err
+	}
+	return c.print(g, cacheRun{attrs: attrs, out: out}, write)
 }
 
 func newExportCache(g *globals) *cobra.Command {
@@ -224,33 +250,19 @@ or mounted from another repository.`,
 				}
 				ops = append(ops, op)
 			}
-			show, err := newDisplay(c.progress, "Exporting cache", g.stderr)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), c.timeout, fmt.Errorf("no answer within %s", c.timeout))
-			defer cancel()
-			f, err := connectFleet(ctx, g, &c.sf, c.dataDir)
-			if err != nil {
-				return err
-			}
-			defer f.close()
-			req := events.CacheExportRequested{Target: target, Build: build}
-			buildID := build
-			if buildID == "" {
-				buildID = client.NewBuildID()
-				if req.Keys, err = resultKeys(ctx, f, ops, show.event); err != nil {
-					show.done()
-					return err
+			return c.run(cmd, g, "Exporting cache", target, writeExported, func(ctx context.Context, f *fleet, each func(events.Event)) (client.Outcome, error) {
+				req := events.CacheExportRequested{Target: target, Build: build}
+				buildID := build
+				if buildID == "" {
+					buildID = client.NewBuildID()
+					keys, err := resultKeys(ctx, f, ops, each)
+					if err != nil {
+						return client.Outcome{}, err
+					}
+					req.Keys = keys
 				}
-			}
-			out, err := client.ExportCache(ctx, f.js, buildID, req, show.event)
-			show.done()
-			var buildErr *client.BuildError
-			if err != nil && !errors.As(err, &buildErr) {
-				return err
-			}
-			return c.print(g, cacheRun{attrs: target, out: out}, writeExported)
+				return client.ExportCache(ctx, f.js, buildID, req, each)
+			})
 		},
 	}
 	c.register(cmd)
@@ -309,24 +321,9 @@ BuildKit, not a failure.`,
 			if err != nil {
 				return fmt.Errorf("--from: %w", err)
 			}
-			show, err := newDisplay(c.progress, "Importing cache", g.stderr)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), c.timeout, fmt.Errorf("no answer within %s", c.timeout))
-			defer cancel()
-			f, err := connectFleet(ctx, g, &c.sf, c.dataDir)
-			if err != nil {
-				return err
-			}
-			defer f.close()
-			out, err := client.ImportCache(ctx, f.js, client.NewBuildID(), events.CacheImportRequested{Source: source}, show.event)
-			show.done()
-			var buildErr *client.BuildError
-			if err != nil && !errors.As(err, &buildErr) {
-				return err
-			}
-			return c.print(g, cacheRun{attrs: source, out: out}, writeImported)
+			return c.run(cmd, g, "Importing cache", source, writeImported, func(ctx context.Context, f *fleet, each func(events.Event)) (client.Outcome, error) {
+				return client.ImportCache(ctx, f.js, client.NewBuildID(), events.CacheImportRequested{Source: source}, each)
+			})
 		},
 	}
 	c.register(cmd)

@@ -44,7 +44,6 @@ func newExplain(g *globals) *cobra.Command {
 		sf      serviceFlags
 		asJSON  bool
 		timeout time.Duration
-		dataDir string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain BUILD|REF",
@@ -69,9 +68,9 @@ is explained too ("the record came from an import this build did not
 name").`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
+			ctx, cancel := within(cmd, timeout)
 			defer cancel()
-			f, err := connectFleet(ctx, g, &sf, dataDir)
+			f, err := connectFleet(ctx, g, &sf)
 			if err != nil {
 				return err
 			}
@@ -96,7 +95,6 @@ name").`,
 	sf.registerEmbedded(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the misses and their explanations as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
-	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
 	return cmd
 }
 

@@ -20,7 +20,6 @@ func newPrune(g *globals) *cobra.Command {
 	var (
 		sf      serviceFlags
 		keepFor time.Duration
-		dataDir string
 		wait    time.Duration
 	)
 	cmd := &cobra.Command{
@@ -44,7 +43,7 @@ using. Snapshotters also prune themselves periodically ("stevedore up
 			if g.natsURL != "" {
 				return pruneFleet(cmd.Context(), g.natsURL, keepFor, wait, g.stdout)
 			}
-			f, err := connectFleet(cmd.Context(), g, &sf, dataDir)
+			f, err := connectFleet(cmd.Context(), g, &sf)
 			if err != nil {
 				return err
 			}
@@ -63,7 +62,7 @@ using. Snapshotters also prune themselves periodically ("stevedore up
 	}
 	cmd.Flags().StringVar(&sf.snapshotter, "snapshotter", "auto", "embedded stack only: snapshotter, auto, overlayfs or native")
 	cmd.Flags().DurationVar(&keepFor, "keep-for", 7*24*time.Hour, "keep cache records younger than this")
-	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: its data dir")
+	dataDirFlag(cmd, &sf.dataDir, "embedded stack only: its data dir")
 	cmd.Flags().DurationVar(&wait, "wait", 10*time.Second, "with --nats: how long to wait for the first snapshotter's answer")
 	return cmd
 }

@@ -25,7 +25,6 @@ func newPull(g *globals) *cobra.Command {
 		output   string
 		asJSON   bool
 		timeout  time.Duration
-		dataDir  string
 		imports  []string
 		exports  []string
 	)
@@ -79,19 +78,7 @@ The fleet reads a secret when it sends the request that needs it, sealed
 to the reading service; no secret is in any event.`,
 		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			layouts, err := src.layouts.parse()
-			if err != nil {
-				return err
-			}
-			secrets, err := src.secrets.parse()
-			if err != nil {
-				return err
-			}
-			r, err := ref(args, layouts)
-			if err != nil {
-				return err
-			}
-			op, err := src.op(r)
+			named, err := src.parse(args)
 			if err != nil {
 				return err
 			}
@@ -121,20 +108,14 @@ to the reading service; no secret is in any event.`,
 			if err != nil {
 				return err
 			}
-			if buildID == "" {
-				buildID = client.NewBuildID()
-			}
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
+			ctx, cancel := within(cmd, timeout)
 			defer cancel()
-			f, err := connectFleet(ctx, g, &sf, dataDir)
+			f, err := connectBuild(ctx, g, &sf, &buildID, &named)
 			if err != nil {
 				return err
 			}
 			defer f.close()
-			if f.served, err = serveSession(ctx, f.js.Conn(), buildID, layouts, src.localDir, secrets, &op); err != nil {
-				return err
-			}
-			defer f.served.stop()
+			op := named.op
 			req := events.SourceResolveRequested{Source: op, Snapshot: true, Session: f.served.id()}
 			if req.Session == "" {
 				// A session with nothing in it still tells the fleet this
@@ -198,7 +179,6 @@ to the reading service; no secret is in any event.`,
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the root filesystem: DIR, type=local,dest=DIR or type=tar,dest=FILE (dest=- for stdout), buildctl's forms")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
-	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
 	cmd.Flags().StringArrayVar(&imports, "import-cache", nil, "import a BuildKit remote cache before the pull: type=local,src=DIR or type=registry,ref=REF (repeatable)")
 	cmd.Flags().StringArrayVar(&exports, "export-cache", nil, "export the pull's result as a BuildKit remote cache after it: type=local,dest=DIR or type=registry,ref=REF (repeatable)")
 	return cmd

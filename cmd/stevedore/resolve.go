@@ -21,6 +21,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/service"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -142,6 +143,65 @@ func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 	return op, nil
 }
 
+// namedSource is the source a command line names: its op, and what the
+// build's session serves for it.
+type namedSource struct {
+	op       events.SourceOp
+	layouts  []layoutSpec
+	secrets  session.Secrets
+	localDir string
+}
+
+// parse reads the source flags and the REF argument.
+func (f *sourceFlags) parse(args []string) (namedSource, error) {
+	layouts, err := f.layouts.parse()
+	if err != nil {
+		return namedSource{}, err
+	}
+	secrets, err := f.secrets.parse()
+	if err != nil {
+		return namedSource{}, err
+	}
+	r, err := ref(args, layouts)
+	if err != nil {
+		return namedSource{}, err
+	}
+	op, err := f.op(r)
+	if err != nil {
+		return namedSource{}, err
+	}
+	return namedSource{op: op, layouts: layouts, secrets: secrets, localDir: f.localDir}, nil
+}
+
+// connectBuild is connectFleet, then the session of build *buildID (set
+// to a new build id when empty) serving what src names (src.op then names
+// the session's stores); the fleet's close stops the session first.
+func connectBuild(ctx context.Context, g *globals, sf *serviceFlags, buildID *string, src *namedSource) (*fleet, error) {
+	if *buildID == "" {
+		*buildID = client.NewBuildID()
+	}
+	f, err := connectFleet(ctx, g, sf)
+	if err != nil {
+		return nil, err
+	}
+	if f.served, err = serveSession(ctx, f.js.Conn(), *buildID, src.layouts, src.localDir, src.secrets, &src.op); err != nil {
+		f.close()
+		return nil, err
+	}
+	closeFleet := f.close
+	f.close = func() {
+		f.served.stop()
+		closeFleet()
+	}
+	return f, nil
+}
+
+// within is cmd's context, ended after timeout with "no answer within
+// <timeout>".
+func within(cmd *cobra.Command, timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
+}
+
 // fleet is a JetStream connection to a running fleet or to an embedded
 // stack started for one call.
 type fleet struct {
@@ -156,9 +216,10 @@ type fleet struct {
 	served *clientSession
 }
 
-// connectFleet connects to --nats, or starts an embedded stack in dataDir
-// (a temporary one when empty).
-func connectFleet(ctx context.Context, g *globals, sf *serviceFlags, dataDir string) (*fleet, error) {
+// connectFleet connects to --nats, or starts an embedded stack in
+// sf.dataDir (a temporary one when empty).
+func connectFleet(ctx context.Context, g *globals, sf *serviceFlags) (*fleet, error) {
+	dataDir := sf.dataDir
 	if g.natsURL != "" {
 		nc, js, err := bus.ConnectOnce(g.natsURL, "stevedore-cli", 5*time.Second, localCredentials(g.natsURL)...)
 		if err != nil {
@@ -208,7 +269,6 @@ func newResolve(g *globals) *cobra.Command {
 		buildID string
 		asJSON  bool
 		timeout time.Duration
-		dataDir string
 	)
 	cmd := &cobra.Command{
 		Use:   "resolve REF",
@@ -219,36 +279,18 @@ the pin, and whether the cache index had them. With --nats it asks a running
 fleet; without, it starts the embedded stack for this one call.`,
 		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			layouts, err := src.layouts.parse()
+			named, err := src.parse(args)
 			if err != nil {
 				return err
 			}
-			secrets, err := src.secrets.parse()
-			if err != nil {
-				return err
-			}
-			r, err := ref(args, layouts)
-			if err != nil {
-				return err
-			}
-			op, err := src.op(r)
-			if err != nil {
-				return err
-			}
-			if buildID == "" {
-				buildID = client.NewBuildID()
-			}
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
+			ctx, cancel := within(cmd, timeout)
 			defer cancel()
-			f, err := connectFleet(ctx, g, &sf, dataDir)
+			f, err := connectBuild(ctx, g, &sf, &buildID, &named)
 			if err != nil {
 				return err
 			}
 			defer f.close()
-			if f.served, err = serveSession(ctx, f.js.Conn(), buildID, layouts, src.localDir, secrets, &op); err != nil {
-				return err
-			}
-			defer f.served.stop()
+			op := named.op
 			out, err := client.Run(ctx, f.js, buildID, events.SourceResolveRequested{Source: op, Session: f.served.id()}, nil)
 			var buildErr *client.BuildError
 			if err != nil && !errors.As(err, &buildErr) {
@@ -270,7 +312,6 @@ fleet; without, it starts the embedded stack for this one call.`,
 	cmd.Flags().StringVar(&buildID, "build-id", "", "build id to use (default: a new one)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
-	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "embedded stack only: where JetStream state and snapshots live")
 	return cmd
 }
 

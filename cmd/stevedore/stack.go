@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -11,11 +10,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/stevedore-dev/stevedore/pkg/broker"
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/services/exporter"
 	"github.com/stevedore-dev/stevedore/services/puller"
@@ -51,11 +50,10 @@ type stackConfig struct {
 // stack is an embedded NATS server with every service running against it,
 // each on its own in-process connection, exactly as the fleet runs them.
 type stack struct {
-	srv    *broker.Server
-	snap   *snapshotter.Service
-	conns  []*nats.Conn
-	cancel context.CancelCauseFunc
-	group  *errgroup.Group
+	srv   *broker.Server
+	admin *nats.Conn
+	fleet *service.Fleet
+	snap  *snapshotter.Service
 }
 
 // startStack starts the server, provisions it and starts the services.
@@ -65,8 +63,8 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 		return nil, err
 	}
 	s := &stack{srv: srv}
-	_, js, err := s.connect("stevedore-admin")
-	if err != nil {
+	var js jetstream.JetStream
+	if s.admin, js, err = s.connect("stevedore-admin"); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -80,103 +78,60 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	} else if r.Leases+r.Redelivered > 0 {
 		cfg.log.Info("recovered from a process that was killed", "leases", r.Leases, "redelivered", r.Redelivered)
 	}
-	_, rjs, err := s.connect("stevedore-resolver")
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	res, err := resolver.New(rjs, resolver.Config{Instance: "embedded", Platform: cfg.platform, Logger: cfg.log})
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	_, pjs, err := s.connect("stevedore-puller")
-	if err != nil {
-		s.close()
-		return nil, err
-	}
 	// The puller keeps what it downloads of http sources where the
 	// snapshotter, in this process, reads it: one download, not two.
 	downloads := filepath.Join(cfg.broker.DataDir, "http-downloads")
-	pul, err := puller.New(pjs, puller.Config{Instance: "embedded", Platform: cfg.platform, Registry: cfg.registry, Logger: cfg.log,
-		Downloads: downloads,
-		TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch})
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	_, sjs, err := s.connect("stevedore-snapshotter")
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	s.snap, err = snapshotter.New(ctx, sjs, snapshotter.Config{
+	snap := snapshotter.Member(snapshotter.Config{
 		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
-		Node: "embedded", Registry: cfg.registry, Logger: cfg.log, KeepFor: cfg.keepFor,
+		Node: "embedded", Replica: service.Replica{Logger: cfg.log}, Registry: cfg.registry, KeepFor: cfg.keepFor,
 		SnapshotsSockets: cfg.snapshotsSockets, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout,
 		Downloads: downloads,
 	})
+	s.fleet, err = service.StartFleet(ctx, s.connect, service.Observe{},
+		resolver.Member(resolver.Config{Replica: embedded(cfg.log), Platform: cfg.platform}),
+		puller.Member(puller.Config{Replica: embedded(cfg.log), Platform: cfg.platform, Registry: cfg.registry,
+			Downloads: downloads,
+			TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch}),
+		snap,
+		exporter.Member(exporter.Config{Replica: embedded(cfg.log), Registry: cfg.registry}))
 	if err != nil {
 		s.close()
 		return nil, err
 	}
-	_, ejs, err := s.connect("stevedore-exporter")
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	exp, err := exporter.New(ejs, exporter.Config{Instance: "embedded", Registry: cfg.registry, Logger: cfg.log})
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	s.group, runCtx = errgroup.WithContext(runCtx)
-	s.group.Go(func() error { return res.Run(runCtx) })
-	s.group.Go(func() error { return pul.Run(runCtx) })
-	s.group.Go(func() error { return s.snap.Run(runCtx) })
-	s.group.Go(func() error { return exp.Run(runCtx) })
+	s.snap = s.fleet.Runner(snap.Name).(*snapshotter.Service)
 	return s, nil
 }
 
-// connect opens an in-process connection that the stack closes.
+// connect opens an in-process connection.
 func (s *stack) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := s.srv.Connect(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	s.conns = append(s.conns, nc)
 	js, err := jetstream.New(nc)
 	if err != nil {
+		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
 }
 
 // wait blocks until a service stops (with its error) or ctx is done.
-func (s *stack) wait(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.group.Wait() }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		return nil
-	}
-}
+func (s *stack) wait(ctx context.Context) error { return s.fleet.Wait(ctx) }
 
 // close stops the services, then the server.
 func (s *stack) close() {
-	if s.cancel != nil {
-		s.cancel(errors.New("stack closed"))
-		_ = s.group.Wait()
+	if s.fleet != nil {
+		_ = s.fleet.Close()
 	}
-	for _, nc := range s.conns {
-		nc.Close()
-	}
-	if s.snap != nil {
-		_ = s.snap.Close()
+	if s.admin != nil {
+		s.admin.Close()
 	}
 	s.srv.Shutdown()
+}
+
+// embedded is how each service of the embedded fleet runs: one replica,
+// named "embedded", the topology provisioned by up.
+func embedded(log *slog.Logger) service.Replica {
+	return service.Replica{Instance: "embedded", Logger: log}
 }

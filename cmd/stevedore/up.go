@@ -33,6 +33,9 @@ type serviceFlags struct {
 	// tagWatch is the puller's tag watch interval; only stevedore up
 	// sets it.
 	tagWatch time.Duration
+	// dataDir is the embedded stack's data dir (--data-dir of the
+	// commands that start it without --nats).
+	dataDir string
 }
 
 func (f *serviceFlags) register(cmd *cobra.Command) {
@@ -62,6 +65,12 @@ func (f *serviceFlags) stackConfig(g *globals, b broker.Config) (stackConfig, er
 		cfg.platform = p
 	}
 	return cfg, nil
+}
+
+// dataDirFlag registers --data-dir, the data dir of a stack this
+// process runs, defaulting to defaultDataDir().
+func dataDirFlag(cmd *cobra.Command, p *string, usage string) {
+	cmd.Flags().StringVar(p, "data-dir", defaultDataDir(), usage)
 }
 
 func defaultDataDir() string {
@@ -145,7 +154,7 @@ with the URL in nats-credentials.`,
 	cmd.Flags().DurationVar(&sf.tagMaxAge, "tag-max-age", 0, "how long the fleet's resolution of a tag answers without asking the registry (0: ask every time, as BuildKit)")
 	cmd.Flags().DurationVar(&sf.tagWatch, "tag-watch-interval", time.Minute, "how often the fleet re-resolves the watched tags (stevedore watch-tags); 0: never")
 	cmd.Flags().DurationVar(&sf.tagRevalidate, "tag-revalidate", 0, "how long past --tag-max-age a resolution still answers at once while the fleet revalidates it")
-	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "where JetStream keeps streams and buckets")
+	dataDirFlag(cmd, &dataDir, "where JetStream keeps streams and buckets")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	cmd.Flags().IntVar(&monitor, "monitor-port", 0, "port of NATS's monitoring endpoints on the listen host (0: off)")
 	socket.register(cmd)
@@ -180,6 +189,7 @@ func (f *snapshotsSocketFlags) register(cmd *cobra.Command) {
 // registerEmbedded registers the service flags on a command that starts
 // the embedded stack only without --nats.
 func (f *serviceFlags) registerEmbedded(cmd *cobra.Command) {
+	dataDirFlag(cmd, &f.dataDir, "embedded stack only: where JetStream state and snapshots live")
 	cmd.Flags().StringSliceVar(&f.insecure, "insecure-registry", nil, "embedded stack only: registry host reached over plain HTTP (repeatable; loopback always is)")
 	cmd.Flags().StringVar(&f.dockerConfig, "docker-config", "", "embedded stack only: directory of config.json with registry credentials")
 	cmd.Flags().Int64Var(&f.maxManifest, "max-manifest-bytes", registry.DefaultMaxManifestBytes, "embedded stack only: largest manifest, index or config accepted")

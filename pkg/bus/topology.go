@@ -80,26 +80,29 @@ func (c Consumer) config() jetstream.ConsumerConfig {
 	}
 }
 
+// A service's consumer receives the types the catalog gives the service
+// (events.ConsumedBy).
+
 // ResolverConsumer is the resolver's consumer definition.
 func ResolverConsumer() Consumer {
-	return Consumer{Name: events.ConsumerResolver, Types: []events.Type{events.TypeSourceResolveRequested}}
+	return Consumer{Name: events.ConsumerResolver, Types: events.ConsumedBy(events.ComponentResolver)}
 }
 
 // PullerConsumer is the puller's consumer definition.
 func PullerConsumer() Consumer {
-	return Consumer{Name: events.ConsumerPuller, Types: []events.Type{events.TypeCacheKeyRequested}}
+	return Consumer{Name: events.ConsumerPuller, Types: events.ConsumedBy(events.ComponentPuller)}
 }
 
 // SnapshotterConsumer is the snapshotter's consumer definition. Its work is
 // long; the worker keeps each message with InProgress heartbeats.
 func SnapshotterConsumer() Consumer {
-	return Consumer{Name: events.ConsumerSnapshotter, Types: []events.Type{events.TypeSnapshotRequested}, AckWait: time.Minute}
+	return Consumer{Name: events.ConsumerSnapshotter, Types: events.ConsumedBy(events.ComponentSnapshotter), AckWait: time.Minute}
 }
 
 // ExporterConsumer is the exporter's consumer definition. An export or an
 // import moves blobs, so its messages get the snapshotter's AckWait.
 func ExporterConsumer() Consumer {
-	return Consumer{Name: events.ConsumerExporter, Types: []events.Type{events.TypeCacheExportRequested, events.TypeCacheImportRequested}, AckWait: time.Minute}
+	return Consumer{Name: events.ConsumerExporter, Types: events.ConsumedBy(events.ComponentExporter), AckWait: time.Minute}
 }
 
 // Topology is every JetStream resource Stevedore uses.

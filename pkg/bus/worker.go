@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,8 +136,12 @@ func (w *Worker) Handle(t events.Type, h Handler) {
 
 // Run pulls and handles messages until ctx is done, then waits for the
 // handlers in flight, cancelling them after the StopGrace. It returns nil
-// on cancellation.
+// on cancellation. It refuses to start unless the handlers are exactly
+// the consumer's types.
 func (w *Worker) Run(ctx context.Context) error {
+	if err := w.handlesItsTypes(); err != nil {
+		return err
+	}
 	cons, err := w.js.Consumer(ctx, events.StreamEvents, w.cfg.Consumer.Name)
 	if err != nil {
 		if context.Cause(ctx) != nil {
@@ -188,6 +195,35 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// handlesItsTypes reports a consumer type without a handler, or a handler
+// for a type the consumer does not receive.
+func (w *Worker) handlesItsTypes() error {
+	var errs []error
+	for _, t := range w.cfg.Consumer.Types {
+		if _, ok := w.handlers[t]; !ok {
+			errs = append(errs, fmt.Errorf("consumer %s receives %s but has no handler for it", w.cfg.Consumer.Name, t))
+		}
+	}
+	for _, t := range slices.Sorted(maps.Keys(w.handlers)) {
+		if !slices.Contains(w.cfg.Consumer.Types, t) {
+			errs = append(errs, fmt.Errorf("consumer %s has a handler for %s, which the event catalog gives to %s", w.cfg.Consumer.Name, t, consumersOf(t)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// consumersOf names the components the catalog gives t to.
+func consumersOf(t events.Type) string {
+	spec, ok := events.Lookup(t)
+	if !ok {
+		return "no one (it is not in the catalog)"
+	}
+	if len(spec.Consumers) == 0 {
+		return "no service (watchers only)"
+	}
+	return strings.Join(spec.Consumers, ", ")
+}
+
 // errRunOver ends the handlers' ctx once Run has waited for them all.
 var errRunOver = errors.New("worker stopped")
 
@@ -227,6 +263,10 @@ func (w *Worker) process(ctx, handlers context.Context, msg jetstream.Msg) {
 	in, err := events.Decode(events.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 	if err != nil {
 		w.fail(ctx, msg, in, Invalid(fmt.Errorf("undecodable event: %w", err)), delivered)
+		return
+	}
+	if !slices.Contains(w.cfg.Consumer.Types, in.Type()) {
+		w.fail(ctx, msg, in, Invalid(fmt.Errorf("consumer %s does not take %s: the event catalog gives it to %s", w.cfg.Consumer.Name, in.Type(), consumersOf(in.Type()))), delivered)
 		return
 	}
 	h, ok := w.handlers[in.Type()]

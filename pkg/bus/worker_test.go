@@ -644,3 +644,61 @@ func storedSeq(t *testing.T, env *bustest.Env, e events.Event) uint64 {
 	}
 	return m.Sequence
 }
+
+// A consumer provisioned with a wider filter than the catalog gives its
+// service (an old definition, an operator's edit) delivers a type the
+// worker does not take: it is terminated with the reason, and no handler
+// runs.
+func TestWorkerRefusesATypeTheCatalogDoesNotGiveIt(t *testing.T) {
+	t.Parallel()
+	wide := testConsumer()
+	wide.Types = append(wide.Types, events.TypeSnapshotRequested)
+	env := startEnvWith(t, wide)
+	var calls atomic.Int32
+	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		calls.Add(1)
+		return []events.Event{hitFor(in)}, nil
+	}))
+	rec := env.Record(t, "b1")
+	env.Request(t, "b1", events.SnapshotRequested{Source: request.Source})
+	f, _ := events.Failure(rec.Wait(t, 5*time.Second, events.TypeSnapshotFailed).Data)
+	if !strings.Contains(f.Reason, "does not take "+string(events.TypeSnapshotRequested)) || !strings.Contains(f.Reason, "gives it to snapshotter") ||
+		f.Code != "invalid" || f.Attempts != 1 {
+		t.Errorf("failed event = %+v", f)
+	}
+	waitAcked(t, env, events.ConsumerPuller)
+	if calls.Load() != 0 {
+		t.Errorf("handler called %d times for a type the consumer does not take", calls.Load())
+	}
+}
+
+// A worker whose handlers are not exactly its consumer's types does not
+// start: a type left without a handler, or a handler the catalog gives
+// another service, fails Run at once.
+func TestWorkerRunRefusesHandlersThatDisagreeWithTheCatalog(t *testing.T) {
+	t.Parallel()
+	env := startEnv(t)
+	ok := bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) { return nil, nil })
+	for _, tc := range []struct {
+		name   string
+		handle []events.Type
+		want   string
+	}{
+		{"missing", nil, "receives " + string(events.TypeCacheKeyRequested) + " but has no handler"},
+		{"foreign", []events.Type{events.TypeCacheKeyRequested, events.TypeSourceResolveRequested}, "has a handler for " + string(events.TypeSourceResolveRequested) + ", which the event catalog gives to resolver"},
+	} {
+		w, err := bus.NewWorker(env.JS, bus.WorkerConfig{Consumer: testConsumer(), Source: "/stevedore/test/" + tc.name, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, typ := range tc.handle {
+			w.Handle(typ, ok)
+		}
+		// Cancelled: a Run that starts returns nil at once.
+		ctx, cancel := context.WithCancelCause(t.Context())
+		cancel(errors.New("not started"))
+		if err := w.Run(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Run = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -36,17 +36,19 @@ func NewBuildID() string {
 }
 
 // Terminal reports whether e ends its build whatever the build asked for:
-// a hit, a failure, or the snapshot's end. (cache.miss ends a resolve but
-// not a pull; Outcome.Done knows which.)
+// the catalog's terminal events (a hit, a failure, the snapshot's end, the
+// end of a cache export or import), a hit only when the build wants no
+// snapshot. (cache.miss ends a resolve but not a pull; Outcome.Done knows
+// which.)
 func Terminal(e events.Event) bool {
-	switch p := e.Data.(type) {
-	case events.CacheHit:
-		return !p.Snapshot
-	case events.SourceFailed, events.SnapshotReady, events.SnapshotFailed,
-		events.CacheExported, events.CacheExportFailed, events.CacheImported, events.CacheImportFailed:
-		return true
+	if e.Data == nil {
+		return false
 	}
-	return false
+	if hit, ok := e.Data.(events.CacheHit); ok && hit.Snapshot {
+		return false
+	}
+	spec, ok := events.Lookup(e.Data.EventType())
+	return ok && spec.Terminal
 }
 
 // Submit publishes the event that starts build buildID for req and returns

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 )
 
 // Type is a CloudEvents type: reverse-DNS, then the event name, then a
@@ -107,6 +108,10 @@ type Spec struct {
 	Consumers []string
 	// Summary says what the event means, in one sentence.
 	Summary string
+	// Terminal marks an event that ends its build whatever the build asked
+	// for (a cache.hit only when the client wants no snapshot: a pull goes
+	// on to snapshot.ready).
+	Terminal bool
 	// payload is a zero value of the payload type.
 	payload Payload
 }
@@ -169,7 +174,7 @@ var catalog = []Spec{
 	},
 	{
 		Type: TypeSourceFailed, Name: "source.failed",
-		Producers: []string{ComponentResolver, ComponentPuller, ComponentRuntime}, Consumers: nil,
+		Producers: []string{ComponentResolver, ComponentPuller, ComponentRuntime}, Consumers: nil, Terminal: true,
 		Summary: "The build failed for good: bad input, or retries exhausted.",
 		payload: SourceFailed{},
 	},
@@ -187,7 +192,7 @@ var catalog = []Spec{
 	},
 	{
 		Type: TypeCacheHit, Name: "cache.hit",
-		Producers: []string{ComponentPuller}, Consumers: nil,
+		Producers: []string{ComponentPuller}, Consumers: nil, Terminal: true,
 		Summary: "A key was found in the cache index; the source is done.",
 		payload: CacheHit{},
 	},
@@ -205,13 +210,13 @@ var catalog = []Spec{
 	},
 	{
 		Type: TypeSnapshotReady, Name: "snapshot.ready",
-		Producers: []string{ComponentSnapshotter}, Consumers: nil,
+		Producers: []string{ComponentSnapshotter}, Consumers: nil, Terminal: true,
 		Summary: "The snapshot exists (made, reused or followed) and is recorded under every key.",
 		payload: SnapshotReady{},
 	},
 	{
 		Type: TypeSnapshotFailed, Name: "snapshot.failed",
-		Producers: []string{ComponentSnapshotter, ComponentRuntime}, Consumers: nil,
+		Producers: []string{ComponentSnapshotter, ComponentRuntime}, Consumers: nil, Terminal: true,
 		Summary: "The snapshot cannot be made: bad content, registry refusal, or retries exhausted.",
 		payload: SnapshotFailed{},
 	},
@@ -235,13 +240,13 @@ var catalog = []Spec{
 	},
 	{
 		Type: TypeCacheExported, Name: "cache.exported",
-		Producers: []string{ComponentExporter}, Consumers: nil,
+		Producers: []string{ComponentExporter}, Consumers: nil, Terminal: true,
 		Summary: "The cache is written; carries the manifest descriptor (cache.manifest).",
 		payload: CacheExported{},
 	},
 	{
 		Type: TypeCacheExportFailed, Name: "cache.export.failed",
-		Producers: []string{ComponentExporter, ComponentRuntime}, Consumers: nil,
+		Producers: []string{ComponentExporter, ComponentRuntime}, Consumers: nil, Terminal: true,
 		Summary: "The export cannot be done: bad target, unknown keys, an unimportable cache, or a refusal.",
 		payload: CacheExportFailed{},
 	},
@@ -253,13 +258,13 @@ var catalog = []Spec{
 	},
 	{
 		Type: TypeCacheImported, Name: "cache.imported",
-		Producers: []string{ComponentExporter}, Consumers: nil,
+		Producers: []string{ComponentExporter}, Consumers: nil, Terminal: true,
 		Summary: "The cache's records are in the cache index, with where their blobs are.",
 		payload: CacheImported{},
 	},
 	{
 		Type: TypeCacheImportFailed, Name: "cache.import.failed",
-		Producers: []string{ComponentExporter, ComponentRuntime}, Consumers: nil,
+		Producers: []string{ComponentExporter, ComponentRuntime}, Consumers: nil, Terminal: true,
 		Summary: "The import cannot be done: bad source, a corrupt config, or missing blobs.",
 		payload: CacheImportFailed{},
 	},
@@ -276,6 +281,18 @@ func Lookup(t Type) (Spec, bool) {
 		}
 	}
 	return Spec{}, false
+}
+
+// ConsumedBy lists, in flow order, the types the catalog gives component
+// to act on: its consumer's filter and the handlers it registers.
+func ConsumedBy(component string) []Type {
+	var types []Type
+	for _, s := range catalog {
+		if slices.Contains(s.Consumers, component) {
+			types = append(types, s.Type)
+		}
+	}
+	return types
 }
 
 // LookupName returns the spec whose short name is name.

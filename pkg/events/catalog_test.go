@@ -23,19 +23,23 @@ const (
 // catalogTable renders the catalog as docs/events.md shows it.
 func catalogTable() string {
 	var b strings.Builder
-	b.WriteString("| Event (CloudEvents `type`) | NATS subject | Producers | Consumers | Payload: fields | Meaning |\n")
-	b.WriteString("|---|---|---|---|---|---|\n")
+	b.WriteString("| Event (CloudEvents `type`) | NATS subject | Producers | Consumers | Ends the build | Payload: fields | Meaning |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
 	for _, s := range events.Catalog() {
 		consumers := strings.Join(s.Consumers, ", ")
 		if consumers == "" {
 			consumers = noConsumers
 		}
+		ends := "no"
+		if s.Terminal {
+			ends = "yes"
+		}
 		fields := make([]string, 0)
 		for _, f := range s.PayloadFields() {
 			fields = append(fields, "`"+f+"`")
 		}
-		fmt.Fprintf(&b, "| **%s**<br>`%s` | `%s` | %s | %s | `%s`: %s | %s |\n",
-			s.Name, s.Type, events.Subject(subjectVar, s.Type), strings.Join(s.Producers, ", "), consumers,
+		fmt.Fprintf(&b, "| **%s**<br>`%s` | `%s` | %s | %s | %s | `%s`: %s | %s |\n",
+			s.Name, s.Type, events.Subject(subjectVar, s.Type), strings.Join(s.Producers, ", "), consumers, ends,
 			s.PayloadName(), strings.Join(fields, ", "), s.Summary)
 	}
 	return b.String()

@@ -2,6 +2,8 @@ package events
 
 import (
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -473,6 +475,24 @@ type Content struct {
 	Git *GitContent `json:"git,omitempty"`
 	// Local is a directory of the client, sent over its session.
 	Local *LocalContent `json:"local,omitempty"`
+}
+
+// Validate checks that exactly one kind of content (File, Git or Local) is
+// set: a snapshot.requested names one thing to snapshot.
+func (c *Content) Validate() error {
+	n := 0
+	for _, set := range []bool{c.File != nil, c.Git != nil, c.Local != nil} {
+		if set {
+			n++
+		}
+	}
+	switch n {
+	case 1:
+		return nil
+	case 0:
+		return errors.New("content names nothing to snapshot")
+	}
+	return fmt.Errorf("content names %d things to snapshot (file, git, local), want one", n)
 }
 
 // Key is the name of the content's snapshot: what identifies it on a node,

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -46,6 +47,13 @@ type Common struct {
 	// that is loaded, electing or not up yet (-start-timeout,
 	// STEVEDORE_START_TIMEOUT, default bus.DefaultStartTimeout).
 	StartTimeout time.Duration
+}
+
+// Replica is the replica a binary runs with these flags, named instance
+// and logging to log (Main observes it).
+func (c *Common) Replica(instance string, log *slog.Logger) Replica {
+	return Replica{Instance: instance, Provision: c.Provision, Replicas: c.Replicas, EventsMaxBytes: c.EventsMaxBytes,
+		DLQMaxBytes: c.DLQMaxBytes, StopGrace: c.StopGrace, StartTimeout: c.StartTimeout, Logger: log}
 }
 
 // RegisterCommon registers the common flags on fs.
@@ -87,14 +95,26 @@ func DurationEnv(key string, def time.Duration) time.Duration {
 }
 
 // Main is a service binary's life after its flags are parsed: with
-// -healthcheck, the healthcheck's exit code; otherwise Serve with run, and
-// 1 (after logging why) when it fails. name identifies the connection.
-func Main(c *Common, name string, log *slog.Logger, run func(ctx context.Context, js jetstream.JetStream, obs Observe) error) int {
+// -healthcheck, the healthcheck's exit code; otherwise Serve with m, a
+// fleet of one (StartFleet) on Serve's connection, and 1 (after logging
+// why) when it fails.
+func Main(c *Common, log *slog.Logger, m Member) int {
 	if c.Healthcheck {
 		return Healthcheck(context.Background(), c.HTTP)
 	}
-	if err := Serve(c.NATS, name, c.HTTP, run); err != nil {
-		log.Error(name+" stopped", "error", err.Error())
+	err := Serve(c.NATS, m.Name, c.HTTP, func(ctx context.Context, js jetstream.JetStream, obs Observe) error {
+		f, err := StartFleet(ctx, func(string) (*nats.Conn, jetstream.JetStream, error) { return nil, js, nil }, obs, m)
+		if err != nil {
+			return err
+		}
+		err = f.Wait(ctx)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+	if err != nil {
+		log.Error(m.Name+" stopped", "error", err.Error())
 		return 1
 	}
 	return 0

@@ -7,8 +7,10 @@
 // one or more replicas; each replica has an instance name, and the events
 // it emits have the CloudEvents source /stevedore/<component>/<instance>.
 // Run is one replica's life: provision (if asked), then the worker and the
-// DLQ mover until ctx ends. Serve is a binary's life: connect to NATS, run
-// until SIGINT or SIGTERM.
+// DLQ mover until ctx ends. StartFleet assembles services (each service's
+// Member) each on its own connection: the embedded stack, the test fleet,
+// and a binary's fleet of one. Serve is a binary's life: connect to NATS,
+// run until SIGINT or SIGTERM.
 package service
 
 import (
@@ -31,24 +33,26 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus/middleware"
 )
 
-// Spec describes one replica to Run.
-type Spec struct {
-	// Component is the service's name, e.g. "puller". Required.
-	Component string
-	// Instance names the replica. Required.
+// Replica is how one replica of a service runs: the fields every service's
+// Config embeds, and Run's share of a Spec.
+type Replica struct {
+	// Instance names the replica in event sources, leases and logs. Empty
+	// means the service's default (the host name, with the process id for
+	// some).
 	Instance string
-	// Consumer is the service's consumer definition. Required.
-	Consumer bus.Consumer
 	// Concurrency is how many messages the replica handles at once. Zero
-	// means the runtime's default.
+	// means the service's default.
 	Concurrency int
+	// Consumer is the service's consumer definition. Zero means the
+	// service's (bus.ResolverConsumer() and the like).
+	Consumer bus.Consumer
 	// Backoff is the redelivery delay after a retryable failure. Nil means
 	// the runtime's default.
 	Backoff func(delivered int) time.Duration
-	// Provision creates streams, buckets and consumers before serving.
+	// Provision creates streams, buckets and consumers at start.
 	Provision bool
-	// Replicas is the replica count Provision gives streams and buckets;
-	// zero keeps what they have (1 for new ones).
+	// Replicas is the replica count provisioning gives streams and buckets
+	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
 	Replicas int
 	// EventsMaxBytes bounds the events stream when provisioning
 	// (bus.Topology.EventsMaxBytes): zero means
@@ -61,18 +65,52 @@ type Spec struct {
 	// Logger receives logs; Run adds the service and instance to it. Nil
 	// means slog.Default().
 	Logger *slog.Logger
-	// Observe is where metrics and readiness go; zero for nowhere.
+	// Observe is where metrics and readiness go (Serve gives a binary's);
+	// zero for nowhere.
 	Observe Observe
-	// StopGrace is how long handlers in flight may go on once the replica
-	// stops, before they are cut short and their messages handed back to
-	// the fleet (bus.WorkerConfig.StopGrace). Zero means
-	// bus.DefaultStopGrace; negative waits for them.
+	// StopGrace is how long the work in flight may go on once Run's ctx
+	// ends, before it is cut short and handed back to the other replicas
+	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
+	// negative waits for it.
 	StopGrace time.Duration
 	// StartTimeout is how long the replica waits at start for a JetStream
 	// that is loaded, electing or not up yet, retrying its lookups and
 	// provisioning (see Patient). Zero means bus.DefaultStartTimeout;
 	// negative waits no more than one attempt.
 	StartTimeout time.Duration
+}
+
+// Default fills the fields of r a service gives defaults when they are
+// zero: d's Instance, Concurrency and Consumer, and slog.Default() as the
+// Logger.
+func (r *Replica) Default(d Replica) {
+	if r.Instance == "" {
+		r.Instance = d.Instance
+	}
+	if r.Concurrency == 0 {
+		r.Concurrency = d.Concurrency
+	}
+	if r.Consumer.Name == "" {
+		r.Consumer = d.Consumer
+	}
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+}
+
+// HostPID is the host name and the process id ("node-1-4242"): a replica
+// name no other process on the machine has.
+func HostPID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+// Spec describes one replica to Run.
+type Spec struct {
+	// Component is the service's name, e.g. "puller". Required.
+	Component string
+	// Replica is how it runs; Instance and Consumer are required.
+	Replica
 }
 
 // Source is the CloudEvents source of the replica's events.
@@ -90,8 +128,8 @@ func (s Spec) Log() *slog.Logger {
 // Patient returns js for what the replica sets up at start: its stream,
 // consumer and bucket lookups and provisioning wait out a busy or electing
 // cluster, with a warning in the log for each retry, until ctx ends or
-// StartTimeout has passed since this call (bus.Patient). A service calls
-// it once at the top of its Run and passes the result on, to Run too.
+// StartTimeout has passed since this call (bus.Patient). Run calls it once
+// and hands the result to the service's setup (Setup.JetStream).
 func (s Spec) Patient(js jetstream.JetStream) jetstream.JetStream {
 	timeout := s.StartTimeout
 	if timeout == 0 {
@@ -100,11 +138,39 @@ func (s Spec) Patient(js jetstream.JetStream) jetstream.JetStream {
 	return bus.Patient(js, bus.Patience{Until: time.Now().Add(timeout), Logger: s.Log()})
 }
 
-// Run provisions the topology if asked, registers the service's handlers on
-// a worker (with Recover and Logging middleware) and runs it, with a DLQ
-// mover beside it, until ctx ends or one of them fails. Provisioning and
-// binding the consumers go through spec.Patient(js).
-func Run(ctx context.Context, js jetstream.JetStream, spec Spec, register func(*bus.Worker)) error {
+// Setup is what Run hands a service once the topology is provisioned:
+// the worker to register its handlers on, and Defer for what must stop
+// after the worker has.
+type Setup struct {
+	// Worker takes the service's handlers (Handle).
+	Worker *bus.Worker
+	// Log is the replica's logger (Spec.Log).
+	Log *slog.Logger
+	// JetStream is the replica's connection for what the service sets up
+	// (buckets, leases, flights): patient at start (Spec.Patient), so a
+	// busy or electing cluster is waited out rather than failing the
+	// replica.
+	JetStream jetstream.JetStream
+	stops     []func()
+}
+
+// Defer runs stop when Run returns, after the worker and the DLQ mover
+// have stopped; the last deferred runs first.
+func (s *Setup) Defer(stop func()) { s.stops = append(s.stops, stop) }
+
+func (s *Setup) stop() {
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+}
+
+// Run is one replica's life. It provisions the topology if asked (once,
+// before the service binds to a bucket), then calls setup, which opens
+// what the service needs and registers its handlers on a worker (with
+// Recover and Logging middleware), and runs that worker, with a DLQ mover
+// beside it, until ctx ends or one of them fails. Provisioning, binding
+// the consumers and the service's setup go through spec.Patient(js).
+func Run(ctx context.Context, js jetstream.JetStream, spec Spec, setup func(ctx context.Context, s *Setup) error) error {
 	if spec.Component == "" || spec.Instance == "" {
 		return errors.New("service: component and instance are required")
 	}
@@ -136,7 +202,11 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, register func(*
 	if err != nil {
 		return fmt.Errorf("%s: %w", spec.Component, err)
 	}
-	register(w)
+	s := &Setup{Worker: w, Log: log, JetStream: js}
+	defer s.stop()
+	if err := setup(ctx, s); err != nil {
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(ctx) })
 	g.Go(func() error { return bus.NewDLQ(js, spec.Source(), log).Run(ctx) })

@@ -27,8 +27,8 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func TestRunServesRecoversAndStops(t *testing.T) {
 	t.Parallel()
 	env := bustest.Start(t, bus.Topology{})
-	spec := service.Spec{Component: "puller", Instance: "i1", Consumer: bus.PullerConsumer(), Logger: quiet,
-		Backoff: bus.ExponentialBackoff(10*time.Millisecond, 50*time.Millisecond)}
+	spec := service.Spec{Component: "puller", Replica: service.Replica{Instance: "i1", Consumer: bus.PullerConsumer(), Logger: quiet,
+		Backoff: bus.ExponentialBackoff(10*time.Millisecond, 50*time.Millisecond)}}
 	if got := spec.Source(); got != "/stevedore/puller/i1" {
 		t.Errorf("Source = %q", got)
 	}
@@ -36,14 +36,15 @@ func TestRunServesRecoversAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- service.Run(ctx, env.JS, spec, func(w *bus.Worker) {
-			w.Handle(events.TypeCacheKeyRequested, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		done <- service.Run(ctx, env.JS, spec, func(_ context.Context, s *service.Setup) error {
+			s.Worker.Handle(events.TypeCacheKeyRequested, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 				calls++
 				if calls == 1 {
 					panic("first delivery panics") // the standard middleware recovers
 				}
 				return []events.Event{events.New(events.CacheHit{Source: in.Source})}, nil
 			}))
+			return nil
 		})
 	}()
 	rec := env.Record(t, "b1")
@@ -63,14 +64,17 @@ func TestRunServesRecoversAndStops(t *testing.T) {
 	}
 }
 
+// nothing is a service's setup that registers nothing.
+func nothing(context.Context, *service.Setup) error { return nil }
+
 func TestRunRejectsIncompleteSpecs(t *testing.T) {
 	t.Parallel()
 	env := bustest.Start(t, bus.Topology{})
-	if err := service.Run(t.Context(), env.JS, service.Spec{Consumer: bus.PullerConsumer()}, func(*bus.Worker) {}); err == nil {
+	if err := service.Run(t.Context(), env.JS, service.Spec{Replica: service.Replica{Consumer: bus.PullerConsumer()}}, nothing); err == nil {
 		t.Error("Run without component and instance succeeded")
 	}
-	bad := service.Spec{Component: "x", Instance: "y"}
-	if err := service.Run(t.Context(), env.JS, bad, func(*bus.Worker) {}); err == nil {
+	bad := service.Spec{Component: "x", Replica: service.Replica{Instance: "y"}}
+	if err := service.Run(t.Context(), env.JS, bad, nothing); err == nil {
 		t.Error("Run with an empty consumer succeeded")
 	}
 }
@@ -120,16 +124,17 @@ func TestRunObserved(t *testing.T) {
 	if code := service.Healthcheck(t.Context(), addr); code != 1 {
 		t.Errorf("Healthcheck before ready = %d, want 1", code)
 	}
-	spec := service.Spec{Component: "puller", Instance: "i1", Consumer: bus.PullerConsumer(), Logger: quiet,
-		Observe: service.Observe{Metrics: reg, Health: health}}
+	spec := service.Spec{Component: "puller", Replica: service.Replica{Instance: "i1", Consumer: bus.PullerConsumer(), Logger: quiet,
+		Observe: service.Observe{Metrics: reg, Health: health}}}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(errors.New("test over"))
 	done := make(chan error, 1)
 	go func() {
-		done <- service.Run(ctx, env.JS, spec, func(w *bus.Worker) {
-			w.Handle(events.TypeCacheKeyRequested, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+		done <- service.Run(ctx, env.JS, spec, func(_ context.Context, s *service.Setup) error {
+			s.Worker.Handle(events.TypeCacheKeyRequested, bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 				return []events.Event{events.New(events.CacheHit{Source: in.Source})}, nil
 			}))
+			return nil
 		})
 	}()
 	deadline := time.Now().Add(10 * time.Second)

@@ -43,18 +43,19 @@ func (b *logBuffer) String() string {
 // retryLogged is what Patient logs before it tries a call again.
 const retryLogged = "JetStream not ready; trying again"
 
-// startLikeAService does what a service's Run does: binds the lease
-// bucket through spec.Patient, then runs the replica, whose handler
-// answers a cache key request with a hit.
+// startLikeAService does what a service's Run does: runs the replica,
+// whose setup binds the lease bucket through the connection Run hands it
+// (patient at start) and whose handler answers a cache key request with a
+// hit.
 func startLikeAService(ctx context.Context, js jetstream.JetStream, spec service.Spec) error {
-	js = spec.Patient(js)
-	if _, err := lease.NewManager(ctx, js, lease.Config{Bucket: events.BucketLeases, Holder: spec.Instance}); err != nil {
-		return err
-	}
-	return service.Run(ctx, js, spec, func(w *bus.Worker) {
-		w.Handle(events.TypeCacheKeyRequested, bus.Typed(func(_ context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
+	return service.Run(ctx, js, spec, func(ctx context.Context, s *service.Setup) error {
+		if _, err := lease.NewManager(ctx, s.JetStream, lease.Config{Bucket: events.BucketLeases, Holder: spec.Instance}); err != nil {
+			return err
+		}
+		s.Worker.Handle(events.TypeCacheKeyRequested, bus.Typed(func(_ context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 			return []events.Event{events.New(events.CacheHit{Source: in.Source})}, nil
 		}))
+		return nil
 	})
 }
 
@@ -103,9 +104,9 @@ func TestRunWaitsForAClusterWithoutQuorum(t *testing.T) {
 	loseQuorum()
 
 	logs := &logBuffer{}
-	spec := service.Spec{Component: "puller", Instance: "i1", Consumer: bus.PullerConsumer(),
+	spec := service.Spec{Component: "puller", Replica: service.Replica{Instance: "i1", Consumer: bus.PullerConsumer(),
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), StartTimeout: 3 * time.Minute,
-		Backoff: bus.ExponentialBackoff(10*time.Millisecond, 50*time.Millisecond)}
+		Backoff: bus.ExponentialBackoff(10*time.Millisecond, 50*time.Millisecond)}}
 	rctx, stop := context.WithCancelCause(ctx)
 	done := make(chan error, 1)
 	go func() { done <- startLikeAService(rctx, js, spec) }()
@@ -188,7 +189,7 @@ func TestRunFailsAtOnceOnAPermanentError(t *testing.T) {
 		want  error
 	}{
 		"consumer missing": {
-			spec: service.Spec{Consumer: bus.Consumer{Name: "nobody-provisioned-me", Types: bus.PullerConsumer().Types}},
+			spec: service.Spec{Replica: service.Replica{Consumer: bus.Consumer{Name: "nobody-provisioned-me", Types: bus.PullerConsumer().Types}}},
 			want: jetstream.ErrConsumerNotFound,
 		},
 		"lease bucket configured as something else": {
@@ -200,7 +201,7 @@ func TestRunFailsAtOnceOnAPermanentError(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			spec: service.Spec{Consumer: bus.PullerConsumer()},
+			spec: service.Spec{Replica: service.Replica{Consumer: bus.PullerConsumer()}},
 			want: jetstream.ErrBadBucket,
 		},
 	} {

@@ -8,6 +8,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/reference"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // ImageBlobIdentifier is a parsed docker-image+blob:// or oci-layout+blob://
@@ -82,7 +84,8 @@ func (id *ImageBlobIdentifier) CacheKey() (digest.Digest, error) {
 }
 
 func init() {
-	registerParser(parseBlob, SchemeDockerImageBlob, SchemeOCILayoutBlob)
+	registerScheme(SchemeSpec{Name: SchemeDockerImageBlob, Route: events.ComponentPuller, Content: ContentFile, parse: parseBlob},
+		SchemeSpec{Name: SchemeOCILayoutBlob, Route: events.ComponentPuller, Content: ContentFile, parse: parseBlob})
 }
 
 func parseBlob(scheme, ref string, attrs map[string]string, _ *ocispec.Platform) (Identifier, error) {

@@ -13,6 +13,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/reference"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // GitIdentifier is a parsed git:// identifier: a commit of a remote
@@ -119,7 +121,7 @@ func (id *GitIdentifier) String() string {
 }
 
 func init() {
-	registerParser(parseGit, SchemeGit)
+	registerScheme(SchemeSpec{Name: SchemeGit, Route: events.ComponentPuller, Content: ContentGit, parse: parseGit})
 }
 
 func parseGit(_ string, ref string, attrs map[string]string, _ *ocispec.Platform) (Identifier, error) {

@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // HTTPIdentifier is a parsed http:// or https:// identifier: one file
@@ -70,7 +71,8 @@ var supportedHTTPHeaders = map[string]bool{
 }
 
 func init() {
-	registerParser(parseHTTP, SchemeHTTP, SchemeHTTPS)
+	registerScheme(SchemeSpec{Name: SchemeHTTP, Route: events.ComponentPuller, Content: ContentFile, parse: parseHTTP},
+		SchemeSpec{Name: SchemeHTTPS, Route: events.ComponentPuller, Content: ContentFile, parse: parseHTTP})
 }
 
 func parseHTTP(scheme, ref string, attrs map[string]string, _ *ocispec.Platform) (Identifier, error) {

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"sync"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
@@ -18,34 +16,6 @@ type Identifier interface {
 	String() string
 }
 
-// parseFunc parses the part after "<scheme>://" with the op's attributes.
-type parseFunc func(scheme, ref string, attrs map[string]string, platform *ocispec.Platform) (Identifier, error)
-
-// parsers maps every BuildKit scheme to its parser.
-var parsers = map[string]parseFunc{
-	SchemeDockerImage: parseImage,
-}
-
-// registerParser adds a scheme's parser; each scheme file calls it from init
-// so that the table lists every scheme exactly once.
-func registerParser(fn parseFunc, schemes ...string) {
-	for _, s := range schemes {
-		if _, dup := parsers[s]; dup {
-			panic("source: duplicate parser for " + s)
-		}
-		parsers[s] = fn
-	}
-}
-
-// Schemes lists every scheme Parse understands.
-func Schemes() []string {
-	out := make([]string, 0, len(parsers))
-	for s := range parsers {
-		out = append(out, s)
-	}
-	return out
-}
-
 // Parse turns a source op into a typed identifier. It fails like BuildKit's
 // source manager: "failed to parse <id>: invalid" when there is no "://",
 // "unknown scheme <s>: not found" for a scheme BuildKit does not have, and
@@ -55,11 +25,11 @@ func Parse(op events.SourceOp) (Identifier, error) {
 	if !ok {
 		return nil, fmt.Errorf("failed to parse %s: %w", op.Identifier, ErrInvalid)
 	}
-	parse, ok := parsers[scheme]
+	spec, ok := schemes[scheme]
 	if !ok {
 		return nil, fmt.Errorf("unknown scheme %s: %w", scheme, ErrNotFound)
 	}
-	return parse(scheme, ref, op.Attrs, op.Platform)
+	return spec.parse(scheme, ref, op.Attrs, op.Platform)
 }
 
 // Manager maps schemes to handlers of type H.

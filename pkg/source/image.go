@@ -9,6 +9,8 @@ import (
 	distreference "github.com/distribution/reference"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // ResolveMode says where an image reference is resolved (image.resolvemode).
@@ -141,6 +143,10 @@ func clonePlatform(p *ocispec.Platform) *ocispec.Platform {
 		c.OSFeatures = nil
 	}
 	return &c
+}
+
+func init() {
+	registerScheme(SchemeSpec{Name: SchemeDockerImage, Route: events.ComponentPuller, Content: ContentLayers, parse: parseImage})
 }
 
 func parseImage(_ string, ref string, attrs map[string]string, platform *ocispec.Platform) (Identifier, error) {

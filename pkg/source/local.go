@@ -8,6 +8,8 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // DiffType says how a local source decides that a file changed since the
@@ -75,7 +77,7 @@ func (*LocalIdentifier) Scheme() string { return SchemeLocal }
 func (id *LocalIdentifier) String() string { return SchemeLocal + "://" + id.Name }
 
 func init() {
-	registerParser(parseLocal, SchemeLocal)
+	registerScheme(SchemeSpec{Name: SchemeLocal, Route: events.ComponentPuller, Content: ContentLocal, parse: parseLocal})
 }
 
 func parseLocal(_ string, ref string, attrs map[string]string, _ *ocispec.Platform) (Identifier, error) {

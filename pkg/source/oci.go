@@ -5,6 +5,8 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // OCIIdentifier is a parsed oci-layout:// identifier: an image read from an
@@ -48,7 +50,7 @@ func (id *OCIIdentifier) RequireDigest() error {
 }
 
 func init() {
-	registerParser(parseOCI, SchemeOCILayout)
+	registerScheme(SchemeSpec{Name: SchemeOCILayout, Route: events.ComponentPuller, Content: ContentLayers, parse: parseOCI})
 }
 
 func parseOCI(_ string, ref string, attrs map[string]string, platform *ocispec.Platform) (Identifier, error) {

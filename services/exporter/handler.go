@@ -90,6 +90,31 @@ type Handler struct {
 	window   int
 }
 
+// HandlerConfig is what a Handler works with.
+type HandlerConfig struct {
+	// Index is the cache index the records come from and go to.
+	Index CacheIndex
+	// Registries returns the client for a target or source: the shared
+	// one, or one that also reaches insecureHost over plain HTTP.
+	Registries func(insecureHost string) (Registry, error)
+	// Builds replays the builds whose sources an export names.
+	Builds Builds
+	// Sessions reaches client sessions (oci-layout sources, local
+	// caches); nil for none.
+	Sessions Sessions
+	// Window bounds the blobs one export writes at once. Zero means
+	// DefaultWindow.
+	Window int
+}
+
+// NewHandler returns a handler working with cfg.
+func NewHandler(cfg HandlerConfig) *Handler {
+	if cfg.Window == 0 {
+		cfg.Window = DefaultWindow
+	}
+	return &Handler{index: cfg.Index, registries: cfg.Registries, builds: cfg.Builds, sessions: cfg.Sessions, window: cfg.Window}
+}
+
 // BuildKit's progress vertex names of the exporters and importers.
 const (
 	vertexExportLocal    = "exporting cache to client directory"

@@ -19,12 +19,8 @@ package exporter
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -42,68 +38,21 @@ const DefaultWindow = 4
 
 // Config configures the exporter.
 type Config struct {
-	// Instance names this replica in event sources and logs. Empty means
-	// the host name plus the process id.
-	Instance string
+	// Replica is how the replica runs. An empty Instance means the host
+	// name plus the process id; zero Concurrency means 2; a zero Consumer
+	// means bus.ExporterConsumer().
+	service.Replica
 	// Registry configures registry access (credentials, insecure hosts).
 	Registry registry.Config
 	// Window bounds the blobs one export writes at once. Zero means
 	// DefaultWindow.
 	Window int
-	// Concurrency is how many exports and imports this replica runs at
-	// once. Zero means 2.
-	Concurrency int
-	// Consumer is the consumer definition. Zero means
-	// bus.ExporterConsumer().
-	Consumer bus.Consumer
-	// Backoff is the redelivery delay after a retryable failure. Nil means
-	// the runtime's default.
-	Backoff func(delivered int) time.Duration
-	// Provision creates streams, buckets and consumers at start.
-	Provision bool
-	// Replicas is the replica count provisioning gives streams and buckets
-	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
-	Replicas int
-	// EventsMaxBytes bounds the events stream when provisioning
-	// (bus.Topology.EventsMaxBytes): zero means
-	// bus.DefaultEventsMaxBytes, negative no bound.
-	EventsMaxBytes int64
-	// DLQMaxBytes bounds the dead-letter and advisories streams when
-	// provisioning (bus.Topology.DLQMaxBytes): zero means
-	// bus.DefaultDLQMaxBytes, negative no bound.
-	DLQMaxBytes int64
-	// Logger receives logs. Nil means slog.Default().
-	Logger *slog.Logger
-	// Observe is where metrics and readiness go (service.Serve gives a
-	// binary\'s); zero for nowhere.
-	Observe service.Observe
-	// StopGrace is how long the work in flight may go on once Run's ctx
-	// ends, before it is cut short and handed back to the other replicas
-	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
-	// negative waits for it.
-	StopGrace time.Duration
-	// StartTimeout is how long Run waits at start for a JetStream that
-	// is loaded, electing or not up yet (service.Spec.StartTimeout).
-	// Zero means bus.DefaultStartTimeout.
-	StartTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
-	if c.Instance == "" {
-		host, _ := os.Hostname()
-		c.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
-	}
+	c.Default(service.Replica{Instance: service.HostPID(), Concurrency: 2, Consumer: bus.ExporterConsumer()})
 	if c.Window == 0 {
 		c.Window = DefaultWindow
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 2
-	}
-	if c.Consumer.Name == "" {
-		c.Consumer = bus.ExporterConsumer()
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 
@@ -130,31 +79,27 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 	return &Service{js: js, cfg: cfg}, nil
 }
 
+// Member is the service in a fleet (service.StartFleet) with cfg, observed
+// where the fleet is.
+func Member(cfg Config) service.Member {
+	return service.NewMember(events.ComponentExporter, &cfg.Replica, func(_ context.Context, js jetstream.JetStream) (*Service, error) {
+		return New(js, cfg)
+	})
+}
+
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	spec := service.Spec{
-		Component:    events.ComponentExporter,
-		Instance:     s.cfg.Instance,
-		Consumer:     s.cfg.Consumer,
-		Concurrency:  s.cfg.Concurrency,
-		Backoff:      s.cfg.Backoff,
-		Logger:       s.cfg.Logger,
-		Observe:      s.cfg.Observe,
-		StopGrace:    s.cfg.StopGrace,
-		StartTimeout: s.cfg.StartTimeout,
-	}
-	// What the replica sets up waits out a busy or electing cluster.
-	js := spec.Patient(s.js)
-	if s.cfg.Provision {
-		if err := bus.Provision(ctx, js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
-			return fmt.Errorf("exporter: %w", err)
-		}
-	}
+	return service.Run(ctx, s.js, service.Spec{Component: events.ComponentExporter, Replica: s.cfg.Replica}, s.setup)
+}
+
+// setup opens what the handler needs (the topology is provisioned by
+// then) and registers the handler.
+func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
 	regs, err := newRegistries(s.cfg.Registry)
 	if err != nil {
 		return err
 	}
-	index, err := cacheindex.Open(ctx, js)
+	index, err := cacheindex.Open(ctx, setup.JetStream)
 	if err != nil {
 		return err
 	}
@@ -162,19 +107,18 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h := &Handler{
-		sessions:   sessions,
-		index:      index,
-		registries: regs.get,
-		builds: BuildsFunc(func(ctx context.Context, buildID string) ([]events.Event, error) {
+	h := NewHandler(HandlerConfig{
+		Sessions:   sessions,
+		Index:      index,
+		Registries: regs.get,
+		Builds: BuildsFunc(func(ctx context.Context, buildID string) ([]events.Event, error) {
 			return bus.Replay(ctx, s.js, buildID)
 		}),
-		window: s.cfg.Window,
-	}
-	return service.Run(ctx, js, spec, func(w *bus.Worker) {
-		w.Handle(events.TypeCacheExportRequested, bus.Typed(h.Export))
-		w.Handle(events.TypeCacheImportRequested, bus.Typed(h.Import))
+		Window: s.cfg.Window,
 	})
+	setup.Worker.Handle(events.TypeCacheExportRequested, bus.Typed(h.Export))
+	setup.Worker.Handle(events.TypeCacheImportRequested, bus.Typed(h.Import))
+	return nil
 }
 
 // registries keeps one client per set of insecure hosts: the configured

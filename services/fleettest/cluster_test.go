@@ -24,6 +24,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/testenv"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 	"github.com/stevedore-dev/stevedore/services/puller"
@@ -335,7 +336,7 @@ func (f *fleet) stopAll() {
 }
 
 func (f *fleet) resolver() {
-	r, err := resolver.New(f.conn("resolver"), resolver.Config{Instance: "r1", Logger: f.logger.With("replica", "r1"),
+	r, err := resolver.New(f.conn("resolver"), resolver.Config{Replica: service.Replica{Instance: "r1", Logger: f.logger.With("replica", "r1")},
 		Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}})
 	if err != nil {
 		f.t.Fatal(err)
@@ -345,13 +346,10 @@ func (f *fleet) resolver() {
 
 func (f *fleet) puller(instance string) {
 	p, err := puller.New(f.conn(instance), puller.Config{
-		Instance:    instance,
-		Registry:    f.reg,
-		LeaseTTL:    2 * time.Second,
-		Consumer:    fleettest.PullerConsumer(),
-		Concurrency: 8,
-		Backoff:     bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
-		Logger:      f.logger.With("replica", instance),
+		Replica: service.Replica{Instance: instance, Consumer: fleettest.PullerConsumer(), Concurrency: 8,
+			Backoff: bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond), Logger: f.logger.With("replica", instance)},
+		Registry: f.reg,
+		LeaseTTL: 2 * time.Second,
 	})
 	if err != nil {
 		f.t.Fatal(err)
@@ -365,9 +363,8 @@ func (f *fleet) snapshotter(node string) string {
 		Node:     node,
 		Registry: f.reg,
 		LeaseTTL: 2 * time.Second,
-		Consumer: fleettest.SnapshotterConsumer(),
-		Backoff:  bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
-		Logger:   f.logger.With("replica", node),
+		Replica: service.Replica{Consumer: fleettest.SnapshotterConsumer(),
+			Backoff: bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond), Logger: f.logger.With("replica", node)},
 	})
 	if err != nil {
 		f.t.Fatal(err)

@@ -132,6 +132,13 @@ func ExporterConsumer() bus.Consumer {
 	return c
 }
 
+// replica is how a test's replica runs: quiet, with test-sized retries;
+// zero concurrency is the service's default.
+func replica(instance string, consumer bus.Consumer, concurrency int) service.Replica {
+	return service.Replica{Instance: instance, Consumer: consumer, Concurrency: concurrency,
+		Backoff: bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond), Logger: Quiet}
+}
+
 // Stack is a fleet for one test.
 type Stack struct {
 	// Env is the embedded NATS server and the test's connection.
@@ -155,32 +162,45 @@ func New(t testing.TB, opts ...registrytest.Option) *Stack {
 		Registry: registrytest.New(t, opts...),
 	}
 	s.RegistryConfig = registry.Config{DockerConfigDir: t.TempDir()}
-	_, js := s.Env.Connect(t, "resolver")
-	r, err := resolver.New(js, resolver.Config{Instance: "r1", Logger: Quiet, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Run(t, "resolver", r.Run)
+	s.start(t, "resolver", resolver.Member(resolver.Config{Replica: service.Replica{Instance: "r1", Logger: Quiet}, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}}))
 	return s
 }
 
-// Run runs a service until the end of the test (or stop); it fails the
-// test if the service returns an error.
-func (s *Stack) Run(t testing.TB, name string, run func(context.Context) error) (stop func()) {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
+// start starts m (service.StartFleet, a fleet of one) on a connection of
+// its own named conn; the replica stops, and closes, at the end of the
+// test. It fails the test if m does not start or stops with an error.
+func (s *Stack) start(t testing.TB, conn string, m service.Member) (Replica, service.Runner) {
+	t.Helper()
+	var nc *nats.Conn
+	dial := func(string) (*nats.Conn, jetstream.JetStream, error) {
+		var js jetstream.JetStream
+		nc, js = s.Env.Connect(t, conn)
+		return nc, js, nil
+	}
+	// A data dir a test has just closed can stay locked for a moment: a
+	// child process forked meanwhile (a test's git, a CGI) holds a copy
+	// of the lock's descriptor until it execs. Wait for it (10s at most).
+	var f *service.Fleet
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		f, err = service.StartFleet(t.Context(), dial, service.Observe{}, m)
+		if !errors.Is(err, snapshot.ErrLocked) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	var once sync.Once
-	stop = func() {
+	stop := func() {
 		once.Do(func() {
-			cancel(errors.New("test over"))
-			if err := <-done; err != nil {
-				t.Errorf("%s: %v", name, err)
+			if err := f.Stop(); err != nil {
+				t.Errorf("%s: %v", conn, err)
 			}
 		})
 	}
-	t.Cleanup(stop)
-	return stop
+	t.Cleanup(func() { stop(); _ = f.Close() })
+	return Replica{NC: nc, Stop: stop}, f.Runner(m.Name)
 }
 
 // Replica is a running service replica.
@@ -197,24 +217,17 @@ type Replica struct {
 func (s *Stack) Puller(t testing.TB, mut ...func(*puller.Config)) Replica {
 	t.Helper()
 	n := s.replicas.Add(1)
-	nc, js := s.Env.Connect(t, fmt.Sprintf("puller-%d", n))
 	cfg := puller.Config{
-		Instance:    fmt.Sprintf("p%d", n),
-		Registry:    s.RegistryConfig,
-		LeaseTTL:    2 * time.Second,
-		Consumer:    PullerConsumer(),
-		Concurrency: 8,
-		Backoff:     bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
-		Logger:      Quiet,
+		Replica:  replica(fmt.Sprintf("p%d", n), PullerConsumer(), 8),
+		Registry: s.RegistryConfig,
+		LeaseTTL: 2 * time.Second,
 	}
 	for _, m := range mut {
 		m(&cfg)
 	}
-	p, err := puller.New(js, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Replica{NC: nc, Stop: s.Run(t, cfg.Instance, p.Run), Name: cfg.Instance}
+	r, _ := s.start(t, fmt.Sprintf("puller-%d", n), puller.Member(cfg))
+	r.Name = cfg.Instance
+	return r
 }
 
 // Snapshotter starts a snapshotter replica with its own data dir under
@@ -222,57 +235,35 @@ func (s *Stack) Puller(t testing.TB, mut ...func(*puller.Config)) Replica {
 func (s *Stack) Snapshotter(t testing.TB, mut ...func(*snapshotter.Config)) (Replica, *snapshotter.Service) {
 	t.Helper()
 	n := s.replicas.Add(1)
-	nc, js := s.Env.Connect(t, fmt.Sprintf("snapshotter-%d", n))
 	cfg := snapshotter.Config{
 		DataDir:  t.TempDir(),
 		Node:     fmt.Sprintf("node%d", n),
 		Registry: s.RegistryConfig,
 		LeaseTTL: 2 * time.Second,
-		Consumer: SnapshotterConsumer(),
-		Backoff:  bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
-		Logger:   Quiet,
+		Replica:  replica("", SnapshotterConsumer(), 0),
 	}
 	for _, m := range mut {
 		m(&cfg)
 	}
-	// A data dir a test has just closed can stay locked for a moment: a
-	// child process forked meanwhile (a test's git, a CGI) holds a copy
-	// of the lock's descriptor until it execs. Wait for it (10s at most).
-	var svc *snapshotter.Service
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		svc, err = snapshotter.New(t.Context(), js, cfg)
-		if !errors.Is(err, snapshot.ErrLocked) || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Close() })
-	return Replica{NC: nc, Stop: s.Run(t, cfg.Node, svc.Run), Name: cfg.Node}, svc
+	r, svc := s.start(t, fmt.Sprintf("snapshotter-%d", n), snapshotter.Member(cfg))
+	r.Name = cfg.Node
+	return r, svc.(*snapshotter.Service)
 }
 
 // Exporter starts an exporter replica; mut adjusts its configuration.
 func (s *Stack) Exporter(t *testing.T, mut ...func(*exporter.Config)) Replica {
 	t.Helper()
 	n := s.replicas.Add(1)
-	nc, js := s.Env.Connect(t, fmt.Sprintf("exporter-%d", n))
 	cfg := exporter.Config{
-		Instance: fmt.Sprintf("e%d", n),
+		Replica:  replica(fmt.Sprintf("e%d", n), ExporterConsumer(), 0),
 		Registry: s.RegistryConfig,
-		Consumer: ExporterConsumer(),
-		Backoff:  bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond),
-		Logger:   Quiet,
 	}
 	for _, m := range mut {
 		m(&cfg)
 	}
-	e, err := exporter.New(js, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Replica{NC: nc, Stop: s.Run(t, cfg.Instance, e.Run), Name: cfg.Instance}
+	r, _ := s.start(t, fmt.Sprintf("exporter-%d", n), exporter.Member(cfg))
+	r.Name = cfg.Instance
+	return r
 }
 
 // Forget empties the cache index and the fleet's memory of snapshots,

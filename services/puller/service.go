@@ -18,9 +18,6 @@ package puller
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -40,9 +37,10 @@ import (
 
 // Config configures the puller.
 type Config struct {
-	// Instance names this replica in event sources, leases and logs. Empty
-	// means the host name plus the process id.
-	Instance string
+	// Replica is how the replica runs. An empty Instance means the host
+	// name plus the process id; zero Concurrency means 16; a zero Consumer
+	// means bus.PullerConsumer().
+	service.Replica
 	// Platform is used for sources that name none. Zero means the platform
 	// this process runs on.
 	Platform ocispec.Platform
@@ -68,41 +66,6 @@ type Config struct {
 	// LeaseTTL is how long a fetch lease outlives a dead holder. Zero means
 	// 30s.
 	LeaseTTL time.Duration
-	// Concurrency is how many requests this replica handles at once. Zero
-	// means 16.
-	Concurrency int
-	// Consumer is the consumer definition. Zero means bus.PullerConsumer().
-	Consumer bus.Consumer
-	// Backoff is the redelivery delay after a retryable failure. Nil means
-	// the runtime's default.
-	Backoff func(delivered int) time.Duration
-	// Provision creates streams, buckets and consumers at start.
-	Provision bool
-	// Replicas is the replica count provisioning gives streams and buckets
-	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
-	Replicas int
-	// EventsMaxBytes bounds the events stream when provisioning
-	// (bus.Topology.EventsMaxBytes): zero means
-	// bus.DefaultEventsMaxBytes, negative no bound.
-	EventsMaxBytes int64
-	// DLQMaxBytes bounds the dead-letter and advisories streams when
-	// provisioning (bus.Topology.DLQMaxBytes): zero means
-	// bus.DefaultDLQMaxBytes, negative no bound.
-	DLQMaxBytes int64
-	// Logger receives logs. Nil means slog.Default().
-	Logger *slog.Logger
-	// Observe is where metrics and readiness go (service.Serve gives a
-	// binary\'s); zero for nowhere.
-	Observe service.Observe
-	// StopGrace is how long the work in flight may go on once Run's ctx
-	// ends, before it is cut short and handed back to the other replicas
-	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
-	// negative waits for it.
-	StopGrace time.Duration
-	// StartTimeout is how long Run waits at start for a JetStream that
-	// is loaded, electing or not up yet (service.Spec.StartTimeout).
-	// Zero means bus.DefaultStartTimeout.
-	StartTimeout time.Duration
 	// Downloads, when set, is an OCI image layout directory where this
 	// replica keeps what it downloads of http sources for the snapshotters
 	// given the same directory (snapshotter.Config.Downloads; see
@@ -112,24 +75,12 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Instance == "" {
-		host, _ := os.Hostname()
-		c.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
-	}
+	c.Default(service.Replica{Instance: service.HostPID(), Concurrency: 16, Consumer: bus.PullerConsumer()})
 	if c.Platform.OS == "" {
 		c.Platform = platforms.DefaultSpec()
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 30 * time.Second
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 16
-	}
-	if c.Consumer.Name == "" {
-		c.Consumer = bus.PullerConsumer()
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 
@@ -162,32 +113,23 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 	return &Service{js: js, cfg: cfg}, nil
 }
 
+// Member is the service in a fleet (service.StartFleet) with cfg, observed
+// where the fleet is.
+func Member(cfg Config) service.Member {
+	return service.NewMember(events.ComponentPuller, &cfg.Replica, func(_ context.Context, js jetstream.JetStream) (*Service, error) {
+		return New(js, cfg)
+	})
+}
+
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	spec := service.Spec{
-		Component:      events.ComponentPuller,
-		Instance:       s.cfg.Instance,
-		Consumer:       s.cfg.Consumer,
-		Concurrency:    s.cfg.Concurrency,
-		Backoff:        s.cfg.Backoff,
-		Provision:      s.cfg.Provision,
-		Replicas:       s.cfg.Replicas,
-		EventsMaxBytes: s.cfg.EventsMaxBytes,
-		DLQMaxBytes:    s.cfg.DLQMaxBytes,
-		Logger:         s.cfg.Logger,
-		Observe:        s.cfg.Observe,
-		StopGrace:      s.cfg.StopGrace,
-		StartTimeout:   s.cfg.StartTimeout,
-	}
-	// What the replica sets up waits out a busy or electing cluster.
-	js := spec.Patient(s.js)
-	if s.cfg.Provision {
-		// The buckets must exist before the handler binds to them.
-		if err := bus.Provision(ctx, js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
-			return fmt.Errorf("puller: %w", err)
-		}
-		spec.Provision = false
-	}
+	return service.Run(ctx, s.js, service.Spec{Component: events.ComponentPuller, Replica: s.cfg.Replica}, s.setup)
+}
+
+// setup opens what the handler needs (the topology is provisioned by
+// then), starts the tag watcher and registers the handler.
+func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
+	js := setup.JetStream // what the replica sets up waits out a busy or electing cluster
 	reg, err := registry.New(s.cfg.Registry)
 	if err != nil {
 		return err
@@ -229,12 +171,13 @@ func (s *Service) Run(ctx context.Context) error {
 		w := &watcher{store: store, registry: reg, pub: bus.NewPublisher(s.js), interval: s.cfg.TagWatchInterval,
 			instance: s.cfg.Instance, log: s.cfg.Logger}
 		var wg sync.WaitGroup
-		defer wg.Wait()
 		wctx, cancel := context.WithCancelCause(ctx)
-		defer cancel(errors.New("puller stopped"))
 		wg.Go(func() { w.run(wctx) })
+		setup.Defer(func() {
+			cancel(errors.New("puller stopped"))
+			wg.Wait()
+		})
 	}
-	return service.Run(ctx, js, spec, func(w *bus.Worker) {
-		w.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))
-	})
+	setup.Worker.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))
+	return nil
 }

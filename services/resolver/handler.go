@@ -20,16 +20,14 @@ type Handler struct {
 	platform ocispec.Platform
 }
 
-// NewHandler returns a Handler whose manager routes every scheme with a
-// handler in this fleet to the service that computes its keys, and that
+// NewHandler returns a Handler whose manager routes every scheme to the
+// service that computes its keys (the scheme table's Route), and that
 // fills in platform when a request names none.
 func NewHandler(platform ocispec.Platform) *Handler {
 	m := source.NewManager[string]()
-	m.Register(events.ComponentPuller, source.SchemeDockerImage)
-	m.Register(events.ComponentPuller, source.SchemeDockerImageBlob, source.SchemeHTTP, source.SchemeHTTPS)
-	m.Register(events.ComponentPuller, source.SchemeOCILayout, source.SchemeOCILayoutBlob)
-	m.Register(events.ComponentPuller, source.SchemeGit)
-	m.Register(events.ComponentPuller, source.SchemeLocal)
+	for _, s := range source.SchemeTable() {
+		m.Register(s.Route, s.Name)
+	}
 	return &Handler{manager: m, platform: platforms.Normalize(platform)}
 }
 

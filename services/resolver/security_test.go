@@ -8,6 +8,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/broker"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/services/resolver"
 )
 
@@ -30,7 +31,7 @@ func TestSecurityStreamBoundsConfigured(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := resolver.Config{Instance: instance, Logger: discard, Platform: linuxAMD64, Provision: true, EventsMaxBytes: 3 << 20, DLQMaxBytes: 5 << 20}
+	cfg := resolver.Config{Replica: service.Replica{Instance: instance, Logger: discard, Provision: true, EventsMaxBytes: 3 << 20, DLQMaxBytes: 5 << 20}, Platform: linuxAMD64}
 	runService(t, js, cfg)
 	// Provisioning is done once every consumer exists.
 	for _, c := range []string{events.ConsumerResolver, events.ConsumerPuller, events.ConsumerSnapshotter, events.ConsumerExporter} {

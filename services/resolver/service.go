@@ -7,9 +7,7 @@ package resolver
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
-	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,61 +20,20 @@ import (
 
 // Config configures the resolver.
 type Config struct {
-	// Instance names this replica in event sources and logs. Empty means
-	// the host name.
-	Instance string
+	// Replica is how the replica runs. An empty Instance means the host
+	// name; zero Concurrency means 16; a zero Consumer means
+	// bus.ResolverConsumer().
+	service.Replica
 	// Platform is filled into requests that name none. Zero means the
 	// platform this process runs on.
 	Platform ocispec.Platform
-	// Concurrency is how many requests this replica handles at once. Zero
-	// means 16.
-	Concurrency int
-	// Consumer is the consumer definition. Zero means bus.ResolverConsumer().
-	Consumer bus.Consumer
-	// Provision creates streams, buckets and consumers at start.
-	Provision bool
-	// Replicas is the replica count provisioning gives streams and buckets
-	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
-	Replicas int
-	// EventsMaxBytes bounds the events stream when provisioning
-	// (bus.Topology.EventsMaxBytes): zero means
-	// bus.DefaultEventsMaxBytes, negative no bound.
-	EventsMaxBytes int64
-	// DLQMaxBytes bounds the dead-letter and advisories streams when
-	// provisioning (bus.Topology.DLQMaxBytes): zero means
-	// bus.DefaultDLQMaxBytes, negative no bound.
-	DLQMaxBytes int64
-	// Logger receives logs. Nil means slog.Default().
-	Logger *slog.Logger
-	// Observe is where metrics and readiness go (service.Serve gives a
-	// binary\'s); zero for nowhere.
-	Observe service.Observe
-	// StopGrace is how long the work in flight may go on once Run's ctx
-	// ends, before it is cut short and handed back to the other replicas
-	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
-	// negative waits for it.
-	StopGrace time.Duration
-	// StartTimeout is how long Run waits at start for a JetStream that
-	// is loaded, electing or not up yet (service.Spec.StartTimeout).
-	// Zero means bus.DefaultStartTimeout.
-	StartTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
-	if c.Instance == "" {
-		c.Instance, _ = os.Hostname()
-	}
+	host, _ := os.Hostname()
+	c.Default(service.Replica{Instance: host, Concurrency: 16, Consumer: bus.ResolverConsumer()})
 	if c.Platform.OS == "" {
 		c.Platform = platforms.DefaultSpec()
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 16
-	}
-	if c.Consumer.Name == "" {
-		c.Consumer = bus.ResolverConsumer()
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 
@@ -103,24 +60,19 @@ func New(js jetstream.JetStream, cfg Config) (*Service, error) {
 	return &Service{js: js, cfg: cfg}, nil
 }
 
+// Member is the service in a fleet (service.StartFleet) with cfg, observed
+// where the fleet is.
+func Member(cfg Config) service.Member {
+	return service.NewMember(events.ComponentResolver, &cfg.Replica, func(_ context.Context, js jetstream.JetStream) (*Service, error) {
+		return New(js, cfg)
+	})
+}
+
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	spec := service.Spec{
-		Component:      events.ComponentResolver,
-		Instance:       s.cfg.Instance,
-		Consumer:       s.cfg.Consumer,
-		Concurrency:    s.cfg.Concurrency,
-		Provision:      s.cfg.Provision,
-		Replicas:       s.cfg.Replicas,
-		EventsMaxBytes: s.cfg.EventsMaxBytes,
-		DLQMaxBytes:    s.cfg.DLQMaxBytes,
-		Logger:         s.cfg.Logger,
-		Observe:        s.cfg.Observe,
-		StopGrace:      s.cfg.StopGrace,
-		StartTimeout:   s.cfg.StartTimeout,
-	}
 	h := NewHandler(s.cfg.Platform)
-	return service.Run(ctx, s.js, spec, func(w *bus.Worker) {
-		w.Handle(events.TypeSourceResolveRequested, bus.Typed(h.Resolve))
+	return service.Run(ctx, s.js, service.Spec{Component: events.ComponentResolver, Replica: s.cfg.Replica}, func(_ context.Context, setup *service.Setup) error {
+		setup.Worker.Handle(events.TypeSourceResolveRequested, bus.Typed(h.Resolve))
+		return nil
 	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 	"github.com/stevedore-dev/stevedore/services/resolver"
 )
@@ -107,7 +108,7 @@ func TestServiceOverBus(t *testing.T) {
 	t.Parallel()
 	env := bustest.Start(t, bus.Topology{})
 	_, js := env.Connect(t, "resolver")
-	runService(t, js, resolver.Config{Instance: instance, Logger: discard, Platform: linuxAMD64})
+	runService(t, js, resolver.Config{Replica: service.Replica{Instance: instance, Logger: discard}, Platform: linuxAMD64})
 
 	t.Run("builds", func(t *testing.T) {
 		t.Run("resolved", func(t *testing.T) {
@@ -197,7 +198,7 @@ func TestServiceProvision(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg := resolver.Config{Instance: instance, Logger: discard, Platform: linuxAMD64, Provision: provision}
+			cfg := resolver.Config{Replica: service.Replica{Instance: instance, Logger: discard, Provision: provision}, Platform: linuxAMD64}
 
 			if !provision {
 				svc, err := resolver.New(js, cfg)
@@ -263,9 +264,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		name string
 		cfg  resolver.Config
 	}{
-		{"negative concurrency", resolver.Config{Concurrency: -1}},
-		{"consumer without types", resolver.Config{Consumer: bus.Consumer{Name: "resolver"}}},
-		{"consumer with unknown type", resolver.Config{Consumer: bus.Consumer{Name: "resolver", Types: []events.Type{"nope"}}}},
+		{"negative concurrency", resolver.Config{Replica: service.Replica{Concurrency: -1}}},
+		{"consumer without types", resolver.Config{Replica: service.Replica{Consumer: bus.Consumer{Name: "resolver"}}}},
+		{"consumer with unknown type", resolver.Config{Replica: service.Replica{Consumer: bus.Consumer{Name: "resolver", Types: []events.Type{"nope"}}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -90,6 +91,81 @@ type Handler struct {
 	remotePrepares *prometheus.CounterVec
 }
 
+// HandlerConfig is what a Handler works with.
+type HandlerConfig struct {
+	// Node names this node in cache records and snapshot.ready.
+	Node string
+	// Store holds the node's snapshots.
+	Store Store
+	// Reader reads layer blobs from registries and client sessions.
+	Reader *blobs.Reader
+	// Flight makes each snapshot once for the fleet.
+	Flight Flight
+	// Index is the cache index the snapshots are recorded in.
+	Index CacheIndex
+	// Window bounds the layer downloads in flight per snapshot. Zero
+	// means snapshot.DefaultWindow.
+	Window int
+	// Limits bound what a snapshot's layers may expand to (a zero field
+	// is no limit: Config's defaults are filled in by the service).
+	Limits snapshot.Limits
+	// Busy is held (read) by every unpack and (write) by prune. Nil means
+	// a mutex of the handler's own.
+	Busy *sync.RWMutex
+	// HTTP downloads the content of http sources. Nil means a client
+	// with the environment's proxy that waits 30s at most for headers.
+	HTTP *http.Client
+	// Git checks out the commits of git sources.
+	Git GitCheckouts
+	// Local reads the directories of local sources from client sessions.
+	Local LocalSessions
+	// Secrets reads the credentials of git and http sources.
+	Secrets Secrets
+	// Clients checks that a build's client session still answers; nil
+	// never checks.
+	Clients Clients
+	// ClientCheck is how often it is checked.
+	ClientCheck time.Duration
+	// Downloads is the directory of the pullers' kept http downloads as
+	// this node sees it (Config.Downloads); empty reads none of them.
+	Downloads string
+	// Metrics, when set, gets the counters of fetched and unpacked bytes
+	// and of builders' remote Prepares.
+	Metrics prometheus.Registerer
+}
+
+// NewHandler returns a handler working with cfg; it fails only when its
+// counters cannot be registered.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	h := &Handler{node: cfg.Node, store: cfg.Store, reader: cfg.Reader, flight: cfg.Flight, index: cfg.Index,
+		window: cfg.Window, limits: cfg.Limits, now: time.Now, busy: cfg.Busy, http: cfg.HTTP, git: cfg.Git, local: cfg.Local, secrets: cfg.Secrets,
+		clients: cfg.Clients, clientCheck: cfg.ClientCheck}
+	if h.busy == nil {
+		h.busy = &sync.RWMutex{}
+	}
+	if h.http == nil {
+		h.http = newHTTPClient()
+	}
+	if cfg.Downloads != "" {
+		h.downloads = filepath.Clean(cfg.Downloads)
+	}
+	if reg := cfg.Metrics; reg != nil {
+		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
+			Help: "Compressed bytes of the layer blobs this node downloaded."})
+		h.unpackedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_unpacked_bytes_total",
+			Help: "Uncompressed bytes of the layers this node extracted."})
+		h.remotePrepares = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stevedore_snapshotter_remote_prepares_total",
+			Help: "Builders' Prepares of image layers on the snapshots sockets, by outcome: remote (answered from the fleet) or fallback (the builder pulls)."},
+			[]string{"outcome"})
+		for _, c := range []prometheus.Collector{h.fetchedBytes, h.unpackedBytes, h.remotePrepares} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("snapshotter: metrics: %w", err)
+			}
+		}
+	}
+	return h, nil
+}
+
 // snapshotRecord is what BucketSnapshots holds for a chainID.
 type snapshotRecord struct {
 	Node      string    `json:"node"`
@@ -114,6 +190,9 @@ func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 	ctx, stop := h.watchClient(ctx, in.Session)
 	defer stop()
 	if in.Content != nil {
+		if err := in.Content.Validate(); err != nil {
+			return nil, bus.Invalid(fmt.Errorf("snapshot.requested: %w", err))
+		}
 		return h.snapshotContent(ctx, in)
 	}
 	if in.CacheOpts == nil {

@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -29,7 +28,6 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/nats-io/nats.go/jetstream"
 	digest "github.com/opencontainers/go-digest"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stevedore-dev/stevedore/pkg/blobs"
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -55,9 +53,9 @@ type Config struct {
 	// services and clients use it to find the snapshot. Empty means the
 	// host name.
 	Node string
-	// Instance names this replica in event sources, leases and logs. Empty
-	// means Node.
-	Instance string
+	// Replica is how the replica runs. An empty Instance means Node; zero
+	// Concurrency means 2; a zero Consumer means bus.SnapshotterConsumer().
+	service.Replica
 	// Window bounds the layer downloads in flight per snapshot. Zero means
 	// snapshot.DefaultWindow.
 	Window int
@@ -66,39 +64,12 @@ type Config struct {
 	// LeaseTTL is how long a snapshot lease outlives a dead holder. Zero
 	// means 30s.
 	LeaseTTL time.Duration
-	// Concurrency is how many snapshots this replica makes at once. Zero
-	// means 2.
-	Concurrency int
-	// Consumer is the consumer definition. Zero means
-	// bus.SnapshotterConsumer().
-	Consumer bus.Consumer
-	// Backoff is the redelivery delay after a retryable failure. Nil means
-	// the runtime's default.
-	Backoff func(delivered int) time.Duration
 	// KeepFor, when positive, makes the service prune every PruneEvery: the
 	// cache records of this node older than KeepFor are dropped, and the
 	// snapshots and blobs no record references are removed.
 	KeepFor time.Duration
 	// PruneEvery is the pruning period. Zero means an hour.
 	PruneEvery time.Duration
-	// Provision creates streams, buckets and consumers at start.
-	Provision bool
-	// Replicas is the replica count provisioning gives streams and buckets
-	// (3 on a JetStream cluster); zero keeps what they have (1 for new ones).
-	Replicas int
-	// EventsMaxBytes bounds the events stream when provisioning
-	// (bus.Topology.EventsMaxBytes): zero means
-	// bus.DefaultEventsMaxBytes, negative no bound.
-	EventsMaxBytes int64
-	// DLQMaxBytes bounds the dead-letter and advisories streams when
-	// provisioning (bus.Topology.DLQMaxBytes): zero means
-	// bus.DefaultDLQMaxBytes, negative no bound.
-	DLQMaxBytes int64
-	// Logger receives logs. Nil means slog.Default().
-	Logger *slog.Logger
-	// Observe is where metrics and readiness go (service.Serve gives a
-	// binary\'s); zero for nowhere.
-	Observe service.Observe
 	// SnapshotsSocket, when set, is a unix socket on which this replica
 	// serves containerd's snapshots API over its own store, for a builder
 	// daemon of its node (buildkitd's proxy snapshotter, containerd's
@@ -127,15 +98,6 @@ type Config struct {
 	// ("http://node-1:7070"). Empty means http:// and the address listened
 	// on.
 	RootfsAdvertise string
-	// StopGrace is how long the work in flight may go on once Run's ctx
-	// ends, before it is cut short and handed back to the other replicas
-	// (bus.WorkerConfig.StopGrace). Zero means bus.DefaultStopGrace;
-	// negative waits for it.
-	StopGrace time.Duration
-	// StartTimeout is how long Run waits at start for a JetStream that
-	// is loaded, electing or not up yet (service.Spec.StartTimeout).
-	// Zero means bus.DefaultStartTimeout.
-	StartTimeout time.Duration
 	// Limits bound what a snapshot's layers may expand to: a layer's and a
 	// snapshot's declared bytes and entries, and the data dir's free-space
 	// floor. Reaching one fails the snapshot at once (snapshot.failed,
@@ -186,17 +148,9 @@ func (c *Config) setDefaults() {
 	if c.Node == "" {
 		c.Node, _ = os.Hostname()
 	}
-	if c.Instance == "" {
-		c.Instance = c.Node
-	}
+	c.Default(service.Replica{Instance: c.Node, Concurrency: 2, Consumer: bus.SnapshotterConsumer()})
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 30 * time.Second
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 2
-	}
-	if c.Consumer.Name == "" {
-		c.Consumer = bus.SnapshotterConsumer()
 	}
 	if c.PruneEvery == 0 {
 		c.PruneEvery = time.Hour
@@ -206,9 +160,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.ClientCheck == 0 {
 		c.ClientCheck = 5 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 
@@ -262,26 +213,24 @@ func (s *Service) Store() *snapshot.Store { return s.store }
 // Close releases the data dir.
 func (s *Service) Close() error { return s.store.Close() }
 
+// Member is the service in a fleet (service.StartFleet) with cfg, observed
+// where the fleet is.
+func Member(cfg Config) service.Member {
+	return service.NewMember(events.ComponentSnapshotter, &cfg.Replica, func(ctx context.Context, js jetstream.JetStream) (*Service, error) {
+		return New(ctx, js, cfg)
+	})
+}
+
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	spec := service.Spec{
-		Component:    events.ComponentSnapshotter,
-		Instance:     s.cfg.Instance,
-		Consumer:     s.cfg.Consumer,
-		Concurrency:  s.cfg.Concurrency,
-		Backoff:      s.cfg.Backoff,
-		Logger:       s.cfg.Logger,
-		Observe:      s.cfg.Observe,
-		StopGrace:    s.cfg.StopGrace,
-		StartTimeout: s.cfg.StartTimeout,
-	}
-	// What the replica sets up waits out a busy or electing cluster.
-	js := spec.Patient(s.js)
-	if s.cfg.Provision {
-		if err := bus.Provision(ctx, js, bus.Topology{Replicas: s.cfg.Replicas, EventsMaxBytes: s.cfg.EventsMaxBytes, DLQMaxBytes: s.cfg.DLQMaxBytes}); err != nil {
-			return fmt.Errorf("snapshotter: %w", err)
-		}
-	}
+	return service.Run(ctx, s.js, service.Spec{Component: events.ComponentSnapshotter, Replica: s.cfg.Replica}, s.setup)
+}
+
+// setup opens what the handler needs (the topology is provisioned by
+// then), starts the rootfs endpoint, the pruning and the snapshots
+// sockets, and registers the handler.
+func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
+	js := setup.JetStream // what the replica sets up waits out a busy or electing cluster
 	reg, err := registry.New(s.cfg.Registry)
 	if err != nil {
 		return err
@@ -309,25 +258,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h := &Handler{node: s.cfg.Node, store: s.store, reader: blobs.NewReader(reg).WithSessions(sessions), flight: flight, index: index,
-		window: s.cfg.Window, limits: s.cfg.limits(), now: time.Now, busy: &s.busy, http: newHTTPClient(), git: gitCache, local: sessions, secrets: sessions,
-		clients: sessions, clientCheck: s.cfg.ClientCheck}
-	if s.cfg.Downloads != "" {
-		h.downloads = filepath.Clean(s.cfg.Downloads)
-	}
-	if reg := s.cfg.Observe.Metrics; reg != nil {
-		h.fetchedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_fetched_bytes_total",
-			Help: "Compressed bytes of the layer blobs this node downloaded."})
-		h.unpackedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "stevedore_snapshotter_unpacked_bytes_total",
-			Help: "Uncompressed bytes of the layers this node extracted."})
-		h.remotePrepares = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stevedore_snapshotter_remote_prepares_total",
-			Help: "Builders' Prepares of image layers on the snapshots sockets, by outcome: remote (answered from the fleet) or fallback (the builder pulls)."},
-			[]string{"outcome"})
-		for _, c := range []prometheus.Collector{h.fetchedBytes, h.unpackedBytes, h.remotePrepares} {
-			if err := reg.Register(c); err != nil {
-				return fmt.Errorf("snapshotter: metrics: %w", err)
-			}
-		}
+	h, err := NewHandler(HandlerConfig{Node: s.cfg.Node, Store: s.store, Reader: blobs.NewReader(reg).WithSessions(sessions), Flight: flight, Index: index,
+		Window: s.cfg.Window, Limits: s.cfg.limits(), Busy: &s.busy, Git: gitCache, Local: sessions, Secrets: sessions,
+		Clients: sessions, ClientCheck: s.cfg.ClientCheck, Downloads: s.cfg.Downloads, Metrics: s.cfg.Observe.Metrics})
+	if err != nil {
+		return err
 	}
 	if s.cfg.KeepFor > 0 {
 		go s.pruneLoop(ctx, index)
@@ -340,18 +275,18 @@ func (s *Service) Run(ctx context.Context) error {
 	rfsCtx, stopRootfs := context.WithCancelCause(ctx)
 	rfsDone := make(chan error, 1)
 	go func() { rfsDone <- rfs.Serve(rfsCtx, s.js.Conn()) }()
-	defer func() {
+	setup.Defer(func() {
 		stopRootfs(errors.New("snapshotter stopped"))
 		if err := <-rfsDone; err != nil {
 			s.cfg.Logger.Warn("rootfs endpoint", "error", err.Error())
 		}
-	}()
+	})
 	stopPrune, err := s.servePrune(ctx, index)
 	if err != nil {
 		return err
 	}
-	defer stopPrune()
-	log := spec.Log()
+	setup.Defer(stopPrune)
+	log := setup.Log
 	chains := s.chains(h)
 	for _, path := range s.cfg.sockets() {
 		ns := SocketNamespace(path)
@@ -359,13 +294,12 @@ func (s *Service) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("snapshotter: %w", err)
 		}
-		defer func() { _ = srv.Close() }()
+		setup.Defer(func() { _ = srv.Close() })
 		log.Info("serving containerd's snapshots API", "socket", path, "namespace", ns)
 	}
 	log.Info("snapshotter ready", "rootfs", rfs.URL(), "data_dir", s.cfg.DataDir, "snapshotter", string(s.store.Kind()), "node", s.cfg.Node)
-	return service.Run(ctx, js, spec, func(w *bus.Worker) {
-		w.Handle(events.TypeSnapshotRequested, bus.Typed(h.Snapshot))
-	})
+	setup.Worker.Handle(events.TypeSnapshotRequested, bus.Typed(h.Snapshot))
+	return nil
 }
 
 func (s *Service) pruneLoop(ctx context.Context, index *cacheindex.Index) {

@@ -4,13 +4,10 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"log/slog"
 	"os"
 	"strconv"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
@@ -26,14 +23,8 @@ func main() {
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	os.Exit(service.Main(common, "stevedore-exporter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
-		svc, err := exporter.New(js, exporter.Config{Instance: *instance, Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, StartTimeout: common.StartTimeout, Logger: log, Observe: obs, Window: *window,
-			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}})
-		if err != nil {
-			return err
-		}
-		return svc.Run(ctx)
-	}))
+	os.Exit(service.Main(common, log, exporter.Member(exporter.Config{Replica: common.Replica(*instance, log), Window: *window,
+		Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}})))
 }
 
 func intEnv(key string, def int) int {

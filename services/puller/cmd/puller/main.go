@@ -4,13 +4,10 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"log/slog"
 	"os"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
@@ -30,18 +27,12 @@ func main() {
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	os.Exit(service.Main(common, "stevedore-puller", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
-		cfg := puller.Config{Instance: *instance, Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, StartTimeout: common.StartTimeout, Logger: log, Observe: obs,
-			TagMaxAge: *tagMaxAge, TagRevalidate: *tagRevalidate, TagWatchInterval: *tagWatch, Downloads: *downloads,
-			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}}
-		var err error
-		if cfg.Platform, err = service.Platform(*platform); err != nil {
-			return err
-		}
-		svc, err := puller.New(js, cfg)
-		if err != nil {
-			return err
-		}
-		return svc.Run(ctx)
-	}))
+	p, err := service.Platform(*platform)
+	if err != nil {
+		log.Error("stevedore-puller stopped", "error", err.Error())
+		os.Exit(1)
+	}
+	os.Exit(service.Main(common, log, puller.Member(puller.Config{Replica: common.Replica(*instance, log), Platform: p,
+		TagMaxAge: *tagMaxAge, TagRevalidate: *tagRevalidate, TagWatchInterval: *tagWatch, Downloads: *downloads,
+		Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)}})))
 }

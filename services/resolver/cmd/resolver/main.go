@@ -4,12 +4,9 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"log/slog"
 	"os"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/services/resolver"
@@ -22,16 +19,10 @@ func main() {
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	os.Exit(service.Main(common, "stevedore-resolver", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
-		cfg := resolver.Config{Instance: *instance, Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, StartTimeout: common.StartTimeout, Logger: log, Observe: obs}
-		var err error
-		if cfg.Platform, err = service.Platform(*platform); err != nil {
-			return err
-		}
-		svc, err := resolver.New(js, cfg)
-		if err != nil {
-			return err
-		}
-		return svc.Run(ctx)
-	}))
+	p, err := service.Platform(*platform)
+	if err != nil {
+		log.Error("stevedore-resolver stopped", "error", err.Error())
+		os.Exit(1)
+	}
+	os.Exit(service.Main(common, log, resolver.Member(resolver.Config{Replica: common.Replica(*instance, log), Platform: p})))
 }

@@ -4,14 +4,11 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"log/slog"
 	"os"
 	"strconv"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
@@ -45,19 +42,12 @@ func main() {
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	os.Exit(service.Main(common, "stevedore-snapshotter", log, func(ctx context.Context, js jetstream.JetStream, obs service.Observe) error {
-		svc, err := snapshotter.New(ctx, js, snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
-			Provision: common.Provision, Replicas: common.Replicas, EventsMaxBytes: common.EventsMaxBytes, DLQMaxBytes: common.DLQMaxBytes, StopGrace: common.StopGrace, StartTimeout: common.StartTimeout, Logger: log, Observe: obs, LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor, ClientCheck: *clientCheck,
-			SnapshotsSockets: service.List(*socket), SnapshotsSocketGroup: *socketGroup, RemoteTimeout: *remoteTimeout,
-			RootfsListen: *rootfsListen, RootfsAdvertise: *rootfsAdvertise, Downloads: *downloads,
-			Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},
-			Limits:   snapshot.Limits{LayerBytes: *layerBytes, LayerEntries: *layerEntries, SnapshotBytes: *snapBytes, SnapshotEntries: *snapEntries, MinFreeBytes: *minFree}})
-		if err != nil {
-			return err
-		}
-		defer func() { _ = svc.Close() }()
-		return svc.Run(ctx)
-	}))
+	os.Exit(service.Main(common, log, snapshotter.Member(snapshotter.Config{DataDir: *dataDir, Snapshotter: snapshot.Kind(*kind), Node: *node,
+		Replica: common.Replica("", log), LeaseTTL: *leaseTTL, Window: *window, KeepFor: *keepFor, ClientCheck: *clientCheck,
+		SnapshotsSockets: service.List(*socket), SnapshotsSocketGroup: *socketGroup, RemoteTimeout: *remoteTimeout,
+		RootfsListen: *rootfsListen, RootfsAdvertise: *rootfsAdvertise, Downloads: *downloads,
+		Registry: registry.Config{DockerConfigDir: *dockerConfig, Insecure: service.List(*insecure)},
+		Limits:   snapshot.Limits{LayerBytes: *layerBytes, LayerEntries: *layerEntries, SnapshotBytes: *snapBytes, SnapshotEntries: *snapEntries, MinFreeBytes: *minFree}})))
 }
 
 func intEnv(key string, def int) int {

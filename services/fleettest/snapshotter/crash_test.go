@@ -32,7 +32,7 @@ func TestKillNineMidLayerThenRestart(t *testing.T) {
 	t.Parallel()
 	testenv.Root(t, "the snapshotter extracts image layers with their owners")
 	bin := filepath.Join(t.TempDir(), "snapshotter")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/snapshotter")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/stevedore-dev/stevedore/services/snapshotter/cmd/snapshotter")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build snapshotter: %v\n%s", err, out)
 	}

@@ -24,7 +24,7 @@ import (
 // fixture repository and the keys BuildKit computed for it.
 var gitFixtureDir = func() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "sources", "git")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "sources", "git")
 }()
 
 // gitExpected is testdata/sources/git/expected.json.

@@ -25,7 +25,7 @@ import (
 // The fixture a real BuildKit made: hello.txt served with this
 // Last-Modified and no ETag (testdata/sources/README.md).
 const (
-	sourcesDir        = "../../testdata/sources"
+	sourcesDir        = "../../../testdata/sources"
 	helloLastModified = "Thu, 01 Jan 2026 00:00:00 GMT"
 	helloDigest       = "sha256:9347bf9e5b6f42fa181ab19631e9011b836363d3a08b05a8faf318868be5882e"
 )
