@@ -87,6 +87,9 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 		args = append(args, "--output", rootfs)
 	}
 	cli := exec.CommandContext(ctx, p.bin, args...)
+	if env := profileEnv(p.name()+"-client", img.spec.name); env != nil {
+		cli.Env = append(os.Environ(), env...)
+	}
 	cli.Stdout, cli.Stderr = &stdout, &stderr
 	start := time.Now()
 	err = cli.Run()
