@@ -207,9 +207,8 @@ func decompress(rd io.Reader) (io.ReadCloser, error) {
 	}
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
-		// As BuildKit's and containerd's own pulls decompress: igzip or
-		// unpigz in a process of its own when the node has one, which
-		// decompresses faster and on another core; Go's otherwise.
+		// igzip in a process of its own when the node has it, which
+		// decompresses fastest and on another core; Go's otherwise.
 		if path := gunzipCommand(); path != "" {
 			s, err := startGunzip(path, br)
 			if err != nil {
