@@ -97,7 +97,7 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 		return "", 0, err
 	}
 	defer func() { _ = compressed.Close() }()
-	plain, err := decompress(compressed)
+	plain, err := decompress(ctx, compressed)
 	if err != nil {
 		return "", 0, err
 	}
@@ -195,8 +195,9 @@ var (
 
 // decompress returns the uncompressed stream of a layer blob, whatever its
 // compression; the media type is not trusted (Docker's and OCI's differ,
-// and some registries lie). Once the stream is closed, nothing reads rd.
-func decompress(rd io.Reader) (io.ReadCloser, error) {
+// and some registries lie). Once the stream is closed, nothing reads rd;
+// ctx ending ends a decompressing process.
+func decompress(ctx context.Context, rd io.Reader) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(rd, 64<<10)
 	head, err := br.Peek(4)
 	if err != nil && len(head) == 0 {
@@ -210,7 +211,7 @@ func decompress(rd io.Reader) (io.ReadCloser, error) {
 		// igzip in a process of its own when the node has it, which
 		// decompresses fastest and on another core; Go's otherwise.
 		if path := gunzipCommand(); path != "" {
-			s, err := startGunzip(path, br)
+			s, err := startGunzip(ctx, path, br)
 			if err != nil {
 				return nil, fmt.Errorf("gzip: %w", err)
 			}

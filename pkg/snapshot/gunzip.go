@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -67,9 +68,9 @@ func (w *feedWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// startGunzip starts path decompressing what it reads from rd. Once the
-// stream is closed, nothing reads rd.
-func startGunzip(path string, rd io.Reader) (_ *gunzipStream, err error) {
+// startGunzip starts path decompressing what it reads from rd; ctx ending
+// kills the process. Once the stream is closed, nothing reads rd.
+func startGunzip(ctx context.Context, path string, rd io.Reader) (_ *gunzipStream, err error) {
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -82,7 +83,7 @@ func startGunzip(path string, rd io.Reader) (_ *gunzipStream, err error) {
 	setPipeSize(inW, gunzipPipeSize)
 	setPipeSize(outR, gunzipPipeSize)
 	s := &gunzipStream{out: outR, in: inW, fed: make(chan struct{}), feed: feedWriter{f: inW}}
-	s.cmd = exec.Command(path, "-d", "-c")
+	s.cmd = exec.CommandContext(ctx, path, "-d", "-c")
 	s.cmd.Stdin, s.cmd.Stdout, s.cmd.Stderr = inR, outW, &s.stderr
 	err = s.cmd.Start()
 	// The process has its own copies of these ends (or none, failing).

@@ -34,7 +34,7 @@ func TestGunzipStream(t *testing.T) {
 	blob := gzipped(t, data)
 
 	t.Run("whole", func(t *testing.T) {
-		s, err := startGunzip(path, bytes.NewReader(blob))
+		s, err := startGunzip(t.Context(), path, bytes.NewReader(blob))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +52,7 @@ func TestGunzipStream(t *testing.T) {
 	t.Run("corrupt", func(t *testing.T) {
 		bad := bytes.Clone(blob)
 		bad[len(bad)/2] ^= 0xff
-		s, err := startGunzip(path, bytes.NewReader(bad))
+		s, err := startGunzip(t.Context(), path, bytes.NewReader(bad))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +63,7 @@ func TestGunzipStream(t *testing.T) {
 	})
 	t.Run("input error", func(t *testing.T) {
 		cut := errors.New("connection reset")
-		s, err := startGunzip(path, io.MultiReader(bytes.NewReader(blob[:len(blob)/2]), errReader{cut}))
+		s, err := startGunzip(t.Context(), path, io.MultiReader(bytes.NewReader(blob[:len(blob)/2]), errReader{cut}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +74,7 @@ func TestGunzipStream(t *testing.T) {
 	})
 	t.Run("closed early", func(t *testing.T) {
 		in := &afterClose{r: bytes.NewReader(blob)}
-		s, err := startGunzip(path, in)
+		s, err := startGunzip(t.Context(), path, in)
 		if err != nil {
 			t.Fatal(err)
 		}
