@@ -19,7 +19,7 @@ func startCPUProfile() (func() error, error) {
 	if path == "" {
 		return func() error { return nil }, nil
 	}
-	f, err := os.Create(path)
+	f, err := os.Create(path) //nolint:gosec // G304: the file the user who runs the command names
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cpuProfileEnv, err)
 	}
