@@ -445,7 +445,7 @@ func startExportFleet(b *testing.B, bin, dir string) *exportFleet {
 	}
 	run("puller", pl.Run)
 
-	f.exp, err = startProcess(b.Context(), filepath.Join(dir, "exporter.log"), bin,
+	f.exp, err = startProcess(b.Context(), filepath.Join(dir, "exporter.log"), nil, bin,
 		"-nats", srv.ClientURL(), "-instance", "bench", "-provision=false", "-http=", "-docker-config", docker)
 	if err != nil {
 		b.Fatal(err)

@@ -342,8 +342,21 @@ func procPeakRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
 }
 
-// process is a daemon the benchmark started: stop ends it with SIGTERM
-// (SIGKILL 10s later) and waits for it.
+// profileEnv is the environment that has a stevedore process write its
+// CPU profile (STEVEDORE_CPUPROFILE) when BENCH_CPUPROFILE_DIR names a
+// directory: one file a tool and image, <tool>-<image>.pprof, the last
+// pull's. Unset, it is nil and nothing is profiled.
+func profileEnv(tool, image string) []string {
+	d := os.Getenv("BENCH_CPUPROFILE_DIR")
+	if d == "" {
+		return nil
+	}
+	return []string{"STEVEDORE_CPUPROFILE=" + filepath.Join(d, tool+"-"+image+".pprof")}
+}
+
+// process is a daemon the benchmark started, with env added to the
+// benchmark's environment: stop ends it with SIGTERM (SIGKILL 10s later)
+// and waits for it.
 type process struct {
 	cmd    *exec.Cmd
 	log    string
@@ -352,7 +365,7 @@ type process struct {
 	cancel context.CancelCauseFunc
 }
 
-func startProcess(ctx context.Context, logFile, name string, args ...string) (*process, error) {
+func startProcess(ctx context.Context, logFile string, env []string, name string, args ...string) (*process, error) {
 	f, err := os.Create(logFile)
 	if err != nil {
 		return nil, err
@@ -361,6 +374,9 @@ func startProcess(ctx context.Context, logFile, name string, args ...string) (*p
 	ctx, cancel := context.WithCancelCause(ctx)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {

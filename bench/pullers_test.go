@@ -56,7 +56,7 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	platform := "linux/" + runtime.GOARCH
 	docker := filepath.Join(dir, "docker") // no credentials
-	fleet, err := startProcess(ctx, filepath.Join(dir, "fleet.log"), p.bin, "up",
+	fleet, err := startProcess(ctx, filepath.Join(dir, "fleet.log"), profileEnv(p.name(), img.spec.name), p.bin, "up",
 		"--data-dir", filepath.Join(dir, "data"), "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--snapshotter", "overlayfs", "--docker-config", docker, "--platform", platform)
 	if err != nil {
@@ -87,6 +87,9 @@ func (p *stevedorePuller) pull(ctx context.Context, img *pushedImage, dir string
 		args = append(args, "--output", rootfs)
 	}
 	cli := exec.CommandContext(ctx, p.bin, args...)
+	if env := profileEnv(p.name()+"-client", img.spec.name); env != nil {
+		cli.Env = append(os.Environ(), env...)
+	}
 	cli.Stdout, cli.Stderr = &stdout, &stderr
 	start := time.Now()
 	err = cli.Run()
@@ -252,7 +255,7 @@ func (*containerdPuller) pull(ctx context.Context, img *pushedImage, dir string)
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, containerdConfig, dir), 0o600); err != nil {
 		return sample{}, err
 	}
-	d, err := startProcess(ctx, filepath.Join(dir, "containerd.log"), "containerd", "--config", cfg)
+	d, err := startProcess(ctx, filepath.Join(dir, "containerd.log"), nil, "containerd", "--config", cfg)
 	if err != nil {
 		return sample{}, err
 	}
@@ -320,6 +323,9 @@ func (p *embeddedPuller) pull(ctx context.Context, img *pushedImage, dir string)
 	cli := exec.CommandContext(ctx, p.bin, "pull", "--data-dir", filepath.Join(dir, "data"), "--snapshotter", "overlayfs",
 		"--docker-config", filepath.Join(dir, "docker"), "--json", "--progress", "plain",
 		"--platform", "linux/"+runtime.GOARCH, "--output", rootfs, "docker-image://"+img.ref)
+	if env := profileEnv(p.name(), img.spec.name); env != nil {
+		cli.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cli.Stdout, cli.Stderr = &stdout, &stderr
 	start := time.Now()

@@ -13,10 +13,15 @@ import (
 
 // Main runs the command line and returns the exit code.
 func Main() int {
+	stopProfile, err := startCPUProfile()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 1
+	}
 	ctx, stop := signalContext(context.Background())
 	defer stop()
 	root := newRoot(os.Stdout, os.Stderr)
-	err := root.ExecuteContext(ctx)
+	err = errors.Join(root.ExecuteContext(ctx), stopProfile())
 	var sig interrupted
 	if errors.As(context.Cause(ctx), &sig) {
 		// What the command says of its own interruption is noise; that it

@@ -11,11 +11,10 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/archive"
-	"github.com/containerd/containerd/v2/pkg/archive/compression"
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/readahead"
 	digest "github.com/opencontainers/go-digest"
@@ -98,7 +97,7 @@ func applyLayer(ctx context.Context, dst target, rd io.Reader, lb *layerBudget) 
 		return "", 0, err
 	}
 	defer func() { _ = compressed.Close() }()
-	plain, err := decompress(compressed)
+	plain, err := decompress(ctx, compressed)
 	if err != nil {
 		return "", 0, err
 	}
@@ -196,8 +195,9 @@ var (
 
 // decompress returns the uncompressed stream of a layer blob, whatever its
 // compression; the media type is not trusted (Docker's and OCI's differ,
-// and some registries lie). Once the stream is closed, nothing reads rd.
-func decompress(rd io.Reader) (io.ReadCloser, error) {
+// and some registries lie). Once the stream is closed, nothing reads rd;
+// ctx ending ends a decompressing process.
+func decompress(ctx context.Context, rd io.Reader) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(rd, 64<<10)
 	head, err := br.Peek(4)
 	if err != nil && len(head) == 0 {
@@ -208,26 +208,20 @@ func decompress(rd io.Reader) (io.ReadCloser, error) {
 	}
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
-		// containerd's, as BuildKit's and containerd's own pulls decompress:
-		// unpigz (or igzip) in a process of its own when the node has it,
-		// which decompresses faster and on another core; Go's otherwise.
-		// The process's input is copied by a goroutine of os/exec that can
-		// outlive the stream, so it reads a pipe that feed fills from br:
-		// Close stops feed and waits for it, after which nothing reads rd.
-		in, out := io.Pipe()
-		f := &fedStream{in: in, fed: make(chan struct{})}
-		go func() {
-			defer close(f.fed)
-			_, err := io.Copy(out, br)
-			_ = out.CloseWithError(err) // nil: the end of the input
-		}()
-		zr, err := compression.DecompressStream(in)
+		// igzip in a process of its own when the node has it, which
+		// decompresses fastest and on another core; Go's otherwise.
+		if path := gunzipCommand(); path != "" {
+			s, err := startGunzip(ctx, path, br)
+			if err != nil {
+				return nil, fmt.Errorf("gzip: %w", err)
+			}
+			return s, nil
+		}
+		zr, err := gzip.NewReader(br)
 		if err != nil {
-			f.stop()
 			return nil, fmt.Errorf("gzip: %w", err)
 		}
-		f.ReadCloser = zr
-		return f, nil
+		return zr, nil
 	case bytes.HasPrefix(head, zstdMagic):
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
@@ -236,32 +230,4 @@ func decompress(rd io.Reader) (io.ReadCloser, error) {
 		return zr.IOReadCloser(), nil
 	}
 	return io.NopCloser(br), nil
-}
-
-// fedStream is a decompressed stream whose input a goroutine feeds from
-// the blob (see decompress).
-type fedStream struct {
-	io.ReadCloser
-	in   *io.PipeReader
-	fed  chan struct{}
-	once sync.Once
-	err  error
-}
-
-// errFeedStopped ends the feeding of a stream closed before its input's end.
-var errFeedStopped = errors.New("decompression closed")
-
-// stop ends the feeding and returns once the feeder no longer reads.
-func (f *fedStream) stop() {
-	_ = f.in.CloseWithError(errFeedStopped)
-	<-f.fed
-}
-
-// Close closes the stream, then stops the feeding.
-func (f *fedStream) Close() error {
-	f.once.Do(func() {
-		f.err = f.ReadCloser.Close()
-		f.stop()
-	})
-	return f.err
 }
