@@ -110,7 +110,7 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // serving it as public.git ($GITDAEMON, for git://). Besides
 // testscript's commands, scripts have capture (see captureCmd),
 // interrupt (see interruptCmd), and waits for conditions instead of
-// sleeps: waitevent, inflight and await (see wait_test.go).
+// sleeps: waitevent, inflight, await and waitwatch (see wait_test.go).
 func TestScripts(t *testing.T) {
 	reg := registrytest.New(t)
 	hello := serveHello(t)
@@ -193,7 +193,7 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "waitevent": waiteventCmd, "inflight": inflightCmd, "await": awaitCmd, "httpgets": httpgetsCmd(&bigGets), "blobgets": blobGetsCmd(reg),
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "waitevent": waiteventCmd, "inflight": inflightCmd, "await": awaitCmd, "waitwatch": waitwatchCmd, "httpgets": httpgetsCmd(&bigGets), "blobgets": blobGetsCmd(reg),
 			// regpush NAME REPO:TAG pushes fixture image NAME as REPO:TAG
 			// (moving the tag when it exists).
 			"regpush": func(ts *testscript.TestScript, neg bool, args []string) {

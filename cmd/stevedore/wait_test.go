@@ -128,3 +128,39 @@ func awaitCmd(ts *testscript.TestScript, neg bool, args []string) {
 		time.Sleep(pollEvery)
 	}
 }
+
+// waitwatchCmd is "waitwatch BUILD": it waits until a watch of BUILD's
+// events is subscribed on the script's fleet (a consumer of the events
+// stream that reads BUILD alone), so that a background `stevedore watch`
+// started just before sees what happens next live, however slowly it
+// started. It is meant for a build nothing else has replayed yet.
+func waitwatchCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitwatch BUILD")
+	}
+	filter := events.BuildFilter(args[0])
+	js, closeFleet := scriptFleet(ts)
+	defer closeFleet()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	stream, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		ts.Fatalf("waitwatch: %v", err)
+	}
+	for {
+		infos := stream.ListConsumers(ctx)
+		for info := range infos.Info() {
+			if info.Config.FilterSubject == filter || (len(info.Config.FilterSubjects) == 1 && info.Config.FilterSubjects[0] == filter) {
+				return
+			}
+		}
+		if err := infos.Err(); err != nil && ctx.Err() == nil {
+			ts.Fatalf("waitwatch: list consumers: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			ts.Fatalf("no watch of %s subscribed within %s", args[0], waitTimeout)
+		case <-time.After(pollEvery):
+		}
+	}
+}
