@@ -22,12 +22,18 @@ const waitTimeout = 90 * time.Second
 const pollEvery = 50 * time.Millisecond
 
 // scriptFleet connects to the fleet a script started on $NATS_PORT, with
-// the credentials its `stevedore up` wrote under the script's data dir.
+// the credentials its `stevedore up` wrote under the script's data dir,
+// once the fleet has made its streams.
 func scriptFleet(ts *testscript.TestScript) (jetstream.JetStream, func()) {
 	url := "nats://127.0.0.1:" + ts.Getenv("NATS_PORT")
 	nc, js, err := bus.ConnectOnce(url, "stevedore-script", waitTimeout, credentialsUnder(dataDirOf(ts.Getenv), url)...)
 	if err != nil {
 		ts.Fatalf("connect to the script's fleet: %v", err)
+	}
+	// The fleet may still be making its streams.
+	if err := client.WaitReady(context.Background(), js, waitTimeout); err != nil {
+		nc.Close()
+		ts.Fatalf("the script's fleet is not ready: %v", err)
 	}
 	return js, nc.Close
 }
