@@ -89,6 +89,12 @@ func endpointName(host, port string) string {
 // when there are none, as for a fleet that wants none). A URL with a user,
 // or several servers, gets no option.
 func localCredentials(raw string) []nats.Option {
+	return credentialsUnder(defaultDataDir(), raw)
+}
+
+// credentialsUnder is localCredentials with the endpoint files under
+// dataDir rather than the default data dir.
+func credentialsUnder(dataDir, raw string) []nats.Option {
 	u, err := neturl.Parse(raw)
 	if err != nil || u.User != nil || u.Host == "" || strings.Contains(raw, ",") {
 		return nil
@@ -97,7 +103,7 @@ func localCredentials(raw string) []nats.Option {
 	if err != nil {
 		return nil
 	}
-	p := filepath.Join(defaultDataDir(), endpointsDir, endpointName(host, port))
+	p := filepath.Join(dataDir, endpointsDir, endpointName(host, port))
 	return []nats.Option{nats.UserInfoHandler(func() (string, string) {
 		data, err := os.ReadFile(p) //nolint:gosec // G304: this user's own data dir
 		if err != nil {

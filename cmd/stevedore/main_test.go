@@ -108,8 +108,9 @@ func servePrivateGit(t *testing.T) *gitremotetest.HTTP {
 // $PRIVATE_TOKEN") and $PRIVATEGIT (the fixture repository as
 // private.git, with the git token $PRIVATE_TOKEN), and a git daemon
 // serving it as public.git ($GITDAEMON, for git://). Besides
-// testscript's commands, scripts have capture (see captureCmd) and
-// interrupt (see interruptCmd).
+// testscript's commands, scripts have capture (see captureCmd),
+// interrupt (see interruptCmd), and waits for conditions instead of
+// sleeps: waitevent, inflight, await and waitwatch (see wait_test.go).
 func TestScripts(t *testing.T) {
 	reg := registrytest.New(t)
 	hello := serveHello(t)
@@ -192,7 +193,7 @@ func TestScripts(t *testing.T) {
 	}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "sleep": sleepCmd, "httpgets": httpgetsCmd(&bigGets), "blobgets": blobGetsCmd(reg),
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"capture": captureCmd, "interrupt": interruptCmd(t.Context()), "regproxy": regproxyCmd, "waitevent": waiteventCmd, "inflight": inflightCmd, "await": awaitCmd, "waitwatch": waitwatchCmd, "httpgets": httpgetsCmd(&bigGets), "blobgets": blobGetsCmd(reg),
 			// regpush NAME REPO:TAG pushes fixture image NAME as REPO:TAG
 			// (moving the tag when it exists).
 			"regpush": func(ts *testscript.TestScript, neg bool, args []string) {
@@ -266,17 +267,6 @@ func httpgetsCmd(gets *atomic.Int64) func(ts *testscript.TestScript, neg bool, a
 			ts.Fatalf("$COUNTHOST answered %s GETs, want %s", got, args[0])
 		}
 	}
-}
-
-// sleepCmd is "sleep DURATION": it waits, so that a background command
-// is in the middle of its work when the next line acts on it.
-func sleepCmd(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: sleep DURATION")
-	}
-	d, err := time.ParseDuration(args[0])
-	ts.Check(err)
-	time.Sleep(d)
 }
 
 // blobGetsCmd is "blobgets REPO N": the registry has answered exactly N

@@ -73,15 +73,17 @@ func dataDirFlag(cmd *cobra.Command, p *string, usage string) {
 	cmd.Flags().StringVar(p, "data-dir", defaultDataDir(), usage)
 }
 
-func defaultDataDir() string {
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+func defaultDataDir() string { return dataDirOf(os.Getenv) }
+
+// dataDirOf is the default data dir of a process with environment getenv.
+func dataDirOf(getenv func(string) string) string {
+	if d := getenv("XDG_DATA_HOME"); d != "" {
 		return filepath.Join(d, "stevedore")
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(os.TempDir(), "stevedore")
+	if home := getenv("HOME"); home != "" {
+		return filepath.Join(home, ".local", "share", "stevedore")
 	}
-	return filepath.Join(home, ".local", "share", "stevedore")
+	return filepath.Join(os.TempDir(), "stevedore")
 }
 
 func newUp(g *globals) *cobra.Command {

@@ -170,14 +170,13 @@ func (s *Store) recover(ctx context.Context) error {
 			return fmt.Errorf("remove leftover snapshot %s: %w", key, err)
 		}
 	}
-	statuses, err := s.cs.ListStatuses(ctx)
-	if err != nil {
-		return fmt.Errorf("list ingests: %w", err)
-	}
-	for _, st := range statuses {
-		if err := s.cs.Abort(ctx, st.Ref); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("abort leftover ingest %s: %w", st.Ref, err)
-		}
+	// Every ingest is a leftover (the lock keeps the dir to this process).
+	// They go by path, not by ListStatuses and Abort: a process killed
+	// between making an ingest's directory and its data file leaves one
+	// ListStatuses fails the whole listing on. The content store makes
+	// the directory again at its first write.
+	if err := os.RemoveAll(filepath.Join(s.root, "content", "ingest")); err != nil {
+		return fmt.Errorf("remove leftover ingests: %w", err)
 	}
 	return nil
 }

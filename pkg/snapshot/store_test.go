@@ -21,8 +21,8 @@ import (
 )
 
 // TestOpenRecoversAfterCrash leaves what a process killed mid-Unpack
-// leaves (active extract- snapshots, one with files in it, a view, and a
-// half-written ingest), and checks that the next Open removes all of it and
+// leaves (active extract- snapshots, one with files in it, a view, a
+// half-written ingest and one killed before its data file), and checks that the next Open removes all of it and
 // keeps the committed snapshots.
 func TestOpenRecoversAfterCrash(t *testing.T) {
 	t.Parallel()
@@ -79,6 +79,15 @@ func TestOpenRecoversAfterCrash(t *testing.T) {
 			}
 			if refs := ingests(t, s); len(refs) != 1 {
 				t.Fatalf("ingests before the crash = %v, want one", refs)
+			}
+			// An ingest killed before its data file was made, which the
+			// content store's listing cannot read.
+			killed := filepath.Join(root, "content", "ingest", "killed-before-data")
+			if err := os.MkdirAll(killed, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(killed, "ref"), []byte("fetch-killed"), 0o644); err != nil {
+				t.Fatal(err)
 			}
 
 			// The dir is in use: a second Open fails.
