@@ -305,6 +305,9 @@ func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	// Unlock before closing (see snapshot.Store.Close): a forked child that
+	// has not exec'd yet shares the lock's open file.
+	_ = syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
 	_ = s.lock.Close()
 }
 

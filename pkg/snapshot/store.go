@@ -200,7 +200,10 @@ func (s *Store) Close() error {
 		errs = append(errs, s.sn.Close())
 	}
 	if s.lock != nil {
-		errs = append(errs, s.lock.Close())
+		// Unlock before closing: a child forked by this process that has
+		// not exec'd yet shares the lock's open file, and would hold the
+		// lock until it execs if the close alone were to release it.
+		errs = append(errs, syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN), s.lock.Close())
 	}
 	return errors.Join(errs...)
 }
