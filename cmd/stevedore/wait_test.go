@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
@@ -40,7 +41,7 @@ func scriptFleet(ts *testscript.TestScript) (jetstream.JetStream, func()) {
 
 // storedEvents is the events of build stored so far.
 func storedEvents(ts *testscript.TestScript, js jetstream.JetStream, build string) []events.Event {
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), waitTimeout, fmt.Errorf("no events of %s read within %s", build, waitTimeout))
 	defer cancel()
 	stored, err := bus.Replay(ctx, js, build)
 	if err != nil {
@@ -147,7 +148,7 @@ func waitwatchCmd(ts *testscript.TestScript, neg bool, args []string) {
 	filter := events.BuildFilter(args[0])
 	js, closeFleet := scriptFleet(ts)
 	defer closeFleet()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), waitTimeout, fmt.Errorf("no watch of %s subscribed within %s", args[0], waitTimeout))
 	defer cancel()
 	stream, err := js.Stream(ctx, events.StreamEvents)
 	if err != nil {
@@ -160,7 +161,7 @@ func waitwatchCmd(ts *testscript.TestScript, neg bool, args []string) {
 				return
 			}
 		}
-		if err := infos.Err(); err != nil && ctx.Err() == nil {
+		if err := infos.Err(); err != nil && context.Cause(ctx) == nil {
 			ts.Fatalf("waitwatch: list consumers: %v", err)
 		}
 		select {
