@@ -20,7 +20,7 @@ func TestCloseReleasesTheLockAChildShares(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	child := exec.Command(sleep, "60")
+	child := exec.CommandContext(t.Context(), sleep, "60")
 	child.ExtraFiles = []*os.File{s.lock}
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
