@@ -35,23 +35,13 @@ fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
 		Short: "Watch the tags of REF…",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, done, err := watchStore(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer done()
-			p, err := watchPlatform(platform)
-			if err != nil {
-				return err
-			}
-			for _, ref := range args {
-				r := watchRef(ref)
-				if err := store.Add(cmd.Context(), tagwatch.Watch{Ref: r, Platform: p, Prepull: prepull}); err != nil {
+			return eachWatched(cmd, g, platform, args, func(store *tagwatch.Store, ref, p string) error {
+				if err := store.Add(cmd.Context(), tagwatch.Watch{Ref: ref, Platform: p, Prepull: prepull}); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "watching %s\n", r)
-			}
-			return nil
+				fmt.Fprintf(g.stdout, "watching %s\n", ref)
+				return nil
+			})
 		},
 	}
 	add.Flags().StringVar(&platform, "platform", "", "platform a pre-pull is for, e.g. linux/arm64 (default: the fleet's)")
@@ -62,21 +52,9 @@ fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
 		Short: "Stop watching REF…",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, done, err := watchStore(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer done()
-			p, err := watchPlatform(rmPlatform)
-			if err != nil {
-				return err
-			}
-			for _, ref := range args {
-				if err := store.Remove(cmd.Context(), watchRef(ref), p); err != nil {
-					return err
-				}
-			}
-			return nil
+			return eachWatched(cmd, g, rmPlatform, args, func(store *tagwatch.Store, ref, p string) error {
+				return store.Remove(cmd.Context(), ref, p)
+			})
 		},
 	}
 	rm.Flags().StringVar(&rmPlatform, "platform", "", "the platform the watch was added with")
@@ -140,6 +118,27 @@ func watchStore(cmd *cobra.Command, g *globals) (*tagwatch.Store, func(), error)
 
 // watchRef is ref normalised as pull and resolve do it (alpine is
 // docker.io/library/alpine:latest), without the docker-image:// scheme.
+// eachWatched opens the fleet's watch set and calls do with it for each
+// REF of refs (as the watch set names it) and the platform parsed from
+// platform, stopping at the first error.
+func eachWatched(cmd *cobra.Command, g *globals, platform string, refs []string, do func(store *tagwatch.Store, ref, platform string) error) error {
+	store, done, err := watchStore(cmd, g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	p, err := watchPlatform(platform)
+	if err != nil {
+		return err
+	}
+	for _, ref := range refs {
+		if err := do(store, watchRef(ref), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func watchRef(ref string) string {
 	if op, err := (&sourceFlags{}).op(ref); err == nil {
 		ref = op.Identifier
