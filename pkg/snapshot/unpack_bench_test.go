@@ -29,12 +29,7 @@ import (
 // (-cpuprofile) and its time per image. Export then writes the root
 // filesystem from the snapshot (BenchmarkUnpackImage/export).
 func BenchmarkUnpackImage(b *testing.B) {
-	testenv.Root(b, "layers are extracted with their owners")
-	dir := os.Getenv("STEVEDORE_UNPACK_IMAGE")
-	if dir == "" {
-		testenv.Lack(b, "STEVEDORE_UNPACK_IMAGE names no generated image directory (make bench-pull generates them under /dev/shm/stevedore-bench-images)")
-	}
-	layers, src := generatedImage(b, dir)
+	layers, src := generatedImage(b)
 	kind := snapshot.KindOverlay
 	if os.Getenv("STEVEDORE_UNPACK_NATIVE") != "" {
 		kind = snapshot.KindNative
@@ -63,10 +58,16 @@ func BenchmarkUnpackImage(b *testing.B) {
 	}
 }
 
-// generatedImage reads the layers of a generated image and opens its blobs
-// from their files.
-func generatedImage(b *testing.B, dir string) ([]events.Layer, snapshot.BlobSource) {
+// generatedImage reads the layers of the generated image
+// $STEVEDORE_UNPACK_IMAGE names and opens its blobs from their files; it
+// needs root, since layers are extracted with their owners.
+func generatedImage(b *testing.B) ([]events.Layer, snapshot.BlobSource) {
 	b.Helper()
+	testenv.Root(b, "layers are extracted with their owners")
+	dir := os.Getenv("STEVEDORE_UNPACK_IMAGE")
+	if dir == "" {
+		testenv.Lack(b, "STEVEDORE_UNPACK_IMAGE names no generated image directory (make bench-pull generates them under /dev/shm/stevedore-bench-images)")
+	}
 	data, err := os.ReadFile(filepath.Join(dir, "image.json"))
 	if err != nil {
 		b.Fatal(err)
@@ -93,27 +94,30 @@ func generatedImage(b *testing.B, dir string) ([]events.Layer, snapshot.BlobSour
 	return layers, src
 }
 
+// unpackedImage unpacks the generated image (generatedImage) once into a
+// fresh overlayfs store, closed when the benchmark ends.
+func unpackedImage(b *testing.B) (*snapshot.Store, snapshot.Result) {
+	b.Helper()
+	layers, src := generatedImage(b)
+	s, err := snapshot.Open(b.Context(), b.TempDir(), snapshot.KindOverlay)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	res, err := s.Unpack(b.Context(), snapshot.Request{Layers: layers, Source: src})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, res
+}
+
 // BenchmarkApplyTar applies the root filesystem of the image
 // $STEVEDORE_UNPACK_IMAGE names (unpacked once, then streamed by WriteTar
 // into memory) to a new empty directory, as `pull --nats --output` applies
 // the stream it receives: with ApplyTar, and with containerd's
 // archive.Apply for comparison.
 func BenchmarkApplyTar(b *testing.B) {
-	testenv.Root(b, "layers are extracted with their owners")
-	dir := os.Getenv("STEVEDORE_UNPACK_IMAGE")
-	if dir == "" {
-		testenv.Lack(b, "STEVEDORE_UNPACK_IMAGE names no generated image directory (make bench-pull generates them under /dev/shm/stevedore-bench-images)")
-	}
-	layers, src := generatedImage(b, dir)
-	s, err := snapshot.Open(b.Context(), b.TempDir(), snapshot.KindOverlay)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	res, err := s.Unpack(b.Context(), snapshot.Request{Layers: layers, Source: src})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, res := unpackedImage(b)
 	var stream bytes.Buffer
 	if err := s.WriteTar(b.Context(), res.Key, &stream); err != nil {
 		b.Fatal(err)
@@ -149,21 +153,7 @@ func BenchmarkApplyTar(b *testing.B) {
 // $STEVEDORE_UNPACK_IMAGE names (unpacked once) as WriteTar does for
 // `pull --nats --output`, into io.Discard.
 func BenchmarkWriteTar(b *testing.B) {
-	testenv.Root(b, "layers are extracted with their owners")
-	dir := os.Getenv("STEVEDORE_UNPACK_IMAGE")
-	if dir == "" {
-		testenv.Lack(b, "STEVEDORE_UNPACK_IMAGE names no generated image directory (make bench-pull generates them under /dev/shm/stevedore-bench-images)")
-	}
-	layers, src := generatedImage(b, dir)
-	s, err := snapshot.Open(b.Context(), b.TempDir(), snapshot.KindOverlay)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	res, err := s.Unpack(b.Context(), snapshot.Request{Layers: layers, Source: src})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, res := unpackedImage(b)
 	for b.Loop() {
 		if err := s.WriteTar(b.Context(), res.Key, io.Discard); err != nil {
 			b.Fatal(err)
