@@ -4,9 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/stevedore-dev/stevedore/pkg/broker"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/services/resolver"
@@ -17,20 +14,7 @@ import (
 // bounds of its configuration (-events-max-bytes, -dlq-max-bytes).
 func TestSecurityStreamBoundsConfigured(t *testing.T) {
 	t.Parallel()
-	srv, err := broker.Start(broker.Config{DataDir: t.TempDir(), NoListen: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("resolver")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := unprovisioned(t)
 	cfg := resolver.Config{Replica: service.Replica{Instance: instance, Logger: discard, Provision: true, EventsMaxBytes: 3 << 20, DLQMaxBytes: 5 << 20}, Platform: linuxAMD64}
 	runService(t, js, cfg)
 	// Provisioning is done once every consumer exists.

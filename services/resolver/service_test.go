@@ -184,20 +184,7 @@ func TestServiceProvision(t *testing.T) {
 		provision := tc.provision
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv, err := broker.Start(broker.Config{DataDir: t.TempDir(), NoListen: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(srv.Shutdown)
-			nc, err := srv.Connect("resolver")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
+			js := unprovisioned(t)
 			cfg := resolver.Config{Replica: service.Replica{Instance: instance, Logger: discard, Provision: provision}, Platform: linuxAMD64}
 
 			if !provision {
@@ -243,6 +230,27 @@ func TestServiceProvision(t *testing.T) {
 }
 
 // waitConsumer waits until a consumer exists.
+// unprovisioned is a JetStream of a new embedded server on which nothing
+// is provisioned, reached as the resolver.
+func unprovisioned(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv, err := broker.Start(broker.Config{DataDir: t.TempDir(), NoListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect("resolver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 func waitConsumer(t *testing.T, js jetstream.JetStream, name string) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
