@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -84,7 +86,7 @@ func TestSessionLocation(t *testing.T) {
 	}
 	_, _, err = read(r, at)
 	var nse *session.NoSessionError
-	if !errors.As(err, &nse) || !bus.Permanent(err) {
+	if !errors.As(err, &nse) || !failure.Permanent(err) {
 		t.Errorf("gone session: %v, want *session.NoSessionError", err)
 	}
 	fallback := events.BlobLocation{Layout: l.Root()}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -142,7 +144,7 @@ func (d *DLQ) move(ctx context.Context, msg jetstream.Msg) error {
 		if decoded, err := events.Decode(events.Message{Subject: orig.Subject, Header: orig.Header, Data: orig.Data}); err == nil {
 			in = decoded
 		}
-		failed := failureEvent(in, adv.StreamSeq, step, Unavailable(errors.New(reason)), deliveries(adv.Deliveries), d.source, time.Now())
+		failed := failureEvent(in, adv.StreamSeq, step, failure.Unavailable(errors.New(reason)), deliveries(adv.Deliveries), d.source, time.Now())
 		if err := d.pub.Publish(ctx, failed); err != nil {
 			return fmt.Errorf("publish failed event: %w", err)
 		}

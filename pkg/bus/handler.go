@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
@@ -19,14 +21,14 @@ type Middleware func(Handler) Handler
 //
 //	bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) { … })
 //
-// An input of another type is an ErrInvalid (the consumer's filter should
+// An input of another type is a failure.ErrInvalid (the consumer's filter should
 // never let one through).
 func Typed[T events.Payload](fn func(ctx context.Context, in T) ([]events.Event, error)) Handler {
 	return func(ctx context.Context, in events.Event) ([]events.Event, error) {
 		p, ok := in.Data.(T)
 		if !ok {
 			var want T
-			return nil, Invalid(fmt.Errorf("handler for %s got %s", want.EventType(), in.Type()))
+			return nil, failure.Invalid(fmt.Errorf("handler for %s got %s", want.EventType(), in.Type()))
 		}
 		return fn(context.WithValue(ctx, inputKey{}, in), p)
 	}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -67,7 +69,7 @@ func (p *Publisher) fleetKey(ctx context.Context) ([]byte, error) {
 	}
 	key, err := FleetKey(ctx, p.js)
 	if err != nil {
-		return nil, Unavailable(err)
+		return nil, failure.Unavailable(err)
 	}
 	p.mu.Lock()
 	p.key = key
@@ -253,7 +255,7 @@ func (p *Publisher) PublishAll(ctx context.Context, es []events.Event) error {
 func encodeForStream(e events.Event) (*nats.Msg, error) {
 	m, err := events.Encode(e)
 	if err != nil {
-		return nil, Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	msg := toNATS(m)
 	msg.Header.Set(jetstream.ExpectedStreamHeader, events.StreamEvents)
@@ -274,14 +276,14 @@ func (p *Publisher) duplicate(ctx context.Context, m *nats.Msg, seq uint64, send
 	}
 	stream, err := p.js.Stream(ctx, events.StreamEvents)
 	if err != nil {
-		return false, Unavailable(fmt.Errorf("check duplicate: %w", err))
+		return false, failure.Unavailable(fmt.Errorf("check duplicate: %w", err))
 	}
 	stored, err := stream.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return true, nil
 	}
 	if err != nil {
-		return false, Unavailable(fmt.Errorf("check duplicate #%d: %w", seq, err))
+		return false, failure.Unavailable(fmt.Errorf("check duplicate #%d: %w", seq, err))
 	}
 	typ := events.HeaderPrefix + "type"
 	own := stored.Subject == m.Subject && stored.Header.Get(typ) == m.Header.Get(typ)

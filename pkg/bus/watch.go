@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
@@ -24,7 +26,7 @@ type Watch struct {
 // WatchBuild starts a watch of buildID's events.
 func WatchBuild(ctx context.Context, js jetstream.JetStream, buildID string) (*Watch, error) {
 	if err := events.ValidateBuildID(buildID); err != nil {
-		return nil, Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.BuildFilter(buildID)},
@@ -43,7 +45,7 @@ func WatchBuild(ctx context.Context, js jetstream.JetStream, buildID string) (*W
 }
 
 // Next blocks until the next event. A message that does not decode is
-// returned as an error matching ErrInvalid; the watch goes on after it.
+// returned as an error matching failure.ErrInvalid; the watch goes on after it.
 // After Stop, Next returns jetstream.ErrMsgIteratorClosed.
 func (w *Watch) Next() (events.Event, error) {
 	msg, err := w.it.Next()
@@ -52,7 +54,7 @@ func (w *Watch) Next() (events.Event, error) {
 	}
 	e, err := events.Decode(events.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 	if err != nil {
-		return events.Event{}, Invalid(fmt.Errorf("%s: %w", msg.Subject(), err))
+		return events.Event{}, failure.Invalid(fmt.Errorf("%s: %w", msg.Subject(), err))
 	}
 	return e, nil
 }
@@ -65,7 +67,7 @@ func (w *Watch) Stop() { w.it.Stop() }
 // reads. Messages that do not decode are skipped.
 func Replay(ctx context.Context, js jetstream.JetStream, buildID string) ([]events.Event, error) {
 	if err := events.ValidateBuildID(buildID); err != nil {
-		return nil, Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	stream, err := js.Stream(ctx, events.StreamEvents)
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -262,16 +264,16 @@ func (w *Worker) process(ctx, handlers context.Context, msg jetstream.Msg) {
 	}
 	in, err := events.Decode(events.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 	if err != nil {
-		w.fail(ctx, msg, in, Invalid(fmt.Errorf("undecodable event: %w", err)), delivered)
+		w.fail(ctx, msg, in, failure.Invalid(fmt.Errorf("undecodable event: %w", err)), delivered)
 		return
 	}
 	if !slices.Contains(w.cfg.Consumer.Types, in.Type()) {
-		w.fail(ctx, msg, in, Invalid(fmt.Errorf("consumer %s does not take %s: the event catalog gives it to %s", w.cfg.Consumer.Name, in.Type(), consumersOf(in.Type()))), delivered)
+		w.fail(ctx, msg, in, failure.Invalid(fmt.Errorf("consumer %s does not take %s: the event catalog gives it to %s", w.cfg.Consumer.Name, in.Type(), consumersOf(in.Type()))), delivered)
 		return
 	}
 	h, ok := w.handlers[in.Type()]
 	if !ok {
-		w.fail(ctx, msg, in, Invalid(fmt.Errorf("consumer %s has no handler for %s", w.cfg.Consumer.Name, in.Type())), delivered)
+		w.fail(ctx, msg, in, failure.Invalid(fmt.Errorf("consumer %s has no handler for %s", w.cfg.Consumer.Name, in.Type())), delivered)
 		return
 	}
 
@@ -321,7 +323,7 @@ func (w *Worker) process(ctx, handlers context.Context, msg jetstream.Msg) {
 	if err := w.pub.PublishAll(ctx, derived); err != nil {
 		stopBeats()
 		log.Warn("publishing outputs failed; will retry", "event_id", in.ID, "build_id", in.BuildID, "error", err)
-		w.onError(ctx, msg, in, Unavailable(err), delivered)
+		w.onError(ctx, msg, in, failure.Unavailable(err), delivered)
 		return
 	}
 	stopBeats()
@@ -361,7 +363,7 @@ func (w *Worker) onError(ctx context.Context, msg jetstream.Msg, in events.Event
 		}
 		return
 	}
-	if !Permanent(err) {
+	if !failure.Permanent(err) {
 		err = fmt.Errorf("giving up after %d attempts: %w", delivered, err)
 	}
 	w.fail(ctx, msg, in, err, delivered)
@@ -454,7 +456,7 @@ func failureEvent(in events.Event, seq uint64, step events.Type, err error, atte
 		Source:   src,
 		Step:     step,
 		Reason:   err.Error(),
-		Code:     Code(err),
+		Code:     failure.Code(err),
 		Attempts: attempts,
 	}))
 	return newDeriver(in, seq, source).derive(failed, now)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -168,7 +170,7 @@ func TestWorkerRetriesRetryableErrors(t *testing.T) {
 	var calls atomic.Int32
 	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 		if calls.Add(1) < 3 {
-			return nil, bus.Unavailable(errors.New("registry returned 503"))
+			return nil, failure.Unavailable(errors.New("registry returned 503"))
 		}
 		return []events.Event{hitFor(in)}, nil
 	}))
@@ -190,7 +192,7 @@ func TestWorkerFailsPermanentErrorsOnceAndDeadLetters(t *testing.T) {
 	var calls atomic.Int32
 	runWorker(t, env, "w1", bus.Typed(func(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 		calls.Add(1)
-		return nil, bus.Invalid(errors.New("invalid layer limit 0"))
+		return nil, failure.Invalid(errors.New("invalid layer limit 0"))
 	}))
 	rec := env.Record(t, "b1")
 	req := env.Request(t, "b1", request)
@@ -469,14 +471,14 @@ func TestAction(t *testing.T) {
 		delivered int
 		want      bus.Verdict
 	}{
-		{bus.Invalid(errors.New("x")), 1, bus.Verdict{}},
-		{bus.NotFound(errors.New("x")), 1, bus.Verdict{}},
-		{bus.Unauthorized(errors.New("x")), 1, bus.Verdict{}},
-		{bus.Unavailable(errors.New("x")), 1, bus.Verdict{Retry: true, Delay: time.Second}},
-		{bus.Unavailable(errors.New("x")), 3, bus.Verdict{Retry: true, Delay: 4 * time.Second}},
-		{bus.Conflict(errors.New("x")), 4, bus.Verdict{Retry: true, Delay: 5 * time.Second}},
+		{failure.Invalid(errors.New("x")), 1, bus.Verdict{}},
+		{failure.NotFound(errors.New("x")), 1, bus.Verdict{}},
+		{failure.Unauthorized(errors.New("x")), 1, bus.Verdict{}},
+		{failure.Unavailable(errors.New("x")), 1, bus.Verdict{Retry: true, Delay: time.Second}},
+		{failure.Unavailable(errors.New("x")), 3, bus.Verdict{Retry: true, Delay: 4 * time.Second}},
+		{failure.Conflict(errors.New("x")), 4, bus.Verdict{Retry: true, Delay: 5 * time.Second}},
 		{errors.New("unclassified"), 2, bus.Verdict{Retry: true, Delay: 2 * time.Second}},
-		{bus.Unavailable(errors.New("x")), 5, bus.Verdict{}},
+		{failure.Unavailable(errors.New("x")), 5, bus.Verdict{}},
 	} {
 		if got := bus.Action(tc.err, tc.delivered, 5, backoff); got != tc.want {
 			t.Errorf("Action(%v, %d) = %+v, want %+v", tc.err, tc.delivered, got, tc.want)
@@ -487,11 +489,11 @@ func TestAction(t *testing.T) {
 func TestClassesKeepText(t *testing.T) {
 	t.Parallel()
 	base := fmt.Errorf("wrapped: %w", io.EOF)
-	err := bus.NotFound(base)
-	if err.Error() != "wrapped: EOF" || !errors.Is(err, bus.ErrNotFound) || !errors.Is(err, io.EOF) || bus.Code(err) != "not-found" {
-		t.Errorf("NotFound(%v) = %v (code %s)", base, err, bus.Code(err))
+	err := failure.NotFound(base)
+	if err.Error() != "wrapped: EOF" || !errors.Is(err, failure.ErrNotFound) || !errors.Is(err, io.EOF) || failure.Code(err) != "not-found" {
+		t.Errorf("NotFound(%v) = %v (code %s)", base, err, failure.Code(err))
 	}
-	if bus.Code(fmt.Errorf("outer: %w", bus.Unauthorized(base))) != "unauthorized" {
+	if failure.Code(fmt.Errorf("outer: %w", failure.Unauthorized(base))) != "unauthorized" {
 		t.Error("class lost through wrapping")
 	}
 }
@@ -530,7 +532,7 @@ func TestEmitPublishesBeforeOutputsWithDerivedIDs(t *testing.T) {
 func TestFailureEventTypeFollowsTheStep(t *testing.T) {
 	t.Parallel()
 	in := events.Event{ID: "i", BuildID: "b", Data: events.SnapshotRequested{Source: request.Source}}
-	f := bus.FailureEvent(in, events.TypeSnapshotRequested, bus.Invalid(errors.New("digest mismatch")), 1, "/s", time.Now())
+	f := bus.FailureEvent(in, events.TypeSnapshotRequested, failure.Invalid(errors.New("digest mismatch")), 1, "/s", time.Now())
 	sf, ok := f.Data.(events.SnapshotFailed)
 	if !ok || sf.Reason != "digest mismatch" || sf.Code != "invalid" || sf.Source.Identifier != request.Source.Identifier {
 		t.Errorf("snapshot step failure = %T %+v", f.Data, f.Data)
@@ -556,7 +558,7 @@ func TestWorkerStopGraceHandsTheMessageBack(t *testing.T) {
 			close(started)
 			<-ctx.Done() // a transfer that would never end on its own
 			causes <- context.Cause(ctx)
-			return nil, bus.Unavailable(context.Cause(ctx))
+			return nil, failure.Unavailable(context.Cause(ctx))
 		}))
 	rec := env.Record(t, "b1")
 	env.Request(t, "b1", request)

@@ -19,6 +19,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -121,7 +123,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, buildID string, untilDo
 	var out Outcome
 	for {
 		e, err := w.Next()
-		if errors.Is(err, bus.ErrInvalid) {
+		if errors.Is(err, failure.ErrInvalid) {
 			continue
 		}
 		if err != nil {

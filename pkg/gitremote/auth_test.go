@@ -5,7 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/gitremote"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote/gitremotetest"
 )
@@ -70,7 +71,7 @@ func TestListWithAuth(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, bus.ErrUnauthorized) {
+			if !errors.Is(err, failure.ErrUnauthorized) {
 				t.Fatalf("List = %v, %v; want unauthorized", refs, err)
 			}
 			if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), privateHeader) || strings.Contains(err.Error(), otherHeader) {
@@ -117,7 +118,7 @@ func TestCheckoutWithAuth(t *testing.T) {
 	}
 	_, err = fresh.Checkout(t.Context(), gitremote.CheckoutRequest{Remote: vault, Commit: p.vault, Dir: t.TempDir(),
 		Auth: gitremote.Auth{Header: privateHeader, Scope: vault}})
-	if !errors.Is(err, bus.ErrUnauthorized) {
+	if !errors.Is(err, failure.ErrUnauthorized) {
 		t.Fatalf("a private submodule outside the scope: %v; want unauthorized", err)
 	}
 	c2, err := gitremote.NewCache(t.TempDir())
@@ -136,7 +137,7 @@ func TestCheckoutWithAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = c3.Checkout(t.Context(), gitremote.CheckoutRequest{Remote: remote, Commit: p.commit, Dir: t.TempDir()})
-	if !errors.Is(err, bus.ErrUnauthorized) {
+	if !errors.Is(err, failure.ErrUnauthorized) {
 		t.Errorf("no header: %v; want unauthorized", err)
 	}
 }

@@ -24,6 +24,6 @@
 //     a .git directory holding the commit and its ref when asked, and file
 //     times set to the commit time when asked.
 //
-// Errors are *Error values that match the bus classes (bus.ErrNotFound,
-// bus.ErrUnauthorized, bus.ErrInvalid, bus.ErrUnavailable) with errors.Is.
+// Errors are *Error values that match the bus classes (failure.ErrNotFound,
+// failure.ErrUnauthorized, failure.ErrInvalid, failure.ErrUnavailable) with errors.Is.
 package gitremote

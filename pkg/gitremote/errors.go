@@ -6,11 +6,11 @@ import (
 	"net"
 	"syscall"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 )
 
 // Kind says what went wrong, for classification.
@@ -29,7 +29,7 @@ const (
 	// malformed commit, a tree that cannot be checked out safely).
 	KindInvalid
 	// KindUnreachable: nothing listens at the remote's address, or it
-	// speaks another protocol (bus.IsUnreachable). Not retried.
+	// speaks another protocol (failure.IsUnreachable). Not retried.
 	KindUnreachable
 )
 
@@ -56,15 +56,15 @@ func (e *Error) Temporary() bool { return e.Kind == KindUnavailable }
 func (e *Error) Is(target error) bool {
 	switch e.Kind {
 	case KindNotFound:
-		return target == bus.ErrNotFound
+		return target == failure.ErrNotFound
 	case KindUnauthorized:
-		return target == bus.ErrUnauthorized
+		return target == failure.ErrUnauthorized
 	case KindInvalid:
-		return target == bus.ErrInvalid
+		return target == failure.ErrInvalid
 	case KindUnreachable:
-		return target == bus.ErrUnreachable || target == bus.ErrUnavailable
+		return target == failure.ErrUnreachable || target == failure.ErrUnavailable
 	}
-	return target == bus.ErrUnavailable
+	return target == failure.ErrUnavailable
 }
 
 var _ error = (*Error)(nil)
@@ -91,7 +91,7 @@ func remoteError(remote string, err error) error {
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed),
 		errors.Is(err, transport.ErrInvalidAuthMethod):
 		e.Kind = KindUnauthorized
-	case bus.IsUnreachable(err), errors.Is(err, syscall.ECONNRESET):
+	case failure.IsUnreachable(err), errors.Is(err, syscall.ECONNRESET):
 		// A reset before any answer is what a server of another protocol
 		// (a git daemon asked over http) does with a request it cannot
 		// read.

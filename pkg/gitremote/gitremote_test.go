@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote/gitremotetest"
 	"github.com/stevedore-dev/stevedore/pkg/source"
@@ -65,14 +66,14 @@ func TestListErrors(t *testing.T) {
 		name, remote, text string
 		class              error
 	}{
-		{"no such repository (git)", daemon.URL + "nope.git", "repository not found", bus.ErrNotFound},
-		{"no such repository (http)", web.URL + "nope.git", "repository not found", bus.ErrNotFound},
-		{"ssh", "ssh://git@example.com/repo.git", "ssh remotes are not supported yet", bus.ErrInvalid},
-		{"scp-like", "git@example.com:repo.git", "ssh remotes are not supported yet", bus.ErrInvalid},
-		{"file", "file:///etc", "protocol file is not supported", bus.ErrInvalid},
-		{"credentials", "https://user:hunter2@example.com/repo.git", "credentials in the URL are not supported", bus.ErrInvalid},
-		{"nothing listening", "git://127.0.0.1:1/repo.git", "failed to fetch remote git://127.0.0.1:1/repo.git", bus.ErrUnavailable},
-		{"git to an http server", "git://" + strings.TrimPrefix(web.URL, "http://") + "repo.git", "the server speaks http, not git's protocol", bus.ErrUnreachable},
+		{"no such repository (git)", daemon.URL + "nope.git", "repository not found", failure.ErrNotFound},
+		{"no such repository (http)", web.URL + "nope.git", "repository not found", failure.ErrNotFound},
+		{"ssh", "ssh://git@example.com/repo.git", "ssh remotes are not supported yet", failure.ErrInvalid},
+		{"scp-like", "git@example.com:repo.git", "ssh remotes are not supported yet", failure.ErrInvalid},
+		{"file", "file:///etc", "protocol file is not supported", failure.ErrInvalid},
+		{"credentials", "https://user:hunter2@example.com/repo.git", "credentials in the URL are not supported", failure.ErrInvalid},
+		{"nothing listening", "git://127.0.0.1:1/repo.git", "failed to fetch remote git://127.0.0.1:1/repo.git", failure.ErrUnavailable},
+		{"git to an http server", "git://" + strings.TrimPrefix(web.URL, "http://") + "repo.git", "the server speaks http, not git's protocol", failure.ErrUnreachable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -380,15 +381,15 @@ func TestCheckoutErrors(t *testing.T) {
 		class error
 	}{
 		{"unknown commit", gitremote.CheckoutRequest{Remote: remote, Ref: "refs/heads/main", Commit: strings.Repeat("a", 40)},
-			"fetched ref refs/heads/main does not match expected commit " + strings.Repeat("a", 40) + " and commit can not be found in the repository", bus.ErrNotFound},
-		{"no such repository", gitremote.CheckoutRequest{Remote: p.daemon.URL + "nope.git", Commit: p.first}, "repository not found", bus.ErrNotFound},
-		{"malformed commit", gitremote.CheckoutRequest{Remote: remote, Commit: "abc"}, `invalid commit sha "abc"`, bus.ErrInvalid},
-		{"sha256 commit", gitremote.CheckoutRequest{Remote: remote, Commit: strings.Repeat("b", 64)}, "SHA-256 repositories are not supported", bus.ErrInvalid},
-		{"missing subdir", gitremote.CheckoutRequest{Remote: remote, Commit: p.second, Subdir: "dir/nope"}, "failed to open subdir dir/nope: dir/nope does not exist", bus.ErrNotFound},
-		{"subdir is a file", gitremote.CheckoutRequest{Remote: remote, Commit: p.second, Subdir: "README"}, "failed to open subdir README: README is not a directory", bus.ErrInvalid},
-		{"a .git in the tree", gitremote.CheckoutRequest{Remote: remote, Ref: "refs/heads/evil", Commit: dotGit}, `tree entry ".GIT"`, bus.ErrInvalid},
-		{"file submodule", gitremote.CheckoutRequest{Remote: p.daemon.URL + "filesub.git", Commit: fileSubCommit}, "submodule m: git remote file:///etc: protocol file is not supported", bus.ErrInvalid},
-		{"ssh remote", gitremote.CheckoutRequest{Remote: "ssh://git@example.com/r.git", Commit: p.first}, "ssh remotes are not supported yet", bus.ErrInvalid},
+			"fetched ref refs/heads/main does not match expected commit " + strings.Repeat("a", 40) + " and commit can not be found in the repository", failure.ErrNotFound},
+		{"no such repository", gitremote.CheckoutRequest{Remote: p.daemon.URL + "nope.git", Commit: p.first}, "repository not found", failure.ErrNotFound},
+		{"malformed commit", gitremote.CheckoutRequest{Remote: remote, Commit: "abc"}, `invalid commit sha "abc"`, failure.ErrInvalid},
+		{"sha256 commit", gitremote.CheckoutRequest{Remote: remote, Commit: strings.Repeat("b", 64)}, "SHA-256 repositories are not supported", failure.ErrInvalid},
+		{"missing subdir", gitremote.CheckoutRequest{Remote: remote, Commit: p.second, Subdir: "dir/nope"}, "failed to open subdir dir/nope: dir/nope does not exist", failure.ErrNotFound},
+		{"subdir is a file", gitremote.CheckoutRequest{Remote: remote, Commit: p.second, Subdir: "README"}, "failed to open subdir README: README is not a directory", failure.ErrInvalid},
+		{"a .git in the tree", gitremote.CheckoutRequest{Remote: remote, Ref: "refs/heads/evil", Commit: dotGit}, `tree entry ".GIT"`, failure.ErrInvalid},
+		{"file submodule", gitremote.CheckoutRequest{Remote: p.daemon.URL + "filesub.git", Commit: fileSubCommit}, "submodule m: git remote file:///etc: protocol file is not supported", failure.ErrInvalid},
+		{"ssh remote", gitremote.CheckoutRequest{Remote: "ssh://git@example.com/r.git", Commit: p.first}, "ssh remotes are not supported yet", failure.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.Checkout(t.Context(), gitremote.CheckoutRequest{Remote: tc.req.Remote, Ref: tc.req.Ref, Commit: tc.req.Commit, Subdir: tc.req.Subdir, Dir: t.TempDir()})

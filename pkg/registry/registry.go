@@ -32,6 +32,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
@@ -42,8 +44,6 @@ import (
 	"github.com/docker/cli/cli/config/configfile"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 )
 
 // DefaultMaxManifestBytes is the default cap on a manifest, index or config
@@ -363,7 +363,7 @@ const (
 	// unsupported media type) or the request was malformed (other 4xx).
 	KindInvalid
 	// KindUnreachable: nothing listens at the registry's address, or it
-	// speaks another protocol (bus.IsUnreachable). Not retried.
+	// speaks another protocol (failure.IsUnreachable). Not retried.
 	KindUnreachable
 )
 
@@ -389,22 +389,22 @@ func (e *Error) Unwrap() error { return e.Err }
 // Temporary reports whether retrying may help.
 func (e *Error) Temporary() bool { return e.Kind == KindUnavailable }
 
-// Is makes the error match the bus class of its kind (bus.ErrNotFound,
-// bus.ErrUnauthorized, bus.ErrInvalid, bus.ErrUnavailable), so a service
+// Is makes the error match the bus class of its kind (failure.ErrNotFound,
+// failure.ErrUnauthorized, failure.ErrInvalid, failure.ErrUnavailable), so a service
 // that gets one needs no mapping of its own: the registry classifies its
 // errors where it knows what they mean.
 func (e *Error) Is(target error) bool {
 	switch e.Kind {
 	case KindNotFound:
-		return target == bus.ErrNotFound
+		return target == failure.ErrNotFound
 	case KindUnauthorized:
-		return target == bus.ErrUnauthorized
+		return target == failure.ErrUnauthorized
 	case KindInvalid:
-		return target == bus.ErrInvalid
+		return target == failure.ErrInvalid
 	case KindUnreachable:
-		return target == bus.ErrUnreachable || target == bus.ErrUnavailable
+		return target == failure.ErrUnreachable || target == failure.ErrUnavailable
 	}
-	return target == bus.ErrUnavailable
+	return target == failure.ErrUnavailable
 }
 
 var _ error = (*Error)(nil)
@@ -441,7 +441,7 @@ func wrap(op Op, ref string, err error) error {
 		e.Kind = KindInvalid
 	case errdefs.IsFailedPrecondition(err): // more bytes than the descriptor's size
 		e.Kind = KindInvalid
-	case bus.IsUnreachable(err):
+	case failure.IsUnreachable(err):
 		e.Kind = KindUnreachable
 	}
 	return e

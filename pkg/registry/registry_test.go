@@ -18,11 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/google/go-cmp/cmp"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 )
@@ -680,8 +681,8 @@ func TestConnectionRefused(t *testing.T) {
 			err := o.call(t, newClient(t, registry.Config{}), ref, img)
 			// Nothing listens there: retrying cannot help.
 			_ = checkError(t, o.name, err, wantError{op: o.op, ref: ref, kind: registry.KindUnreachable, temporary: false})
-			if !errors.Is(err, bus.ErrUnreachable) || !bus.Permanent(err) {
-				t.Errorf("%s error %v is not bus.ErrUnreachable, permanent", o.name, err)
+			if !errors.Is(err, failure.ErrUnreachable) || !failure.Permanent(err) {
+				t.Errorf("%s error %v is not failure.ErrUnreachable, permanent", o.name, err)
 			}
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("%s error %v is not ECONNREFUSED", o.name, err)
@@ -957,21 +958,21 @@ func TestBodyStall(t *testing.T) {
 func TestErrorClasses(t *testing.T) {
 	t.Parallel()
 	for kind, want := range map[registry.Kind]error{
-		registry.KindNotFound:     bus.ErrNotFound,
-		registry.KindUnauthorized: bus.ErrUnauthorized,
-		registry.KindInvalid:      bus.ErrInvalid,
-		registry.KindUnavailable:  bus.ErrUnavailable,
+		registry.KindNotFound:     failure.ErrNotFound,
+		registry.KindUnauthorized: failure.ErrUnauthorized,
+		registry.KindInvalid:      failure.ErrInvalid,
+		registry.KindUnavailable:  failure.ErrUnavailable,
 	} {
 		err := fmt.Errorf("pull: %w", &registry.Error{Kind: kind, Err: errors.New("x")})
 		if !errors.Is(err, want) {
 			t.Errorf("kind %d does not match %v", kind, want)
 		}
-		for _, other := range []error{bus.ErrNotFound, bus.ErrUnauthorized, bus.ErrInvalid, bus.ErrUnavailable} {
+		for _, other := range []error{failure.ErrNotFound, failure.ErrUnauthorized, failure.ErrInvalid, failure.ErrUnavailable} {
 			if !errors.Is(other, want) && errors.Is(err, other) {
 				t.Errorf("kind %d also matches %v", kind, other)
 			}
 		}
-		if got, permanent := bus.Permanent(err), kind != registry.KindUnavailable; got != permanent {
+		if got, permanent := failure.Permanent(err), kind != registry.KindUnavailable; got != permanent {
 			t.Errorf("kind %d: Permanent = %v", kind, got)
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"io/fs"
 	"testing"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 func TestCodeOfReadErrors(t *testing.T) {
@@ -25,7 +25,7 @@ func TestCodeOfReadErrors(t *testing.T) {
 		}
 		// What the reading service gets back is permanent or not as the
 		// bus sees it.
-		if got := bus.Permanent(&Error{Code: code, Msg: tc.err.Error()}); got != tc.permanent {
+		if got := failure.Permanent(&Error{Code: code, Msg: tc.err.Error()}); got != tc.permanent {
 			t.Errorf("reply of %v: permanent = %v, want %v", tc.err, got, tc.permanent)
 		}
 	}

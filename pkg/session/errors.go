@@ -3,7 +3,7 @@ package session
 import (
 	"errors"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // Sentinels. Every error this package returns for one of these conditions
@@ -12,19 +12,19 @@ import (
 var (
 	// ErrNoSession marks a session that does not answer: nobody serves its
 	// subjects (the client disconnected or stopped serving) or a request
-	// timed out. It is *NoSessionError's, and matches bus.ErrNotFound:
+	// timed out. It is *NoSessionError's, and matches failure.ErrNotFound:
 	// a build that needs a gone session cannot succeed.
 	ErrNoSession = errors.New("no active session")
 	// ErrNotFound marks a store the session does not serve, or a blob its
-	// store does not hold. It matches bus.ErrNotFound.
+	// store does not hold. It matches failure.ErrNotFound.
 	ErrNotFound = errors.New("not found")
 	// ErrInvalid marks a request that can never succeed: a malformed
 	// session id, store or digest, a range outside the blob, a blob larger
-	// than a caller's limit. It matches bus.ErrInvalid.
+	// than a caller's limit. It matches failure.ErrInvalid.
 	ErrInvalid = errors.New("invalid")
 	// ErrVerify marks content that does not match its descriptor: a size
 	// other than the descriptor's, or, at the end of a read, another
-	// digest. It matches bus.ErrInvalid.
+	// digest. It matches failure.ErrInvalid.
 	ErrVerify = errors.New("verification failed")
 )
 
@@ -44,9 +44,9 @@ func (e *NoSessionError) Error() string { return "no active session for " + e.ID
 // Unwrap returns the cause.
 func (e *NoSessionError) Unwrap() error { return e.Cause }
 
-// Is matches ErrNoSession and bus.ErrNotFound.
+// Is matches ErrNoSession and failure.ErrNotFound.
 func (e *NoSessionError) Is(target error) bool {
-	return target == ErrNoSession || target == bus.ErrNotFound
+	return target == ErrNoSession || target == failure.ErrNotFound
 }
 
 // Error is an error with a class: the sentinels above (and their bus
@@ -68,11 +68,11 @@ func (e *Error) Error() string { return e.Msg }
 func (e *Error) Is(target error) bool {
 	switch e.Code {
 	case CodeNotFound:
-		return target == ErrNotFound || target == bus.ErrNotFound
+		return target == ErrNotFound || target == failure.ErrNotFound
 	case CodeInvalid:
-		return target == ErrInvalid || target == bus.ErrInvalid
+		return target == ErrInvalid || target == failure.ErrInvalid
 	case CodeVerify:
-		return target == ErrVerify || target == bus.ErrInvalid
+		return target == ErrVerify || target == failure.ErrInvalid
 	}
 	return false
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
@@ -88,7 +90,7 @@ func TestSecret(t *testing.T) {
 		t.Errorf("an empty secret: %q, %v", got, err)
 	}
 	_, err = f.client.Secret(t.Context(), f.id, "NOPE")
-	if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, bus.ErrNotFound) || err.Error() != "secret NOPE: not found" {
+	if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || err.Error() != "secret NOPE: not found" {
 		t.Errorf("a secret the session lacks: %v; want BuildKit's \"secret NOPE: not found\", not found", err)
 	}
 	var gone *session.NoSessionError
@@ -235,7 +237,7 @@ func TestAuthorization(t *testing.T) {
 			t.Parallel()
 			got, err := f.client.Authorization(t.Context(), tc.auth)
 			if tc.wantErr != "" {
-				if err == nil || err.Error() != tc.wantErr || !errors.Is(err, bus.ErrInvalid) && !errors.Is(err, bus.ErrNotFound) {
+				if err == nil || err.Error() != tc.wantErr || !errors.Is(err, failure.ErrInvalid) && !errors.Is(err, failure.ErrNotFound) {
 					t.Fatalf("Authorization = %q, %v; want the permanent error %q", got, err, tc.wantErr)
 				}
 				return

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/nats-io/nats.go"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -240,7 +242,7 @@ func TestErrors(t *testing.T) {
 		if !errors.As(err, &nse) || err.Error() != "no active session for nobody" {
 			t.Fatalf("err = %v, want *NoSessionError 'no active session for nobody'", err)
 		}
-		if !errors.Is(err, session.ErrNoSession) || !errors.Is(err, nats.ErrNoResponders) || !bus.Permanent(err) || bus.Code(err) != "not-found" {
+		if !errors.Is(err, session.ErrNoSession) || !errors.Is(err, nats.ErrNoResponders) || !failure.Permanent(err) || failure.Code(err) != "not-found" {
 			t.Errorf("err %v: not ErrNoSession, ErrNoResponders and permanent not-found", err)
 		}
 	})
@@ -249,29 +251,29 @@ func TestErrors(t *testing.T) {
 		if err == nil {
 			_ = rc.Close()
 		}
-		if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, bus.ErrNotFound) || !strings.Contains(err.Error(), `has no store "other"`) {
+		if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), `has no store "other"`) {
 			t.Errorf("err = %v, want ErrNotFound 'has no store'", err)
 		}
 	})
 	t.Run("no such blob", func(t *testing.T) {
 		_, err := c.Stat(t.Context(), f.id, "layout", missing.Digest)
-		if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, bus.ErrNotFound) || !strings.Contains(err.Error(), "not found in store") {
+		if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), "not found in store") {
 			t.Errorf("err = %v, want ErrNotFound", err)
 		}
 	})
 	t.Run("bad input", func(t *testing.T) {
 		for _, id := range []string{"", "a.b", "a>", strings.Repeat("x", 129)} {
-			if _, err := c.Stat(t.Context(), id, "layout", desc.Digest); !errors.Is(err, session.ErrInvalid) || !bus.Permanent(err) {
+			if _, err := c.Stat(t.Context(), id, "layout", desc.Digest); !errors.Is(err, session.ErrInvalid) || !failure.Permanent(err) {
 				t.Errorf("id %q: err = %v, want ErrInvalid", id, err)
 			}
 		}
-		if _, err := c.Stat(t.Context(), f.id, "layout", "sha256:short"); !errors.Is(err, bus.ErrInvalid) {
+		if _, err := c.Stat(t.Context(), f.id, "layout", "sha256:short"); !errors.Is(err, failure.ErrInvalid) {
 			t.Errorf("bad digest: err = %v, want ErrInvalid", err)
 		}
 	})
 	t.Run("wrong size", func(t *testing.T) {
 		_, err := readAll(t, c, f.id, ocispec.Descriptor{Digest: desc.Digest, Size: desc.Size + 1})
-		if !errors.Is(err, session.ErrVerify) || !errors.Is(err, bus.ErrInvalid) {
+		if !errors.Is(err, session.ErrVerify) || !errors.Is(err, failure.ErrInvalid) {
 			t.Errorf("err = %v, want ErrVerify", err)
 		}
 	})
@@ -344,7 +346,7 @@ func TestStoppedMidRead(t *testing.T) {
 	}
 	_, err = io.Copy(io.Discard, rc)
 	var nse *session.NoSessionError
-	if !errors.As(err, &nse) || err.Error() != "no active session for "+f.id || !bus.Permanent(err) {
+	if !errors.As(err, &nse) || err.Error() != "no active session for "+f.id || !failure.Permanent(err) {
 		t.Fatalf("read after Stop: %v, want *NoSessionError 'no active session for %s'", err, f.id)
 	}
 	if err := rc.Close(); err != nil {

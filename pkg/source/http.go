@@ -12,10 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
@@ -111,9 +112,9 @@ func parseHTTP(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 
 // StatusError is a response of an http source whose status is outside
 // 200–399, worded as BuildKit words it: "invalid response status N". It
-// matches the bus class of its status: bus.ErrUnavailable (retryable)
-// for 5xx and 429, bus.ErrNotFound for 404 and 410, bus.ErrUnauthorized
-// for 401 and 403, bus.ErrInvalid for any other.
+// matches the bus class of its status: failure.ErrUnavailable (retryable)
+// for 5xx and 429, failure.ErrNotFound for 404 and 410, failure.ErrUnauthorized
+// for 401 and 403, failure.ErrInvalid for any other.
 type StatusError struct {
 	// Status is the HTTP status code.
 	Status int
@@ -133,13 +134,13 @@ func (e *StatusError) Is(target error) bool {
 	notFound := e.Status == http.StatusNotFound || e.Status == http.StatusGone
 	unauthorized := e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
 	switch target {
-	case bus.ErrUnavailable:
+	case failure.ErrUnavailable:
 		return e.Temporary()
-	case bus.ErrNotFound:
+	case failure.ErrNotFound:
 		return notFound
-	case bus.ErrUnauthorized:
+	case failure.ErrUnauthorized:
 		return unauthorized
-	case bus.ErrInvalid:
+	case failure.ErrInvalid:
 		return !e.Temporary() && !notFound && !unauthorized
 	}
 	return false

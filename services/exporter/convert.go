@@ -9,13 +9,14 @@ import (
 	"os"
 	"strings"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/cachefmt"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
@@ -103,7 +104,7 @@ func (h *Handler) recompress(ctx context.Context, scratch *ocilayout.Layout, d o
 	counted := &countWriter{}
 	plain, err := compression.DecompressStream(io.TeeReader(io.LimitReader(rc, d.Size+1), io.MultiWriter(verify, counted)))
 	if err != nil {
-		return ocispec.Descriptor{}, bus.Invalid(fmt.Errorf("layer %s: %w", d.Digest, err))
+		return ocispec.Descriptor{}, failure.Invalid(fmt.Errorf("layer %s: %w", d.Digest, err))
 	}
 	defer func() { _ = plain.Close() }()
 
@@ -125,7 +126,7 @@ func (h *Handler) recompress(ctx context.Context, scratch *ocilayout.Layout, d o
 			level = *target.CompressionLevel
 		}
 		if zw, err = gzip.NewWriterLevel(dst, level); err != nil {
-			return ocispec.Descriptor{}, bus.Invalid(fmt.Errorf("compression-level: %w", err))
+			return ocispec.Descriptor{}, failure.Invalid(fmt.Errorf("compression-level: %w", err))
 		}
 	case cachefmt.CompressionZstd:
 		level := zstd.SpeedDefault
@@ -148,10 +149,10 @@ func (h *Handler) recompress(ctx context.Context, scratch *ocilayout.Layout, d o
 		return ocispec.Descriptor{}, err
 	}
 	if counted.n != d.Size || !verify.Verified() {
-		return ocispec.Descriptor{}, bus.Invalid(fmt.Errorf("layer %s: the blob read does not match its digest and size", d.Digest))
+		return ocispec.Descriptor{}, failure.Invalid(fmt.Errorf("layer %s: the blob read does not match its digest and size", d.Digest))
 	}
 	if got := digest.NewDigest(digest.SHA256, diff); got != src.layer.DiffID {
-		return ocispec.Descriptor{}, bus.Invalid(fmt.Errorf("layer %s unpacks to %s, not its diffID %s", d.Digest, got, src.layer.DiffID))
+		return ocispec.Descriptor{}, failure.Invalid(fmt.Errorf("layer %s unpacks to %s, not its diffID %s", d.Digest, got, src.layer.DiffID))
 	}
 	nd := ocispec.Descriptor{MediaType: mediaTypeFor(target.Compression, target.OCIMediaTypes), Digest: out.Digest(), Size: sized.n,
 		Annotations: map[string]string{cachefmt.AnnotationUncompressed: src.layer.DiffID.String()}}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
@@ -126,16 +128,16 @@ func (h *Handler) Export(ctx context.Context, in events.CacheExportRequested) ([
 	// Before anything else, and whatever ignore-error says: a request
 	// naming a session its key did not sign (another client's) never acts.
 	if err := session.VerifyInput(ctx, in); err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	target, err := cachefmt.ParseExportTarget(in.Target)
 	if err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	out, err := h.export(ctx, in, target)
 	if err != nil {
 		err = classify(err)
-		if target.IgnoreError && bus.Permanent(err) {
+		if target.IgnoreError && failure.Permanent(err) {
 			return []events.Event{events.New(events.CacheExported{Target: in.Target, Warning: err.Error()})}, nil
 		}
 		return nil, err
@@ -160,10 +162,10 @@ func (h *Handler) export(ctx context.Context, in events.CacheExportRequested, ta
 	for _, d := range keys {
 		rec, found, err := h.index.Get(ctx, d)
 		if err != nil {
-			return out, bus.Unavailable(err)
+			return out, failure.Unavailable(err)
 		}
 		if !found {
-			return out, bus.NotFound(fmt.Errorf("cache key %s is not in the cache index", d))
+			return out, failure.NotFound(fmt.Errorf("cache key %s is not in the cache index", d))
 		}
 		chain := cachefmt.Chain{CreatedAt: rec.CreatedAt.UTC()}
 		for _, l := range rec.Layers {
@@ -187,7 +189,7 @@ func (h *Handler) export(ctx context.Context, in events.CacheExportRequested, ta
 	}
 	cfg, layers, err := chains.Marshal()
 	if err != nil {
-		return out, bus.Invalid(err)
+		return out, failure.Invalid(err)
 	}
 	out.Records = len(cfg.Records)
 	if len(cfg.Layers) == 0 {
@@ -199,11 +201,11 @@ func (h *Handler) export(ctx context.Context, in events.CacheExportRequested, ta
 	// could not import is refused here, not discovered at the next import.
 	cfgData, cfgDesc, err := cachefmt.ConfigDescriptor(cfg)
 	if err != nil {
-		return out, bus.Invalid(err)
+		return out, failure.Invalid(err)
 	}
 	mData, mDesc, err := cachefmt.BuildManifest(target.Form, target.OCIMediaTypes, layers, cfgDesc)
 	if err != nil {
-		return out, bus.Invalid(err)
+		return out, failure.Invalid(err)
 	}
 	w, err := h.writer(ctx, target, in)
 	if err != nil {
@@ -281,15 +283,15 @@ func (h *Handler) keys(ctx context.Context, in events.CacheExportRequested) ([]d
 			}
 		}
 		if len(keys) == n {
-			return nil, bus.Invalid(fmt.Errorf("build %s has no result to export (no cache.hit or snapshot.ready)", in.Build))
+			return nil, failure.Invalid(fmt.Errorf("build %s has no result to export (no cache.hit or snapshot.ready)", in.Build))
 		}
 	}
 	if len(keys) == 0 {
-		return nil, bus.Invalid(errors.New("nothing to export: the request names no build and no key"))
+		return nil, failure.Invalid(errors.New("nothing to export: the request names no build and no key"))
 	}
 	for _, k := range keys {
 		if err := k.Validate(); err != nil {
-			return nil, bus.Invalid(fmt.Errorf("cache key %q: %w", k, err))
+			return nil, failure.Invalid(fmt.Errorf("cache key %q: %w", k, err))
 		}
 	}
 	slices.Sort(keys)
@@ -333,11 +335,11 @@ func emitOneOff(ctx context.Context, vertex, id string) func(error) {
 // Import handles cache.import.requested.
 func (h *Handler) Import(ctx context.Context, in events.CacheImportRequested) ([]events.Event, error) {
 	if err := session.VerifyInput(ctx, in); err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	src, err := cachefmt.ParseImportSource(in.Source)
 	if err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	out, err := h.importCache(ctx, in, src)
 	if err != nil {
@@ -382,7 +384,7 @@ func (h *Handler) importCache(ctx context.Context, in events.CacheImportRequeste
 	out.Manifest = top
 	if err := cachefmt.CheckSize(top); err != nil {
 		done(err)
-		return out, bus.Invalid(err)
+		return out, failure.Invalid(err)
 	}
 	data, err := r.read(ctx, top)
 	if err != nil {
@@ -392,7 +394,7 @@ func (h *Handler) importCache(ctx context.Context, in events.CacheImportRequeste
 	m, err := cachefmt.ReadManifest(data)
 	if err != nil {
 		done(err)
-		return out, bus.Invalid(err)
+		return out, failure.Invalid(err)
 	}
 	out.MediaType = m.MediaType
 	emitOneOff(ctx, vertex, "inferred cache manifest type: "+m.MediaType)(nil)
@@ -418,7 +420,7 @@ func (h *Handler) importCache(ctx context.Context, in events.CacheImportRequeste
 					return out, err
 				}
 				if !ok {
-					err := bus.Invalid(fmt.Errorf("cache manifest %s lists blob %s, which %s does not have", top.Digest, l.Digest, r.location()))
+					err := failure.Invalid(fmt.Errorf("cache manifest %s lists blob %s, which %s does not have", top.Digest, l.Digest, r.location()))
 					done(err)
 					return out, err
 				}
@@ -445,19 +447,19 @@ func (h *Handler) parse(ctx context.Context, r reader, m cachefmt.Manifest) (*ca
 		}
 		cfg, layers, found, err := cachefmt.InlineConfig(cfgData, m)
 		if err != nil {
-			return nil, bus.Invalid(err)
+			return nil, failure.Invalid(err)
 		}
 		if !found {
-			return nil, bus.Invalid(fmt.Errorf("%s holds an image without an inline cache, not a cache", r.location()))
+			return nil, failure.Invalid(fmt.Errorf("%s holds an image without an inline cache, not a cache", r.location()))
 		}
 		chains, err := cachefmt.Parse(cfg, cachefmt.Manifest{Layers: layers}.Blobs())
 		if err != nil {
-			return nil, bus.Invalid(err)
+			return nil, failure.Invalid(err)
 		}
 		return chains, nil
 	}
 	if err := cachefmt.CheckSize(m.Config); err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	cfgData, err := r.read(ctx, m.Config)
 	if err != nil {
@@ -465,7 +467,7 @@ func (h *Handler) parse(ctx context.Context, r reader, m cachefmt.Manifest) (*ca
 	}
 	chains, err := cachefmt.ParseConfig(cfgData, m.Blobs())
 	if err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	return chains, nil
 }
@@ -510,13 +512,13 @@ func (h *Handler) store(ctx context.Context, chains *cachefmt.Chains, loc events
 	for rd, rec := range wanted {
 		have, found, err := h.index.GetRecord(ctx, rd)
 		if err != nil {
-			return nil, 0, bus.Unavailable(err)
+			return nil, 0, failure.Unavailable(err)
 		}
 		if found && !have.Lazy() {
 			continue
 		}
 		if err := h.index.PutRecord(ctx, rd, rec); err != nil {
-			return nil, 0, bus.Unavailable(err)
+			return nil, 0, failure.Unavailable(err)
 		}
 		written = append(written, rd)
 	}
@@ -551,13 +553,13 @@ func chainID(layers []events.Layer) digest.Digest {
 // (Registry errors carry their class already: see registry.Error.Is.)
 func classify(err error) error {
 	switch {
-	case bus.Code(err) != "internal": // classified already
+	case failure.Code(err) != "internal": // classified already
 		return err
 	case errors.Is(err, ocilayout.ErrNotFound):
-		return bus.NotFound(err)
+		return failure.NotFound(err)
 	case errors.Is(err, ocilayout.ErrInvalid), errors.Is(err, ocilayout.ErrVerify),
 		errors.Is(err, cachefmt.ErrInvalid), errors.Is(err, cachefmt.ErrTooLarge):
-		return bus.Invalid(err)
+		return failure.Invalid(err)
 	}
 	return err
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -47,7 +49,7 @@ func TestHandlerAlone(t *testing.T) {
 		{"unknown key", events.CacheExportRequested{Target: "type=registry,ref=" + reg.Host() + "/cache/app:1", Keys: []digest.Digest{digest.FromString("nope")}}, "is not in the cache index"},
 	} {
 		out, err := h.Export(t.Context(), tc.in)
-		if err == nil || !bus.Permanent(err) || !strings.Contains(err.Error(), tc.want) {
+		if err == nil || !failure.Permanent(err) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Export = %v, %v; want a permanent error saying %q", tc.name, out, err, tc.want)
 		}
 	}

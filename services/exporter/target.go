@@ -9,11 +9,12 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/containerd/containerd/v2/pkg/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/blobs"
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/cachefmt"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
@@ -34,7 +35,7 @@ type writer interface {
 func (h *Handler) writer(_ context.Context, t cachefmt.ExportTarget, in events.CacheExportRequested) (writer, error) {
 	if t.Type == cachefmt.TypeLocal {
 		if in.Session == "" || in.Store == "" || h.sessions == nil {
-			return nil, bus.Invalid(errors.New("local cache exporter: dest is written through the client's session, and the request names none"))
+			return nil, failure.Invalid(errors.New("local cache exporter: dest is written through the client's session, and the request names none"))
 		}
 		return &sessionWriter{s: h.sessions, session: in.Session, store: in.Store, tag: t.Tag, read: h.open}, nil
 	}
@@ -225,7 +226,7 @@ func (r *registryReader) has(ctx context.Context, desc ocispec.Descriptor) (bool
 func (h *Handler) reader(src cachefmt.ImportSource, in events.CacheImportRequested) (reader, error) {
 	if src.Type == cachefmt.TypeLocal {
 		if in.Session == "" || in.Store == "" || h.sessions == nil {
-			return nil, bus.Invalid(errors.New("local cache importer: src is read through the client's session, and the request names none"))
+			return nil, failure.Invalid(errors.New("local cache importer: src is read through the client's session, and the request names none"))
 		}
 		return &sessionReader{s: h.sessions, session: in.Session, store: in.Store, src: src}, nil
 	}

@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -19,7 +20,7 @@ import (
 func (h *Handler) blobKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
 	blob := id.(*source.ImageBlobIdentifier)
 	if in.Index != 0 {
-		return nil, bus.Invalid(fmt.Errorf("%s has no cache key index %d", blob.Scheme(), in.Index))
+		return nil, failure.Invalid(fmt.Errorf("%s has no cache key index %d", blob.Scheme(), in.Index))
 	}
 	key, err := blob.CacheKey()
 	if err != nil {

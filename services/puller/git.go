@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote"
 	"github.com/stevedore-dev/stevedore/pkg/lineage"
@@ -17,10 +18,10 @@ import (
 // GitLister lists the refs of a git remote, as `git ls-remote` does.
 type GitLister interface {
 	// ListRefs returns the refs remote advertises, asked with auth's
-	// header. Its errors match the bus classes: bus.ErrNotFound for a
-	// repository that does not exist, bus.ErrUnauthorized when it wants
-	// (other) credentials, bus.ErrInvalid for a remote that cannot be
-	// read, bus.ErrUnavailable otherwise.
+	// header. Its errors match the bus classes: failure.ErrNotFound for a
+	// repository that does not exist, failure.ErrUnauthorized when it wants
+	// (other) credentials, failure.ErrInvalid for a remote that cannot be
+	// read, failure.ErrUnavailable otherwise.
 	ListRefs(ctx context.Context, remote string, auth gitremote.Auth) ([]source.GitRef, error)
 }
 
@@ -59,7 +60,7 @@ type gitListing struct {
 func (h *Handler) gitKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
 	g := id.(*source.GitIdentifier)
 	if in.Index != 0 {
-		return nil, bus.Invalid(fmt.Errorf("git has no cache key index %d", in.Index))
+		return nil, failure.Invalid(fmt.Errorf("git has no cache key index %d", in.Index))
 	}
 	if err := gitSupported(g); err != nil {
 		return nil, err
@@ -97,14 +98,14 @@ func (h *Handler) gitKey(ctx context.Context, id source.Identifier, in events.Ca
 func gitSupported(g *source.GitIdentifier) error {
 	switch {
 	case g.MountSSHSock != "":
-		return bus.Invalid(fmt.Errorf("no SSH key %q forwarded from the client", g.MountSSHSock))
+		return failure.Invalid(fmt.Errorf("no SSH key %q forwarded from the client", g.MountSSHSock))
 	case g.Bundle != "" || g.CheckoutBundle:
-		return bus.Invalid(errors.New("git bundles (git.bundle, git.checkoutbundle) are not supported yet"))
+		return failure.Invalid(errors.New("git bundles (git.bundle, git.checkoutbundle) are not supported yet"))
 	case g.VerifySignature != nil:
-		return bus.Invalid(errors.New("git signature verification (git.sig.*) is not supported yet"))
+		return failure.Invalid(errors.New("git signature verification (git.sig.*) is not supported yet"))
 	}
 	if err := gitremote.CheckRemote(g.Remote); err != nil {
-		return bus.Invalid(err)
+		return failure.Invalid(err)
 	}
 	return nil
 }
@@ -151,11 +152,11 @@ func (h *Handler) listGit(ctx context.Context, g *source.GitIdentifier, remote s
 func classifyGit(err error) error {
 	switch {
 	case errors.Is(err, source.ErrNotFound):
-		return bus.NotFound(err)
+		return failure.NotFound(err)
 	case errors.Is(err, source.ErrInvalid):
-		return bus.Invalid(err)
-	case !bus.Permanent(err) && bus.IsUnreachable(err):
-		return bus.Unreachable(err)
+		return failure.Invalid(err)
+	case !failure.Permanent(err) && failure.IsUnreachable(err):
+		return failure.Unreachable(err)
 	}
 	return err
 }

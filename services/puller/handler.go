@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/containerd/platforms"
 	lru "github.com/hashicorp/golang-lru/v2"
 	digest "github.com/opencontainers/go-digest"
@@ -223,11 +225,11 @@ func NewHandler(reg Registry, flight Flight, index CacheIndex, platform ocispec.
 func (h *Handler) CacheKey(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 	id, err := h.manager.Identifier(in.Source)
 	if err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	fn, err := h.manager.Resolve(id)
 	if err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	return fn(ctx, id, in)
 }
@@ -240,7 +242,7 @@ func (h *Handler) imageKey(ctx context.Context, id source.Identifier, in events.
 	case 1:
 		return h.configKey(ctx, in)
 	}
-	return nil, bus.Invalid(fmt.Errorf("docker-image has no cache key index %d", in.Index))
+	return nil, failure.Invalid(fmt.Errorf("docker-image has no cache key index %d", in.Index))
 }
 
 // manifestKey is index 0.
@@ -262,7 +264,7 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 	}
 	top := resolved.Top
 	if img.Checksum != "" && top.Digest != img.Checksum {
-		return nil, bus.Invalid(fmt.Errorf("image digest %s for %s does not match expected checksum %s", top.Digest, ref, img.Checksum))
+		return nil, failure.Invalid(fmt.Errorf("image digest %s for %s does not match expected checksum %s", top.Digest, ref, img.Checksum))
 	}
 	opts, err := h.manifests(ctx, img, top, platform)
 	if err != nil {
@@ -283,7 +285,7 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 func (h *Handler) indexZero(ctx context.Context, in events.CacheKeyRequested, opts events.CacheOpts, platform ocispec.Platform, limit *int, progressID string, started time.Time) ([]events.Event, error) {
 	if limit != nil {
 		if *limit > len(opts.Layers) {
-			return nil, bus.Invalid(fmt.Errorf("layer limit %d is greater than the number of layers in the image %d", *limit, len(opts.Layers)))
+			return nil, failure.Invalid(fmt.Errorf("layer limit %d is greater than the number of layers in the image %d", *limit, len(opts.Layers)))
 		}
 		opts.Layers = opts.Layers[:*limit]
 		opts.LayerLimit = limit
@@ -296,7 +298,7 @@ func (h *Handler) indexZero(ctx context.Context, in events.CacheKeyRequested, op
 
 	rec, found, err := h.index.Get(ctx, ck.Digest)
 	if err != nil {
-		return nil, bus.Unavailable(err)
+		return nil, failure.Unavailable(err)
 	}
 	if found && answers(rec, &opts) {
 		// A lazy record gets its snapshot made under both keys.
@@ -317,12 +319,12 @@ func (h *Handler) indexZero(ctx context.Context, in events.CacheKeyRequested, op
 func (h *Handler) configKey(ctx context.Context, in events.CacheKeyRequested) ([]events.Event, error) {
 	opts := in.CacheOpts
 	if opts == nil || len(in.Keys) == 0 {
-		return nil, bus.Invalid(errors.New("cachekey.requested for index 1 carries no cacheOpts or no index-0 key"))
+		return nil, failure.Invalid(errors.New("cachekey.requested for index 1 carries no cacheOpts or no index-0 key"))
 	}
 	ck := indexOneKey(opts, in.Keys[0])
 	rec, found, err := h.index.Get(ctx, ck.Digest)
 	if err != nil {
-		return nil, bus.Unavailable(err)
+		return nil, failure.Unavailable(err)
 	}
 	keys := append(append([]events.CacheKey(nil), in.Keys...), ck)
 	if found && answers(rec, opts) {
@@ -395,7 +397,7 @@ func hitEvents(in events.CacheKeyRequested, ck events.CacheKey, rec events.Cache
 func (h *Handler) contentKey(ctx context.Context, in events.CacheKeyRequested, ck events.CacheKey, content *events.Content, sight *sighted) ([]events.Event, error) {
 	rec, found, err := h.index.Get(ctx, ck.Digest)
 	if err != nil {
-		return nil, bus.Unavailable(err)
+		return nil, failure.Unavailable(err)
 	}
 	keys := []events.CacheKey{ck}
 	if found && rec.Node != "" && rec.SnapshotKey != "" {
@@ -465,7 +467,7 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 	// connections) leaves the last answer; one that said no does not.
 	var stale error
 	if cerr := classify(err); err != nil && img.ResolveMode == source.ResolveModeDefault &&
-		(!bus.Permanent(cerr) || errors.Is(cerr, bus.ErrUnreachable)) {
+		(!failure.Permanent(cerr) || errors.Is(cerr, failure.ErrUnreachable)) {
 		if v, found, gerr := h.flight.Get(ctx, key); gerr == nil && found {
 			res, err, stale = lease.Result{Value: v}, nil, err
 		}
@@ -653,11 +655,11 @@ func flightKey(kind string, parts ...string) string {
 func classify(err error) error {
 	switch {
 	case errors.Is(err, image.ErrNoPlatform):
-		return bus.NotFound(err)
+		return failure.NotFound(err)
 	case errors.Is(err, image.ErrInvalid), errors.Is(err, source.ErrInvalid):
-		return bus.Invalid(err)
-	case !bus.Permanent(err) && bus.IsUnreachable(err):
-		return bus.Unreachable(err)
+		return failure.Invalid(err)
+	case !failure.Permanent(err) && failure.IsUnreachable(err):
+		return failure.Unreachable(err)
 	}
 	return err
 }

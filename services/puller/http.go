@@ -9,10 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -81,7 +82,7 @@ type httpEntry struct {
 func (h *Handler) httpKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
 	src := id.(*source.HTTPIdentifier)
 	if in.Index != 0 {
-		return nil, bus.Invalid(fmt.Errorf("%s has no cache key index %d", src.Scheme(), in.Index))
+		return nil, failure.Invalid(fmt.Errorf("%s has no cache key index %d", src.Scheme(), in.Index))
 	}
 	meta, static := src.StaticMetadata()
 	auth := src.Auth(in.Session)
@@ -208,7 +209,7 @@ func (h *Handler) httpState(ctx context.Context, key string) (httpState, error) 
 	var s httpState
 	v, found, err := h.httpShared.Get(ctx, key)
 	if err != nil {
-		return s, bus.Unavailable(err)
+		return s, failure.Unavailable(err)
 	}
 	if found {
 		_ = json.Unmarshal(v, &s) // an unreadable state is no state
@@ -265,7 +266,7 @@ func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, hea
 	}
 	resp, err := h.httpClient.Do(req)
 	if err != nil {
-		return httpEntry{}, bus.Unavailable(err)
+		return httpEntry{}, failure.Unavailable(err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
@@ -279,7 +280,7 @@ func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, hea
 		}
 		e, ok := byTag[tag]
 		if !ok {
-			return httpEntry{}, bus.Invalid(fmt.Errorf("invalid not-modified ETag: %v", tag))
+			return httpEntry{}, failure.Invalid(fmt.Errorf("invalid not-modified ETag: %v", tag))
 		}
 		e.Filename = name
 		return e, nil
@@ -293,7 +294,7 @@ func (h *Handler) fetchHTTP(ctx context.Context, src *source.HTTPIdentifier, hea
 	n, err := io.Copy(io.MultiWriter(d.Hash(), sp.writer()), body)
 	if err != nil {
 		sp.discard()
-		return httpEntry{}, bus.Unavailable(fmt.Errorf("download %s: %w", src.URL, err))
+		return httpEntry{}, failure.Unavailable(fmt.Errorf("download %s: %w", src.URL, err))
 	}
 	body.done()
 	if h.downloads != nil {
@@ -344,7 +345,7 @@ func (h *Handler) headMatches(ctx context.Context, src *source.HTTPIdentifier, h
 func newHTTPRequest(ctx context.Context, method string, src *source.HTTPIdentifier, authorization string, etags []string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, src.URL, nil)
 	if err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	for _, hf := range src.Header {
 		req.Header.Set(hf.Name, hf.Value)

@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -18,10 +19,10 @@ import (
 func (h *Handler) localKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
 	l := id.(*source.LocalIdentifier)
 	if in.Index != 0 {
-		return nil, bus.Invalid(fmt.Errorf("local has no cache key index %d", in.Index))
+		return nil, failure.Invalid(fmt.Errorf("local has no cache key index %d", in.Index))
 	}
 	if l.MetadataOnly {
-		return nil, bus.Invalid(errors.New("local.metadatatransfer (metadata-only transfers) is not supported yet"))
+		return nil, failure.Invalid(errors.New("local.metadatatransfer (metadata-only transfers) is not supported yet"))
 	}
 	// The session is local.session's, or else the build's (BuildKit's
 	// next session of the job's group); the key names it.

@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/image"
 	"github.com/stevedore-dev/stevedore/pkg/session"
@@ -65,7 +66,7 @@ func (h *Handler) ociKey(ctx context.Context, id source.Identifier, in events.Ca
 	case 1:
 		return h.configKey(ctx, in)
 	}
-	return nil, bus.Invalid(fmt.Errorf("oci-layout has no cache key index %d", in.Index))
+	return nil, failure.Invalid(fmt.Errorf("oci-layout has no cache key index %d", in.Index))
 }
 
 // ociManifestKey is index 0 of oci-layout.
@@ -117,7 +118,7 @@ func (h *Handler) ociTop(ctx context.Context, loc events.BlobLocation, oci *sour
 		return ocispec.Descriptor{}, nil, err
 	}
 	if top.MediaType = detectMediaType(data); top.MediaType == "" {
-		return ocispec.Descriptor{}, nil, bus.Invalid(fmt.Errorf("reference %q contains neither an index nor a manifest", oci.Reference.String()))
+		return ocispec.Descriptor{}, nil, failure.Invalid(fmt.Errorf("reference %q contains neither an index nor a manifest", oci.Reference.String()))
 	}
 	return top, data, nil
 }
@@ -169,7 +170,7 @@ var (
 func (h *Handler) ociBlobKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {
 	blob := id.(*source.ImageBlobIdentifier)
 	if in.Index != 0 {
-		return nil, bus.Invalid(fmt.Errorf("%s has no cache key index %d", blob.Scheme(), in.Index))
+		return nil, failure.Invalid(fmt.Errorf("%s has no cache key index %d", blob.Scheme(), in.Index))
 	}
 	key, err := blob.CacheKey()
 	if err != nil {
@@ -193,7 +194,7 @@ func sessionLocation(sessionID, build, store string) (events.BlobLocation, error
 		sessionID = build
 	}
 	if sessionID == "" {
-		return events.BlobLocation{}, bus.Invalid(errNoSessions)
+		return events.BlobLocation{}, failure.Invalid(errNoSessions)
 	}
 	if err := session.ValidateID(sessionID); err != nil {
 		return events.BlobLocation{}, fmt.Errorf("%s: %w", source.AttrOCILayoutSessionID, err)

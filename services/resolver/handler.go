@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/containerd/platforms"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -45,26 +47,26 @@ func (h *Handler) Resolve(ctx context.Context, in events.SourceResolveRequested)
 		bus.Erase(ctx)
 		return []events.Event{events.New(events.SourceFailed{
 			Source: source.WithoutCredentials(in.Source), Step: events.TypeSourceResolveRequested,
-			Reason: err.Error(), Code: bus.Code(bus.Invalid(err)), Attempts: 1,
+			Reason: err.Error(), Code: failure.Code(failure.Invalid(err)), Attempts: 1,
 		})}, nil
 	}
 	// A request naming a client session acts only when that session's
 	// key signed it: otherwise any client could publish one on another's
 	// build and have the fleet read that build's session for it.
 	if err := session.VerifyInput(ctx, in); err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	id, err := h.manager.Identifier(in.Source)
 	if err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	handler, err := h.manager.Resolve(id)
 	if err != nil {
-		return nil, bus.Invalid(err)
+		return nil, failure.Invalid(err)
 	}
 	if in.Session != "" {
 		if err := events.ValidateSessionID(in.Session); err != nil {
-			return nil, bus.Invalid(fmt.Errorf("build session: %w", err))
+			return nil, failure.Invalid(fmt.Errorf("build session: %w", err))
 		}
 	}
 	canonical := events.SourceOp{Identifier: id.String(), Attrs: in.Source.Attrs, Platform: in.Source.Platform}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/google/go-cmp/cmp"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -170,11 +172,11 @@ func TestResolveBadInput(t *testing.T) {
 			if err.Error() != tc.want {
 				t.Errorf("error = %q, want %q", err.Error(), tc.want)
 			}
-			if !bus.Permanent(err) {
-				t.Errorf("bus.Permanent(%v) = false, want true", err)
+			if !failure.Permanent(err) {
+				t.Errorf("failure.Permanent(%v) = false, want true", err)
 			}
-			if got := bus.Code(err); got != "invalid" {
-				t.Errorf("bus.Code(%v) = %q, want invalid", err, got)
+			if got := failure.Code(err); got != "invalid" {
+				t.Errorf("failure.Code(%v) = %q, want invalid", err, got)
 			}
 			if !errors.Is(err, tc.is) {
 				t.Errorf("errors.Is(%v, %v) = false", err, tc.is)
@@ -262,7 +264,7 @@ func TestResolveCarriesTheSession(t *testing.T) {
 		in := events.New(events.SourceResolveRequested{Source: op, Session: bad})
 		in.ID, in.BuildID = "b2-request", "b2"
 		out, err := bus.Typed(h.Resolve)(t.Context(), in)
-		if err == nil || !bus.Permanent(err) || !strings.Contains(err.Error(), "signed") {
+		if err == nil || !failure.Permanent(err) || !strings.Contains(err.Error(), "signed") {
 			t.Errorf("session %q: %v, %v; want a permanent error, not signed", bad, out, err)
 		}
 	}

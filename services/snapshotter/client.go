@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
@@ -42,7 +43,7 @@ func (h *Handler) watchClient(ctx context.Context, id string) (context.Context, 
 			case <-t.C:
 			}
 			if err := h.clients.Ping(ctx, id); errors.Is(err, session.ErrNoSession) {
-				cancel(bus.NotFound(fmt.Errorf("the build's client went away: %w", err)))
+				cancel(failure.NotFound(fmt.Errorf("the build's client went away: %w", err)))
 				return
 			}
 		}

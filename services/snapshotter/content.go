@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/lease"
 )
@@ -23,7 +24,7 @@ func (h *Handler) fillerOf(c *events.Content) (filler, error) {
 	case c.Git != nil:
 		return h.gitFiller(c.Git)
 	}
-	return nil, bus.Invalid(errors.New("snapshot.requested: content names nothing to snapshot"))
+	return nil, failure.Invalid(errors.New("snapshot.requested: content names nothing to snapshot"))
 }
 
 // snapshotContent makes the snapshot of a source that is not an image
@@ -36,7 +37,7 @@ func (h *Handler) snapshotContent(ctx context.Context, in events.SnapshotRequest
 	}
 	key := in.Content.Key(in.Keys)
 	if key == "" {
-		return nil, bus.Invalid(errors.New("snapshot.requested for content carries no key"))
+		return nil, failure.Invalid(errors.New("snapshot.requested for content carries no key"))
 	}
 	fill, err := h.fillerOf(in.Content)
 	if err != nil {
@@ -100,7 +101,7 @@ func (h *Handler) record(ctx context.Context, keys []events.CacheKey, rec events
 	}
 	rec.CreatedAt = h.now().UTC()
 	if err := h.index.Put(ctx, rec); err != nil {
-		return bus.Unavailable(err)
+		return failure.Unavailable(err)
 	}
 	return nil
 }

@@ -12,9 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -26,16 +27,16 @@ import (
 func (h *Handler) fileFiller(fc *events.FileContent) (filler, error) {
 	name := fc.Name
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, `/\`) {
-		return nil, bus.Invalid(fmt.Errorf("file snapshot: invalid file name %q", name))
+		return nil, failure.Invalid(fmt.Errorf("file snapshot: invalid file name %q", name))
 	}
 	if err := fc.Digest.Validate(); err != nil {
-		return nil, bus.Invalid(fmt.Errorf("file snapshot: digest: %w", err))
+		return nil, failure.Invalid(fmt.Errorf("file snapshot: digest: %w", err))
 	}
 	if len(fc.Locations) == 0 && fc.URL == "" {
-		return nil, bus.Invalid(errors.New("file snapshot: no location and no URL to read the file from"))
+		return nil, failure.Invalid(errors.New("file snapshot: no location and no URL to read the file from"))
 	}
 	if fc.Perm < 0 || fc.Perm > 0o7777 {
-		return nil, bus.Invalid(fmt.Errorf("file snapshot: invalid mode %o", fc.Perm))
+		return nil, failure.Invalid(fmt.Errorf("file snapshot: invalid mode %o", fc.Perm))
 	}
 	mode := os.FileMode(uint32(fc.Perm)) & os.ModePerm
 	mtime := time.Unix(0, 0)
@@ -79,7 +80,7 @@ func (h *Handler) writeFile(ctx context.Context, fc *events.FileContent, path st
 		}
 	}
 	if fc.URL == "" {
-		return bus.Invalid(errors.New("file snapshot: no location this node reads and no URL to read the file from"))
+		return failure.Invalid(errors.New("file snapshot: no location this node reads and no URL to read the file from"))
 	}
 	rc, err := h.download(ctx, fc)
 	if err != nil {
@@ -130,10 +131,10 @@ func copyVerified(fc *events.FileContent, path string, mode os.FileMode, r io.Re
 		if what == "" {
 			what = name
 		}
-		return bus.Invalid(fmt.Errorf("digest mismatch for %s: %s (expected: %s)", what, got, fc.Digest))
+		return failure.Invalid(fmt.Errorf("digest mismatch for %s: %s (expected: %s)", what, got, fc.Digest))
 	}
 	if fc.Size >= 0 && n != fc.Size {
-		return bus.Invalid(fmt.Errorf("size mismatch for %s: %d bytes (expected: %d)", name, n, fc.Size))
+		return failure.Invalid(fmt.Errorf("size mismatch for %s: %d bytes (expected: %d)", name, n, fc.Size))
 	}
 	return nil
 }
@@ -143,7 +144,7 @@ func copyVerified(fc *events.FileContent, path string, mode os.FileMode, r io.Re
 func (h *Handler) download(ctx context.Context, fc *events.FileContent) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fc.URL, nil)
 	if err != nil {
-		return nil, bus.Invalid(fmt.Errorf("file snapshot: %w", err))
+		return nil, failure.Invalid(fmt.Errorf("file snapshot: %w", err))
 	}
 	for _, hd := range fc.Headers {
 		req.Header.Set(hd.Name, hd.Value)
@@ -158,7 +159,7 @@ func (h *Handler) download(ctx context.Context, fc *events.FileContent) (io.Read
 	}
 	resp, err := h.http.Do(req)
 	if err != nil {
-		return nil, bus.Unavailable(err)
+		return nil, failure.Unavailable(err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
 		_ = resp.Body.Close()

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote"
@@ -60,16 +62,16 @@ const gitCacheDir = "git"
 // node's cache of the remote first, when it is not there already.
 func (h *Handler) gitFiller(gc *events.GitContent) (filler, error) {
 	if h.git == nil {
-		return nil, bus.Invalid(errors.New("git snapshots are not configured on this node"))
+		return nil, failure.Invalid(errors.New("git snapshots are not configured on this node"))
 	}
 	if err := gitremote.CheckRemote(gc.Remote); err != nil {
-		return nil, bus.Invalid(fmt.Errorf("git snapshot: %w", err))
+		return nil, failure.Invalid(fmt.Errorf("git snapshot: %w", err))
 	}
 	if !source.IsCommitSHA(gc.Commit) {
-		return nil, bus.Invalid(fmt.Errorf("git snapshot: invalid commit %q", gc.Commit))
+		return nil, failure.Invalid(fmt.Errorf("git snapshot: invalid commit %q", gc.Commit))
 	}
 	if gc.Subdir != "" && strings.TrimPrefix(path.Join("/", gc.Subdir), "/") != gc.Subdir {
-		return nil, bus.Invalid(fmt.Errorf("git snapshot: subdir %q is not clean and relative", gc.Subdir))
+		return nil, failure.Invalid(fmt.Errorf("git snapshot: subdir %q is not clean and relative", gc.Subdir))
 	}
 	req := gitremote.CheckoutRequest{
 		Remote: gc.Remote, Ref: gc.Ref, Commit: gc.Commit, Subdir: gc.Subdir,

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -191,20 +193,20 @@ func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 	defer stop()
 	if in.Content != nil {
 		if err := in.Content.Validate(); err != nil {
-			return nil, bus.Invalid(fmt.Errorf("snapshot.requested: %w", err))
+			return nil, failure.Invalid(fmt.Errorf("snapshot.requested: %w", err))
 		}
 		return h.snapshotContent(ctx, in)
 	}
 	if in.CacheOpts == nil {
-		return nil, bus.Invalid(errors.New("snapshot.requested carries neither cacheOpts nor content"))
+		return nil, failure.Invalid(errors.New("snapshot.requested carries neither cacheOpts nor content"))
 	}
 	layers := in.CacheOpts.Layers
 	if err := validLayers(layers); err != nil {
-		return nil, bus.Invalid(fmt.Errorf("snapshot.requested: %w", err))
+		return nil, failure.Invalid(fmt.Errorf("snapshot.requested: %w", err))
 	}
 	if c := in.CacheOpts.Cached; c != nil {
 		if err := validLayers(c.Layers); err != nil {
-			return nil, bus.Invalid(fmt.Errorf("snapshot.requested: cached result: %w", err))
+			return nil, failure.Invalid(fmt.Errorf("snapshot.requested: cached result: %w", err))
 		}
 	}
 	ready := events.SnapshotReady{Source: in.Source, Keys: in.Keys, Layers: layers, Node: h.node}
@@ -243,7 +245,7 @@ func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 			Snapshotter: where.Snapshotter, SnapshotsDir: where.SnapshotsDir,
 		})
 		if err != nil {
-			return nil, bus.Unavailable(err)
+			return nil, failure.Unavailable(err)
 		}
 	}
 	return []events.Event{events.New(ready)}, nil
@@ -430,10 +432,10 @@ func (p *progress) update(u snapshot.Update) {
 // (Registry errors carry their class already: see registry.Error.Is.)
 func classify(err error) error {
 	if errors.Is(err, snapshot.ErrVerify) || errors.Is(err, snapshot.ErrLimit) || errors.Is(err, snapshot.ErrBadLayer) {
-		return bus.Invalid(err)
+		return failure.Invalid(err)
 	}
-	if !bus.Permanent(err) && bus.IsUnreachable(err) {
-		return bus.Unreachable(err)
+	if !failure.Permanent(err) && failure.IsUnreachable(err) {
+		return failure.Unreachable(err)
 	}
 	return err
 }

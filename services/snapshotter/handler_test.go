@@ -4,9 +4,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	digest "github.com/opencontainers/go-digest"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/services/snapshotter"
 )
@@ -20,7 +21,7 @@ func TestHandlerAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := h.Snapshot(t.Context(), events.SnapshotRequested{Source: events.SourceOp{Identifier: "docker-image://example.com/a:1"}})
-	if err == nil || !bus.Permanent(err) || !strings.Contains(err.Error(), "carries neither cacheOpts nor content") || len(out) != 0 {
+	if err == nil || !failure.Permanent(err) || !strings.Contains(err.Error(), "carries neither cacheOpts nor content") || len(out) != 0 {
 		t.Errorf("Snapshot = %v, %v; want a permanent error naming what is missing", out, err)
 	}
 }
@@ -42,7 +43,7 @@ func TestHandlerRefusesContentOfNoneOrTwoKinds(t *testing.T) {
 		{events.Content{File: &events.FileContent{Name: "f"}, Git: &events.GitContent{}}, "names 2 things to snapshot"},
 	} {
 		out, err := h.Snapshot(t.Context(), events.SnapshotRequested{Source: events.SourceOp{Identifier: "git://example.com/a"}, Keys: keys, Content: &c.content})
-		if err == nil || !bus.Permanent(err) || !strings.Contains(err.Error(), c.want) || len(out) != 0 {
+		if err == nil || !failure.Permanent(err) || !strings.Contains(err.Error(), c.want) || len(out) != 0 {
 			t.Errorf("Snapshot(%+v) = %v, %v; want a permanent error saying %q", c.content, out, err, c.want)
 		}
 	}

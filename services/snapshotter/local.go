@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -53,20 +55,20 @@ const localProgressInterval = 100 * time.Millisecond
 func (h *Handler) snapshotLocal(ctx context.Context, in events.SnapshotRequested) ([]events.Event, error) {
 	lc := in.Content.Local
 	if h.local == nil {
-		return nil, bus.Invalid(errors.New("local snapshots are not configured on this node"))
+		return nil, failure.Invalid(errors.New("local snapshots are not configured on this node"))
 	}
 	if err := session.ValidateID(lc.Session); err != nil {
-		return nil, bus.Invalid(fmt.Errorf("local snapshot: %w", err))
+		return nil, failure.Invalid(fmt.Errorf("local snapshot: %w", err))
 	}
 	if lc.Name == "" {
-		return nil, bus.Invalid(errors.New("local snapshot: no directory name"))
+		return nil, failure.Invalid(errors.New("local snapshot: no directory name"))
 	}
 	if lc.Differ != "metadata" && lc.Differ != "none" && lc.Differ != "" {
-		return nil, bus.Invalid(fmt.Errorf("local snapshot: unknown differ %q", lc.Differ))
+		return nil, failure.Invalid(fmt.Errorf("local snapshot: unknown differ %q", lc.Differ))
 	}
 	key := in.Content.Key(in.Keys)
 	if key == "" {
-		return nil, bus.Invalid(errors.New("snapshot.requested for content carries no key"))
+		return nil, failure.Invalid(errors.New("snapshot.requested for content carries no key"))
 	}
 	ready := events.SnapshotReady{Source: in.Source, Keys: in.Keys, SnapshotKey: key, Node: h.node}
 	h.busy.RLock()
@@ -215,11 +217,11 @@ func (t *localTransfer) fill(ctx context.Context, dir string) (err error) {
 // relative, and below no symlink of the snapshot.
 func (t *localTransfer) path(p string) (string, error) {
 	if p == "" || path.Clean("/" + p)[1:] != p {
-		return "", bus.Invalid(fmt.Errorf("local snapshot: path %q from the session is not clean and relative", p))
+		return "", failure.Invalid(fmt.Errorf("local snapshot: path %q from the session is not clean and relative", p))
 	}
 	for parent := path.Dir(p); parent != "."; parent = path.Dir(parent) {
 		if t.symlinks[parent] {
-			return "", bus.Invalid(fmt.Errorf("local snapshot: path %q from the session is below symlink %q", p, parent))
+			return "", failure.Invalid(fmt.Errorf("local snapshot: path %q from the session is below symlink %q", p, parent))
 		}
 	}
 	return filepath.Join(t.dir, filepath.FromSlash(p)), nil

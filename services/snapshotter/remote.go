@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
@@ -373,7 +375,7 @@ func (b *remoteBuilds) makeChain(ctx context.Context, ref string, on chainWatch)
 	ready, err := b.make(ctx, req, func(p events.Payload) { emit(p); on.changed() })
 	if err != nil {
 		pub.publish(context.WithoutCancel(ctx), events.SnapshotFailed{Source: out.Source,
-			Step: events.TypeSnapshotRequested, Reason: err.Error(), Code: bus.Code(err), Attempts: 1})
+			Step: events.TypeSnapshotRequested, Reason: err.Error(), Code: failure.Code(err), Attempts: 1})
 		return chain{}, fmt.Errorf("build %s: %w", buildID, err)
 	}
 	pub.publish(ctx, ready)

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
@@ -23,7 +25,7 @@ func Logging(log *slog.Logger) bus.Middleware {
 			attrs := []any{"build_id", in.BuildID, "event_type", string(in.Type()), "event_id", in.ID,
 				"outputs", len(out), "duration", time.Since(start)}
 			if err != nil {
-				log.WarnContext(ctx, "handler failed", append(attrs, "error", err.Error(), "code", bus.Code(err))...)
+				log.WarnContext(ctx, "handler failed", append(attrs, "error", err.Error(), "code", failure.Code(err))...)
 			} else {
 				log.DebugContext(ctx, "handled", attrs...)
 			}

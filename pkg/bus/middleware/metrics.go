@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -12,7 +14,7 @@ import (
 )
 
 // OutcomeOK is the outcome label of a handling that succeeded; a failure's
-// is its bus.Code ("invalid", "not-found", "unauthorized", "unavailable",
+// is its failure.Code ("invalid", "not-found", "unauthorized", "unavailable",
 // "internal").
 const OutcomeOK = "ok"
 
@@ -46,7 +48,7 @@ func Metrics(reg prometheus.Registerer, service string) (bus.Middleware, error) 
 			name := events.NameOf(in.Type())
 			outcome := OutcomeOK
 			if err != nil {
-				outcome = bus.Code(err)
+				outcome = failure.Code(err)
 			}
 			handled.WithLabelValues(name, outcome).Inc()
 			duration.WithLabelValues(name).Observe(time.Since(start).Seconds())

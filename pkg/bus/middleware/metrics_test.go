@@ -6,10 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/middleware"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
@@ -23,7 +24,7 @@ func TestMetrics(t *testing.T) {
 	}
 	ok := mw(func(context.Context, events.Event) ([]events.Event, error) { return nil, nil })
 	bad := mw(func(context.Context, events.Event) ([]events.Event, error) {
-		return nil, bus.Invalid(errors.New("no handler for git"))
+		return nil, failure.Invalid(errors.New("no handler for git"))
 	})
 	for range 3 {
 		_, _ = ok(t.Context(), in)

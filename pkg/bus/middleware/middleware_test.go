@@ -9,7 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+
 	"github.com/stevedore-dev/stevedore/pkg/bus/middleware"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
@@ -29,7 +30,7 @@ func TestRecover(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "handler panicked: boom") || out != nil {
 		t.Fatalf("Recover = %v, %v", out, err)
 	}
-	if bus.Permanent(err) {
+	if failure.Permanent(err) {
 		t.Error("a panic must be retried, not failed at once")
 	}
 	var line map[string]any
@@ -52,9 +53,9 @@ func TestLogging(t *testing.T) {
 	t.Parallel()
 	log, buf := jsonLogger(slog.LevelInfo)
 	failing := middleware.Logging(log)(func(context.Context, events.Event) ([]events.Event, error) {
-		return nil, bus.NotFound(errors.New("image not found"))
+		return nil, failure.NotFound(errors.New("image not found"))
 	})
-	if _, err := failing(t.Context(), in); !errors.Is(err, bus.ErrNotFound) {
+	if _, err := failing(t.Context(), in); !errors.Is(err, failure.ErrNotFound) {
 		t.Fatalf("Logging changed the error: %v", err)
 	}
 	var line map[string]any

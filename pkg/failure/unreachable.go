@@ -1,4 +1,4 @@
-package bus
+package failure
 
 import (
 	"crypto/tls"
