@@ -17,6 +17,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 
 	"github.com/stevedore-dev/stevedore/pkg/source"
+
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // Cache is a directory of bare repositories, one per remote, that fetch
@@ -181,7 +183,7 @@ func (r *repo) ensure(ctx context.Context, ref string, want plumbing.Hash, auth 
 	if name == "" {
 		name = want.String()
 	}
-	return fetches, newError(r.remote, KindNotFound,
+	return fetches, newError(r.remote, failure.KindNotFound,
 		"fetched ref %s does not match expected commit %s and commit can not be found in the repository", name, want)
 }
 
@@ -257,10 +259,10 @@ func (r *repo) objectsSince(before map[string]bool) int {
 // validCommit parses a full SHA-1 commit id.
 func validCommit(remote, s string) (plumbing.Hash, error) {
 	if len(s) == 64 && source.IsCommitSHA(s) {
-		return plumbing.ZeroHash, newError(remote, KindInvalid, "commit %s: SHA-256 repositories are not supported", s)
+		return plumbing.ZeroHash, newError(remote, failure.KindInvalid, "commit %s: SHA-256 repositories are not supported", s)
 	}
 	if len(s) != 40 || !source.IsCommitSHA(s) {
-		return plumbing.ZeroHash, newError(remote, KindInvalid, "invalid commit sha %q", s)
+		return plumbing.ZeroHash, newError(remote, failure.KindInvalid, "invalid commit sha %q", s)
 	}
 	return plumbing.NewHash(s), nil
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // CheckoutRequest says what Checkout writes.
@@ -79,8 +81,8 @@ const MaxSubmoduleDepth = 8
 // symlinks; nothing is ever written outside Dir, and tree entries git
 // itself refuses (".git", "..", names with "/") fail the checkout.
 //
-// It fails with an *Error: KindInvalid for a remote CheckRemote refuses,
-// a malformed commit or a tree that cannot be written, KindNotFound for a
+// It fails with an *Error: failure.KindInvalid for a remote CheckRemote refuses,
+// a malformed commit or a tree that cannot be written, failure.KindNotFound for a
 // commit, subdir or submodule URL that does not exist, and the kinds of
 // List for the remote's own failures.
 func (c *Cache) Checkout(ctx context.Context, req CheckoutRequest) (CheckoutResult, error) {
@@ -163,7 +165,7 @@ type indexEntry struct {
 // write writes one job and then the submodules its tree has.
 func (w *writer) write(ctx context.Context, j job, depth int) error {
 	if depth > MaxSubmoduleDepth {
-		return newError(j.remote, KindInvalid, "submodules nest deeper than %d levels", MaxSubmoduleDepth)
+		return newError(j.remote, failure.KindInvalid, "submodules nest deeper than %d levels", MaxSubmoduleDepth)
 	}
 	r, err := w.cache.open(ctx, j.remote)
 	if err != nil {
@@ -222,7 +224,7 @@ func (w *writer) writeLocked(ctx context.Context, r *repo, j job, depth int) ([]
 			if rest == "" {
 				return nil, nil, nil
 			}
-			return nil, nil, newError(r.remote, KindNotFound, "failed to open subdir %s: %s is in submodule %s, which is skipped", j.treePath, rest, link.repoPath)
+			return nil, nil, newError(r.remote, failure.KindNotFound, "failed to open subdir %s: %s is in submodule %s, which is skipped", j.treePath, rest, link.repoPath)
 		}
 		u, err := r.submoduleURL(commit, link.repoPath)
 		if err != nil {
@@ -262,16 +264,16 @@ func (r *repo) peel(h plumbing.Hash) (*object.Commit, error) {
 		case *object.Tag:
 			h = o.Target
 		default:
-			return nil, newError(r.remote, KindInvalid, "expected commit or tag object, got %s", obj.Type())
+			return nil, newError(r.remote, failure.KindInvalid, "expected commit or tag object, got %s", obj.Type())
 		}
 	}
-	return nil, newError(r.remote, KindInvalid, "tag %s: too many nested tags", h)
+	return nil, newError(r.remote, failure.KindInvalid, "tag %s: too many nested tags", h)
 }
 
 // objectError classifies a failure to read an object of the repository.
 func (r *repo) objectError(err error) error {
 	if errors.Is(err, plumbing.ErrObjectNotFound) {
-		return &Error{Remote: r.remote, Kind: KindNotFound, Err: fmt.Errorf("git repository %s: %w", r.remote, err)}
+		return &Error{Remote: r.remote, Kind: failure.KindNotFound, Err: fmt.Errorf("git repository %s: %w", r.remote, err)}
 	}
 	return fmt.Errorf("git repository %s: %w", r.remote, err)
 }
@@ -294,7 +296,7 @@ func (r *repo) descend(tree *object.Tree, p string, commit plumbing.Hash) (*obje
 		}
 		prefix = path.Join(prefix, part)
 		if entry == nil {
-			return nil, nil, "", newError(r.remote, KindNotFound, "failed to open subdir %s: %s does not exist in commit %s", p, prefix, commit)
+			return nil, nil, "", newError(r.remote, failure.KindNotFound, "failed to open subdir %s: %s does not exist in commit %s", p, prefix, commit)
 		}
 		switch entry.Mode {
 		case filemode.Dir:
@@ -306,7 +308,7 @@ func (r *repo) descend(tree *object.Tree, p string, commit plumbing.Hash) (*obje
 		case filemode.Submodule:
 			return nil, &gitlink{repoPath: prefix, commit: entry.Hash}, strings.Join(parts[i+1:], "/"), nil
 		default:
-			return nil, nil, "", newError(r.remote, KindInvalid, "failed to open subdir %s: %s is not a directory", p, prefix)
+			return nil, nil, "", newError(r.remote, failure.KindInvalid, "failed to open subdir %s: %s is not a directory", p, prefix)
 		}
 	}
 	return tree, nil, "", nil
@@ -321,7 +323,7 @@ func (w *writer) writeTree(ctx context.Context, r *repo, tree *object.Tree, out,
 			return cause
 		}
 		if err := checkName(e.Name); err != nil {
-			return newError(r.remote, KindInvalid, "tree entry %q in %s: %v", path.Join(repoPath, e.Name), r.remote, err)
+			return newError(r.remote, failure.KindInvalid, "tree entry %q in %s: %v", path.Join(repoPath, e.Name), r.remote, err)
 		}
 		name, rp := path.Join(out, e.Name), path.Join(repoPath, e.Name)
 		switch e.Mode {
@@ -359,7 +361,7 @@ func (w *writer) writeTree(ctx context.Context, r *repo, tree *object.Tree, out,
 			}
 			*links = append(*links, gitlink{repoPath: rp, out: name, commit: e.Hash})
 		default:
-			return newError(r.remote, KindInvalid, "tree entry %q: unsupported mode %s", rp, e.Mode)
+			return newError(r.remote, failure.KindInvalid, "tree entry %q: unsupported mode %s", rp, e.Mode)
 		}
 		if index {
 			w.index = append(w.index, indexEntry{name: rp, hash: e.Hash, mode: e.Mode})
@@ -423,7 +425,7 @@ func (r *repo) readBlob(h plumbing.Hash) ([]byte, error) {
 		return nil, r.objectError(err)
 	}
 	if blob.Size > maxSymlink*256 {
-		return nil, newError(r.remote, KindInvalid, "blob %s is too large (%d bytes)", h, blob.Size)
+		return nil, newError(r.remote, failure.KindInvalid, "blob %s is too large (%d bytes)", h, blob.Size)
 	}
 	rd, err := blob.Reader()
 	if err != nil {
@@ -437,7 +439,7 @@ func (r *repo) readBlob(h plumbing.Hash) ([]byte, error) {
 // commit's .gitmodules, resolved against the repository's own URL when it
 // is relative.
 func (r *repo) submoduleURL(commit *object.Commit, repoPath string) (string, error) {
-	noURL := newError(r.remote, KindNotFound, "no url found for submodule path %q in .gitmodules", repoPath)
+	noURL := newError(r.remote, failure.KindNotFound, "no url found for submodule path %q in .gitmodules", repoPath)
 	tree, err := commit.Tree()
 	if err != nil {
 		return "", r.objectError(err)
@@ -452,7 +454,7 @@ func (r *repo) submoduleURL(commit *object.Commit, repoPath string) (string, err
 	}
 	m := config.NewModules()
 	if err := m.Unmarshal(data); err != nil {
-		return "", newError(r.remote, KindInvalid, "%s: .gitmodules of commit %s: %v", r.remote, commit.Hash, err)
+		return "", newError(r.remote, failure.KindInvalid, "%s: .gitmodules of commit %s: %v", r.remote, commit.Hash, err)
 	}
 	for _, s := range m.Submodules {
 		if path.Clean(s.Path) != repoPath || s.URL == "" {
@@ -461,11 +463,11 @@ func (r *repo) submoduleURL(commit *object.Commit, repoPath string) (string, err
 		u := s.URL
 		if strings.HasPrefix(u, "./") || strings.HasPrefix(u, "../") {
 			if u, err = resolveRelative(r.remote, u); err != nil {
-				return "", newError(r.remote, KindInvalid, "submodule %s: %v", repoPath, err)
+				return "", newError(r.remote, failure.KindInvalid, "submodule %s: %v", repoPath, err)
 			}
 		}
 		if err := CheckRemote(u); err != nil {
-			return "", newError(r.remote, KindInvalid, "submodule %s: %v", repoPath, err)
+			return "", newError(r.remote, failure.KindInvalid, "submodule %s: %v", repoPath, err)
 		}
 		return u, nil
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/go-git/go-git/v5/storage/memory"
 
 	"github.com/stevedore-dev/stevedore/pkg/source"
+
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // ListTimeout bounds one List call: a remote that accepts the connection
@@ -26,12 +28,12 @@ const ListTimeout = time.Minute
 // commit they point at, and HEAD as a symbolic ref with its target when the
 // remote says (every git since 1.8.5 does).
 //
-// It fails with an *Error: KindInvalid for a remote CheckRemote refuses,
-// KindNotFound for a repository that does not exist or is empty,
-// KindUnauthorized when the remote wants credentials (or refuses auth's),
-// KindUnreachable when nothing listens or a git:// remote does not speak
+// It fails with an *Error: failure.KindInvalid for a remote CheckRemote refuses,
+// failure.KindNotFound for a repository that does not exist or is empty,
+// failure.KindUnauthorized when the remote wants credentials (or refuses auth's),
+// failure.KindUnreachable when nothing listens or a git:// remote does not speak
 // git's protocol (probeGitDaemon: an http server, or no answer within
-// ProbeTimeout), KindUnavailable otherwise.
+// ProbeTimeout), failure.KindUnavailable otherwise.
 func List(ctx context.Context, remote string, auth Auth) ([]source.GitRef, error) {
 	if err := CheckRemote(remote); err != nil {
 		return nil, err
@@ -76,7 +78,7 @@ func List(ctx context.Context, remote string, auth Auth) ([]source.GitRef, error
 
 // CheckRemote accepts the remotes this package can read: http, https and
 // git URLs with a host and no user information. Anything else fails with an
-// *Error of KindInvalid that matches ErrUnsupportedRemote; the message
+// *Error of failure.KindInvalid that matches ErrUnsupportedRemote; the message
 // never repeats credentials.
 func CheckRemote(remote string) error {
 	shown := source.RedactGitRemote(remote)
@@ -108,7 +110,7 @@ func CheckRemote(remote string) error {
 }
 
 func unsupported(remote, format string, args ...any) error {
-	return &Error{Remote: remote, Kind: KindInvalid, Err: &unsupportedError{msg: fmt.Sprintf(format, args...)}}
+	return &Error{Remote: remote, Kind: failure.KindInvalid, Err: &unsupportedError{msg: fmt.Sprintf(format, args...)}}
 }
 
 // unsupportedError carries a message and matches ErrUnsupportedRemote.

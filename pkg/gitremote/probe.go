@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
+
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // ProbeTimeout bounds the wait for a git:// remote's first bytes. A git
@@ -21,7 +23,7 @@ const ProbeTimeout = 5 * time.Second
 
 // probeGitDaemon asks a git:// remote for its advertisement and reads its
 // first bytes, so a server that does not speak git's protocol fails at once
-// with KindUnreachable, saying what it is. The request ends with a flush
+// with failure.KindUnreachable, saying what it is. The request ends with a flush
 // (a git daemon's upload-pack then exits cleanly, wanting nothing) and a
 // newline, which makes an http server answer the line as a malformed
 // request instead of waiting for the rest of it.
@@ -49,7 +51,7 @@ func probeGitDaemon(ctx context.Context, remote string) error {
 	req := packp.GitProtoRequest{RequestCommand: "git-upload-pack", Pathname: u.Path, Host: u.Host}
 	var buf bytes.Buffer
 	if err := req.Encode(&buf); err != nil {
-		return newError(remote, KindInvalid, "git remote %s: %w", remote, err)
+		return newError(remote, failure.KindInvalid, "git remote %s: %w", remote, err)
 	}
 	buf.WriteString("0000\n")
 	if _, err := conn.Write(buf.Bytes()); err != nil {
@@ -60,11 +62,11 @@ func probeGitDaemon(ctx context.Context, remote string) error {
 	head = head[:n]
 	switch {
 	case bytes.HasPrefix(head, []byte("HTTP/")):
-		return newError(remote, KindUnreachable, "failed to fetch remote %s: the server speaks http, not git's protocol (use an http:// or https:// URL)", remote)
+		return newError(remote, failure.KindUnreachable, "failed to fetch remote %s: the server speaks http, not git's protocol (use an http:// or https:// URL)", remote)
 	case n >= 4 && isPktLen(head[:4]):
 		return nil
 	case n > 0:
-		return newError(remote, KindUnreachable, "failed to fetch remote %s: the server's answer %q is not git's protocol", remote, head)
+		return newError(remote, failure.KindUnreachable, "failed to fetch remote %s: the server's answer %q is not git's protocol", remote, head)
 	case errors.Is(err, io.EOF):
 		// The daemon closed without a word: go-git says why (it reads
 		// the same close as a missing repository).

@@ -23,6 +23,8 @@ import (
 	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // OpPush is the operation of PushBlob, PushManifest and MountFrom.
@@ -88,30 +90,30 @@ type PushResult struct {
 // each call must return the content from its start. The PushResult says
 // whether the blob existed, was mounted or was uploaded.
 //
-// Errors are *Error with Op OpPush: KindInvalid for a reference containerd
+// Errors are *Error with Op OpPush: failure.KindInvalid for a reference containerd
 // cannot parse, a descriptor with a bad digest, a negative size or a
 // manifest or index media type (push those with PushManifest), and content
-// that does not match desc; KindUnauthorized when the registry refuses the
-// credentials (401, 403) or there are none; KindNotFound for a 404;
-// KindUnavailable for a 5xx or 429, a network error, a timeout, or a
-// registry that stops accepting data for Config.Timeout; KindInvalid for
+// that does not match desc; failure.KindUnauthorized when the registry refuses the
+// credentials (401, 403) or there are none; failure.KindNotFound for a 404;
+// failure.KindUnavailable for a 5xx or 429, a network error, a timeout, or a
+// registry that stops accepting data for Config.Timeout; failure.KindInvalid for
 // other 4xx. An error from open, or from reading what it returns, is
 // wrapped (errors.Is and errors.As find it) with that error's Kind when it
 // is an *Error itself, such as one from Open on a source registry, and
-// KindInvalid otherwise.
+// failure.KindInvalid otherwise.
 func (c *Client) PushBlob(ctx context.Context, ref string, desc ocispec.Descriptor, open func(ctx context.Context) (io.ReadCloser, error)) (PushResult, error) {
 	if err := checkRef(OpPush, ref); err != nil {
 		return PushResult{}, err
 	}
 	if err := checkPushDescriptor(desc); err != nil {
-		return PushResult{}, &Error{Op: OpPush, Ref: ref, Kind: KindInvalid, Err: err}
+		return PushResult{}, &Error{Op: OpPush, Ref: ref, Kind: failure.KindInvalid, Err: err}
 	}
 	if isManifestType(desc.MediaType) {
-		return PushResult{}, &Error{Op: OpPush, Ref: ref, Kind: KindInvalid,
+		return PushResult{}, &Error{Op: OpPush, Ref: ref, Kind: failure.KindInvalid,
 			Err: fmt.Errorf("%s has manifest media type %s: push it with PushManifest", desc.Digest, desc.MediaType)}
 	}
 	if open == nil {
-		return PushResult{}, &Error{Op: OpPush, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("no content source for %s", desc.Digest)}
+		return PushResult{}, &Error{Op: OpPush, Ref: ref, Kind: failure.KindInvalid, Err: fmt.Errorf("no content source for %s", desc.Digest)}
 	}
 	return c.push(ctx, ref, desc, open)
 }
@@ -125,20 +127,20 @@ func (c *Client) PushBlob(ctx context.Context, ref string, desc ocispec.Descript
 // data references must be in the repository already; most registries
 // reject it otherwise.
 //
-// Errors are *Error with Op OpPush: KindInvalid for a reference with no tag
+// Errors are *Error with Op OpPush: failure.KindInvalid for a reference with no tag
 // or a digest other than desc's, a media type that is not a manifest or
 // index, data larger than Config.MaxManifestBytes or not matching desc, and
 // a manifest the registry rejects with a 4xx other than 401, 403 and 404
-// (such as 400 MANIFEST_INVALID); KindNotFound for a 404, which some
+// (such as 400 MANIFEST_INVALID); failure.KindNotFound for a 404, which some
 // registries (go-containerregistry's among them) send for an index naming
-// a manifest the repository lacks; KindUnauthorized and KindUnavailable as
+// a manifest the repository lacks; failure.KindUnauthorized and failure.KindUnavailable as
 // for PushBlob.
 func (c *Client) PushManifest(ctx context.Context, ref string, desc ocispec.Descriptor, data []byte) error {
 	if err := checkRef(OpPush, ref); err != nil {
 		return err
 	}
 	invalid := func(format string, args ...any) error {
-		return &Error{Op: OpPush, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf(format, args...)}
+		return &Error{Op: OpPush, Ref: ref, Kind: failure.KindInvalid, Err: fmt.Errorf(format, args...)}
 	}
 	spec, err := reference.Parse(ref)
 	if err != nil { // checkRef parsed it already
@@ -157,7 +159,7 @@ func (c *Client) PushManifest(ctx context.Context, ref string, desc ocispec.Desc
 		return invalid("%s is %d bytes, more than the %d-byte cap", desc.Digest, len(data), c.cfg.MaxManifestBytes)
 	}
 	if err := Verify(desc, data); err != nil {
-		return &Error{Op: OpPush, Ref: ref, Kind: KindInvalid, Err: err}
+		return &Error{Op: OpPush, Ref: ref, Kind: failure.KindInvalid, Err: err}
 	}
 	_, err = c.push(ctx, ref, desc, func(context.Context) (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
@@ -170,20 +172,20 @@ func (c *Client) PushManifest(ctx context.Context, ref string, desc ocispec.Desc
 // /v2/<repo>/blobs/<digest> (repeated after an auth challenge, and for a
 // 408, 429 or 5xx as containerd does). A 200 is true and a 404 is false.
 //
-// Errors are *Error with Op OpResolve: KindInvalid for a bad reference or
-// digest and for other 4xx; KindUnauthorized for a 401 or 403, or missing
-// credentials; KindUnavailable for a 5xx or 429, a network error or a
+// Errors are *Error with Op OpResolve: failure.KindInvalid for a bad reference or
+// digest and for other 4xx; failure.KindUnauthorized for a 401 or 403, or missing
+// credentials; failure.KindUnavailable for a 5xx or 429, a network error or a
 // timeout.
 func (c *Client) HasBlob(ctx context.Context, ref string, desc ocispec.Descriptor) (bool, error) {
 	if err := checkRef(OpResolve, ref); err != nil {
 		return false, err
 	}
 	if err := desc.Digest.Validate(); err != nil {
-		return false, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("bad digest %q: %w", desc.Digest, err)}
+		return false, &Error{Op: OpResolve, Ref: ref, Kind: failure.KindInvalid, Err: fmt.Errorf("bad digest %q: %w", desc.Digest, err)}
 	}
 	spec, err := reference.Parse(ref)
 	if err != nil {
-		return false, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
+		return false, &Error{Op: OpResolve, Ref: ref, Kind: failure.KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
 	}
 	hosts, err := c.hosts(spec.Hostname())
 	if err != nil {
@@ -191,12 +193,12 @@ func (c *Client) HasBlob(ctx context.Context, ref string, desc ocispec.Descripto
 	}
 	i := slices.IndexFunc(hosts, func(h docker.RegistryHost) bool { return h.Capabilities.Has(docker.HostCapabilityPull) })
 	if i < 0 {
-		return false, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("no pull host for %s", spec.Hostname())}
+		return false, &Error{Op: OpResolve, Ref: ref, Kind: failure.KindInvalid, Err: fmt.Errorf("no pull host for %s", spec.Hostname())}
 	}
 	host := hosts[i]
 	ctx, err = docker.ContextWithRepositoryScope(ctx, spec, false)
 	if err != nil {
-		return false, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid, Err: err}
+		return false, &Error{Op: OpResolve, Ref: ref, Kind: failure.KindInvalid, Err: err}
 	}
 	repo := strings.TrimPrefix(spec.Locator, spec.Hostname()+"/")
 	u := host.Scheme + "://" + host.Host + host.Path + "/" + repo + "/blobs/" + desc.Digest.String()
@@ -290,7 +292,7 @@ func retryHead(ctx context.Context, host docker.RegistryHost, responses []*http.
 // registry then mounts the blob from there if that repository still has
 // it, and uploads it otherwise.
 //
-// The error is an *Error with Op OpPush and KindInvalid for a reference
+// The error is an *Error with Op OpPush and failure.KindInvalid for a reference
 // containerd cannot parse.
 func MountFrom(desc ocispec.Descriptor, ref string) (ocispec.Descriptor, error) {
 	if err := checkRef(OpPush, ref); err != nil {
@@ -318,7 +320,7 @@ func MountFrom(desc ocispec.Descriptor, ref string) (ocispec.Descriptor, error) 
 			return out, nil
 		}
 	}
-	return ocispec.Descriptor{}, &Error{Op: OpPush, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
+	return ocispec.Descriptor{}, &Error{Op: OpPush, Ref: ref, Kind: failure.KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
 }
 
 // push runs containerd's pusher for desc against ref and, when the
@@ -361,7 +363,7 @@ func (c *Client) push(ctx context.Context, ref string, desc ocispec.Descriptor, 
 	if err := c.upload(ctx, cancel, w, desc, open); err != nil {
 		var se *sourceError
 		if errors.As(err, &se) {
-			kind := KindInvalid
+			kind := failure.KindInvalid
 			var inner *Error
 			if errors.As(se.err, &inner) {
 				kind = inner.Kind

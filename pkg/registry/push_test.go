@@ -19,6 +19,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/registry/registrytest"
 )
@@ -379,7 +380,7 @@ func TestMountFrom(t *testing.T) {
 		})
 	}
 	_, err := registry.MountFrom(ocispec.Descriptor{Digest: d}, "bad host/a")
-	_ = checkError(t, "MountFrom", err, wantError{op: registry.OpPush, ref: "bad host/a", kind: registry.KindInvalid, contains: "bad reference"})
+	_ = checkError(t, "MountFrom", err, wantError{op: registry.OpPush, ref: "bad host/a", kind: failure.KindInvalid, contains: "bad reference"})
 }
 
 func TestPushAuth(t *testing.T) {
@@ -423,11 +424,11 @@ func TestPushAuth(t *testing.T) {
 			}
 			b := ex.blobs[0]
 			_, err := c.PushBlob(t.Context(), ref, b.desc, mustNotOpen(t))
-			_ = checkError(t, "PushBlob", err, wantError{op: registry.OpPush, ref: ref, kind: registry.KindUnauthorized, status: http.StatusUnauthorized})
+			_ = checkError(t, "PushBlob", err, wantError{op: registry.OpPush, ref: ref, kind: failure.KindUnauthorized, status: http.StatusUnauthorized})
 			err = c.PushManifest(t.Context(), ref, ex.index, ex.data)
-			_ = checkError(t, "PushManifest", err, wantError{op: registry.OpPush, ref: ref, kind: registry.KindUnauthorized, status: http.StatusUnauthorized})
+			_ = checkError(t, "PushManifest", err, wantError{op: registry.OpPush, ref: ref, kind: failure.KindUnauthorized, status: http.StatusUnauthorized})
 			_, err = c.HasBlob(t.Context(), ref, b.desc)
-			_ = checkError(t, "HasBlob", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindUnauthorized, status: http.StatusUnauthorized})
+			_ = checkError(t, "HasBlob", err, wantError{op: registry.OpResolve, ref: ref, kind: failure.KindUnauthorized, status: http.StatusUnauthorized})
 			if _, ok := reg.Blob("cache/app", b.desc.Digest); ok {
 				t.Errorf("the registry has the blob after a refused push")
 			}
@@ -444,28 +445,28 @@ func TestPushFaults(t *testing.T) {
 		name      string
 		rule      registrytest.FailRule
 		manifest  bool
-		kind      registry.Kind
+		kind      failure.Kind
 		status    int
 		temporary bool
 		// opens is how many times open must be called.
 		opens int32
 	}{
 		{name: "500 starting the upload", rule: registrytest.FailRule{Method: http.MethodPost, Kind: registrytest.KindUpload, Status: http.StatusInternalServerError, Times: -1},
-			kind: registry.KindUnavailable, status: http.StatusInternalServerError, temporary: true},
+			kind: failure.KindUnavailable, status: http.StatusInternalServerError, temporary: true},
 		{name: "500 on the upload", rule: registrytest.FailRule{Method: http.MethodPut, Kind: registrytest.KindUpload, Status: http.StatusInternalServerError, Times: -1},
-			kind: registry.KindUnavailable, status: http.StatusInternalServerError, temporary: true, opens: 2},
+			kind: failure.KindUnavailable, status: http.StatusInternalServerError, temporary: true, opens: 2},
 		{name: "503 on the upload", rule: registrytest.FailRule{Method: http.MethodPut, Kind: registrytest.KindUpload, Status: http.StatusServiceUnavailable, Times: -1},
-			kind: registry.KindUnavailable, status: http.StatusServiceUnavailable, temporary: true, opens: 2},
+			kind: failure.KindUnavailable, status: http.StatusServiceUnavailable, temporary: true, opens: 2},
 		{name: "403 on the upload", rule: registrytest.FailRule{Method: http.MethodPut, Kind: registrytest.KindUpload, Status: http.StatusForbidden, Times: -1},
-			kind: registry.KindUnauthorized, status: http.StatusForbidden, opens: 1},
+			kind: failure.KindUnauthorized, status: http.StatusForbidden, opens: 1},
 		{name: "400 on the upload", rule: registrytest.FailRule{Method: http.MethodPut, Kind: registrytest.KindUpload, Status: http.StatusBadRequest, Times: -1},
-			kind: registry.KindInvalid, status: http.StatusBadRequest, opens: 1},
+			kind: failure.KindInvalid, status: http.StatusBadRequest, opens: 1},
 		{name: "500 on the existence check", rule: registrytest.FailRule{Method: http.MethodHead, Kind: registrytest.KindBlob, Status: http.StatusInternalServerError, Times: -1},
-			kind: registry.KindUnavailable, status: http.StatusInternalServerError, temporary: true},
+			kind: failure.KindUnavailable, status: http.StatusInternalServerError, temporary: true},
 		{name: "500 on the manifest", manifest: true, rule: registrytest.FailRule{Method: http.MethodPut, Kind: registrytest.KindManifest, Status: http.StatusInternalServerError, Times: -1},
-			kind: registry.KindUnavailable, status: http.StatusInternalServerError, temporary: true},
+			kind: failure.KindUnavailable, status: http.StatusInternalServerError, temporary: true},
 		{name: "400 on the manifest", manifest: true, rule: registrytest.FailRule{Method: http.MethodPut, Kind: registrytest.KindManifest, Status: http.StatusBadRequest, Times: -1},
-			kind: registry.KindInvalid, status: http.StatusBadRequest},
+			kind: failure.KindInvalid, status: http.StatusBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -543,22 +544,22 @@ func TestPushWrongContent(t *testing.T) {
 	tests := []struct {
 		name     string
 		open     func(context.Context) (io.ReadCloser, error)
-		kind     registry.Kind
+		kind     failure.Kind
 		contains string
 		// is, when set, must be in the error's chain.
 		is error
 	}{
-		{name: "other bytes of the same size", open: (&source{data: other}).open, kind: registry.KindInvalid, contains: "content has digest " + digest.FromBytes(other).String()},
-		{name: "one byte short", open: (&source{data: data[:len(data)-1]}).open, kind: registry.KindInvalid, contains: fmt.Sprintf("got %d bytes, want %d", len(data)-1, len(data))},
-		{name: "one byte more", open: (&source{data: append(bytes.Clone(data), 'x')}).open, kind: registry.KindInvalid, contains: "more than the descriptor's"},
-		{name: "empty", open: (&source{}).open, kind: registry.KindInvalid, contains: "got 0 bytes"},
-		{name: "open fails", open: func(context.Context) (io.ReadCloser, error) { return nil, errDisk }, kind: registry.KindInvalid, is: errDisk},
+		{name: "other bytes of the same size", open: (&source{data: other}).open, kind: failure.KindInvalid, contains: "content has digest " + digest.FromBytes(other).String()},
+		{name: "one byte short", open: (&source{data: data[:len(data)-1]}).open, kind: failure.KindInvalid, contains: fmt.Sprintf("got %d bytes, want %d", len(data)-1, len(data))},
+		{name: "one byte more", open: (&source{data: append(bytes.Clone(data), 'x')}).open, kind: failure.KindInvalid, contains: "more than the descriptor's"},
+		{name: "empty", open: (&source{}).open, kind: failure.KindInvalid, contains: "got 0 bytes"},
+		{name: "open fails", open: func(context.Context) (io.ReadCloser, error) { return nil, errDisk }, kind: failure.KindInvalid, is: errDisk},
 		{name: "read fails", open: func(context.Context) (io.ReadCloser, error) {
 			return io.NopCloser(io.MultiReader(bytes.NewReader(data[:100]), iotestErrReader{errDisk})), nil
-		}, kind: registry.KindInvalid, is: errDisk},
+		}, kind: failure.KindInvalid, is: errDisk},
 		{name: "the source is a registry that is down", open: func(context.Context) (io.ReadCloser, error) {
-			return nil, &registry.Error{Op: registry.OpFetch, Ref: "elsewhere/x", Kind: registry.KindUnavailable, Err: errDisk}
-		}, kind: registry.KindUnavailable, is: errDisk},
+			return nil, &registry.Error{Op: registry.OpFetch, Ref: "elsewhere/x", Kind: failure.KindUnavailable, Err: errDisk}
+		}, kind: failure.KindUnavailable, is: errDisk},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -570,7 +571,7 @@ func TestPushWrongContent(t *testing.T) {
 			if res != (registry.PushResult{}) {
 				t.Errorf("failed PushBlob returned %+v", res)
 			}
-			_ = checkError(t, "PushBlob", err, wantError{op: registry.OpPush, ref: ref, kind: tt.kind, temporary: tt.kind == registry.KindUnavailable, contains: tt.contains})
+			_ = checkError(t, "PushBlob", err, wantError{op: registry.OpPush, ref: ref, kind: tt.kind, temporary: tt.kind == failure.KindUnavailable, contains: tt.contains})
 			if tt.is != nil && !errors.Is(err, tt.is) {
 				t.Errorf("PushBlob error %v does not wrap %v", err, tt.is)
 			}
@@ -666,7 +667,7 @@ func TestPushInvalid(t *testing.T) {
 			reg := registrytest.New(t)
 			ref := reg.Host() + tt.ref
 			err := tt.call(t, newClient(t, registry.Config{}), ref)
-			_ = checkError(t, tt.name, err, wantError{op: registry.OpPush, ref: ref, kind: registry.KindInvalid, contains: tt.contains})
+			_ = checkError(t, tt.name, err, wantError{op: registry.OpPush, ref: ref, kind: failure.KindInvalid, contains: tt.contains})
 			if n := reg.Count("", ""); n != 0 {
 				t.Errorf("%d requests reached the registry, want 0: %+v", n, reg.Requests())
 			}
@@ -711,12 +712,12 @@ func TestHasBlob(t *testing.T) {
 	t.Run("errors", func(t *testing.T) {
 		for _, e := range []struct {
 			status    int
-			kind      registry.Kind
+			kind      failure.Kind
 			temporary bool
 		}{
-			{status: http.StatusForbidden, kind: registry.KindUnauthorized},
-			{status: http.StatusBadRequest, kind: registry.KindInvalid},
-			{status: http.StatusServiceUnavailable, kind: registry.KindUnavailable, temporary: true},
+			{status: http.StatusForbidden, kind: failure.KindUnauthorized},
+			{status: http.StatusBadRequest, kind: failure.KindInvalid},
+			{status: http.StatusServiceUnavailable, kind: failure.KindUnavailable, temporary: true},
 		} {
 			repo := "cache/err" + fmt.Sprint(e.status)
 			reg.Fail(registrytest.FailRule{Method: http.MethodHead, Kind: registrytest.KindBlob, Repo: repo, Status: e.status, Times: -1})
@@ -728,7 +729,7 @@ func TestHasBlob(t *testing.T) {
 	t.Run("bad digest", func(t *testing.T) {
 		ref := reg.Host() + "/cache/app"
 		_, err := c.HasBlob(t.Context(), ref, ocispec.Descriptor{Digest: "sha256:abc"})
-		_ = checkError(t, "HasBlob", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindInvalid, contains: "bad digest"})
+		_ = checkError(t, "HasBlob", err, wantError{op: registry.OpResolve, ref: ref, kind: failure.KindInvalid, contains: "bad digest"})
 	})
 }
 
@@ -745,7 +746,7 @@ func TestPushStalledUpload(t *testing.T) {
 	ref := reg.Host() + "/cache/app:1"
 	start := time.Now()
 	_, err := newClient(t, registry.Config{Timeout: timeout}).PushBlob(t.Context(), ref, desc, (&source{data: data}).open)
-	_ = checkError(t, "PushBlob", err, wantError{op: registry.OpPush, ref: ref, kind: registry.KindUnavailable, temporary: true, contains: "stopped accepting data"})
+	_ = checkError(t, "PushBlob", err, wantError{op: registry.OpPush, ref: ref, kind: failure.KindUnavailable, temporary: true, contains: "stopped accepting data"})
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("a stalled upload failed after %v with a %v timeout", took, timeout)
 	}

@@ -155,7 +155,7 @@ func (c *Client) Resolve(ctx context.Context, ref string) (ocispec.Descriptor, e
 		return ocispec.Descriptor{}, wrap(OpResolve, ref, err)
 	}
 	if desc.Size > c.cfg.MaxManifestBytes {
-		return ocispec.Descriptor{}, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid,
+		return ocispec.Descriptor{}, &Error{Op: OpResolve, Ref: ref, Kind: failure.KindInvalid,
 			Err: fmt.Errorf("manifest %s is %d bytes, more than the %d-byte cap", desc.Digest, desc.Size, c.cfg.MaxManifestBytes)}
 	}
 	return desc, nil
@@ -165,7 +165,7 @@ func (c *Client) Resolve(ctx context.Context, ref string) (ocispec.Descriptor, e
 // refusing more than the cap and verifying size and digest.
 func (c *Client) FetchManifest(ctx context.Context, ref string, desc ocispec.Descriptor) ([]byte, error) {
 	if desc.Size > c.cfg.MaxManifestBytes {
-		return nil, &Error{Op: OpFetch, Ref: ref, Kind: KindInvalid,
+		return nil, &Error{Op: OpFetch, Ref: ref, Kind: failure.KindInvalid,
 			Err: fmt.Errorf("%s %s is %d bytes, more than the %d-byte cap", desc.MediaType, desc.Digest, desc.Size, c.cfg.MaxManifestBytes)}
 	}
 	rc, err := c.open(ctx, ref, desc)
@@ -178,11 +178,11 @@ func (c *Client) FetchManifest(ctx context.Context, ref string, desc ocispec.Des
 		return nil, wrap(OpFetch, ref, err)
 	}
 	if int64(len(data)) > c.cfg.MaxManifestBytes {
-		return nil, &Error{Op: OpFetch, Ref: ref, Kind: KindInvalid,
+		return nil, &Error{Op: OpFetch, Ref: ref, Kind: failure.KindInvalid,
 			Err: fmt.Errorf("%s is larger than the %d-byte cap", desc.Digest, c.cfg.MaxManifestBytes)}
 	}
 	if err := Verify(desc, data); err != nil {
-		return nil, &Error{Op: OpFetch, Ref: ref, Kind: KindInvalid, Err: err}
+		return nil, &Error{Op: OpFetch, Ref: ref, Kind: failure.KindInvalid, Err: err}
 	}
 	return data, nil
 }
@@ -216,11 +216,11 @@ func (c *Client) blobSize(ctx context.Context, ref string, dgst digest.Digest) (
 		return 0, err
 	}
 	if err := dgst.Validate(); err != nil {
-		return 0, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("bad digest %q: %w", dgst, err)}
+		return 0, &Error{Op: OpResolve, Ref: ref, Kind: failure.KindInvalid, Err: fmt.Errorf("bad digest %q: %w", dgst, err)}
 	}
 	spec, err := reference.Parse(ref)
 	if err != nil {
-		return 0, &Error{Op: OpResolve, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
+		return 0, &Error{Op: OpResolve, Ref: ref, Kind: failure.KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
 	}
 	byDigest := spec.Locator + "@" + dgst.String()
 	_, desc, err := c.resolver.Resolve(ctx, byDigest)
@@ -228,7 +228,7 @@ func (c *Client) blobSize(ctx context.Context, ref string, dgst digest.Digest) (
 		return 0, wrap(OpResolve, byDigest, err)
 	}
 	if desc.Digest != dgst || desc.Size < 0 {
-		return 0, &Error{Op: OpResolve, Ref: byDigest, Kind: KindInvalid, Err: fmt.Errorf("registry answered %s (%d bytes) for blob %s", desc.Digest, desc.Size, dgst)}
+		return 0, &Error{Op: OpResolve, Ref: byDigest, Kind: failure.KindInvalid, Err: fmt.Errorf("registry answered %s (%d bytes) for blob %s", desc.Digest, desc.Size, dgst)}
 	}
 	return desc.Size, nil
 }
@@ -306,7 +306,7 @@ func (g *stallGuard) Close() error {
 	return err
 }
 
-// checkRef rejects, as KindInvalid, a reference containerd's resolver
+// checkRef rejects, as failure.KindInvalid, a reference containerd's resolver
 // cannot parse or whose digest is malformed; containerd returns plain
 // errors for those, which wrap would take for network trouble.
 func checkRef(op Op, ref string) error {
@@ -317,7 +317,7 @@ func checkRef(op Op, ref string) error {
 		}
 	}
 	if err != nil {
-		return &Error{Op: op, Ref: ref, Kind: KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
+		return &Error{Op: op, Ref: ref, Kind: failure.KindInvalid, Err: fmt.Errorf("bad reference %q: %w", ref, err)}
 	}
 	return nil
 }
@@ -347,34 +347,15 @@ const (
 	OpFetch   Op = "fetch"
 )
 
-// Kind says what went wrong, for classification.
-type Kind int
-
-// The kinds.
-const (
-	// KindUnavailable: a 5xx or 429, a network error, a timeout. Retrying
-	// may help.
-	KindUnavailable Kind = iota
-	// KindNotFound: the registry does not have it (404).
-	KindNotFound
-	// KindUnauthorized: the registry refused the credentials (401, 403).
-	KindUnauthorized
-	// KindInvalid: the content is unusable (too large, wrong digest, an
-	// unsupported media type) or the request was malformed (other 4xx).
-	KindInvalid
-	// KindUnreachable: nothing listens at the registry's address, or it
-	// speaks another protocol (failure.IsUnreachable). Not retried.
-	KindUnreachable
-)
-
 // Error is a registry failure.
 type Error struct {
 	// Op is the operation.
 	Op Op
 	// Ref is the reference it was about.
 	Ref string
-	// Kind classifies it.
-	Kind Kind
+	// Kind is its class (failure.HTTPStatus of Status when there was a
+	// response).
+	Kind failure.Kind
 	// Status is the HTTP status, 0 when there was no response.
 	Status int
 	// Err is the underlying error.
@@ -387,62 +368,42 @@ func (e *Error) Error() string { return e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
 // Temporary reports whether retrying may help.
-func (e *Error) Temporary() bool { return e.Kind == KindUnavailable }
+func (e *Error) Temporary() bool { return e.Kind.Temporary() }
 
-// Is makes the error match the bus class of its kind (failure.ErrNotFound,
-// failure.ErrUnauthorized, failure.ErrInvalid, failure.ErrUnavailable), so a service
-// that gets one needs no mapping of its own: the registry classifies its
-// errors where it knows what they mean.
-func (e *Error) Is(target error) bool {
-	switch e.Kind {
-	case KindNotFound:
-		return target == failure.ErrNotFound
-	case KindUnauthorized:
-		return target == failure.ErrUnauthorized
-	case KindInvalid:
-		return target == failure.ErrInvalid
-	case KindUnreachable:
-		return target == failure.ErrUnreachable || target == failure.ErrUnavailable
-	}
-	return target == failure.ErrUnavailable
-}
+// Is makes the error match the class of its kind (failure.ErrNotFound,
+// failure.ErrUnauthorized, failure.ErrInvalid, failure.ErrUnavailable,
+// failure.ErrUnreachable), so a service that gets one needs no mapping of
+// its own: the registry classifies its errors where it knows what they
+// mean.
+func (e *Error) Is(target error) bool { return e.Kind.Is(target) }
 
 var _ error = (*Error)(nil)
 
 // wrap classifies an error from containerd's resolver or fetcher.
 func wrap(op Op, ref string, err error) error {
-	e := &Error{Op: op, Ref: ref, Err: err, Kind: KindUnavailable}
+	e := &Error{Op: op, Ref: ref, Err: err, Kind: failure.KindUnavailable}
 	var status remoteerrors.ErrUnexpectedStatus
 	switch {
 	case errors.As(err, &status):
 		e.Status = status.StatusCode
-		switch {
-		case status.StatusCode == http.StatusUnauthorized || status.StatusCode == http.StatusForbidden:
-			e.Kind = KindUnauthorized
-		case status.StatusCode == http.StatusNotFound:
-			e.Kind = KindNotFound
-		case status.StatusCode == http.StatusTooManyRequests || status.StatusCode == http.StatusRequestTimeout || status.StatusCode >= 500:
-			e.Kind = KindUnavailable
-		default:
-			e.Kind = KindInvalid
-		}
+		e.Kind = failure.HTTPStatus(status.StatusCode)
 	case errors.Is(err, docker.ErrInvalidAuthorization):
-		e.Kind = KindUnauthorized
+		e.Kind = failure.KindUnauthorized
 		e.Status = http.StatusUnauthorized
 	case errdefs.IsNotFound(err):
-		e.Kind = KindNotFound
+		e.Kind = failure.KindNotFound
 		e.Status = http.StatusNotFound
 		if strings.Contains(err.Error(), "rejecting") { // containerd's own manifest size cap
-			e.Kind = KindInvalid
+			e.Kind = failure.KindInvalid
 		}
 	case errdefs.IsNotImplemented(err):
-		e.Kind = KindInvalid
+		e.Kind = failure.KindInvalid
 	case errdefs.IsInvalidArgument(err): // a negative descriptor size, say
-		e.Kind = KindInvalid
+		e.Kind = failure.KindInvalid
 	case errdefs.IsFailedPrecondition(err): // more bytes than the descriptor's size
-		e.Kind = KindInvalid
+		e.Kind = failure.KindInvalid
 	case failure.IsUnreachable(err):
-		e.Kind = KindUnreachable
+		e.Kind = failure.KindUnreachable
 	}
 	return e
 }

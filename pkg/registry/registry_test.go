@@ -127,7 +127,7 @@ func newClient(t *testing.T, cfg registry.Config) *registry.Client {
 type wantError struct {
 	op        registry.Op
 	ref       string
-	kind      registry.Kind
+	kind      failure.Kind
 	status    int
 	temporary bool
 	// contains, when set, must be in the message.
@@ -325,7 +325,7 @@ func TestFetchManifestVerifies(t *testing.T) {
 			if got != nil {
 				t.Errorf("FetchManifest returned %d bytes with its error", len(got))
 			}
-			_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid, contains: tt.contains})
+			_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: failure.KindInvalid, contains: tt.contains})
 		})
 	}
 }
@@ -348,7 +348,7 @@ func TestResolveTrustsHeaderFetchVerifies(t *testing.T) {
 		t.Errorf("Resolve (-want +got):\n%s", diff)
 	}
 	_, err = c.FetchManifest(t.Context(), ref, desc)
-	_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid, contains: "content has digest " + img.Digest.String()})
+	_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: failure.KindInvalid, contains: "content has digest " + img.Digest.String()})
 }
 
 func TestResolveWithoutDigestHeader(t *testing.T) {
@@ -384,14 +384,14 @@ func TestManifestSizeCap(t *testing.T) {
 		reg := registrytest.New(t)
 		ref, _ := push(t, reg, "single")
 		_, err := newClient(t, registry.Config{MaxManifestBytes: maxBytes}).Resolve(t.Context(), ref)
-		_ = checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindInvalid, contains: "100-byte cap"})
+		_ = checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: failure.KindInvalid, contains: "100-byte cap"})
 	})
 	t.Run("fetch", func(t *testing.T) {
 		t.Parallel()
 		reg := registrytest.New(t)
 		ref, _ := push(t, reg, "single")
 		_, err := newClient(t, registry.Config{MaxManifestBytes: maxBytes}).FetchManifest(t.Context(), ref, top)
-		_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid, contains: "100-byte cap"})
+		_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: failure.KindInvalid, contains: "100-byte cap"})
 		if n := reg.Count("", ""); n != 0 {
 			t.Errorf("FetchManifest made %d requests for a descriptor over the cap, want 0", n)
 		}
@@ -402,7 +402,7 @@ func TestManifestSizeCap(t *testing.T) {
 		ref := fake.start(t) + "/" + fakeRepo + ":1"
 		desc := ocispec.Descriptor{MediaType: top.MediaType, Digest: top.Digest, Size: maxBytes / 2}
 		_, err := newClient(t, registry.Config{MaxManifestBytes: maxBytes}).FetchManifest(t.Context(), ref, desc)
-		_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid})
+		_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: failure.KindInvalid})
 	})
 	t.Run("fetch at the cap", func(t *testing.T) {
 		t.Parallel()
@@ -468,7 +468,7 @@ func TestNotFound(t *testing.T) {
 			reg := registrytest.New(t)
 			push(t, reg, "single")
 			ref, err := tt.call(t, newClient(t, registry.Config{}), reg.Host())
-			_ = checkError(t, tt.name, err, wantError{op: tt.op, ref: ref, kind: registry.KindNotFound, status: http.StatusNotFound, contains: "not found"})
+			_ = checkError(t, tt.name, err, wantError{op: tt.op, ref: ref, kind: failure.KindNotFound, status: http.StatusNotFound, contains: "not found"})
 			if n := reg.Count("", ""); n == 0 {
 				t.Errorf("no request reached the registry")
 			}
@@ -520,7 +520,7 @@ func TestAuth(t *testing.T) {
 
 			desc, err := c.Resolve(t.Context(), ref)
 			if !tt.ok {
-				_ = checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindUnauthorized, status: http.StatusUnauthorized})
+				_ = checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: failure.KindUnauthorized, status: http.StatusUnauthorized})
 				if n := countStatus(reg, http.StatusUnauthorized); n == 0 {
 					t.Errorf("the registry answered no request with 401")
 				}
@@ -601,17 +601,17 @@ func TestStatusErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		status    int
-		kind      registry.Kind
+		kind      failure.Kind
 		temporary bool
 	}{
-		{status: http.StatusBadRequest, kind: registry.KindInvalid},
-		{status: http.StatusForbidden, kind: registry.KindUnauthorized},
-		{status: http.StatusNotFound, kind: registry.KindNotFound},
-		{status: http.StatusRequestTimeout, kind: registry.KindUnavailable, temporary: true},
-		{status: http.StatusTooManyRequests, kind: registry.KindUnavailable, temporary: true},
-		{status: http.StatusInternalServerError, kind: registry.KindUnavailable, temporary: true},
-		{status: http.StatusBadGateway, kind: registry.KindUnavailable, temporary: true},
-		{status: http.StatusServiceUnavailable, kind: registry.KindUnavailable, temporary: true},
+		{status: http.StatusBadRequest, kind: failure.KindInvalid},
+		{status: http.StatusForbidden, kind: failure.KindUnauthorized},
+		{status: http.StatusNotFound, kind: failure.KindNotFound},
+		{status: http.StatusRequestTimeout, kind: failure.KindUnavailable, temporary: true},
+		{status: http.StatusTooManyRequests, kind: failure.KindUnavailable, temporary: true},
+		{status: http.StatusInternalServerError, kind: failure.KindUnavailable, temporary: true},
+		{status: http.StatusBadGateway, kind: failure.KindUnavailable, temporary: true},
+		{status: http.StatusServiceUnavailable, kind: failure.KindUnavailable, temporary: true},
 	}
 	for _, tt := range tests {
 		for _, o := range operations {
@@ -680,7 +680,7 @@ func TestConnectionRefused(t *testing.T) {
 			ref := closedPort(t) + "/fixture/single:1"
 			err := o.call(t, newClient(t, registry.Config{}), ref, img)
 			// Nothing listens there: retrying cannot help.
-			_ = checkError(t, o.name, err, wantError{op: o.op, ref: ref, kind: registry.KindUnreachable, temporary: false})
+			_ = checkError(t, o.name, err, wantError{op: o.op, ref: ref, kind: failure.KindUnreachable, temporary: false})
 			if !errors.Is(err, failure.ErrUnreachable) || !failure.Permanent(err) {
 				t.Errorf("%s error %v is not failure.ErrUnreachable, permanent", o.name, err)
 			}
@@ -699,7 +699,7 @@ func TestTimeout(t *testing.T) {
 
 	start := time.Now()
 	_, err := c.Resolve(t.Context(), ref)
-	_ = checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: registry.KindUnavailable, temporary: true})
+	_ = checkError(t, "Resolve", err, wantError{op: registry.OpResolve, ref: ref, kind: failure.KindUnavailable, temporary: true})
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("Resolve took %v with a 100ms timeout", d)
 	}
@@ -739,7 +739,7 @@ func TestBadReference(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			err := tt.call(t, newClient(t, registry.Config{}), tt.ref)
-			_ = checkError(t, tt.name, err, wantError{op: tt.op, ref: tt.ref, kind: registry.KindInvalid, contains: "bad reference"})
+			_ = checkError(t, tt.name, err, wantError{op: tt.op, ref: tt.ref, kind: failure.KindInvalid, contains: "bad reference"})
 		})
 	}
 }
@@ -751,7 +751,7 @@ func TestNegativeSize(t *testing.T) {
 	desc := img.top()
 	desc.Size = -1
 	_, err := newClient(t, registry.Config{}).FetchManifest(t.Context(), ref, desc)
-	_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindInvalid})
+	_ = checkError(t, "FetchManifest", err, wantError{op: registry.OpFetch, ref: ref, kind: failure.KindInvalid})
 }
 
 func TestOpen(t *testing.T) {
@@ -810,7 +810,7 @@ func TestOpenUnknownSize(t *testing.T) {
 	}
 	missing := digest.FromString("missing")
 	_, err := c.Open(t.Context(), reg.Host()+"/blobs/any@"+missing.String(), ocispec.Descriptor{Digest: missing, Size: -1})
-	_ = checkError(t, "Open", err, wantError{op: registry.OpResolve, ref: reg.Host() + "/blobs/any@" + missing.String(), kind: registry.KindNotFound, status: http.StatusNotFound})
+	_ = checkError(t, "Open", err, wantError{op: registry.OpResolve, ref: reg.Host() + "/blobs/any@" + missing.String(), kind: failure.KindNotFound, status: http.StatusNotFound})
 }
 
 func TestConcurrentUse(t *testing.T) {
@@ -947,7 +947,7 @@ func TestBodyStall(t *testing.T) {
 	}
 	defer func() { _ = rc.Close() }()
 	_, err = io.ReadAll(rc)
-	_ = checkError(t, "read a stalled blob", err, wantError{op: registry.OpFetch, ref: ref, kind: registry.KindUnavailable, temporary: true})
+	_ = checkError(t, "read a stalled blob", err, wantError{op: registry.OpFetch, ref: ref, kind: failure.KindUnavailable, temporary: true})
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("a stalled read failed after %v with a %v timeout", took, timeout)
 	}
@@ -957,11 +957,11 @@ func TestBodyStall(t *testing.T) {
 // mapping of their own.
 func TestErrorClasses(t *testing.T) {
 	t.Parallel()
-	for kind, want := range map[registry.Kind]error{
-		registry.KindNotFound:     failure.ErrNotFound,
-		registry.KindUnauthorized: failure.ErrUnauthorized,
-		registry.KindInvalid:      failure.ErrInvalid,
-		registry.KindUnavailable:  failure.ErrUnavailable,
+	for kind, want := range map[failure.Kind]error{
+		failure.KindNotFound:     failure.ErrNotFound,
+		failure.KindUnauthorized: failure.ErrUnauthorized,
+		failure.KindInvalid:      failure.ErrInvalid,
+		failure.KindUnavailable:  failure.ErrUnavailable,
 	} {
 		err := fmt.Errorf("pull: %w", &registry.Error{Kind: kind, Err: errors.New("x")})
 		if !errors.Is(err, want) {
@@ -972,7 +972,7 @@ func TestErrorClasses(t *testing.T) {
 				t.Errorf("kind %d also matches %v", kind, other)
 			}
 		}
-		if got, permanent := failure.Permanent(err), kind != registry.KindUnavailable; got != permanent {
+		if got, permanent := failure.Permanent(err), kind != failure.KindUnavailable; got != permanent {
 			t.Errorf("kind %d: Permanent = %v", kind, got)
 		}
 	}

@@ -1,15 +1,22 @@
 package source
 
-import "errors"
+import (
+	"errors"
 
-// Sentinels. Their texts are BuildKit's, so wrapped errors print exactly as
+	"github.com/stevedore-dev/stevedore/pkg/failure"
+)
+
+// Sentinels. ErrInvalid and ErrNotFound are failure's classes themselves,
+// whose texts are BuildKit's, so wrapped errors print exactly as
 // BuildKit's do ("failed to parse foo: invalid", "unknown scheme foo: not
-// found").
+// found") and a service needs no mapping of its own.
 var (
-	// ErrInvalid marks an identifier or attribute that cannot be parsed.
-	ErrInvalid = errors.New("invalid")
-	// ErrNotFound marks an identifier whose scheme is unknown.
-	ErrNotFound = errors.New("not found")
+	// ErrInvalid marks an identifier or attribute that cannot be parsed:
+	// failure.ErrInvalid.
+	ErrInvalid = failure.ErrInvalid
+	// ErrNotFound marks an identifier whose scheme is unknown, or a git ref
+	// that does not exist: failure.ErrNotFound.
+	ErrNotFound = failure.ErrNotFound
 	// ErrNoHandler marks a known scheme that no handler is registered for.
 	ErrNoHandler = errors.New("no handler")
 )

@@ -112,9 +112,10 @@ func parseHTTP(scheme, ref string, attrs map[string]string, _ *ocispec.Platform)
 
 // StatusError is a response of an http source whose status is outside
 // 200–399, worded as BuildKit words it: "invalid response status N". It
-// matches the bus class of its status: failure.ErrUnavailable (retryable)
-// for 5xx and 429, failure.ErrNotFound for 404 and 410, failure.ErrUnauthorized
-// for 401 and 403, failure.ErrInvalid for any other.
+// matches the class failure.HTTPStatus gives its status:
+// failure.ErrUnavailable (retryable) for 5xx, 408 and 429,
+// failure.ErrNotFound for 404 and 410, failure.ErrUnauthorized for 401 and
+// 403, failure.ErrInvalid for any other.
 type StatusError struct {
 	// Status is the HTTP status code.
 	Status int
@@ -124,27 +125,11 @@ var _ error = (*StatusError)(nil)
 
 func (e *StatusError) Error() string { return fmt.Sprintf("invalid response status %d", e.Status) }
 
-// Temporary reports whether retrying may help: 5xx and 429.
-func (e *StatusError) Temporary() bool {
-	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
-}
+// Temporary reports whether retrying may help: 5xx, 408 and 429.
+func (e *StatusError) Temporary() bool { return failure.HTTPStatus(e.Status).Temporary() }
 
-// Is matches the bus class of the status.
-func (e *StatusError) Is(target error) bool {
-	notFound := e.Status == http.StatusNotFound || e.Status == http.StatusGone
-	unauthorized := e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
-	switch target {
-	case failure.ErrUnavailable:
-		return e.Temporary()
-	case failure.ErrNotFound:
-		return notFound
-	case failure.ErrUnauthorized:
-		return unauthorized
-	case failure.ErrInvalid:
-		return !e.Temporary() && !notFound && !unauthorized
-	}
-	return false
-}
+// Is matches the class of the status.
+func (e *StatusError) Is(target error) bool { return failure.HTTPStatus(e.Status).Is(target) }
 
 // HTTPMetadata is what an http source's key depends on besides its
 // identifier: what the server sent, or, with http.checksum, what the
