@@ -22,6 +22,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
+
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // Schema1Error is BuildKit's message for a Docker schema 1 manifest.
@@ -29,10 +31,12 @@ const Schema1Error = "support Docker Image manifest version 2, schema 1 has been
 
 // ErrInvalid marks content that cannot be used: schema 1, an unknown media
 // type, JSON that does not parse, diff_ids that do not match the layers.
-var ErrInvalid = errors.New("invalid image")
+// It is of class failure.ErrInvalid.
+var ErrInvalid = failure.Invalid(errors.New("invalid image"))
 
-// ErrNoPlatform marks an index without a manifest for the platform.
-var ErrNoPlatform = errors.New("no manifest for platform")
+// ErrNoPlatform marks an index without a manifest for the platform. It is
+// of class failure.ErrNotFound.
+var ErrNoPlatform = failure.NotFound(errors.New("no manifest for platform"))
 
 // Error is an ErrInvalid whose text is exactly Msg (BuildKit's wording where
 // BuildKit has one), without the sentinel's text in front.
@@ -43,8 +47,8 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Msg }
 
-// Is reports that every Error is an ErrInvalid.
-func (e *Error) Is(target error) bool { return target == ErrInvalid }
+// Is reports that every Error is an ErrInvalid, and so a failure.ErrInvalid.
+func (e *Error) Is(target error) bool { return errors.Is(ErrInvalid, target) }
 
 func invalidf(format string, args ...any) error {
 	return &Error{Msg: fmt.Sprintf(format, args...)}

@@ -5,11 +5,17 @@ import (
 	"fmt"
 
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // Sentinels. Every error this package returns for one of these conditions
 // wraps the matching sentinel, so callers classify with errors.Is; the
-// wrapping text names the file or digest involved.
+// wrapping text names the file or digest involved. They are not failure
+// classes themselves: to a reader of several locations (pkg/blobs) a layout
+// without the blob is a reason to try the next one, not the request's
+// failure. A caller whose request the layout answers alone says so with
+// Classify.
 var (
 	// ErrNotFound marks something the layout does not hold: a missing layout
 	// directory or oci-layout file, an absent blob, or a tag no index entry
@@ -47,3 +53,20 @@ func (e *TooLargeError) Error() string {
 
 // Is reports that every TooLargeError is an ErrInvalid.
 func (e *TooLargeError) Is(target error) bool { return target == ErrInvalid }
+
+// Classify marks err with the failure class of this package's sentinel it
+// holds, for a caller whose request the layout answers alone (a cache
+// import from a local layout): ErrNotFound is failure.ErrNotFound, ErrInvalid
+// and ErrVerify are failure.ErrInvalid. An err that has a class already, or
+// holds none of the sentinels, is returned as it is.
+func Classify(err error) error {
+	switch {
+	case err == nil || failure.Code(err) != "internal":
+		return err
+	case errors.Is(err, ErrNotFound):
+		return failure.NotFound(err)
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrVerify):
+		return failure.Invalid(err)
+	}
+	return err
+}

@@ -9,19 +9,21 @@ import (
 	"syscall"
 
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // ErrLimit reports that unpacking would go past one of the Limits: a
 // layer or a snapshot bigger than allowed, with more entries than allowed,
 // or a data dir about to run out of space. It is permanent: the same
-// layers always expand to the same size.
-var ErrLimit = errors.New("snapshot limit reached")
+// layers always expand to the same size (class failure.ErrInvalid).
+var ErrLimit = failure.Invalid(errors.New("snapshot limit reached"))
 
 // ErrBadLayer reports a layer whose blob is what its digest says but whose
 // tar cannot be applied (truncated, a link or whiteout pointing out of the
 // tree, an entry the extractor refuses): the same bytes always fail the
-// same way, so it is permanent.
-var ErrBadLayer = errors.New("layer cannot be unpacked")
+// same way, so it is permanent (class failure.ErrInvalid).
+var ErrBadLayer = failure.Invalid(errors.New("layer cannot be unpacked"))
 
 // LimitError is an ErrLimit: which limit, and its value.
 type LimitError struct {
@@ -32,8 +34,8 @@ type LimitError struct {
 
 func (e *LimitError) Error() string { return e.What }
 
-// Is matches ErrLimit.
-func (e *LimitError) Is(target error) bool { return target == ErrLimit }
+// Is matches ErrLimit, and so its class failure.ErrInvalid.
+func (e *LimitError) Is(target error) bool { return errors.Is(ErrLimit, target) }
 
 // Limits bound what an Unpack may write, against a layer that expands far
 // beyond its compressed size (a few MB of gzip declaring many GB, a tiny

@@ -22,12 +22,15 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
+
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // ErrVerify marks content that does not match its descriptor: a wrong
 // compressed digest or size, or a layer whose uncompressed digest is not
-// its diffID. Nothing that fails verification is committed.
-var ErrVerify = errors.New("content does not match its descriptor")
+// its diffID. Nothing that fails verification is committed. It is of class
+// failure.ErrInvalid.
+var ErrVerify = failure.Invalid(errors.New("content does not match its descriptor"))
 
 // LabelSize is the snapshot label holding the uncompressed size of its top
 // layer, in bytes.

@@ -136,7 +136,7 @@ func (h *Handler) Export(ctx context.Context, in events.CacheExportRequested) ([
 	}
 	out, err := h.export(ctx, in, target)
 	if err != nil {
-		err = classify(err)
+		err = ocilayout.Classify(err)
 		if target.IgnoreError && failure.Permanent(err) {
 			return []events.Event{events.New(events.CacheExported{Target: in.Target, Warning: err.Error()})}, nil
 		}
@@ -343,7 +343,7 @@ func (h *Handler) Import(ctx context.Context, in events.CacheImportRequested) ([
 	}
 	out, err := h.importCache(ctx, in, src)
 	if err != nil {
-		return nil, classify(err)
+		return nil, ocilayout.Classify(err)
 	}
 	return []events.Event{events.New(out)}, nil
 }
@@ -546,20 +546,4 @@ func chainID(layers []events.Layer) digest.Digest {
 		diffIDs[i] = l.DiffID
 	}
 	return source.ConfigKey(diffIDs)
-}
-
-// classify maps the errors of the registry, the layout and the format to
-// bus classes; it is the exporter's one place for it.
-// (Registry errors carry their class already: see registry.Error.Is.)
-func classify(err error) error {
-	switch {
-	case failure.Code(err) != "internal": // classified already
-		return err
-	case errors.Is(err, ocilayout.ErrNotFound):
-		return failure.NotFound(err)
-	case errors.Is(err, ocilayout.ErrInvalid), errors.Is(err, ocilayout.ErrVerify),
-		errors.Is(err, cachefmt.ErrInvalid), errors.Is(err, cachefmt.ErrTooLarge):
-		return failure.Invalid(err)
-	}
-	return err
 }

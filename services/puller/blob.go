@@ -24,7 +24,7 @@ func (h *Handler) blobKey(ctx context.Context, id source.Identifier, in events.C
 	}
 	key, err := blob.CacheKey()
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	dgst := blob.Reference.Digest()
 	ck := events.CacheKey{Index: 0, Key: key.String(), Digest: source.SolverDigest(key.String()), Pin: dgst.String(), Done: true}

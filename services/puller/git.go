@@ -81,7 +81,7 @@ func (h *Handler) gitKey(ctx context.Context, id source.Identifier, in events.Ca
 	}
 	res, err := g.Resolve(refs)
 	if err != nil {
-		return nil, classifyGit(err)
+		return nil, err
 	}
 	key := g.CacheKey(res)
 	ck := events.CacheKey{Index: 0, Key: key, Digest: source.SolverDigest(key), Pin: res.Checksum, Done: true}
@@ -146,17 +146,4 @@ func (h *Handler) listGit(ctx context.Context, g *source.GitIdentifier, remote s
 		return nil, fmt.Errorf("stored listing of %s#%s: %w", remote, g.Ref, err)
 	}
 	return l.Refs, nil
-}
-
-// classifyGit maps what resolving a git ref fails with to bus classes.
-func classifyGit(err error) error {
-	switch {
-	case errors.Is(err, source.ErrNotFound):
-		return failure.NotFound(err)
-	case errors.Is(err, source.ErrInvalid):
-		return failure.Invalid(err)
-	case !failure.Permanent(err) && failure.IsUnreachable(err):
-		return failure.Unreachable(err)
-	}
-	return err
 }

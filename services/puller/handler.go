@@ -260,7 +260,7 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 
 	resolved, err := h.resolveTop(ctx, img, requestedAt)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	top := resolved.Top
 	if img.Checksum != "" && top.Digest != img.Checksum {
@@ -268,7 +268,7 @@ func (h *Handler) manifestKey(ctx context.Context, img *source.ImageIdentifier, 
 	}
 	opts, err := h.manifests(ctx, img, top, platform)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	opts.Ref = pinnedRef(img, opts.Top.Digest)
 	outs, err := h.indexZero(ctx, in, opts, platform, img.LayerLimit, "resolve "+ref, started)
@@ -466,8 +466,8 @@ func (h *Handler) resolveTop(ctx context.Context, img *source.ImageIdentifier, r
 	// A registry that is down (unavailable, or unreachable: refusing
 	// connections) leaves the last answer; one that said no does not.
 	var stale error
-	if cerr := classify(err); err != nil && img.ResolveMode == source.ResolveModeDefault &&
-		(!failure.Permanent(cerr) || errors.Is(cerr, failure.ErrUnreachable)) {
+	if err != nil && img.ResolveMode == source.ResolveModeDefault &&
+		(!failure.Permanent(err) || errors.Is(err, failure.ErrUnreachable)) {
 		if v, found, gerr := h.flight.Get(ctx, key); gerr == nil && found {
 			res, err, stale = lease.Result{Value: v}, nil, err
 		}
@@ -647,21 +647,6 @@ func flightKey(kind string, parts ...string) string {
 		h.Write([]byte{0})
 	}
 	return kind + "." + hex.EncodeToString(h.Sum(nil))
-}
-
-// classify maps the errors of the registry, the image walk and the
-// identifier parser to bus classes; it is the puller's one place for it.
-// (Registry errors carry their class already: see registry.Error.Is.)
-func classify(err error) error {
-	switch {
-	case errors.Is(err, image.ErrNoPlatform):
-		return failure.NotFound(err)
-	case errors.Is(err, image.ErrInvalid), errors.Is(err, source.ErrInvalid):
-		return failure.Invalid(err)
-	case !failure.Permanent(err) && failure.IsUnreachable(err):
-		return failure.Unreachable(err)
-	}
-	return err
 }
 
 var _ Registry = (*registry.Client)(nil)

@@ -32,7 +32,7 @@ func (h *Handler) localKey(ctx context.Context, id source.Identifier, in events.
 	}
 	key, err := l.CacheKey(session)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	ck := events.CacheKey{Index: 0, Key: key.Key, Digest: source.SolverDigest(key.Key), Pin: key.Digest.String(), Done: true}
 	keys := []events.CacheKey{ck}

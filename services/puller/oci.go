@@ -73,7 +73,7 @@ func (h *Handler) ociKey(ctx context.Context, id source.Identifier, in events.Ca
 func (h *Handler) ociManifestKey(ctx context.Context, oci *source.OCIIdentifier, in events.CacheKeyRequested) ([]events.Event, error) {
 	started := h.now()
 	if err := oci.RequireDigest(); err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	loc, err := sessionLocation(oci.SessionID, in.Session, oci.StoreID)
 	if err != nil {
@@ -97,7 +97,7 @@ func (h *Handler) ociManifestKey(ctx context.Context, oci *source.OCIIdentifier,
 	})
 	opts, err := image.Walk(ctx, fetch, top, platform)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	opts.Origin = &loc
 	return h.indexZero(ctx, in, opts, platform, oci.LayerLimit, "resolve "+ref, started)
@@ -174,7 +174,7 @@ func (h *Handler) ociBlobKey(ctx context.Context, id source.Identifier, in event
 	}
 	key, err := blob.CacheKey()
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	loc, err := sessionLocation(blob.SessionID, in.Session, blob.StoreID)
 	if err != nil {

@@ -68,7 +68,7 @@ func (h *Handler) snapshotContent(ctx context.Context, in events.SnapshotRequest
 			return json.Marshal(snapshotRecord{Node: h.node, Size: res.Size, CreatedAt: h.now().UTC(), placement: h.placement()})
 		})
 		if err != nil {
-			return nil, classify(err)
+			return nil, err
 		}
 		if err := json.Unmarshal(out.Value, &rec); err != nil {
 			return nil, fmt.Errorf("stored snapshot record of %s: %w", key, err)

@@ -159,7 +159,7 @@ func (h *Handler) download(ctx context.Context, fc *events.FileContent) (io.Read
 	}
 	resp, err := h.http.Do(req)
 	if err != nil {
-		return nil, failure.Unavailable(err)
+		return nil, failure.Network(err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
 		_ = resp.Body.Close()

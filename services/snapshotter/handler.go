@@ -222,7 +222,7 @@ func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 		ready.ChainID, ready.SnapshotKey = chainID.String(), chainID.String()
 		m, err := h.make(ctx, in, chainID)
 		if err != nil {
-			return nil, classify(err)
+			return nil, err
 		}
 		ready.Node, ready.Size, ready.Followed = m.record.Node, m.record.Size, m.followed
 		ready.Fetched, ready.Reused = len(m.result.Fetched), m.result.Reused
@@ -425,19 +425,6 @@ func (p *progress) update(u snapshot.Update) {
 	p.last[id] = now
 	p.mu.Unlock()
 	p.emit(ev)
-}
-
-// classify maps the snapshot store's and the registry's errors to bus
-// classes; it is the snapshotter's one place for it.
-// (Registry errors carry their class already: see registry.Error.Is.)
-func classify(err error) error {
-	if errors.Is(err, snapshot.ErrVerify) || errors.Is(err, snapshot.ErrLimit) || errors.Is(err, snapshot.ErrBadLayer) {
-		return failure.Invalid(err)
-	}
-	if !failure.Permanent(err) && failure.IsUnreachable(err) {
-		return failure.Unreachable(err)
-	}
-	return err
 }
 
 var _ blobs.Registry = (*registry.Client)(nil)

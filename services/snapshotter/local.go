@@ -85,7 +85,7 @@ func (h *Handler) snapshotLocal(ctx context.Context, in events.SnapshotRequested
 	}
 	res, err := h.store.Build(ctx, key, t.fill, snapshot.WithLabels(map[string]string{LabelLocalShared: shared}))
 	if err != nil {
-		return nil, classify(fmt.Errorf("local snapshot of %q from session %s: %w", lc.Name, lc.Session, err))
+		return nil, fmt.Errorf("local snapshot of %q from session %s: %w", lc.Name, lc.Session, err)
 	}
 	ready.Size, ready.Fetched, ready.Linked = res.Size, t.sent, t.linked
 	return []events.Event{events.New(ready)}, nil
