@@ -13,8 +13,9 @@
 //   - The Worker publishes a handler's outputs with ids derived from the
 //     input (the stream drops duplicates), then acks. While a handler runs
 //     it sends InProgress every third of AckWait.
-//   - A handler error is classified once (Invalid, NotFound, Unauthorized,
-//     Unavailable, Conflict keep the error's text); Action maps the class
+//   - A handler error carries a class of pkg/failure (ErrInvalid,
+//     ErrNotFound, ErrUnauthorized, ErrUnreachable, ErrUnavailable,
+//     ErrConflict), given where the error was made; Action maps the class
 //     and the delivery count to a Verdict: NakWithDelay with exponential
 //     backoff, or a source.failed event and TermWithReason. On the last
 //     allowed delivery a retryable error is given up on the same way.

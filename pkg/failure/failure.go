@@ -2,15 +2,38 @@
 // package marks its errors with, at the boundary where it knows what the
 // error means, and that the bus alone turns into an acknowledgement
 // (pkg/bus Action: a permanent class terminates the message with a failed
-// event, any other is retried with backoff).
+// event, any other is retried with backoff). No service maps errors of its
+// own.
 //
-// A class is attached with a wrapper (Invalid, NotFound, Unauthorized,
-// Unavailable, Conflict, Unreachable) that keeps the error's text, so a
-// failed event carries the original message (BuildKit's wording), and is
-// tested with errors.Is against the sentinel (ErrInvalid, …). Code names
-// the class in a failed event. The package is a leaf: it imports only the
-// standard library, so a domain package (source, registry, gitremote,
-// session, snapshot) classifies its errors without depending on NATS.
+// The classes are sentinels, tested with errors.Is: ErrInvalid,
+// ErrNotFound, ErrUnauthorized and ErrUnreachable are permanent,
+// ErrUnavailable and ErrConflict are retried, and an error of no class is
+// retried too. Code names the class in a failed event ("invalid",
+// "not-found", …). A class is given in one of three ways, each keeping the
+// error's text so a failed event carries the original message (BuildKit's
+// wording):
+//
+//   - a wrapper (Invalid, NotFound, Unauthorized, Unavailable, Conflict,
+//     Unreachable), also for a package's own sentinel
+//     (var ErrLimit = failure.Invalid(errors.New("snapshot limit reached")));
+//   - a structured error's Is method that asks its Kind (registry.Error,
+//     gitremote.Error), whose kind an HTTP status gets from HTTPStatus, the
+//     one place a status becomes a class;
+//   - Network, for a request that got no answer: ErrUnreachable when
+//     nothing listens or another protocol answered (IsUnreachable),
+//     ErrUnavailable otherwise.
+//
+// Who classifies: the package that calls the foreign library (pkg/registry
+// for containerd's resolver, pkg/gitremote for go-git, pkg/source for http
+// statuses, pkg/snapshot, pkg/image and pkg/cachefmt for their sentinels,
+// pkg/session for its wire codes). pkg/ocilayout's sentinels are not
+// classes, since a layout without a blob is often one location of several;
+// a caller whose request one layout answers calls ocilayout.Classify.
+//
+// The package is a leaf: it imports only the standard library (its
+// TestFailureIsALeaf), so a domain package classifies its errors without
+// depending on the bus or NATS (TestDomainDependencies, and the linter's
+// depguard rule "domain").
 package failure
 
 import "errors"

@@ -24,6 +24,7 @@
 //     a .git directory holding the commit and its ref when asked, and file
 //     times set to the commit time when asked.
 //
-// Errors are *Error values that match the bus classes (failure.ErrNotFound,
-// failure.ErrUnauthorized, failure.ErrInvalid, failure.ErrUnavailable) with errors.Is.
+// Errors are *Error values whose failure.Kind makes them match a failure
+// class (failure.ErrNotFound, failure.ErrUnauthorized, failure.ErrInvalid,
+// failure.ErrUnreachable, failure.ErrUnavailable) with errors.Is.
 package gitremote

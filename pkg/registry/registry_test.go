@@ -953,7 +953,7 @@ func TestBodyStall(t *testing.T) {
 	}
 }
 
-// A registry error matches the bus class of its kind, so services need no
+// A registry error matches the failure class of its kind, so services need no
 // mapping of their own.
 func TestErrorClasses(t *testing.T) {
 	t.Parallel()

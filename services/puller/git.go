@@ -18,7 +18,7 @@ import (
 // GitLister lists the refs of a git remote, as `git ls-remote` does.
 type GitLister interface {
 	// ListRefs returns the refs remote advertises, asked with auth's
-	// header. Its errors match the bus classes: failure.ErrNotFound for a
+	// header. Its errors match the failure classes: failure.ErrNotFound for a
 	// repository that does not exist, failure.ErrUnauthorized when it wants
 	// (other) credentials, failure.ErrInvalid for a remote that cannot be
 	// read, failure.ErrUnavailable otherwise.

@@ -20,7 +20,7 @@ import (
 // GitCheckouts checks git commits out into directories.
 type GitCheckouts interface {
 	// Checkout writes a commit's tree into req.Dir, fetching what is
-	// missing. Its errors match the bus classes (see gitremote.Error).
+	// missing. Its errors match the failure classes (see gitremote.Error).
 	Checkout(ctx context.Context, req gitremote.CheckoutRequest) (gitremote.CheckoutResult, error)
 }
 
