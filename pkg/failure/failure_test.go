@@ -94,7 +94,7 @@ func TestKindIs(t *testing.T) {
 		for _, c := range classes {
 			want := false
 			for _, m := range tc.matches {
-				want = want || m == c
+				want = want || errors.Is(m, c)
 			}
 			if got := tc.kind.Is(c); got != want {
 				t.Errorf("Kind %d Is(%v) = %v, want %v", tc.kind, c, got, want)
