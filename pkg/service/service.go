@@ -7,10 +7,14 @@
 // one or more replicas; each replica has an instance name, and the events
 // it emits have the CloudEvents source /stevedore/<component>/<instance>.
 // Run is one replica's life: provision (if asked), then the worker and the
-// DLQ mover until ctx ends. StartFleet assembles services (each service's
-// Member) each on its own connection: the embedded stack, the test fleet,
-// and a binary's fleet of one. Serve is a binary's life: connect to NATS,
-// run until SIGINT or SIGTERM.
+// DLQ mover until ctx ends. A service says only what is its own in a Def
+// (its name, its defaults, its setup: what a replica opens and the
+// handlers it registers); Def.New makes its replica (a Service) and
+// Def.Member its member of a fleet. StartFleet assembles services (each
+// service's Member) each on its own connection, every member's Config
+// taking the fleet's shared Settings where it leaves fields zero: the
+// embedded stack, the test fleet, and a binary's fleet of one (Main).
+// Serve is a binary's life: connect to NATS, run until SIGINT or SIGTERM.
 package service
 
 import (
