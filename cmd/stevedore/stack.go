@@ -78,22 +78,25 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	} else if r.Leases+r.Redelivered > 0 {
 		cfg.log.Info("recovered from a process that was killed", "leases", r.Leases, "redelivered", r.Redelivered)
 	}
-	// The puller keeps what it downloads of http sources where the
-	// snapshotter, in this process, reads it: one download, not two.
-	downloads := filepath.Join(cfg.broker.DataDir, "http-downloads")
-	snap := snapshotter.Member(snapshotter.Config{
-		DataDir: filepath.Join(cfg.broker.DataDir, "snapshotter"), Snapshotter: cfg.snapshotter,
-		Node: "embedded", Replica: service.Replica{Logger: cfg.log}, Registry: cfg.registry, KeepFor: cfg.keepFor,
-		SnapshotsSockets: cfg.snapshotsSockets, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout,
-		Downloads: downloads,
-	})
-	s.fleet, err = service.StartFleet(ctx, s.connect, service.Observe{},
-		resolver.Member(resolver.Config{Replica: embedded(cfg.log), Platform: cfg.platform}),
-		puller.Member(puller.Config{Replica: embedded(cfg.log), Platform: cfg.platform, Registry: cfg.registry,
-			Downloads: downloads,
-			TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch}),
+	// One replica of each service, named "embedded", the topology
+	// provisioned above. The puller keeps what it downloads of http
+	// sources where the snapshotter, in this process, reads it: one
+	// download, not two.
+	settings := service.Settings{
+		Dial:      s.connect,
+		Replica:   service.Replica{Instance: "embedded", Logger: cfg.log},
+		DataDir:   filepath.Join(cfg.broker.DataDir, "snapshotter"),
+		Platform:  cfg.platform,
+		Registry:  cfg.registry,
+		Downloads: filepath.Join(cfg.broker.DataDir, "http-downloads"),
+	}
+	snap := snapshotter.Member(snapshotter.Config{Snapshotter: cfg.snapshotter, Node: "embedded", KeepFor: cfg.keepFor,
+		SnapshotsSockets: cfg.snapshotsSockets, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout})
+	s.fleet, err = service.StartFleet(ctx, settings,
+		resolver.Member(resolver.Config{}),
+		puller.Member(puller.Config{TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch}),
 		snap,
-		exporter.Member(exporter.Config{Replica: embedded(cfg.log), Registry: cfg.registry}))
+		exporter.Member(exporter.Config{}))
 	if err != nil {
 		s.close()
 		return nil, err
@@ -128,10 +131,4 @@ func (s *stack) close() {
 		s.admin.Close()
 	}
 	s.srv.Shutdown()
-}
-
-// embedded is how each service of the embedded fleet runs: one replica,
-// named "embedded", the topology provisioned by up.
-func embedded(log *slog.Logger) service.Replica {
-	return service.Replica{Instance: "embedded", Logger: log}
 }

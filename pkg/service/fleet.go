@@ -20,41 +20,20 @@ type Runner interface {
 
 // Member is one service of a fleet: the name its connection goes by and
 // how it starts on that connection. Each service gives its own
-// (resolver.Member and the like).
+// (resolver.Member and the like, made by Def.Member or NewMember).
 type Member struct {
 	// Name names the member's connection ("stevedore-puller") and the
 	// member in Fleet.Runner and errors.
 	Name string
-	// Start opens what the service needs and returns it ready to run;
-	// obs is where the fleet's metrics and readiness go (zero: nowhere).
-	Start func(ctx context.Context, js jetstream.JetStream, obs Observe) (Runner, error)
-}
-
-// Observed sets r's Observe to obs unless obs is zero: a member started
-// in a fleet is observed where the fleet is, unless its own says otherwise.
-func (r *Replica) Observed(obs Observe) {
-	if obs != (Observe{}) && r.Observe == (Observe{}) {
-		r.Observe = obs
-	}
+	// Start opens what the service needs and returns it ready to run; s
+	// are the fleet's settings, which fill what the member's own config
+	// leaves zero.
+	Start func(ctx context.Context, js jetstream.JetStream, s Settings) (Runner, error)
 }
 
 // MemberName is the name of a service's member (its connection):
 // "stevedore-" and the component.
 func MemberName(component string) string { return "stevedore-" + component }
-
-// NewMember is the member of component that start makes on its
-// connection, with r (the Replica of the config start reads) observed
-// where the fleet is: what each service's Member returns.
-func NewMember[R Runner](component string, r *Replica, start func(ctx context.Context, js jetstream.JetStream) (R, error)) Member {
-	return Member{Name: MemberName(component), Start: func(ctx context.Context, js jetstream.JetStream, obs Observe) (Runner, error) {
-		r.Observed(obs)
-		s, err := start(ctx, js)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
-	}}
-}
 
 // Dial opens the connection a member runs on; the fleet closes it (a
 // nil *nats.Conn: one the caller closes).
@@ -73,21 +52,25 @@ type Fleet struct {
 }
 
 // StartFleet assembles a fleet: it dials a connection for each member in
-// order, starts the member on it and, once every member has started, runs
-// them all until Stop or Close (ctx only bounds the starting). When a
-// member fails to start, those started are closed and the error returned.
-// The embedded stack of stevedore up, the test fleet and each service
-// binary (a fleet of one) are assembled by it.
-func StartFleet(ctx context.Context, dial Dial, obs Observe, members ...Member) (*Fleet, error) {
+// order (s.Dial), starts the member on it with the fleet's settings s and,
+// once every member has started, runs them all until Stop or Close (ctx
+// only bounds the starting). When a member fails to start, those started
+// are closed and the error returned. The embedded stack of stevedore up,
+// the test fleet and each service binary (a fleet of one, Main) are
+// assembled by it.
+func StartFleet(ctx context.Context, s Settings, members ...Member) (*Fleet, error) {
+	if s.Dial == nil {
+		return nil, errors.New("service: a fleet needs a Dial")
+	}
 	f := &Fleet{}
 	for _, m := range members {
-		nc, js, err := dial(m.Name)
+		nc, js, err := s.Dial(m.Name)
 		if err != nil {
 			_ = f.Close()
 			return nil, fmt.Errorf("%s: %w", m.Name, err)
 		}
 		f.conns = append(f.conns, nc)
-		r, err := m.Start(ctx, js, obs)
+		r, err := m.Start(ctx, js, s)
 		if err != nil {
 			_ = f.Close()
 			return nil, err

@@ -54,7 +54,7 @@ func (f *fake) Close() error {
 }
 
 func member(name string, log *journal, startErr, runErr error) service.Member {
-	return service.Member{Name: name, Start: func(context.Context, jetstream.JetStream, service.Observe) (service.Runner, error) {
+	return service.Member{Name: name, Start: func(context.Context, jetstream.JetStream, service.Settings) (service.Runner, error) {
 		if startErr != nil {
 			return nil, startErr
 		}
@@ -85,7 +85,7 @@ func TestFleetStartsRunsAndCloses(t *testing.T) {
 	env := bustest.Start(t, bus.Topology{})
 	dial, conns := dialer(t, env)
 	var log journal
-	f, err := service.StartFleet(t.Context(), dial, service.Observe{}, member("a", &log, nil, nil), member("b", &log, nil, nil))
+	f, err := service.StartFleet(t.Context(), service.Settings{Dial: dial}, member("a", &log, nil, nil), member("b", &log, nil, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestFleetStartFailureClosesWhatStarted(t *testing.T) {
 	dial, conns := dialer(t, env)
 	var log journal
 	boom := errors.New("boom")
-	_, err := service.StartFleet(t.Context(), dial, service.Observe{}, member("a", &log, nil, nil), member("b", &log, boom, nil), member("c", &log, nil, nil))
+	_, err := service.StartFleet(t.Context(), service.Settings{Dial: dial}, member("a", &log, nil, nil), member("b", &log, boom, nil), member("c", &log, nil, nil))
 	if !errors.Is(err, boom) {
 		t.Fatalf("StartFleet = %v, want boom", err)
 	}
@@ -140,7 +140,7 @@ func TestFleetWaitReturnsAMembersError(t *testing.T) {
 	dial, _ := dialer(t, env)
 	var log journal
 	boom := errors.New("boom")
-	f, err := service.StartFleet(t.Context(), dial, service.Observe{}, member("a", &log, nil, nil), member("b", &log, nil, boom))
+	f, err := service.StartFleet(t.Context(), service.Settings{Dial: dial}, member("a", &log, nil, nil), member("b", &log, nil, boom))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,10 +7,14 @@
 // one or more replicas; each replica has an instance name, and the events
 // it emits have the CloudEvents source /stevedore/<component>/<instance>.
 // Run is one replica's life: provision (if asked), then the worker and the
-// DLQ mover until ctx ends. StartFleet assembles services (each service's
-// Member) each on its own connection: the embedded stack, the test fleet,
-// and a binary's fleet of one. Serve is a binary's life: connect to NATS,
-// run until SIGINT or SIGTERM.
+// DLQ mover until ctx ends. A service says only what is its own in a Def
+// (its name, its defaults, its setup: what a replica opens and the
+// handlers it registers); Def.New makes its replica (a Service) and
+// Def.Member its member of a fleet. StartFleet assembles services (each
+// service's Member) each on its own connection, every member's Config
+// taking the fleet's shared Settings where it leaves fields zero: the
+// embedded stack, the test fleet, and a binary's fleet of one (Main).
+// Serve is a binary's life: connect to NATS, run until SIGINT or SIGTERM.
 package service
 
 import (
@@ -151,7 +155,11 @@ type Setup struct {
 	// busy or electing cluster is waited out rather than failing the
 	// replica.
 	JetStream jetstream.JetStream
-	stops     []func()
+	// Running is the same connection without the start's patience: for
+	// what the service does once it runs (publishing, replaying a build,
+	// asking a client's session).
+	Running jetstream.JetStream
+	stops   []func()
 }
 
 // Defer runs stop when Run returns, after the worker and the DLQ mover
@@ -175,7 +183,7 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, setup func(ctx 
 		return errors.New("service: component and instance are required")
 	}
 	log := spec.Log()
-	lag := js // polls on its own, and reports what it sees
+	running := js // without the start's patience: the lag poller and what the service does once it runs
 	js = spec.Patient(js)
 	if spec.Provision {
 		if err := bus.Provision(ctx, js, bus.Topology{Replicas: spec.Replicas, EventsMaxBytes: spec.EventsMaxBytes, DLQMaxBytes: spec.DLQMaxBytes}); err != nil {
@@ -202,7 +210,7 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, setup func(ctx 
 	if err != nil {
 		return fmt.Errorf("%s: %w", spec.Component, err)
 	}
-	s := &Setup{Worker: w, Log: log, JetStream: js}
+	s := &Setup{Worker: w, Log: log, JetStream: js, Running: running}
 	defer s.stop()
 	if err := setup(ctx, s); err != nil {
 		return err
@@ -211,7 +219,7 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, setup func(ctx 
 	g.Go(func() error { return w.Run(ctx) })
 	g.Go(func() error { return bus.NewDLQ(js, spec.Source(), log).Run(ctx) })
 	if spec.Observe.Metrics != nil || spec.Observe.Health != nil {
-		g.Go(func() error { return consumerLag(ctx, lag, spec.Component, spec.Consumer.Name, spec.Observe, log) })
+		g.Go(func() error { return consumerLag(ctx, running, spec.Component, spec.Consumer.Name, spec.Observe, log) })
 	}
 	return g.Wait()
 }

@@ -58,44 +58,33 @@ func (c *Config) setDefaults() {
 
 // Validate reports a configuration the service cannot run with.
 func (c Config) Validate() error {
-	if c.Window < 0 || c.Concurrency < 0 {
-		return errors.New("exporter: negative window or concurrency")
+	if c.Window < 0 {
+		return errors.New("negative window")
 	}
-	return c.Consumer.Validate()
+	return c.Replica.Validate()
 }
+
+// inherit takes the fleet's registry where c leaves it zero.
+func (c *Config) inherit(s service.Settings) { c.Registry = service.Or(c.Registry, s.Registry) }
+
+// def is the exporter as the service shell assembles it: its own part is
+// setup, the rest is the shell's.
+var def = service.Def[Config, *Config]{Component: events.ComponentExporter, Inherit: (*Config).inherit, Defaults: (*Config).setDefaults, Setup: setup}
 
 // Service is one exporter replica.
-type Service struct {
-	js  jetstream.JetStream
-	cfg Config
-}
+type Service = service.Service[Config]
 
 // New returns an exporter replica that uses js.
-func New(js jetstream.JetStream, cfg Config) (*Service, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return &Service{js: js, cfg: cfg}, nil
-}
+func New(js jetstream.JetStream, cfg Config) (*Service, error) { return def.New(js, cfg) }
 
-// Member is the service in a fleet (service.StartFleet) with cfg, observed
-// where the fleet is.
-func Member(cfg Config) service.Member {
-	return service.NewMember(events.ComponentExporter, &cfg.Replica, func(_ context.Context, js jetstream.JetStream) (*Service, error) {
-		return New(js, cfg)
-	})
-}
-
-// Run serves until ctx is done.
-func (s *Service) Run(ctx context.Context) error {
-	return service.Run(ctx, s.js, service.Spec{Component: events.ComponentExporter, Replica: s.cfg.Replica}, s.setup)
-}
+// Member is the service in a fleet (service.StartFleet) with cfg, which
+// takes the fleet's settings where it leaves fields zero.
+func Member(cfg Config) service.Member { return def.Member(cfg) }
 
 // setup opens what the handler needs (the topology is provisioned by
 // then) and registers the handler.
-func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
-	regs, err := newRegistries(s.cfg.Registry)
+func setup(ctx context.Context, setup *service.Setup, cfg Config) error {
+	regs, err := newRegistries(cfg.Registry)
 	if err != nil {
 		return err
 	}
@@ -103,7 +92,7 @@ func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
 	if err != nil {
 		return err
 	}
-	sessions, err := session.NewClient(s.js.Conn())
+	sessions, err := session.NewClient(setup.Running.Conn())
 	if err != nil {
 		return err
 	}
@@ -112,9 +101,9 @@ func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
 		Index:      index,
 		Registries: regs.get,
 		Builds: BuildsFunc(func(ctx context.Context, buildID string) ([]events.Event, error) {
-			return bus.Replay(ctx, s.js, buildID)
+			return bus.Replay(ctx, setup.Running, buildID)
 		}),
-		Window: s.cfg.Window,
+		Window: cfg.Window,
 	})
 	setup.Worker.Handle(events.TypeCacheExportRequested, bus.Typed(h.Export))
 	setup.Worker.Handle(events.TypeCacheImportRequested, bus.Typed(h.Import))

@@ -132,13 +132,6 @@ func ExporterConsumer() bus.Consumer {
 	return c
 }
 
-// replica is how a test's replica runs: quiet, with test-sized retries;
-// zero concurrency is the service's default.
-func replica(instance string, consumer bus.Consumer, concurrency int) service.Replica {
-	return service.Replica{Instance: instance, Consumer: consumer, Concurrency: concurrency,
-		Backoff: bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond), Logger: Quiet}
-}
-
 // Stack is a fleet for one test.
 type Stack struct {
 	// Env is the embedded NATS server and the test's connection.
@@ -147,6 +140,9 @@ type Stack struct {
 	Registry *registrytest.Registry
 	// RegistryConfig is what every replica reaches it with.
 	RegistryConfig registry.Config
+	// Settings are what every replica shares (each is a fleet of one):
+	// quiet, with test-sized retries, reaching Registry.
+	Settings service.Settings
 
 	replicas atomic.Int32
 	builds   atomic.Int32
@@ -162,17 +158,20 @@ func New(t testing.TB, opts ...registrytest.Option) *Stack {
 		Registry: registrytest.New(t, opts...),
 	}
 	s.RegistryConfig = registry.Config{DockerConfigDir: t.TempDir()}
-	s.start(t, "resolver", resolver.Member(resolver.Config{Replica: service.Replica{Instance: "r1", Logger: Quiet}, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}}))
+	s.Settings = service.Settings{Registry: s.RegistryConfig,
+		Replica: service.Replica{Logger: Quiet, Backoff: bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond)}}
+	s.start(t, "resolver", resolver.Member(resolver.Config{Replica: service.Replica{Instance: "r1"}, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}}))
 	return s
 }
 
-// start starts m (service.StartFleet, a fleet of one) on a connection of
-// its own named conn; the replica stops, and closes, at the end of the
+// start starts m (service.StartFleet, a fleet of one, with s.Settings) on
+// a connection of its own named conn; the replica stops, and closes, at the end of the
 // test. It fails the test if m does not start or stops with an error.
 func (s *Stack) start(t testing.TB, conn string, m service.Member) (Replica, service.Runner) {
 	t.Helper()
 	var nc *nats.Conn
-	dial := func(string) (*nats.Conn, jetstream.JetStream, error) {
+	settings := s.Settings
+	settings.Dial = func(string) (*nats.Conn, jetstream.JetStream, error) {
 		var js jetstream.JetStream
 		nc, js = s.Env.Connect(t, conn)
 		return nc, js, nil
@@ -183,7 +182,7 @@ func (s *Stack) start(t testing.TB, conn string, m service.Member) (Replica, ser
 	var f *service.Fleet
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		f, err = service.StartFleet(t.Context(), dial, service.Observe{}, m)
+		f, err = service.StartFleet(t.Context(), settings, m)
 		if !errors.Is(err, snapshot.ErrLocked) || time.Now().After(deadline) {
 			break
 		}
@@ -217,11 +216,7 @@ type Replica struct {
 func (s *Stack) Puller(t testing.TB, mut ...func(*puller.Config)) Replica {
 	t.Helper()
 	n := s.replicas.Add(1)
-	cfg := puller.Config{
-		Replica:  replica(fmt.Sprintf("p%d", n), PullerConsumer(), 8),
-		Registry: s.RegistryConfig,
-		LeaseTTL: 2 * time.Second,
-	}
+	cfg := puller.Config{Replica: service.Replica{Instance: fmt.Sprintf("p%d", n), Consumer: PullerConsumer(), Concurrency: 8}, LeaseTTL: 2 * time.Second}
 	for _, m := range mut {
 		m(&cfg)
 	}
@@ -235,13 +230,8 @@ func (s *Stack) Puller(t testing.TB, mut ...func(*puller.Config)) Replica {
 func (s *Stack) Snapshotter(t testing.TB, mut ...func(*snapshotter.Config)) (Replica, *snapshotter.Service) {
 	t.Helper()
 	n := s.replicas.Add(1)
-	cfg := snapshotter.Config{
-		DataDir:  t.TempDir(),
-		Node:     fmt.Sprintf("node%d", n),
-		Registry: s.RegistryConfig,
-		LeaseTTL: 2 * time.Second,
-		Replica:  replica("", SnapshotterConsumer(), 0),
-	}
+	cfg := snapshotter.Config{DataDir: t.TempDir(), Node: fmt.Sprintf("node%d", n), LeaseTTL: 2 * time.Second,
+		Replica: service.Replica{Consumer: SnapshotterConsumer()}}
 	for _, m := range mut {
 		m(&cfg)
 	}
@@ -254,10 +244,7 @@ func (s *Stack) Snapshotter(t testing.TB, mut ...func(*snapshotter.Config)) (Rep
 func (s *Stack) Exporter(t *testing.T, mut ...func(*exporter.Config)) Replica {
 	t.Helper()
 	n := s.replicas.Add(1)
-	cfg := exporter.Config{
-		Replica:  replica(fmt.Sprintf("e%d", n), ExporterConsumer(), 0),
-		Registry: s.RegistryConfig,
-	}
+	cfg := exporter.Config{Replica: service.Replica{Instance: fmt.Sprintf("e%d", n), Consumer: ExporterConsumer()}}
 	for _, m := range mut {
 		m(&cfg)
 	}

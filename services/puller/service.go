@@ -86,55 +86,49 @@ func (c *Config) setDefaults() {
 
 // Validate reports a configuration the service cannot run with.
 func (c Config) Validate() error {
-	if c.Concurrency < 0 || c.LeaseTTL < 0 {
-		return errors.New("puller: negative concurrency or lease TTL")
+	if c.LeaseTTL < 0 {
+		return errors.New("negative lease TTL")
 	}
 	if c.TagMaxAge < 0 || c.TagRevalidate < 0 || c.TagWatchInterval < 0 {
-		return errors.New("puller: negative tag max age or revalidate window")
+		return errors.New("negative tag max age or revalidate window")
 	}
 	if c.TagMaxAge == 0 && c.TagRevalidate > 0 {
-		return errors.New("puller: a tag revalidate window needs a tag max age")
+		return errors.New("a tag revalidate window needs a tag max age")
 	}
-	return c.Consumer.Validate()
+	return c.Replica.Validate()
 }
+
+// inherit takes the fleet's platform, registry and downloads where c
+// leaves them zero.
+func (c *Config) inherit(s service.Settings) {
+	c.Platform = service.Or(c.Platform, s.Platform)
+	c.Registry = service.Or(c.Registry, s.Registry)
+	c.Downloads = service.Or(c.Downloads, s.Downloads)
+}
+
+// def is the puller as the service shell assembles it: its own part is
+// setup, the rest is the shell's.
+var def = service.Def[Config, *Config]{Component: events.ComponentPuller, Inherit: (*Config).inherit, Defaults: (*Config).setDefaults, Setup: setup}
 
 // Service is one puller replica.
-type Service struct {
-	js  jetstream.JetStream
-	cfg Config
-}
+type Service = service.Service[Config]
 
 // New returns a puller replica that uses js.
-func New(js jetstream.JetStream, cfg Config) (*Service, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return &Service{js: js, cfg: cfg}, nil
-}
+func New(js jetstream.JetStream, cfg Config) (*Service, error) { return def.New(js, cfg) }
 
-// Member is the service in a fleet (service.StartFleet) with cfg, observed
-// where the fleet is.
-func Member(cfg Config) service.Member {
-	return service.NewMember(events.ComponentPuller, &cfg.Replica, func(_ context.Context, js jetstream.JetStream) (*Service, error) {
-		return New(js, cfg)
-	})
-}
-
-// Run serves until ctx is done.
-func (s *Service) Run(ctx context.Context) error {
-	return service.Run(ctx, s.js, service.Spec{Component: events.ComponentPuller, Replica: s.cfg.Replica}, s.setup)
-}
+// Member is the service in a fleet (service.StartFleet) with cfg, which
+// takes the fleet's settings where it leaves fields zero.
+func Member(cfg Config) service.Member { return def.Member(cfg) }
 
 // setup opens what the handler needs (the topology is provisioned by
 // then), starts the tag watcher and registers the handler.
-func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
+func setup(ctx context.Context, setup *service.Setup, cfg Config) error {
 	js := setup.JetStream // what the replica sets up waits out a busy or electing cluster
-	reg, err := registry.New(s.cfg.Registry)
+	reg, err := registry.New(cfg.Registry)
 	if err != nil {
 		return err
 	}
-	leases, err := lease.NewManager(ctx, js, lease.Config{Bucket: events.BucketLeases, Holder: s.cfg.Instance, TTL: s.cfg.LeaseTTL})
+	leases, err := lease.NewManager(ctx, js, lease.Config{Bucket: events.BucketLeases, Holder: cfg.Instance, TTL: cfg.LeaseTTL})
 	if err != nil {
 		return err
 	}
@@ -150,26 +144,26 @@ func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
 	if err != nil {
 		return err
 	}
-	sessions, err := session.NewClient(s.js.Conn())
+	sessions, err := session.NewClient(setup.Running.Conn())
 	if err != nil {
 		return err
 	}
 	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions),
-		WithTagFreshness(s.cfg.TagMaxAge, s.cfg.TagRevalidate)}
-	if s.cfg.Downloads != "" {
-		opts = append(opts, WithDownloads(s.cfg.Downloads))
+		WithTagFreshness(cfg.TagMaxAge, cfg.TagRevalidate)}
+	if cfg.Downloads != "" {
+		opts = append(opts, WithDownloads(cfg.Downloads))
 	}
-	h, err := NewHandler(reg, flight, index, s.cfg.Platform, opts...)
+	h, err := NewHandler(reg, flight, index, cfg.Platform, opts...)
 	if err != nil {
 		return err
 	}
-	if s.cfg.TagWatchInterval > 0 {
+	if cfg.TagWatchInterval > 0 {
 		store, err := tagwatch.Open(ctx, js)
 		if err != nil {
 			return err
 		}
-		w := &watcher{store: store, registry: reg, pub: bus.NewPublisher(s.js), interval: s.cfg.TagWatchInterval,
-			instance: s.cfg.Instance, log: s.cfg.Logger}
+		w := &watcher{store: store, registry: reg, pub: bus.NewPublisher(setup.Running), interval: cfg.TagWatchInterval,
+			instance: cfg.Instance, log: cfg.Logger}
 		var wg sync.WaitGroup
 		wctx, cancel := context.WithCancelCause(ctx)
 		wg.Go(func() { w.run(wctx) })

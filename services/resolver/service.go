@@ -6,7 +6,6 @@ package resolver
 
 import (
 	"context"
-	"errors"
 	"os"
 
 	"github.com/containerd/platforms"
@@ -22,7 +21,8 @@ import (
 type Config struct {
 	// Replica is how the replica runs. An empty Instance means the host
 	// name; zero Concurrency means 16; a zero Consumer means
-	// bus.ResolverConsumer().
+	// bus.ResolverConsumer(). Its Validate is the Config's: the resolver
+	// has no checks of its own.
 	service.Replica
 	// Platform is filled into requests that name none. Zero means the
 	// platform this process runs on.
@@ -37,42 +37,25 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports a configuration the service cannot run with.
-func (c Config) Validate() error {
-	if c.Concurrency < 0 {
-		return errors.New("resolver: negative concurrency")
-	}
-	return c.Consumer.Validate()
-}
+// inherit takes the fleet's platform where c names none.
+func (c *Config) inherit(s service.Settings) { c.Platform = service.Or(c.Platform, s.Platform) }
+
+// def is the resolver as the service shell assembles it: its own part is
+// setup, the rest is the shell's.
+var def = service.Def[Config, *Config]{Component: events.ComponentResolver, Inherit: (*Config).inherit, Defaults: (*Config).setDefaults, Setup: setup}
 
 // Service is one resolver replica.
-type Service struct {
-	js  jetstream.JetStream
-	cfg Config
-}
+type Service = service.Service[Config]
 
 // New returns a resolver replica that uses js.
-func New(js jetstream.JetStream, cfg Config) (*Service, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return &Service{js: js, cfg: cfg}, nil
-}
+func New(js jetstream.JetStream, cfg Config) (*Service, error) { return def.New(js, cfg) }
 
-// Member is the service in a fleet (service.StartFleet) with cfg, observed
-// where the fleet is.
-func Member(cfg Config) service.Member {
-	return service.NewMember(events.ComponentResolver, &cfg.Replica, func(_ context.Context, js jetstream.JetStream) (*Service, error) {
-		return New(js, cfg)
-	})
-}
+// Member is the service in a fleet (service.StartFleet) with cfg, which
+// takes the fleet's settings where it leaves fields zero.
+func Member(cfg Config) service.Member { return def.Member(cfg) }
 
-// Run serves until ctx is done.
-func (s *Service) Run(ctx context.Context) error {
-	h := NewHandler(s.cfg.Platform)
-	return service.Run(ctx, s.js, service.Spec{Component: events.ComponentResolver, Replica: s.cfg.Replica}, func(_ context.Context, setup *service.Setup) error {
-		setup.Worker.Handle(events.TypeSourceResolveRequested, bus.Typed(h.Resolve))
-		return nil
-	})
+// setup registers the handler.
+func setup(_ context.Context, s *service.Setup, cfg Config) error {
+	s.Worker.Handle(events.TypeSourceResolveRequested, bus.Typed(NewHandler(cfg.Platform).Resolve))
+	return nil
 }

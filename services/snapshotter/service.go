@@ -166,27 +166,41 @@ func (c *Config) setDefaults() {
 // Validate reports a configuration the service cannot run with.
 func (c Config) Validate() error {
 	if c.DataDir == "" {
-		return errors.New("snapshotter: no data dir")
+		return errors.New("no data dir")
 	}
 	if c.SnapshotsSocketGroup != "" && len(c.sockets()) == 0 {
-		return errors.New("snapshotter: a snapshots socket group without a snapshots socket")
+		return errors.New("a snapshots socket group without a snapshots socket")
 	}
 	seen := map[string]string{}
 	for _, path := range c.sockets() {
 		ns := SocketNamespace(path)
 		if other, ok := seen[ns]; ok {
-			return fmt.Errorf("snapshotter: snapshots sockets %s and %s have one namespace, %q: name their files apart", other, path, ns)
+			return fmt.Errorf("snapshots sockets %s and %s have one namespace, %q: name their files apart", other, path, ns)
 		}
 		seen[ns] = path
 	}
-	if c.Concurrency < 0 || c.Window < 0 || c.LeaseTTL < 0 || c.KeepFor < 0 || c.RemoteTimeout < 0 {
-		return errors.New("snapshotter: negative limits")
+	if c.Window < 0 || c.LeaseTTL < 0 || c.KeepFor < 0 || c.RemoteTimeout < 0 {
+		return errors.New("negative limits")
 	}
-	return c.Consumer.Validate()
+	return c.Replica.Validate()
 }
 
-// Service is one snapshotter replica.
+// inherit takes the fleet's data dir, registry and downloads where c
+// leaves them zero.
+func (c *Config) inherit(s service.Settings) {
+	c.DataDir = service.Or(c.DataDir, s.DataDir)
+	c.Registry = service.Or(c.Registry, s.Registry)
+	c.Downloads = service.Or(c.Downloads, s.Downloads)
+}
+
+// def is the snapshotter as the service shell assembles it; each
+// replica's setup is its own (New).
+var def = service.Def[Config, *Config]{Component: events.ComponentSnapshotter, Inherit: (*Config).inherit, Defaults: (*Config).setDefaults}
+
+// Service is one snapshotter replica: the shell's replica (Run), with the
+// node's snapshot store it holds from New to Close.
 type Service struct {
+	*service.Service[Config]
 	js    jetstream.JetStream
 	cfg   Config
 	store *snapshot.Store
@@ -196,15 +210,18 @@ type Service struct {
 // New opens the data dir (removing what a killed process left there) and
 // returns a replica that uses js. Close releases the data dir.
 func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Service, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	store, err := snapshot.Open(ctx, cfg.DataDir, cfg.Snapshotter)
+	s := &Service{js: js}
+	d := def
+	d.Setup = s.setup
+	shell, err := d.New(js, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{js: js, cfg: cfg, store: store}, nil
+	s.Service, s.cfg = shell, shell.Config()
+	if s.store, err = snapshot.Open(ctx, s.cfg.DataDir, s.cfg.Snapshotter); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Store is the node's snapshot store.
@@ -213,23 +230,14 @@ func (s *Service) Store() *snapshot.Store { return s.store }
 // Close releases the data dir.
 func (s *Service) Close() error { return s.store.Close() }
 
-// Member is the service in a fleet (service.StartFleet) with cfg, observed
-// where the fleet is.
-func Member(cfg Config) service.Member {
-	return service.NewMember(events.ComponentSnapshotter, &cfg.Replica, func(ctx context.Context, js jetstream.JetStream) (*Service, error) {
-		return New(ctx, js, cfg)
-	})
-}
-
-// Run serves until ctx is done.
-func (s *Service) Run(ctx context.Context) error {
-	return service.Run(ctx, s.js, service.Spec{Component: events.ComponentSnapshotter, Replica: s.cfg.Replica}, s.setup)
-}
+// Member is the service in a fleet (service.StartFleet) with cfg, which
+// takes the fleet's settings where it leaves fields zero.
+func Member(cfg Config) service.Member { return service.NewMember(def, cfg, New) }
 
 // setup opens what the handler needs (the topology is provisioned by
 // then), starts the rootfs endpoint, the pruning and the snapshots
 // sockets, and registers the handler.
-func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
+func (s *Service) setup(ctx context.Context, setup *service.Setup, _ Config) error {
 	js := setup.JetStream // what the replica sets up waits out a busy or electing cluster
 	reg, err := registry.New(s.cfg.Registry)
 	if err != nil {

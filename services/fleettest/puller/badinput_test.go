@@ -22,7 +22,7 @@ func TestBadInputFails(t *testing.T) {
 	t.Parallel()
 	fx := fleettest.LoadFixtures(t)
 	s := fleettest.New(t)
-	s.Puller(t, func(c *puller.Config) { c.Registry.MaxManifestBytes = 64 << 10 })
+	s.Puller(t, func(c *puller.Config) { c.Registry = s.RegistryConfig; c.Registry.MaxManifestBytes = 64 << 10 })
 	ref := s.Push(t, "single", "bad/single:1")
 	s.Push(t, "schema1", "bad/schema1:1")
 	s.Push(t, "multi", "bad/multi:1")

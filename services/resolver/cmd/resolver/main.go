@@ -5,7 +5,6 @@ package main
 
 import (
 	"flag"
-	"log/slog"
 	"os"
 
 	"github.com/stevedore-dev/stevedore/pkg/service"
@@ -13,16 +12,9 @@ import (
 )
 
 func main() {
-	common := service.RegisterCommon(flag.CommandLine)
-	instance := flag.String("instance", os.Getenv("STEVEDORE_INSTANCE"), "replica name; default the host name (STEVEDORE_INSTANCE)")
-	platform := flag.String("platform", os.Getenv("STEVEDORE_PLATFORM"), "platform for requests that name none; default this host's (STEVEDORE_PLATFORM)")
+	flags := service.RegisterCommon(flag.CommandLine)
+	flags.Instance("replica name; default the host name")
+	flags.Platform("platform for requests that name none; default this host's")
 	flag.Parse()
-
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	p, err := service.Platform(*platform)
-	if err != nil {
-		log.Error("stevedore-resolver stopped", "error", err.Error())
-		os.Exit(1)
-	}
-	os.Exit(service.Main(common, log, resolver.Member(resolver.Config{Replica: common.Replica(*instance, log), Platform: p})))
+	os.Exit(service.Main(flags, resolver.Member(resolver.Config{})))
 }
