@@ -13,6 +13,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/stevedore-dev/stevedore/pkg/cachefmt"
@@ -25,24 +26,24 @@ import (
 // fleet running in another directory writes where the client means.
 func exportTarget(attrs string) (string, error) {
 	t, err := cachefmt.ParseExportTarget(attrs)
-	if err != nil {
-		return "", err
-	}
-	if t.Type == cachefmt.TypeLocal {
-		return absAttr(attrs, "dest")
-	}
-	return attrs, nil
+	return absLocal(attrs, t.Type, "dest", err)
 }
 
 // importSource is exportTarget for an import source (--import-cache) and
 // its local src.
 func importSource(attrs string) (string, error) {
 	s, err := cachefmt.ParseImportSource(attrs)
-	if err != nil {
+	return absLocal(attrs, s.Type, "src", err)
+}
+
+// absLocal is attrs, of type typ as parsed with err, with the directory
+// of a local cache (attribute key) made absolute.
+func absLocal(attrs, typ, key string, err error) (string, error) {
+	switch {
+	case err != nil:
 		return "", err
-	}
-	if s.Type == cachefmt.TypeLocal {
-		return absAttr(attrs, "src")
+	case typ == cachefmt.TypeLocal:
+		return absAttr(attrs, key)
 	}
 	return attrs, nil
 }
@@ -107,10 +108,7 @@ func writeExported(tw io.Writer, r cacheRun) {
 	fmt.Fprintf(tw, "export\t%s\n", r.attrs)
 	switch e := r.out.Exported; {
 	case e != nil:
-		if e.Manifest.Digest != "" {
-			m, _ := json.Marshal(e.Manifest)
-			fmt.Fprintf(tw, "cache.manifest\t%s\n", m)
-		}
+		writeDescriptor(tw, "cache.manifest", e.Manifest)
 		fmt.Fprintf(tw, "records\t%d\n", e.Records)
 		fmt.Fprintf(tw, "layers\t%d\n", e.Layers)
 		fmt.Fprintf(tw, "written\t%d\n", e.Written)
@@ -124,6 +122,14 @@ func writeExported(tw io.Writer, r cacheRun) {
 	}
 }
 
+// writeDescriptor writes desc as JSON after label, when it names a blob.
+func writeDescriptor(tw io.Writer, label string, desc ocispec.Descriptor) {
+	if desc.Digest != "" {
+		m, _ := json.Marshal(desc)
+		fmt.Fprintf(tw, "%s\t%s\n", label, m)
+	}
+}
+
 // writeImported writes an import's result: the manifest, its media type,
 // how many records went into the cache index, the dropped results, and
 // a warning (a missing local cache), or the failure.
@@ -131,10 +137,7 @@ func writeImported(tw io.Writer, r cacheRun) {
 	fmt.Fprintf(tw, "import\t%s\n", r.attrs)
 	switch im := r.out.Imported; {
 	case im != nil:
-		if im.Manifest.Digest != "" {
-			m, _ := json.Marshal(im.Manifest)
-			fmt.Fprintf(tw, "manifest\t%s\n", m)
-		}
+		writeDescriptor(tw, "manifest", im.Manifest)
 		if im.MediaType != "" {
 			fmt.Fprintf(tw, "media type\t%s\n", im.MediaType)
 		}
@@ -148,20 +151,13 @@ func writeImported(tw io.Writer, r cacheRun) {
 	}
 }
 
-// cacheCommand is what export-cache and import-cache share: the embedded
-// stack's flags, progress, --json and --timeout.
-type cacheCommand struct {
-	sf       serviceFlags
-	progress string
-	asJSON   bool
-	timeout  time.Duration
-}
+// cacheCommand is what export-cache and import-cache share: the fleet
+// command's flags and --progress.
+type cacheCommand struct{ fleetCommand }
 
 func (c *cacheCommand) register(cmd *cobra.Command) {
-	c.sf.registerEmbedded(cmd)
-	cmd.Flags().StringVar(&c.progress, "progress", progressAuto, "progress output: auto, tty, plain, rawjson (buildctl's SolveStatus JSON) or quiet")
-	cmd.Flags().BoolVar(&c.asJSON, "json", false, "print the outcome as JSON")
-	cmd.Flags().DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long")
+	c.fleetCommand.register(cmd, "print the outcome as JSON", 30*time.Minute)
+	c.registerProgress(cmd)
 }
 
 // print writes the outcome (as JSON with --json) after the build line,
@@ -194,20 +190,15 @@ func (c *cacheCommand) run(cmd *cobra.Command, g *globals, title, attrs string, 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := within(cmd, c.timeout)
-	defer cancel()
-	f, err := connectFleet(ctx, g, &c.sf)
-	if err != nil {
-		return err
-	}
-	defer f.close()
-	out, err := send(ctx, f, show.event)
-	show.done()
-	var buildErr *client.BuildError
-	if err != nil && (!errors.As(err, &buildErr) || out.BuildID == "") {
-		return err
-	}
-	return c.print(g, cacheRun{attrs: attrs, out: out}, write)
+	return c.open(cmd, g, func(ctx context.Context, f *fleet) error {
+		out, err := send(ctx, f, show.event)
+		show.done()
+		var buildErr *client.BuildError
+		if err != nil && (!errors.As(err, &buildErr) || out.BuildID == "") {
+			return err
+		}
+		return c.print(g, cacheRun{attrs: attrs, out: out}, write)
+	})
 }
 
 func newExportCache(g *globals) *cobra.Command {

@@ -40,10 +40,8 @@ type explained struct {
 
 func newExplain(g *globals) *cobra.Command {
 	var (
-		src     sourceFlags
-		sf      serviceFlags
-		asJSON  bool
-		timeout time.Duration
+		c   fleetCommand
+		src sourceFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "explain BUILD|REF",
@@ -68,33 +66,26 @@ is explained too ("the record came from an import this build did not
 name").`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := within(cmd, timeout)
-			defer cancel()
-			f, err := connectFleet(ctx, g, &sf)
-			if err != nil {
-				return err
-			}
-			defer f.close()
-			misses, err := buildMisses(ctx, f, args[0])
-			if err != nil {
-				return err
-			}
-			if misses == nil {
-				if misses, err = dryRun(ctx, f, &src, args[0]); err != nil {
+			return c.open(cmd, g, func(ctx context.Context, f *fleet) error {
+				misses, err := buildMisses(ctx, f, args[0])
+				if err != nil {
 					return err
 				}
-			}
-			if asJSON {
-				return json.NewEncoder(g.stdout).Encode(misses)
-			}
-			printExplained(g.stdout, misses)
-			return nil
+				if misses == nil {
+					if misses, err = dryRun(ctx, f, &src, args[0]); err != nil {
+						return err
+					}
+				}
+				if c.asJSON {
+					return json.NewEncoder(g.stdout).Encode(misses)
+				}
+				printExplained(g.stdout, misses)
+				return nil
+			})
 		},
 	}
 	src.register(cmd)
-	sf.registerEmbedded(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the misses and their explanations as JSON")
-	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
+	c.register(cmd, "print the misses and their explanations as JSON", 2*time.Minute)
 	return cmd
 }
 

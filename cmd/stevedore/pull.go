@@ -18,15 +18,10 @@ import (
 
 func newPull(g *globals) *cobra.Command {
 	var (
-		src      sourceFlags
-		sf       serviceFlags
-		buildID  string
-		progress string
-		output   string
-		asJSON   bool
-		timeout  time.Duration
-		imports  []string
-		exports  []string
+		c       buildCommand
+		output  string
+		imports []string
+		exports []string
 	)
 	cmd := &cobra.Command{
 		Use:   "pull REF",
@@ -78,10 +73,7 @@ The fleet reads a secret when it sends the request that needs it, sealed
 to the reading service; no secret is in any event.`,
 		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			named, err := src.parse(args)
-			if err != nil {
-				return err
-			}
+			var err error
 			for i, attrs := range imports {
 				if imports[i], err = importSource(attrs); err != nil {
 					return fmt.Errorf("--import-cache: %w", err)
@@ -92,96 +84,108 @@ to the reading service; no secret is in any event.`,
 					return fmt.Errorf("--export-cache: %w", err)
 				}
 			}
-			var dest outputSpec
+			var dest *outputSpec
 			if output != "" {
-				if dest, err = parseOutput(output); err != nil {
+				d, err := parseOutput(output)
+				if err != nil {
 					return fmt.Errorf("--output %w", err)
 				}
+				dest = &d
 			}
-			// A tar on stdout leaves stdout to the tar: the summary goes to
-			// stderr.
-			summary := g.stdout
-			if dest.stdout() {
-				summary = g.stderr
-			}
-			show, err := newDisplay(progress, "Pulling", g.stderr)
+			show, err := newDisplay(c.progress, "Pulling", g.stderr)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := within(cmd, timeout)
-			defer cancel()
-			f, err := connectBuild(ctx, g, &sf, &buildID, &named)
-			if err != nil {
-				return err
-			}
-			defer f.close()
-			op := named.op
-			req := events.SourceResolveRequested{Source: op, Snapshot: true, Session: f.served.id()}
-			if req.Session == "" {
-				// A session with nothing in it still tells the fleet this
-				// client is there: work for the build stops once it is gone
-				// (Ctrl-C, a killed CI job).
-				alive, err := servePresence(ctx, f.js.Conn(), buildID)
-				if err != nil {
-					return err
-				}
-				defer func() { _ = alive.Stop() }()
-				req.Session = alive.ID()
-			}
-			res, err := pullWithCache(ctx, f, buildID, req, imports, exports, show.event)
-			show.done()
-			if err != nil {
-				return err
-			}
-			out := res.pull
-			if asJSON {
-				enc := json.NewEncoder(summary)
-				for _, o := range res.outcomes() {
-					if err := enc.Encode(o); err != nil {
-						return err
-					}
-				}
-			} else {
-				printPull(summary, out, f)
-				printCacheRuns(summary, res)
-				f.served.print(summary)
-			}
-			if err := out.Err(); err != nil {
-				if tty, ok := show.(*ttyDisplay); ok && tty.showedError() {
-					return shownError{what: op.Identifier, err: err}
-				}
-				return fmt.Errorf("%s: %w", op.Identifier, err)
-			}
-			for _, r := range res.exports {
-				if err := r.err(); err != nil {
-					return fmt.Errorf("--export-cache %w", err)
-				}
-			}
-			if output != "" {
-				root, err := rootfsOf(ctx, out, f, sf, buildID)
-				if err != nil {
-					return fmt.Errorf("--output: %w", err)
-				}
-				if err := writeOutput(ctx, dest, g.stdout, root); err != nil {
-					return fmt.Errorf("--output: %w", err)
-				}
-				if !asJSON {
-					fmt.Fprintf(summary, "output    %s (%s)\n", dest, root.from)
-				}
-			}
-			return nil
+			return c.run(cmd, g, args, func(ctx context.Context, f *fleet, op events.SourceOp) error {
+				return pull(ctx, g, &c, f, op, pullOutput{imports: imports, exports: exports, dest: dest, show: show})
+			})
 		},
 	}
-	src.register(cmd)
-	sf.registerEmbedded(cmd)
-	cmd.Flags().StringVar(&buildID, "build-id", "", "build id to use (default: a new one)")
-	cmd.Flags().StringVar(&progress, "progress", progressAuto, "progress output: auto, tty, plain, rawjson (buildctl's SolveStatus JSON) or quiet")
+	c.register(cmd, "print the outcome as JSON", 30*time.Minute)
+	c.registerProgress(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the root filesystem: DIR, type=local,dest=DIR or type=tar,dest=FILE (dest=- for stdout), buildctl's forms")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
-	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
 	cmd.Flags().StringArrayVar(&imports, "import-cache", nil, "import a BuildKit remote cache before the pull: type=local,src=DIR or type=registry,ref=REF (repeatable)")
 	cmd.Flags().StringArrayVar(&exports, "export-cache", nil, "export the pull's result as a BuildKit remote cache after it: type=local,dest=DIR or type=registry,ref=REF (repeatable)")
 	return cmd
+}
+
+// pullOutput is what a pull does besides the pull, as its flags say.
+type pullOutput struct {
+	// imports and exports are the caches imported before and exported
+	// after (--import-cache, --export-cache), checked.
+	imports, exports []string
+	// dest is where --output writes the root filesystem; nil for
+	// nowhere.
+	dest *outputSpec
+	// show displays the progress.
+	show display
+}
+
+// pull is the pull of op on the open fleet f, in build c.buildID: the
+// imports, the pull and the exports, their summary (or JSON), then the
+// root filesystem written to --output.
+func pull(ctx context.Context, g *globals, c *buildCommand, f *fleet, op events.SourceOp, po pullOutput) error {
+	// A tar on stdout leaves stdout to the tar: the summary goes to
+	// stderr.
+	summary := g.stdout
+	if po.dest != nil && po.dest.stdout() {
+		summary = g.stderr
+	}
+	req := events.SourceResolveRequested{Source: op, Snapshot: true, Session: f.served.id()}
+	if req.Session == "" {
+		// A session with nothing in it still tells the fleet this
+		// client is there: work for the build stops once it is gone
+		// (Ctrl-C, a killed CI job).
+		alive, err := servePresence(ctx, f.js.Conn(), c.buildID)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = alive.Stop() }()
+		req.Session = alive.ID()
+	}
+	res, err := pullWithCache(ctx, f, c.buildID, req, po.imports, po.exports, po.show.event)
+	po.show.done()
+	if err != nil {
+		return err
+	}
+	out := res.pull
+	if c.asJSON {
+		enc := json.NewEncoder(summary)
+		for _, o := range res.outcomes() {
+			if err := enc.Encode(o); err != nil {
+				return err
+			}
+		}
+	} else {
+		printPull(summary, out, f)
+		printCacheRuns(summary, res)
+		f.served.print(summary)
+	}
+	if err := out.Err(); err != nil {
+		if tty, ok := po.show.(*ttyDisplay); ok && tty.showedError() {
+			return shownError{what: op.Identifier, err: err}
+		}
+		return fmt.Errorf("%s: %w", op.Identifier, err)
+	}
+	for _, r := range res.exports {
+		if err := r.err(); err != nil {
+			return fmt.Errorf("--export-cache %w", err)
+		}
+	}
+	if po.dest == nil {
+		return nil
+	}
+	root, err := rootfsOf(ctx, out, f, c.sf, c.buildID)
+	if err != nil {
+		return fmt.Errorf("--output: %w", err)
+	}
+	if err := writeOutput(ctx, *po.dest, g.stdout, root); err != nil {
+		return fmt.Errorf("--output: %w", err)
+	}
+	if !c.asJSON {
+		fmt.Fprintf(summary, "output    %s (%s)\n", po.dest, root.from)
+	}
+	return nil
 }
 
 // pullResult is a pull and the cache imports and exports around it.

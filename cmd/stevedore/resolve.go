@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stevedore-dev/stevedore/pkg/broker"
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/service"
@@ -173,35 +172,6 @@ func (f *sourceFlags) parse(args []string) (namedSource, error) {
 	return namedSource{op: op, layouts: layouts, secrets: secrets, localDir: f.localDir}, nil
 }
 
-// connectBuild is connectFleet, then the session of build *buildID (set
-// to a new build id when empty) serving what src names (src.op then names
-// the session's stores); the fleet's close stops the session first.
-func connectBuild(ctx context.Context, g *globals, sf *serviceFlags, buildID *string, src *namedSource) (*fleet, error) {
-	if *buildID == "" {
-		*buildID = client.NewBuildID()
-	}
-	f, err := connectFleet(ctx, g, sf)
-	if err != nil {
-		return nil, err
-	}
-	if f.served, err = serveSession(ctx, f.js.Conn(), *buildID, src.layouts, src.localDir, src.secrets, &src.op); err != nil {
-		f.close()
-		return nil, err
-	}
-	closeFleet := f.close
-	f.close = func() {
-		f.served.stop()
-		closeFleet()
-	}
-	return f, nil
-}
-
-// within is cmd's context, ended after timeout with "no answer within
-// <timeout>".
-func within(cmd *cobra.Command, timeout time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within %s", timeout))
-}
-
 // fleet is a JetStream connection to a running fleet or to an embedded
 // stack started for one call.
 type fleet struct {
@@ -221,12 +191,8 @@ type fleet struct {
 func connectFleet(ctx context.Context, g *globals, sf *serviceFlags) (*fleet, error) {
 	dataDir := sf.dataDir
 	if g.natsURL != "" {
-		nc, js, err := bus.ConnectOnce(g.natsURL, "stevedore-cli", 5*time.Second, localCredentials(g.natsURL)...)
+		nc, js, err := dial(ctx, g.natsURL, "stevedore-cli")
 		if err != nil {
-			return nil, err
-		}
-		if err := client.WaitReady(ctx, js, 5*time.Second); err != nil {
-			nc.Close()
 			return nil, err
 		}
 		return &fleet{js: js, close: nc.Close}, nil
@@ -263,13 +229,7 @@ func connectFleet(ctx context.Context, g *globals, sf *serviceFlags) (*fleet, er
 }
 
 func newResolve(g *globals) *cobra.Command {
-	var (
-		src     sourceFlags
-		sf      serviceFlags
-		buildID string
-		asJSON  bool
-		timeout time.Duration
-	)
+	var c buildCommand
 	cmd := &cobra.Command{
 		Use:   "resolve REF",
 		Short: "Compute a source's BuildKit cache keys and look them up",
@@ -279,39 +239,25 @@ the pin, and whether the cache index had them. With --nats it asks a running
 fleet; without, it starts the embedded stack for this one call.`,
 		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			named, err := src.parse(args)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := within(cmd, timeout)
-			defer cancel()
-			f, err := connectBuild(ctx, g, &sf, &buildID, &named)
-			if err != nil {
-				return err
-			}
-			defer f.close()
-			op := named.op
-			out, err := client.Run(ctx, f.js, buildID, events.SourceResolveRequested{Source: op, Session: f.served.id()}, nil)
-			var buildErr *client.BuildError
-			if err != nil && !errors.As(err, &buildErr) {
-				return err
-			}
-			if asJSON {
-				return json.NewEncoder(g.stdout).Encode(out)
-			}
-			printOutcome(g.stdout, out)
-			f.served.print(g.stdout)
-			if buildErr != nil {
-				return fmt.Errorf("%s: %w", op.Identifier, buildErr)
-			}
-			return nil
+			return c.run(cmd, g, args, func(ctx context.Context, f *fleet, op events.SourceOp) error {
+				out, err := client.Run(ctx, f.js, c.buildID, events.SourceResolveRequested{Source: op, Session: f.served.id()}, nil)
+				var buildErr *client.BuildError
+				if err != nil && !errors.As(err, &buildErr) {
+					return err
+				}
+				if c.asJSON {
+					return json.NewEncoder(g.stdout).Encode(out)
+				}
+				printOutcome(g.stdout, out)
+				f.served.print(g.stdout)
+				if buildErr != nil {
+					return fmt.Errorf("%s: %w", op.Identifier, buildErr)
+				}
+				return nil
+			})
 		},
 	}
-	src.register(cmd)
-	sf.registerEmbedded(cmd)
-	cmd.Flags().StringVar(&buildID, "build-id", "", "build id to use (default: a new one)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
-	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
+	c.register(cmd, "print the outcome as JSON", 2*time.Minute)
 	return cmd
 }
 

@@ -44,18 +44,11 @@ fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
 			if err := events.ValidateBuildID(args[0]); err != nil {
 				return err
 			}
-			url := g.natsURL
-			if url == "" {
-				url = "nats://127.0.0.1:4222"
-			}
-			nc, js, err := bus.ConnectOnce(url, "stevedore-watch", 5*time.Second, localCredentials(url)...)
+			nc, js, err := dialRunning(cmd.Context(), g, "stevedore-watch")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			if err := client.WaitReady(cmd.Context(), js, 5*time.Second); err != nil {
-				return err
-			}
 			// A build can hold several requests one after another (cache
 			// imports, the pull, cache exports): the replay goes on past an
 			// end while stored events follow it, and stops at the first end

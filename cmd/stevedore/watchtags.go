@@ -10,8 +10,6 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/spf13/cobra"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
-	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/tagwatch"
 )
 
@@ -96,16 +94,8 @@ fleet: --nats, or nats://127.0.0.1:4222 where "stevedore up" listens.`,
 
 // watchStore connects to the fleet's watches.
 func watchStore(cmd *cobra.Command, g *globals) (*tagwatch.Store, func(), error) {
-	url := g.natsURL
-	if url == "" {
-		url = "nats://127.0.0.1:4222"
-	}
-	nc, js, err := bus.ConnectOnce(url, "stevedore-watch-tags", 5*time.Second, localCredentials(url)...)
+	nc, js, err := dialRunning(cmd.Context(), g, "stevedore-watch-tags")
 	if err != nil {
-		return nil, nil, err
-	}
-	if err := client.WaitReady(cmd.Context(), js, 5*time.Second); err != nil {
-		nc.Close()
 		return nil, nil, err
 	}
 	store, err := tagwatch.Open(cmd.Context(), js)

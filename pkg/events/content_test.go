@@ -6,23 +6,28 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
+// Content names exactly one kind, and says which: the kind is empty
+// whenever Validate fails.
 func TestContentNamesExactlyOneKind(t *testing.T) {
 	t.Parallel()
 	file, git, local := &events.FileContent{}, &events.GitContent{}, &events.LocalContent{}
 	for _, c := range []struct {
 		content events.Content
-		ok      bool
+		kind    string // empty: not valid
 	}{
-		{events.Content{}, false},
-		{events.Content{File: file}, true},
-		{events.Content{Git: git}, true},
-		{events.Content{Local: local}, true},
-		{events.Content{File: file, Git: git}, false},
-		{events.Content{Git: git, Local: local}, false},
-		{events.Content{File: file, Git: git, Local: local}, false},
+		{events.Content{}, ""},
+		{events.Content{File: file}, "file"},
+		{events.Content{Git: git}, "git"},
+		{events.Content{Local: local}, "local"},
+		{events.Content{File: file, Git: git}, ""},
+		{events.Content{Git: git, Local: local}, ""},
+		{events.Content{File: file, Git: git, Local: local}, ""},
 	} {
-		if err := c.content.Validate(); (err == nil) != c.ok {
-			t.Errorf("Validate(%+v) = %v, want ok %v", c.content, err, c.ok)
+		if err := c.content.Validate(); (err == nil) != (c.kind != "") {
+			t.Errorf("Validate(%+v) = %v, want ok %v", c.content, err, c.kind != "")
+		}
+		if got := c.content.Kind(); got != c.kind {
+			t.Errorf("Kind(%+v) = %q, want %q", c.content, got, c.kind)
 		}
 	}
 }

@@ -480,19 +480,38 @@ type Content struct {
 // Validate checks that exactly one kind of content (File, Git or Local) is
 // set: a snapshot.requested names one thing to snapshot.
 func (c *Content) Validate() error {
-	n := 0
-	for _, set := range []bool{c.File != nil, c.Git != nil, c.Local != nil} {
-		if set {
-			n++
-		}
-	}
-	switch n {
+	switch n := len(c.kinds()); n {
 	case 1:
 		return nil
 	case 0:
 		return errors.New("content names nothing to snapshot")
+	default:
+		return fmt.Errorf("content names %d things to snapshot (file, git, local), want one", n)
 	}
-	return fmt.Errorf("content names %d things to snapshot (file, git, local), want one", n)
+}
+
+// Kind names the kind of content set, as its field's JSON name: "file",
+// "git" or "local" (the values of source.ContentKind that are not
+// layers). It is empty unless exactly one is set (Validate says why).
+func (c *Content) Kind() string {
+	if kinds := c.kinds(); len(kinds) == 1 {
+		return kinds[0]
+	}
+	return ""
+}
+
+// kinds names the fields set.
+func (c *Content) kinds() []string {
+	var kinds []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"file", c.File != nil}, {"git", c.Git != nil}, {"local", c.Local != nil}} {
+		if f.set {
+			kinds = append(kinds, f.name)
+		}
+	}
+	return kinds
 }
 
 // Key is the name of the content's snapshot: what identifies it on a node,

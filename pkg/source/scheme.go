@@ -5,9 +5,13 @@ import (
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
-// ContentKind is what the snapshot of a scheme's source is made of.
+// ContentKind is what the snapshot of a scheme's source is made of: the
+// layers of snapshot.requested's cacheOpts, or the kind of its content
+// (events.Content.Kind, the name of the one field set).
 type ContentKind string
 
 const (
@@ -25,6 +29,20 @@ const (
 // ContentKinds lists every kind of content, in the order of
 // events.Content's fields after the layers.
 var ContentKinds = []ContentKind{ContentLayers, ContentFile, ContentGit, ContentLocal}
+
+// ContentOf is the kind of content r asks for: its Content's kind when it
+// carries content, ContentLayers when it carries only cacheOpts. It is
+// empty when r names nothing to snapshot or content of more than one kind
+// (events.Content.Validate says why).
+func ContentOf(r events.SnapshotRequested) ContentKind {
+	switch {
+	case r.Content != nil:
+		return ContentKind(r.Content.Kind())
+	case r.CacheOpts != nil:
+		return ContentLayers
+	}
+	return ""
+}
 
 // parseFunc parses the part after "<scheme>://" with the op's attributes.
 type parseFunc func(scheme, ref string, attrs map[string]string, platform *ocispec.Platform) (Identifier, error)

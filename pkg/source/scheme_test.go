@@ -34,3 +34,40 @@ func TestSchemeTableIsComplete(t *testing.T) {
 		}
 	}
 }
+
+// Every kind of content a scheme can name is what some snapshot.requested
+// says it carries (source.ContentOf): cacheOpts for layers, else the one
+// field of events.Content of that name.
+func TestContentKindsAreWhatRequestsCarry(t *testing.T) {
+	t.Parallel()
+	carries := map[source.ContentKind]events.SnapshotRequested{
+		source.ContentLayers: {CacheOpts: &events.CacheOpts{}},
+		source.ContentFile:   {Content: &events.Content{File: &events.FileContent{}}},
+		source.ContentGit:    {Content: &events.Content{Git: &events.GitContent{}}},
+		source.ContentLocal:  {Content: &events.Content{Local: &events.LocalContent{}}},
+	}
+	for _, k := range source.ContentKinds {
+		r, ok := carries[k]
+		if !ok {
+			t.Errorf("%s: no snapshot.requested carries it (a field of events.Content, named by its Kind)", k)
+			continue
+		}
+		if got := source.ContentOf(r); got != k {
+			t.Errorf("ContentOf(%+v) = %q, want %q", r, got, k)
+		}
+	}
+	for _, r := range []events.SnapshotRequested{
+		{},
+		{Content: &events.Content{}},
+		{Content: &events.Content{File: &events.FileContent{}, Git: &events.GitContent{}}},
+	} {
+		if got := source.ContentOf(r); got != "" {
+			t.Errorf("ContentOf(%+v) = %q, want none", r, got)
+		}
+	}
+	// Content wins over cacheOpts, as the snapshotter reads it.
+	both := events.SnapshotRequested{CacheOpts: &events.CacheOpts{}, Content: &events.Content{Git: &events.GitContent{}}}
+	if got := source.ContentOf(both); got != source.ContentGit {
+		t.Errorf("ContentOf(cacheOpts and git content) = %q, want %q", got, source.ContentGit)
+	}
+}

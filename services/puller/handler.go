@@ -231,7 +231,14 @@ func (h *Handler) CacheKey(ctx context.Context, in events.CacheKeyRequested) ([]
 	if err != nil {
 		return nil, failure.Invalid(err)
 	}
-	return fn(ctx, id, in)
+	out, err := fn(ctx, id, in)
+	if err != nil {
+		return out, err
+	}
+	if err := checkContent(id.Scheme(), out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (h *Handler) imageKey(ctx context.Context, id source.Identifier, in events.CacheKeyRequested) ([]events.Event, error) {

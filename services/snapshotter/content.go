@@ -15,31 +15,17 @@ import (
 // filler writes the files of a content snapshot into dir.
 type filler func(ctx context.Context, dir string) error
 
-// fillerOf returns how to fill the snapshot of c, one function per kind
-// of content (file.go, git.go).
-func (h *Handler) fillerOf(c *events.Content) (filler, error) {
-	switch {
-	case c.File != nil:
-		return h.fileFiller(c.File)
-	case c.Git != nil:
-		return h.gitFiller(c.Git)
-	}
-	return nil, failure.Invalid(errors.New("snapshot.requested: content names nothing to snapshot"))
-}
-
 // snapshotContent makes the snapshot of a source that is not an image
 // (Content), once for the fleet like a layer chain: the node that takes
-// the key's lease builds it, the others follow. It is recorded in the
+// the key's lease builds it with the filler fillerOf returns (one per kind
+// of content: file.go, git.go), the others follow. It is recorded in the
 // cache index under every key, with this node and the snapshot's name.
-func (h *Handler) snapshotContent(ctx context.Context, in events.SnapshotRequested) ([]events.Event, error) {
-	if in.Content.Local != nil {
-		return h.snapshotLocal(ctx, in)
-	}
+func (h *Handler) snapshotContent(ctx context.Context, in events.SnapshotRequested, fillerOf func() (filler, error)) ([]events.Event, error) {
 	key := in.Content.Key(in.Keys)
 	if key == "" {
 		return nil, failure.Invalid(errors.New("snapshot.requested for content carries no key"))
 	}
-	fill, err := h.fillerOf(in.Content)
+	fill, err := fillerOf()
 	if err != nil {
 		return nil, err
 	}

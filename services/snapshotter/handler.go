@@ -24,6 +24,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/lease"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
+	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
 // Store is what the handler needs from the node's snapshot store.
@@ -91,6 +92,8 @@ type Handler struct {
 	// remotePrepares counts builders' remote-snapshot Prepares by
 	// outcome; nil when no metrics are kept.
 	remotePrepares *prometheus.CounterVec
+	// makers make each kind of content (makers.go).
+	makers map[source.ContentKind]maker
 }
 
 // HandlerConfig is what a Handler works with.
@@ -142,6 +145,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	h := &Handler{node: cfg.Node, store: cfg.Store, reader: cfg.Reader, flight: cfg.Flight, index: cfg.Index,
 		window: cfg.Window, limits: cfg.Limits, now: time.Now, busy: cfg.Busy, http: cfg.HTTP, git: cfg.Git, local: cfg.Local, secrets: cfg.Secrets,
 		clients: cfg.Clients, clientCheck: cfg.ClientCheck}
+	h.makers = h.newMakers()
 	if h.busy == nil {
 		h.busy = &sync.RWMutex{}
 	}
@@ -189,17 +193,18 @@ func (h *Handler) Snapshot(ctx context.Context, in events.SnapshotRequested) ([]
 }
 
 func (h *Handler) snapshot(ctx context.Context, in events.SnapshotRequested) ([]events.Event, error) {
+	mk, err := h.makerOf(in)
+	if err != nil {
+		return nil, err
+	}
 	ctx, stop := h.watchClient(ctx, in.Session)
 	defer stop()
-	if in.Content != nil {
-		if err := in.Content.Validate(); err != nil {
-			return nil, failure.Invalid(fmt.Errorf("snapshot.requested: %w", err))
-		}
-		return h.snapshotContent(ctx, in)
-	}
-	if in.CacheOpts == nil {
-		return nil, failure.Invalid(errors.New("snapshot.requested carries neither cacheOpts nor content"))
-	}
+	return mk(ctx, in)
+}
+
+// snapshotLayers makes the snapshot of an image's layer chain
+// (in.CacheOpts).
+func (h *Handler) snapshotLayers(ctx context.Context, in events.SnapshotRequested) ([]events.Event, error) {
 	layers := in.CacheOpts.Layers
 	if err := validLayers(layers); err != nil {
 		return nil, failure.Invalid(fmt.Errorf("snapshot.requested: %w", err))
