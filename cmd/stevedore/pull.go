@@ -128,7 +128,16 @@ to the reading service; no secret is in any event.`,
 				defer func() { _ = alive.Stop() }()
 				req.Session = alive.ID()
 			}
-			res, err := pullWithCache(ctx, f, buildID, req, imports, exports, show.event)
+			each := show.event
+			var early *earlyOutput
+			if dest.Type == outputLocal && f.stack != nil {
+				// Embedded: the output is written as the layers are
+				// committed.
+				early = newEarlyOutput(ctx, dest.Dest, f.stack.snap.Store().ExportChain)
+				defer early.close()
+				each = early.event(each)
+			}
+			res, err := pullWithCache(ctx, f, buildID, req, imports, exports, each)
 			show.done()
 			if err != nil {
 				return err
@@ -161,6 +170,11 @@ to the reading service; no secret is in any event.`,
 				root, err := rootfsOf(ctx, out, f, sf, buildID)
 				if err != nil {
 					return fmt.Errorf("--output: %w", err)
+				}
+				if early != nil {
+					if w, ok := early.writer(snapshotKeyOf(out)); ok {
+						root = w
+					}
 				}
 				if err := writeOutput(ctx, dest, g.stdout, root); err != nil {
 					return fmt.Errorf("--output: %w", err)

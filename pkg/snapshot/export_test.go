@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -177,5 +178,66 @@ func TestExportBuilt(t *testing.T) {
 				t.Error("Export of a missing snapshot made its directory")
 			}
 		})
+	}
+}
+
+// TestExportChainMatchesGNUTar: ExportChain, started before the Unpack
+// that makes the chain, writes the tree GNU tar extracts from the layers,
+// as Export does, each layer on top of the ones below (whiteouts, opaque
+// directories, names that change type); so does it for every prefix of a
+// chain already there; and it leaves no view behind.
+func TestExportChainMatchesGNUTar(t *testing.T) {
+	t.Parallel()
+	for _, kind := range kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			needKind(t, kind)
+			tarBin := testenv.Tool(t, "tar", "the reference extraction is GNU tar's")
+			layers := referenceChain(t)
+			s := openStore(t, kind)
+			early := filepath.Join(t.TempDir(), "rootfs")
+			exported := make(chan error, 1)
+			go func() { exported <- s.ExportChain(t.Context(), eventsOf(layers...), early) }()
+			if _, err := s.Unpack(t.Context(), snapshot.Request{Layers: eventsOf(layers...), Source: newSource(layers...)}); err != nil {
+				t.Fatalf("Unpack: %v", err)
+			}
+			if err := <-exported; err != nil {
+				t.Fatalf("ExportChain started before the Unpack: %v", err)
+			}
+			if diff := cmp.Diff(readTree(t, gnuTar(t, tarBin, layers...)), readTree(t, early)); diff != "" {
+				t.Errorf("ExportChain started before the Unpack differs from GNU tar's (-tar +export):\n%s", diff)
+			}
+			for i := range layers {
+				want := readTree(t, gnuTar(t, tarBin, layers[:i+1]...))
+				out := filepath.Join(t.TempDir(), "rootfs")
+				if err := s.ExportChain(t.Context(), eventsOf(layers[:i+1]...), out); err != nil {
+					t.Fatalf("ExportChain of %d layers: %v", i+1, err)
+				}
+				if diff := cmp.Diff(want, readTree(t, out)); diff != "" {
+					t.Errorf("ExportChain of %d layers differs from GNU tar's (-tar +export):\n%s", i+1, diff)
+				}
+			}
+			committed, other := snapshotNames(t, s)
+			if len(committed) != len(layers) || len(other) != 0 {
+				t.Errorf("after exports: committed %v, others %v; want %d committed and no view left", committed, other, len(layers))
+			}
+		})
+	}
+}
+
+// TestExportChainWaits: ExportChain of a chain no Unpack makes waits, and
+// returns its context's cause when that ends.
+func TestExportChainWaits(t *testing.T) {
+	t.Parallel()
+	needKind(t, snapshot.KindOverlay)
+	layers := referenceChain(t)
+	s := openStore(t, snapshot.KindOverlay)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	stop := errors.New("the pull ended elsewhere")
+	exported := make(chan error, 1)
+	go func() { exported <- s.ExportChain(ctx, eventsOf(layers...), filepath.Join(t.TempDir(), "rootfs")) }()
+	cancel(stop)
+	if err := <-exported; !errors.Is(err, stop) {
+		t.Errorf("ExportChain of a chain not made: %v, want %v", err, stop)
 	}
 }
