@@ -355,9 +355,9 @@ func writeEntry(e unionEntry, dst string, links map[inodeKey]string, replace boo
 			}
 			links[k] = dst
 		}
-		if err := copyFile(e.src, dst); err != nil {
-			return err
-		}
+		// Owner, extended attributes, mode and times through the
+		// descriptors: no path is looked up again.
+		return copyFile(e, dst)
 	case mode&fs.ModeSymlink != 0:
 		target, err := os.Readlink(e.src)
 		if err != nil {
@@ -414,10 +414,12 @@ func clearFor(dst string, mode fs.FileMode) error {
 	return os.RemoveAll(dst)
 }
 
-// copyFile copies a regular file's bytes (copy_file_range: a reflink where
-// the file system shares extents, an in-kernel copy otherwise).
-func copyFile(src, dst string) error {
-	in, err := os.Open(src) //nolint:gosec // G304: a file of the snapshot being exported
+// copyFile copies a regular file: its bytes (copy_file_range: a reflink
+// where the file system shares extents, an in-kernel copy otherwise), then
+// its owner, extended attributes (not overlayfs's), mode (after the owner,
+// which clears setuid and setgid) and times, each through the descriptors.
+func copyFile(e unionEntry, dst string) error {
+	in, err := os.Open(e.src)
 	if err != nil {
 		return err
 	}
@@ -429,7 +431,30 @@ func copyFile(src, dst string) error {
 	if _, err := io.Copy(out, in); err != nil {
 		return errors.Join(err, out.Close())
 	}
+	if err := fileMeta(in, out, e.info); err != nil {
+		return errors.Join(err, out.Close())
+	}
 	return out.Close()
+}
+
+// fileMeta gives out the owner, extended attributes, mode and times of
+// in, whose FileInfo is info.
+func fileMeta(in, out *os.File, info fs.FileInfo) error {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return errors.New("no stat")
+	}
+	if err := out.Chown(int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if err := copyFdXattrs(int(in.Fd()), int(out.Fd())); err != nil { //nolint:gosec // G115: a descriptor
+		return err
+	}
+	if err := out.Chmod(info.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
+		return err
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(time.Unix(st.Atim.Unix()).UnixNano()), unix.NsecToTimespec(info.ModTime().UnixNano())}
+	return futimens(int(out.Fd()), ts) //nolint:gosec // G115: a descriptor
 }
 
 // setTimes gives dst the access and modification times of info, without

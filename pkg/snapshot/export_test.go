@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/pkg/testenv"
@@ -239,5 +240,65 @@ func TestExportChainWaits(t *testing.T) {
 	cancel(stop)
 	if err := <-exported; !errors.Is(err, stop) {
 		t.Errorf("ExportChain of a chain not made: %v, want %v", err, stop)
+	}
+}
+
+// TestExportXattrs: Export and ExportChain give a file its extended
+// attributes, and a directory only those of the top layer that has it
+// (a layer's directory over one below replaces its attributes).
+func TestExportXattrs(t *testing.T) {
+	t.Parallel()
+	needKind(t, snapshot.KindOverlay)
+	layers := []layer{
+		buildLayer(t, gzipped,
+			dir("d", 0o755).xattr("user.lower", "l"),
+			file("d/f", "f", 0o644).xattr("user.file", "v"),
+		),
+		buildLayer(t, gzipped,
+			dir("d", 0o750).xattr("user.upper", "u"),
+			file("d/g", "g", 0o644),
+		),
+	}
+	s := openStore(t, snapshot.KindOverlay)
+	if _, err := s.Unpack(t.Context(), snapshot.Request{Layers: eventsOf(layers...), Source: newSource(layers...)}); err != nil {
+		t.Fatalf("Unpack: %v", err)
+	}
+	xattrs := func(p string) map[string]string {
+		t.Helper()
+		out := map[string]string{}
+		buf := make([]byte, 4096)
+		n, err := unix.Llistxattr(p, buf)
+		if err != nil {
+			t.Fatalf("listxattr %s: %v", p, err)
+		}
+		for name := range strings.SplitSeq(string(buf[:n]), "\x00") {
+			if name == "" {
+				continue
+			}
+			v := make([]byte, 256)
+			m, err := unix.Lgetxattr(p, name, v)
+			if err != nil {
+				t.Fatalf("getxattr %s %s: %v", p, name, err)
+			}
+			out[name] = string(v[:m])
+		}
+		return out
+	}
+	top := snapshot.ChainIDs(eventsOf(layers...))[1].String()
+	viaExport := filepath.Join(t.TempDir(), "rootfs")
+	if err := s.Export(t.Context(), top, viaExport); err != nil {
+		t.Fatalf("Export: %v", err)
+	}
+	viaChain := filepath.Join(t.TempDir(), "rootfs")
+	if err := s.ExportChain(t.Context(), eventsOf(layers...), viaChain); err != nil {
+		t.Fatalf("ExportChain: %v", err)
+	}
+	for _, root := range []string{viaExport, viaChain} {
+		if diff := cmp.Diff(map[string]string{"user.file": "v"}, xattrs(filepath.Join(root, "d", "f"))); diff != "" {
+			t.Errorf("%s: d/f xattrs (-want +got):\n%s", root, diff)
+		}
+		if diff := cmp.Diff(map[string]string{"user.upper": "u"}, xattrs(filepath.Join(root, "d"))); diff != "" {
+			t.Errorf("%s: d xattrs (-want +got):\n%s", root, diff)
+		}
 	}
 }
