@@ -80,6 +80,9 @@ func parseOutput(s string) (outputSpec, error) {
 // that fails verification at its end makes the command fail.
 func writeOutput(ctx context.Context, o outputSpec, stdout io.Writer, root rootfsWriter) error {
 	if o.Type == outputLocal {
+		if root.place != nil {
+			return root.place(ctx, o.Dest)
+		}
 		return placeDir(ctx, o.Dest, root.dir)
 	}
 	if o.stdout() {

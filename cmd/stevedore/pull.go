@@ -143,7 +143,15 @@ func pull(ctx context.Context, g *globals, c *buildCommand, f *fleet, op events.
 		defer func() { _ = alive.Stop() }()
 		req.Session = alive.ID()
 	}
-	res, err := pullWithCache(ctx, f, c.buildID, req, po.imports, po.exports, po.show.event)
+	each := po.show.event
+	var early *earlyOutput
+	if po.dest != nil && po.dest.Type == outputLocal && f.stack != nil {
+		// Embedded: the output is written as the layers are committed.
+		early = newEarlyOutput(ctx, po.dest.Dest, f.stack.snap.Store().ExportChain)
+		defer early.close()
+		each = early.event(each)
+	}
+	res, err := pullWithCache(ctx, f, c.buildID, req, po.imports, po.exports, each)
 	po.show.done()
 	if err != nil {
 		return err
@@ -178,6 +186,11 @@ func pull(ctx context.Context, g *globals, c *buildCommand, f *fleet, op events.
 	root, err := rootfsOf(ctx, out, f, c.sf, c.buildID)
 	if err != nil {
 		return fmt.Errorf("--output: %w", err)
+	}
+	if early != nil {
+		if w, ok := early.writer(snapshotKeyOf(out)); ok {
+			root = w
+		}
 	}
 	if err := writeOutput(ctx, *po.dest, g.stdout, root); err != nil {
 		return fmt.Errorf("--output: %w", err)

@@ -29,6 +29,10 @@ type rootfsWriter struct {
 	tar func(ctx context.Context, w io.Writer) error
 	// from says where the bytes came from, for the summary.
 	from string
+	// place, when set, moves a directory already filled (or being filled)
+	// into dest, instead of dir through placeDir; a tar is then not
+	// written.
+	place func(ctx context.Context, dest string) error
 }
 
 // writeTar writes the root filesystem as a tar stream.
@@ -159,22 +163,40 @@ func snapshotNodeOf(out client.Outcome) string {
 // fill leaves after a failure is removed, so dest never holds a partial
 // or unverified tree.
 func placeDir(ctx context.Context, dest string, fill func(ctx context.Context, dir string) error) error {
-	dest = filepath.Clean(dest)
-	parent := filepath.Dir(dest)
-	if err := os.MkdirAll(parent, 0o755); err != nil { //nolint:gosec // G301: the parent of an output directory
-		return err
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dest)+".stevedore-")
+	tmp, err := besideDir(dest)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = os.RemoveAll(tmp) }()
-	if err := os.Chmod(tmp, 0o755); err != nil { //nolint:gosec // G302: a root filesystem's top directory is world-readable, like /
-		return err
-	}
 	if err := fill(ctx, tmp); err != nil {
 		return err
 	}
+	return moveDir(ctx, tmp, dest)
+}
+
+// besideDir makes a new empty directory (mode 0755) beside dest, to be
+// filled and moved into place by moveDir.
+func besideDir(dest string) (string, error) {
+	dest = filepath.Clean(dest)
+	parent := filepath.Dir(dest)
+	if err := os.MkdirAll(parent, 0o755); err != nil { //nolint:gosec // G301: the parent of an output directory
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dest)+".stevedore-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil { //nolint:gosec // G302: a root filesystem's top directory is world-readable, like /
+		return "", errors.Join(err, os.Remove(tmp))
+	}
+	return tmp, nil
+}
+
+// moveDir moves the filled directory tmp (besideDir's) into place as
+// dest: renamed to dest when dest is missing or empty; otherwise each of
+// its top-level entries replaces the one of the same name in dest.
+func moveDir(ctx context.Context, tmp, dest string) error {
+	dest = filepath.Clean(dest)
 	if cause := context.Cause(ctx); cause != nil {
 		return cause
 	}

@@ -355,9 +355,9 @@ func writeEntry(e unionEntry, dst string, links map[inodeKey]string, replace boo
 			}
 			links[k] = dst
 		}
-		if err := copyFile(e.src, dst); err != nil {
-			return err
-		}
+		// Owner, extended attributes, mode and times through the
+		// descriptors: no path is looked up again.
+		return copyFile(e, dst)
 	case mode&fs.ModeSymlink != 0:
 		target, err := os.Readlink(e.src)
 		if err != nil {
@@ -414,22 +414,96 @@ func clearFor(dst string, mode fs.FileMode) error {
 	return os.RemoveAll(dst)
 }
 
-// copyFile copies a regular file's bytes (copy_file_range: a reflink where
-// the file system shares extents, an in-kernel copy otherwise).
-func copyFile(src, dst string) error {
-	in, err := os.Open(src) //nolint:gosec // G304: a file of the snapshot being exported
+// copyFile copies a regular file: its bytes (copy_file_range: a reflink
+// where the file system shares extents, an in-kernel copy otherwise), then
+// its owner, extended attributes (not overlayfs's), mode (after the owner,
+// which clears setuid and setgid) and times, each through the descriptors.
+// The descriptors are the kernel's alone: an *os.File costs two or three
+// fcntl calls more per file (made non-blocking for the poller, which
+// refuses a regular file, then blocking again).
+func copyFile(e unionEntry, dst string) error {
+	st, ok := e.info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return errors.New("no stat")
+	}
+	in, err := unix.Open(e.src, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
+		return &fs.PathError{Op: "open", Path: e.src, Err: err}
+	}
+	defer func() { _ = unix.Close(in) }()
+	out, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: dst, Err: err}
+	}
+	if err := copyFd(in, out, e.info.Size()); err != nil {
+		return errors.Join(fmt.Errorf("copy %s: %w", e.src, err), unix.Close(out))
+	}
+	if err := fileMeta(in, out, st, e.info.ModTime()); err != nil {
+		return errors.Join(err, unix.Close(out))
+	}
+	return unix.Close(out)
+}
+
+// copyFd copies size bytes from in to out with copy_file_range, or with
+// read and write where the kernel refuses it (two file systems, say).
+func copyFd(in, out int, size int64) error {
+	var done int64
+	for done < size {
+		n, err := unix.CopyFileRange(in, nil, out, nil, int(min(size-done, 1<<30)), 0)
+		if err != nil {
+			if done == 0 && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) ||
+				errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM)) {
+				return copyRW(in, out, size)
+			}
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("changed while read: %d bytes, not %d", done, size)
+		}
+		done += int64(n)
+	}
+	return nil
+}
+
+// copyRW copies size bytes from in to out through a buffer.
+func copyRW(in, out int, size int64) error {
+	buf := tarCopyBuffers.Get().(*[]byte)
+	defer tarCopyBuffers.Put(buf)
+	var done int64
+	for done < size {
+		n, err := unix.Read(in, (*buf)[:min(int64(len(*buf)), size-done)])
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("changed while read: %d bytes, not %d", done, size)
+		}
+		for w := 0; w < n; {
+			m, err := unix.Write(out, (*buf)[w:n])
+			if err != nil {
+				return err
+			}
+			w += m
+		}
+		done += int64(n)
+	}
+	return nil
+}
+
+// fileMeta gives the file open as out the owner, extended attributes,
+// mode and times of the one open as in, whose stat is st.
+func fileMeta(in, out int, st *syscall.Stat_t, mtime time.Time) error {
+	if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
 		return err
 	}
-	defer func() { _ = in.Close() }()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: a file of the output directory
-	if err != nil {
+	if err := copyFdXattrs(in, out); err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		return errors.Join(err, out.Close())
+	if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
+		return err
 	}
-	return out.Close()
+	ts := []unix.Timespec{unix.NsecToTimespec(time.Unix(st.Atim.Unix()).UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
+	return futimens(out, ts)
 }
 
 // setTimes gives dst the access and modification times of info, without

@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/pkg/testenv"
@@ -177,5 +179,126 @@ func TestExportBuilt(t *testing.T) {
 				t.Error("Export of a missing snapshot made its directory")
 			}
 		})
+	}
+}
+
+// TestExportChainMatchesGNUTar: ExportChain, started before the Unpack
+// that makes the chain, writes the tree GNU tar extracts from the layers,
+// as Export does, each layer on top of the ones below (whiteouts, opaque
+// directories, names that change type); so does it for every prefix of a
+// chain already there; and it leaves no view behind.
+func TestExportChainMatchesGNUTar(t *testing.T) {
+	t.Parallel()
+	for _, kind := range kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			needKind(t, kind)
+			tarBin := testenv.Tool(t, "tar", "the reference extraction is GNU tar's")
+			layers := referenceChain(t)
+			s := openStore(t, kind)
+			early := filepath.Join(t.TempDir(), "rootfs")
+			exported := make(chan error, 1)
+			go func() { exported <- s.ExportChain(t.Context(), eventsOf(layers...), early) }()
+			if _, err := s.Unpack(t.Context(), snapshot.Request{Layers: eventsOf(layers...), Source: newSource(layers...)}); err != nil {
+				t.Fatalf("Unpack: %v", err)
+			}
+			if err := <-exported; err != nil {
+				t.Fatalf("ExportChain started before the Unpack: %v", err)
+			}
+			if diff := cmp.Diff(readTree(t, gnuTar(t, tarBin, layers...)), readTree(t, early)); diff != "" {
+				t.Errorf("ExportChain started before the Unpack differs from GNU tar's (-tar +export):\n%s", diff)
+			}
+			for i := range layers {
+				want := readTree(t, gnuTar(t, tarBin, layers[:i+1]...))
+				out := filepath.Join(t.TempDir(), "rootfs")
+				if err := s.ExportChain(t.Context(), eventsOf(layers[:i+1]...), out); err != nil {
+					t.Fatalf("ExportChain of %d layers: %v", i+1, err)
+				}
+				if diff := cmp.Diff(want, readTree(t, out)); diff != "" {
+					t.Errorf("ExportChain of %d layers differs from GNU tar's (-tar +export):\n%s", i+1, diff)
+				}
+			}
+			committed, other := snapshotNames(t, s)
+			if len(committed) != len(layers) || len(other) != 0 {
+				t.Errorf("after exports: committed %v, others %v; want %d committed and no view left", committed, other, len(layers))
+			}
+		})
+	}
+}
+
+// TestExportChainWaits: ExportChain of a chain no Unpack makes waits, and
+// returns its context's cause when that ends.
+func TestExportChainWaits(t *testing.T) {
+	t.Parallel()
+	needKind(t, snapshot.KindOverlay)
+	layers := referenceChain(t)
+	s := openStore(t, snapshot.KindOverlay)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	stop := errors.New("the pull ended elsewhere")
+	exported := make(chan error, 1)
+	go func() { exported <- s.ExportChain(ctx, eventsOf(layers...), filepath.Join(t.TempDir(), "rootfs")) }()
+	cancel(stop)
+	if err := <-exported; !errors.Is(err, stop) {
+		t.Errorf("ExportChain of a chain not made: %v, want %v", err, stop)
+	}
+}
+
+// TestExportXattrs: Export and ExportChain give a file its extended
+// attributes, and a directory only those of the top layer that has it
+// (a layer's directory over one below replaces its attributes).
+func TestExportXattrs(t *testing.T) {
+	t.Parallel()
+	needKind(t, snapshot.KindOverlay)
+	layers := []layer{
+		buildLayer(t, gzipped,
+			dir("d", 0o755).xattr("user.lower", "l"),
+			file("d/f", "f", 0o644).xattr("user.file", "v"),
+		),
+		buildLayer(t, gzipped,
+			dir("d", 0o750).xattr("user.upper", "u"),
+			file("d/g", "g", 0o644),
+		),
+	}
+	s := openStore(t, snapshot.KindOverlay)
+	if _, err := s.Unpack(t.Context(), snapshot.Request{Layers: eventsOf(layers...), Source: newSource(layers...)}); err != nil {
+		t.Fatalf("Unpack: %v", err)
+	}
+	xattrs := func(p string) map[string]string {
+		t.Helper()
+		out := map[string]string{}
+		buf := make([]byte, 4096)
+		n, err := unix.Llistxattr(p, buf)
+		if err != nil {
+			t.Fatalf("listxattr %s: %v", p, err)
+		}
+		for name := range strings.SplitSeq(string(buf[:n]), "\x00") {
+			if name == "" {
+				continue
+			}
+			v := make([]byte, 256)
+			m, err := unix.Lgetxattr(p, name, v)
+			if err != nil {
+				t.Fatalf("getxattr %s %s: %v", p, name, err)
+			}
+			out[name] = string(v[:m])
+		}
+		return out
+	}
+	top := snapshot.ChainIDs(eventsOf(layers...))[1].String()
+	viaExport := filepath.Join(t.TempDir(), "rootfs")
+	if err := s.Export(t.Context(), top, viaExport); err != nil {
+		t.Fatalf("Export: %v", err)
+	}
+	viaChain := filepath.Join(t.TempDir(), "rootfs")
+	if err := s.ExportChain(t.Context(), eventsOf(layers...), viaChain); err != nil {
+		t.Fatalf("ExportChain: %v", err)
+	}
+	for _, root := range []string{viaExport, viaChain} {
+		if diff := cmp.Diff(map[string]string{"user.file": "v"}, xattrs(filepath.Join(root, "d", "f"))); diff != "" {
+			t.Errorf("%s: d/f xattrs (-want +got):\n%s", root, diff)
+		}
+		if diff := cmp.Diff(map[string]string{"user.upper": "u"}, xattrs(filepath.Join(root, "d"))); diff != "" {
+			t.Errorf("%s: d xattrs (-want +got):\n%s", root, diff)
+		}
 	}
 }

@@ -477,15 +477,17 @@ func (t *freshTree) create(ctx context.Context, p, full string, hdr *tar.Header,
 
 // createFile writes a regular file: created exclusively, then owner,
 // xattrs, mode (after the owner, which clears set-id bits) through its
-// descriptor; times once closed.
+// descriptor; times once closed. The descriptor is the kernel's alone: an
+// *os.File costs two or three fcntl calls more per file (made non-blocking
+// for the poller, which refuses a regular file, then blocking again).
 func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Header, tr io.Reader, mode os.FileMode) error {
-	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC | unix.O_CLOEXEC
 	if t.made != nil {
-		flags |= os.O_EXCL // the records say nothing is there
+		flags |= unix.O_EXCL // the records say nothing is there
 	}
-	f, err := os.OpenFile(full, flags, mode) //nolint:gosec // G304: a path inside the root (see resolve)
+	fd, err := unix.Open(full, flags, uint32(mode.Perm()))
 	if err != nil {
-		return err
+		return &os.PathError{Op: "open", Path: full, Err: err}
 	}
 	if t.made != nil {
 		t.made[p] = madeOther
@@ -493,26 +495,38 @@ func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Hea
 	err = func() error {
 		buf := freshCopyBuffers.Get().(*[]byte)
 		defer freshCopyBuffers.Put(buf)
-		body := readerFunc(func(p []byte) (int, error) {
+		for {
 			if cause := context.Cause(ctx); cause != nil {
-				return 0, cause
+				return cause
 			}
-			return tr.Read(p)
-		})
-		if _, err := io.CopyBuffer(struct{ io.Writer }{f}, body, *buf); err != nil {
-			return err
+			n, rerr := tr.Read(*buf)
+			for w := 0; w < n; {
+				m, err := unix.Write(fd, (*buf)[w:n])
+				if err != nil {
+					return &os.PathError{Op: "write", Path: full, Err: err}
+				}
+				w += m
+			}
+			if errors.Is(rerr, io.EOF) {
+				break
+			}
+			if rerr != nil {
+				return rerr
+			}
 		}
-		if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
-			return fmt.Errorf("failed to Lchown %q for UID %d, GID %d: %w", full, hdr.Uid, hdr.Gid, err)
+		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+			return fmt.Errorf("failed to Lchown %q for UID %d, GID %d: %w", full, hdr.Uid, hdr.Gid, &os.PathError{Op: "chown", Path: full, Err: err})
 		}
-		fd := int(f.Fd())
 		if err := setXattrs(hdr, func(k, v string) error { return unix.Fsetxattr(fd, k, []byte(v), 0) }, true); err != nil {
 			return fmt.Errorf("failed to setxattr %q: %w", full, err)
 		}
-		return f.Chmod(mode)
+		if err := unix.Fchmod(fd, unixMode(mode)); err != nil {
+			return &os.PathError{Op: "chmod", Path: full, Err: err}
+		}
+		return nil
 	}()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = &os.PathError{Op: "close", Path: full, Err: cerr}
 	}
 	if err != nil {
 		return err
@@ -520,10 +534,21 @@ func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Hea
 	return chtimesOf(full, hdr)
 }
 
-// readerFunc adapts a function to io.Reader.
-type readerFunc func(p []byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+// unixMode is the permission and set-id and sticky bits of m as chmod
+// takes them.
+func unixMode(m os.FileMode) uint32 {
+	out := uint32(m.Perm())
+	if m&os.ModeSetuid != 0 {
+		out |= unix.S_ISUID
+	}
+	if m&os.ModeSetgid != 0 {
+		out |= unix.S_ISGID
+	}
+	if m&os.ModeSticky != 0 {
+		out |= unix.S_ISVTX
+	}
+	return out
+}
 
 // linkTarget is where a hard link's target is: inside the root, its
 // directories' symlinks followed, as archive.Apply's hardlinkRootPath.

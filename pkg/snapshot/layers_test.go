@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"path"
 	"sync"
 	"testing"
@@ -68,6 +69,7 @@ type entry struct {
 	mtime        int64
 	link         string
 	major, minor int64
+	xattrs       map[string]string
 }
 
 // mtime is the modification time of every entry unless set otherwise.
@@ -114,6 +116,16 @@ func fifo(name string) entry {
 	return entry{name: name, typ: tar.TypeFifo, mode: 0o640, mtime: mtime}
 }
 
+// xattr gives the entry an extended attribute (a SCHILY.xattr PAX record).
+func (e entry) xattr(name, value string) entry {
+	e.xattrs = maps.Clone(e.xattrs)
+	if e.xattrs == nil {
+		e.xattrs = map[string]string{}
+	}
+	e.xattrs[name] = value
+	return e
+}
+
 func (e entry) owner(uid, gid int) entry {
 	e.uid, e.gid = uid, gid
 	return e
@@ -144,6 +156,12 @@ func tarOf(t *testing.T, entries ...entry) []byte {
 			Name: e.name, Typeflag: e.typ, Mode: e.mode, Uid: e.uid, Gid: e.gid,
 			ModTime: time.Unix(e.mtime, 0), Linkname: e.link, Devmajor: e.major, Devminor: e.minor,
 			Format: tar.FormatPAX,
+		}
+		for k, v := range e.xattrs {
+			if h.PAXRecords == nil {
+				h.PAXRecords = map[string]string{}
+			}
+			h.PAXRecords["SCHILY.xattr."+k] = v
 		}
 		if e.typ == tar.TypeReg {
 			h.Size = int64(len(e.body))

@@ -95,6 +95,7 @@ type Store struct {
 	extracts singleflight.Group // by chainID
 	mu       sync.Mutex
 	inflight map[string]chan struct{} // blob digests being downloaded, closed when done
+	commits  chan struct{}            // closed (and replaced) when an Unpack commits a snapshot
 }
 
 // Open opens (creating it if needed) the data dir root with a snapshotter of
@@ -115,7 +116,7 @@ func Open(ctx context.Context, root string, kind Kind) (*Store, error) {
 	// containerd's libraries log through logrus; its warnings (fsverity
 	// support, say) are noise here.
 	_ = log.SetLevel("error")
-	s := &Store{root: root, lock: lock, inflight: map[string]chan struct{}{}}
+	s := &Store{root: root, lock: lock, inflight: map[string]chan struct{}{}, commits: make(chan struct{})}
 	fail := func(err error) (*Store, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("snapshot store %s: %w", root, err)

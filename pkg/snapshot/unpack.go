@@ -642,6 +642,7 @@ func (s *Store) apply(ctx context.Context, chainID digest.Digest, parent string,
 		return size, nil // committed by someone else: ours is removed
 	}
 	committed = true
+	s.committed()
 	return size, nil
 }
 

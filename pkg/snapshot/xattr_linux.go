@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -91,4 +92,47 @@ func getXattr(path, name string) ([]byte, error) {
 		return nil, err
 	}
 	return buf[:n], nil
+}
+
+// copyFdXattrs copies the extended attributes of the file open as in to
+// the one open as out, but overlayfs's own.
+func copyFdXattrs(in, out int) error {
+	n, err := unix.Flistxattr(in, nil)
+	if err != nil || n == 0 {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil
+		}
+		return err
+	}
+	buf := make([]byte, n)
+	if n, err = unix.Flistxattr(in, buf); err != nil {
+		return err
+	}
+	for name := range strings.SplitSeq(string(buf[:n]), "\x00") {
+		if name == "" || overlayXattr(name) {
+			continue
+		}
+		size, err := unix.Fgetxattr(in, name, nil)
+		if err != nil {
+			return err
+		}
+		v := make([]byte, size)
+		if size, err = unix.Fgetxattr(in, name, v); err != nil {
+			return err
+		}
+		if err := unix.Fsetxattr(out, name, v[:size], 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// futimens sets the access and modification times of the file open as fd
+// (utimensat with no path), to the nanosecond.
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0) //nolint:gosec // G103: the times array, as utimensat takes it
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
