@@ -477,15 +477,18 @@ func (t *freshTree) create(ctx context.Context, p, full string, hdr *tar.Header,
 
 // createFile writes a regular file: created exclusively, then owner,
 // xattrs, mode (after the owner, which clears set-id bits) through its
-// descriptor; times once closed.
+// descriptor; times once closed. The descriptor is a bare one, not an
+// *os.File: os.OpenFile tries each file on the poller (two fcntl and an
+// epoll_ctl that fails for a regular file), three system calls per file
+// of a tree of many small ones.
 func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Header, tr io.Reader, mode os.FileMode) error {
-	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC | unix.O_CLOEXEC
 	if t.made != nil {
-		flags |= os.O_EXCL // the records say nothing is there
+		flags |= unix.O_EXCL // the records say nothing is there
 	}
-	f, err := os.OpenFile(full, flags, mode) //nolint:gosec // G304: a path inside the root (see resolve)
+	fd, err := unix.Open(full, flags, unixMode(mode))
 	if err != nil {
-		return err
+		return &os.PathError{Op: "open", Path: full, Err: err}
 	}
 	if t.made != nil {
 		t.made[p] = madeOther
@@ -499,25 +502,64 @@ func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Hea
 			}
 			return tr.Read(p)
 		})
-		if _, err := io.CopyBuffer(struct{ io.Writer }{f}, body, *buf); err != nil {
-			return err
+		if _, err := io.CopyBuffer(fdWriter(fd), body, *buf); err != nil {
+			return &os.PathError{Op: "write", Path: full, Err: err}
 		}
-		if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
+		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
 			return fmt.Errorf("failed to Lchown %q for UID %d, GID %d: %w", full, hdr.Uid, hdr.Gid, err)
 		}
-		fd := int(f.Fd())
 		if err := setXattrs(hdr, func(k, v string) error { return unix.Fsetxattr(fd, k, []byte(v), 0) }, true); err != nil {
 			return fmt.Errorf("failed to setxattr %q: %w", full, err)
 		}
-		return f.Chmod(mode)
+		if err := unix.Fchmod(fd, unixMode(mode)); err != nil {
+			return &os.PathError{Op: "chmod", Path: full, Err: err}
+		}
+		return nil
 	}()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = &os.PathError{Op: "close", Path: full, Err: cerr}
 	}
 	if err != nil {
 		return err
 	}
 	return chtimesOf(full, hdr)
+}
+
+// unixMode is mode's permission and set-id bits as the system calls take
+// them (os.Chmod's conversion).
+func unixMode(mode os.FileMode) uint32 {
+	m := uint32(mode.Perm())
+	if mode&os.ModeSetuid != 0 {
+		m |= unix.S_ISUID
+	}
+	if mode&os.ModeSetgid != 0 {
+		m |= unix.S_ISGID
+	}
+	if mode&os.ModeSticky != 0 {
+		m |= unix.S_ISVTX
+	}
+	return m
+}
+
+// fdWriter writes to a file descriptor opened for writing.
+type fdWriter int
+
+func (w fdWriter) Write(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		n, err := unix.Write(int(w), p[written:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return written, err
+		}
+		if n == 0 {
+			return written, io.ErrShortWrite
+		}
+		written += n
+	}
+	return written, nil
 }
 
 // readerFunc adapts a function to io.Reader.
