@@ -530,9 +530,9 @@ func writeTarEntry(tw *tar.Writer, e unionEntry, links map[inodeKey]string) erro
 	// more system call per file; a committed snapshot does not change).
 	buf := tarCopyBuffers.Get().(*[]byte)
 	defer tarCopyBuffers.Put(buf)
-	n, err := io.CopyBuffer(tw, io.LimitReader(fdReader(fd), hdr.Size), *buf)
+	n, err := io.CopyBuffer(tw, io.LimitReader(fdReader{fd: fd, path: e.src}, hdr.Size), *buf)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", e.src, err)
+		return err
 	}
 	if n != hdr.Size {
 		return fmt.Errorf("changed while read: %d bytes, not %d", n, hdr.Size)
@@ -540,17 +540,21 @@ func writeTarEntry(tw *tar.Writer, e unionEntry, links map[inodeKey]string) erro
 	return nil
 }
 
-// fdReader reads a file descriptor opened for reading.
-type fdReader int
+// fdReader reads a file descriptor opened for reading (the file path);
+// its errors are *fs.PathError, as an *os.File's.
+type fdReader struct {
+	fd   int
+	path string
+}
 
 func (r fdReader) Read(p []byte) (int, error) {
 	for {
-		n, err := unix.Read(int(r), p)
+		n, err := unix.Read(r.fd, p)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
-			return 0, err
+			return 0, &fs.PathError{Op: "read", Path: r.path, Err: err}
 		case n == 0 && len(p) > 0:
 			return 0, io.EOF
 		}

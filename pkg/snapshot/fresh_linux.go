@@ -502,8 +502,8 @@ func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Hea
 			}
 			return tr.Read(p)
 		})
-		if _, err := io.CopyBuffer(fdWriter(fd), body, *buf); err != nil {
-			return &os.PathError{Op: "write", Path: full, Err: err}
+		if _, err := io.CopyBuffer(fdWriter{fd: fd, path: full}, body, *buf); err != nil {
+			return err
 		}
 		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
 			return fmt.Errorf("failed to Lchown %q for UID %d, GID %d: %w", full, hdr.Uid, hdr.Gid, err)
@@ -541,21 +541,25 @@ func unixMode(mode os.FileMode) uint32 {
 	return m
 }
 
-// fdWriter writes to a file descriptor opened for writing.
-type fdWriter int
+// fdWriter writes to a file descriptor opened for writing (the file
+// path); its errors are *os.PathError, as an *os.File's.
+type fdWriter struct {
+	fd   int
+	path string
+}
 
 func (w fdWriter) Write(p []byte) (int, error) {
 	written := 0
 	for written < len(p) {
-		n, err := unix.Write(int(w), p[written:])
+		n, err := unix.Write(w.fd, p[written:])
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return written, err
+			return written, &os.PathError{Op: "write", Path: w.path, Err: err}
 		}
 		if n == 0 {
-			return written, io.ErrShortWrite
+			return written, &os.PathError{Op: "write", Path: w.path, Err: io.ErrShortWrite}
 		}
 		written += n
 	}
