@@ -103,6 +103,55 @@ func TestStreamCutIsIncomplete(t *testing.T) {
 	}
 }
 
+// TestStreamCorruptIsIncomplete: a stream whose bytes changed on the way
+// (one byte flipped, its length and trailer as the node sent them) fails
+// Verify.
+func TestStreamCorruptIsIncomplete(t *testing.T) {
+	t.Parallel()
+	env := serve(t)
+	hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err == nil {
+			resp.Body = &flipByte{ReadCloser: resp.Body, at: int64(len(body) / 3)}
+		}
+		return resp, err
+	})}
+	s, err := rootfs.Open(t.Context(), env.NC, hc, "n1.example", rootfs.Request{Build: "b1", SnapshotKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	got, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(body) || string(got) == body {
+		t.Fatalf("stream: %d bytes, equal to the body: %v; want a corrupt copy of its %d bytes", len(got), string(got) == body, len(body))
+	}
+	if err := s.Verify(); !errors.Is(err, rootfs.ErrIncomplete) {
+		t.Errorf("Verify of a corrupt stream = %v, want ErrIncomplete", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// flipByte flips the bits of the byte at offset at of what it reads.
+type flipByte struct {
+	io.ReadCloser
+	off, at int64
+}
+
+func (f *flipByte) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if f.at >= f.off && f.at < f.off+int64(n) {
+		p[f.at-f.off] ^= 0xff
+	}
+	f.off += int64(n)
+	return n, err
+}
+
 func TestRefusedAndUnreachable(t *testing.T) {
 	t.Parallel()
 	env := serve(t)

@@ -224,7 +224,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Large writes: a tar is headers of 512 bytes and bodies in 32 KiB
 	// pieces, each a chunk and a syscall unbuffered.
 	bw := bufio.NewWriterSize(w, streamBuffer)
-	err := s.src.WriteTar(r.Context(), g.key, io.MultiWriter(bw, d))
+	err := s.src.WriteTar(r.Context(), g.key, io.MultiWriter(largeWriter{bw, w}, d))
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -234,4 +234,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set(TrailerDigest, d.String())
+}
+
+// largeWrite is the size from which a write skips the stream's buffer.
+const largeWrite = 64 << 10
+
+// largeWriter buffers small writes (a tar's headers, small files) and
+// passes large ones (the body of a large file, read a MiB at a time) to w
+// once what is buffered is out: the buffer would copy them once more,
+// a pass over every byte of a large file for nothing.
+type largeWriter struct {
+	*bufio.Writer
+	w io.Writer
+}
+
+func (l largeWriter) Write(p []byte) (int, error) {
+	if len(p) < largeWrite {
+		return l.Writer.Write(p)
+	}
+	if err := l.Flush(); err != nil {
+		return 0, err
+	}
+	return l.w.Write(p)
 }

@@ -477,15 +477,16 @@ func (t *freshTree) create(ctx context.Context, p, full string, hdr *tar.Header,
 
 // createFile writes a regular file: created exclusively, then owner,
 // xattrs, mode (after the owner, which clears set-id bits) through its
-// descriptor; times once closed. The descriptor is the kernel's alone: an
-// *os.File costs two or three fcntl calls more per file (made non-blocking
-// for the poller, which refuses a regular file, then blocking again).
+// descriptor; times once closed. The descriptor is a bare one, not an
+// *os.File: os.OpenFile tries each file on the poller (two fcntl and an
+// epoll_ctl that fails for a regular file), three system calls per file
+// of a tree of many small ones.
 func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Header, tr io.Reader, mode os.FileMode) error {
 	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC | unix.O_CLOEXEC
 	if t.made != nil {
 		flags |= unix.O_EXCL // the records say nothing is there
 	}
-	fd, err := unix.Open(full, flags, uint32(mode.Perm()))
+	fd, err := unix.Open(full, flags, unixMode(mode))
 	if err != nil {
 		return &os.PathError{Op: "open", Path: full, Err: err}
 	}
@@ -495,27 +496,17 @@ func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Hea
 	err = func() error {
 		buf := freshCopyBuffers.Get().(*[]byte)
 		defer freshCopyBuffers.Put(buf)
-		for {
+		body := readerFunc(func(p []byte) (int, error) {
 			if cause := context.Cause(ctx); cause != nil {
-				return cause
+				return 0, cause
 			}
-			n, rerr := tr.Read(*buf)
-			for w := 0; w < n; {
-				m, err := unix.Write(fd, (*buf)[w:n])
-				if err != nil {
-					return &os.PathError{Op: "write", Path: full, Err: err}
-				}
-				w += m
-			}
-			if errors.Is(rerr, io.EOF) {
-				break
-			}
-			if rerr != nil {
-				return rerr
-			}
+			return tr.Read(p)
+		})
+		if _, err := io.CopyBuffer(fdWriter{fd: fd, path: full}, body, *buf); err != nil {
+			return err
 		}
 		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
-			return fmt.Errorf("failed to Lchown %q for UID %d, GID %d: %w", full, hdr.Uid, hdr.Gid, &os.PathError{Op: "chown", Path: full, Err: err})
+			return fmt.Errorf("failed to Lchown %q for UID %d, GID %d: %w", full, hdr.Uid, hdr.Gid, err)
 		}
 		if err := setXattrs(hdr, func(k, v string) error { return unix.Fsetxattr(fd, k, []byte(v), 0) }, true); err != nil {
 			return fmt.Errorf("failed to setxattr %q: %w", full, err)
@@ -534,21 +525,51 @@ func (t *freshTree) createFile(ctx context.Context, p, full string, hdr *tar.Hea
 	return chtimesOf(full, hdr)
 }
 
-// unixMode is the permission and set-id and sticky bits of m as chmod
-// takes them.
-func unixMode(m os.FileMode) uint32 {
-	out := uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		out |= unix.S_ISUID
+// unixMode is mode's permission and set-id bits as the system calls take
+// them (os.Chmod's conversion).
+func unixMode(mode os.FileMode) uint32 {
+	m := uint32(mode.Perm())
+	if mode&os.ModeSetuid != 0 {
+		m |= unix.S_ISUID
 	}
-	if m&os.ModeSetgid != 0 {
-		out |= unix.S_ISGID
+	if mode&os.ModeSetgid != 0 {
+		m |= unix.S_ISGID
 	}
-	if m&os.ModeSticky != 0 {
-		out |= unix.S_ISVTX
+	if mode&os.ModeSticky != 0 {
+		m |= unix.S_ISVTX
 	}
-	return out
+	return m
 }
+
+// fdWriter writes to a file descriptor opened for writing (the file
+// path); its errors are *os.PathError, as an *os.File's.
+type fdWriter struct {
+	fd   int
+	path string
+}
+
+func (w fdWriter) Write(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		n, err := unix.Write(w.fd, p[written:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return written, &os.PathError{Op: "write", Path: w.path, Err: err}
+		}
+		if n == 0 {
+			return written, &os.PathError{Op: "write", Path: w.path, Err: io.ErrShortWrite}
+		}
+		written += n
+	}
+	return written, nil
+}
+
+// readerFunc adapts a function to io.Reader.
+type readerFunc func(p []byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // linkTarget is where a hard link's target is: inside the root, its
 // directories' symlinks followed, as archive.Apply's hardlinkRootPath.
