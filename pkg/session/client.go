@@ -114,8 +114,8 @@ func NewClient(nc *nats.Conn, opts ...Option) (*Client, error) {
 
 // Stat returns the size of blob d in store of session id.
 //
-// Errors: *NoSessionError when the session does not answer; ErrNotFound
-// for a store or blob it does not have; ErrInvalid for a malformed id or
+// Errors: *NoSessionError when the session does not answer; failure.ErrNotFound
+// for a store or blob it does not have; failure.ErrInvalid for a malformed id or
 // digest; the cause of ctx's end; NATS's.
 func (c *Client) Stat(ctx context.Context, id, store string, d digest.Digest) (int64, error) {
 	if err := validate(id, d); err != nil {
@@ -177,7 +177,7 @@ func (c *Client) Open(ctx context.Context, id, store string, desc ocispec.Descri
 // config), verified against desc. A descriptor or blob larger than
 // maxSize is refused before its content is read.
 //
-// Errors: Open's; ErrInvalid when the blob is larger than maxSize, with
+// Errors: Open's; failure.ErrInvalid when the blob is larger than maxSize, with
 // ocilayout's (BuildKit's) text "blob <d> is too large (<size> > <max>)".
 func (c *Client) ReadBlob(ctx context.Context, id, store string, desc ocispec.Descriptor, maxSize int64) ([]byte, error) {
 	if desc.Size > maxSize {
@@ -278,7 +278,7 @@ func (c *Client) sendMsg(ctx context.Context, id, op string, body []byte, h nats
 	if code := m.Header.Get(HeaderError); code == CodeNoSession {
 		return nil, &NoSessionError{ID: id, Cause: errors.New(string(m.Data))}
 	} else if code != "" {
-		return nil, &Error{Code: code, Msg: string(m.Data)}
+		return nil, Errorf(code, string(m.Data))
 	}
 	return m, nil
 }

@@ -25,7 +25,7 @@ func TestCodeOfReadErrors(t *testing.T) {
 		}
 		// What the reading service gets back is permanent or not as the
 		// bus sees it.
-		if got := failure.Permanent(&Error{Code: code, Msg: tc.err.Error()}); got != tc.permanent {
+		if got := failure.Permanent(Errorf(code, tc.err.Error())); got != tc.permanent {
 			t.Errorf("reply of %v: permanent = %v, want %v", tc.err, got, tc.permanent)
 		}
 	}

@@ -297,8 +297,8 @@ func readPart(r *os.Root, p FilePart, buf []byte) (int, error) {
 // List returns the whole listing of directory dir of session id, filtered
 // by f, page by page.
 //
-// Errors: *NoSessionError when the session does not answer; ErrNotFound
-// for a directory it does not serve; ErrInvalid for a malformed id; the
+// Errors: *NoSessionError when the session does not answer; failure.ErrNotFound
+// for a directory it does not serve; failure.ErrInvalid for a malformed id; the
 // cause of ctx's end; NATS's.
 func (c *Client) List(ctx context.Context, id, dir string, f DirFilter) ([]Entry, error) {
 	if err := ValidateID(id); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
@@ -159,7 +160,7 @@ func TestDirErrors(t *testing.T) {
 			t.Errorf("read of %q: %v, %d files; want a refusal", p, err, len(got.files))
 		}
 	}
-	if _, err := c.List(t.Context(), srv.ID(), "other", session.DirFilter{}); !errors.Is(err, session.ErrNotFound) {
+	if _, err := c.List(t.Context(), srv.ID(), "other", session.DirFilter{}); !errors.Is(err, failure.ErrNotFound) {
 		t.Errorf("unknown directory: %v, want ErrNotFound", err)
 	}
 	if _, err := c.List(t.Context(), srv.ID(), "context", session.DirFilter{IncludePatterns: []string{"["}}); err == nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 )
@@ -64,7 +65,7 @@ func TestOutputStore(t *testing.T) {
 	}
 
 	bad := ocispec.Descriptor{Digest: digest.FromString("other"), Size: int64(len(data))}
-	if err := c.Write(t.Context(), id, "out", bad, bytes.NewReader(data)); !errors.Is(err, session.ErrInvalid) {
+	if err := c.Write(t.Context(), id, "out", bad, bytes.NewReader(data)); !errors.Is(err, failure.ErrInvalid) {
 		t.Errorf("content of another digest: %v, want ErrInvalid", err)
 	}
 	if has, _ := l.Has(t.Context(), bad); has {
@@ -79,10 +80,10 @@ func TestOutputStore(t *testing.T) {
 			t.Errorf("left in the layout: %s", e.Name())
 		}
 	}
-	if err := c.Tag(t.Context(), id, "out", bad, "x"); !errors.Is(err, session.ErrInvalid) {
+	if err := c.Tag(t.Context(), id, "out", bad, "x"); !errors.Is(err, failure.ErrInvalid) {
 		t.Errorf("tag of a blob not written: %v, want ErrInvalid", err)
 	}
-	if _, err := c.Index(t.Context(), id, "none"); !errors.Is(err, session.ErrNotFound) {
+	if _, err := c.Index(t.Context(), id, "none"); !errors.Is(err, failure.ErrNotFound) {
 		t.Errorf("index of a store the session does not serve: %v, want ErrNotFound", err)
 	}
 }

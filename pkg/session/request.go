@@ -139,7 +139,7 @@ func (k Key) SignRequest(e *events.Event) error {
 // SignRequest signs e (its envelope set) for every session it names, with
 // the keys of the keyed sessions this process serves (Serve, Hold). A
 // session this process does not hold a key of cannot sign: e is signed by
-// the others, and the error is ErrInvalid, naming the first such session;
+// the others, and the error is failure.ErrInvalid, naming the first such session;
 // the fleet would refuse the request.
 func SignRequest(e *events.Event) error {
 	var missing []string
@@ -161,7 +161,7 @@ func SignRequest(e *events.Event) error {
 
 // VerifyRequest checks that every session e names signed it (see
 // SignRequest): an id that is not a session key cannot sign, so a request
-// naming one fails too. The error is ErrInvalid: the request is refused
+// naming one fails too. The error is failure.ErrInvalid: the request is refused
 // for good.
 func VerifyRequest(e events.Event) error {
 	ids := RequestSessions(e.Data)

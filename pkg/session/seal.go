@@ -47,7 +47,7 @@ func (k Key) SealKey() string { return k.boxPub }
 // OpenRequest returns the body of m, a request to k's session, opened:
 // for a process that answers k's session otherwise than through Serve.
 //
-// Errors: ErrInvalid for a request that is not sealed to k.
+// Errors: failure.ErrInvalid for a request that is not sealed to k.
 func (k Key) OpenRequest(m *nats.Msg) ([]byte, error) {
 	from := m.Header.Get(HeaderSealedBy)
 	if k.box == nil || !nkeys.IsValidPublicCurveKey(from) {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 )
 
 // OpSecret reads a secret: stevedore.session.<id>.secret. The request is
@@ -42,7 +43,7 @@ type SecretRequest struct {
 // SecretStore holds the secrets a session serves.
 type SecretStore interface {
 	// Secret returns the secret named id. Errors: one matching
-	// ErrNotFound when the store has none by that name.
+	// failure.ErrNotFound when the store has none by that name.
 	Secret(ctx context.Context, id string) ([]byte, error)
 }
 
@@ -80,7 +81,7 @@ func (s *Server) secret(ctx context.Context, data []byte) *nats.Msg {
 	}
 	v, err := s.cfg.Secrets.Secret(ctx, req.ID)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, failure.ErrNotFound):
 		return errorReply(secretNotFound(req.ID))
 	case err != nil:
 		return errorReply(errorf(CodeInternal, fmt.Sprintf("secret %s: %v", req.ID, err)))
@@ -97,9 +98,9 @@ func (s *Server) secret(ctx context.Context, data []byte) *nats.Msg {
 // Secret reads the secret named name from session id, sealed to this
 // client on the way.
 //
-// Errors: *NoSessionError when the session does not answer; ErrNotFound,
+// Errors: *NoSessionError when the session does not answer; failure.ErrNotFound,
 // with BuildKit's text "secret <name>: not found", when it holds no such
-// secret; ErrInvalid for a malformed session id; ErrVerify for a reply
+// secret; failure.ErrInvalid for a malformed session id; ErrVerify for a reply
 // that does not open; the cause of ctx's end; NATS's.
 func (c *Client) Secret(ctx context.Context, id, name string) ([]byte, error) {
 	if err := ValidateID(id); err != nil {
@@ -125,7 +126,7 @@ func (c *Client) Secret(ctx context.Context, id, name string) ([]byte, error) {
 //
 // Errors: for a Required secret that cannot be read, BuildKit's "failed
 // to retrieve HTTP auth secret <name>: …" wrapping why (matching
-// ErrNotFound, or ErrNoSession); ErrInvalid for a form it does not
+// failure.ErrNotFound, or ErrNoSession); failure.ErrInvalid for a form it does not
 // know; otherwise Secret's, other than those above (a failed request:
 // retrying may help).
 func (c *Client) Authorization(ctx context.Context, a events.Auth) (string, error) {
@@ -167,9 +168,9 @@ func authorization(ctx context.Context, read func(ctx context.Context, id, name 
 				return "", errorf(CodeInvalid, fmt.Sprintf("secret %s: not a valid Authorization header: it holds %s", s.Name, why))
 			}
 			return h, nil
-		case s.Required && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoSession)):
+		case s.Required && (errors.Is(err, failure.ErrNotFound) || errors.Is(err, ErrNoSession)):
 			return "", fmt.Errorf("failed to retrieve HTTP auth secret %s: %w", s.Name, err)
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, failure.ErrNotFound):
 			continue
 		case errors.Is(err, ErrNoSession):
 			// The session is gone: every other secret is too.

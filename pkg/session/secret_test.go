@@ -90,7 +90,7 @@ func TestSecret(t *testing.T) {
 		t.Errorf("an empty secret: %q, %v", got, err)
 	}
 	_, err = f.client.Secret(t.Context(), f.id, "NOPE")
-	if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || err.Error() != "secret NOPE: not found" {
+	if !errors.Is(err, failure.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || err.Error() != "secret NOPE: not found" {
 		t.Errorf("a secret the session lacks: %v; want BuildKit's \"secret NOPE: not found\", not found", err)
 	}
 	var gone *session.NoSessionError
@@ -159,7 +159,7 @@ func TestSecretSealedToTheRequester(t *testing.T) {
 func TestSecretTooLarge(t *testing.T) {
 	t.Parallel()
 	f := serveSecrets(t, session.Secrets{"BIG": bytes.Repeat([]byte("x"), session.MaxSecretSize+1), "MAX": bytes.Repeat([]byte("y"), session.MaxSecretSize)})
-	if _, err := f.client.Secret(t.Context(), f.id, "BIG"); !errors.Is(err, session.ErrInvalid) {
+	if _, err := f.client.Secret(t.Context(), f.id, "BIG"); !errors.Is(err, failure.ErrInvalid) {
 		t.Errorf("a secret over MaxSecretSize: %v; want invalid", err)
 	}
 	if v, err := f.client.Secret(t.Context(), f.id, "MAX"); err != nil || len(v) != session.MaxSecretSize {

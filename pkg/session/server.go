@@ -134,7 +134,7 @@ type Server struct {
 // session serves, SignRequest signs with its key the requests this
 // process publishes naming it.
 //
-// Errors: ErrInvalid for a malformed id; the configuration's; NATS's
+// Errors: failure.ErrInvalid for a malformed id; the configuration's; NATS's
 // (subscribing, flushing); the cause of ctx's end while flushing.
 func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, error) {
 	if err := ValidateID(id); err != nil {
@@ -388,11 +388,10 @@ func sizeReply(size int64, data []byte) *nats.Msg {
 	return &nats.Msg{Header: nats.Header{HeaderSize: []string{strconv.FormatInt(size, 10)}}, Data: data}
 }
 
-func errorReply(err error) *nats.Msg {
-	code, msg := CodeInternal, err.Error()
-	var e *Error
-	if errors.As(err, &e) {
-		code = e.Code
-	}
-	return &nats.Msg{Header: nats.Header{HeaderError: []string{code}}, Data: []byte(msg)}
+// ErrorReply is the error reply carrying err: its code (CodeOf) in
+// HeaderError, its text as the body.
+func ErrorReply(err error) *nats.Msg {
+	return &nats.Msg{Header: nats.Header{HeaderError: []string{CodeOf(err)}}, Data: []byte(err.Error())}
 }
+
+func errorReply(err error) *nats.Msg { return ErrorReply(err) }

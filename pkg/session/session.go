@@ -75,7 +75,7 @@ func NewID() string { return nuid.Next() }
 
 // ValidateID checks that id can be a subject token: 1 to MaxIDLen
 // characters from [A-Za-z0-9_-] (events.ValidateSessionID). The error
-// matches ErrInvalid.
+// matches failure.ErrInvalid.
 func ValidateID(id string) error {
 	if err := events.ValidateSessionID(id); err != nil {
 		return errorf(CodeInvalid, strings.TrimSuffix(err.Error(), ": "+events.ErrInvalid.Error()))

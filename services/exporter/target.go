@@ -83,7 +83,7 @@ func (w *sessionWriter) blob(ctx context.Context, desc ocispec.Descriptor, from 
 	switch {
 	case err == nil && size == desc.Size:
 		return registry.PushResult{Existed: true}, nil
-	case err != nil && !errors.Is(err, session.ErrNotFound):
+	case err != nil && !missing(err):
 		return registry.PushResult{}, err
 	}
 	rc, err := w.read(ctx, from, desc)
@@ -197,7 +197,7 @@ func (r *sessionReader) read(ctx context.Context, desc ocispec.Descriptor) ([]by
 
 func (r *sessionReader) has(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	size, err := r.s.Stat(ctx, r.session, r.store, desc.Digest)
-	if errors.Is(err, session.ErrNotFound) {
+	if missing(err) {
 		return false, nil
 	}
 	return err == nil && size == desc.Size, err
@@ -239,4 +239,11 @@ func (h *Handler) reader(src cachefmt.ImportSource, in events.CacheImportRequest
 		return nil, err
 	}
 	return &registryReader{reg: reg, ref: src.Ref}, nil
+}
+
+// missing reports whether err says that a session's store lacks what was
+// asked (failure.ErrNotFound), the session itself answering: a gone
+// session (session.ErrNoSession) is not a missing blob.
+func missing(err error) bool {
+	return errors.Is(err, failure.ErrNotFound) && !errors.Is(err, session.ErrNoSession)
 }
