@@ -214,11 +214,60 @@ func (c *Client) request(ctx context.Context, id, op string, req any) ([]byte, i
 	if err != nil {
 		return nil, 0, err
 	}
-	size, err := strconv.ParseInt(m.Header.Get(HeaderSize), 10, 64)
-	if err != nil || size < 0 {
-		return nil, 0, errorf(CodeInternal, fmt.Sprintf("session %s: reply without a valid %s header", id, HeaderSize))
+	size, err := ReplySize(id, m)
+	if err != nil {
+		return nil, 0, err
 	}
 	return m.Data, size, nil
+}
+
+// Request sends one request to operation op of session id, for the
+// protocols of pkg/session's sub-packages: req in JSON (to a keyed
+// session, sealed to its key), with the build of ctx (HeaderBuild). It
+// returns the reply; a reply with HeaderError is returned as its error
+// (Errorf), and one that a keyed session did not sign is dropped.
+//
+// Errors: *NoSessionError when the session does not answer (or answers
+// CodeNoSession); the reply's; the cause of ctx's end; NATS's.
+func (c *Client) Request(ctx context.Context, id, op string, req any) (*nats.Msg, error) {
+	return c.requestMsg(ctx, id, op, req)
+}
+
+// ReplySize is the HeaderSize of a reply of session id.
+//
+// Errors: one of no class for a header missing or not a size.
+func ReplySize(id string, m *nats.Msg) (int64, error) {
+	size, err := strconv.ParseInt(m.Header.Get(HeaderSize), 10, 64)
+	if err != nil || size < 0 {
+		return 0, errorf(CodeInternal, fmt.Sprintf("session %s: reply without a valid %s header", id, HeaderSize))
+	}
+	return size, nil
+}
+
+// ChunkSize is how many bytes the client asks for per request:
+// WithChunkSize's, less when the NATS server's payload limit is lower.
+func (c *Client) ChunkSize() int64 {
+	chunk := c.opts.chunk
+	if mp := c.nc.MaxPayload(); mp > 0 && mp-4096 < chunk {
+		chunk = max(mp-4096, 1)
+	}
+	return chunk
+}
+
+// ReadAhead is how many requests a reader keeps in flight
+// (WithReadAhead).
+func (c *Client) ReadAhead() int { return c.opts.readAhead }
+
+// ReplyKey is the client's public curve key ("X…", nkeys), made for it
+// alone: what a request asks a session to seal its answer to (a secret).
+func (c *Client) ReplyKey() string { return c.openPub }
+
+// OpenReply opens the body of m, sealed to ReplyKey by the key
+// HeaderSealedBy names.
+//
+// Errors: the box's, for a body that does not open.
+func (c *Client) OpenReply(m *nats.Msg) ([]byte, error) {
+	return c.open.Open(m.Data, m.Header.Get(HeaderSealedBy))
 }
 
 // requestMsg sends one request (req in JSON; to a keyed session, sealed

@@ -16,19 +16,15 @@
 //   - A store is a named OCI image layout the session serves (the
 //     oci.store attribute; BuildKit's "oci:<store>" content store). Blobs
 //     are read from a store by digest.
-//   - A directory is a local directory the session serves by name (the
-//     local source's name, local://<name>). It is read as a listing
-//     (Entry values: path, mode, owner, size, mtime, link target) and
-//     then the content of the files the reader wants (ReadFiles): a
-//     reader that has an unchanged copy of a file asks for nothing.
-//   - A secret is a named value the session holds for the build (buildctl's
-//     --secret id=…; Config.Secrets): the token or header a git or http
-//     source authenticates with. It is read when a request needs it
-//     (Client.Secret, Client.Authorization) and sealed to the reader on
-//     the way: the reader sends a public curve key (nkeys "X…") made for
-//     it alone, and the session answers with the secret sealed by a key
-//     pair of its own (NaCl box: X25519, XSalsa20, Poly1305), so only
-//     that reader opens it. Services keep secrets nowhere: not in events,
+//   - A protocol is what a session serves beside its stores, in a
+//     package of its own that answers some operations (Protocol,
+//     Config.Protocols) and asks them through a Client (Client.Request):
+//     pkg/session/dirsync serves local directories by name (the local
+//     source's name, local://<name>), read as a listing and then the
+//     content of the files a reader wants; pkg/session/secret serves the
+//     named values the session holds for the build (buildctl's --secret
+//     id=…), sealed to the reader on the way (Client.ReplyKey) so that
+//     only it opens them. Services keep secrets nowhere: not in events,
 //     logs, buckets or keys.
 //   - A chunk is one request and its reply: at most MaxChunkSize bytes of a
 //     blob, at an offset, well below the NATS payload limit. A Client reads
@@ -46,19 +42,14 @@
 //
 //   - stevedore.session.<id>.stat (OpStat): an empty body with HeaderSize.
 //
-//   - stevedore.session.<id>.list (OpList, a ListRequest): one page of the
-//     listing of a local directory (Config.Dirs), filtered with BuildKit's
-//     pattern semantics (fsutil), as a ListReply in JSON.
+//   - stevedore.session.<id>.list and stevedore.session.<id>.files: a
+//     local directory's listing and files' content (pkg/session/dirsync).
 //
-//   - stevedore.session.<id>.files (OpFiles, a FilesRequest): ranges of
-//     several files of a directory in one body, HeaderParts giving each
-//     one's length. Files are opened through an os.Root: nothing outside
-//     the directory is served, symlinks included.
+//   - stevedore.session.<id>.secret: one secret, sealed to the request's
+//     key (pkg/session/secret).
 //
-//   - stevedore.session.<id>.secret (OpSecret, a SecretRequest): one
-//     secret, sealed to the request's key; header HeaderSealedBy names
-//     the session's key. BuildKit's "secret <id>: not found" when the
-//     session has none by that name.
+//   - An operation the session does not serve (a protocol it was not
+//     given) is answered with CodeNotFound.
 //
 //   - stevedore.session.<id>.index (OpIndex): a store's index.json.
 //
@@ -98,7 +89,8 @@
 // so one client never reads another's session.
 //
 // An error reply has header HeaderError holding a code (CodeNotFound,
-// CodeInvalid, CodeInternal) and the error's text as its body. No reply at all (NATS answers "no responders" when nobody
+// CodeInvalid, CodeInternal: the class of pkg/failure the reader's error
+// matches, Errorf) and the error's text as its body. No reply at all (NATS answers "no responders" when nobody
 // subscribes) means the session is gone.
 //
 // # Lifecycle

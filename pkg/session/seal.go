@@ -24,6 +24,12 @@ import (
 // them. A keyed session refuses a request that is not sealed to it.
 const OpKey = "key"
 
+// HeaderSealedBy is the header holding the public curve key ("X…", nkeys)
+// of whoever sealed the body: on a request to a keyed session (see OpKey),
+// the requester; on a sealed answer (a secret, pkg/session/secret), the
+// session.
+const HeaderSealedBy = "Stevedore-Sealed-By"
+
 // maxSealKeys bounds the sealing keys a Client remembers; past it, it
 // forgets them all and asks again.
 const maxSealKeys = 4096

@@ -14,13 +14,14 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 )
 
 // discardFiles is a FileWriter that keeps nothing.
 type discardFiles struct{}
 
-func (discardFiles) WriteAt(session.Entry, []byte, int64) error { return nil }
-func (discardFiles) Done(session.Entry) error                   { return nil }
+func (discardFiles) WriteAt(dirsync.Entry, []byte, int64) error { return nil }
+func (discardFiles) Done(dirsync.Entry) error                   { return nil }
 
 // Requests others can read. Under deploy/nats.conf, a client subscribed to
 // every session's subjects (as it may, to serve its own) while the
@@ -48,9 +49,9 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 	}
 	ownerNC, _ := connect("client")
 	srv, err := session.Serve(t.Context(), ownerNC, key.ID, session.Config{
-		Key:     key,
-		Outputs: map[string]*ocilayout.Layout{"cache": out},
-		Dirs:    map[string]string{"context-of-the-victim": dir},
+		Key:       key,
+		Outputs:   map[string]*ocilayout.Layout{"cache": out},
+		Protocols: []session.Protocol{dirProtocol(t, map[string]string{"context-of-the-victim": dir})},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -72,11 +73,12 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 		t.Fatalf("the blob is in the client's cache: %v, %v", has, err)
 	}
 	snapNC, _ := connect("snapshotter")
-	snap, err := session.NewClient(snapNC, session.WithRequestTimeout(5*time.Second))
+	snapSession, err := session.NewClient(snapNC, session.WithRequestTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, err := snap.List(ctx, key.ID, "context-of-the-victim", session.DirFilter{})
+	snap := dirsync.NewClient(snapSession)
+	entries, err := snap.List(ctx, key.ID, "context-of-the-victim", dirsync.Filter{})
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("the snapshotter lists %v, %v", entries, err)
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 	"github.com/stevedore-dev/stevedore/pkg/tagwatch"
 )
 
@@ -154,7 +155,7 @@ func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
 	if err != nil {
 		return err
 	}
-	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions),
+	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(secret.NewClient(sessions)),
 		WithTagFreshness(s.cfg.TagMaxAge, s.cfg.TagRevalidate)}
 	if s.cfg.Downloads != "" {
 		opts = append(opts, WithDownloads(s.cfg.Downloads))
