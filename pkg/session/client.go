@@ -118,7 +118,7 @@ func NewClient(nc *nats.Conn, opts ...Option) (*Client, error) {
 // for a store or blob it does not have; failure.ErrInvalid for a malformed id or
 // digest; the cause of ctx's end; NATS's.
 func (c *Client) Stat(ctx context.Context, id, store string, d digest.Digest) (int64, error) {
-	if err := validate(id, d); err != nil {
+	if err := Validate(id, d); err != nil {
 		return 0, err
 	}
 	_, size, err := c.request(ctx, id, OpStat, BlobRequest{Store: store, Digest: d})
@@ -137,7 +137,7 @@ func (c *Client) Stat(ctx context.Context, id, store string, d digest.Digest) (i
 // other than desc's; a read fails with *NoSessionError when the session
 // stops answering midway.
 func (c *Client) Open(ctx context.Context, id, store string, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	if err := validate(id, desc.Digest); err != nil {
+	if err := Validate(id, desc.Digest); err != nil {
 		return nil, err
 	}
 	chunk := c.opts.chunk
@@ -198,7 +198,10 @@ func tooLarge(d digest.Digest, size, maxSize int64) error {
 	return errorf(CodeInvalid, fmt.Sprintf("blob %s is too large (%d > %d)", d, size, maxSize))
 }
 
-func validate(id string, d digest.Digest) error {
+// Validate checks session id (ValidateID) and digest d.
+//
+// Errors: failure.ErrInvalid for a malformed id or digest.
+func Validate(id string, d digest.Digest) error {
 	if err := ValidateID(id); err != nil {
 		return err
 	}
@@ -253,6 +256,9 @@ func (c *Client) ChunkSize() int64 {
 	}
 	return chunk
 }
+
+// MaxPayload is the NATS server's payload limit, in bytes.
+func (c *Client) MaxPayload() int64 { return c.nc.MaxPayload() }
 
 // ReadAhead is how many requests a reader keeps in flight
 // (WithReadAhead).

@@ -19,6 +19,8 @@
 //   - A protocol is what a session serves beside its stores, in a
 //     package of its own that answers some operations (Protocol,
 //     Config.Protocols) and asks them through a Client (Client.Request):
+//     pkg/session/output lets the fleet write into a layout the client
+//     opened (a local cache export's destination, served as a store too);
 //     pkg/session/dirsync serves local directories by name (the local
 //     source's name, local://<name>), read as a listing and then the
 //     content of the files a reader wants; pkg/session/secret serves the
@@ -53,10 +55,10 @@
 //
 //   - stevedore.session.<id>.index (OpIndex): a store's index.json.
 //
-//   - stevedore.session.<id>.write (OpWrite, a WriteRequest) and
-//     stevedore.session.<id>.tag (OpTag, a TagRequest): a blob written in
-//     chunks into an output store (Config.Outputs), verified and committed
-//     by the session when the last arrives, and a manifest tagged. A local
+//   - stevedore.session.<id>.write and stevedore.session.<id>.tag: a blob
+//     written in chunks into an output store (pkg/session/output),
+//     verified and committed by the session when the last arrives, and a
+//     manifest tagged. A local
 //     cache export is written this way, and imported through OpIndex and
 //     OpBlob: the client opens the directory with its own rights, and the
 //     fleet never opens a path a client names.

@@ -15,6 +15,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
+	"github.com/stevedore-dev/stevedore/pkg/session/output"
 )
 
 // discardFiles is a FileWriter that keeps nothing.
@@ -50,8 +51,8 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 	ownerNC, _ := connect("client")
 	srv, err := session.Serve(t.Context(), ownerNC, key.ID, session.Config{
 		Key:       key,
-		Outputs:   map[string]*ocilayout.Layout{"cache": out},
-		Protocols: []session.Protocol{dirProtocol(t, map[string]string{"context-of-the-victim": dir})},
+		Stores:    map[string]*ocilayout.Layout{"cache": out},
+		Protocols: []session.Protocol{dirProtocol(t, map[string]string{"context-of-the-victim": dir}), outputProtocol(t, map[string]*ocilayout.Layout{"cache": out})},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +67,7 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := exp.Write(ctx, key.ID, "cache", desc, bytes.NewReader(blob)); err != nil {
+	if err := output.NewClient(exp).Write(ctx, key.ID, "cache", desc, bytes.NewReader(blob)); err != nil {
 		t.Fatalf("the exporter writes into the session: %v", err)
 	}
 	if has, err := out.Has(t.Context(), desc); err != nil || !has {
@@ -89,11 +90,11 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 	// A request in the clear is refused: a service that would send one
 	// finds out at once.
 	other := []byte("written in the clear")
-	clear, err := json.Marshal(session.WriteRequest{Store: "cache", Blob: ocispec.Descriptor{Digest: digest.FromBytes(other), Size: int64(len(other))}, Data: other})
+	clear, err := json.Marshal(output.WriteRequest{Store: "cache", Blob: ocispec.Descriptor{Digest: digest.FromBytes(other), Size: int64(len(other))}, Data: other})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := expNC.Request(session.Subject(key.ID, session.OpWrite), clear, 5*time.Second)
+	m, err := expNC.Request(session.Subject(key.ID, output.OpWrite), clear, 5*time.Second)
 	if err != nil || m.Header.Get(session.HeaderError) != session.CodeInvalid {
 		t.Errorf("a write in the clear: %v, %v; want refused as invalid", m, err)
 	}

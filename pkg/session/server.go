@@ -25,11 +25,6 @@ type Config struct {
 	// oci.store attribute of the sources that read them). Nil serves
 	// nothing: every read is not found.
 	Stores map[string]*ocilayout.Layout
-	// Outputs are the OCI layouts the session lets the fleet write into
-	// (OpWrite, OpTag), by store id: a cache export's destination, which
-	// the client opened with its own rights. Their blobs are readable too
-	// (OpStat, OpBlob, OpIndex). Nil lets the fleet write nothing.
-	Outputs map[string]*ocilayout.Layout
 	// Builds are the builds the session serves: the fleet sends, with
 	// every request, the build it reads for (HeaderBuild), and a request
 	// for another build, or for none, is answered as if the session were
@@ -39,7 +34,9 @@ type Config struct {
 	// CLI's sessions always name theirs.
 	Builds []string
 	// Protocols are the other protocols the session serves: its local
-	// directories (dirsync.NewServer), its secrets (secret.NewServer).
+	// directories (dirsync.NewServer), its secrets (secret.NewServer), the
+	// layouts it lets the fleet write into (output.NewServer; served in
+	// Stores too, to be read back).
 	// An operation none of them answers is not found: a session serves no
 	// secrets, and no directories, unless it was given them.
 	Protocols []Protocol
@@ -75,12 +72,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("session: store %q has no layout", id)
 		}
 	}
-	for id, l := range c.Outputs {
-		if l == nil {
-			return fmt.Errorf("session: output store %q has no layout", id)
-		}
-	}
-	ops := map[string]bool{OpBlob: true, OpStat: true, OpKey: true, OpPing: true, OpWrite: true, OpTag: true, OpIndex: true}
+	ops := map[string]bool{OpBlob: true, OpStat: true, OpKey: true, OpPing: true, OpIndex: true}
 	for _, p := range c.Protocols {
 		if p == nil {
 			return errors.New("session: a nil protocol")
@@ -123,8 +115,6 @@ type Server struct {
 	// builds are the builds served (Config.Builds); nil serves
 	// every build. Guarded by mu.
 	builds map[string]bool
-	// writeMu serialises the writes of output stores' chunks.
-	writeMu sync.Mutex
 }
 
 // Serve starts serving cfg as session id on nc and returns once the NATS
@@ -283,10 +273,6 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 		return p.Answer(ctx, Request{Session: s.id, Op: op, Data: data, Limit: s.chunkLimit()})
 	}
 	switch op {
-	case OpWrite:
-		return s.writeBlob(ctx, data)
-	case OpTag:
-		return s.tag(ctx, data)
 	case OpIndex:
 		return s.index(ctx, data)
 	case OpPing:

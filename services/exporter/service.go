@@ -108,7 +108,7 @@ func (s *Service) setup(ctx context.Context, setup *service.Setup) error {
 		return err
 	}
 	h := NewHandler(HandlerConfig{
-		Sessions:   sessions,
+		Sessions:   NewSessionClient(sessions),
 		Index:      index,
 		Registries: regs.get,
 		Builds: BuildsFunc(func(ctx context.Context, buildID string) ([]events.Event, error) {

@@ -20,6 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/output"
 )
 
 // writer writes a cache to its target: layer blobs first (in parallel),
@@ -246,4 +247,29 @@ func (h *Handler) reader(src cachefmt.ImportSource, in events.CacheImportRequest
 // session (session.ErrNoSession) is not a missing blob.
 func missing(err error) bool {
 	return errors.Is(err, failure.ErrNotFound) && !errors.Is(err, session.ErrNoSession)
+}
+
+// SessionClient is Sessions over one connection: the reads of the
+// session's stores (a session.Client) and the writes of its output
+// layouts (output.Client).
+type SessionClient struct {
+	*session.Client
+	out *output.Client
+}
+
+var _ Sessions = SessionClient{}
+
+// NewSessionClient returns the SessionClient of c.
+func NewSessionClient(c *session.Client) SessionClient {
+	return SessionClient{Client: c, out: output.NewClient(c)}
+}
+
+// Write writes a blob into an output store (output.Client.Write).
+func (c SessionClient) Write(ctx context.Context, id, store string, desc ocispec.Descriptor, r io.Reader) error {
+	return c.out.Write(ctx, id, store, desc, r)
+}
+
+// Tag tags a manifest in an output store (output.Client.Tag).
+func (c SessionClient) Tag(ctx context.Context, id, store string, manifest ocispec.Descriptor, tag string) error {
+	return c.out.Tag(ctx, id, store, manifest, tag)
 }

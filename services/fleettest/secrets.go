@@ -8,8 +8,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
+	"github.com/stevedore-dev/stevedore/pkg/session/output"
 	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 )
 
@@ -132,4 +134,15 @@ func (s *Stack) StoredWith(t testing.TB, needle string) []string {
 		t.Fatal(err)
 	}
 	return found
+}
+
+// Outputs lets the fleet write into outputs, by store id, for a
+// session.Config's Protocols.
+func Outputs(t testing.TB, outputs map[string]*ocilayout.Layout) *output.Server {
+	t.Helper()
+	p, err := output.NewServer(outputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
