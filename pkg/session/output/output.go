@@ -1,20 +1,3 @@
-// Package output is the session protocol through which the fleet writes
-// into a layout the client opened with its own rights (a local cache
-// export's destination): a blob in chunks (Client.Write), verified and
-// committed by the session when the last arrives, and a manifest tagged
-// (Client.Tag). The client does the file I/O, and the bytes cross its
-// session: the fleet never opens a path a client names. What is written
-// is read back through the session's stores (session.Config.Stores:
-// OpStat, OpBlob, OpIndex), where the client serves the same layout.
-//
-// A session serves its output layouts with a Server in its
-// session.Config.Protocols, on stevedore.session.<id>.write (OpWrite)
-// and stevedore.session.<id>.tag (OpTag).
-//
-// Errors: a store the session does not let the fleet write matches
-// failure.ErrNotFound; content the session refuses (a digest or size
-// other than the descriptor's, a tag of a blob not written),
-// failure.ErrInvalid.
 package output
 
 import (
@@ -25,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -82,41 +64,6 @@ const MaxWriteChunk = 256 << 10
 // ingestName is the file in an output store's root that holds the chunks
 // of a blob received so far.
 func ingestName(d digest.Digest) string { return ".ingest-" + d.Encoded() }
-
-// Server serves the output layouts of a session: its OpWrite and OpTag.
-type Server struct {
-	outputs map[string]*ocilayout.Layout
-	// writeMu serialises the writes of output stores' chunks.
-	writeMu sync.Mutex
-}
-
-var _ session.Protocol = (*Server)(nil)
-
-// NewServer returns a Server of outputs, the OCI layouts the session lets
-// the fleet write into, by store id: a cache export's destination, which
-// the client opened with its own rights. Nil lets the fleet write
-// nothing.
-//
-// Errors: a store without a layout.
-func NewServer(outputs map[string]*ocilayout.Layout) (*Server, error) {
-	for id, l := range outputs {
-		if l == nil {
-			return nil, fmt.Errorf("session: output store %q has no layout", id)
-		}
-	}
-	return &Server{outputs: outputs}, nil
-}
-
-// Ops implements session.Protocol: OpWrite and OpTag.
-func (s *Server) Ops() []string { return []string{OpWrite, OpTag} }
-
-// Answer implements session.Protocol.
-func (s *Server) Answer(ctx context.Context, r session.Request) *nats.Msg {
-	if r.Op == OpWrite {
-		return s.writeBlob(ctx, r.Session, r.Data)
-	}
-	return s.tag(ctx, r.Session, r.Data)
-}
 
 // writeBlob answers OpWrite.
 func (s *Server) writeBlob(ctx context.Context, id string, data []byte) *nats.Msg {
@@ -212,14 +159,6 @@ func (s *Server) tag(ctx context.Context, id string, data []byte) *nats.Msg {
 	}
 	return session.SizeReply(0, nil)
 }
-
-// Client writes into the output layouts of sessions.
-type Client struct {
-	c *session.Client
-}
-
-// NewClient returns a Client that sends its requests through c.
-func NewClient(c *session.Client) *Client { return &Client{c: c} }
 
 // Write writes the blob desc names, read from r, into output store store
 // of session id, in chunks of at most MaxWriteChunk bytes; the session
