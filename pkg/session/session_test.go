@@ -251,13 +251,13 @@ func TestErrors(t *testing.T) {
 		if err == nil {
 			_ = rc.Close()
 		}
-		if !errors.Is(err, failure.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), `has no store "other"`) {
+		if !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), `has no store "other"`) {
 			t.Errorf("err = %v, want ErrNotFound 'has no store'", err)
 		}
 	})
 	t.Run("no such blob", func(t *testing.T) {
 		_, err := c.Stat(t.Context(), f.id, "layout", missing.Digest)
-		if !errors.Is(err, failure.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), "not found in store") {
+		if !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), "not found in store") {
 			t.Errorf("err = %v, want ErrNotFound", err)
 		}
 	})

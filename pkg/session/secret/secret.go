@@ -92,8 +92,9 @@ type Server struct {
 var _ session.Protocol = (*Server)(nil)
 
 // NewServer returns a Server of the secrets of store, with a curve key
-// pair of its own to seal them with. A nil store serves none: every
-// secret is not found.
+// pair of its own to seal them with: give each session a Server of its
+// own, so that its key is made for it alone. A nil store serves none:
+// every secret is not found.
 //
 // Errors: making the key pair's.
 func NewServer(store Store) (*Server, error) {

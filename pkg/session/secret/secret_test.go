@@ -97,7 +97,7 @@ func TestSecret(t *testing.T) {
 		t.Errorf("an empty secret: %q, %v", got, err)
 	}
 	_, err = f.client.Secret(t.Context(), f.id, "NOPE")
-	if !errors.Is(err, failure.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || err.Error() != "secret NOPE: not found" {
+	if !errors.Is(err, failure.ErrNotFound) || err.Error() != "secret NOPE: not found" {
 		t.Errorf("a secret the session lacks: %v; want BuildKit's \"secret NOPE: not found\", not found", err)
 	}
 	var gone *session.NoSessionError
