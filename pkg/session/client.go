@@ -20,7 +20,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // Client reads blobs from the stores of sessions. It is safe for
@@ -309,7 +309,7 @@ func (c *Client) sendMsg(ctx context.Context, id, op string, body []byte, h nats
 	rctx, cancel := context.WithTimeoutCause(ctx, c.opts.timeout, timeout)
 	defer cancel()
 	msg := &nats.Msg{Subject: Subject(id, op), Data: body, Header: h}
-	if in, ok := bus.Input(ctx); ok {
+	if in, ok := events.Input(ctx); ok {
 		msg.Header.Set(HeaderBuild, in.BuildID)
 	}
 	var m *nats.Msg

@@ -68,7 +68,7 @@
 //     client is gone.
 //
 // Every request carries HeaderBuild, the build the reader works for (from
-// bus.Input). A session that names its builds (Config.Builds) answers any
+// events.Input). A session that names its builds (Config.Builds) answers any
 // other with CodeNoSession, which readers take as *NoSessionError: a
 // client that learns another's session id reads nothing through a build
 // of its own.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nkeys"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -197,13 +196,13 @@ func verifyRequestSig(id string, msg []byte, sig string) bool {
 }
 
 // VerifyInput is VerifyRequest of the event a bus handler is handling
-// (bus.Input), whose payload is p. A p that names no session needs no
+// (events.Input), whose payload is p. A p that names no session needs no
 // envelope; one that does and has none cannot be checked, and is refused.
 func VerifyInput(ctx context.Context, p events.Payload) error {
 	if len(RequestSessions(p)) == 0 {
 		return nil
 	}
-	e, ok := bus.Input(ctx)
+	e, ok := events.Input(ctx)
 	if !ok {
 		return errorf(CodeInvalid, "the request names a session and its envelope is unknown: its signature cannot be checked")
 	}

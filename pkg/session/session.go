@@ -37,7 +37,7 @@ const (
 	// CodeInvalid, CodeInternal); the body is then the error's text.
 	HeaderError = "Stevedore-Error"
 	// HeaderBuild, on a request, is the build the fleet reads for: the
-	// build id of the event its service handles (bus.Input). A session
+	// build id of the event its service handles (events.Input). A session
 	// that names its builds (Config.Builds) answers no other.
 	HeaderBuild = "Stevedore-Build"
 )

@@ -88,7 +88,7 @@ func (c *Client) Index(ctx context.Context, id, store string) (ocispec.Index, er
 }
 
 // Ping reports whether session id still serves the build being handled
-// (bus.Input): nil when it answers.
+// (events.Input): nil when it answers.
 //
 // Errors: *NoSessionError when it is gone or serves another build; the
 // cause of ctx's end; NATS's.
