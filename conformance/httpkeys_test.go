@@ -26,7 +26,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
-	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 )
 
@@ -159,7 +159,7 @@ func TestHTTPKeysAreBuildKits(t *testing.T) {
 	s := fleettest.New(t)
 	s.Puller(t)
 	const secretName, secretValue = "WEB_AUTH", "Bearer conformance-token"
-	sess := s.ServeSecrets(t, session.Secrets{secretName: []byte(secretValue)})
+	sess := s.ServeSecrets(t, secret.Map{secretName: []byte(secretValue)})
 
 	secret := map[string]string{pb.AttrHTTPAuthHeaderSecret: secretName}
 	keys := map[string]string{}

@@ -19,6 +19,8 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -123,7 +125,7 @@ type clientSession struct {
 // returns nil when there is nothing to serve; stop ends the session. The
 // session serves build buildID only: a build another client starts naming
 // it reads nothing.
-func serveSession(ctx context.Context, nc *nats.Conn, buildID string, specs []layoutSpec, localDir string, secrets session.Secrets, op *events.SourceOp) (*clientSession, error) {
+func serveSession(ctx context.Context, nc *nats.Conn, buildID string, specs []layoutSpec, localDir string, secrets secret.Map, op *events.SourceOp) (*clientSession, error) {
 	if len(specs) == 0 && localDir == "" && len(secrets) == 0 {
 		return nil, nil
 	}
@@ -175,11 +177,15 @@ func serveSession(ctx context.Context, nc *nats.Conn, buildID string, specs []la
 	if len(op.Attrs) == 0 {
 		op.Attrs = nil
 	}
-	var store session.SecretStore
+	var store secret.Store
 	if len(secrets) > 0 {
 		store = secrets
 	}
-	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Dirs: dirs, Secrets: store, Key: key, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
+	protocols, err := sessionProtocols(dirs, store)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Protocols: protocols, Key: key, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +201,27 @@ func servePresence(ctx context.Context, nc *nats.Conn, buildID string) (*session
 	if err != nil {
 		return nil, err
 	}
-	return session.Serve(ctx, nc, key.ID, session.Config{Key: key, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
+	protocols, err := sessionProtocols(nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return session.Serve(ctx, nc, key.ID, session.Config{Key: key, Protocols: protocols, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
+}
+
+// sessionProtocols are what a session of the command serves beside its
+// stores: the local directories dirs and the secrets of store, either nil
+// for none (a request for one is then not found, in BuildKit's words for a
+// secret).
+func sessionProtocols(dirs map[string]string, store secret.Store) ([]session.Protocol, error) {
+	d, err := dirsync.NewServer(dirs)
+	if err != nil {
+		return nil, err
+	}
+	s, err := secret.NewServer(store)
+	if err != nil {
+		return nil, err
+	}
+	return []session.Protocol{d, s}, nil
 }
 
 // id is the session's id, the build's Session; empty for no session.

@@ -20,7 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/client"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/service"
-	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -147,7 +147,7 @@ func (f *sourceFlags) op(ref string) (events.SourceOp, error) {
 type namedSource struct {
 	op       events.SourceOp
 	layouts  []layoutSpec
-	secrets  session.Secrets
+	secrets  secret.Map
 	localDir string
 }
 

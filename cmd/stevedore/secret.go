@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 )
 
 // secretFlags are --secret: secrets the command serves to the fleet in its
@@ -93,19 +93,19 @@ func (s secretSource) value() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to stat %s: %w", s.file, err)
 	}
-	if fi.Size() > session.MaxSecretSize {
-		return nil, fmt.Errorf("secret %s too big. max size %d bytes", s.id, session.MaxSecretSize)
+	if fi.Size() > secret.MaxSize {
+		return nil, fmt.Errorf("secret %s too big. max size %d bytes", s.id, secret.MaxSize)
 	}
 	return os.ReadFile(s.file)
 }
 
 // parse reads every --secret into the secrets a session serves. A later
 // --secret with the same id replaces an earlier one, as in buildctl.
-func (f *secretFlags) parse() (session.Secrets, error) {
+func (f *secretFlags) parse() (secret.Map, error) {
 	if len(f.specs) == 0 {
 		return nil, nil
 	}
-	out := session.Secrets{}
+	out := secret.Map{}
 	for _, spec := range f.specs {
 		s, err := parseSecretSpec(spec)
 		if err != nil {
@@ -122,7 +122,7 @@ func (f *secretFlags) parse() (session.Secrets, error) {
 
 // secretNames are the names of secrets, sorted: what the command prints
 // (never a value).
-func secretNames(secrets session.Secrets) []string {
+func secretNames(secrets secret.Map) []string {
 	names := make([]string, 0, len(secrets))
 	for n := range secrets {
 		names = append(names, n)

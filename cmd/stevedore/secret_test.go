@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 )
 
 // --secret reads buildctl's syntax and BuildKit's secretsprovider rules
@@ -18,7 +18,7 @@ func TestSecretFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, make([]byte, session.MaxSecretSize+1), 0o600); err != nil {
+	if err := os.WriteFile(big, make([]byte, secret.MaxSize+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("STEVEDORE_TEST_VAR", "from-a-variable")

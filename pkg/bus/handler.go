@@ -30,16 +30,11 @@ func Typed[T events.Payload](fn func(ctx context.Context, in T) ([]events.Event,
 			var want T
 			return nil, failure.Invalid(fmt.Errorf("handler for %s got %s", want.EventType(), in.Type()))
 		}
-		return fn(context.WithValue(ctx, inputKey{}, in), p)
+		return fn(events.WithInput(ctx, in), p)
 	}
 }
 
-type inputKey struct{}
-
 // Input returns the envelope of the event being handled: its id, build and
 // time, which a typed handler does not receive as arguments. It is request
-// metadata, not configuration.
-func Input(ctx context.Context) (events.Event, bool) {
-	e, ok := ctx.Value(inputKey{}).(events.Event)
-	return e, ok
-}
+// metadata, not configuration (events.Input).
+func Input(ctx context.Context) (events.Event, bool) { return events.Input(ctx) }

@@ -15,6 +15,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/output"
 )
 
 // CacheStore is the store id under which ExportCache and ImportCache
@@ -51,7 +52,13 @@ func exportSession(ctx context.Context, js jetstream.JetStream, buildID string, 
 	if err != nil {
 		return nil, fmt.Errorf("local cache exporter: %w", err)
 	}
-	srv, err := serveCache(ctx, js, buildID, session.Config{Outputs: map[string]*ocilayout.Layout{CacheStore: l}})
+	// The layout is written through the session (output) and read back
+	// through it (its store).
+	outputs, err := output.NewServer(map[string]*ocilayout.Layout{CacheStore: l})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := serveCache(ctx, js, buildID, session.Config{Stores: map[string]*ocilayout.Layout{CacheStore: l}, Protocols: []session.Protocol{outputs}})
 	if err != nil {
 		return nil, err
 	}

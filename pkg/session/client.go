@@ -20,7 +20,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
+	"github.com/stevedore-dev/stevedore/pkg/events"
 )
 
 // Client reads blobs from the stores of sessions. It is safe for
@@ -114,11 +114,11 @@ func NewClient(nc *nats.Conn, opts ...Option) (*Client, error) {
 
 // Stat returns the size of blob d in store of session id.
 //
-// Errors: *NoSessionError when the session does not answer; ErrNotFound
-// for a store or blob it does not have; ErrInvalid for a malformed id or
+// Errors: *NoSessionError when the session does not answer; failure.ErrNotFound
+// for a store or blob it does not have; failure.ErrInvalid for a malformed id or
 // digest; the cause of ctx's end; NATS's.
 func (c *Client) Stat(ctx context.Context, id, store string, d digest.Digest) (int64, error) {
-	if err := validate(id, d); err != nil {
+	if err := Validate(id, d); err != nil {
 		return 0, err
 	}
 	_, size, err := c.request(ctx, id, OpStat, BlobRequest{Store: store, Digest: d})
@@ -137,7 +137,7 @@ func (c *Client) Stat(ctx context.Context, id, store string, d digest.Digest) (i
 // other than desc's; a read fails with *NoSessionError when the session
 // stops answering midway.
 func (c *Client) Open(ctx context.Context, id, store string, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	if err := validate(id, desc.Digest); err != nil {
+	if err := Validate(id, desc.Digest); err != nil {
 		return nil, err
 	}
 	chunk := c.opts.chunk
@@ -177,7 +177,7 @@ func (c *Client) Open(ctx context.Context, id, store string, desc ocispec.Descri
 // config), verified against desc. A descriptor or blob larger than
 // maxSize is refused before its content is read.
 //
-// Errors: Open's; ErrInvalid when the blob is larger than maxSize, with
+// Errors: Open's; failure.ErrInvalid when the blob is larger than maxSize, with
 // ocilayout's (BuildKit's) text "blob <d> is too large (<size> > <max>)".
 func (c *Client) ReadBlob(ctx context.Context, id, store string, desc ocispec.Descriptor, maxSize int64) ([]byte, error) {
 	if desc.Size > maxSize {
@@ -198,7 +198,10 @@ func tooLarge(d digest.Digest, size, maxSize int64) error {
 	return errorf(CodeInvalid, fmt.Sprintf("blob %s is too large (%d > %d)", d, size, maxSize))
 }
 
-func validate(id string, d digest.Digest) error {
+// Validate checks session id (ValidateID) and digest d.
+//
+// Errors: failure.ErrInvalid for a malformed id or digest.
+func Validate(id string, d digest.Digest) error {
 	if err := ValidateID(id); err != nil {
 		return err
 	}
@@ -214,11 +217,63 @@ func (c *Client) request(ctx context.Context, id, op string, req any) ([]byte, i
 	if err != nil {
 		return nil, 0, err
 	}
-	size, err := strconv.ParseInt(m.Header.Get(HeaderSize), 10, 64)
-	if err != nil || size < 0 {
-		return nil, 0, errorf(CodeInternal, fmt.Sprintf("session %s: reply without a valid %s header", id, HeaderSize))
+	size, err := ReplySize(id, m)
+	if err != nil {
+		return nil, 0, err
 	}
 	return m.Data, size, nil
+}
+
+// Request sends one request to operation op of session id, for the
+// protocols of pkg/session's sub-packages: req in JSON (to a keyed
+// session, sealed to its key), with the build of ctx (HeaderBuild). It
+// returns the reply; a reply with HeaderError is returned as its error
+// (Errorf), and one that a keyed session did not sign is dropped.
+//
+// Errors: *NoSessionError when the session does not answer (or answers
+// CodeNoSession); the reply's; the cause of ctx's end; NATS's.
+func (c *Client) Request(ctx context.Context, id, op string, req any) (*nats.Msg, error) {
+	return c.requestMsg(ctx, id, op, req)
+}
+
+// ReplySize is the HeaderSize of a reply of session id.
+//
+// Errors: one of no class for a header missing or not a size.
+func ReplySize(id string, m *nats.Msg) (int64, error) {
+	size, err := strconv.ParseInt(m.Header.Get(HeaderSize), 10, 64)
+	if err != nil || size < 0 {
+		return 0, errorf(CodeInternal, fmt.Sprintf("session %s: reply without a valid %s header", id, HeaderSize))
+	}
+	return size, nil
+}
+
+// ChunkSize is how many bytes the client asks for per request:
+// WithChunkSize's, less when the NATS server's payload limit is lower.
+func (c *Client) ChunkSize() int64 {
+	chunk := c.opts.chunk
+	if mp := c.nc.MaxPayload(); mp > 0 && mp-4096 < chunk {
+		chunk = max(mp-4096, 1)
+	}
+	return chunk
+}
+
+// MaxPayload is the NATS server's payload limit, in bytes.
+func (c *Client) MaxPayload() int64 { return c.nc.MaxPayload() }
+
+// ReadAhead is how many requests a reader keeps in flight
+// (WithReadAhead).
+func (c *Client) ReadAhead() int { return c.opts.readAhead }
+
+// ReplyKey is the client's public curve key ("X…", nkeys), made for it
+// alone: what a request asks a session to seal its answer to (a secret).
+func (c *Client) ReplyKey() string { return c.openPub }
+
+// OpenReply opens the body of m, sealed to ReplyKey by the key
+// HeaderSealedBy names.
+//
+// Errors: the box's, for a body that does not open.
+func (c *Client) OpenReply(m *nats.Msg) ([]byte, error) {
+	return c.open.Open(m.Data, m.Header.Get(HeaderSealedBy))
 }
 
 // requestMsg sends one request (req in JSON; to a keyed session, sealed
@@ -254,7 +309,7 @@ func (c *Client) sendMsg(ctx context.Context, id, op string, body []byte, h nats
 	rctx, cancel := context.WithTimeoutCause(ctx, c.opts.timeout, timeout)
 	defer cancel()
 	msg := &nats.Msg{Subject: Subject(id, op), Data: body, Header: h}
-	if in, ok := bus.Input(ctx); ok {
+	if in, ok := events.Input(ctx); ok {
 		msg.Header.Set(HeaderBuild, in.BuildID)
 	}
 	var m *nats.Msg
@@ -278,7 +333,7 @@ func (c *Client) sendMsg(ctx context.Context, id, op string, body []byte, h nats
 	if code := m.Header.Get(HeaderError); code == CodeNoSession {
 		return nil, &NoSessionError{ID: id, Cause: errors.New(string(m.Data))}
 	} else if code != "" {
-		return nil, &Error{Code: code, Msg: string(m.Data)}
+		return nil, Errorf(code, string(m.Data))
 	}
 	return m, nil
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 )
 
 // TestDeployPermissions runs a NATS server with deploy/nats.conf's users
@@ -67,8 +69,8 @@ func TestDeployPermissions(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "f"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	stores := session.Config{Stores: map[string]*ocilayout.Layout{"app": l}, Dirs: map[string]string{"context": dir},
-		Secrets: session.Secrets{"GIT_AUTH_TOKEN": []byte("the token")}}
+	stores := session.Config{Stores: map[string]*ocilayout.Layout{"app": l}, Protocols: []session.Protocol{
+		dirProtocol(t, map[string]string{"context": dir}), secretProtocol(t, secret.Map{"GIT_AUTH_TOKEN": []byte("the token")})}}
 	if _, err := session.Serve(t.Context(), connect("client"), "s1", stores); err != nil {
 		t.Fatalf("the client user cannot serve: %v", err)
 	}
@@ -81,7 +83,7 @@ func TestDeployPermissions(t *testing.T) {
 			t.Errorf("%s reads %q, %v; want the blob", user, got, err)
 		}
 		// Only the snapshotter transfers local directories.
-		entries, err := c.List(t.Context(), "s1", "context", session.DirFilter{})
+		entries, err := dirsync.NewClient(c).List(t.Context(), "s1", "context", dirsync.Filter{})
 		if user == "snapshotter" && (err != nil || len(entries) != 1) {
 			t.Errorf("the snapshotter lists %v, %v; want the one file", entries, err)
 		}
@@ -90,9 +92,9 @@ func TestDeployPermissions(t *testing.T) {
 		}
 		// The puller (ls-remote, http revalidation) and the snapshotter
 		// (fetch, download) read secrets; the exporter never does.
-		secret, err := c.Secret(t.Context(), "s1", "GIT_AUTH_TOKEN")
-		if user != "exporter" && (err != nil || string(secret) != "the token") {
-			t.Errorf("the %s user reads the secret as %q, %v", user, secret, err)
+		got, err := secret.NewClient(c).Secret(t.Context(), "s1", "GIT_AUTH_TOKEN")
+		if user != "exporter" && (err != nil || string(got) != "the token") {
+			t.Errorf("the %s user reads the secret as %q, %v", user, got, err)
 		}
 		if user == "exporter" && err == nil {
 			t.Error("the exporter user read a secret")
@@ -104,7 +106,7 @@ func TestDeployPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Secret(t.Context(), "s1", "GIT_AUTH_TOKEN"); err == nil {
+	if _, err := secret.NewClient(other).Secret(t.Context(), "s1", "GIT_AUTH_TOKEN"); err == nil {
 		t.Error("the client user read a session's secret")
 	}
 
@@ -116,7 +118,7 @@ func TestDeployPermissions(t *testing.T) {
 	if _, err := w.Stat(t.Context(), "s1", "app", desc.Digest); err == nil {
 		t.Error("the watcher user read a session")
 	}
-	if _, err := w.Secret(t.Context(), "s1", "GIT_AUTH_TOKEN"); err == nil {
+	if _, err := secret.NewClient(w).Secret(t.Context(), "s1", "GIT_AUTH_TOKEN"); err == nil {
 		t.Error("the watcher user read a session's secret")
 	}
 	// Nor does it get the requests of a session it tries to serve.

@@ -16,19 +16,17 @@
 //   - A store is a named OCI image layout the session serves (the
 //     oci.store attribute; BuildKit's "oci:<store>" content store). Blobs
 //     are read from a store by digest.
-//   - A directory is a local directory the session serves by name (the
-//     local source's name, local://<name>). It is read as a listing
-//     (Entry values: path, mode, owner, size, mtime, link target) and
-//     then the content of the files the reader wants (ReadFiles): a
-//     reader that has an unchanged copy of a file asks for nothing.
-//   - A secret is a named value the session holds for the build (buildctl's
-//     --secret id=…; Config.Secrets): the token or header a git or http
-//     source authenticates with. It is read when a request needs it
-//     (Client.Secret, Client.Authorization) and sealed to the reader on
-//     the way: the reader sends a public curve key (nkeys "X…") made for
-//     it alone, and the session answers with the secret sealed by a key
-//     pair of its own (NaCl box: X25519, XSalsa20, Poly1305), so only
-//     that reader opens it. Services keep secrets nowhere: not in events,
+//   - A protocol is what a session serves beside its stores, in a
+//     package of its own that answers some operations (Protocol,
+//     Config.Protocols) and asks them through a Client (Client.Request):
+//     pkg/session/output lets the fleet write into a layout the client
+//     opened (a local cache export's destination, served as a store too);
+//     pkg/session/dirsync serves local directories by name (the local
+//     source's name, local://<name>), read as a listing and then the
+//     content of the files a reader wants; pkg/session/secret serves the
+//     named values the session holds for the build (buildctl's --secret
+//     id=…), sealed to the reader on the way (Client.ReplyKey) so that
+//     only it opens them. Services keep secrets nowhere: not in events,
 //     logs, buckets or keys.
 //   - A chunk is one request and its reply: at most MaxChunkSize bytes of a
 //     blob, at an offset, well below the NATS payload limit. A Client reads
@@ -46,26 +44,21 @@
 //
 //   - stevedore.session.<id>.stat (OpStat): an empty body with HeaderSize.
 //
-//   - stevedore.session.<id>.list (OpList, a ListRequest): one page of the
-//     listing of a local directory (Config.Dirs), filtered with BuildKit's
-//     pattern semantics (fsutil), as a ListReply in JSON.
+//   - stevedore.session.<id>.list and stevedore.session.<id>.files: a
+//     local directory's listing and files' content (pkg/session/dirsync).
 //
-//   - stevedore.session.<id>.files (OpFiles, a FilesRequest): ranges of
-//     several files of a directory in one body, HeaderParts giving each
-//     one's length. Files are opened through an os.Root: nothing outside
-//     the directory is served, symlinks included.
+//   - stevedore.session.<id>.secret: one secret, sealed to the request's
+//     key (pkg/session/secret).
 //
-//   - stevedore.session.<id>.secret (OpSecret, a SecretRequest): one
-//     secret, sealed to the request's key; header HeaderSealedBy names
-//     the session's key. BuildKit's "secret <id>: not found" when the
-//     session has none by that name.
+//   - An operation the session does not serve (a protocol it was not
+//     given) is answered with CodeNotFound.
 //
 //   - stevedore.session.<id>.index (OpIndex): a store's index.json.
 //
-//   - stevedore.session.<id>.write (OpWrite, a WriteRequest) and
-//     stevedore.session.<id>.tag (OpTag, a TagRequest): a blob written in
-//     chunks into an output store (Config.Outputs), verified and committed
-//     by the session when the last arrives, and a manifest tagged. A local
+//   - stevedore.session.<id>.write and stevedore.session.<id>.tag: a blob
+//     written in chunks into an output store (pkg/session/output),
+//     verified and committed by the session when the last arrives, and a
+//     manifest tagged. A local
 //     cache export is written this way, and imported through OpIndex and
 //     OpBlob: the client opens the directory with its own rights, and the
 //     fleet never opens a path a client names.
@@ -75,7 +68,7 @@
 //     client is gone.
 //
 // Every request carries HeaderBuild, the build the reader works for (from
-// bus.Input). A session that names its builds (Config.Builds) answers any
+// events.Input). A session that names its builds (Config.Builds) answers any
 // other with CodeNoSession, which readers take as *NoSessionError: a
 // client that learns another's session id reads nothing through a build
 // of its own.
@@ -98,7 +91,8 @@
 // so one client never reads another's session.
 //
 // An error reply has header HeaderError holding a code (CodeNotFound,
-// CodeInvalid, CodeInternal) and the error's text as its body. No reply at all (NATS answers "no responders" when nobody
+// CodeInvalid, CodeInternal: the class of pkg/failure the reader's error
+// matches, Errorf) and the error's text as its body. No reply at all (NATS answers "no responders" when nobody
 // subscribes) means the session is gone.
 //
 // # Lifecycle

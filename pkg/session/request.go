@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nkeys"
 
-	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -139,7 +138,7 @@ func (k Key) SignRequest(e *events.Event) error {
 // SignRequest signs e (its envelope set) for every session it names, with
 // the keys of the keyed sessions this process serves (Serve, Hold). A
 // session this process does not hold a key of cannot sign: e is signed by
-// the others, and the error is ErrInvalid, naming the first such session;
+// the others, and the error is failure.ErrInvalid, naming the first such session;
 // the fleet would refuse the request.
 func SignRequest(e *events.Event) error {
 	var missing []string
@@ -161,7 +160,7 @@ func SignRequest(e *events.Event) error {
 
 // VerifyRequest checks that every session e names signed it (see
 // SignRequest): an id that is not a session key cannot sign, so a request
-// naming one fails too. The error is ErrInvalid: the request is refused
+// naming one fails too. The error is failure.ErrInvalid: the request is refused
 // for good.
 func VerifyRequest(e events.Event) error {
 	ids := RequestSessions(e.Data)
@@ -197,13 +196,13 @@ func verifyRequestSig(id string, msg []byte, sig string) bool {
 }
 
 // VerifyInput is VerifyRequest of the event a bus handler is handling
-// (bus.Input), whose payload is p. A p that names no session needs no
+// (events.Input), whose payload is p. A p that names no session needs no
 // envelope; one that does and has none cannot be checked, and is refused.
 func VerifyInput(ctx context.Context, p events.Payload) error {
 	if len(RequestSessions(p)) == 0 {
 		return nil
 	}
-	e, ok := bus.Input(ctx)
+	e, ok := events.Input(ctx)
 	if !ok {
 		return errorf(CodeInvalid, "the request names a session and its envelope is unknown: its signature cannot be checked")
 	}

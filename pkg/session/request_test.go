@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
@@ -66,7 +67,7 @@ func TestSecurityRequestSignatures(t *testing.T) {
 		p.Signatures = map[string]string{k.ID: p.Signatures[other.ID]}
 	})
 	for name, e := range bad {
-		if err := session.VerifyRequest(e); err == nil || !errors.Is(err, session.ErrInvalid) {
+		if err := session.VerifyRequest(e); err == nil || !errors.Is(err, failure.ErrInvalid) {
 			t.Errorf("%s: VerifyRequest = %v, want ErrInvalid", name, err)
 		}
 	}

@@ -24,6 +24,12 @@ import (
 // them. A keyed session refuses a request that is not sealed to it.
 const OpKey = "key"
 
+// HeaderSealedBy is the header holding the public curve key ("X…", nkeys)
+// of whoever sealed the body: on a request to a keyed session (see OpKey),
+// the requester; on a sealed answer (a secret, pkg/session/secret), the
+// session.
+const HeaderSealedBy = "Stevedore-Sealed-By"
+
 // maxSealKeys bounds the sealing keys a Client remembers; past it, it
 // forgets them all and asks again.
 const maxSealKeys = 4096
@@ -47,7 +53,7 @@ func (k Key) SealKey() string { return k.boxPub }
 // OpenRequest returns the body of m, a request to k's session, opened:
 // for a process that answers k's session otherwise than through Serve.
 //
-// Errors: ErrInvalid for a request that is not sealed to k.
+// Errors: failure.ErrInvalid for a request that is not sealed to k.
 func (k Key) OpenRequest(m *nats.Msg) ([]byte, error) {
 	from := m.Header.Get(HeaderSealedBy)
 	if k.box == nil || !nkeys.IsValidPublicCurveKey(from) {

@@ -14,13 +14,15 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
+	"github.com/stevedore-dev/stevedore/pkg/session/output"
 )
 
 // discardFiles is a FileWriter that keeps nothing.
 type discardFiles struct{}
 
-func (discardFiles) WriteAt(session.Entry, []byte, int64) error { return nil }
-func (discardFiles) Done(session.Entry) error                   { return nil }
+func (discardFiles) WriteAt(dirsync.Entry, []byte, int64) error { return nil }
+func (discardFiles) Done(dirsync.Entry) error                   { return nil }
 
 // Requests others can read. Under deploy/nats.conf, a client subscribed to
 // every session's subjects (as it may, to serve its own) while the
@@ -48,9 +50,9 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 	}
 	ownerNC, _ := connect("client")
 	srv, err := session.Serve(t.Context(), ownerNC, key.ID, session.Config{
-		Key:     key,
-		Outputs: map[string]*ocilayout.Layout{"cache": out},
-		Dirs:    map[string]string{"context-of-the-victim": dir},
+		Key:       key,
+		Stores:    map[string]*ocilayout.Layout{"cache": out},
+		Protocols: []session.Protocol{dirProtocol(t, map[string]string{"context-of-the-victim": dir}), outputProtocol(t, map[string]*ocilayout.Layout{"cache": out})},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -65,18 +67,19 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := exp.Write(ctx, key.ID, "cache", desc, bytes.NewReader(blob)); err != nil {
+	if err := output.NewClient(exp).Write(ctx, key.ID, "cache", desc, bytes.NewReader(blob)); err != nil {
 		t.Fatalf("the exporter writes into the session: %v", err)
 	}
 	if has, err := out.Has(t.Context(), desc); err != nil || !has {
 		t.Fatalf("the blob is in the client's cache: %v, %v", has, err)
 	}
 	snapNC, _ := connect("snapshotter")
-	snap, err := session.NewClient(snapNC, session.WithRequestTimeout(5*time.Second))
+	snapSession, err := session.NewClient(snapNC, session.WithRequestTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, err := snap.List(ctx, key.ID, "context-of-the-victim", session.DirFilter{})
+	snap := dirsync.NewClient(snapSession)
+	entries, err := snap.List(ctx, key.ID, "context-of-the-victim", dirsync.Filter{})
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("the snapshotter lists %v, %v", entries, err)
 	}
@@ -87,11 +90,11 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 	// A request in the clear is refused: a service that would send one
 	// finds out at once.
 	other := []byte("written in the clear")
-	clear, err := json.Marshal(session.WriteRequest{Store: "cache", Blob: ocispec.Descriptor{Digest: digest.FromBytes(other), Size: int64(len(other))}, Data: other})
+	clear, err := json.Marshal(output.WriteRequest{Store: "cache", Blob: ocispec.Descriptor{Digest: digest.FromBytes(other), Size: int64(len(other))}, Data: other})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := expNC.Request(session.Subject(key.ID, session.OpWrite), clear, 5*time.Second)
+	m, err := expNC.Request(session.Subject(key.ID, output.OpWrite), clear, 5*time.Second)
 	if err != nil || m.Header.Get(session.HeaderError) != session.CodeInvalid {
 		t.Errorf("a write in the clear: %v, %v; want refused as invalid", m, err)
 	}

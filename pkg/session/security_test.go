@@ -28,6 +28,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/rootfs"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 )
 
 // startDeployServer runs a NATS server with deploy/nats.conf (every user's
@@ -258,13 +259,13 @@ func TestSecuritySessionAnswersAuthenticated(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := key.ID
-	forgedEntry := session.Entry{Path: "injected", Mode: 0o644, Size: 5}
+	forgedEntry := dirsync.Entry{Path: "injected", Mode: 0o644, Size: 5}
 	attackerNC, _ := connect("client")
 	if _, err := attackerNC.Subscribe(session.Filter(id), func(m *nats.Msg) {
 		reply := nats.NewMsg(m.Reply)
 		switch m.Subject[strings.LastIndexByte(m.Subject, '.')+1:] {
-		case session.OpList:
-			reply.Data, _ = json.Marshal(session.ListReply{Entries: []session.Entry{forgedEntry}})
+		case dirsync.OpList:
+			reply.Data, _ = json.Marshal(dirsync.ListReply{Entries: []dirsync.Entry{forgedEntry}})
 		default:
 			reply.Header.Set(session.HeaderSize, "5")
 			reply.Data = []byte("evil!")
@@ -281,7 +282,7 @@ func TestSecuritySessionAnswersAuthenticated(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The session is not there: only the attacker answers.
-	if entries, err := c.List(t.Context(), id, "context", session.DirFilter{}); err == nil {
+	if entries, err := dirsync.NewClient(c).List(t.Context(), id, "context", dirsync.Filter{}); err == nil {
 		t.Errorf("a reader accepted a listing no session signed: %+v", entries)
 	}
 	evil := []byte("evil!")
@@ -295,11 +296,11 @@ func TestSecuritySessionAnswersAuthenticated(t *testing.T) {
 		t.Fatal(err)
 	}
 	ownerNC, _ := connect("client")
-	if _, err := session.Serve(t.Context(), ownerNC, id, session.Config{Key: key, Dirs: map[string]string{"context": dir}}); err != nil {
+	if _, err := session.Serve(t.Context(), ownerNC, id, session.Config{Key: key, Protocols: []session.Protocol{dirProtocol(t, map[string]string{"context": dir})}}); err != nil {
 		t.Fatal(err)
 	}
 	for range 5 {
-		entries, err := c.List(t.Context(), id, "context", session.DirFilter{})
+		entries, err := dirsync.NewClient(c).List(t.Context(), id, "context", dirsync.Filter{})
 		if err != nil || len(entries) != 1 || entries[0].Path != "real" {
 			t.Fatalf("the reader lists %+v, %v; want the session's one file", entries, err)
 		}

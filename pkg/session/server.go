@@ -8,14 +8,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
@@ -27,11 +25,6 @@ type Config struct {
 	// oci.store attribute of the sources that read them). Nil serves
 	// nothing: every read is not found.
 	Stores map[string]*ocilayout.Layout
-	// Outputs are the OCI layouts the session lets the fleet write into
-	// (OpWrite, OpTag), by store id: a cache export's destination, which
-	// the client opened with its own rights. Their blobs are readable too
-	// (OpStat, OpBlob, OpIndex). Nil lets the fleet write nothing.
-	Outputs map[string]*ocilayout.Layout
 	// Builds are the builds the session serves: the fleet sends, with
 	// every request, the build it reads for (HeaderBuild), and a request
 	// for another build, or for none, is answered as if the session were
@@ -40,14 +33,13 @@ type Config struct {
 	// serves every build (a session a test serves for anything); the
 	// CLI's sessions always name theirs.
 	Builds []string
-	// Dirs are the local directories the session serves, by name (the
-	// local source's name, local://<name>), each a path on this machine.
-	// Nil serves none.
-	Dirs map[string]string
-	// Secrets are the secrets the session serves (buildctl's --secret):
-	// what git and http sources read their credentials from. Nil serves
-	// none: every secret is not found.
-	Secrets SecretStore
+	// Protocols are the other protocols the session serves: its local
+	// directories (dirsync.NewServer), its secrets (secret.NewServer), the
+	// layouts it lets the fleet write into (output.NewServer; served in
+	// Stores too, to be read back).
+	// An operation none of them answers is not found: a session serves no
+	// secrets, and no directories, unless it was given them.
+	Protocols []Protocol
 	// Concurrency is how many requests are answered at once (each holds
 	// one chunk in memory). Zero means 8.
 	Concurrency int
@@ -80,14 +72,16 @@ func (c Config) Validate() error {
 			return fmt.Errorf("session: store %q has no layout", id)
 		}
 	}
-	for id, l := range c.Outputs {
-		if l == nil {
-			return fmt.Errorf("session: output store %q has no layout", id)
+	ops := map[string]bool{OpBlob: true, OpStat: true, OpKey: true, OpPing: true, OpIndex: true}
+	for _, p := range c.Protocols {
+		if p == nil {
+			return errors.New("session: a nil protocol")
 		}
-	}
-	for name, dir := range c.Dirs {
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("session: local directory %q: %s is not a directory", name, dir)
+		for _, op := range p.Ops() {
+			if ops[op] {
+				return fmt.Errorf("session: operation %q is answered twice", op)
+			}
+			ops[op] = true
 		}
 	}
 	return nil
@@ -116,16 +110,11 @@ type Server struct {
 	stopped chan struct{}
 	once    sync.Once
 	err     error
-	dirs    dirServer
+	// protocols are Config.Protocols by operation.
+	protocols map[string]Protocol
 	// builds are the builds served (Config.Builds); nil serves
 	// every build. Guarded by mu.
 	builds map[string]bool
-	// writeMu serialises the writes of output stores' chunks.
-	writeMu sync.Mutex
-	// seal is the session's curve key pair, made for it alone, that
-	// secrets are sealed with; sealPub is its public key.
-	seal    nkeys.KeyPair
-	sealPub string
 }
 
 // Serve starts serving cfg as session id on nc and returns once the NATS
@@ -134,7 +123,7 @@ type Server struct {
 // session serves, SignRequest signs with its key the requests this
 // process publishes naming it.
 //
-// Errors: ErrInvalid for a malformed id; the configuration's; NATS's
+// Errors: failure.ErrInvalid for a malformed id; the configuration's; NATS's
 // (subscribing, flushing); the cause of ctx's end while flushing.
 func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, error) {
 	if err := ValidateID(id); err != nil {
@@ -157,13 +146,10 @@ func Serve(ctx context.Context, nc *nats.Conn, id string, cfg Config) (*Server, 
 			s.builds[b] = true
 		}
 	}
-	if cfg.Secrets != nil {
-		var err error
-		if s.seal, err = nkeys.CreateCurveKeys(); err == nil {
-			s.sealPub, err = s.seal.PublicKey()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("serve session %s: secret key: %w", id, err)
+	s.protocols = map[string]Protocol{}
+	for _, p := range cfg.Protocols {
+		for _, op := range p.Ops() {
+			s.protocols[op] = p
 		}
 	}
 	// Replies are read from the layouts with a ctx that outlives Serve's
@@ -283,17 +269,10 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 			return errorReply(err)
 		}
 	}
+	if p, ok := s.protocols[op]; ok {
+		return p.Answer(ctx, Request{Session: s.id, Op: op, Data: data, Limit: s.chunkLimit()})
+	}
 	switch op {
-	case OpList:
-		return s.list(ctx, data)
-	case OpFiles:
-		return s.files(data)
-	case OpSecret:
-		return s.secret(ctx, data)
-	case OpWrite:
-		return s.writeBlob(ctx, data)
-	case OpTag:
-		return s.tag(ctx, data)
 	case OpIndex:
 		return s.index(ctx, data)
 	case OpPing:
@@ -314,7 +293,7 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 	case OpBlob:
 		return s.read(ctx, req)
 	}
-	return errorReply(errorf(CodeInvalid, fmt.Sprintf("session %s: unknown operation %q", s.id, op)))
+	return errorReply(errorf(CodeNotFound, fmt.Sprintf("session %s serves no operation %q", s.id, op)))
 }
 
 // read answers OpBlob.
@@ -384,15 +363,17 @@ func (s *Server) open(ctx context.Context, req BlobRequest) (blobFile, int64, er
 	return f, fi.Size(), nil
 }
 
-func sizeReply(size int64, data []byte) *nats.Msg {
+// SizeReply is a reply of body data and HeaderSize size.
+func SizeReply(size int64, data []byte) *nats.Msg {
 	return &nats.Msg{Header: nats.Header{HeaderSize: []string{strconv.FormatInt(size, 10)}}, Data: data}
 }
 
-func errorReply(err error) *nats.Msg {
-	code, msg := CodeInternal, err.Error()
-	var e *Error
-	if errors.As(err, &e) {
-		code = e.Code
-	}
-	return &nats.Msg{Header: nats.Header{HeaderError: []string{code}}, Data: []byte(msg)}
+// ErrorReply is the error reply carrying err: its code (CodeOf) in
+// HeaderError, its text as the body.
+func ErrorReply(err error) *nats.Msg {
+	return &nats.Msg{Header: nats.Header{HeaderError: []string{CodeOf(err)}}, Data: []byte(err.Error())}
 }
+
+func errorReply(err error) *nats.Msg { return ErrorReply(err) }
+
+func sizeReply(size int64, data []byte) *nats.Msg { return SizeReply(size, data) }

@@ -37,7 +37,7 @@ const (
 	// CodeInvalid, CodeInternal); the body is then the error's text.
 	HeaderError = "Stevedore-Error"
 	// HeaderBuild, on a request, is the build the fleet reads for: the
-	// build id of the event its service handles (bus.Input). A session
+	// build id of the event its service handles (events.Input). A session
 	// that names its builds (Config.Builds) answers no other.
 	HeaderBuild = "Stevedore-Build"
 )
@@ -75,7 +75,7 @@ func NewID() string { return nuid.Next() }
 
 // ValidateID checks that id can be a subject token: 1 to MaxIDLen
 // characters from [A-Za-z0-9_-] (events.ValidateSessionID). The error
-// matches ErrInvalid.
+// matches failure.ErrInvalid.
 func ValidateID(id string) error {
 	if err := events.ValidateSessionID(id); err != nil {
 		return errorf(CodeInvalid, strings.TrimSuffix(err.Error(), ": "+events.ErrInvalid.Error()))

@@ -117,7 +117,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || !bytes.Equal(got, sdata) {
 		t.Errorf("ReadBlob = %d bytes, %v", len(got), err)
 	}
-	if _, err := c.ReadBlob(t.Context(), f.id, "layout", ocispec.Descriptor{Digest: desc.Digest, Size: -1}, 1<<20); !errors.Is(err, session.ErrInvalid) || !strings.Contains(err.Error(), "is too large") {
+	if _, err := c.ReadBlob(t.Context(), f.id, "layout", ocispec.Descriptor{Digest: desc.Digest, Size: -1}, 1<<20); !errors.Is(err, failure.ErrInvalid) || !strings.Contains(err.Error(), "is too large") {
 		t.Errorf("ReadBlob of a too large blob: %v, want ErrInvalid 'is too large'", err)
 	}
 
@@ -251,19 +251,19 @@ func TestErrors(t *testing.T) {
 		if err == nil {
 			_ = rc.Close()
 		}
-		if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), `has no store "other"`) {
+		if !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), `has no store "other"`) {
 			t.Errorf("err = %v, want ErrNotFound 'has no store'", err)
 		}
 	})
 	t.Run("no such blob", func(t *testing.T) {
 		_, err := c.Stat(t.Context(), f.id, "layout", missing.Digest)
-		if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), "not found in store") {
+		if !errors.Is(err, failure.ErrNotFound) || !strings.Contains(err.Error(), "not found in store") {
 			t.Errorf("err = %v, want ErrNotFound", err)
 		}
 	})
 	t.Run("bad input", func(t *testing.T) {
 		for _, id := range []string{"", "a.b", "a>", strings.Repeat("x", 129)} {
-			if _, err := c.Stat(t.Context(), id, "layout", desc.Digest); !errors.Is(err, session.ErrInvalid) || !failure.Permanent(err) {
+			if _, err := c.Stat(t.Context(), id, "layout", desc.Digest); !errors.Is(err, failure.ErrInvalid) || !failure.Permanent(err) {
 				t.Errorf("id %q: err = %v, want ErrInvalid", id, err)
 			}
 		}
@@ -418,7 +418,7 @@ func TestServeEndsWithContext(t *testing.T) {
 	if err := srv.Stop(); err != nil {
 		t.Errorf("Stop after the ctx ended: %v", err)
 	}
-	if _, err := session.Serve(t.Context(), nc, "bad.id", session.Config{}); !errors.Is(err, session.ErrInvalid) {
+	if _, err := session.Serve(t.Context(), nc, "bad.id", session.Config{}); !errors.Is(err, failure.ErrInvalid) {
 		t.Errorf("Serve with a bad id: %v", err)
 	}
 }

@@ -64,12 +64,12 @@ func (f BuildsFunc) Replay(ctx context.Context, buildID string) ([]events.Event,
 // with its own rights and serves.
 type Sessions interface {
 	blobs.Sessions
-	// Stat returns a blob's size; session.ErrNotFound when the store
+	// Stat returns a blob's size; failure.ErrNotFound when the store
 	// lacks it.
 	Stat(ctx context.Context, id, store string, d digest.Digest) (int64, error)
 	// ReadBlob reads a small blob whole, verified.
 	ReadBlob(ctx context.Context, id, store string, desc ocispec.Descriptor, maxSize int64) ([]byte, error)
-	// Index reads a store's index.json; session.ErrNotFound when there is
+	// Index reads a store's index.json; failure.ErrNotFound when there is
 	// no layout.
 	Index(ctx context.Context, id, store string) (ocispec.Index, error)
 	// Write writes a blob into an output store; the session verifies it.
@@ -372,7 +372,7 @@ func (h *Handler) importCache(ctx context.Context, in events.CacheImportRequeste
 	}
 	done := emitOneOff(ctx, vertex, vertex)
 	top, err := r.top(ctx)
-	if (errors.Is(err, ocilayout.ErrNotFound) || errors.Is(err, session.ErrNotFound)) && src.Type == cachefmt.TypeLocal {
+	if (errors.Is(err, ocilayout.ErrNotFound) || missing(err)) && src.Type == cachefmt.TypeLocal {
 		out.Warning = fmt.Sprintf("local cache import at %s not found due to err: %v", src.Src, err)
 		done(nil)
 		return out, nil

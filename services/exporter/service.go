@@ -97,7 +97,7 @@ func setup(ctx context.Context, setup *service.Setup, cfg Config) error {
 		return err
 	}
 	h := NewHandler(HandlerConfig{
-		Sessions:   sessions,
+		Sessions:   NewSessionClient(sessions),
 		Index:      index,
 		Registries: regs.get,
 		Builds: BuildsFunc(func(ctx context.Context, buildID string) ([]events.Event, error) {

@@ -20,6 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/output"
 )
 
 // writer writes a cache to its target: layer blobs first (in parallel),
@@ -83,7 +84,7 @@ func (w *sessionWriter) blob(ctx context.Context, desc ocispec.Descriptor, from 
 	switch {
 	case err == nil && size == desc.Size:
 		return registry.PushResult{Existed: true}, nil
-	case err != nil && !errors.Is(err, session.ErrNotFound):
+	case err != nil && !missing(err):
 		return registry.PushResult{}, err
 	}
 	rc, err := w.read(ctx, from, desc)
@@ -197,7 +198,7 @@ func (r *sessionReader) read(ctx context.Context, desc ocispec.Descriptor) ([]by
 
 func (r *sessionReader) has(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	size, err := r.s.Stat(ctx, r.session, r.store, desc.Digest)
-	if errors.Is(err, session.ErrNotFound) {
+	if missing(err) {
 		return false, nil
 	}
 	return err == nil && size == desc.Size, err
@@ -239,4 +240,36 @@ func (h *Handler) reader(src cachefmt.ImportSource, in events.CacheImportRequest
 		return nil, err
 	}
 	return &registryReader{reg: reg, ref: src.Ref}, nil
+}
+
+// missing reports whether err says that a session's store lacks what was
+// asked (failure.ErrNotFound), the session itself answering: a gone
+// session (session.ErrNoSession) is not a missing blob.
+func missing(err error) bool {
+	return errors.Is(err, failure.ErrNotFound) && !errors.Is(err, session.ErrNoSession)
+}
+
+// SessionClient is Sessions over one connection: the reads of the
+// session's stores (a session.Client) and the writes of its output
+// layouts (output.Client).
+type SessionClient struct {
+	*session.Client
+	out *output.Client
+}
+
+var _ Sessions = SessionClient{}
+
+// NewSessionClient returns the SessionClient of c.
+func NewSessionClient(c *session.Client) SessionClient {
+	return SessionClient{Client: c, out: output.NewClient(c)}
+}
+
+// Write writes a blob into an output store (output.Client.Write).
+func (c SessionClient) Write(ctx context.Context, id, store string, desc ocispec.Descriptor, r io.Reader) error {
+	return c.out.Write(ctx, id, store, desc, r)
+}
+
+// Tag tags a manifest in an output store (output.Client.Tag).
+func (c SessionClient) Tag(ctx context.Context, id, store string, manifest ocispec.Descriptor, tag string) error {
+	return c.out.Tag(ctx, id, store, manifest, tag)
 }

@@ -8,7 +8,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
+	"github.com/stevedore-dev/stevedore/pkg/session/output"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 )
 
 // ServeSession serves cfg in a new client session on a connection of its
@@ -45,9 +49,30 @@ func HoldKey(t testing.TB) session.Key {
 
 // ServeSecrets serves secrets in a new client session (ServeSession):
 // what a build names as its Session.
-func (s *Stack) ServeSecrets(t testing.TB, secrets session.Secrets) string {
+func (s *Stack) ServeSecrets(t testing.TB, secrets secret.Map) string {
 	t.Helper()
-	return s.ServeSession(t, session.Config{Secrets: secrets})
+	return s.ServeSession(t, session.Config{Protocols: []session.Protocol{Secrets(t, secrets)}})
+}
+
+// Secrets serves the secrets of store, for a session.Config's Protocols.
+func Secrets(t testing.TB, store secret.Store) *secret.Server {
+	t.Helper()
+	p, err := secret.NewServer(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Dirs serves the local directories dirs, by name, for a session.Config's
+// Protocols.
+func Dirs(t testing.TB, dirs map[string]string) *dirsync.Server {
+	t.Helper()
+	p, err := dirsync.NewServer(dirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // StoredWith returns where needle appears in what JetStream holds: every
@@ -109,4 +134,15 @@ func (s *Stack) StoredWith(t testing.TB, needle string) []string {
 		t.Fatal(err)
 	}
 	return found
+}
+
+// Outputs lets the fleet write into outputs, by store id, for a
+// session.Config's Protocols.
+func Outputs(t testing.TB, outputs map[string]*ocilayout.Layout) *output.Server {
+	t.Helper()
+	p, err := output.NewServer(outputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

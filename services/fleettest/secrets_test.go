@@ -18,6 +18,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/gitremote/gitremotetest"
 	"github.com/stevedore-dev/stevedore/pkg/lineage"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
 	"github.com/stevedore-dev/stevedore/services/puller"
@@ -68,7 +69,7 @@ func TestGitCredentialsFromTheSession(t *testing.T) {
 
 	// GIT_AUTH_TOKEN: the key is BuildKit's, the checkout the tree of v2,
 	// and every request the fleet made carried the token.
-	sess := s.ServeSecrets(t, session.Secrets{"GIT_AUTH_TOKEN": []byte(gitToken)})
+	sess := s.ServeSecrets(t, secret.Map{"GIT_AUTH_TOKEN": []byte(gitToken)})
 	rec, _ := s.Submit(t, events.SourceResolveRequested{Source: gitOp(web, "v2"), Snapshot: true, Session: sess})
 	ready := fleettest.Ready(t, rec)
 	if ready.Keys[0].Key != fx.key("v2") {
@@ -95,7 +96,7 @@ func TestGitCredentialsFromTheSession(t *testing.T) {
 
 	// A host-specific header secret, in another session, for another ref.
 	host := strings.TrimSuffix(strings.TrimPrefix(web.URL, "http://"), "/")
-	other := s.ServeSecrets(t, session.Secrets{"GIT_AUTH_HEADER." + host: []byte(gitTokenHeader)})
+	other := s.ServeSecrets(t, secret.Map{"GIT_AUTH_HEADER." + host: []byte(gitTokenHeader)})
 	rec, _ = s.Submit(t, events.SourceResolveRequested{Source: gitOp(web, "v1"), Snapshot: true, Session: other})
 	if ready := fleettest.Ready(t, rec); ready.Keys[0].Key != fx.key("v1") {
 		t.Errorf("v1 with a host secret: key %s, want %s", ready.Keys[0].Key, fx.key("v1"))
@@ -103,7 +104,7 @@ func TestGitCredentialsFromTheSession(t *testing.T) {
 
 	// No session, or one without the secrets: the remote refuses, and
 	// the build fails at once as unauthorized.
-	empty := s.ServeSecrets(t, session.Secrets{"UNRELATED": []byte("x")})
+	empty := s.ServeSecrets(t, secret.Map{"UNRELATED": []byte("x")})
 	for _, sess := range []string{"", empty} {
 		rec, _ := s.Submit(t, events.SourceResolveRequested{Source: gitOp(web, "main"), Snapshot: true, Session: sess})
 		if f := fleettest.Failure(t, rec); f.Code != "unauthorized" || f.Attempts != 1 {
@@ -127,7 +128,7 @@ func TestGitListingWithCredentialsIsNotShared(t *testing.T) {
 	t.Parallel()
 	web := privateGit(t)
 	s := fleettest.New(t)
-	sess := s.ServeSecrets(t, session.Secrets{"GIT_AUTH_TOKEN": []byte(gitToken)})
+	sess := s.ServeSecrets(t, secret.Map{"GIT_AUTH_TOKEN": []byte(gitToken)})
 	with, _ := s.Submit(t, events.SourceResolveRequested{Source: gitOp(web, "main"), Session: sess})
 	with.Wait(t, 10*time.Second, events.TypeCacheKeyRequested)
 	without, _ := s.Submit(t, events.SourceResolveRequested{Source: gitOp(web, "main")})
@@ -202,7 +203,7 @@ func TestHTTPCredentialsFromTheSession(t *testing.T) {
 
 	// The per-host token: the puller hashes, the snapshotter downloads,
 	// both with "Bearer <token>".
-	sess := s.ServeSecrets(t, session.Secrets{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)})
+	sess := s.ServeSecrets(t, secret.Map{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)})
 	rec, _ := s.Submit(t, events.SourceResolveRequested{Source: op, Snapshot: true, Session: sess})
 	ready := fleettest.Ready(t, rec)
 	checkTree(t, svc.Store(), ready.SnapshotKey, map[string]fleettest.File{"private.txt": {Content: string(content), Mode: 0o600, ModTime: time.Unix(0, 0)}})
@@ -237,7 +238,7 @@ func TestHTTPCredentialsFromTheSession(t *testing.T) {
 
 	// Another session with the token revalidates with the ETag the fleet
 	// keeps: a conditional HEAD, no download, and a hit.
-	again := s.ServeSecrets(t, session.Secrets{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)})
+	again := s.ServeSecrets(t, secret.Map{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)})
 	gets0, heads0, conditional0, _ := srv.counts()
 	rec, _ = s.Submit(t, events.SourceResolveRequested{Source: op, Session: again})
 	end := fleettest.Final(t, rec)
@@ -262,7 +263,7 @@ func TestHTTPCredentialsFromTheSession(t *testing.T) {
 	if _, _, _, after := srv.counts(); len(after) != len(auth) {
 		t.Errorf("%d requests reached the server for a secret that could not be read", len(after)-len(auth))
 	}
-	withHeader := s.ServeSecrets(t, session.Secrets{"MY_AUTH": []byte("Bearer " + token)})
+	withHeader := s.ServeSecrets(t, secret.Map{"MY_AUTH": []byte("Bearer " + token)})
 	rec, _ = s.Submit(t, events.SourceResolveRequested{Source: named, Snapshot: true, Session: withHeader})
 	if r := fleettest.Ready(t, rec); r.Keys[0].Key == ready.Keys[0].Key {
 		t.Error("the key with http.authheadersecret is the key without: BuildKit's key names the secret")
@@ -283,7 +284,7 @@ func TestHTTPRevalidationWithCredentialsIsNotShared(t *testing.T) {
 	const token = "tok-shared-not"
 	srv := newPrivateFile(t, "Bearer "+token, []byte("private\n"))
 	s := fleettest.New(t)
-	sess := s.ServeSecrets(t, session.Secrets{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)})
+	sess := s.ServeSecrets(t, secret.Map{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)})
 	op := events.SourceOp{Identifier: srv.URL + "/private.txt"}
 	with, _ := s.Submit(t, events.SourceResolveRequested{Source: op, Session: sess})
 	with.Wait(t, 10*time.Second, events.TypeCacheKeyRequested)
@@ -312,7 +313,7 @@ func TestHTTPSecretsGoWithTheSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	sess, err := session.Serve(t.Context(), nc, key.ID, session.Config{Key: key,
-		Secrets: session.Secrets{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)}})
+		Protocols: []session.Protocol{fleettest.Secrets(t, secret.Map{source.HTTPAuthTokenSecretPrefix + "127.0.0.1": []byte(token)})}})
 	if err != nil {
 		t.Fatal(err)
 	}

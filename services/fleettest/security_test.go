@@ -254,7 +254,7 @@ func TestSecuritySessionServesOnlyItsBuilds(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "private.txt"), []byte("the victim's file"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	victim := s.ServeSession(t, session.Config{Dirs: map[string]string{"context": dir}, Builds: []string{"victim-build"}})
+	victim := s.ServeSession(t, session.Config{Protocols: []session.Protocol{fleettest.Dirs(t, map[string]string{"context": dir})}, Builds: []string{"victim-build"}})
 	attrs := map[string]string{source.AttrLocalSessionID: victim}
 	rec, _ := s.Request(t, "local://context", attrs, "", true)
 	switch e := fleettest.PullEnd(t, rec); p := e.Data.(type) {
@@ -273,7 +273,7 @@ func TestSecuritySessionServesOnlyItsBuilds(t *testing.T) {
 	}
 
 	// The session's own build reads it.
-	own := s.ServeSession(t, session.Config{Dirs: map[string]string{"context": dir}, Builds: []string{"b2"}})
+	own := s.ServeSession(t, session.Config{Protocols: []session.Protocol{fleettest.Dirs(t, map[string]string{"context": dir})}, Builds: []string{"b2"}})
 	rec, id := s.Request(t, "local://context", map[string]string{source.AttrLocalSessionID: own}, "", true)
 	if id != "b2" {
 		t.Fatalf("build id %s, want b2 (the ids Submit gives are b1, b2, …)", id)
@@ -353,7 +353,7 @@ func TestSecurityRequestNamesForeignSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	const build = "victim-join"
-	victim := s.ServeSession(t, session.Config{Dirs: map[string]string{"context": dir}, Builds: []string{build}})
+	victim := s.ServeSession(t, session.Config{Protocols: []session.Protocol{fleettest.Dirs(t, map[string]string{"context": dir})}, Builds: []string{build}})
 	rec := s.Env.Record(t, build)
 	op := events.SourceOp{Identifier: "local://context", Attrs: map[string]string{source.AttrLocalSessionID: victim}}
 	e := events.New(events.SourceResolveRequested{Source: op, Snapshot: true, Session: victim})

@@ -48,6 +48,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
 
@@ -723,7 +724,7 @@ func (r *SessionRelay) relay(m *nats.Msg) {
 			header[k] = v
 		}
 	}
-	if op == session.OpFiles {
+	if op == dirsync.OpFiles {
 		r.mu.Lock()
 		st := r.files
 		if st != nil && !st.isRestored() {

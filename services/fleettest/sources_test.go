@@ -164,7 +164,7 @@ func localSource(t *testing.T, s *fleettest.Stack) sourceSpec {
 	}
 	nc, _ := s.Env.Connect(t, "client")
 	back := session.NewID()
-	srv, err := session.Serve(t.Context(), nc, back, session.Config{Dirs: map[string]string{"context": dir}})
+	srv, err := session.Serve(t.Context(), nc, back, session.Config{Protocols: []session.Protocol{fleettest.Dirs(t, map[string]string{"context": dir})}})
 	if err != nil {
 		t.Fatal(err)
 	}

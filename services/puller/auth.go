@@ -5,7 +5,7 @@ import (
 	"errors"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
-	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 )
 
 // Secrets reads the Authorization header of a source's requests from the
@@ -20,13 +20,13 @@ type Secrets interface {
 }
 
 var (
-	_ Secrets = (*session.Client)(nil)
-	_ Secrets = session.Sessionless{}
+	_ Secrets = (*secret.Client)(nil)
+	_ Secrets = secret.Sessionless{}
 )
 
 // WithSecrets makes git and http sources read their credentials through
 // s (git.authtokensecret, git.authheadersecret, http.authheadersecret and
-// the per-host http secrets). The default is session.Sessionless: remotes
+// the per-host http secrets). The default is secret.Sessionless: remotes
 // and URLs are read without credentials, and an http source with an
 // http.authheadersecret fails.
 func WithSecrets(s Secrets) Option {

@@ -24,7 +24,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/lease"
 	"github.com/stevedore-dev/stevedore/pkg/lineage"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
-	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -178,7 +178,7 @@ func makeOptions(opts []Option) (options, error) {
 		o.httpClient = newHTTPClient()
 	}
 	if o.secrets == nil {
-		o.secrets = session.Sessionless{}
+		o.secrets = secret.Sessionless{}
 	}
 	return o, nil
 }

@@ -22,7 +22,7 @@ import (
 type Sessions interface {
 	// Stat returns the size of blob d in store of session id.
 	// Errors: *session.NoSessionError when the session is gone, and
-	// session.ErrNotFound, session.ErrInvalid (which match failure classes).
+	// failure.ErrNotFound, failure.ErrInvalid.
 	Stat(ctx context.Context, id, store string, d digest.Digest) (int64, error)
 	// ReadBlob reads a small blob whole, verified against desc, refusing
 	// one larger than maxSize. Errors: Stat's, and session.ErrVerify.

@@ -32,6 +32,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 	"github.com/stevedore-dev/stevedore/pkg/tagwatch"
 )
 
@@ -148,7 +149,7 @@ func setup(ctx context.Context, setup *service.Setup, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(sessions),
+	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(secret.NewClient(sessions)),
 		WithTagFreshness(cfg.TagMaxAge, cfg.TagRevalidate)}
 	if cfg.Downloads != "" {
 		opts = append(opts, WithDownloads(cfg.Downloads))

@@ -13,7 +13,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote"
-	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -38,8 +38,8 @@ type Secrets interface {
 }
 
 var (
-	_ Secrets = (*session.Client)(nil)
-	_ Secrets = session.Sessionless{}
+	_ Secrets = (*secret.Client)(nil)
+	_ Secrets = secret.Sessionless{}
 )
 
 // authorization is the header a gives this node's requests; "" for a

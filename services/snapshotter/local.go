@@ -20,6 +20,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
 
@@ -28,12 +29,12 @@ import (
 type LocalSessions interface {
 	// List returns the paths of directory dir of session id that f
 	// selects, parents first.
-	List(ctx context.Context, id, dir string, f session.DirFilter) ([]session.Entry, error)
+	List(ctx context.Context, id, dir string, f dirsync.Filter) ([]dirsync.Entry, error)
 	// ReadFiles reads the content of files into w, in order.
-	ReadFiles(ctx context.Context, id, dir string, files []session.Entry, w session.FileWriter) error
+	ReadFiles(ctx context.Context, id, dir string, files []dirsync.Entry, w dirsync.FileWriter) error
 }
 
-var _ LocalSessions = (*session.Client)(nil)
+var _ LocalSessions = (*dirsync.Client)(nil)
 
 // LabelLocalShared is the label, on the snapshot of a local transfer,
 // holding the sha256 of its events.LocalContent.SharedKey: the next transfer with that shared
@@ -128,7 +129,7 @@ func (t *localTransfer) fill(ctx context.Context, dir string) (err error) {
 			_ = t.cur.Close()
 		}
 	}()
-	entries, err := t.sessions.List(ctx, t.lc.Session, t.lc.Name, session.DirFilter{
+	entries, err := t.sessions.List(ctx, t.lc.Session, t.lc.Name, dirsync.Filter{
 		IncludePatterns: t.lc.IncludePatterns, ExcludePatterns: t.lc.ExcludePatterns, FollowPaths: t.lc.FollowPaths,
 	})
 	if err != nil {
@@ -142,7 +143,7 @@ func (t *localTransfer) fill(ctx context.Context, dir string) (err error) {
 			defer func() { _ = baseRoot.Close() }()
 		}
 	}
-	var fetch, links, dirs []session.Entry
+	var fetch, links, dirs []dirsync.Entry
 	for _, e := range entries {
 		p, err := t.path(e.Path)
 		if err != nil {
@@ -228,7 +229,7 @@ func (t *localTransfer) path(p string) (string, error) {
 }
 
 // create starts writing file e.
-func (t *localTransfer) create(e session.Entry) error {
+func (t *localTransfer) create(e dirsync.Entry) error {
 	p, err := t.path(e.Path)
 	if err != nil {
 		return err
@@ -241,9 +242,9 @@ func (t *localTransfer) create(e session.Entry) error {
 	return nil
 }
 
-// WriteAt implements session.FileWriter: the chunks of a file come in
+// WriteAt implements dirsync.FileWriter: the chunks of a file come in
 // order.
-func (t *localTransfer) WriteAt(e session.Entry, data []byte, off int64) error {
+func (t *localTransfer) WriteAt(e dirsync.Entry, data []byte, off int64) error {
 	if t.cur == nil || t.curPath != e.Path {
 		if off != 0 {
 			return fmt.Errorf("local snapshot: %q starts at offset %d", e.Path, off)
@@ -260,8 +261,8 @@ func (t *localTransfer) WriteAt(e session.Entry, data []byte, off int64) error {
 	return nil
 }
 
-// Done implements session.FileWriter: the file is whole.
-func (t *localTransfer) Done(e session.Entry) error {
+// Done implements dirsync.FileWriter: the file is whole.
+func (t *localTransfer) Done(e dirsync.Entry) error {
 	f := t.cur
 	t.cur = nil
 	if err := f.Close(); err != nil {
@@ -295,7 +296,7 @@ func (t *localTransfer) progress(last bool) {
 // sameFile reports whether the base holds e unchanged: a regular file of
 // the same size, mtime, mode and owner. The base is read through an
 // os.Root, so no symlink in it leads outside.
-func sameFile(base *os.Root, e session.Entry) bool {
+func sameFile(base *os.Root, e dirsync.Entry) bool {
 	fi, err := base.Lstat(filepath.FromSlash(e.Path))
 	if err != nil || !fi.Mode().IsRegular() || fi.Mode() != e.Mode || fi.Size() != e.Size || fi.ModTime().UnixNano() != e.ModTime {
 		return false
@@ -306,7 +307,7 @@ func sameFile(base *os.Root, e session.Entry) bool {
 
 // setMeta gives p e's owner (as root only), mode and mtime; link is set
 // for a symlink, whose mode is not its own.
-func setMeta(p string, e session.Entry, link bool) error {
+func setMeta(p string, e dirsync.Entry, link bool) error {
 	if os.Geteuid() == 0 {
 		if err := os.Lchown(p, int(e.UID), int(e.GID)); err != nil {
 			return err
@@ -322,7 +323,7 @@ func setMeta(p string, e session.Entry, link bool) error {
 }
 
 // mknod makes a named pipe or a device node; a socket is skipped.
-func mknod(p string, e session.Entry) error {
+func mknod(p string, e dirsync.Entry) error {
 	var mode uint32
 	switch {
 	case e.Mode&fs.ModeNamedPipe != 0:

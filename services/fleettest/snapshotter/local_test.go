@@ -19,6 +19,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 	"github.com/stevedore-dev/stevedore/services/fleettest"
@@ -27,29 +28,39 @@ import (
 
 // serveDir serves dir as local directory "context" of a new session, on a
 // connection of its own (the client's).
-func serveDir(t *testing.T, s *fleettest.Stack, dir string) *session.Server {
+func serveDir(t *testing.T, s *fleettest.Stack, dir string) *servedDir {
 	t.Helper()
 	srv, _ := serveDirKeyed(t, s, dir)
 	return srv
 }
 
 // serveDirKeyed is serveDir, and returns the session's key too.
-func serveDirKeyed(t *testing.T, s *fleettest.Stack, dir string) (*session.Server, session.Key) {
+func serveDirKeyed(t *testing.T, s *fleettest.Stack, dir string) (*servedDir, session.Key) {
 	t.Helper()
 	nc, _ := s.Env.Connect(t, "client")
 	key, err := session.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Dirs: map[string]string{"context": dir}, Key: key})
+	dirs := fleettest.Dirs(t, map[string]string{"context": dir})
+	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Protocols: []session.Protocol{dirs}, Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Stop() })
-	return srv, key
+	return &servedDir{Server: srv, dirs: dirs}, key
 }
 
-func localAttrs(srv *session.Server, extra ...string) map[string]string {
+// servedDir is a session serving a local directory.
+type servedDir struct {
+	*session.Server
+	dirs *dirsync.Server
+}
+
+// DirStats is what the session served from its directory so far.
+func (d *servedDir) DirStats() dirsync.Stats { return d.dirs.Stats() }
+
+func localAttrs(srv *servedDir, extra ...string) map[string]string {
 	a := map[string]string{source.AttrLocalSessionID: srv.ID(), source.AttrSharedKeyHint: "test-host:/src"}
 	for i := 0; i+1 < len(extra); i += 2 {
 		a[extra[i]] = extra[i+1]
@@ -177,7 +188,7 @@ func diffTrees(t *testing.T, what string, want, got map[string]fleettest.File) {
 	}
 }
 
-func pullLocal(t *testing.T, s *fleettest.Stack, srv *session.Server) *bustest.Recorder {
+func pullLocal(t *testing.T, s *fleettest.Stack, srv *servedDir) *bustest.Recorder {
 	t.Helper()
 	rec, _ := s.Request(t, "local://context", localAttrs(srv), "", true)
 	return rec
@@ -263,12 +274,12 @@ func TestLocalSnapshotNeedsTheSession(t *testing.T) {
 // test says (files returns the answer to a files request), the way a
 // hostile or broken client could: a keyed session, whose answers it
 // signs, and whose key the test holds (so requests naming it are signed).
-func fakeSession(t *testing.T, s *fleettest.Stack, entries []session.Entry, files func(m *nats.Msg) *nats.Msg) string {
+func fakeSession(t *testing.T, s *fleettest.Stack, entries []dirsync.Entry, files func(m *nats.Msg) *nats.Msg) string {
 	t.Helper()
 	nc, _ := s.Env.Connect(t, "fake-client")
 	key := fleettest.HoldKey(t)
 	id := key.ID
-	body, err := json.Marshal(session.ListReply{Entries: entries})
+	body, err := json.Marshal(dirsync.ListReply{Entries: entries})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +288,7 @@ func fakeSession(t *testing.T, s *fleettest.Stack, entries []session.Entry, file
 			_ = m.RespondMsg(reply)
 		}
 	}
-	_, err = nc.Subscribe(session.Subject(id, session.OpList), func(m *nats.Msg) {
+	_, err = nc.Subscribe(session.Subject(id, dirsync.OpList), func(m *nats.Msg) {
 		respond(m, &nats.Msg{Header: nats.Header{session.HeaderSize: []string{fmt.Sprint(len(body))}}, Data: body})
 	})
 	if err != nil {
@@ -286,7 +297,7 @@ func fakeSession(t *testing.T, s *fleettest.Stack, entries []session.Entry, file
 	if _, err := nc.Subscribe(session.Subject(id, session.OpKey), func(m *nats.Msg) { respond(m, key.KeyAnswer()) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nc.Subscribe(session.Subject(id, session.OpFiles), func(m *nats.Msg) {
+	if _, err := nc.Subscribe(session.Subject(id, dirsync.OpFiles), func(m *nats.Msg) {
 		body, err := key.OpenRequest(m)
 		if err != nil {
 			t.Errorf("a files request: %v", err)
@@ -312,11 +323,11 @@ func TestLocalRefusesPathsBelowASymlink(t *testing.T) {
 	s := fleettest.New(t)
 	s.Puller(t)
 	_, svc := s.Snapshotter(t)
-	id := fakeSession(t, s, []session.Entry{
+	id := fakeSession(t, s, []dirsync.Entry{
 		{Path: "a", Mode: fs.ModeSymlink | 0o777, Linkname: outside},
 		{Path: "a/pwned", Mode: 0o644, Size: 1},
 	}, func(*nats.Msg) *nats.Msg {
-		return &nats.Msg{Header: nats.Header{session.HeaderParts: []string{"1"}, session.HeaderSize: []string{"1"}}, Data: []byte("x")}
+		return &nats.Msg{Header: nats.Header{dirsync.HeaderParts: []string{"1"}, session.HeaderSize: []string{"1"}}, Data: []byte("x")}
 	})
 	rec, _ := s.Request(t, "local://context", map[string]string{source.AttrLocalSessionID: id}, "", true)
 	e := rec.Wait(t, 20*time.Second, events.TypeSnapshotFailed, events.TypeSnapshotReady)
@@ -341,10 +352,10 @@ func TestLocalCancelledTransferLeavesNothing(t *testing.T) {
 	node, svc1 := s.Snapshotter(t, func(c *snapshotter.Config) { c.DataDir = dataDir })
 	asked := make(chan struct{}, 16)
 	release := make(chan struct{})
-	id := fakeSession(t, s, []session.Entry{{Path: "f", Mode: 0o644, Size: 3, ModTime: 1}}, func(*nats.Msg) *nats.Msg {
+	id := fakeSession(t, s, []dirsync.Entry{{Path: "f", Mode: 0o644, Size: 3, ModTime: 1}}, func(*nats.Msg) *nats.Msg {
 		asked <- struct{}{}
 		<-release
-		return &nats.Msg{Header: nats.Header{session.HeaderParts: []string{"3"}, session.HeaderSize: []string{"3"}}, Data: []byte("abc")}
+		return &nats.Msg{Header: nats.Header{dirsync.HeaderParts: []string{"3"}, session.HeaderSize: []string{"3"}}, Data: []byte("abc")}
 	})
 	defer close(release)
 	rec, _ := s.Request(t, "local://context", map[string]string{source.AttrLocalSessionID: id}, "", true)

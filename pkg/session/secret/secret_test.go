@@ -1,4 +1,4 @@
-package session_test
+package secret_test
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/secret"
 )
 
 // secretFixture is a session serving secrets, a reader's connection, and a
@@ -27,7 +28,7 @@ type secretFixture struct {
 	id     string
 	server *session.Server
 	reader *nats.Conn
-	client *session.Client
+	client *secret.Client
 	tap    *wiretap
 }
 
@@ -43,7 +44,7 @@ func (w *wiretap) saw(secret string) (bool, int) {
 	return bytes.Contains(w.buf.Bytes(), []byte(secret)), w.n
 }
 
-func serveSecrets(t *testing.T, secrets session.SecretStore) *secretFixture {
+func serveSecrets(t *testing.T, secrets secret.Store) *secretFixture {
 	t.Helper()
 	env := bustest.Start(t, bus.Topology{})
 	serving, _ := env.Connect(t, "client")
@@ -66,21 +67,27 @@ func serveSecrets(t *testing.T, secrets session.SecretStore) *secretFixture {
 		t.Fatal(err)
 	}
 	var err error
-	f.server, err = session.Serve(t.Context(), serving, f.id, session.Config{Secrets: secrets})
+	served, err := secret.NewServer(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.server, err = session.Serve(t.Context(), serving, f.id, session.Config{Protocols: []session.Protocol{served}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = f.server.Stop() })
-	if f.client, err = session.NewClient(reading, session.WithRequestTimeout(5*time.Second)); err != nil {
+	c, err := session.NewClient(reading, session.WithRequestTimeout(5*time.Second))
+	if err != nil {
 		t.Fatal(err)
 	}
+	f.client = secret.NewClient(c)
 	return f
 }
 
 func TestSecret(t *testing.T) {
 	t.Parallel()
 	const value = "ghp_0123456789abcdefSECRET"
-	f := serveSecrets(t, session.Secrets{"GIT_AUTH_TOKEN": []byte(value), "EMPTY": {}})
+	f := serveSecrets(t, secret.Map{"GIT_AUTH_TOKEN": []byte(value), "EMPTY": {}})
 
 	got, err := f.client.Secret(t.Context(), f.id, "GIT_AUTH_TOKEN")
 	if err != nil || string(got) != value {
@@ -90,7 +97,7 @@ func TestSecret(t *testing.T) {
 		t.Errorf("an empty secret: %q, %v", got, err)
 	}
 	_, err = f.client.Secret(t.Context(), f.id, "NOPE")
-	if !errors.Is(err, session.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) || err.Error() != "secret NOPE: not found" {
+	if !errors.Is(err, failure.ErrNotFound) || err.Error() != "secret NOPE: not found" {
 		t.Errorf("a secret the session lacks: %v; want BuildKit's \"secret NOPE: not found\", not found", err)
 	}
 	var gone *session.NoSessionError
@@ -118,12 +125,12 @@ func TestSecret(t *testing.T) {
 // requester's key and the session's, and with no other.
 func TestSecretSealedToTheRequester(t *testing.T) {
 	t.Parallel()
-	f := serveSecrets(t, session.Secrets{"S": []byte("value")})
+	f := serveSecrets(t, secret.Map{"S": []byte("value")})
 	mine, _ := nkeys.CreateCurveKeys()
 	other, _ := nkeys.CreateCurveKeys()
 	pub, _ := mine.PublicKey()
-	body, _ := json.Marshal(session.SecretRequest{ID: "S", Key: pub})
-	m, err := f.reader.Request(session.Subject(f.id, session.OpSecret), body, 5*time.Second)
+	body, _ := json.Marshal(secret.Request{ID: "S", Key: pub})
+	m, err := f.reader.Request(session.Subject(f.id, secret.OpSecret), body, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +153,7 @@ func TestSecretSealedToTheRequester(t *testing.T) {
 		`{"id":"S","key":"` + strings.Replace(pub, "X", "U", 1) + `"}`, // not a curve key
 		`not json`,
 	} {
-		m, err := f.reader.Request(session.Subject(f.id, session.OpSecret), []byte(req), 5*time.Second)
+		m, err := f.reader.Request(session.Subject(f.id, secret.OpSecret), []byte(req), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,18 +165,18 @@ func TestSecretSealedToTheRequester(t *testing.T) {
 
 func TestSecretTooLarge(t *testing.T) {
 	t.Parallel()
-	f := serveSecrets(t, session.Secrets{"BIG": bytes.Repeat([]byte("x"), session.MaxSecretSize+1), "MAX": bytes.Repeat([]byte("y"), session.MaxSecretSize)})
-	if _, err := f.client.Secret(t.Context(), f.id, "BIG"); !errors.Is(err, session.ErrInvalid) {
+	f := serveSecrets(t, secret.Map{"BIG": bytes.Repeat([]byte("x"), secret.MaxSize+1), "MAX": bytes.Repeat([]byte("y"), secret.MaxSize)})
+	if _, err := f.client.Secret(t.Context(), f.id, "BIG"); !errors.Is(err, failure.ErrInvalid) {
 		t.Errorf("a secret over MaxSecretSize: %v; want invalid", err)
 	}
-	if v, err := f.client.Secret(t.Context(), f.id, "MAX"); err != nil || len(v) != session.MaxSecretSize {
+	if v, err := f.client.Secret(t.Context(), f.id, "MAX"); err != nil || len(v) != secret.MaxSize {
 		t.Errorf("a secret of MaxSecretSize: %d bytes, %v", len(v), err)
 	}
 }
 
 func TestAuthorization(t *testing.T) {
 	t.Parallel()
-	f := serveSecrets(t, session.Secrets{
+	f := serveSecrets(t, secret.Map{
 		"GIT_AUTH_TOKEN":      []byte("tok"),
 		"GIT_AUTH_HEADER.h:1": []byte("Basic aGVsbG8="),
 		"HTTP_AUTH_HEADER_h":  []byte("Custom x"),
@@ -258,15 +265,20 @@ func BenchmarkAuthorization(b *testing.B) {
 	serving, _ := env.Connect(b, "client")
 	reading, _ := env.Connect(b, "service")
 	id := session.NewID()
-	srv, err := session.Serve(b.Context(), serving, id, session.Config{Secrets: session.Secrets{"GIT_AUTH_TOKEN": []byte("ghp_0123456789abcdef0123456789abcdef0123")}})
+	served, err := secret.NewServer(secret.Map{"GIT_AUTH_TOKEN": []byte("ghp_0123456789abcdef0123456789abcdef0123")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := session.Serve(b.Context(), serving, id, session.Config{Protocols: []session.Protocol{served}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = srv.Stop() })
-	c, err := session.NewClient(reading)
+	sc, err := session.NewClient(reading)
 	if err != nil {
 		b.Fatal(err)
 	}
+	c := secret.NewClient(sc)
 	b.Run("one secret", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := c.Secret(b.Context(), id, "GIT_AUTH_TOKEN"); err != nil {

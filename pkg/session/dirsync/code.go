@@ -1,8 +1,10 @@
-package session
+package dirsync
 
 import (
 	"errors"
 	"io/fs"
+
+	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
 // codeOf is the error reply code of a failure to read the served
@@ -12,9 +14,9 @@ import (
 func codeOf(err error) string {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return CodeNotFound
+		return session.CodeNotFound
 	case errors.Is(err, fs.ErrPermission):
-		return CodeInvalid
+		return session.CodeInvalid
 	}
-	return CodeInternal
+	return session.CodeInternal
 }

@@ -1,4 +1,4 @@
-package session
+package dirsync
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stevedore-dev/stevedore/pkg/failure"
+	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
 func TestCodeOfReadErrors(t *testing.T) {
@@ -15,9 +16,9 @@ func TestCodeOfReadErrors(t *testing.T) {
 		code      string
 		permanent bool
 	}{
-		{fmt.Errorf("open a.txt: %w", fs.ErrPermission), CodeInvalid, true},
-		{fmt.Errorf("open a.txt: %w", fs.ErrNotExist), CodeNotFound, true},
-		{fmt.Errorf("read a.txt: input/output error"), CodeInternal, false},
+		{fmt.Errorf("open a.txt: %w", fs.ErrPermission), session.CodeInvalid, true},
+		{fmt.Errorf("open a.txt: %w", fs.ErrNotExist), session.CodeNotFound, true},
+		{fmt.Errorf("read a.txt: input/output error"), session.CodeInternal, false},
 	} {
 		code := codeOf(tc.err)
 		if code != tc.code {
@@ -25,7 +26,7 @@ func TestCodeOfReadErrors(t *testing.T) {
 		}
 		// What the reading service gets back is permanent or not as the
 		// bus sees it.
-		if got := failure.Permanent(&Error{Code: code, Msg: tc.err.Error()}); got != tc.permanent {
+		if got := failure.Permanent(session.Errorf(code, tc.err.Error())); got != tc.permanent {
 			t.Errorf("reply of %v: permanent = %v, want %v", tc.err, got, tc.permanent)
 		}
 	}

@@ -1,4 +1,4 @@
-package session_test
+package dirsync_test
 
 import (
 	"bytes"
@@ -12,17 +12,23 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 )
 
 // serveDir serves dir as "context" in a new session and returns a client
-// on another connection, and the session's id and server.
-func serveDir(t *testing.T, dir string) (*session.Client, *session.Server) {
+// on another connection, the session's server and its directories'.
+func serveDir(t *testing.T, dir string) (*dirsync.Client, *session.Server, *dirsync.Server) {
 	t.Helper()
 	env := bustest.Start(t, bus.Topology{})
 	serving, _ := env.Connect(t, "client")
 	reading, _ := env.Connect(t, "service")
-	srv, err := session.Serve(t.Context(), serving, session.NewID(), session.Config{Dirs: map[string]string{"context": dir}})
+	dirs, err := dirsync.NewServer(map[string]string{"context": dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := session.Serve(t.Context(), serving, session.NewID(), session.Config{Protocols: []session.Protocol{dirs}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +37,7 @@ func serveDir(t *testing.T, dir string) (*session.Client, *session.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, srv
+	return dirsync.NewClient(c), srv, dirs
 }
 
 // collector is a FileWriter that keeps what it gets.
@@ -40,7 +46,7 @@ type collector struct {
 	done  []string
 }
 
-func (c *collector) WriteAt(e session.Entry, data []byte, off int64) error {
+func (c *collector) WriteAt(e dirsync.Entry, data []byte, off int64) error {
 	b := c.files[e.Path]
 	if b == nil {
 		b = &bytes.Buffer{}
@@ -53,7 +59,7 @@ func (c *collector) WriteAt(e session.Entry, data []byte, off int64) error {
 	return nil
 }
 
-func (c *collector) Done(e session.Entry) error {
+func (c *collector) Done(e dirsync.Entry) error {
 	c.done = append(c.done, e.Path)
 	return nil
 }
@@ -79,16 +85,16 @@ func TestDirListAndRead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, srv := serveDir(t, dir)
-	entries, err := c.List(t.Context(), srv.ID(), "context", session.DirFilter{})
+	c, srv, dirs := serveDir(t, dir)
+	entries, err := c.List(t.Context(), srv.ID(), "context", dirsync.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := srv.DirStats(); st.Listings < 2 {
+	if st := dirs.Stats(); st.Listings < 2 {
 		t.Errorf("the listing of 4,000 paths took %d page, want several", st.Listings)
 	}
 	seen := map[string]bool{}
-	var files []session.Entry
+	var files []dirsync.Entry
 	for i, e := range entries {
 		if seen[e.Path] {
 			t.Fatalf("%s listed twice", e.Path)
@@ -119,7 +125,7 @@ func TestDirListAndRead(t *testing.T) {
 	if len(got.done) != len(want) {
 		t.Errorf("%d files done, want %d", len(got.done), len(want))
 	}
-	if st := srv.DirStats(); st.Files != int64(len(want)) {
+	if st := dirs.Stats(); st.Files != int64(len(want)) {
 		t.Errorf("served %d files, want %d", st.Files, len(want))
 	}
 }
@@ -139,37 +145,37 @@ func TestDirErrors(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("0123456789"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, srv := serveDir(t, dir)
-	entries, err := c.List(t.Context(), srv.ID(), "context", session.DirFilter{})
+	c, srv, _ := serveDir(t, dir)
+	entries, err := c.List(t.Context(), srv.ID(), "context", dirsync.Filter{})
 	if err != nil || len(entries) != 2 {
 		t.Fatalf("List = %v, %v", entries, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("0123"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f := session.Entry{Path: "f", Mode: 0o644, Size: 10}
-	err = c.ReadFiles(t.Context(), srv.ID(), "context", []session.Entry{f}, &collector{files: map[string]*bytes.Buffer{}})
+	f := dirsync.Entry{Path: "f", Mode: 0o644, Size: 10}
+	err = c.ReadFiles(t.Context(), srv.ID(), "context", []dirsync.Entry{f}, &collector{files: map[string]*bytes.Buffer{}})
 	if !errors.Is(err, session.ErrVerify) || !strings.Contains(err.Error(), "changed during the transfer") {
 		t.Errorf("shrunk file: %v, want ErrVerify", err)
 	}
 	for _, p := range []string{"escape", "../secret", "/etc/passwd", "a/../f"} {
 		got := &collector{files: map[string]*bytes.Buffer{}}
-		err := c.ReadFiles(t.Context(), srv.ID(), "context", []session.Entry{{Path: p, Mode: 0o644, Size: 6}}, got)
+		err := c.ReadFiles(t.Context(), srv.ID(), "context", []dirsync.Entry{{Path: p, Mode: 0o644, Size: 6}}, got)
 		if err == nil || len(got.files) != 0 {
 			t.Errorf("read of %q: %v, %d files; want a refusal", p, err, len(got.files))
 		}
 	}
-	if _, err := c.List(t.Context(), srv.ID(), "other", session.DirFilter{}); !errors.Is(err, session.ErrNotFound) {
+	if _, err := c.List(t.Context(), srv.ID(), "other", dirsync.Filter{}); !errors.Is(err, failure.ErrNotFound) {
 		t.Errorf("unknown directory: %v, want ErrNotFound", err)
 	}
-	if _, err := c.List(t.Context(), srv.ID(), "context", session.DirFilter{IncludePatterns: []string{"["}}); err == nil {
+	if _, err := c.List(t.Context(), srv.ID(), "context", dirsync.Filter{IncludePatterns: []string{"["}}); err == nil {
 		t.Error("a bad pattern listed")
 	}
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	var gone *session.NoSessionError
-	if _, err := c.List(t.Context(), srv.ID(), "context", session.DirFilter{}); !errors.As(err, &gone) || err.Error() != "no active session for "+srv.ID() {
+	if _, err := c.List(t.Context(), srv.ID(), "context", dirsync.Filter{}); !errors.As(err, &gone) || err.Error() != "no active session for "+srv.ID() {
 		t.Errorf("gone session: %v", err)
 	}
 }

@@ -1,4 +1,22 @@
-package session
+// Package dirsync is the session protocol through which the fleet reads a
+// local directory of the client (local://<name>), as BuildKit's file sync
+// does: a listing first (List: Entry values, path, mode, owner, size,
+// mtime, link target, filtered with BuildKit's pattern semantics), then
+// the content of the files the reader wants (ReadFiles), many small files
+// per request and large ones in ranges. A reader that has an unchanged
+// copy of a file asks for nothing.
+//
+// A session serves its directories with a Server in its
+// session.Config.Protocols; a reader asks through a Client. The
+// subjects are stevedore.session.<id>.list (OpList) and
+// stevedore.session.<id>.files (OpFiles). Files are opened through an
+// os.Root: nothing outside the directory is served, symlinks included.
+//
+// Errors: a directory the session does not serve, or a path that does not
+// exist, matches failure.ErrNotFound; a path the client may not read, a
+// range or a pattern that is not valid, failure.ErrInvalid; a file that
+// changed during the transfer, session.ErrVerify.
+package dirsync
 
 import (
 	"context"
@@ -16,6 +34,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/tonistiigi/fsutil"
 	fstypes "github.com/tonistiigi/fsutil/types"
+
+	"github.com/stevedore-dev/stevedore/pkg/session"
 )
 
 // Operations on the local directories a session serves.
@@ -62,10 +82,10 @@ type Entry struct {
 // an earlier entry (Linkname).
 func (e Entry) IsHardlink() bool { return e.Mode.IsRegular() && e.Linkname != "" }
 
-// DirFilter selects the paths of a directory, with BuildKit's pattern
+// Filter selects the paths of a directory, with BuildKit's pattern
 // semantics (fsutil: the local.includepattern, local.excludepatterns and
 // local.followpaths attributes).
-type DirFilter struct {
+type Filter struct {
 	// IncludePatterns keep only matching paths (and their parents). Nil
 	// keeps all.
 	IncludePatterns []string `json:"includePatterns,omitempty"`
@@ -80,7 +100,7 @@ type ListRequest struct {
 	// Dir is the directory's name in the session (the local source's name).
 	Dir string `json:"dir"`
 	// Filter selects the paths listed.
-	Filter DirFilter `json:"filter"`
+	Filter Filter `json:"filter"`
 	// After is the last path of the previous page; empty for the first.
 	After string `json:"after,omitempty"`
 }
@@ -100,7 +120,7 @@ type FilesRequest struct {
 	// Dir is the directory's name in the session.
 	Dir string `json:"dir"`
 	// Parts are the ranges to read; their Lengths add up to at most
-	// MaxChunkSize.
+	// session.MaxChunkSize.
 	Parts []FilePart `json:"parts"`
 }
 
@@ -114,8 +134,8 @@ type FilePart struct {
 	Length int64 `json:"length"`
 }
 
-// DirStats counts what a session served from its directories.
-type DirStats struct {
+// Stats counts what a session served from its directories.
+type Stats struct {
 	// Listings counts OpList pages answered.
 	Listings int64
 	// Files counts the distinct file ranges that started at offset 0:
@@ -125,48 +145,77 @@ type DirStats struct {
 	Bytes int64
 }
 
-// dirServer holds what a Server serves from directories and counts it.
-type dirServer struct {
+// Server serves local directories of a session: its OpList and OpFiles.
+// It counts what it served.
+type Server struct {
+	dirs  map[string]string
 	mu    sync.Mutex
-	stats DirStats
+	stats Stats
 }
 
-func (d *dirServer) count(listings, files, bytes int64) {
-	d.mu.Lock()
-	d.stats.Listings += listings
-	d.stats.Files += files
-	d.stats.Bytes += bytes
-	d.mu.Unlock()
+var _ session.Protocol = (*Server)(nil)
+
+// NewServer returns a Server of dirs, the local directories a session
+// serves by name (the local source's name, local://<name>), each a path on
+// this machine. Nil serves none: every directory is not found.
+//
+// Errors: a path that is not a directory.
+func NewServer(dirs map[string]string) (*Server, error) {
+	for name, dir := range dirs {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("session: local directory %q: %s is not a directory", name, dir)
+		}
+	}
+	return &Server{dirs: dirs}, nil
 }
 
-// DirStats returns what the session served from its directories so far.
-func (s *Server) DirStats() DirStats {
-	s.dirs.mu.Lock()
-	defer s.dirs.mu.Unlock()
-	return s.dirs.stats
+// Ops implements session.Protocol: OpList and OpFiles.
+func (s *Server) Ops() []string { return []string{OpList, OpFiles} }
+
+// Answer implements session.Protocol.
+func (s *Server) Answer(ctx context.Context, req session.Request) *nats.Msg {
+	if req.Op == OpList {
+		return s.list(ctx, req)
+	}
+	return s.files(req)
+}
+
+func (s *Server) count(listings, files, bytes int64) {
+	s.mu.Lock()
+	s.stats.Listings += listings
+	s.stats.Files += files
+	s.stats.Bytes += bytes
+	s.mu.Unlock()
+}
+
+// Stats returns what the server served from its directories so far.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
 }
 
 // dirRoot returns the path of directory name.
-func (s *Server) dirRoot(name string) (string, error) {
-	root, ok := s.cfg.Dirs[name]
+func (s *Server) dirRoot(id, name string) (string, error) {
+	root, ok := s.dirs[name]
 	if !ok {
-		return "", errorf(CodeNotFound, fmt.Sprintf("session %s has no local directory %q", s.id, name))
+		return "", session.Errorf(session.CodeNotFound, fmt.Sprintf("session %s has no local directory %q", id, name))
 	}
 	return root, nil
 }
 
 // list answers OpList: the walk's entries after req.After, as many as
 // fit in a chunk.
-func (s *Server) list(ctx context.Context, data []byte) *nats.Msg {
+func (s *Server) list(ctx context.Context, r session.Request) *nats.Msg {
 	var req ListRequest
-	if err := json.Unmarshal(data, &req); err != nil {
-		return errorReply(errorf(CodeInvalid, fmt.Sprintf("session %s: list request: %v", s.id, err)))
+	if err := json.Unmarshal(r.Data, &req); err != nil {
+		return session.ErrorReply(session.Errorf(session.CodeInvalid, fmt.Sprintf("session %s: list request: %v", r.Session, err)))
 	}
-	root, err := s.dirRoot(req.Dir)
+	root, err := s.dirRoot(r.Session, req.Dir)
 	if err != nil {
-		return errorReply(err)
+		return session.ErrorReply(err)
 	}
-	budget := s.chunkLimit()
+	budget := r.Limit
 	var page ListReply
 	var used int64
 	errFull := errors.New("page full")
@@ -195,14 +244,14 @@ func (s *Server) list(ctx context.Context, data []byte) *nats.Msg {
 		return nil
 	})
 	if err != nil && !errors.Is(err, errFull) {
-		return errorReply(errorf(codeOf(err), fmt.Sprintf("session %s: list %q: %v", s.id, req.Dir, err)))
+		return session.ErrorReply(session.Errorf(codeOf(err), fmt.Sprintf("session %s: list %q: %v", r.Session, req.Dir, err)))
 	}
 	body, err := json.Marshal(page)
 	if err != nil {
-		return errorReply(errorf(CodeInternal, err.Error()))
+		return session.ErrorReply(session.Errorf(session.CodeInternal, err.Error()))
 	}
-	s.dirs.count(1, 0, 0)
-	return &nats.Msg{Header: nats.Header{HeaderSize: []string{strconv.Itoa(len(body))}}, Data: body}
+	s.count(1, 0, 0)
+	return &nats.Msg{Header: nats.Header{session.HeaderSize: []string{strconv.Itoa(len(body))}}, Data: body}
 }
 
 // walkAfter reports whether p comes after last in the walk's order, which
@@ -232,29 +281,29 @@ func entryOf(p string, fi fs.FileInfo) (Entry, error) {
 }
 
 // files answers OpFiles.
-func (s *Server) files(data []byte) *nats.Msg {
+func (s *Server) files(sr session.Request) *nats.Msg {
 	var req FilesRequest
-	if err := json.Unmarshal(data, &req); err != nil {
-		return errorReply(errorf(CodeInvalid, fmt.Sprintf("session %s: files request: %v", s.id, err)))
+	if err := json.Unmarshal(sr.Data, &req); err != nil {
+		return session.ErrorReply(session.Errorf(session.CodeInvalid, fmt.Sprintf("session %s: files request: %v", sr.Session, err)))
 	}
-	root, err := s.dirRoot(req.Dir)
+	root, err := s.dirRoot(sr.Session, req.Dir)
 	if err != nil {
-		return errorReply(err)
+		return session.ErrorReply(err)
 	}
 	var total int64
 	for _, p := range req.Parts {
 		if p.Offset < 0 || p.Length <= 0 {
-			return errorReply(errorf(CodeInvalid, fmt.Sprintf("file %q: range %d+%d", p.Path, p.Offset, p.Length)))
+			return session.ErrorReply(session.Errorf(session.CodeInvalid, fmt.Sprintf("file %q: range %d+%d", p.Path, p.Offset, p.Length)))
 		}
 		total += p.Length
 	}
-	if total > s.chunkLimit() {
-		return errorReply(errorf(CodeInvalid, fmt.Sprintf("files request of %d bytes: more than %d", total, s.chunkLimit())))
+	if total > sr.Limit {
+		return session.ErrorReply(session.Errorf(session.CodeInvalid, fmt.Sprintf("files request of %d bytes: more than %d", total, sr.Limit)))
 	}
 	// os.Root keeps every open inside the directory, symlinks included.
 	r, err := os.OpenRoot(root)
 	if err != nil {
-		return errorReply(errorf(CodeNotFound, fmt.Sprintf("session %s: local directory %q: %v", s.id, req.Dir, err)))
+		return session.ErrorReply(session.Errorf(session.CodeNotFound, fmt.Sprintf("session %s: local directory %q: %v", sr.Session, req.Dir, err)))
 	}
 	defer func() { _ = r.Close() }()
 	body := make([]byte, 0, total)
@@ -263,7 +312,7 @@ func (s *Server) files(data []byte) *nats.Msg {
 	for i, p := range req.Parts {
 		n, err := readPart(r, p, body[len(body):len(body)+int(p.Length)])
 		if err != nil {
-			return errorReply(err)
+			return session.ErrorReply(err)
 		}
 		body = body[:len(body)+n]
 		lengths[i] = strconv.Itoa(n)
@@ -271,8 +320,8 @@ func (s *Server) files(data []byte) *nats.Msg {
 			started++
 		}
 	}
-	s.dirs.count(0, started, int64(len(body)))
-	return &nats.Msg{Header: nats.Header{HeaderParts: []string{strings.Join(lengths, ",")}, HeaderSize: []string{strconv.Itoa(len(body))}}, Data: body}
+	s.count(0, started, int64(len(body)))
+	return &nats.Msg{Header: nats.Header{HeaderParts: []string{strings.Join(lengths, ",")}, session.HeaderSize: []string{strconv.Itoa(len(body))}}, Data: body}
 }
 
 // readPart reads p into buf (len p.Length) and returns how many bytes the
@@ -280,47 +329,56 @@ func (s *Server) files(data []byte) *nats.Msg {
 func readPart(r *os.Root, p FilePart, buf []byte) (int, error) {
 	clean := path.Clean("/" + p.Path)[1:]
 	if clean == "" || clean != p.Path {
-		return 0, errorf(CodeInvalid, fmt.Sprintf("file %q: not a clean relative path", p.Path))
+		return 0, session.Errorf(session.CodeInvalid, fmt.Sprintf("file %q: not a clean relative path", p.Path))
 	}
 	f, err := r.Open(clean)
 	if err != nil {
-		return 0, errorf(codeOf(err), fmt.Sprintf("file %q: %v", p.Path, err))
+		return 0, session.Errorf(codeOf(err), fmt.Sprintf("file %q: %v", p.Path, err))
 	}
 	defer func() { _ = f.Close() }()
 	n, err := f.ReadAt(buf, p.Offset)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return 0, errorf(CodeInternal, fmt.Sprintf("file %q: read: %v", p.Path, err))
+		return 0, session.Errorf(session.CodeInternal, fmt.Sprintf("file %q: read: %v", p.Path, err))
 	}
 	return n, nil
 }
 
+// Client reads the local directories of sessions.
+type Client struct {
+	c *session.Client
+}
+
+// NewClient returns a Client that sends its requests through c.
+func NewClient(c *session.Client) *Client { return &Client{c: c} }
+
 // List returns the whole listing of directory dir of session id, filtered
 // by f, page by page.
 //
-// Errors: *NoSessionError when the session does not answer; ErrNotFound
-// for a directory it does not serve; ErrInvalid for a malformed id; the
+// Errors: *session.NoSessionError when the session does not answer; failure.ErrNotFound
+// for a directory it does not serve; failure.ErrInvalid for a malformed id; the
 // cause of ctx's end; NATS's.
-func (c *Client) List(ctx context.Context, id, dir string, f DirFilter) ([]Entry, error) {
-	if err := ValidateID(id); err != nil {
+func (c *Client) List(ctx context.Context, id, dir string, f Filter) ([]Entry, error) {
+	if err := session.ValidateID(id); err != nil {
 		return nil, err
 	}
 	var all []Entry
 	req := ListRequest{Dir: dir, Filter: f}
 	for {
-		body, _, err := c.request(ctx, id, OpList, req)
+		m, err := c.c.Request(ctx, id, OpList, req)
 		if err != nil {
 			return nil, err
 		}
+		body := m.Data
 		var page ListReply
 		if err := json.Unmarshal(body, &page); err != nil {
-			return nil, errorf(CodeInternal, fmt.Sprintf("session %s: list reply: %v", id, err))
+			return nil, session.Errorf(session.CodeInternal, fmt.Sprintf("session %s: list reply: %v", id, err))
 		}
 		all = append(all, page.Entries...)
 		if !page.More {
 			return all, nil
 		}
 		if len(page.Entries) == 0 {
-			return nil, errorf(CodeInternal, fmt.Sprintf("session %s: an empty listing page with more to come", id))
+			return nil, session.Errorf(session.CodeInternal, fmt.Sprintf("session %s: an empty listing page with more to come", id))
 		}
 		req.After = page.Entries[len(page.Entries)-1].Path
 	}
@@ -341,17 +399,13 @@ type FileWriter interface {
 // small files per request, large ones in chunks, WithReadAhead requests
 // in flight. w is called from one goroutine, in the order of files.
 //
-// Errors: those of List; ErrVerify when a file is shorter than its
+// Errors: those of List; session.ErrVerify when a file is shorter than its
 // listed size (it changed during the transfer); w's.
 func (c *Client) ReadFiles(ctx context.Context, id, dir string, files []Entry, w FileWriter) error {
-	if err := ValidateID(id); err != nil {
+	if err := session.ValidateID(id); err != nil {
 		return err
 	}
-	chunk := c.opts.chunk
-	if mp := c.nc.MaxPayload(); mp > 0 && mp-4096 < chunk {
-		chunk = max(mp-4096, 1)
-	}
-	batches := planBatches(files, chunk)
+	batches := planBatches(files, c.c.ChunkSize())
 	ctx, cancel := context.WithCancelCause(ctx)
 	type result struct {
 		body  []byte
@@ -363,9 +417,9 @@ func (c *Client) ReadFiles(ctx context.Context, id, dir string, files []Entry, w
 		results[i] = make(chan result, 1)
 	}
 	// sem holds a slot per request issued and not yet consumed.
-	sem := make(chan struct{}, c.opts.readAhead)
+	sem := make(chan struct{}, c.c.ReadAhead())
 	var wg sync.WaitGroup
-	defer func() { cancel(errClosed); wg.Wait() }()
+	defer func() { cancel(errDone); wg.Wait() }()
 	wg.Go(func() {
 		for i, b := range batches {
 			select {
@@ -393,7 +447,7 @@ func (c *Client) ReadFiles(ctx context.Context, id, dir string, files []Entry, w
 		off := 0
 		for j, p := range b {
 			if res.parts[j] != int(p.part.Length) {
-				return errorf(CodeVerify, fmt.Sprintf("file %q of %q in session %s: %d bytes at offset %d, want %d: it changed during the transfer", p.entry.Path, dir, id, res.parts[j], p.part.Offset, p.part.Length))
+				return session.Errorf(session.CodeVerify, fmt.Sprintf("file %q of %q in session %s: %d bytes at offset %d, want %d: it changed during the transfer", p.entry.Path, dir, id, res.parts[j], p.part.Offset, p.part.Length))
 			}
 			data := res.body[off : off+res.parts[j]]
 			off += res.parts[j]
@@ -409,6 +463,9 @@ func (c *Client) ReadFiles(ctx context.Context, id, dir string, files []Entry, w
 	}
 	return nil
 }
+
+// errDone is the cause given to ReadFiles' requests when it returns.
+var errDone = errors.New("session files read done")
 
 // batchPart is one range of one file in a batch.
 type batchPart struct {
@@ -453,26 +510,26 @@ func (c *Client) requestFiles(ctx context.Context, id, dir string, b []batchPart
 	for i, p := range b {
 		req.Parts[i] = p.part
 	}
-	m, err := c.requestMsg(ctx, id, OpFiles, req)
+	m, err := c.c.Request(ctx, id, OpFiles, req)
 	if err != nil {
 		return nil, nil, err
 	}
 	fields := strings.Split(m.Header.Get(HeaderParts), ",")
 	if len(fields) != len(b) {
-		return nil, nil, errorf(CodeInternal, fmt.Sprintf("session %s: files reply with %d parts, want %d", id, len(fields), len(b)))
+		return nil, nil, session.Errorf(session.CodeInternal, fmt.Sprintf("session %s: files reply with %d parts, want %d", id, len(fields), len(b)))
 	}
 	parts := make([]int, len(fields))
 	total := 0
 	for i, f := range fields {
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 0 || int64(n) > b[i].part.Length {
-			return nil, nil, errorf(CodeInternal, fmt.Sprintf("session %s: files reply: bad part length %q", id, f))
+			return nil, nil, session.Errorf(session.CodeInternal, fmt.Sprintf("session %s: files reply: bad part length %q", id, f))
 		}
 		parts[i] = n
 		total += n
 	}
 	if total != len(m.Data) {
-		return nil, nil, errorf(CodeInternal, fmt.Sprintf("session %s: files reply of %d bytes, parts say %d", id, len(m.Data), total))
+		return nil, nil, session.Errorf(session.CodeInternal, fmt.Sprintf("session %s: files reply of %d bytes, parts say %d", id, len(m.Data), total))
 	}
 	return m.Data, parts, nil
 }

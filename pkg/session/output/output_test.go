@@ -1,4 +1,4 @@
-package session_test
+package output_test
 
 import (
 	"bytes"
@@ -13,8 +13,10 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
+	"github.com/stevedore-dev/stevedore/pkg/failure"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/output"
 )
 
 // An output store is written through the session: a blob of several
@@ -32,7 +34,11 @@ func TestOutputStore(t *testing.T) {
 	serving, _ := env.Connect(t, "client")
 	reading, _ := env.Connect(t, "service")
 	id := session.NewID()
-	srv, err := session.Serve(t.Context(), serving, id, session.Config{Outputs: map[string]*ocilayout.Layout{"out": l}})
+	outputs, err := output.NewServer(map[string]*ocilayout.Layout{"out": l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := session.Serve(t.Context(), serving, id, session.Config{Stores: map[string]*ocilayout.Layout{"out": l}, Protocols: []session.Protocol{outputs}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,18 +47,19 @@ func TestOutputStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w := output.NewClient(c)
 
-	data := make([]byte, 2*session.MaxWriteChunk+123)
+	data := make([]byte, 2*output.MaxWriteChunk+123)
 	_, _ = rand.Read(data)
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(data), Size: int64(len(data))}
-	if err := c.Write(t.Context(), id, "out", desc, bytes.NewReader(data)); err != nil {
+	if err := w.Write(t.Context(), id, "out", desc, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
 	got, err := l.ReadBlob(t.Context(), desc, int64(len(data)))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("the blob written through the session: %d bytes, %v", len(got), err)
 	}
-	if err := c.Tag(t.Context(), id, "out", desc, "latest"); err != nil {
+	if err := w.Tag(t.Context(), id, "out", desc, "latest"); err != nil {
 		t.Fatal(err)
 	}
 	idx, err := c.Index(t.Context(), id, "out")
@@ -64,7 +71,7 @@ func TestOutputStore(t *testing.T) {
 	}
 
 	bad := ocispec.Descriptor{Digest: digest.FromString("other"), Size: int64(len(data))}
-	if err := c.Write(t.Context(), id, "out", bad, bytes.NewReader(data)); !errors.Is(err, session.ErrInvalid) {
+	if err := w.Write(t.Context(), id, "out", bad, bytes.NewReader(data)); !errors.Is(err, failure.ErrInvalid) {
 		t.Errorf("content of another digest: %v, want ErrInvalid", err)
 	}
 	if has, _ := l.Has(t.Context(), bad); has {
@@ -79,10 +86,10 @@ func TestOutputStore(t *testing.T) {
 			t.Errorf("left in the layout: %s", e.Name())
 		}
 	}
-	if err := c.Tag(t.Context(), id, "out", bad, "x"); !errors.Is(err, session.ErrInvalid) {
+	if err := w.Tag(t.Context(), id, "out", bad, "x"); !errors.Is(err, failure.ErrInvalid) {
 		t.Errorf("tag of a blob not written: %v, want ErrInvalid", err)
 	}
-	if _, err := c.Index(t.Context(), id, "none"); !errors.Is(err, session.ErrNotFound) {
+	if _, err := c.Index(t.Context(), id, "none"); !errors.Is(err, failure.ErrNotFound) {
 		t.Errorf("index of a store the session does not serve: %v, want ErrNotFound", err)
 	}
 }
