@@ -13,36 +13,36 @@
 //     (events.BlobLocation, events.Auth). Any replica of any service can read from it: the
 //     session answers NATS requests on its own subjects, so no service has
 //     to be the one the client talks to.
-//   - A store is a named OCI image layout the session serves (the
-//     oci.store attribute; BuildKit's "oci:<store>" content store). Blobs
-//     are read from a store by digest.
-//   - A protocol is what a session serves beside its stores, in a
-//     package of its own that answers some operations (Protocol,
-//     Config.Protocols) and asks them through a Client (Client.Request):
-//     pkg/session/output lets the fleet write into a layout the client
-//     opened (a local cache export's destination, served as a store too);
-//     pkg/session/dirsync serves local directories by name (the local
-//     source's name, local://<name>), read as a listing and then the
-//     content of the files a reader wants; pkg/session/secret serves the
-//     named values the session holds for the build (buildctl's --secret
-//     id=…), sealed to the reader on the way (Client.ReplyKey) so that
-//     only it opens them. Services keep secrets nowhere: not in events,
-//     logs, buckets or keys.
-//   - A chunk is one request and its reply: at most MaxChunkSize bytes of a
-//     blob, at an offset, well below the NATS payload limit. A Client reads
-//     a blob as chunks in order, a few ahead of the reader.
+//   - A protocol is what a session serves, in a package of its own that
+//     answers some operations (Protocol, Config.Protocols) and asks them
+//     through a Client (Client.Request): pkg/session/store serves the
+//     session's stores, named OCI image layouts (the oci.store attribute;
+//     BuildKit's "oci:<store>" content store) whose blobs are read by
+//     digest; pkg/session/output lets the fleet write into a layout the
+//     client opened (a local cache export's destination, served as a
+//     store too); pkg/session/dirsync serves local directories by name
+//     (the local source's name, local://<name>), read as a listing and
+//     then the content of the files a reader wants; pkg/session/secret
+//     serves the named values the session holds for the build (buildctl's
+//     --secret id=…), sealed to the reader on the way (Client.ReplyKey) so
+//     that only it opens them. Services keep secrets nowhere: not in
+//     events, logs, buckets or keys.
+//   - A chunk is one request and its reply: at most MaxChunkSize bytes (of
+//     a blob, of files), well below the NATS payload limit. A reader reads
+//     a blob as chunks in order, a few ahead of it (WithChunkSize,
+//     WithReadAhead).
 //
 // # Subjects and messages
 //
 // Every subject of session <id> is under stevedore.session.<id> (Filter).
-// Requests are BlobRequest values in JSON; replies carry their metadata in
-// NATS headers and the bytes in the body:
+// Requests are JSON values; replies carry their metadata in NATS headers
+// (HeaderSize, the size of what a reply is about) and the bytes in the
+// body:
 //
-//   - stevedore.session.<id>.blob (OpBlob): bytes [Offset, Offset+Length)
-//     of the blob, fewer at its end; header HeaderSize holds the size of
-//     the whole blob.
-//
-//   - stevedore.session.<id>.stat (OpStat): an empty body with HeaderSize.
+//   - stevedore.session.<id>.blob, stevedore.session.<id>.stat and
+//     stevedore.session.<id>.index: a range of a blob of a store, its
+//     size, a store's index.json (pkg/session/store). A local cache
+//     export is imported this way.
 //
 //   - stevedore.session.<id>.list and stevedore.session.<id>.files: a
 //     local directory's listing and files' content (pkg/session/dirsync).
@@ -50,22 +50,19 @@
 //   - stevedore.session.<id>.secret: one secret, sealed to the request's
 //     key (pkg/session/secret).
 //
-//   - An operation the session does not serve (a protocol it was not
-//     given) is answered with CodeNotFound.
-//
-//   - stevedore.session.<id>.index (OpIndex): a store's index.json.
-//
 //   - stevedore.session.<id>.write and stevedore.session.<id>.tag: a blob
 //     written in chunks into an output store (pkg/session/output),
 //     verified and committed by the session when the last arrives, and a
-//     manifest tagged. A local
-//     cache export is written this way, and imported through OpIndex and
-//     OpBlob: the client opens the directory with its own rights, and the
-//     fleet never opens a path a client names.
+//     manifest tagged. A local cache export is written this way: the
+//     client opens the directory with its own rights, and the fleet never
+//     opens a path a client names.
 //
 //   - stevedore.session.<id>.ping (OpPing): whether the session still
 //     serves the build; the snapshotter stops work for a build whose
 //     client is gone.
+//
+//   - An operation the session does not serve (a protocol it was not
+//     given) is answered with CodeNotFound.
 //
 // Every request carries HeaderBuild, the build the reader works for (from
 // events.Input). A session that names its builds (Config.Builds) answers any
@@ -101,11 +98,11 @@
 // session, and stops the Server (or ends Serve's ctx) when the build ended:
 // from then on every read fails with BuildKit's message, `no active session
 // for <id>` (*NoSessionError), which is permanent for the build that needed
-// it. A session holds no state beyond its stores; serving the same id again
+// it. A session holds no state beyond what its protocols serve; serving the same id again
 // (a reconnect) picks up where it left off.
 //
-// Readers verify: a Client checks the size every reply announces against
-// the descriptor and, when a reader reaches the end of a blob, its digest.
-// Callers verify again what they consume (pkg/snapshot, the image walk),
-// as with every blob stream in Stevedore.
+// Readers verify: the protocols' clients check what a reply announces
+// (a blob's size and, at its end, its digest: store.Client), and callers
+// verify again what they consume (pkg/snapshot, the image walk), as with
+// every blob stream in Stevedore.
 package session

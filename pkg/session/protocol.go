@@ -6,11 +6,12 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Protocol answers the operations of one protocol a session serves beside
-// its stores: the sync of local directories (pkg/session/dirsync), secrets
-// (pkg/session/secrets). A Server routes to it the requests of its Ops,
-// after it checked the build and opened a sealed body, and signs and sends
-// its replies.
+// Protocol answers the operations of one protocol a session serves: the
+// reads of its OCI layouts (pkg/session/store), the sync of local
+// directories (pkg/session/dirsync), secrets (pkg/session/secret), the
+// writes of output layouts (pkg/session/output). A Server routes to it
+// the requests of its Ops, after it checked the build and opened a sealed
+// body, and signs and sends its replies.
 type Protocol interface {
 	// Ops are the operations it answers: the last tokens of the session's
 	// subjects. Two protocols of a session answer no operation both.

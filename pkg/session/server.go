@@ -2,11 +2,8 @@ package session
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -14,17 +11,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 )
 
 // Config is what a session serves.
 type Config struct {
-	// Stores are the OCI layouts the session serves, by store id (the
-	// oci.store attribute of the sources that read them). Nil serves
-	// nothing: every read is not found.
-	Stores map[string]*ocilayout.Layout
 	// Builds are the builds the session serves: the fleet sends, with
 	// every request, the build it reads for (HeaderBuild), and a request
 	// for another build, or for none, is answered as if the session were
@@ -33,12 +23,13 @@ type Config struct {
 	// serves every build (a session a test serves for anything); the
 	// CLI's sessions always name theirs.
 	Builds []string
-	// Protocols are the other protocols the session serves: its local
-	// directories (dirsync.NewServer), its secrets (secret.NewServer), the
-	// layouts it lets the fleet write into (output.NewServer; served in
-	// Stores too, to be read back).
-	// An operation none of them answers is not found: a session serves no
-	// secrets, and no directories, unless it was given them.
+	// Protocols are the protocols the session serves: its OCI layouts
+	// (store.NewServer), its local directories (dirsync.NewServer), its
+	// secrets (secret.NewServer), the layouts it lets the fleet write
+	// into (output.NewServer; served by its store.Server too, to be read
+	// back). An operation none of them answers is not found: a session
+	// serves no stores, no secrets and no directories unless it was given
+	// them.
 	Protocols []Protocol
 	// Concurrency is how many requests are answered at once (each holds
 	// one chunk in memory). Zero means 8.
@@ -67,12 +58,7 @@ func (c Config) Validate() error {
 	if c.Concurrency < 0 {
 		return errors.New("session: negative concurrency")
 	}
-	for id, l := range c.Stores {
-		if l == nil {
-			return fmt.Errorf("session: store %q has no layout", id)
-		}
-	}
-	ops := map[string]bool{OpBlob: true, OpStat: true, OpKey: true, OpPing: true, OpIndex: true}
+	ops := map[string]bool{OpKey: true, OpPing: true}
 	for _, p := range c.Protocols {
 		if p == nil {
 			return errors.New("session: a nil protocol")
@@ -272,47 +258,10 @@ func (s *Server) answer(ctx context.Context, m *nats.Msg) *nats.Msg {
 	if p, ok := s.protocols[op]; ok {
 		return p.Answer(ctx, Request{Session: s.id, Op: op, Data: data, Limit: s.chunkLimit()})
 	}
-	switch op {
-	case OpIndex:
-		return s.index(ctx, data)
-	case OpPing:
+	if op == OpPing {
 		return sizeReply(0, nil)
 	}
-	var req BlobRequest
-	if err := json.Unmarshal(data, &req); err != nil {
-		return errorReply(errorf(CodeInvalid, fmt.Sprintf("session %s: request: %v", s.id, err)))
-	}
-	switch op {
-	case OpStat:
-		f, size, err := s.open(ctx, req)
-		if err != nil {
-			return errorReply(err)
-		}
-		_ = f.Close()
-		return sizeReply(size, nil)
-	case OpBlob:
-		return s.read(ctx, req)
-	}
 	return errorReply(errorf(CodeNotFound, fmt.Sprintf("session %s serves no operation %q", s.id, op)))
-}
-
-// read answers OpBlob.
-func (s *Server) read(ctx context.Context, req BlobRequest) *nats.Msg {
-	f, size, err := s.open(ctx, req)
-	if err != nil {
-		return errorReply(err)
-	}
-	defer func() { _ = f.Close() }()
-	if req.Offset < 0 || req.Offset > size || req.Length <= 0 {
-		return errorReply(errorf(CodeInvalid, fmt.Sprintf("blob %s: range %d+%d outside its %d bytes", req.Digest, req.Offset, req.Length, size)))
-	}
-	n := min(req.Length, size-req.Offset, s.chunkLimit())
-	buf := make([]byte, n)
-	got, err := f.ReadAt(buf, req.Offset)
-	if err != nil && (!errors.Is(err, io.EOF) || int64(got) != n) {
-		return errorReply(errorf(CodeInternal, fmt.Sprintf("blob %s in store %q: read: %v", req.Digest, req.Store, err)))
-	}
-	return sizeReply(size, buf)
 }
 
 // chunkLimit is MaxChunkSize, or less when the NATS server's payload
@@ -323,44 +272,6 @@ func (s *Server) chunkLimit() int64 {
 		limit = max(mp-4096, 1)
 	}
 	return limit
-}
-
-// blobFile is what read needs of an open blob.
-type blobFile interface {
-	io.ReaderAt
-	io.Closer
-	Stat() (fs.FileInfo, error)
-}
-
-// open opens the blob req names in its store and returns its size.
-func (s *Server) open(ctx context.Context, req BlobRequest) (blobFile, int64, error) {
-	l, ok := s.layout(req.Store)
-	if !ok {
-		return nil, 0, errorf(CodeNotFound, fmt.Sprintf("session %s has no store %q", s.id, req.Store))
-	}
-	if err := req.Digest.Validate(); err != nil {
-		return nil, 0, errorf(CodeInvalid, fmt.Sprintf("digest %q: %v", req.Digest, err))
-	}
-	rc, err := l.OpenBlob(ctx, ocispec.Descriptor{Digest: req.Digest})
-	switch {
-	case errors.Is(err, ocilayout.ErrNotFound):
-		return nil, 0, errorf(CodeNotFound, fmt.Sprintf("blob %s not found in store %q of session %s", req.Digest, req.Store, s.id))
-	case errors.Is(err, ocilayout.ErrInvalid):
-		return nil, 0, errorf(CodeInvalid, fmt.Sprintf("blob %s in store %q: %v", req.Digest, req.Store, err))
-	case err != nil:
-		return nil, 0, errorf(CodeInternal, fmt.Sprintf("blob %s in store %q: %v", req.Digest, req.Store, err))
-	}
-	f, ok := rc.(blobFile)
-	if !ok {
-		_ = rc.Close()
-		return nil, 0, errorf(CodeInternal, fmt.Sprintf("blob %s in store %q: not a file", req.Digest, req.Store))
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		_ = f.Close()
-		return nil, 0, errorf(CodeInternal, fmt.Sprintf("blob %s in store %q: %v", req.Digest, req.Store, err))
-	}
-	return f, fi.Size(), nil
 }
 
 // SizeReply is a reply of body data and HeaderSize size.

@@ -4,7 +4,6 @@ import (
 	"strings"
 
 	"github.com/nats-io/nuid"
-	digest "github.com/opencontainers/go-digest"
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
 )
@@ -15,17 +14,14 @@ import (
 // allow it.
 const SubjectRoot = "stevedore.session"
 
-// Operations: the last token of a session subject.
+// Operations of the session itself: the last token of a session
+// subject. Those of its protocols are in their packages.
 const (
-	// OpBlob reads a range of a blob: stevedore.session.<id>.blob. The
-	// request is a BlobRequest; the reply's body is the blob's bytes from
-	// Offset, Length of them or fewer at the blob's end, and its
-	// HeaderSize is the whole blob's size.
-	OpBlob = "blob"
-	// OpStat tells a blob's size: stevedore.session.<id>.stat. The request
-	// is a BlobRequest whose Offset and Length are ignored; the reply has
-	// an empty body and HeaderSize.
-	OpStat = "stat"
+	// OpPing asks whether the session still serves a build:
+	// stevedore.session.<id>.ping. The request body is ignored; the reply
+	// is empty. A session that does not serve the request's build answers
+	// as if it were gone.
+	OpPing = "ping"
 )
 
 // Reply headers.
@@ -46,19 +42,6 @@ const (
 // default 1 MiB max_payload, so that headers and a smaller server limit
 // leave room. A Server answers a longer Length with this many bytes.
 const MaxChunkSize = 512 << 10
-
-// BlobRequest is the body of an OpBlob or OpStat request.
-type BlobRequest struct {
-	// Store is the store holding the blob (the oci.store attribute).
-	Store string `json:"store"`
-	// Digest is the blob's digest.
-	Digest digest.Digest `json:"digest"`
-	// Offset is the first byte to read; 0 to the blob's size.
-	Offset int64 `json:"offset,omitempty"`
-	// Length is how many bytes to read, 1 to MaxChunkSize (more is
-	// answered with MaxChunkSize). Ignored by OpStat.
-	Length int64 `json:"length,omitempty"`
-}
 
 // Subject is the subject of operation op of session id.
 func Subject(id, op string) string { return SubjectRoot + "." + id + "." + op }

@@ -1,4 +1,4 @@
-package session_test
+package store_test
 
 import (
 	"bytes"
@@ -25,6 +25,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/bus/bustest"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 // fixture is a served session: one store "layout" holding blobs.
@@ -47,7 +48,7 @@ func start(t *testing.T) *fixture {
 	serving, _ := env.Connect(t, "client")
 	reading, _ := env.Connect(t, "service")
 	f := &fixture{env: env, id: session.NewID(), layout: l, reader: reading}
-	f.server, err = session.Serve(t.Context(), serving, f.id, session.Config{Stores: map[string]*ocilayout.Layout{"layout": l}})
+	f.server, err = session.Serve(t.Context(), serving, f.id, session.Config{Protocols: stores(t, map[string]*ocilayout.Layout{"layout": l})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,16 +68,26 @@ func (f *fixture) blob(t *testing.T, n int) (ocispec.Descriptor, []byte) {
 	return desc, data
 }
 
-func (f *fixture) client(t *testing.T, opts ...session.Option) *session.Client {
+func (f *fixture) client(t *testing.T, opts ...session.Option) *store.Client {
 	t.Helper()
 	c, err := session.NewClient(f.reader, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return store.NewClient(c)
 }
 
-func readAll(t *testing.T, c *session.Client, id string, desc ocispec.Descriptor) ([]byte, error) {
+// stores is the protocol serving layouts.
+func stores(t *testing.T, layouts map[string]*ocilayout.Layout) []session.Protocol {
+	t.Helper()
+	srv, err := store.NewServer(layouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []session.Protocol{srv}
+}
+
+func readAll(t *testing.T, c *store.Client, id string, desc ocispec.Descriptor) ([]byte, error) {
 	t.Helper()
 	rc, err := c.Open(t.Context(), id, "layout", desc)
 	if err != nil {
@@ -136,8 +147,8 @@ func TestRanges(t *testing.T) {
 	f := start(t)
 	desc, data := f.blob(t, 3*session.MaxChunkSize/2)
 	ask := func(off, n int64) (*nats.Msg, error) {
-		body, _ := json.Marshal(session.BlobRequest{Store: "layout", Digest: desc.Digest, Offset: off, Length: n})
-		return f.reader.Request(session.Subject(f.id, session.OpBlob), body, 5*time.Second)
+		body, _ := json.Marshal(store.BlobRequest{Store: "layout", Digest: desc.Digest, Offset: off, Length: n})
+		return f.reader.Request(session.Subject(f.id, store.OpBlob), body, 5*time.Second)
 	}
 	for _, tc := range []struct {
 		name      string
@@ -392,14 +403,15 @@ func TestServeEndsWithContext(t *testing.T) {
 	}
 	nc, _ := env.Connect(t, "client")
 	ctx, cancel := context.WithCancelCause(t.Context())
-	srv, err := session.Serve(ctx, nc, "ending", session.Config{Stores: map[string]*ocilayout.Layout{"s": l}})
+	srv, err := session.Serve(ctx, nc, "ending", session.Config{Protocols: stores(t, map[string]*ocilayout.Layout{"s": l})})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := session.NewClient(env.NC)
+	sc, err := session.NewClient(env.NC)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c := store.NewClient(sc)
 	if got, err := c.ReadBlob(t.Context(), "ending", "s", desc, 100); err != nil || string(got) != "hello" {
 		t.Fatalf("ReadBlob = %q, %v", got, err)
 	}
@@ -425,7 +437,7 @@ func TestServeEndsWithContext(t *testing.T) {
 
 // warmUp makes a first request, so that the connection's reply
 // subscription (and its goroutine) exists before goroutines are counted.
-func warmUp(t *testing.T, c *session.Client, id string, desc ocispec.Descriptor) {
+func warmUp(t *testing.T, c *store.Client, id string, desc ocispec.Descriptor) {
 	t.Helper()
 	if _, err := c.Stat(t.Context(), id, "layout", desc.Digest); err != nil {
 		t.Fatal(err)
