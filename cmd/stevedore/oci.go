@@ -21,6 +21,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 	"github.com/stevedore-dev/stevedore/pkg/session/secret"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
@@ -177,15 +178,15 @@ func serveSession(ctx context.Context, nc *nats.Conn, buildID string, specs []la
 	if len(op.Attrs) == 0 {
 		op.Attrs = nil
 	}
-	var store secret.Store
+	var held secret.Store
 	if len(secrets) > 0 {
-		store = secrets
+		held = secrets
 	}
-	protocols, err := sessionProtocols(dirs, store)
+	protocols, err := sessionProtocols(s.stores, dirs, held)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := session.Serve(ctx, nc, id, session.Config{Stores: s.stores, Protocols: protocols, Key: key, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := session.Serve(ctx, nc, id, session.Config{Protocols: protocols, Key: key, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
@@ -201,27 +202,31 @@ func servePresence(ctx context.Context, nc *nats.Conn, buildID string) (*session
 	if err != nil {
 		return nil, err
 	}
-	protocols, err := sessionProtocols(nil, nil)
+	protocols, err := sessionProtocols(nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	return session.Serve(ctx, nc, key.ID, session.Config{Key: key, Protocols: protocols, Builds: []string{buildID}, Logger: slog.New(slog.DiscardHandler)})
 }
 
-// sessionProtocols are what a session of the command serves beside its
-// stores: the local directories dirs and the secrets of store, either nil
-// for none (a request for one is then not found, in BuildKit's words for a
-// secret).
-func sessionProtocols(dirs map[string]string, store secret.Store) ([]session.Protocol, error) {
+// sessionProtocols are what a session of the command serves: the OCI
+// layouts stores, the local directories dirs and the secrets of held,
+// each nil for none (a request for one is then not found, in BuildKit's
+// words for a secret).
+func sessionProtocols(stores map[string]*ocilayout.Layout, dirs map[string]string, held secret.Store) ([]session.Protocol, error) {
+	l, err := store.NewServer(stores)
+	if err != nil {
+		return nil, err
+	}
 	d, err := dirsync.NewServer(dirs)
 	if err != nil {
 		return nil, err
 	}
-	s, err := secret.NewServer(store)
+	s, err := secret.NewServer(held)
 	if err != nil {
 		return nil, err
 	}
-	return []session.Protocol{d, s}, nil
+	return []session.Protocol{l, d, s}, nil
 }
 
 // id is the session's id, the build's Session; empty for no session.

@@ -3,7 +3,7 @@
 // sessions (events.BlobLocation), tried in order.
 //
 // Vocabulary: a location is one place (a repository reference, a layout
-// directory, or a store of a client session, pkg/session); a record's
+// directory, or a store of a client session, pkg/session/store); a record's
 // locations are ordered, an imported cache first and the origin last. Open returns the blob from the first location
 // that has it; the caller verifies what it reads (digest and size), as with
 // every other blob stream in Stevedore.
@@ -20,7 +20,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
-	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 // Registry opens blobs of a repository (a registry.Client).
@@ -29,13 +29,13 @@ type Registry interface {
 }
 
 // Sessions opens blobs of the stores of client sessions (a
-// *session.Client). A reader of a gone session fails with
+// *store.Client). A reader of a gone session fails with
 // *session.NoSessionError, at Open or midway.
 type Sessions interface {
 	Open(ctx context.Context, id, store string, desc ocispec.Descriptor) (io.ReadCloser, error)
 }
 
-var _ Sessions = (*session.Client)(nil)
+var _ Sessions = (*store.Client)(nil)
 
 // ErrNoLocation is returned by Open when it is given no location, or one
 // it cannot reach (a session location without Sessions).

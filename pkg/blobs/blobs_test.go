@@ -18,6 +18,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 type noRegistry struct{}
@@ -48,15 +49,19 @@ func TestSessionLocation(t *testing.T) {
 	data := []byte("content served by a client")
 	l, desc := layoutWith(t, data)
 	serving, _ := env.Connect(t, "client")
-	srv, err := session.Serve(t.Context(), serving, "s1", session.Config{Stores: map[string]*ocilayout.Layout{"app": l}})
+	stores, err := store.NewServer(map[string]*ocilayout.Layout{"app": l})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sessions, err := session.NewClient(env.NC)
+	srv, err := session.Serve(t.Context(), serving, "s1", session.Config{Protocols: []session.Protocol{stores}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := blobs.NewReader(noRegistry{}).WithSessions(sessions)
+	sc, err := session.NewClient(env.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := blobs.NewReader(noRegistry{}).WithSessions(store.NewClient(sc))
 	at := events.BlobLocation{Session: "s1", Store: "app"}
 
 	read := func(r *blobs.Reader, locs ...events.BlobLocation) (string, events.BlobLocation, error) {

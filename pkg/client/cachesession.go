@@ -16,6 +16,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/output"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 // CacheStore is the store id under which ExportCache and ImportCache
@@ -58,7 +59,11 @@ func exportSession(ctx context.Context, js jetstream.JetStream, buildID string, 
 	if err != nil {
 		return nil, err
 	}
-	srv, err := serveCache(ctx, js, buildID, session.Config{Stores: map[string]*ocilayout.Layout{CacheStore: l}, Protocols: []session.Protocol{outputs}})
+	stores, err := store.NewServer(map[string]*ocilayout.Layout{CacheStore: l})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := serveCache(ctx, js, buildID, session.Config{Protocols: []session.Protocol{stores, outputs}})
 	if err != nil {
 		return nil, err
 	}
@@ -88,17 +93,21 @@ func ServeImport(ctx context.Context, js jetstream.JetStream, buildID string, re
 	if err != nil || s.Type != cachefmt.TypeLocal || req.Session != "" {
 		return func() {}, nil //nolint:nilerr // the fleet reports a bad source
 	}
-	cfg := session.Config{}
+	layouts := map[string]*ocilayout.Layout{}
 	l, err := ocilayout.Open(s.Src)
 	switch {
 	case err == nil:
-		cfg.Stores = map[string]*ocilayout.Layout{CacheStore: l}
+		layouts[CacheStore] = l
 	case !errors.Is(err, ocilayout.ErrNotFound):
 		return nil, fmt.Errorf("local cache importer: %w", err)
 	}
 	// A missing layout is served as no store: the fleet finds none and
 	// warns, as BuildKit does of a missing local cache.
-	srv, err := serveCache(ctx, js, buildID, cfg)
+	stores, err := store.NewServer(layouts)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := serveCache(ctx, js, buildID, session.Config{Protocols: []session.Protocol{stores}})
 	if err != nil {
 		return nil, err
 	}

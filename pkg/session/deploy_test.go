@@ -17,6 +17,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 	"github.com/stevedore-dev/stevedore/pkg/session/secret"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 // TestDeployPermissions runs a NATS server with deploy/nats.conf's users
@@ -69,7 +70,7 @@ func TestDeployPermissions(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "f"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	stores := session.Config{Stores: map[string]*ocilayout.Layout{"app": l}, Protocols: []session.Protocol{
+	stores := session.Config{Protocols: []session.Protocol{storeProtocol(t, map[string]*ocilayout.Layout{"app": l}),
 		dirProtocol(t, map[string]string{"context": dir}), secretProtocol(t, secret.Map{"GIT_AUTH_TOKEN": []byte("the token")})}}
 	if _, err := session.Serve(t.Context(), connect("client"), "s1", stores); err != nil {
 		t.Fatalf("the client user cannot serve: %v", err)
@@ -79,7 +80,7 @@ func TestDeployPermissions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := c.ReadBlob(t.Context(), "s1", "app", desc, 1<<20); err != nil || string(got) != string(data) {
+		if got, err := store.NewClient(c).ReadBlob(t.Context(), "s1", "app", desc, 1<<20); err != nil || string(got) != string(data) {
 			t.Errorf("%s reads %q, %v; want the blob", user, got, err)
 		}
 		// Only the snapshotter transfers local directories.
@@ -115,7 +116,7 @@ func TestDeployPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Stat(t.Context(), "s1", "app", desc.Digest); err == nil {
+	if _, err := store.NewClient(w).Stat(t.Context(), "s1", "app", desc.Digest); err == nil {
 		t.Error("the watcher user read a session")
 	}
 	if _, err := secret.NewClient(w).Secret(t.Context(), "s1", "GIT_AUTH_TOKEN"); err == nil {
@@ -129,7 +130,7 @@ func TestDeployPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Stat(t.Context(), "s2", "app", desc.Digest); !errors.Is(err, session.ErrNoSession) {
+	if _, err := store.NewClient(p).Stat(t.Context(), "s2", "app", desc.Digest); !errors.Is(err, session.ErrNoSession) {
 		t.Errorf("a session served by the watcher user answered: %v", err)
 	}
 }

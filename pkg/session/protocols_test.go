@@ -8,12 +8,24 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 	"github.com/stevedore-dev/stevedore/pkg/session/output"
 	"github.com/stevedore-dev/stevedore/pkg/session/secret"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 // dirProtocol serves dirs, for a session.Config's Protocols.
 func dirProtocol(t testing.TB, dirs map[string]string) session.Protocol {
 	t.Helper()
 	p, err := dirsync.NewServer(dirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// storeProtocol serves the OCI layouts stores, for a session.Config's
+// Protocols.
+func storeProtocol(t testing.TB, stores map[string]*ocilayout.Layout) session.Protocol {
+	t.Helper()
+	p, err := store.NewServer(stores)
 	if err != nil {
 		t.Fatal(err)
 	}

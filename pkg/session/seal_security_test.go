@@ -51,8 +51,7 @@ func TestSecuritySessionRequestsSealed(t *testing.T) {
 	ownerNC, _ := connect("client")
 	srv, err := session.Serve(t.Context(), ownerNC, key.ID, session.Config{
 		Key:       key,
-		Stores:    map[string]*ocilayout.Layout{"cache": out},
-		Protocols: []session.Protocol{dirProtocol(t, map[string]string{"context-of-the-victim": dir}), outputProtocol(t, map[string]*ocilayout.Layout{"cache": out})},
+		Protocols: []session.Protocol{storeProtocol(t, map[string]*ocilayout.Layout{"cache": out}), dirProtocol(t, map[string]string{"context-of-the-victim": dir}), outputProtocol(t, map[string]*ocilayout.Layout{"cache": out})},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/rootfs"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 // startDeployServer runs a NATS server with deploy/nats.conf (every user's
@@ -169,7 +170,7 @@ func TestSecurityDeployReplies(t *testing.T) {
 		t.Fatal(err)
 	}
 	ownerNC, ownerJS := connect("client")
-	if _, err := session.Serve(t.Context(), ownerNC, "victim", session.Config{Stores: map[string]*ocilayout.Layout{"app": l}}); err != nil {
+	if _, err := session.Serve(t.Context(), ownerNC, "victim", session.Config{Protocols: []session.Protocol{storeProtocol(t, map[string]*ocilayout.Layout{"app": l})}}); err != nil {
 		t.Fatal(err)
 	}
 	snapNC, _ := connect("snapshotter")
@@ -177,7 +178,7 @@ func TestSecurityDeployReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := c.ReadBlob(t.Context(), "victim", "app", desc, 1<<20); err != nil || !bytes.Equal(got, data) {
+	if got, err := store.NewClient(c).ReadBlob(t.Context(), "victim", "app", desc, 1<<20); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("the snapshotter reads %q, %v", got, err)
 	}
 
@@ -286,7 +287,7 @@ func TestSecuritySessionAnswersAuthenticated(t *testing.T) {
 		t.Errorf("a reader accepted a listing no session signed: %+v", entries)
 	}
 	evil := []byte("evil!")
-	if got, err := c.ReadBlob(t.Context(), id, "app", ocispec.Descriptor{Digest: digest.FromBytes(evil), Size: 5}, 1<<20); err == nil {
+	if got, err := store.NewClient(c).ReadBlob(t.Context(), id, "app", ocispec.Descriptor{Digest: digest.FromBytes(evil), Size: 5}, 1<<20); err == nil {
 		t.Errorf("a reader accepted a blob no session signed: %q", got)
 	}
 

@@ -59,9 +59,10 @@ func (f BuildsFunc) Replay(ctx context.Context, buildID string) ([]events.Event,
 	return f(ctx, buildID)
 }
 
-// Sessions is what the exporter needs of client sessions (pkg/session):
-// reading blobs, and the layouts of local caches, which the client opens
-// with its own rights and serves.
+// Sessions is what the exporter needs of client sessions: reading blobs
+// of their stores (pkg/session/store), and writing the layouts of local
+// caches (pkg/session/output), which the client opens with its own rights
+// and serves.
 type Sessions interface {
 	blobs.Sessions
 	// Stat returns a blob's size; failure.ErrNotFound when the store

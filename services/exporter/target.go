@@ -21,6 +21,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/output"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 // writer writes a cache to its target: layer blobs first (in parallel),
@@ -250,10 +251,10 @@ func missing(err error) bool {
 }
 
 // SessionClient is Sessions over one connection: the reads of the
-// session's stores (a session.Client) and the writes of its output
-// layouts (output.Client).
+// session's stores (store.Client) and the writes of its output layouts
+// (output.Client).
 type SessionClient struct {
-	*session.Client
+	*store.Client
 	out *output.Client
 }
 
@@ -261,7 +262,7 @@ var _ Sessions = SessionClient{}
 
 // NewSessionClient returns the SessionClient of c.
 func NewSessionClient(c *session.Client) SessionClient {
-	return SessionClient{Client: c, out: output.NewClient(c)}
+	return SessionClient{Client: store.NewClient(c), out: output.NewClient(c)}
 }
 
 // Write writes a blob into an output store (output.Client.Write).

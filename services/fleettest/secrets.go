@@ -13,6 +13,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 	"github.com/stevedore-dev/stevedore/pkg/session/output"
 	"github.com/stevedore-dev/stevedore/pkg/session/secret"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 // ServeSession serves cfg in a new client session on a connection of its
@@ -141,6 +142,17 @@ func (s *Stack) StoredWith(t testing.TB, needle string) []string {
 func Outputs(t testing.TB, outputs map[string]*ocilayout.Layout) *output.Server {
 	t.Helper()
 	p, err := output.NewServer(outputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Stores serves the OCI layouts stores, by store id, for a
+// session.Config's Protocols.
+func Stores(t testing.TB, stores map[string]*ocilayout.Layout) *store.Server {
+	t.Helper()
+	p, err := store.NewServer(stores)
 	if err != nil {
 		t.Fatal(err)
 	}

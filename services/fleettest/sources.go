@@ -49,6 +49,7 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
 
@@ -740,10 +741,10 @@ func (r *SessionRelay) relay(m *nats.Msg) {
 			return
 		}
 	}
-	var req session.BlobRequest
+	var req store.BlobRequest
 	_ = json.Unmarshal(body, &req)
 	var st *Stall
-	if op == session.OpBlob {
+	if op == store.OpBlob {
 		r.mu.Lock()
 		st = r.arms[req.Digest]
 		r.mu.Unlock()

@@ -401,7 +401,7 @@ func serveLayout(t *testing.T, s *fleettest.Stack, dir string) (*fleettest.Sessi
 	}
 	nc, _ := s.Env.Connect(t, "client")
 	back := session.NewID()
-	srv, err := session.Serve(t.Context(), nc, back, session.Config{Stores: map[string]*ocilayout.Layout{imageName: l}})
+	srv, err := session.Serve(t.Context(), nc, back, session.Config{Protocols: []session.Protocol{fleettest.Stores(t, map[string]*ocilayout.Layout{imageName: l})}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,10 +14,11 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/image"
 	"github.com/stevedore-dev/stevedore/pkg/session"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 	"github.com/stevedore-dev/stevedore/pkg/source"
 )
 
-// Sessions reads blobs from the stores of client sessions (pkg/session):
+// Sessions reads blobs from the stores of client sessions (pkg/session/store):
 // the OCI layouts that oci-layout and oci-layout+blob sources name.
 type Sessions interface {
 	// Stat returns the size of blob d in store of session id.
@@ -29,7 +30,7 @@ type Sessions interface {
 	ReadBlob(ctx context.Context, id, store string, desc ocispec.Descriptor, maxSize int64) ([]byte, error)
 }
 
-var _ Sessions = (*session.Client)(nil)
+var _ Sessions = (*store.Client)(nil)
 
 // WithSessions makes the handler compute the keys of oci-layout and
 // oci-layout+blob sources, reading the layouts through s. The default is

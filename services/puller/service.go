@@ -33,6 +33,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/secret"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 	"github.com/stevedore-dev/stevedore/pkg/tagwatch"
 )
 
@@ -149,7 +150,7 @@ func setup(ctx context.Context, setup *service.Setup, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	opts := []Option{WithHTTP(httpShared), WithSessions(sessions), WithSecrets(secret.NewClient(sessions)),
+	opts := []Option{WithHTTP(httpShared), WithSessions(store.NewClient(sessions)), WithSecrets(secret.NewClient(sessions)),
 		WithTagFreshness(cfg.TagMaxAge, cfg.TagRevalidate)}
 	if cfg.Downloads != "" {
 		opts = append(opts, WithDownloads(cfg.Downloads))

@@ -41,6 +41,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/dirsync"
 	"github.com/stevedore-dev/stevedore/pkg/session/secret"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
 
@@ -268,7 +269,7 @@ func (s *Service) setup(ctx context.Context, setup *service.Setup, _ Config) err
 	if err != nil {
 		return err
 	}
-	h, err := NewHandler(HandlerConfig{Node: s.cfg.Node, Store: s.store, Reader: blobs.NewReader(reg).WithSessions(sessions), Flight: flight, Index: index,
+	h, err := NewHandler(HandlerConfig{Node: s.cfg.Node, Store: s.store, Reader: blobs.NewReader(reg).WithSessions(store.NewClient(sessions)), Flight: flight, Index: index,
 		Window: s.cfg.Window, Limits: s.cfg.limits(), Busy: &s.busy, Git: gitCache, Local: dirsync.NewClient(sessions), Secrets: secret.NewClient(sessions),
 		Clients: sessions, ClientCheck: s.cfg.ClientCheck, Downloads: s.cfg.Downloads, Metrics: s.cfg.Observe.Metrics})
 	if err != nil {

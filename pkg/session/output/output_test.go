@@ -17,6 +17,7 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/ocilayout"
 	"github.com/stevedore-dev/stevedore/pkg/session"
 	"github.com/stevedore-dev/stevedore/pkg/session/output"
+	"github.com/stevedore-dev/stevedore/pkg/session/store"
 )
 
 // An output store is written through the session: a blob of several
@@ -38,7 +39,11 @@ func TestOutputStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := session.Serve(t.Context(), serving, id, session.Config{Stores: map[string]*ocilayout.Layout{"out": l}, Protocols: []session.Protocol{outputs}})
+	stores, err := store.NewServer(map[string]*ocilayout.Layout{"out": l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := session.Serve(t.Context(), serving, id, session.Config{Protocols: []session.Protocol{stores, outputs}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +67,7 @@ func TestOutputStore(t *testing.T) {
 	if err := w.Tag(t.Context(), id, "out", desc, "latest"); err != nil {
 		t.Fatal(err)
 	}
-	idx, err := c.Index(t.Context(), id, "out")
+	idx, err := store.NewClient(c).Index(t.Context(), id, "out")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +94,7 @@ func TestOutputStore(t *testing.T) {
 	if err := w.Tag(t.Context(), id, "out", bad, "x"); !errors.Is(err, failure.ErrInvalid) {
 		t.Errorf("tag of a blob not written: %v, want ErrInvalid", err)
 	}
-	if _, err := c.Index(t.Context(), id, "none"); !errors.Is(err, failure.ErrNotFound) {
+	if _, err := store.NewClient(c).Index(t.Context(), id, "none"); !errors.Is(err, failure.ErrNotFound) {
 		t.Errorf("index of a store the session does not serve: %v, want ErrNotFound", err)
 	}
 }

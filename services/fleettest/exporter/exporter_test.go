@@ -70,7 +70,7 @@ func (f *fleet) importCache(t *testing.T, source string) (client.Outcome, error)
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv, err := session.Serve(t.Context(), f.Env.NC, key.ID, session.Config{Stores: map[string]*ocilayout.Layout{client.CacheStore: l}, Key: key})
+			srv, err := session.Serve(t.Context(), f.Env.NC, key.ID, session.Config{Protocols: []session.Protocol{fleettest.Stores(t, map[string]*ocilayout.Layout{client.CacheStore: l})}, Key: key})
 			if err != nil {
 				t.Fatal(err)
 			}

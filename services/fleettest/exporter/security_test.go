@@ -259,7 +259,7 @@ func TestSecurityExportNamesForeignSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc, _ := f.Env.Connect(t, "client")
-	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Stores: map[string]*ocilayout.Layout{client.CacheStore: l}, Protocols: []session.Protocol{fleettest.Outputs(t, map[string]*ocilayout.Layout{client.CacheStore: l})}, Key: key, Builds: []string{build}})
+	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Protocols: []session.Protocol{fleettest.Stores(t, map[string]*ocilayout.Layout{client.CacheStore: l}), fleettest.Outputs(t, map[string]*ocilayout.Layout{client.CacheStore: l})}, Key: key, Builds: []string{build}})
 	if err != nil {
 		t.Fatal(err)
 	}

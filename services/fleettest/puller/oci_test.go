@@ -30,7 +30,7 @@ func serveFixtures(t *testing.T, s *fleettest.Stack, fx fleettest.Fixtures) stri
 		}
 		stores[name] = l
 	}
-	return s.ServeSession(t, session.Config{Stores: stores})
+	return s.ServeSession(t, session.Config{Protocols: []session.Protocol{fleettest.Stores(t, stores)}})
 }
 
 func ociAttrs(sessionID, store string, more ...string) map[string]string {

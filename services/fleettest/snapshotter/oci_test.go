@@ -31,7 +31,7 @@ func serveLayout(t *testing.T, s *fleettest.Stack, name string) *session.Server 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Stores: map[string]*ocilayout.Layout{"app": l}, Key: key})
+	srv, err := session.Serve(t.Context(), nc, key.ID, session.Config{Protocols: []session.Protocol{fleettest.Stores(t, map[string]*ocilayout.Layout{"app": l})}, Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
