@@ -4,8 +4,8 @@
 // committed by the session when the last arrives, and a manifest tagged
 // (Client.Tag). The client does the file I/O, and the bytes cross its
 // session: the fleet never opens a path a client names. What is written
-// is read back through the session's stores (session.Config.Stores:
-// OpStat, OpBlob, OpIndex), where the client serves the same layout.
+// is read back through the session's stores (pkg/session/store: OpStat,
+// OpBlob, OpIndex), where the client serves the same layout.
 //
 // A session serves its output layouts with a Server in its
 // session.Config.Protocols, on stevedore.session.<id>.write (OpWrite)
