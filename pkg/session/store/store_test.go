@@ -457,3 +457,17 @@ func waitGoroutines(t *testing.T, baseline int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestNewServer: a store without a layout is refused, and a session
+// cannot serve its stores twice.
+func TestNewServer(t *testing.T) {
+	t.Parallel()
+	if _, err := store.NewServer(map[string]*ocilayout.Layout{"nil": nil}); err == nil {
+		t.Error("NewServer accepted a store without a layout")
+	}
+	env := bustest.Start(t, bus.Topology{})
+	twice := append(stores(t, nil), stores(t, nil)...)
+	if _, err := session.Serve(t.Context(), env.NC, session.NewID(), session.Config{Protocols: twice}); err == nil || !strings.Contains(err.Error(), "answered twice") {
+		t.Errorf("Serve with two store servers: %v, want 'answered twice'", err)
+	}
+}
