@@ -15,7 +15,7 @@ import (
 // Settings are what the members of a fleet share: how each is connected,
 // how their replicas run, and the settings more than one service reads.
 // A member's own config wins where it sets a field; Settings fill the
-// fields it leaves zero (Or). The shared settings (every field after
+// fields it leaves zero. The shared settings (every field after
 // Replica) are taken by name: a member's Config field with the name and
 // type of one of them takes it, and a service declares which it reads by
 // having such a field; a field of that name and another type fails the
@@ -43,9 +43,9 @@ type Settings struct {
 	Downloads string
 }
 
-// Or is own unless it is its type's zero value, shared otherwise: how a
+// or is own unless it is its type's zero value, shared otherwise: how a
 // member's config takes the fleet's Settings.
-func Or[T any](own, shared T) T {
+func or[T any](own, shared T) T {
 	if reflect.ValueOf(&own).Elem().IsZero() {
 		return shared
 	}
@@ -54,24 +54,24 @@ func Or[T any](own, shared T) T {
 
 // inherit fills r's zero fields from the fleet's s, all but the Consumer.
 func (r *Replica) inherit(s Replica) {
-	r.Instance = Or(r.Instance, s.Instance)
-	r.Concurrency = Or(r.Concurrency, s.Concurrency)
-	r.Backoff = Or(r.Backoff, s.Backoff)
+	r.Instance = or(r.Instance, s.Instance)
+	r.Concurrency = or(r.Concurrency, s.Concurrency)
+	r.Backoff = or(r.Backoff, s.Backoff)
 	r.Provision = r.Provision || s.Provision
-	r.Replicas = Or(r.Replicas, s.Replicas)
-	r.EventsMaxBytes = Or(r.EventsMaxBytes, s.EventsMaxBytes)
-	r.DLQMaxBytes = Or(r.DLQMaxBytes, s.DLQMaxBytes)
-	r.Logger = Or(r.Logger, s.Logger)
-	r.Observe = Or(r.Observe, s.Observe)
-	r.StopGrace = Or(r.StopGrace, s.StopGrace)
-	r.StartTimeout = Or(r.StartTimeout, s.StartTimeout)
+	r.Replicas = or(r.Replicas, s.Replicas)
+	r.EventsMaxBytes = or(r.EventsMaxBytes, s.EventsMaxBytes)
+	r.DLQMaxBytes = or(r.DLQMaxBytes, s.DLQMaxBytes)
+	r.Logger = or(r.Logger, s.Logger)
+	r.Observe = or(r.Observe, s.Observe)
+	r.StopGrace = or(r.StopGrace, s.StopGrace)
+	r.StartTimeout = or(r.StartTimeout, s.StartTimeout)
 }
 
 func (r *Replica) replica() *Replica { return r }
 
-// shared are the names of Settings' shared fields: all but Dial and the
+// sharedFields are the names of Settings' shared fields: all but Dial and the
 // Replica.
-var shared = func() []string {
+var sharedFields = func() []string {
 	var names []string
 	for f := range reflect.TypeFor[Settings]().Fields() {
 		if f.Name != "Dial" && !f.Anonymous {
@@ -85,7 +85,7 @@ var shared = func() []string {
 // have the name of one of s's shared settings, where cfg leaves them zero.
 func take(cfg any, s Settings) error {
 	c, from := reflect.ValueOf(cfg).Elem(), reflect.ValueOf(s)
-	for _, name := range shared {
+	for _, name := range sharedFields {
 		f, v := c.FieldByName(name), from.FieldByName(name)
 		switch {
 		case !f.IsValid():
