@@ -93,10 +93,10 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	snap := snapshotter.Member(snapshotter.Config{Snapshotter: cfg.snapshotter, Node: "embedded", KeepFor: cfg.keepFor,
 		SnapshotsSockets: cfg.snapshotsSockets, SnapshotsSocketGroup: cfg.snapshotsSocketGroup, RemoteTimeout: cfg.remoteTimeout})
 	s.fleet, err = service.StartFleet(ctx, settings,
-		resolver.Member(resolver.Config{}),
-		puller.Member(puller.Config{TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch}),
+		resolver.Def.Member(resolver.Config{}),
+		puller.Def.Member(puller.Config{TagMaxAge: cfg.tagMaxAge, TagRevalidate: cfg.tagRevalidate, TagWatchInterval: cfg.tagWatch}),
 		snap,
-		exporter.Member(exporter.Config{}))
+		exporter.Def.Member(exporter.Config{}))
 	if err != nil {
 		s.close()
 		return nil, err

@@ -20,7 +20,7 @@ type Runner interface {
 
 // Member is one service of a fleet: the name its connection goes by and
 // how it starts on that connection. Each service gives its own
-// (resolver.Member and the like, made by Def.Member or NewMember).
+// (resolver.Def.Member and the like, made by Def.Member or NewMember).
 type Member struct {
 	// Name names the member's connection ("stevedore-puller") and the
 	// member in Fleet.Runner and errors.

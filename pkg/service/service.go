@@ -12,8 +12,9 @@
 // handlers it registers); Def.New makes its replica (a Service) and
 // Def.Member its member of a fleet. StartFleet assembles services (each
 // service's Member) each on its own connection, every member's Config
-// taking the fleet's shared Settings where it leaves fields zero: the
-// embedded stack, the test fleet, and a binary's fleet of one (Main).
+// taking the fleet's Settings where it leaves fields zero (the Replica's,
+// and the shared ones by name): the embedded stack, the test fleet, and a
+// binary's fleet of one (Main).
 // Serve is a binary's life: connect to NATS, run until SIGINT or SIGTERM.
 package service
 
@@ -35,6 +36,8 @@ import (
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/bus/middleware"
+	"github.com/stevedore-dev/stevedore/pkg/events"
+	"github.com/stevedore-dev/stevedore/pkg/lease"
 )
 
 // Replica is how one replica of a service runs: the fields every service's
@@ -158,8 +161,20 @@ type Setup struct {
 	// Running is the same connection without the start's patience: for
 	// what the service does once it runs (publishing, replaying a build,
 	// asking a client's session).
-	Running jetstream.JetStream
-	stops   []func()
+	Running  jetstream.JetStream
+	instance string
+	stops    []func()
+}
+
+// Flight opens a single flight across the fleet (lease.Flight) whose
+// results live in resultsBucket and whose leases, in events.BucketLeases,
+// the replica holds under its instance name for ttl (zero: 30s).
+func (s *Setup) Flight(ctx context.Context, resultsBucket string, ttl time.Duration) (*lease.Flight, error) {
+	leases, err := lease.NewManager(ctx, s.JetStream, lease.Config{Bucket: events.BucketLeases, Holder: s.instance, TTL: ttl})
+	if err != nil {
+		return nil, err
+	}
+	return lease.NewFlight(ctx, s.JetStream, leases, resultsBucket)
 }
 
 // Defer runs stop when Run returns, after the worker and the DLQ mover
@@ -210,7 +225,7 @@ func Run(ctx context.Context, js jetstream.JetStream, spec Spec, setup func(ctx 
 	if err != nil {
 		return fmt.Errorf("%s: %w", spec.Component, err)
 	}
-	s := &Setup{Worker: w, Log: log, JetStream: js, Running: running}
+	s := &Setup{Worker: w, Log: log, JetStream: js, Running: running, instance: spec.Instance}
 	defer s.stop()
 	if err := setup(ctx, s); err != nil {
 		return err

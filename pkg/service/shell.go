@@ -15,7 +15,11 @@ import (
 // Settings are what the members of a fleet share: how each is connected,
 // how their replicas run, and the settings more than one service reads.
 // A member's own config wins where it sets a field; Settings fill the
-// fields it leaves zero (Or).
+// fields it leaves zero. The shared settings (every field after
+// Replica) are taken by name: a member's Config field with the name and
+// type of one of them takes it, and a service declares which it reads by
+// having such a field; a field of that name and another type fails the
+// member's start.
 type Settings struct {
 	// Dial opens each member's connection. Required by StartFleet.
 	Dial Dial
@@ -39,9 +43,9 @@ type Settings struct {
 	Downloads string
 }
 
-// Or is own unless it is its type's zero value, shared otherwise: how a
+// or is own unless it is its type's zero value, shared otherwise: how a
 // member's config takes the fleet's Settings.
-func Or[T any](own, shared T) T {
+func or[T any](own, shared T) T {
 	if reflect.ValueOf(&own).Elem().IsZero() {
 		return shared
 	}
@@ -50,20 +54,49 @@ func Or[T any](own, shared T) T {
 
 // inherit fills r's zero fields from the fleet's s, all but the Consumer.
 func (r *Replica) inherit(s Replica) {
-	r.Instance = Or(r.Instance, s.Instance)
-	r.Concurrency = Or(r.Concurrency, s.Concurrency)
-	r.Backoff = Or(r.Backoff, s.Backoff)
+	r.Instance = or(r.Instance, s.Instance)
+	r.Concurrency = or(r.Concurrency, s.Concurrency)
+	r.Backoff = or(r.Backoff, s.Backoff)
 	r.Provision = r.Provision || s.Provision
-	r.Replicas = Or(r.Replicas, s.Replicas)
-	r.EventsMaxBytes = Or(r.EventsMaxBytes, s.EventsMaxBytes)
-	r.DLQMaxBytes = Or(r.DLQMaxBytes, s.DLQMaxBytes)
-	r.Logger = Or(r.Logger, s.Logger)
-	r.Observe = Or(r.Observe, s.Observe)
-	r.StopGrace = Or(r.StopGrace, s.StopGrace)
-	r.StartTimeout = Or(r.StartTimeout, s.StartTimeout)
+	r.Replicas = or(r.Replicas, s.Replicas)
+	r.EventsMaxBytes = or(r.EventsMaxBytes, s.EventsMaxBytes)
+	r.DLQMaxBytes = or(r.DLQMaxBytes, s.DLQMaxBytes)
+	r.Logger = or(r.Logger, s.Logger)
+	r.Observe = or(r.Observe, s.Observe)
+	r.StopGrace = or(r.StopGrace, s.StopGrace)
+	r.StartTimeout = or(r.StartTimeout, s.StartTimeout)
 }
 
 func (r *Replica) replica() *Replica { return r }
+
+// sharedFields are the names of Settings' shared fields: all but Dial and the
+// Replica.
+var sharedFields = func() []string {
+	var names []string
+	for f := range reflect.TypeFor[Settings]().Fields() {
+		if f.Name != "Dial" && !f.Anonymous {
+			names = append(names, f.Name)
+		}
+	}
+	return names
+}()
+
+// take fills the fields of cfg (a pointer to a service's Config) that
+// have the name of one of s's shared settings, where cfg leaves them zero.
+func take(cfg any, s Settings) error {
+	c, from := reflect.ValueOf(cfg).Elem(), reflect.ValueOf(s)
+	for _, name := range sharedFields {
+		f, v := c.FieldByName(name), from.FieldByName(name)
+		switch {
+		case !f.IsValid():
+		case f.Type() != v.Type():
+			return fmt.Errorf("config field %s is a %s, the fleet's %s a %s", name, f.Type(), name, v.Type())
+		case f.IsZero():
+			f.Set(v)
+		}
+	}
+	return nil
+}
 
 // Validate reports a replica that cannot run: a negative concurrency, or
 // a consumer definition that is not one (bus.Consumer.Validate). A
@@ -84,18 +117,15 @@ type Config[C any] interface {
 	replica() *Replica
 }
 
-// Def is what the shell knows of a service: its name, how its Config
-// takes the fleet's settings and its defaults, and its setup. With it,
+// Def is what the shell knows of a service: its name, its Config's
+// defaults, and its setup (its Config takes the fleet's Settings by
+// itself: the Replica and the shared fields it has). With it,
 // Def.New makes a replica and Def.Member (or NewMember) the service's
 // member of a fleet: the service says only what is its own, what a
 // replica opens and the handlers it registers (Setup).
 type Def[C any, P Config[C]] struct {
 	// Component is the service's name ("puller"). Required.
 	Component string
-	// Inherit fills the fields of a config the fleet's Settings give
-	// (platform, registry, downloads, data dir) where they are zero; the
-	// Replica inherits without it. Nil: none but the Replica.
-	Inherit func(cfg P, s Settings)
 	// Defaults fills the fields of a config the service gives defaults
 	// (its setDefaults). Nil: none.
 	Defaults func(cfg P)
@@ -143,8 +173,8 @@ func (d Def[C, P]) Member(cfg C) Member {
 func NewMember[C any, P Config[C], R Runner](d Def[C, P], cfg C, open func(ctx context.Context, js jetstream.JetStream, cfg C) (R, error)) Member {
 	return Member{Name: MemberName(d.Component), Start: func(ctx context.Context, js jetstream.JetStream, s Settings) (Runner, error) {
 		P(&cfg).replica().inherit(s.Replica)
-		if d.Inherit != nil {
-			d.Inherit(&cfg, s)
+		if err := take(&cfg, s); err != nil {
+			return nil, fmt.Errorf("%s: %w", d.Component, err)
 		}
 		r, err := open(ctx, js, cfg)
 		if err != nil {

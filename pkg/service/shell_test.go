@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,7 +33,6 @@ func (c toyConfig) Validate() error {
 
 var toy = service.Def[toyConfig, *toyConfig]{
 	Component: "toy",
-	Inherit:   func(c *toyConfig, s service.Settings) { c.Registry = service.Or(c.Registry, s.Registry) },
 	Defaults: func(c *toyConfig) {
 		c.Default(service.Replica{Instance: "default", Concurrency: 3, Consumer: bus.PullerConsumer()})
 		if c.Window == 0 {
@@ -90,6 +90,15 @@ func TestMemberTakesTheFleetSettings(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("setup not called")
 	}
+	taker := toyWith(setup).Member(toyConfig{Replica: service.Replica{Instance: "taker"}})
+	taken, err := service.StartFleet(t.Context(), settings, taker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = taken.Close() }()
+	if c := taken.Runner(taker.Name).(*service.Service[toyConfig]).Config(); c.Registry.DockerConfigDir != "/shared" {
+		t.Errorf("a zero Registry took %q, want the fleet's /shared", c.Registry.DockerConfigDir)
+	}
 
 	zero, err := toyWith(setup).New(env.JS, toyConfig{})
 	if err != nil {
@@ -111,6 +120,25 @@ func TestMemberInvalidFailsStart(t *testing.T) {
 	m := toyWith(func(context.Context, *service.Setup, toyConfig) error { return nil }).Member(toyConfig{Window: -1})
 	if _, err := service.StartFleet(t.Context(), service.Settings{Dial: dial}, m); err == nil {
 		t.Fatal("StartFleet started a member with a config its service refuses")
+	}
+}
+
+// oddConfig has a field named as a shared setting but of another type.
+type oddConfig struct {
+	service.Replica
+	Platform string
+}
+
+// A config whose field is named as a shared setting but of another type
+// fails its member's start rather than silently keeping its own.
+func TestMemberSharedFieldOfAnotherType(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bus.Topology{})
+	dial, _ := dialer(t, env)
+	odd := service.Def[oddConfig, *oddConfig]{Component: "odd", Setup: func(context.Context, *service.Setup, oddConfig) error { return nil }}
+	settings := service.Settings{Dial: dial, Replica: service.Replica{Instance: "i", Consumer: bus.PullerConsumer()}}
+	if _, err := service.StartFleet(t.Context(), settings, odd.Member(oddConfig{})); err == nil || !strings.Contains(err.Error(), "Platform") {
+		t.Fatalf("StartFleet = %v, want an error naming Platform", err)
 	}
 }
 

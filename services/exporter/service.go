@@ -22,8 +22,6 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
@@ -36,7 +34,9 @@ import (
 // (BuildKit pushes 4 at a time).
 const DefaultWindow = 4
 
-// Config configures the exporter.
+// Config configures the exporter. In a fleet (Def.Member) it takes the
+// fleet's service.Settings where it leaves them zero: the Replica's and
+// Registry.
 type Config struct {
 	// Replica is how the replica runs. An empty Instance means the host
 	// name plus the process id; zero Concurrency means 2; a zero Consumer
@@ -64,22 +64,10 @@ func (c Config) Validate() error {
 	return c.Replica.Validate()
 }
 
-// inherit takes the fleet's registry where c leaves it zero.
-func (c *Config) inherit(s service.Settings) { c.Registry = service.Or(c.Registry, s.Registry) }
-
-// def is the exporter as the service shell assembles it: its own part is
-// setup, the rest is the shell's.
-var def = service.Def[Config, *Config]{Component: events.ComponentExporter, Inherit: (*Config).inherit, Defaults: (*Config).setDefaults, Setup: setup}
-
-// Service is one exporter replica.
-type Service = service.Service[Config]
-
-// New returns an exporter replica that uses js.
-func New(js jetstream.JetStream, cfg Config) (*Service, error) { return def.New(js, cfg) }
-
-// Member is the service in a fleet (service.StartFleet) with cfg, which
-// takes the fleet's settings where it leaves fields zero.
-func Member(cfg Config) service.Member { return def.Member(cfg) }
+// Def is the exporter as the service shell assembles it (its own part is
+// setup): Def.New makes a replica on a connection, Def.Member the exporter
+// in a fleet (service.StartFleet).
+var Def = service.Def[Config, *Config]{Component: events.ComponentExporter, Defaults: (*Config).setDefaults, Setup: setup}
 
 // setup opens what the handler needs (the topology is provisioned by
 // then) and registers the handler.

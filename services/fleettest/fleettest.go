@@ -160,7 +160,7 @@ func New(t testing.TB, opts ...registrytest.Option) *Stack {
 	s.RegistryConfig = registry.Config{DockerConfigDir: t.TempDir()}
 	s.Settings = service.Settings{Registry: s.RegistryConfig,
 		Replica: service.Replica{Logger: Quiet, Backoff: bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond)}}
-	s.start(t, "resolver", resolver.Member(resolver.Config{Replica: service.Replica{Instance: "r1"}, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}}))
+	s.start(t, "resolver", resolver.Def.Member(resolver.Config{Replica: service.Replica{Instance: "r1"}, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}}))
 	return s
 }
 
@@ -220,7 +220,7 @@ func (s *Stack) Puller(t testing.TB, mut ...func(*puller.Config)) Replica {
 	for _, m := range mut {
 		m(&cfg)
 	}
-	r, _ := s.start(t, fmt.Sprintf("puller-%d", n), puller.Member(cfg))
+	r, _ := s.start(t, fmt.Sprintf("puller-%d", n), puller.Def.Member(cfg))
 	r.Name = cfg.Instance
 	return r
 }
@@ -248,7 +248,7 @@ func (s *Stack) Exporter(t *testing.T, mut ...func(*exporter.Config)) Replica {
 	for _, m := range mut {
 		m(&cfg)
 	}
-	r, _ := s.start(t, fmt.Sprintf("exporter-%d", n), exporter.Member(cfg))
+	r, _ := s.start(t, fmt.Sprintf("exporter-%d", n), exporter.Def.Member(cfg))
 	r.Name = cfg.Instance
 	return r
 }

@@ -22,13 +22,11 @@ import (
 	"time"
 
 	"github.com/containerd/platforms"
-	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
-	"github.com/stevedore-dev/stevedore/pkg/lease"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/service"
 	"github.com/stevedore-dev/stevedore/pkg/session"
@@ -37,7 +35,9 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/tagwatch"
 )
 
-// Config configures the puller.
+// Config configures the puller. In a fleet (Def.Member) it takes the
+// fleet's service.Settings where it leaves them zero: the Replica's,
+// Platform, Registry and Downloads.
 type Config struct {
 	// Replica is how the replica runs. An empty Instance means the host
 	// name plus the process id; zero Concurrency means 16; a zero Consumer
@@ -100,27 +100,10 @@ func (c Config) Validate() error {
 	return c.Replica.Validate()
 }
 
-// inherit takes the fleet's platform, registry and downloads where c
-// leaves them zero.
-func (c *Config) inherit(s service.Settings) {
-	c.Platform = service.Or(c.Platform, s.Platform)
-	c.Registry = service.Or(c.Registry, s.Registry)
-	c.Downloads = service.Or(c.Downloads, s.Downloads)
-}
-
-// def is the puller as the service shell assembles it: its own part is
-// setup, the rest is the shell's.
-var def = service.Def[Config, *Config]{Component: events.ComponentPuller, Inherit: (*Config).inherit, Defaults: (*Config).setDefaults, Setup: setup}
-
-// Service is one puller replica.
-type Service = service.Service[Config]
-
-// New returns a puller replica that uses js.
-func New(js jetstream.JetStream, cfg Config) (*Service, error) { return def.New(js, cfg) }
-
-// Member is the service in a fleet (service.StartFleet) with cfg, which
-// takes the fleet's settings where it leaves fields zero.
-func Member(cfg Config) service.Member { return def.Member(cfg) }
+// Def is the puller as the service shell assembles it (its own part is
+// setup): Def.New makes a replica on a connection, Def.Member the puller
+// in a fleet (service.StartFleet).
+var Def = service.Def[Config, *Config]{Component: events.ComponentPuller, Defaults: (*Config).setDefaults, Setup: setup}
 
 // setup opens what the handler needs (the topology is provisioned by
 // then), starts the tag watcher and registers the handler.
@@ -130,15 +113,11 @@ func setup(ctx context.Context, setup *service.Setup, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	leases, err := lease.NewManager(ctx, js, lease.Config{Bucket: events.BucketLeases, Holder: cfg.Instance, TTL: cfg.LeaseTTL})
+	flight, err := setup.Flight(ctx, events.BucketManifests, cfg.LeaseTTL)
 	if err != nil {
 		return err
 	}
-	flight, err := lease.NewFlight(ctx, js, leases, events.BucketManifests)
-	if err != nil {
-		return err
-	}
-	httpShared, err := lease.NewFlight(ctx, js, leases, events.BucketHTTP)
+	httpShared, err := setup.Flight(ctx, events.BucketHTTP, cfg.LeaseTTL)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 
 	"github.com/containerd/platforms"
-	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -17,7 +16,9 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/service"
 )
 
-// Config configures the resolver.
+// Config configures the resolver. In a fleet (Def.Member) it takes the
+// fleet's service.Settings where it leaves them zero: the Replica's and
+// Platform.
 type Config struct {
 	// Replica is how the replica runs. An empty Instance means the host
 	// name; zero Concurrency means 16; a zero Consumer means
@@ -37,22 +38,10 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// inherit takes the fleet's platform where c names none.
-func (c *Config) inherit(s service.Settings) { c.Platform = service.Or(c.Platform, s.Platform) }
-
-// def is the resolver as the service shell assembles it: its own part is
-// setup, the rest is the shell's.
-var def = service.Def[Config, *Config]{Component: events.ComponentResolver, Inherit: (*Config).inherit, Defaults: (*Config).setDefaults, Setup: setup}
-
-// Service is one resolver replica.
-type Service = service.Service[Config]
-
-// New returns a resolver replica that uses js.
-func New(js jetstream.JetStream, cfg Config) (*Service, error) { return def.New(js, cfg) }
-
-// Member is the service in a fleet (service.StartFleet) with cfg, which
-// takes the fleet's settings where it leaves fields zero.
-func Member(cfg Config) service.Member { return def.Member(cfg) }
+// Def is the resolver as the service shell assembles it (its own part is
+// setup): Def.New makes a replica on a connection, Def.Member the resolver
+// in a fleet (service.StartFleet).
+var Def = service.Def[Config, *Config]{Component: events.ComponentResolver, Defaults: (*Config).setDefaults, Setup: setup}
 
 // setup registers the handler.
 func setup(_ context.Context, s *service.Setup, cfg Config) error {

@@ -34,7 +34,6 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
 	"github.com/stevedore-dev/stevedore/pkg/gitremote"
-	"github.com/stevedore-dev/stevedore/pkg/lease"
 	"github.com/stevedore-dev/stevedore/pkg/registry"
 	"github.com/stevedore-dev/stevedore/pkg/rootfs"
 	"github.com/stevedore-dev/stevedore/pkg/service"
@@ -45,7 +44,9 @@ import (
 	"github.com/stevedore-dev/stevedore/pkg/snapshot"
 )
 
-// Config configures the snapshotter.
+// Config configures the snapshotter. In a fleet (Member) it takes the
+// fleet's service.Settings where it leaves them zero: the Replica's,
+// DataDir, Registry and Downloads.
 type Config struct {
 	// DataDir holds the content store and the snapshots. Required.
 	DataDir string
@@ -188,17 +189,9 @@ func (c Config) Validate() error {
 	return c.Replica.Validate()
 }
 
-// inherit takes the fleet's data dir, registry and downloads where c
-// leaves them zero.
-func (c *Config) inherit(s service.Settings) {
-	c.DataDir = service.Or(c.DataDir, s.DataDir)
-	c.Registry = service.Or(c.Registry, s.Registry)
-	c.Downloads = service.Or(c.Downloads, s.Downloads)
-}
-
 // def is the snapshotter as the service shell assembles it; each
 // replica's setup is its own (New).
-var def = service.Def[Config, *Config]{Component: events.ComponentSnapshotter, Inherit: (*Config).inherit, Defaults: (*Config).setDefaults}
+var def = service.Def[Config, *Config]{Component: events.ComponentSnapshotter, Defaults: (*Config).setDefaults}
 
 // Service is one snapshotter replica: the shell's replica (Run), with the
 // node's snapshot store it holds from New to Close.
@@ -233,8 +226,9 @@ func (s *Service) Store() *snapshot.Store { return s.store }
 // Close releases the data dir.
 func (s *Service) Close() error { return s.store.Close() }
 
-// Member is the service in a fleet (service.StartFleet) with cfg, which
-// takes the fleet's settings where it leaves fields zero.
+// Member is the snapshotter in a fleet (service.StartFleet) with cfg,
+// which takes the fleet's settings where it leaves fields zero; its
+// replica is New's.
 func Member(cfg Config) service.Member { return service.NewMember(def, cfg, New) }
 
 // setup opens what the handler needs (the topology is provisioned by
@@ -246,11 +240,7 @@ func (s *Service) setup(ctx context.Context, setup *service.Setup, _ Config) err
 	if err != nil {
 		return err
 	}
-	leases, err := lease.NewManager(ctx, js, lease.Config{Bucket: events.BucketLeases, Holder: s.cfg.Instance, TTL: s.cfg.LeaseTTL})
-	if err != nil {
-		return err
-	}
-	flight, err := lease.NewFlight(ctx, js, leases, events.BucketSnapshots)
+	flight, err := setup.Flight(ctx, events.BucketSnapshots, s.cfg.LeaseTTL)
 	if err != nil {
 		return err
 	}

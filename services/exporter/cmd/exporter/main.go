@@ -17,5 +17,5 @@ func main() {
 	flags.Registry()
 	window := flag.Int("window", service.IntEnv("STEVEDORE_EXPORT_WINDOW", exporter.DefaultWindow), "blobs one export writes at once (STEVEDORE_EXPORT_WINDOW)")
 	flag.Parse()
-	os.Exit(service.Main(flags, exporter.Member(exporter.Config{Window: *window})))
+	os.Exit(service.Main(flags, exporter.Def.Member(exporter.Config{Window: *window})))
 }

@@ -22,5 +22,5 @@ func main() {
 	tagRevalidate := flag.Duration("tag-revalidate", service.DurationEnv("STEVEDORE_TAG_REVALIDATE", 0), "how long past --tag-max-age a resolution answers at once while the fleet revalidates it (STEVEDORE_TAG_REVALIDATE)")
 	tagWatch := flag.Duration("tag-watch-interval", service.DurationEnv("STEVEDORE_TAG_WATCH_INTERVAL", time.Minute), "how often the fleet re-resolves the watched tags; 0: this replica takes no part (STEVEDORE_TAG_WATCH_INTERVAL)")
 	flag.Parse()
-	os.Exit(service.Main(flags, puller.Member(puller.Config{TagMaxAge: *tagMaxAge, TagRevalidate: *tagRevalidate, TagWatchInterval: *tagWatch})))
+	os.Exit(service.Main(flags, puller.Def.Member(puller.Config{TagMaxAge: *tagMaxAge, TagRevalidate: *tagRevalidate, TagWatchInterval: *tagWatch})))
 }

@@ -16,5 +16,5 @@ func main() {
 	flags.Instance("replica name; default the host name")
 	flags.Platform("platform for requests that name none; default this host's")
 	flag.Parse()
-	os.Exit(service.Main(flags, resolver.Member(resolver.Config{})))
+	os.Exit(service.Main(flags, resolver.Def.Member(resolver.Config{})))
 }
