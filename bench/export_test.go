@@ -434,12 +434,12 @@ func startExportFleet(b *testing.B, bin, dir string) *exportFleet {
 			}
 		})
 	}
-	r, err := resolver.Def.New(rjs, resolver.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: platform})
+	r, err := resolver.New(rjs, resolver.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: platform})
 	if err != nil {
 		b.Fatal(err)
 	}
 	run("resolver", r.Run)
-	pl, err := puller.Def.New(pjs, puller.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: platform, Registry: registry.Config{DockerConfigDir: docker}})
+	pl, err := puller.New(pjs, puller.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: platform, Registry: registry.Config{DockerConfigDir: docker}})
 	if err != nil {
 		b.Fatal(err)
 	}

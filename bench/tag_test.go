@@ -56,13 +56,13 @@ func startTagFleet(b *testing.B, latency, maxAge time.Duration) *fleet {
 		})
 	}
 	_, rjs := f.connect(b, tcp, "resolver")
-	r, err := resolver.Def.New(rjs, resolver.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: amd64})
+	r, err := resolver.New(rjs, resolver.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: amd64})
 	if err != nil {
 		b.Fatal(err)
 	}
 	run(r.Run)
 	_, pjs := f.connect(b, tcp, "puller")
-	p, err := puller.Def.New(pjs, puller.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: amd64, TagMaxAge: maxAge,
+	p, err := puller.New(pjs, puller.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: amd64, TagMaxAge: maxAge,
 		Registry: registry.Config{DockerConfigDir: b.TempDir()}})
 	if err != nil {
 		b.Fatal(err)

@@ -106,7 +106,7 @@ func startFleet(b *testing.B, tr transport, floor bool, replicas int) *fleet {
 			return events.CacheKeyRequested{Source: in.Data.(events.SourceResolveRequested).Source}
 		}))
 	} else {
-		r, err := resolver.Def.New(rjs, resolver.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: amd64})
+		r, err := resolver.New(rjs, resolver.Config{Replica: service.Replica{Instance: "bench", Logger: quiet}, Platform: amd64})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func startFleet(b *testing.B, tr transport, floor bool, replicas int) *fleet {
 			}))
 			continue
 		}
-		p, err := puller.Def.New(pjs, puller.Config{Replica: service.Replica{Instance: fmt.Sprintf("bench-%d", i), Logger: quiet}, Platform: amd64,
+		p, err := puller.New(pjs, puller.Config{Replica: service.Replica{Instance: fmt.Sprintf("bench-%d", i), Logger: quiet}, Platform: amd64,
 			Registry: registry.Config{DockerConfigDir: b.TempDir()}})
 		if err != nil {
 			b.Fatal(err)

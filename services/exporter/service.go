@@ -22,6 +22,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stevedore-dev/stevedore/pkg/bus"
 	"github.com/stevedore-dev/stevedore/pkg/cacheindex"
 	"github.com/stevedore-dev/stevedore/pkg/events"
@@ -131,3 +132,8 @@ func (r *registries) get(insecureHost string) (Registry, error) {
 }
 
 var _ Registry = (*registry.Client)(nil)
+
+// New validates cfg and makes an exporter replica on js (Def.New); Run serves it.
+func New(js jetstream.JetStream, cfg Config) (*service.Service[Config], error) {
+	return Def.New(js, cfg)
+}

@@ -336,7 +336,7 @@ func (f *fleet) stopAll() {
 }
 
 func (f *fleet) resolver() {
-	r, err := resolver.Def.New(f.conn("resolver"), resolver.Config{Replica: service.Replica{Instance: "r1", Logger: f.logger.With("replica", "r1")},
+	r, err := resolver.New(f.conn("resolver"), resolver.Config{Replica: service.Replica{Instance: "r1", Logger: f.logger.With("replica", "r1")},
 		Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}})
 	if err != nil {
 		f.t.Fatal(err)
@@ -345,7 +345,7 @@ func (f *fleet) resolver() {
 }
 
 func (f *fleet) puller(instance string) {
-	p, err := puller.Def.New(f.conn(instance), puller.Config{
+	p, err := puller.New(f.conn(instance), puller.Config{
 		Replica: service.Replica{Instance: instance, Consumer: fleettest.PullerConsumer(), Concurrency: 8,
 			Backoff: bus.ExponentialBackoff(20*time.Millisecond, 200*time.Millisecond), Logger: f.logger.With("replica", instance)},
 		Registry: f.reg,

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/containerd/platforms"
+	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -155,4 +156,9 @@ func setup(ctx context.Context, setup *service.Setup, cfg Config) error {
 	}
 	setup.Worker.Handle(events.TypeCacheKeyRequested, bus.Typed(h.CacheKey))
 	return nil
+}
+
+// New validates cfg and makes a puller replica on js (Def.New); Run serves it.
+func New(js jetstream.JetStream, cfg Config) (*service.Service[Config], error) {
+	return Def.New(js, cfg)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/containerd/platforms"
+	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore-dev/stevedore/pkg/bus"
@@ -47,4 +48,9 @@ var Def = service.Def[Config, *Config]{Component: events.ComponentResolver, Defa
 func setup(_ context.Context, s *service.Setup, cfg Config) error {
 	s.Worker.Handle(events.TypeSourceResolveRequested, bus.Typed(NewHandler(cfg.Platform).Resolve))
 	return nil
+}
+
+// New validates cfg and makes a resolver replica on js (Def.New); Run serves it.
+func New(js jetstream.JetStream, cfg Config) (*service.Service[Config], error) {
+	return Def.New(js, cfg)
 }

@@ -33,7 +33,7 @@ const (
 // and checks that Run returned nil.
 func runService(t *testing.T, js jetstream.JetStream, cfg resolver.Config) {
 	t.Helper()
-	svc, err := resolver.Def.New(js, cfg)
+	svc, err := resolver.New(js, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestServiceProvision(t *testing.T) {
 			cfg := resolver.Config{Replica: service.Replica{Instance: instance, Logger: discard, Provision: provision}, Platform: linuxAMD64}
 
 			if !provision {
-				svc, err := resolver.Def.New(js, cfg)
+				svc, err := resolver.New(js, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -279,7 +279,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tc.cfg.Logger = discard
-			if _, err := resolver.Def.New(nil, tc.cfg); err == nil {
+			if _, err := resolver.New(nil, tc.cfg); err == nil {
 				t.Errorf("New(%+v) = nil error", tc.cfg)
 			}
 		})
