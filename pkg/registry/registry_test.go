@@ -909,17 +909,19 @@ func (f *fakeRegistry) requests() []string {
 func TestBodyStall(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
-	data := make([]byte, 64<<10)
+	data := make([]byte, 128<<10)
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
 	d := reg.PushBlob(t, "stall/blob", data)
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: d, Size: int64(len(data))}
 	ref := reg.Host() + "/stall/blob:latest"
-	const timeout = 400 * time.Millisecond
+	// The timeout is fifteen times the steady gap, so a busy machine's
+	// scheduling cannot pass for a stall.
+	const timeout = 1500 * time.Millisecond
 	c := newClient(t, registry.Config{Timeout: timeout})
 
-	// 4 KiB every 100ms: 1.6s in all, never a pause of 400ms.
+	// 4 KiB every 100ms: 3.2s in all, never a pause near the timeout.
 	reg.ThrottleBlobs(40 << 10)
 	start := time.Now()
 	rc, err := c.Open(t.Context(), ref, desc)
