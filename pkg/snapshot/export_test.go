@@ -128,10 +128,7 @@ func TestExportMatchesGNUTar(t *testing.T) {
 					t.Errorf("WriteTar of %d layers, extracted by GNU tar, differs (-tar +stream):\n%s", i+1, diff)
 				}
 			}
-			committed, other := snapshotNames(t, s)
-			if len(committed) != len(layers) || len(other) != 0 {
-				t.Errorf("after exports: committed %v, others %v; want %d committed and no view left", committed, other, len(layers))
-			}
+			noViewLeft(t, s, len(layers))
 		})
 	}
 }
@@ -218,10 +215,7 @@ func TestExportChainMatchesGNUTar(t *testing.T) {
 					t.Errorf("ExportChain of %d layers differs from GNU tar's (-tar +export):\n%s", i+1, diff)
 				}
 			}
-			committed, other := snapshotNames(t, s)
-			if len(committed) != len(layers) || len(other) != 0 {
-				t.Errorf("after exports: committed %v, others %v; want %d committed and no view left", committed, other, len(layers))
-			}
+			noViewLeft(t, s, len(layers))
 		})
 	}
 }
@@ -300,5 +294,15 @@ func TestExportXattrs(t *testing.T) {
 		if diff := cmp.Diff(map[string]string{"user.upper": "u"}, xattrs(filepath.Join(root, "d"))); diff != "" {
 			t.Errorf("%s: d xattrs (-want +got):\n%s", root, diff)
 		}
+	}
+}
+
+// noViewLeft fails t unless s holds exactly n committed snapshots and
+// nothing else: every export removed the view it read through.
+func noViewLeft(t *testing.T, s *snapshot.Store, n int) {
+	t.Helper()
+	committed, other := snapshotNames(t, s)
+	if len(committed) != n || len(other) != 0 {
+		t.Errorf("after exports: committed %v, others %v; want %d committed and no view left", committed, other, n)
 	}
 }
